@@ -1,0 +1,3 @@
+from dmp_cli.cli import main
+
+main()

@@ -1,0 +1,110 @@
+"""The `dmp` command line: one group, a module per command group, errors mapped once."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+
+import click
+
+from dmp_cli import __version__
+from dmp_cli.cli.output import Output
+from dmp_cli.errors import DmpError
+from dmp_cli.settings import Settings
+
+
+@dataclass
+class App:
+    """What every command gets: the run's settings and where to print."""
+
+    settings: Settings
+    out: Output
+
+    def executor(self):  # type: ignore[no-untyped-def]
+        from dmp_cli.runtime import make_executor
+
+        return make_executor(self.settings, self.out)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dmp")
+@click.option("--profile", metavar="NAME", help="AWS profile to use (as in the AWS CLI).")
+@click.option("--region", metavar="REGION", help="AWS region (default: from the profile or "
+              "AWS_REGION).")
+@click.option("--endpoint-url", metavar="URL", help="S3 endpoint, for MinIO, Ceph or another "
+              "S3-compatible store (default: AWS_ENDPOINT_URL).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
+              help="Local parallelism (default: DMP_JOBS, else the number of CPUs).")
+@click.option("--json", "json_mode", is_flag=True, help="Write JSON Lines on stdout: one "
+              "object per file, then a summary object.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or informational messages.")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr.")
+@click.option("--traceback", "show_traceback", is_flag=True, hidden=True,
+              help="Show the Python traceback of an unexpected error.")
+@click.pass_context
+def cli(ctx: click.Context, profile: str | None, region: str | None,
+        endpoint_url: str | None, jobs: int | None, json_mode: bool, quiet: bool,
+        verbose: int, show_traceback: bool) -> None:
+    """dmp: make sha256 manifests of files, verify them, and archive the files they name
+    to a content-addressed vault on S3 (or a directory), then fetch them back, verified.
+
+    Without DMP_BROKER_URL everything runs here, in a local pool; with it, the work fans
+    out to `dmp worker` processes through Redis.
+    """
+    settings = Settings.from_env(profile=profile, region=region, endpoint_url=endpoint_url,
+                                 jobs=jobs)
+    ctx.obj = App(settings, Output(json_mode=json_mode, quiet=quiet, verbose=verbose))
+    ctx.meta["dmp.traceback"] = show_traceback
+
+
+def _register() -> None:
+    from dmp_cli.cli import manifest
+
+    cli.add_command(manifest.manifest)
+    try:
+        from dmp_cli.cli import job, worker
+    except ImportError:
+        return
+    cli.add_command(job.job)
+    cli.add_command(worker.worker)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; the one place where exceptions become messages and exit statuses."""
+    show_traceback = "--traceback" in (sys.argv[1:] if argv is None else argv)
+    try:
+        status = cli.main(args=argv, prog_name="dmp", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"dmp: {exc.format_message()}{hint}", err=True)
+        status = 2
+    except click.ClickException as exc:
+        click.echo(f"dmp: {exc.format_message()}", err=True)
+        status = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("dmp: interrupted", err=True)
+        status = 130
+    except DmpError as exc:
+        sys.stdout.flush()
+        click.echo(f"dmp: {exc}", err=True)
+        status = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("dmp: interrupted", err=True)
+        status = 130
+    except BrokenPipeError:
+        status = 141
+    except Exception as exc:
+        if show_traceback:
+            traceback.print_exc()
+        click.echo(f"dmp: unexpected error: {type(exc).__name__}: {exc} "
+                   "(run with --traceback for details)", err=True)
+        status = 1
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        status = 141
+    sys.exit(status if isinstance(status, int) else 0)

@@ -1,0 +1,261 @@
+"""`dmp manifest`: create, check, and (in cli/vault.py) vault, archive and fetch."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from dmp_cli.check import CheckCounts, check_items
+from dmp_cli.cli.output import Output, human_bytes, plural
+from dmp_cli.errors import DmpError, InputError, ManifestError, UsageError
+from dmp_cli.fsutil import AtomicFile
+from dmp_cli.inputs import Inputs, expand
+from dmp_cli.manifest import FORMATS, Entry, open_manifest, parse_lines
+from dmp_cli.quoting import quote_name
+
+MODES = ("create", "check", "vault", "archive", "fetch")
+
+# Which options belong to which mode; any other combination is a usage error.
+MODE_OPTIONS = {
+    "create": {"dirs", "recursive", "files_from", "null", "fmt"},
+    "check": {"check_quiet", "status", "strict", "ignore_missing", "warn"},
+    "vault": {"strict"},
+    "archive": {"path", "all_files", "dry_run", "detach"},
+    "fetch": {"overwrite", "dry_run", "absolute_names", "detach"},
+}
+OPTION_NAMES = {
+    "dirs": "--dir", "recursive": "--recursive", "files_from": "--files-from",
+    "null": "-0/--null", "fmt": "--format", "check_quiet": "--quiet", "status": "--status",
+    "strict": "--strict", "ignore_missing": "--ignore-missing", "warn": "--warn",
+    "path": "--path", "all_files": "--all", "dry_run": "--dry-run", "detach": "--detach",
+    "overwrite": "--overwrite", "absolute_names": "--absolute-names",
+}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--create", is_flag=True, help="Hash files and write a manifest.")
+@click.option("--check", is_flag=True, help="Verify files against a manifest, exactly as "
+              "`sha256sum --check` does.")
+@click.option("--vault", is_flag=True, help="Report which checksums are already in the vault.")
+@click.option("--archive", is_flag=True, help="Upload the files the vault lacks.")
+@click.option("--fetch", is_flag=True, help="Bring files back from the vault, verified.")
+@click.option("-m", "--manifest", "manifest_path", metavar="FILE",
+              help="The manifest to read, or with --create to write (default: stdout). "
+              "'-' is stdin or stdout.")
+@click.option("--dir", "dirs", multiple=True, metavar="DIR",
+              help="--create: include the regular files in DIR (repeatable).")
+@click.option("-r", "--recursive", is_flag=True,
+              help="--create: with --dir, every regular file below DIR (symlinked "
+              "directories are not descended).")
+@click.option("--files-from", metavar="FILE", help="--create: read file names from FILE, one "
+              "a line ('-' for stdin); with -0, NUL-separated, as `find -print0` writes.")
+@click.option("-0", "--null", is_flag=True, help="--create: --files-from names end in NUL.")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default=None,
+              help="--create: 'dmp' (quoted paths, the default) or 'sha256sum' (the lines "
+              "GNU sha256sum writes).")
+@click.option("--quiet", "check_quiet", is_flag=True,
+              help="--check: don't print OK for each verified file.")
+@click.option("--status", is_flag=True, help="--check: print nothing; the exit status tells.")
+@click.option("--strict", is_flag=True, help="--check: improperly formatted lines are an "
+              "error (exit 1).")
+@click.option("--ignore-missing", is_flag=True, help="--check: skip files that don't exist.")
+@click.option("-w", "--warn", is_flag=True, help="--check: warn about each improperly "
+              "formatted line.")
+@click.option("--path", metavar="s3://BUCKET/PREFIX", help="--archive: upload to "
+              "PREFIX/<manifest path> (and into the vault by server-side copy).")
+@click.option("--all", "all_files", is_flag=True, help="--archive: upload every file to "
+              "--path, also those already in the vault.")
+@click.option("--overwrite", is_flag=True, help="--fetch: replace local files whose "
+              "checksum differs.")
+@click.option("-n", "--dry-run", is_flag=True, help="--archive/--fetch: list what would "
+              "move, move nothing.")
+@click.option("--absolute-names", is_flag=True, help="--fetch: allow absolute paths and "
+              "'..' that leaves the working directory.")
+@click.option("--detach", is_flag=True, help="With DMP_BROKER_URL: submit the job, print "
+              "its id and return (see `dmp job`).")
+@click.argument("patterns", nargs=-1, metavar="[FILE|PATTERN]...")
+@click.pass_obj
+def manifest(app, patterns: tuple[str, ...], manifest_path: str | None,  # type: ignore[no-untyped-def]
+             **options) -> int:
+    """Make, check and use manifests: lines of a sha256 and a quoted path.
+
+    Exactly one mode per call:
+
+    \b
+      dmp manifest --create PATTERN... [--dir DIR]... [--recursive] [--manifest FILE]
+      dmp manifest --check   --manifest FILE
+      dmp manifest --vault   --manifest FILE
+      dmp manifest --archive --manifest FILE [--path s3://bucket/prefix] [--all]
+      dmp manifest --fetch   --manifest FILE [--overwrite]
+
+    Patterns are expanded by dmp ('data/*.csv', '**/*.h5'), so quote them when the
+    shell's argument list would be too long. Exit status: 0 success, 1 a failed check or
+    file error, 2 a usage error.
+    """
+    chosen = [mode for mode in MODES if options.pop(mode)]
+    if len(chosen) != 1:
+        raise UsageError("give exactly one of --create, --check, --vault, --archive, --fetch")
+    mode = chosen[0]
+    for name, value in options.items():
+        if value and name not in MODE_OPTIONS[mode]:
+            raise UsageError(f"{OPTION_NAMES[name]} does not apply to --{mode}")
+    if patterns and mode != "create":
+        raise UsageError(f"--{mode} takes no file arguments (use --manifest FILE)")
+    if mode == "create":
+        return create(app, patterns, manifest_path, **options)
+    if not manifest_path:
+        raise UsageError(f"--{mode} needs --manifest FILE")
+    if mode == "check":
+        return check(app, manifest_path, **options)
+    from dmp_cli.cli import vault
+
+    return vault.run(app, mode, manifest_path, **options)
+
+
+def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type: ignore[no-untyped-def]
+           dirs: tuple[str, ...], recursive: bool, files_from: str | None, null: bool,
+           fmt: str | None, **_: object) -> int:
+    inputs = Inputs(list(patterns), list(dirs), recursive, files_from, null)
+    if not inputs.given():
+        raise UsageError("--create needs files, patterns, --dir DIR or --files-from FILE")
+    if recursive and not dirs:
+        raise UsageError("--recursive needs --dir DIR")
+    if null and not files_from:
+        raise UsageError("-0/--null needs --files-from FILE")
+    out: Output = app.out
+    target = _open_target(manifest_path)
+    stream = target.stream if target else (None if out.json else out.stdout)
+    formatter = FORMATS[fmt or "dmp"]
+    problems = files = nbytes = 0
+
+    def on_problem(path: str, reason: str) -> None:
+        nonlocal problems
+        problems += 1
+        out.file_error(path, reason)
+
+    def on_no_match(pattern: str, reason: str) -> None:
+        out.file_error(pattern, f"warning: {reason}")
+
+    try:
+        with app.executor() as executor, out.progress("hashing") as bar:
+            for row in executor.map("hash", expand(inputs, on_problem, on_no_match), {}):
+                bar.update(1, row.get("bytes", 0))
+                if row["status"] != "ok":
+                    on_problem(row["path"], row["error"])
+                    continue
+                files += 1
+                nbytes += row["bytes"]
+                if stream is not None:
+                    stream.write(formatter(Entry(row["digest"], row["path"])))
+                out.record("file", path=row["path"], digest=row["digest"],
+                           bytes=row["bytes"], status="ok")
+        if problems:
+            where = "no manifest written" if target else "the manifest is incomplete"
+            raise InputError(f"{plural(problems, 'input', 'inputs')} could not be read; {where}")
+        if files == 0:
+            raise InputError("no files found in the given inputs")
+        if target:
+            target.commit()
+    except BaseException:
+        if target:
+            target.abort()
+        raise
+    out.record("summary", files=files, bytes=nbytes, manifest=manifest_path)
+    out.debug(f"{plural(files, 'file', 'files')}, {human_bytes(nbytes)} hashed")
+    return 0
+
+
+def _open_target(manifest_path: str | None) -> AtomicFile | None:
+    if not manifest_path or manifest_path == "-":
+        return None
+    name = quote_name(manifest_path).decode("utf-8", "surrogateescape")
+    if os.path.lexists(manifest_path):
+        raise ManifestError(f"{name}: manifest already exists (dmp never overwrites one; "
+                            "remove it or choose another name)")
+    try:
+        return AtomicFile(manifest_path)
+    except OSError as exc:
+        raise ManifestError(f"{name}: cannot create manifest: {exc.strerror or exc}") from exc
+
+
+def _check_name(path: str, escape: bool) -> bytes:
+    name = os.fsencode(path)
+    if escape and b"\n" in name:
+        return b"\\" + name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
+    return name
+
+
+def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: bool,  # type: ignore[no-untyped-def]
+          ignore_missing: bool, warn: bool, **_: object) -> int:
+    """`sha256sum --check`, byte for byte: the same lines, warnings and exit status."""
+    out: Output = app.out
+    quiet = check_quiet or out.quiet
+    counts = CheckCounts()
+    shown = quote_name(manifest_path).decode("utf-8", "surrogateescape")
+    try:
+        stream = open_manifest(manifest_path)
+    except ManifestError as exc:
+        raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
+    total = _count_lines(manifest_path) if out.wants_progress() else None
+    with stream, app.executor() as executor, out.progress("checking", total) as bar:
+        for row in executor.map("check", check_items(parse_lines(stream)), {}):
+            bar.update(1, row.get("bytes", 0))
+            kind = counts.add(row, ignore_missing)
+            if kind == "misformatted":
+                if warn:
+                    out.error(f"{shown}: {row['line']}: improperly formatted SHA256 "
+                              "checksum line")
+                continue
+            if kind == "ignored":
+                continue
+            if out.json:
+                out.record("file", path=row["path"], status=kind, digest=row.get("digest"),
+                           expected=row.get("expected"), bytes=row.get("bytes", 0),
+                           error=row.get("error"))
+                continue
+            if kind == "unreadable":
+                out.file_error(row["path"], row["error"])
+            if status or (kind == "ok" and quiet):
+                continue
+            verdict = {"ok": b": OK\n", "failed": b": FAILED\n",
+                       "unreadable": b": FAILED open or read\n"}[kind]
+            out.write(_check_name(row["path"], escape=True) + verdict)
+    _check_summary(out, counts, shown, status=status, ignore_missing=ignore_missing)
+    return 0 if counts.ok(strict=strict, ignore_missing=ignore_missing) else 1
+
+
+def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool,
+                   ignore_missing: bool) -> None:
+    out.record("summary", ok=counts.matched, failed=counts.mismatched,
+               unreadable=counts.unreadable, misformatted=counts.misformatted,
+               ignored=counts.ignored, bytes=counts.bytes)
+    if counts.properly_formatted == 0:
+        out.error(f"{shown}: no properly formatted SHA256 checksum lines found")
+        return
+    if status:
+        return
+    if counts.misformatted:
+        out.warning(plural(counts.misformatted, "line is", "lines are"),
+                    " improperly formatted")
+    if counts.unreadable:
+        out.warning(plural(counts.unreadable, "listed file", "listed files"),
+                    " could not be read")
+    if counts.mismatched:
+        out.warning(plural(counts.mismatched, "computed checksum", "computed checksums"),
+                    " did NOT match")
+    if ignore_missing and counts.matched + counts.mismatched == 0:
+        out.error(f"{shown}: no file was verified")
+
+
+def _count_lines(path: str) -> int | None:
+    if path == "-":
+        return None
+    try:
+        with open(path, "rb") as stream:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
+    except OSError:
+        return None
+
+
+__all__ = ["DmpError", "manifest"]

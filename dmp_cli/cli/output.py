@@ -1,0 +1,132 @@
+"""Everything dmp prints goes through here: results, JSON Lines, messages, progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+from dmp_cli.quoting import quote_name
+
+PROG = "dmp"
+
+
+def _text(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else os.fsencode(value)
+
+
+class Output:
+    """Where results and messages go: stdout for results, stderr for messages and bars."""
+
+    def __init__(self, json_mode: bool = False, quiet: bool = False, verbose: int = 0,
+                 stdout: BinaryIO | None = None, stderr: BinaryIO | None = None) -> None:
+        self.json = json_mode
+        self.quiet = quiet
+        self.verbose = verbose
+        self.stdout = stdout or sys.stdout.buffer
+        self.stderr = stderr or sys.stderr.buffer
+
+    # results -------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        self.stdout.write(data)
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """One JSON Lines object on stdout (only in --json mode)."""
+        if self.json:
+            obj = {"type": kind, **fields}
+            self.stdout.write(json.dumps(obj, ensure_ascii=True).encode() + b"\n")
+
+    def flush(self) -> None:
+        self.stdout.flush()
+        self.stderr.flush()
+
+    # messages ------------------------------------------------------------
+    def _message(self, *parts: str | bytes) -> None:
+        self.stdout.flush()
+        self.stderr.write(PROG.encode() + b": " + b"".join(_text(p) for p in parts) + b"\n")
+        self.stderr.flush()
+
+    def error(self, *parts: str | bytes) -> None:
+        self._message(*parts)
+
+    def file_error(self, path: str, reason: str) -> None:
+        """``dmp: NAME: reason``, the name quoted as coreutils quotes it."""
+        self._message(quote_name(path), ": ", reason)
+
+    def warning(self, *parts: str | bytes) -> None:
+        self._message("WARNING: ", *parts)
+
+    def info(self, *parts: str | bytes) -> None:
+        if not self.quiet:
+            self._message(*parts)
+
+    def debug(self, *parts: str | bytes) -> None:
+        if self.verbose:
+            self._message(*parts)
+
+    # progress ------------------------------------------------------------
+    def wants_progress(self) -> bool:
+        return not self.quiet and self.stderr.isatty()
+
+    @contextmanager
+    def progress(self, description: str, total: int | None = None,
+                 unit: str = "file") -> Iterator[Progress]:
+        bar = Progress(description, total, unit) if self.wants_progress() else None
+        try:
+            yield bar or _NO_PROGRESS
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+class Progress:
+    """A progress bar on stderr: files counted, bytes shown alongside."""
+
+    def __init__(self, description: str, total: int | None, unit: str) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr,
+                         dynamic_ncols=True, leave=False, smoothing=0.1)
+        self._bytes = 0
+
+    def update(self, files: int = 1, nbytes: int = 0) -> None:
+        self._bytes += nbytes
+        self._bar.update(files)
+        if nbytes and self._bar.n % 64 == 0:
+            self._bar.set_postfix_str(_human(self._bytes), refresh=False)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class _NoProgress(Progress):
+    def __init__(self) -> None:  # no bar at all
+        pass
+
+    def update(self, files: int = 1, nbytes: int = 0) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_NO_PROGRESS = _NoProgress()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def human_bytes(n: int) -> str:
+    return _human(n)
+
+
+def plural(n: int, singular: str, plural_form: str) -> str:
+    return f"{n} {singular if n == 1 else plural_form}"

@@ -1,0 +1,35 @@
+"""One error hierarchy for dmp; only the CLI entry point turns these into exit codes."""
+
+from __future__ import annotations
+
+
+class DmpError(Exception):
+    """Base of every error dmp raises on purpose. The message is one line for the user."""
+
+    exit_code = 1
+
+
+class UsageError(DmpError):
+    """The command line asks for something that cannot be done (exit 2)."""
+
+    exit_code = 2
+
+
+class InputError(DmpError):
+    """A file or directory named on the command line cannot be used."""
+
+
+class ManifestError(DmpError):
+    """A manifest cannot be read or written."""
+
+
+class StoreError(DmpError):
+    """An object store (S3 or a directory) refused or failed a request."""
+
+
+class IntegrityError(DmpError):
+    """Bytes do not hash to the checksum they were expected to have."""
+
+
+class BrokerError(DmpError):
+    """The Celery broker or result backend cannot be used."""

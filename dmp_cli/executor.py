@@ -1,0 +1,108 @@
+"""Executors run an operation over a stream of items and give the rows back in order.
+
+The embedded executor runs in the CLI's process: hashing in a pool of processes (two
+threads fight over the GIL on every small-file syscall), network work in threads. The
+Celery executor in ``dmp_tasks`` has the same shape.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor as PoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Protocol
+
+from dmp_cli.ops import Config, Item, Row, kind_of, run_batch
+
+MAX_BATCH_ITEMS = 256
+MAX_BATCH_BYTES = 32 << 20
+
+
+class Executor(Protocol):
+    def map(self, op: str, items: Iterable[Item], config: Config) -> Iterator[Row]:
+        """Run ``op`` on every item; yield one row per item, in the items' order."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def batches(items: Iterable[Item], max_items: int = MAX_BATCH_ITEMS,
+            max_bytes: int = MAX_BATCH_BYTES) -> Iterator[list[Item]]:
+    """Group items into batches bounded by count and by bytes; a huge file goes alone."""
+    batch: list[Item] = []
+    size = 0
+    for item in items:
+        item_size = item.get("size") or 0
+        if batch and (len(batch) >= max_items or size + item_size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item_size
+    if batch:
+        yield batch
+
+
+def default_jobs() -> int:
+    env = os.environ.get("DMP_JOBS")
+    if env:
+        return max(1, int(env))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class LocalExecutor:
+    """The embedded executor: a local pool in this process, no services needed."""
+
+    def __init__(self, jobs: int | None = None, io_threads: int | None = None) -> None:
+        self.jobs = jobs or default_jobs()
+        self.io_threads = io_threads or min(64, max(8, 8 * self.jobs))
+        self._pools: dict[str, PoolExecutor] = {}
+
+    def _pool(self, kind: str) -> PoolExecutor | None:
+        if kind == "cpu" and self.jobs == 1:
+            return None
+        if kind not in self._pools:
+            if kind == "cpu":
+                context = multiprocessing.get_context("fork")
+                self._pools[kind] = ProcessPoolExecutor(self.jobs, mp_context=context)
+            else:
+                self._pools[kind] = ThreadPoolExecutor(self.io_threads, "dmp-io")
+        return self._pools[kind]
+
+    def map(self, op: str, items: Iterable[Item], config: Config) -> Iterator[Row]:
+        kind = kind_of(op)
+        pool = self._pool(kind)
+        if kind == "io":
+            # Network work is latency-bound: small batches keep every thread busy.
+            groups = batches(items, max_items=8, max_bytes=MAX_BATCH_BYTES)
+        else:
+            groups = batches(items)
+        if pool is None:
+            for batch in groups:
+                yield from run_batch(op, batch, config)
+            return
+        window = 4 * (self.jobs if kind == "cpu" else self.io_threads)
+        pending: deque[Future[list[Row]]] = deque()
+        try:
+            for batch in groups:
+                pending.append(pool.submit(run_batch, op, batch, dict(config)))
+                if len(pending) >= window:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._pools.clear()
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

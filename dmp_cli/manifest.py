@@ -1,0 +1,264 @@
+"""Manifest lines: reading every form `sha256sum` writes, writing dmp's quoted form.
+
+A dmp line is 64 lowercase hex digits, two spaces and the path in double quotes, with
+``\\\\ \\" \\n \\r \\t`` and ``\\xHH`` (any other control byte, or a byte that is not valid
+UTF-8) escaped inside the quotes, so that every POSIX name round-trips exactly.
+
+Paths are ``str`` as the ``os`` module gives them (undecodable bytes held as surrogate
+escapes); ``os.fsencode`` turns them back into the exact bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from dmp_cli.errors import ManifestError
+
+DIGEST_HEX = 64
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_WHITE = b" \t"
+_TAG = b"SHA256"
+
+# dmp format: characters that are escaped inside the quotes.
+_NEEDS_QUOTE_ESCAPE = re.compile("[\x00-\x1f\x7f\"\\\\\udc80-\udcff]")
+_QUOTE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_UNQUOTE = re.compile(rb'\\(x[0-9a-fA-F]{2}|[\\"nrt])')
+_UNQUOTE_BYTES = {b"\\": b"\\", b'"': b'"', b"n": b"\n", b"r": b"\r", b"t": b"\t"}
+_QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)"\Z', re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One manifest line that names a file: its sha256 (lowercase hex) and its path."""
+
+    digest: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of a manifest as read: ``entry`` is None when the line is improperly formatted."""
+
+    number: int
+    entry: Entry | None
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    known = _QUOTE_ESCAPES.get(char)
+    if known is not None:
+        return known
+    code = ord(char)
+    return f"\\x{code - 0xDC00 if code >= 0xDC80 else code:02x}"
+
+
+def quote_path(path: str) -> bytes:
+    """The path in double quotes with dmp's escapes, as UTF-8 bytes."""
+    return b'"' + _NEEDS_QUOTE_ESCAPE.sub(_escape_char, path).encode("utf-8") + b'"'
+
+
+def format_line(entry: Entry) -> bytes:
+    """A dmp manifest line, newline included."""
+    return entry.digest.encode("ascii") + b"  " + quote_path(entry.path) + b"\n"
+
+
+def format_gnu_line(entry: Entry) -> bytes:
+    """The line `sha256sum` writes for this file (text mode), newline included."""
+    name = os.fsencode(entry.path)
+    if b"\\" in name or b"\n" in name or b"\r" in name:
+        name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        return b"\\" + entry.digest.encode("ascii") + b"  " + name + b"\n"
+    return entry.digest.encode("ascii") + b"  " + name + b"\n"
+
+
+FORMATS = {"dmp": format_line, "sha256sum": format_gnu_line}
+
+
+# ---------------------------------------------------------------- reading
+
+
+def unquote_path(quoted: bytes) -> str | None:
+    """The path inside a dmp quoted string, or None if it is not one."""
+    match = _QUOTED.match(quoted)
+    if match is None:
+        return None
+    inner = match.group(1)
+    if b"\\" in inner:
+        pieces = _UNQUOTE.split(inner)
+        # split() alternates literal text and escape bodies; a stray backslash left in
+        # the literal text is an unknown escape.
+        out = bytearray()
+        for index, piece in enumerate(pieces):
+            if index % 2 == 0:
+                if b"\\" in piece:
+                    return None
+                out += piece
+            elif piece[:1] == b"x":
+                out.append(int(piece[1:], 16))
+            else:
+                out += _UNQUOTE_BYTES[piece]
+        inner = bytes(out)
+    if not inner or b"\0" in inner:
+        return None
+    return os.fsdecode(inner)
+
+
+def _gnu_unescape(name: bytes) -> bytes | None:
+    """Undo sha256sum's escaping (``\\\\``, ``\\n``, ``\\r``); None if any other escape."""
+    out = bytearray()
+    i = 0
+    while i < len(name):
+        byte = name[i]
+        if byte == 0x5C:
+            if i + 1 == len(name):
+                return None
+            nxt = name[i + 1]
+            if nxt == 0x6E:
+                out.append(0x0A)
+            elif nxt == 0x72:
+                out.append(0x0D)
+            elif nxt == 0x5C:
+                out.append(0x5C)
+            else:
+                return None
+            i += 2
+            continue
+        if byte == 0:
+            return None
+        out.append(byte)
+        i += 1
+    return bytes(out)
+
+
+def _is_hex(text: bytes) -> bool:
+    return len(text) == DIGEST_HEX and all(c in _HEX for c in text)
+
+
+class LineParser:
+    """Parses manifest lines one at a time, as `sha256sum --check` does.
+
+    Stateful only in one way coreutils is: once a line has been read in the standard
+    ``hash  name`` form, the single-space (reversed BSD) form is no longer accepted.
+    """
+
+    def __init__(self) -> None:
+        self._bsd_reversed = -1
+
+    def parse(self, text: bytes) -> Entry | None:
+        """Parse one line without its newline; None if improperly formatted."""
+        i = 0
+        n = len(text)
+        while i < n and text[i] in _WHITE:
+            i += 1
+        escaped = text[i : i + 1] == b"\\"
+        if escaped:
+            i += 1
+        if text.startswith(_TAG, i):
+            return self._parse_tag(text, i + len(_TAG), escaped)
+        if n - i < DIGEST_HEX + 2:
+            return None
+        digest = text[i : i + DIGEST_HEX]
+        i += DIGEST_HEX
+        if not _is_hex(digest) or text[i] not in _WHITE:
+            return None
+        i += 1
+        if n - i == 1 or text[i] not in b" *":
+            if self._bsd_reversed == 0:
+                return None
+            self._bsd_reversed = 1
+        elif self._bsd_reversed != 1:
+            self._bsd_reversed = 0
+            i += 1
+        return self._entry(digest, text[i:], escaped)
+
+    def _parse_tag(self, text: bytes, i: int, escaped: bool) -> Entry | None:
+        if text[i : i + 1] == b" ":
+            i += 1
+        if text[i : i + 1] != b"(":
+            return None
+        i += 1
+        close = text.rfind(b")", i)
+        if close < 0:
+            return None
+        name = text[i:close]
+        rest = text[close + 1 :].lstrip(_WHITE)
+        if rest[:1] != b"=":
+            return None
+        digest = rest[1:].lstrip(_WHITE)
+        if not _is_hex(digest):
+            return None
+        return self._entry(digest, name, escaped)
+
+    @staticmethod
+    def _entry(digest: bytes, name: bytes, escaped: bool) -> Entry | None:
+        path: str | None
+        if escaped:
+            raw = _gnu_unescape(name)
+            path = None if raw is None else os.fsdecode(raw)
+        elif name[:1] == b'"' and (path := unquote_path(name)) is not None:
+            pass
+        else:
+            path = os.fsdecode(name) if name and b"\0" not in name else None
+        if not path:
+            return None
+        return Entry(digest.decode("ascii").lower(), path)
+
+
+def _lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    for number, raw in enumerate(stream, 1):
+        if raw[:1] == b"#":
+            continue
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if raw:
+            yield number, raw
+
+
+def parse_lines(stream: BinaryIO) -> Iterator[Line]:
+    """Every line of a manifest that is not blank or a comment, in order."""
+    parser = LineParser()
+    for number, raw in _lines(stream):
+        yield Line(number, parser.parse(raw))
+
+
+def read_entries(path: str) -> Iterator[Entry]:
+    """The entries of a manifest file, streamed; improperly formatted lines are skipped."""
+    with open_manifest(path) as stream:
+        for line in parse_lines(stream):
+            if line.entry is not None:
+                yield line.entry
+
+
+def open_manifest(path: str) -> BinaryIO:
+    """Open a manifest for reading (``-`` is stdin), with one clear error if that fails."""
+    if path == "-":
+        import sys
+
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        if os.path.isdir(path):
+            stream.close()
+            raise IsADirectoryError(21, os.strerror(21), path)
+        return stream
+    except OSError as exc:
+        raise ManifestError(f"{path}: {exc.strerror or exc}") from exc
+
+
+def write_entries(stream: BinaryIO, entries: Iterable[Entry], fmt: str = "dmp") -> int:
+    """Write entries as manifest lines; returns how many were written."""
+    formatter = FORMATS[fmt]
+    count = 0
+    for entry in entries:
+        stream.write(formatter(entry))
+        count += 1
+    return count
