@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -54,13 +53,6 @@ class CheckCounts:
         )
 
 
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
-
-
 def check_items(lines: Iterable[Line]) -> Iterator[Item]:
     """Items for the check operation, one per line, so that results keep the line order."""
     for line in lines:
@@ -68,8 +60,7 @@ def check_items(lines: Iterable[Line]) -> Iterator[Item]:
         if entry is None:
             yield {"line": line.number, "bad": True}
         else:
-            yield {"line": line.number, "path": entry.path, "digest": entry.digest,
-                   "size": _size(entry.path)}
+            yield {"line": line.number, "path": entry.path, "digest": entry.digest}
 
 
 def check_lines(lines: Iterable[Line], executor: Executor) -> Iterator[Row]:

@@ -25,23 +25,51 @@ def digest_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def digest_fd(fd: int) -> tuple[str, int]:
-    """Hash what is left to read on an open descriptor: (hex digest, bytes read)."""
-    hasher = hashlib.sha256()
-    view = _buffer()
-    total = 0
-    while True:
-        n = os.readv(fd, [view])
-        if not n:
-            return hasher.hexdigest(), total
-        hasher.update(view[:n])
-        total += n
+class FileDigest:
+    """A file being hashed. Opening reads the first chunk, so a small file is done at once
+    and a big one (``done`` still False) can be finished on another thread: hashlib
+    releases the GIL for big updates, so threads suit big files, not small ones."""
+
+    __slots__ = ("done", "fd", "hasher", "size")
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.hasher = hashlib.sha256()
+        self.size = 0
+        self.done = False
+        try:
+            self._read(once=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self, once: bool = False) -> None:
+        view = _buffer()
+        while not self.done:
+            n = os.readv(self.fd, [view])
+            if n:
+                self.hasher.update(view[:n])
+                self.size += n
+                if once and n == CHUNK:
+                    return
+                continue
+            self.close()
+
+    def finish(self) -> tuple[str, int]:
+        """Read the rest: (hex digest, size). Raises OSError as read would."""
+        try:
+            self._read()
+        finally:
+            self.close()
+        return self.hasher.hexdigest(), self.size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.done = True
 
 
 def digest_file(path: str) -> tuple[str, int]:
     """Hash one file: (hex digest, size). Raises OSError as open/read would."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return digest_fd(fd)
-    finally:
-        os.close(fd)
+    return FileDigest(path).finish()

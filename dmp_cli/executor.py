@@ -17,7 +17,7 @@ from typing import Protocol
 
 from dmp_cli.ops import Config, Item, Row, kind_of, run_batch
 
-MAX_BATCH_ITEMS = 256
+MAX_BATCH_ITEMS = 512
 MAX_BATCH_BYTES = 32 << 20
 
 
@@ -81,13 +81,13 @@ class LocalExecutor:
             groups = batches(items)
         if pool is None:
             for batch in groups:
-                yield from run_batch(op, batch, config)
+                yield from run_batch(op, batch, config, threads=False)
             return
         window = 4 * (self.jobs if kind == "cpu" else self.io_threads)
         pending: deque[Future[list[Row]]] = deque()
         try:
             for batch in groups:
-                pending.append(pool.submit(run_batch, op, batch, dict(config)))
+                pending.append(pool.submit(run_batch, op, batch, config))
                 if len(pending) >= window:
                     yield from pending.popleft().result()
             while pending:

@@ -11,6 +11,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from dmp_cli.ops import Item
 
@@ -70,7 +71,7 @@ def _expand_pattern(pattern: str, on_problem: OnProblem,
 def _walk(directory: str, recursive: bool, on_problem: OnProblem) -> Iterator[Item]:
     try:
         with os.scandir(directory) as scan:
-            entries = sorted(scan, key=lambda e: os.fsencode(e.name))
+            entries = sorted(scan, key=attrgetter("name"))
     except OSError as exc:
         on_problem(directory, exc.strerror or str(exc))
         return
@@ -81,7 +82,8 @@ def _walk(directory: str, recursive: bool, on_problem: OnProblem) -> Iterator[It
                     yield from _walk(entry.path, recursive, on_problem)
                 continue
             if entry.is_file():  # a symlink to a file counts, as sha256sum would read it
-                yield {"path": entry.path, "size": entry.stat().st_size}
+                # No size: a stat per file would cost the walk more than the hashing.
+                yield {"path": entry.path}
         except OSError as exc:
             on_problem(entry.path, exc.strerror or str(exc))
 

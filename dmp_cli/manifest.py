@@ -64,20 +64,32 @@ def quote_path(path: str) -> bytes:
     return b'"' + _NEEDS_QUOTE_ESCAPE.sub(_escape_char, path).encode("utf-8") + b'"'
 
 
+def dmp_line(digest: str, path: str) -> bytes:
+    """A dmp manifest line, newline included."""
+    return f'{digest}  "{_NEEDS_QUOTE_ESCAPE.sub(_escape_char, path)}"\n'.encode()
+
+
 def format_line(entry: Entry) -> bytes:
     """A dmp manifest line, newline included."""
-    return entry.digest.encode("ascii") + b"  " + quote_path(entry.path) + b"\n"
+    return dmp_line(entry.digest, entry.path)
+
+
+def gnu_line(digest: str, path: str) -> bytes:
+    """The line `sha256sum` writes for this file (text mode), newline included."""
+    name = os.fsencode(path)
+    if b"\\" in name or b"\n" in name or b"\r" in name:
+        name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        return b"\\" + digest.encode("ascii") + b"  " + name + b"\n"
+    return digest.encode("ascii") + b"  " + name + b"\n"
 
 
 def format_gnu_line(entry: Entry) -> bytes:
-    """The line `sha256sum` writes for this file (text mode), newline included."""
-    name = os.fsencode(entry.path)
-    if b"\\" in name or b"\n" in name or b"\r" in name:
-        name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
-        return b"\\" + entry.digest.encode("ascii") + b"  " + name + b"\n"
-    return entry.digest.encode("ascii") + b"  " + name + b"\n"
+    """The line `sha256sum` writes for this entry (text mode), newline included."""
+    return gnu_line(entry.digest, entry.path)
 
 
+# Line writers by --format name, taking (digest, path).
+LINE_FORMATS = {"dmp": dmp_line, "sha256sum": gnu_line}
 FORMATS = {"dmp": format_line, "sha256sum": format_gnu_line}
 
 

@@ -13,10 +13,11 @@ import errno as errno_mod
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dmp_cli.digest import digest_file
+from dmp_cli.digest import FileDigest
 
 Item = dict[str, Any]
 Row = dict[str, Any]
@@ -30,6 +31,8 @@ class Context:
 
     config: Config
     resources: dict[str, Any] = field(default_factory=dict)
+    # Set where big files may be finished on a thread of their own (see FileDigest).
+    spawn: Callable[[Callable[[], Row]], Future[Row]] | None = None
 
     def resource(self, name: str, factory: Callable[[Config], Any]) -> Any:
         if name not in self.resources:
@@ -62,29 +65,44 @@ def os_error_row(path: str, exc: OSError, **extra: Any) -> Row:
             "error": exc.strerror or str(exc), "bytes": 0, **extra}
 
 
-@operation("hash", kind="cpu")
-def hash_op(item: Item, ctx: Context) -> Row:
+def _digest(item: Item, ctx: Context, row: Callable[[str, int], Row]) -> Row | Future[Row]:
+    """Hash the item's file and make its row; a big file may finish on ctx.spawn."""
     path = item["path"]
     try:
-        digest, size = digest_file(path)
+        digest = FileDigest(path)
     except OSError as exc:
-        return os_error_row(path, exc)
-    return {"path": path, "status": "ok", "digest": digest, "bytes": size}
+        return os_error_row(path, exc, **_expected(item))
+
+    def finish() -> Row:
+        try:
+            return row(*digest.finish())
+        except OSError as exc:
+            return os_error_row(path, exc, **_expected(item))
+
+    if not digest.done and ctx.spawn is not None:
+        return ctx.spawn(finish)
+    return finish()
+
+
+def _expected(item: Item) -> dict[str, Any]:
+    return {"expected": item["digest"]} if "digest" in item else {}
+
+
+@operation("hash", kind="cpu")
+def hash_op(item: Item, ctx: Context) -> Row | Future[Row]:
+    path = item["path"]
+    return _digest(item, ctx, lambda digest, size: {
+        "path": path, "status": "ok", "digest": digest, "bytes": size})
 
 
 @operation("check", kind="cpu")
-def check_op(item: Item, ctx: Context) -> Row:
+def check_op(item: Item, ctx: Context) -> Row | Future[Row]:
     if item.get("bad"):
         return {"status": "misformatted", "bytes": 0}
-    path = item["path"]
-    expected = item["digest"]
-    try:
-        digest, size = digest_file(path)
-    except OSError as exc:
-        return os_error_row(path, exc, expected=expected)
-    status = "ok" if digest == expected else "failed"
-    return {"path": path, "status": status, "digest": digest, "expected": expected,
-            "bytes": size}
+    path, expected = item["path"], item["digest"]
+    return _digest(item, ctx, lambda digest, size: {
+        "path": path, "status": "ok" if digest == expected else "failed", "digest": digest,
+        "expected": expected, "bytes": size})
 
 
 _contexts: dict[str, Context] = {}
@@ -99,22 +117,55 @@ def context_for(config: Config) -> Context:
     return ctx
 
 
-def run_batch(name: str, items: list[Item], config: Config) -> list[Row]:
-    """Run one operation over a batch of items in this process."""
+def run_batch(name: str, items: list[Item], config: Config,
+              threads: bool = True) -> list[Row]:
+    """Run one operation over a batch of items in this process. With ``threads``, the big
+    files of a batch are hashed side by side on threads, so that a batch of a few huge
+    files does not leave the other cores idle."""
     _load_plugins()
     op = OPERATIONS[name].func
     ctx = context_for(config)
-    rows = []
-    for item in items:
+    if threads and len(items) > 1:
+        ctx = replace(ctx, spawn=_big_file_pool().submit)
+    results = [_run_one(op, item, ctx) for item in items]
+    return [_settle(result, item) for result, item in zip(results, items, strict=True)]
+
+
+def _run_one(op: Callable[[Item, Context], Any], item: Item,
+             ctx: Context) -> Row | Future[Row]:
+    try:
+        result: Row | Future[Row] = op(item, ctx)
+        return result
+    except Exception as exc:  # one file's surprise must not sink the batch
+        return {"path": item.get("path"), "status": "error", "bytes": 0,
+                "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _settle(result: Row | Future[Row], item: Item) -> Row:
+    if isinstance(result, Future):
         try:
-            row = op(item, ctx)
-        except Exception as exc:  # one file's surprise must not sink the batch
+            row = result.result()
+        except Exception as exc:
             row = {"path": item.get("path"), "status": "error", "bytes": 0,
                    "error": f"{type(exc).__name__}: {exc}"}
-        if "line" in item:
-            row["line"] = item["line"]
-        rows.append(row)
-    return rows
+    else:
+        row = result
+    if "line" in item:
+        row["line"] = item["line"]
+    return row
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+
+
+def _big_file_pool() -> ThreadPoolExecutor:
+    """Threads for the big files of a batch, made in this process (pools don't survive fork)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():
+        _pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), "dmp-big")
+        _pool_pid = os.getpid()
+    return _pool
 
 
 def _load_plugins() -> None:

@@ -64,7 +64,7 @@ def moto_server() -> Iterator[Service]:
     port = free_port()
     exe = shutil.which("moto_server") or sys.executable
     args = [exe] if exe != sys.executable else [sys.executable, "-m", "moto.server"]
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen([*args, "-H", "127.0.0.1", "-p", str(port)], stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:

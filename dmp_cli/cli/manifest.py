@@ -11,7 +11,7 @@ from dmp_cli.cli.output import Output, human_bytes, plural
 from dmp_cli.errors import DmpError, InputError, ManifestError, UsageError
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, expand
-from dmp_cli.manifest import FORMATS, Entry, open_manifest, parse_lines
+from dmp_cli.manifest import FORMATS, LINE_FORMATS, open_manifest, parse_lines
 from dmp_cli.quoting import quote_name
 
 MODES = ("create", "check", "vault", "archive", "fetch")
@@ -126,7 +126,7 @@ def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type
     out: Output = app.out
     target = _open_target(manifest_path)
     stream = target.stream if target else (None if out.json else out.stdout)
-    formatter = FORMATS[fmt or "dmp"]
+    line = LINE_FORMATS[fmt or "dmp"]
     problems = files = nbytes = 0
 
     def on_problem(path: str, reason: str) -> None:
@@ -147,7 +147,7 @@ def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type
                 files += 1
                 nbytes += row["bytes"]
                 if stream is not None:
-                    stream.write(formatter(Entry(row["digest"], row["path"])))
+                    stream.write(line(row["digest"], row["path"]))
                 out.record("file", path=row["path"], digest=row["digest"],
                            bytes=row["bytes"], status="ok")
         if problems:
