@@ -73,7 +73,7 @@ class Output:
 
     @contextmanager
     def progress(self, description: str, total: int | None = None,
-                 unit: str = "file") -> Iterator[Progress]:
+                 unit: str = " files") -> Iterator[Progress]:
         bar = Progress(description, total, unit) if self.wants_progress() else None
         try:
             yield bar or _NO_PROGRESS
