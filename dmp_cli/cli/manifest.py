@@ -182,7 +182,9 @@ def _open_target(manifest_path: str | None) -> AtomicFile | None:
 def _check_name(path: str, escape: bool) -> bytes:
     name = os.fsencode(path)
     if escape and b"\n" in name:
-        return b"\\" + name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
+        # coreutils 9.1 escapes only when the name holds a newline, and then all three.
+        name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        return b"\\" + name
     return name
 
 
