@@ -233,7 +233,7 @@ def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool
                unreadable=counts.unreadable, misformatted=counts.misformatted,
                ignored=counts.ignored, bytes=counts.bytes)
     if counts.properly_formatted == 0:
-        out.error(f"{shown}: no properly formatted SHA256 checksum lines found")
+        out.error(f"{shown}: no properly formatted checksum lines found")
         return
     if status:
         return
