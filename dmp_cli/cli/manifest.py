@@ -134,8 +134,10 @@ def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type
         problems += 1
         out.file_error(path, reason)
 
+    unmatched: list[tuple[str, str]] = []
+
     def on_no_match(pattern: str, reason: str) -> None:
-        out.file_error(pattern, f"warning: {reason}")
+        unmatched.append((pattern, reason))  # a warning, unless nothing is found at all
 
     try:
         with app.executor() as executor, out.progress("hashing") as bar:
@@ -150,11 +152,13 @@ def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type
                     stream.write(formatter(Entry(row["digest"], row["path"])))
                 out.record("file", path=row["path"], digest=row["digest"],
                            bytes=row["bytes"], status="ok")
+        if files == 0 and not problems:
+            raise InputError(f"no files found in {_describe(inputs)}")
+        for pattern, reason in unmatched:
+            out.file_error(pattern, f"warning: {reason}")
         if problems:
-            where = "no manifest written" if target else "the manifest is incomplete"
+            where = "no manifest written" if target or not files else "the manifest is incomplete"
             raise InputError(f"{plural(problems, 'input', 'inputs')} could not be read; {where}")
-        if files == 0:
-            raise InputError("no files found in the given inputs")
         if target:
             target.commit()
     except BaseException:
@@ -164,6 +168,16 @@ def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type
     out.record("summary", files=files, bytes=nbytes, manifest=manifest_path)
     out.debug(f"{plural(files, 'file', 'files')}, {human_bytes(nbytes)} hashed")
     return 0
+
+
+def _describe(inputs: Inputs, limit: int = 3) -> str:
+    """The inputs, quoted, for a one-line message: the first few, then how many more."""
+    names = [quote_name(name).decode("utf-8", "surrogateescape")
+             for name in (*inputs.patterns, *inputs.dirs, inputs.files_from) if name]
+    if inputs.files_from == "-":
+        names[-1] = "standard input"
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _open_target(manifest_path: str | None) -> AtomicFile | None:
