@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import click
 
@@ -12,6 +13,7 @@ from dmp_cli.errors import DmpError, InputError, ManifestError, UsageError
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, expand
 from dmp_cli.manifest import FORMATS, Entry, open_manifest, parse_lines
+from dmp_cli.ops import Item
 from dmp_cli.quoting import quote_name
 
 MODES = ("create", "check", "vault", "archive", "fetch")
@@ -141,7 +143,10 @@ def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type
 
     try:
         with app.executor() as executor, out.progress("hashing") as bar:
-            for row in executor.map("hash", expand(inputs, on_problem, on_no_match), {}):
+            items = expand(inputs, on_problem, on_no_match)
+            if target:
+                items = _without_temp(items, target.temp)
+            for row in executor.map("hash", items, {}):
                 bar.update(1, row.get("bytes", 0))
                 if row["status"] != "ok":
                     on_problem(row["path"], row["error"])
@@ -168,6 +173,16 @@ def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type
     out.record("summary", files=files, bytes=nbytes, manifest=manifest_path)
     out.debug(f"{plural(files, 'file', 'files')}, {human_bytes(nbytes)} hashed")
     return 0
+
+
+def _without_temp(items: Iterator[Item], temp: str) -> Iterator[Item]:
+    """Leave out the manifest's own temporary file, which a walk of its directory finds."""
+    name = os.path.basename(temp)
+    for item in items:
+        path = item["path"]
+        if os.path.basename(path) == name and os.path.samefile(path, temp):
+            continue
+        yield item
 
 
 def _describe(inputs: Inputs, limit: int = 3) -> str:
