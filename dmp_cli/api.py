@@ -6,7 +6,8 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from dmp_cli.check import CheckCounts, check_manifest as _check_rows
+from dmp_cli.check import CheckCounts
+from dmp_cli.check import check_manifest as _check_rows
 from dmp_cli.errors import InputError, ManifestError
 from dmp_cli.executor import Executor, LocalExecutor
 from dmp_cli.fsutil import AtomicFile
