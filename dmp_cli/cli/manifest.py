@@ -34,6 +34,17 @@ OPTION_NAMES = {
     "overwrite": "--overwrite", "absolute_names": "--absolute-names",
 }
 
+_VERBOSITY = "dmp.check_verbosity"
+
+
+def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """Note the order of --quiet, --status and --warn: in sha256sum the last one given wins.
+
+    click runs these callbacks in command-line order."""
+    if value:
+        ctx.meta.setdefault(_VERBOSITY, []).append(param.name)
+    return value
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--create", is_flag=True, help="Hash files and write a manifest.")
@@ -56,14 +67,15 @@ OPTION_NAMES = {
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default=None,
               help="--create: 'dmp' (quoted paths, the default) or 'sha256sum' (the lines "
               "GNU sha256sum writes).")
-@click.option("--quiet", "check_quiet", is_flag=True,
+@click.option("--quiet", "check_quiet", is_flag=True, callback=_last_verbosity_wins,
               help="--check: don't print OK for each verified file.")
-@click.option("--status", is_flag=True, help="--check: print nothing; the exit status tells.")
+@click.option("--status", is_flag=True, callback=_last_verbosity_wins,
+              help="--check: print nothing; the exit status tells.")
 @click.option("--strict", is_flag=True, help="--check: improperly formatted lines are an "
               "error (exit 1).")
 @click.option("--ignore-missing", is_flag=True, help="--check: skip files that don't exist.")
-@click.option("-w", "--warn", is_flag=True, help="--check: warn about each improperly "
-              "formatted line.")
+@click.option("-w", "--warn", is_flag=True, callback=_last_verbosity_wins,
+              help="--check: warn about each improperly formatted line.")
 @click.option("--path", metavar="s3://BUCKET/PREFIX", help="--archive: upload to "
               "PREFIX/<manifest path> (and into the vault by server-side copy).")
 @click.option("--all", "all_files", is_flag=True, help="--archive: upload every file to "
@@ -221,6 +233,10 @@ def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: b
           ignore_missing: bool, warn: bool, **_: object) -> int:
     """`sha256sum --check`, byte for byte: the same lines, warnings and exit status."""
     out: Output = app.out
+    given = click.get_current_context().meta.get(_VERBOSITY)
+    if given:
+        last = given[-1]
+        check_quiet, status, warn = (last == "check_quiet", last == "status", last == "warn")
     quiet = check_quiet or out.quiet
     counts = CheckCounts()
     shown = quote_name(manifest_path).decode("utf-8", "surrogateescape")
