@@ -239,7 +239,9 @@ def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: b
         check_quiet, status, warn = (last == "check_quiet", last == "status", last == "warn")
     quiet = check_quiet or out.quiet
     counts = CheckCounts()
-    shown = quote_name(manifest_path).decode("utf-8", "surrogateescape")
+    # sha256sum calls its stdin "standard input" in messages (quoted: it has a space)
+    shown = quote_name("standard input" if manifest_path == "-" else manifest_path).decode(
+        "utf-8", "surrogateescape")
     try:
         stream = open_manifest(manifest_path)
     except ManifestError as exc:
