@@ -38,6 +38,8 @@ def create_manifest(paths: Iterable[str] = (), *, dirs: Iterable[str] = (),
     Raises InputError if any input cannot be read or nothing is found; the manifest file
     is then not written. An existing manifest file is never replaced.
     """
+    if manifest is not None and os.path.lexists(manifest):
+        raise ManifestError(f"{manifest}: manifest already exists")
     inputs = Inputs(list(paths), list(dirs), recursive)
     problems: list[str] = []
     items = expand(inputs, lambda p, r: problems.append(f"{p}: {r}"), lambda p, r: None)
@@ -58,9 +60,12 @@ def create_manifest(paths: Iterable[str] = (), *, dirs: Iterable[str] = (),
     if not entries:
         raise InputError("no files found in the given inputs")
     if manifest is not None:
-        if os.path.lexists(manifest):
-            raise ManifestError(f"{manifest}: manifest already exists")
-        with AtomicFile(manifest) as target:
+        try:
+            target = AtomicFile(manifest)
+        except OSError as exc:
+            raise ManifestError(f"{manifest}: cannot create manifest: "
+                                f"{exc.strerror or exc}") from exc
+        with target:
             for entry in entries:
                 target.stream.write(FORMATS[fmt](entry))
             target.commit()

@@ -49,7 +49,7 @@ class CheckCounts:
             and self.mismatched == 0
             and self.unreadable == 0
             and not (strict and self.misformatted)
-            and not (ignore_missing and self.matched + self.mismatched == 0)
+            and not (ignore_missing and self.matched == 0)
         )
 
 

@@ -6,10 +6,11 @@ shell's argument limit. Walks are sorted by name and never descend symlinked dir
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -47,6 +48,68 @@ def _file_item(path: str, on_problem: OnProblem) -> Item | None:
     return {"path": path, "size": st.st_size}
 
 
+def _iglob(pattern: str) -> Iterator[str]:
+    """``glob.iglob(pattern, recursive=True)``, except that ``**`` matches only real
+    directories: a symlinked directory is neither matched nor descended, as in --recursive
+    walks (so a link loop cannot make an expansion endless)."""
+    dirname, basename = os.path.split(pattern)
+    if not glob.has_magic(pattern):
+        if os.path.lexists(pattern) if basename else os.path.isdir(dirname):
+            yield pattern
+        return
+    parents: Iterable[str]
+    if dirname and dirname != pattern and glob.has_magic(dirname):
+        parents = (parent for parent in _iglob(dirname)
+                   if not parent or os.path.isdir(parent))
+    else:
+        parents = [dirname]
+    for parent in parents:
+        for name in _matches(parent, basename):
+            yield os.path.join(parent, name) if parent else name
+
+
+def _matches(parent: str, basename: str) -> Iterator[str]:
+    directory = parent or os.curdir
+    if basename == "**":
+        if not parent or os.path.isdir(parent):
+            yield ""  # zero directories
+        yield from _subtree(directory)
+    elif glob.has_magic(basename):
+        hidden = basename.startswith(".")
+        for name in _names(directory):
+            if (hidden or not name.startswith(".")) and fnmatch.fnmatchcase(name, basename):
+                yield name
+    elif os.path.lexists(os.path.join(directory, basename)) if basename else \
+            os.path.isdir(directory):
+        yield basename
+
+
+def _names(directory: str) -> list[str]:
+    try:
+        with os.scandir(directory) as scan:
+            return [entry.name for entry in scan]
+    except OSError:
+        return []
+
+
+def _subtree(directory: str) -> Iterator[str]:
+    """Every name below ``directory`` that ``**`` matches, relative to it."""
+    try:
+        with os.scandir(directory) as scan:
+            entries = list(scan)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield entry.name
+            for name in _subtree(entry.path):
+                yield os.path.join(entry.name, name)
+        elif not entry.is_dir():  # a symlinked directory is skipped altogether
+            yield entry.name
+
+
 def _expand_pattern(pattern: str, on_problem: OnProblem,
                     on_no_match: OnProblem) -> Iterator[Item]:
     if not glob.has_magic(pattern) or os.path.lexists(pattern):
@@ -55,7 +118,7 @@ def _expand_pattern(pattern: str, on_problem: OnProblem,
             yield item
         return
     matched = False
-    for path in sorted(glob.iglob(pattern, recursive=True)):
+    for path in sorted({path for path in _iglob(pattern) if path}, key=os.fsencode):
         try:
             st = os.stat(path)
         except OSError as exc:

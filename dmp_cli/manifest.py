@@ -203,7 +203,7 @@ class LineParser:
         rest = text[close + 1 :].lstrip(_WHITE)
         if rest[:1] != b"=":
             return None
-        digest = rest[1:].lstrip(_WHITE)
+        digest = rest[1:].lstrip(_WHITE).partition(b"\0")[0]
         if not _is_hex(digest):
             return None
         return self._entry(digest, name, escaped)
@@ -213,13 +213,15 @@ class LineParser:
         path: str | None
         if escaped:
             raw = _gnu_unescape(name)
-            path = None if raw is None else os.fsdecode(raw)
+            if raw is None:
+                return None
+            path = os.fsdecode(raw)
         elif name[:1] == b'"' and (path := unquote_path(name)) is not None:
             pass
         else:
-            path = os.fsdecode(name) if name and b"\0" not in name else None
-        if not path:
-            return None
+            # As in coreutils, the name is a C string: it ends at a NUL, and may be empty
+            # (then opening it fails, and the line counts as a file that could not be read).
+            path = os.fsdecode(name.partition(b"\0")[0])
         return Entry(digest.decode("ascii").lower(), path)
 
 

@@ -9,12 +9,17 @@ from __future__ import annotations
 import codecs
 import locale
 import os
+import unicodedata
 
 _ALWAYS_SPECIAL = frozenset(b" !\"$&'()*;<=>?[\\^`|:")
 _SPECIAL_FIRST = frozenset(b"#~")
 _SPECIAL_ALONE = frozenset(b"{}")
 _DOUBLE_QUOTE_UNSAFE = frozenset(b'"$`\\!')
 _C_ESCAPES = {7: "a", 8: "b", 9: "t", 10: "n", 11: "v", 12: "f", 13: "r"}
+# glibc's iswprint() is true for every assigned character but controls and line and
+# paragraph separators: spaces (U+00A0), format characters (U+200B) and private use
+# included, unlike str.isprintable().
+_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cn", "Cs", "Zl", "Zp"})
 
 
 def _utf8_locale() -> bool:
@@ -41,7 +46,7 @@ def _units(name: bytes, utf8: bool) -> list[tuple[bytes, bool]]:
                 char = chunk.decode("utf-8")
             except UnicodeDecodeError:
                 continue
-            units.append((chunk, char.isprintable()))
+            units.append((chunk, unicodedata.category(char) not in _UNPRINTABLE_CATEGORIES))
             i += width
             break
         else:

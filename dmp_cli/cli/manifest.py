@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import click
 
@@ -12,6 +13,7 @@ from dmp_cli.errors import DmpError, InputError, ManifestError, UsageError
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, expand
 from dmp_cli.manifest import FORMATS, LINE_FORMATS, open_manifest, parse_lines
+from dmp_cli.ops import Item
 from dmp_cli.quoting import quote_name
 
 MODES = ("create", "check", "vault", "archive", "fetch")
@@ -31,6 +33,17 @@ OPTION_NAMES = {
     "path": "--path", "all_files": "--all", "dry_run": "--dry-run", "detach": "--detach",
     "overwrite": "--overwrite", "absolute_names": "--absolute-names",
 }
+
+_VERBOSITY = "dmp.check_verbosity"
+
+
+def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """Note the order of --quiet, --status and --warn: in sha256sum the last one given wins.
+
+    click runs these callbacks in command-line order."""
+    if value:
+        ctx.meta.setdefault(_VERBOSITY, []).append(param.name)
+    return value
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,14 +67,15 @@ OPTION_NAMES = {
 @click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default=None,
               help="--create: 'dmp' (quoted paths, the default) or 'sha256sum' (the lines "
               "GNU sha256sum writes).")
-@click.option("--quiet", "check_quiet", is_flag=True,
+@click.option("--quiet", "check_quiet", is_flag=True, callback=_last_verbosity_wins,
               help="--check: don't print OK for each verified file.")
-@click.option("--status", is_flag=True, help="--check: print nothing; the exit status tells.")
+@click.option("--status", is_flag=True, callback=_last_verbosity_wins,
+              help="--check: print nothing; the exit status tells.")
 @click.option("--strict", is_flag=True, help="--check: improperly formatted lines are an "
               "error (exit 1).")
 @click.option("--ignore-missing", is_flag=True, help="--check: skip files that don't exist.")
-@click.option("-w", "--warn", is_flag=True, help="--check: warn about each improperly "
-              "formatted line.")
+@click.option("-w", "--warn", is_flag=True, callback=_last_verbosity_wins,
+              help="--check: warn about each improperly formatted line.")
 @click.option("--path", metavar="s3://BUCKET/PREFIX", help="--archive: upload to "
               "PREFIX/<manifest path> (and into the vault by server-side copy).")
 @click.option("--all", "all_files", is_flag=True, help="--archive: upload every file to "
@@ -134,12 +148,17 @@ def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type
         problems += 1
         out.file_error(path, reason)
 
+    unmatched: list[tuple[str, str]] = []
+
     def on_no_match(pattern: str, reason: str) -> None:
-        out.file_error(pattern, f"warning: {reason}")
+        unmatched.append((pattern, reason))  # a warning, unless nothing is found at all
 
     try:
         with app.executor() as executor, out.progress("hashing") as bar:
-            for row in executor.map("hash", expand(inputs, on_problem, on_no_match), {}):
+            items = expand(inputs, on_problem, on_no_match)
+            if target:
+                items = _without_temp(items, target.temp)
+            for row in executor.map("hash", items, {}):
                 bar.update(1, row.get("bytes", 0))
                 if row["status"] != "ok":
                     on_problem(row["path"], row["error"])
@@ -150,11 +169,13 @@ def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type
                     stream.write(line(row["digest"], row["path"]))
                 out.record("file", path=row["path"], digest=row["digest"],
                            bytes=row["bytes"], status="ok")
+        if files == 0 and not problems:
+            raise InputError(f"no files found in {_describe(inputs)}")
+        for pattern, reason in unmatched:
+            out.file_error(pattern, f"warning: {reason}")
         if problems:
-            where = "no manifest written" if target else "the manifest is incomplete"
+            where = "no manifest written" if target or not files else "the manifest is incomplete"
             raise InputError(f"{plural(problems, 'input', 'inputs')} could not be read; {where}")
-        if files == 0:
-            raise InputError("no files found in the given inputs")
         if target:
             target.commit()
     except BaseException:
@@ -164,6 +185,26 @@ def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type
     out.record("summary", files=files, bytes=nbytes, manifest=manifest_path)
     out.debug(f"{plural(files, 'file', 'files')}, {human_bytes(nbytes)} hashed")
     return 0
+
+
+def _without_temp(items: Iterator[Item], temp: str) -> Iterator[Item]:
+    """Leave out the manifest's own temporary file, which a walk of its directory finds."""
+    name = os.path.basename(temp)
+    for item in items:
+        path = item["path"]
+        if os.path.basename(path) == name and os.path.samefile(path, temp):
+            continue
+        yield item
+
+
+def _describe(inputs: Inputs, limit: int = 3) -> str:
+    """The inputs, quoted, for a one-line message: the first few, then how many more."""
+    names = [quote_name(name).decode("utf-8", "surrogateescape")
+             for name in (*inputs.patterns, *inputs.dirs, inputs.files_from) if name]
+    if inputs.files_from == "-":
+        names[-1] = "standard input"
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _open_target(manifest_path: str | None) -> AtomicFile | None:
@@ -182,7 +223,9 @@ def _open_target(manifest_path: str | None) -> AtomicFile | None:
 def _check_name(path: str, escape: bool) -> bytes:
     name = os.fsencode(path)
     if escape and b"\n" in name:
-        return b"\\" + name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n")
+        # coreutils 9.1 escapes only when the name holds a newline, and then all three.
+        name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        return b"\\" + name
     return name
 
 
@@ -190,9 +233,15 @@ def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: b
           ignore_missing: bool, warn: bool, **_: object) -> int:
     """`sha256sum --check`, byte for byte: the same lines, warnings and exit status."""
     out: Output = app.out
+    given = click.get_current_context().meta.get(_VERBOSITY)
+    if given:
+        last = given[-1]
+        check_quiet, status, warn = (last == "check_quiet", last == "status", last == "warn")
     quiet = check_quiet or out.quiet
     counts = CheckCounts()
-    shown = quote_name(manifest_path).decode("utf-8", "surrogateescape")
+    # sha256sum calls its stdin "standard input" in messages (quoted: it has a space)
+    shown = quote_name("standard input" if manifest_path == "-" else manifest_path).decode(
+        "utf-8", "surrogateescape")
     try:
         stream = open_manifest(manifest_path)
     except ManifestError as exc:
@@ -231,7 +280,7 @@ def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool
                unreadable=counts.unreadable, misformatted=counts.misformatted,
                ignored=counts.ignored, bytes=counts.bytes)
     if counts.properly_formatted == 0:
-        out.error(f"{shown}: no properly formatted SHA256 checksum lines found")
+        out.error(f"{shown}: no properly formatted checksum lines found")
         return
     if status:
         return
@@ -244,7 +293,7 @@ def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool
     if counts.mismatched:
         out.warning(plural(counts.mismatched, "computed checksum", "computed checksums"),
                     " did NOT match")
-    if ignore_missing and counts.matched + counts.mismatched == 0:
+    if ignore_missing and counts.matched == 0:
         out.error(f"{shown}: no file was verified")
 
 

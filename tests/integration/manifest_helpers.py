@@ -1,0 +1,74 @@
+"""Running `dmp manifest` and the real `sha256sum` side by side, under LC_ALL=C."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from tests.servers import dmp_env, run_dmp
+
+# File names that have broken tools before; every one must survive create -> check.
+AWKWARD_NAMES: dict[str, bytes] = {
+    "space": b"a b.txt",
+    "dquote": b'say "hi".txt',
+    "open-dquote": b'"open.txt',
+    "apostrophe": b"it's.txt",
+    "backslash": b"back\\slash.txt",
+    "backslash-n": b"not\\nnewline.txt",
+    "tab": b"tab\there.txt",
+    "newline": b"new\nline.txt",
+    "cr": b"cr\rret.txt",
+    "newline-cr-backslash": b"all\n\r\\three.txt",
+    "leading-space": b" leading.txt",
+    "trailing-space": b"trailing.txt ",
+    "star-leading": b"*star.txt",
+    "non-utf8": b"\xff\xfe",
+    "utf8": b"caf\xc3\xa9.txt",
+    "option-like": b"-x",
+    "hash-leading": b"#hash.txt",
+    "paren": b"par)en (1).txt",
+    "pattern-chars": b"[a]?.txt",
+    "control": b"bell\x07.txt",
+}
+
+
+def dmp(*args: str | bytes, cwd: Path, input: bytes | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    proc = run_dmp(*args, cwd=cwd, input=input, env=env, timeout=120)
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
+    return proc
+
+
+def sha256sum(*args: str | bytes, cwd: Path,
+              input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["sha256sum", *args], cwd=cwd, input=input, capture_output=True,
+                          env={"LC_ALL": "C", "PATH": os.environ["PATH"]}, timeout=120)
+
+
+def as_dmp(stderr: bytes) -> bytes:
+    """sha256sum's diagnostics with dmp's name as the prefix."""
+    return re.sub(rb"(?m)^sha256sum: ", b"dmp: ", stderr)
+
+
+def stderr_lines(proc: subprocess.CompletedProcess[bytes]) -> list[bytes]:
+    return proc.stderr.splitlines()
+
+
+def make_files(directory: Path, names: dict[str, bytes]) -> dict[str, bytes]:
+    """One file per name, each with its own content; returns id -> content."""
+    contents = {}
+    for key, name in names.items():
+        content = f"content of {key}\n".encode()
+        (directory / os.fsdecode(name)).write_bytes(content)
+        contents[key] = content
+    return contents
+
+
+def temp_files(directory: Path) -> list[str]:
+    return [name for name in os.listdir(directory) if name.endswith(".dmp-tmp")]
+
+
+__all__ = ["AWKWARD_NAMES", "as_dmp", "dmp", "dmp_env", "make_files", "sha256sum",
+           "stderr_lines", "temp_files"]

@@ -1,0 +1,144 @@
+"""The Python API: create_manifest, read_manifest, check_manifest, and their errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+import dmp_cli
+from dmp_cli import CheckResult, DmpError, Entry, check_manifest, create_manifest, read_manifest
+from dmp_cli.errors import InputError, ManifestError
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "a.csv").write_bytes(b"a")
+    (tmp_path / "data" / "b.csv").write_bytes(b"b")
+    (tmp_path / "data" / "sub" / "c.csv").write_bytes(b"c")
+    (tmp_path / os.fsdecode(b"odd name\n\xff")).write_bytes(b"odd")
+    return tmp_path
+
+
+def test_public_names() -> None:
+    assert set(dmp_cli.__all__) >= {"create_manifest", "read_manifest", "check_manifest",
+                                    "CheckResult", "Entry", "DmpError"}
+
+
+def test_create_returns_entries_in_input_order(tree: Path) -> None:
+    odd = os.fsdecode(b"odd name\n\xff")
+    entries = create_manifest([odd, "data/*.csv"], dirs=["data"], recursive=True, jobs=2)
+    assert entries == [Entry(sha(b"odd"), odd), Entry(sha(b"a"), "data/a.csv"),
+                       Entry(sha(b"b"), "data/b.csv"), Entry(sha(b"a"), "data/a.csv"),
+                       Entry(sha(b"b"), "data/b.csv"), Entry(sha(b"c"), "data/sub/c.csv")]
+
+
+@pytest.mark.parametrize("fmt", ["dmp", "sha256sum"])
+def test_create_writes_a_manifest_that_reads_back(tree: Path, fmt: str) -> None:
+    odd = os.fsdecode(b"odd name\n\xff")
+    entries = create_manifest(["data/a.csv", odd], manifest="m", fmt=fmt, jobs=1)
+    assert list(read_manifest("m")) == entries
+    first = (tree / "m").read_bytes().splitlines()[0]
+    assert first == (sha(b"a").encode() + (b'  "data/a.csv"' if fmt == "dmp" else b"  data/a.csv"))
+    assert sorted(os.listdir(tree)) == ["data", "m", odd]  # no temporary file left
+
+
+def test_create_without_manifest_writes_nothing(tree: Path) -> None:
+    before = sorted(os.listdir(tree))
+    assert len(create_manifest(dirs=["data"])) == 2
+    assert sorted(os.listdir(tree)) == before
+
+
+def test_create_refuses_an_existing_manifest_untouched(tree: Path) -> None:
+    (tree / "m").write_bytes(b"precious\n")
+    with pytest.raises(ManifestError, match="m: manifest already exists"):
+        create_manifest(["data/a.csv"], manifest="m")
+    assert (tree / "m").read_bytes() == b"precious\n"
+
+
+def test_create_refuses_a_dangling_symlink_as_manifest(tree: Path) -> None:
+    (tree / "m").symlink_to("elsewhere")
+    with pytest.raises(ManifestError, match="already exists"):
+        create_manifest(["data/a.csv"], manifest="m")
+    assert not (tree / "elsewhere").exists()
+
+
+def test_create_reports_a_manifest_that_cannot_be_created(tree: Path) -> None:
+    with pytest.raises(ManifestError, match="no/such/dir/m: cannot create manifest: No such"):
+        create_manifest(["data/a.csv"], manifest="no/such/dir/m")
+
+
+def test_create_with_an_unreadable_input_writes_no_manifest(tree: Path) -> None:
+    with pytest.raises(InputError, match=r"missing\.csv: No such file or directory"):
+        create_manifest(["data/a.csv", "missing.csv"], manifest="m")
+    assert not (tree / "m").exists()
+    assert not [name for name in os.listdir(tree) if name.endswith(".dmp-tmp")]
+
+
+def test_create_with_nothing_found(tree: Path) -> None:
+    (tree / "empty").mkdir()
+    with pytest.raises(InputError, match="no files found"):
+        create_manifest(["*.nothing"], dirs=["empty"], manifest="m")
+    assert not (tree / "m").exists()
+
+
+def _write_manifest(tree: Path, text: str) -> str:
+    (tree / "m").write_text(text)
+    return "m"
+
+
+def test_check_all_ok(tree: Path) -> None:
+    create_manifest(dirs=["data"], recursive=True, manifest="m")
+    result = check_manifest("m", jobs=2)
+    assert isinstance(result, CheckResult)
+    assert result.ok()
+    assert result.failures == []
+    assert (result.counts.matched, result.counts.bytes) == (3, 3)
+
+
+def test_check_reports_failures(tree: Path) -> None:
+    manifest = _write_manifest(tree, f"{sha(b'a')}  data/a.csv\n{sha(b'x')}  data/b.csv\n"
+                                     f"{sha(b'a')}  gone.csv\nnot a line\n{sha(b'a')}  data\n")
+    result = check_manifest(manifest)
+    assert not result.ok()
+    assert [(row["path"], row["status"]) for row in result.failures] == [
+        ("data/b.csv", "failed"), ("gone.csv", "missing"), ("data", "unreadable")]
+    assert (result.counts.matched, result.counts.mismatched, result.counts.unreadable,
+            result.counts.misformatted) == (1, 1, 2, 1)
+
+
+def test_check_strict_and_ignore_missing(tree: Path) -> None:
+    manifest = _write_manifest(tree, f"{sha(b'a')}  data/a.csv\n{sha(b'a')}  gone.csv\njunk\n")
+    assert not check_manifest(manifest).ok()
+    assert check_manifest(manifest, ignore_missing=True).ok()
+    assert not check_manifest(manifest, ignore_missing=True, strict=True).ok()
+
+
+def test_check_ignore_missing_with_nothing_verified_fails(tree: Path) -> None:
+    manifest = _write_manifest(tree, f"{sha(b'a')}  gone.csv\n")
+    result = check_manifest(manifest, ignore_missing=True)
+    assert not result.ok()
+    assert result.counts.ignored == 1
+    assert result.failures == []
+
+
+@pytest.mark.parametrize("make", ["missing", "directory"])
+def test_check_and_read_an_unreadable_manifest(tree: Path, make: str) -> None:
+    if make == "directory":
+        (tree / "m").mkdir()
+    with pytest.raises(ManifestError, match=r"^m: "):
+        check_manifest("m")
+    with pytest.raises(ManifestError, match=r"^m: "):
+        list(read_manifest("m"))
+
+
+def test_errors_share_one_base() -> None:
+    assert issubclass(ManifestError, DmpError) and issubclass(InputError, DmpError)
