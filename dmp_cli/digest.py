@@ -70,6 +70,17 @@ class FileDigest:
         self.done = True
 
 
+def digest_fd(fd: int) -> tuple[str, int]:
+    """Hash what is left to read on an open descriptor: (hex digest, bytes read)."""
+    hasher = hashlib.sha256()
+    view = _buffer()
+    total = 0
+    while n := os.readv(fd, [view]):
+        hasher.update(view[:n])
+        total += n
+    return hasher.hexdigest(), total
+
+
 def digest_file(path: str) -> tuple[str, int]:
     """Hash one file: (hex digest, size). Raises OSError as open/read would."""
     return FileDigest(path).finish()

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from dmp_cli.digest import CHUNK, FileDigest, digest_file
+from dmp_cli.digest import CHUNK, FileDigest, digest_fd, digest_file
 from dmp_cli.ops import run_batch
 
 
@@ -46,3 +46,15 @@ def test_check_rows_say_failed_for_a_changed_file(tmp_path):
                                {"path": str(path), "digest": "0" * 64, "line": 2}], {})
     assert [(r["status"], r["line"]) for r in rows] == [("ok", 1), ("failed", 2)]
     assert rows[1]["expected"] == "0" * 64 and rows[1]["digest"] == good
+
+
+def test_digest_fd_hashes_what_is_left(tmp_path):
+    data = os.urandom(CHUNK + 3)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.lseek(fd, 3, os.SEEK_SET)
+        assert digest_fd(fd) == (hashlib.sha256(data[3:]).hexdigest(), CHUNK)
+    finally:
+        os.close(fd)
