@@ -40,18 +40,23 @@ class Context:
         return self.resources[name]
 
 
+# An operation's result: a row, or (for a big file finishing on a thread) its future.
+Result = Row | Future[Row]
+OpFunc = Callable[[Item, "Context"], Result]
+
+
 @dataclass(frozen=True)
 class Operation:
     name: str
-    func: Callable[[Item, Context], Row]
+    func: OpFunc
     kind: str  # "cpu": hashing, wants processes; "io": network, wants threads
 
 
 OPERATIONS: dict[str, Operation] = {}
 
 
-def operation(name: str, kind: str) -> Callable[[Callable[[Item, Context], Row]], Any]:
-    def register(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], Row]:
+def operation(name: str, kind: str) -> Callable[[OpFunc], OpFunc]:
+    def register(func: OpFunc) -> OpFunc:
         OPERATIONS[name] = Operation(name, func, kind)
         return func
 
@@ -131,11 +136,9 @@ def run_batch(name: str, items: list[Item], config: Config,
     return [_settle(result, item) for result, item in zip(results, items, strict=True)]
 
 
-def _run_one(op: Callable[[Item, Context], Any], item: Item,
-             ctx: Context) -> Row | Future[Row]:
+def _run_one(op: OpFunc, item: Item, ctx: Context) -> Result:
     try:
-        result: Row | Future[Row] = op(item, ctx)
-        return result
+        return op(item, ctx)
     except Exception as exc:  # one file's surprise must not sink the batch
         return {"path": item.get("path"), "status": "error", "bytes": 0,
                 "error": f"{type(exc).__name__}: {exc}"}
