@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import click
 
@@ -247,6 +248,20 @@ def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: b
     except ManifestError as exc:
         raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
     total = _count_lines(manifest_path) if out.wants_progress() else None
+    try:
+        _check_rows(app, stream, counts, total, quiet=quiet, status=status, warn=warn,
+                    ignore_missing=ignore_missing, shown=shown)
+    except ManifestError as exc:  # the manifest could be opened but not read to the end
+        reason = str(exc).rpartition(": ")[2]
+        raise ManifestError(f"{shown}: {reason}") from None
+    _check_summary(out, counts, shown, status=status, ignore_missing=ignore_missing)
+    return 0 if counts.ok(strict=strict, ignore_missing=ignore_missing) else 1
+
+
+def _check_rows(app, stream: BinaryIO, counts: CheckCounts, total: int | None, *,  # type: ignore[no-untyped-def]
+                quiet: bool, status: bool, warn: bool, ignore_missing: bool,
+                shown: str) -> None:
+    out: Output = app.out
     with stream, app.executor() as executor, out.progress("checking", total) as bar:
         for row in executor.map("check", check_items(parse_lines(stream)), {}):
             bar.update(1, row.get("bytes", 0))
@@ -270,8 +285,6 @@ def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: b
             verdict = {"ok": b": OK\n", "failed": b": FAILED\n",
                        "unreadable": b": FAILED open or read\n"}[kind]
             out.write(_check_name(row["path"], escape=True) + verdict)
-    _check_summary(out, counts, shown, status=status, ignore_missing=ignore_missing)
-    return 0 if counts.ok(strict=strict, ignore_missing=ignore_missing) else 1
 
 
 def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool,
