@@ -32,6 +32,7 @@ class Workdir:
         (path / "nul").write_bytes(b"nul\n")
         (path / "changed.txt").write_bytes(b"before\n")
         (path / "adir").mkdir()
+        (path / "mem").symlink_to("/proc/self/mem")  # a read error, even for root
 
     def digest(self, key: str) -> bytes:
         return sha(self.contents[key])
@@ -85,6 +86,9 @@ def _hand_mixed(w: Workdir) -> bytes:
         ok1 + b"  adir\n",
         sha(b"before\n") + b"  changed.txt\n",
         ok1 + b"  gone.txt\n",
+        b"\\" + ok1 + b"  gone\\nwith newline\n",
+        ok1 + b"  gone with 'space'\t\xff\n",
+        ok1 + b"  mem\n",
         sha(b"nul\n") + b"  nul\0ignored after NUL\n",
         b"SHA256 () = " + ok1 + b"\n",
         b"#" + ok1 + b"  ok1\n",
