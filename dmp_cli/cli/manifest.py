@@ -258,7 +258,7 @@ def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: b
     return 0 if counts.ok(strict=strict, ignore_missing=ignore_missing) else 1
 
 
-def _check_rows(app, stream: BinaryIO, counts: CheckCounts, total: int | None, *,  # type: ignore[no-untyped-def]
+def _check_rows(app, stream: BinaryIO, counts: CheckCounts, total: int | None, *,
                 quiet: bool, status: bool, warn: bool, ignore_missing: bool,
                 shown: str) -> None:
     out: Output = app.out
