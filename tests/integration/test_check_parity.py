@@ -4,6 +4,7 @@ stdout, stderr (with dmp's name as the prefix) and exit status, for every flag."
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,15 +157,17 @@ FLAGS = {
 }
 
 
-def assert_same(ours, theirs) -> None:  # type: ignore[no-untyped-def]
+def assert_same(ours: subprocess.CompletedProcess[bytes],
+                theirs: subprocess.CompletedProcess[bytes]) -> None:
     assert (ours.stdout, ours.stderr, ours.returncode) == \
         (theirs.stdout, as_dmp(theirs.stderr), theirs.returncode)
 
 
 @pytest.mark.parametrize("flags", FLAGS.values(), ids=FLAGS.keys())
 @pytest.mark.parametrize("manifest", MANIFESTS.values(), ids=MANIFESTS.keys())
-def test_check_is_byte_identical_to_sha256sum(tmp_path: Path, manifest: tuple[str, Callable],
-                                              flags: tuple[str, ...]) -> None:
+def test_check_is_byte_identical_to_sha256sum(
+        tmp_path: Path, manifest: tuple[str, Callable[[Workdir], bytes]],
+        flags: tuple[str, ...]) -> None:
     name, build = manifest
     work = Workdir(tmp_path)
     (tmp_path / name).write_bytes(build(work))

@@ -180,9 +180,9 @@ def test_output_is_in_input_order_although_hashing_is_parallel(tmp_path: Path) -
     assert parallel.stdout == serial.stdout
     got = [entry.split(b'"')[1].decode() for entry in parallel.stdout.splitlines()]
     assert got == names
-    for entry in parallel.stdout.splitlines()[:40]:
-        digest, name = entry.split(b'  "')
-        assert digest.decode() == sha((tmp_path / name[:-1].decode()).read_bytes())
+    for text in parallel.stdout.splitlines()[:40]:
+        digest, quoted = text.split(b'  "')
+        assert digest.decode() == sha((tmp_path / quoted[:-1].decode()).read_bytes())
 
 
 def test_json_lines_one_object_per_file_then_a_summary(tree: Path) -> None:

@@ -240,7 +240,8 @@ def test_interrupted_create_leaves_no_temporary_file(work: Path) -> None:
 # ---------------------------------------------------------------- --check
 
 
-def _check_both(work: Path, manifest: str, *flags: str):  # type: ignore[no-untyped-def]
+def _check_both(work: Path, manifest: str, *flags: str
+                ) -> tuple[subprocess.CompletedProcess[bytes], subprocess.CompletedProcess[bytes]]:
     ours = dmp("manifest", "--check", *flags, "--manifest", manifest, cwd=work)
     theirs = sha256sum("--check", *flags, manifest, cwd=work)
     return ours, theirs
