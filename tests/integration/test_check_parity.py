@@ -103,6 +103,11 @@ def _single_space_first(w: Workdir) -> bytes:
     return (ok1 + b" ok1\n" + ok1 + b"  ok1\n" + ok1 + b" *ok1\n" + ok1 + b" ok1\n")
 
 
+def _dash_entries(w: Workdir) -> bytes:
+    ok1 = sha(b"ok1\n")
+    return ok1 + b"  -\n" + ok1 + b"  ok1\nSHA256 (-) = " + ok1 + b"\n"
+
+
 def _no_valid_lines(w: Workdir) -> bytes:
     return b"# only junk\nnot a line\n" + sha(b"x")[:-2] + b"  short\n\n"
 
@@ -202,8 +207,9 @@ def test_the_parity_cases_exercise_every_outcome(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("build", "flags"),
     [(_hand_mixed, ()), (_hand_mixed, ("--warn", "--strict")), (_no_valid_lines, ()),
-     (_all_missing, ("--ignore-missing",))],
-    ids=["mixed", "mixed-warn-strict", "no-valid-lines", "all-missing-ignored"],
+     (_all_missing, ("--ignore-missing",)), (_dash_entries, ("--warn",))],
+    ids=["mixed", "mixed-warn-strict", "no-valid-lines", "all-missing-ignored",
+         "naming-stdin"],
 )
 def test_check_from_stdin_is_identical(tmp_path: Path, build: Callable[[Workdir], bytes],
                                        flags: tuple[str, ...]) -> None:
