@@ -193,9 +193,16 @@ def _without_temp(items: Iterator[Item], temp: str) -> Iterator[Item]:
     name = os.path.basename(temp)
     for item in items:
         path = item["path"]
-        if os.path.basename(path) == name and os.path.samefile(path, temp):
+        if os.path.basename(path) == name and _same_file(path, temp):
             continue
         yield item
+
+
+def _same_file(path: str, other: str) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # gone meanwhile: hashing it will report that
+        return False
 
 
 def _describe(inputs: Inputs, limit: int = 3) -> str:
