@@ -14,6 +14,7 @@ from tests.integration.manifest_helpers import (
     AWKWARD_NAMES,
     as_dmp,
     dmp,
+    dmp_env,
     make_files,
     sha256sum,
 )
@@ -216,6 +217,21 @@ def test_check_from_stdin_is_identical(tmp_path: Path, build: Callable[[Workdir]
     data = build(Workdir(tmp_path))
     theirs = sha256sum("--check", *flags, "-", cwd=tmp_path, input=data)
     ours = dmp("manifest", "--check", *flags, "--manifest", "-", cwd=tmp_path, input=data)
+    assert_same(ours, theirs)
+
+
+def test_check_in_a_utf8_locale_quotes_names_as_sha256sum_does(tmp_path: Path) -> None:
+    ok1 = sha(b"ok1\n")
+    (tmp_path / "ok1").write_bytes(b"ok1\n")
+    names = [b"caf\xc3\xa9 gone", b"nb\xc2\xa0sp", b"it's\t\xe2\x80\x8b", b"\xff", b"ok1",
+             b"\xe2\x80\xa8sep"]
+    lines = [ok1 + b"  " + name + b"\n" for name in names]
+    lines.append(b"\\" + ok1 + b"  new\\nline \xc3\xa9\n")
+    (tmp_path / "m \u00e9").write_bytes(b"".join(lines) + b"junk\n")
+    theirs = sha256sum("--check", "--warn", "m \u00e9", cwd=tmp_path, locale="C.UTF-8")
+    ours = dmp("manifest", "--check", "--warn", "--manifest", "m \u00e9", cwd=tmp_path,
+               env=dmp_env(LC_ALL="C.UTF-8"))
+    assert b"'caf\xc3\xa9 gone'" in ours.stderr  # printable in this locale
     assert_same(ours, theirs)
 
 
