@@ -226,15 +226,20 @@ class LineParser:
 
 
 def _lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    for number, raw in enumerate(stream, 1):
-        if raw[:1] == b"#":
-            continue
-        if raw.endswith(b"\n"):
-            raw = raw[:-1]
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if raw:
-            yield number, raw
+    try:
+        for number, raw in enumerate(stream, 1):
+            if raw[:1] == b"#":
+                continue
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if raw:
+                yield number, raw
+    except OSError as exc:  # a read error halfway: one clear error, as for open
+        name = getattr(stream, "name", None)
+        name = name if isinstance(name, str) else "standard input"
+        raise ManifestError(f"{name}: {exc.strerror or exc}") from exc
 
 
 def parse_lines(stream: BinaryIO) -> Iterator[Line]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import click
 
@@ -12,7 +13,7 @@ from dmp_cli.cli.output import Output, human_bytes, plural
 from dmp_cli.errors import DmpError, InputError, ManifestError, UsageError
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, expand
-from dmp_cli.manifest import FORMATS, LINE_FORMATS, open_manifest, parse_lines
+from dmp_cli.manifest import FORMATS, LINE_FORMATS, Line, open_manifest, parse_lines
 from dmp_cli.ops import Item
 from dmp_cli.quoting import quote_name
 
@@ -192,9 +193,16 @@ def _without_temp(items: Iterator[Item], temp: str) -> Iterator[Item]:
     name = os.path.basename(temp)
     for item in items:
         path = item["path"]
-        if os.path.basename(path) == name and os.path.samefile(path, temp):
+        if os.path.basename(path) == name and _same_file(path, temp):
             continue
         yield item
+
+
+def _same_file(path: str, other: str) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # gone meanwhile: hashing it will report that
+        return False
 
 
 def _describe(inputs: Inputs, limit: int = 3) -> str:
@@ -247,8 +255,25 @@ def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: b
     except ManifestError as exc:
         raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
     total = _count_lines(manifest_path) if out.wants_progress() else None
+    try:
+        _check_rows(app, stream, counts, total, quiet=quiet, status=status, warn=warn,
+                    ignore_missing=ignore_missing, shown=shown, from_stdin=manifest_path == "-")
+    except ManifestError as exc:  # the manifest could be opened but not read to the end
+        reason = str(exc).rpartition(": ")[2]
+        raise ManifestError(f"{shown}: {reason}") from None
+    _check_summary(out, counts, shown, status=status, ignore_missing=ignore_missing)
+    return 0 if counts.ok(strict=strict, ignore_missing=ignore_missing) else 1
+
+
+def _check_rows(app, stream: BinaryIO, counts: CheckCounts, total: int | None, *,
+                quiet: bool, status: bool, warn: bool, ignore_missing: bool,
+                shown: str, from_stdin: bool) -> None:
+    out: Output = app.out
+    lines = parse_lines(stream)
+    if from_stdin:
+        lines = _without_stdin_entries(lines)
     with stream, app.executor() as executor, out.progress("checking", total) as bar:
-        for row in executor.map("check", check_items(parse_lines(stream)), {}):
+        for row in executor.map("check", check_items(lines), {}):
             bar.update(1, row.get("bytes", 0))
             kind = counts.add(row, ignore_missing)
             if kind == "misformatted":
@@ -270,8 +295,13 @@ def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: b
             verdict = {"ok": b": OK\n", "failed": b": FAILED\n",
                        "unreadable": b": FAILED open or read\n"}[kind]
             out.write(_check_name(row["path"], escape=True) + verdict)
-    _check_summary(out, counts, shown, status=status, ignore_missing=ignore_missing)
-    return 0 if counts.ok(strict=strict, ignore_missing=ignore_missing) else 1
+
+
+def _without_stdin_entries(lines: Iterator[Line]) -> Iterator[Line]:
+    """With the manifest on stdin, a line naming '-' (stdin) is improperly formatted, as in
+    sha256sum."""
+    for line in lines:
+        yield Line(line.number, None) if line.entry and line.entry.path == "-" else line
 
 
 def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool,

@@ -41,10 +41,10 @@ def dmp(*args: str | bytes, cwd: Path, input: bytes | None = None,
     return proc
 
 
-def sha256sum(*args: str | bytes, cwd: Path,
-              input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def sha256sum(*args: str | bytes, cwd: Path, input: bytes | None = None,
+              locale: str = "C") -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["sha256sum", *args], cwd=cwd, input=input, capture_output=True,
-                          env={"LC_ALL": "C", "PATH": os.environ["PATH"]}, timeout=120)
+                          env={"LC_ALL": locale, "PATH": os.environ["PATH"]}, timeout=120)
 
 
 def as_dmp(stderr: bytes) -> bytes:

@@ -180,9 +180,9 @@ def test_output_is_in_input_order_although_hashing_is_parallel(tmp_path: Path) -
     assert parallel.stdout == serial.stdout
     got = [entry.split(b'"')[1].decode() for entry in parallel.stdout.splitlines()]
     assert got == names
-    for entry in parallel.stdout.splitlines()[:40]:
-        digest, name = entry.split(b'  "')
-        assert digest.decode() == sha((tmp_path / name[:-1].decode()).read_bytes())
+    for text in parallel.stdout.splitlines()[:40]:
+        digest, quoted = text.split(b'  "')
+        assert digest.decode() == sha((tmp_path / quoted[:-1].decode()).read_bytes())
 
 
 def test_json_lines_one_object_per_file_then_a_summary(tree: Path) -> None:
@@ -257,3 +257,23 @@ def test_round_trip_detects_a_change(tmp_path: Path) -> None:
     assert checked.returncode == 1
     assert checked.stdout == b"\\new\\nline.txt: FAILED\n"
     assert checked.stderr == b"dmp: WARNING: 1 computed checksum did NOT match\n"
+
+
+def test_random_byte_names_round_trip_and_match_sha256sum(tmp_path: Path) -> None:
+    rng = random.Random(99)
+    alphabet = [bytes([b]) for b in range(1, 256) if b != ord("/")]
+    names = sorted({b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+                    for _ in range(300)} - {b".", b"..", b"-"})
+    for name in names:
+        (tmp_path / os.fsdecode(name)).write_bytes(name)
+    listed = b"\0".join(names)
+    gnu = dmp("manifest", "--create", "--format", "sha256sum", "--files-from", "-", "-0",
+              cwd=tmp_path, input=listed)
+    assert (gnu.returncode, gnu.stderr) == (0, b"")
+    assert gnu.stdout == sha256sum("--", *names, cwd=tmp_path).stdout
+    ours = dmp("manifest", "--create", "--files-from", "-", "-0", "--manifest", "m",
+               cwd=tmp_path, input=listed)
+    assert ours.returncode == 0
+    assert [os.fsencode(e.path) for e in read_entries(str(tmp_path / "m"))] == names
+    checked = dmp("manifest", "--check", "--quiet", "--strict", "--manifest", "m", cwd=tmp_path)
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, b"", b"")

@@ -245,3 +245,9 @@ def test_open_manifest_errors_name_the_file(tmp_path: Path) -> None:
         open_manifest(str(tmp_path / "gone.m"))
     with pytest.raises(ManifestError, match=r": Is a directory$"):
         open_manifest(str(tmp_path))
+
+
+def test_a_read_error_halfway_is_a_manifest_error(tmp_path: Path) -> None:
+    (tmp_path / "mem").symlink_to("/proc/self/mem")
+    with pytest.raises(ManifestError, match=r"mem: Input/output error$"):
+        list(read_entries(str(tmp_path / "mem")))

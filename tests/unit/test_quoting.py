@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 from pathlib import Path
 
@@ -55,6 +56,19 @@ AWKWARD = {
     "c1-control": b"\xc2\x85",
     "private-use": b"\xee\x80\x80",
     "emoji": b"\xf0\x9f\x98\x80",
+    "apostrophe-then-tab": b"a'\tb",
+    "apostrophe-ending-in-escape": b"it's\t",
+    "leading-apostrophe-tab": b"'\t",
+    "tab-then-apostrophe": b"\t'",
+    "tab-apostrophe-tab": b"\t'\t",
+    "apostrophe-paren": b"it's (1)",
+    "apostrophe-late-hash": b"it's a#b",
+    "apostrophe-at": b"it's@home",
+    "apostrophe-first-tilde": b"~it's",
+    "apostrophe-brace": b"{'",
+    "apostrophe-backslash": b"it's\\",
+    "apostrophe-non-utf8": b"\xff'",
+    "apostrophe-utf8": b"caf\xc3\xa9's",
 }
 
 
@@ -82,3 +96,20 @@ def test_quote_name_matches_sha256sum_in_a_utf8_locale(name: bytes, tmp_path: Pa
 def test_quote_name_accepts_bytes_and_quotes_the_empty_name() -> None:
     assert quote_name(b"a b", utf8=False) == b"'a b'"
     assert quote_name("", utf8=False) == b"''"
+
+
+def test_quote_name_matches_sha256sum_for_random_names(tmp_path: Path) -> None:
+    rng = random.Random(42)
+    alphabet = [bytes([b]) for b in range(1, 128) if b != ord("/")]
+    alphabet += [b"\xc3\xa9", b"\xff", b"\xe2\x80\x8b", b"\xc2\x85", b"\xe2\x82", b"'"] * 4
+    names = sorted({b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
+                    for _ in range(1500)} - {b".", b"..", b"-"})
+    for locale, utf8 in (("C", False), ("C.UTF-8", True)):
+        proc = subprocess.run(["sha256sum", "--", *names], cwd=tmp_path, capture_output=True,
+                              stdin=subprocess.DEVNULL,
+                              env={"LC_ALL": locale, "PATH": os.environ["PATH"]})
+        lines = proc.stderr.splitlines()
+        assert len(lines) == len(names)
+        for name, text in zip(names, lines, strict=True):
+            expected = text[len(b"sha256sum: "):-len(b": No such file or directory")]
+            assert quote_name(name, utf8=utf8) == expected, (locale, name)
