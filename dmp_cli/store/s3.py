@@ -56,7 +56,7 @@ class S3Store:
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self.config = transfer_config or TransferConfig(
             multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNKSIZE,
-            max_concurrency=TRANSFER_CONCURRENCY)
+            max_request_concurrency=TRANSFER_CONCURRENCY)
         self._manager: TransferManager | None = None
 
     @classmethod
@@ -66,7 +66,7 @@ class S3Store:
         transfer_config = TransferConfig(
             multipart_threshold=int(config.get("multipart_threshold") or MULTIPART_THRESHOLD),
             multipart_chunksize=int(config.get("multipart_chunksize") or MULTIPART_CHUNKSIZE),
-            max_concurrency=TRANSFER_CONCURRENCY)
+            max_request_concurrency=TRANSFER_CONCURRENCY)
         return cls(client, bucket, prefix, transfer_config)
 
     @property
