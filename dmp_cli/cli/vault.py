@@ -80,7 +80,8 @@ def _preflight(config: dict[str, Any]) -> None:
                          "kind of store, so it cannot get a server-side copy")
     open_store(config["vault"], config).check()
     if config.get("dest"):
-        open_store(config["dest"], config).check()
+        # Like a prefix in a bucket, an archive directory is made by the first upload.
+        open_store(config["dest"], config).check(create=True)
 
 
 # ---------------------------------------------------------------- per-file lines

@@ -31,8 +31,9 @@ class Store(Protocol):
         """The object's address, for messages."""
         ...
 
-    def check(self) -> None:
-        """Raise StoreError with one clear line if the store cannot be used at all."""
+    def check(self, create: bool = False) -> None:
+        """Raise StoreError with one clear line if the store cannot be used at all;
+        ``create`` makes what a first upload needs (an archive's directory)."""
         ...
 
     def head(self, key: str) -> ObjectInfo | None:

@@ -31,7 +31,12 @@ class FileStore:
     def key_url(self, key: str) -> str:
         return f"{self.url.rstrip('/')}/{key}"
 
-    def check(self) -> None:
+    def check(self, create: bool = False) -> None:
+        if create:
+            try:
+                os.makedirs(self.root, exist_ok=True)
+            except OSError as exc:
+                raise FatalStoreError(f"{self.url}: {exc.strerror}") from exc
         if not os.path.isdir(self.root):
             raise FatalStoreError(f"{self.url}: no such directory (a file:// vault must "
                                   "exist; make it first)")

@@ -82,7 +82,7 @@ class S3Store:
     def key_url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def check(self) -> None:
+    def check(self, create: bool = False) -> None:  # prefixes need no making
         with translated(f"s3://{self.bucket}", missing="no such bucket"):
             try:
                 self.client.head_bucket(Bucket=self.bucket)
