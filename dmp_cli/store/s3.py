@@ -141,16 +141,11 @@ class S3Store:
         return size
 
     def get_file(self, key: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
-        with translated(self.key_url(key)):
-            try:
-                future = self.manager.download(self.bucket, self._key(key), stream,
-                                               subscribers=[_Subscriber(None, on_bytes)])
-                future.result()
-            except ClientError as exc:
-                if _code(exc) in _MISSING:
-                    raise ObjectMissing(f"{self.key_url(key)}: not in the vault") from exc
-                raise
-            return int(future.meta.size or 0)
+        with translated(self.key_url(key), missing="not in the vault"):
+            future = self.manager.download(self.bucket, self._key(key), stream,
+                                           subscribers=[_Subscriber(None, on_bytes)])
+            future.result()
+        return int(future.meta.size or 0)
 
     def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
         if not isinstance(source, S3Store):
@@ -222,7 +217,7 @@ def _code(exc: ClientError) -> str:
 
 
 @contextmanager
-def translated(url: str, missing: str = "not found") -> Iterator[None]:
+def translated(url: str, missing: str | None = None) -> Iterator[None]:
     """Turn botocore's exceptions into one-line StoreErrors naming ``url``."""
     try:
         yield
@@ -239,14 +234,16 @@ def translated(url: str, missing: str = "not found") -> Iterator[None]:
         raise StoreError(f"{url}: {exc}") from exc
 
 
-def client_error(exc: ClientError, url: str, missing: str = "not found") -> StoreError:
+def client_error(exc: ClientError, url: str, missing: str | None = None) -> StoreError:
+    """The one-line error for a failed request; ``missing`` words a 404 where one means
+    that the thing asked for is absent (a GET or HEAD), not that a PUT failed."""
     code = _code(exc)
     error = exc.response.get("Error", {})
     attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
     if code == "NoSuchBucket" or (code in _MISSING and missing == "no such bucket"):
         bucket = error.get("BucketName") or url.split("/")[2]
         return FatalStoreError(f"s3://{bucket}: no such bucket")
-    if code in _MISSING:
+    if code in _MISSING and missing:
         return ObjectMissing(f"{url}: {missing}")
     if code in _DENIED:
         return FatalStoreError(f"{url}: access denied (check the credentials, the profile "

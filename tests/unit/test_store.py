@@ -233,10 +233,11 @@ def _client_error(code: str, status: int, attempts: int = 0) -> ClientError:
     ("AccessDenied", 403, FatalStoreError, "s3://b/k: access denied"),
     ("InvalidAccessKeyId", 403, FatalStoreError, "credentials rejected"),
     ("SlowDown", 503, StoreError, "throttled by the server (SlowDown) after 5 attempts"),
-    ("NoSuchKey", 404, ObjectMissing, "s3://b/k: not found"),
+    ("NoSuchKey", 404, StoreError, "s3://b/k: NoSuchKey: msg"),
     ("InternalError", 500, StoreError, "s3://b/k: InternalError: msg"),
 ], ids=["no-bucket", "denied", "bad-key", "throttled", "missing", "other"])
 def test_client_error_translation(code: str, status: int, kind: type, message: str) -> None:
+    """A 404 is ObjectMissing only where absence is the answer (see the GET tests)."""
     error = client_error(_client_error(code, status, attempts=4), "s3://b/k")
     assert type(error) is kind
     assert message in str(error)
