@@ -42,3 +42,7 @@ class ObjectMissing(StoreError):
 class FatalStoreError(StoreError):
     """The store cannot be used at all (no bucket, no credentials, no endpoint): no later
     request can succeed, so the run stops rather than fail every file alike."""
+
+
+class ObjectExists(StoreError):
+    """A put-if-absent found the object already there: nothing was written."""

@@ -18,7 +18,14 @@ import uuid
 from collections.abc import Callable
 
 from dmp_cli.digest import digest_fd
-from dmp_cli.errors import DmpError, FatalStoreError, IntegrityError, ObjectMissing, StoreError
+from dmp_cli.errors import (
+    DmpError,
+    FatalStoreError,
+    IntegrityError,
+    ObjectExists,
+    ObjectMissing,
+    StoreError,
+)
 from dmp_cli.layout import digest_key
 from dmp_cli.ops import Context, Item, Row, operation, os_error_row
 from dmp_cli.store import Store, open_store
@@ -84,6 +91,8 @@ def upload_op(item: Item, ctx: Context) -> Row:
     vault = _store(ctx, "vault")
     digest = item["digest"]
     vault_key = digest_key(digest)
+    if config.get("dest_mode") is None and not config.get("dry_run"):
+        return _upload_to_vault(item, vault, vault_key)
     in_vault = vault.head(vault_key) is not None
     if in_vault and not config.get("all"):
         return {"status": "skipped", "to": vault.key_url(vault_key)}
@@ -100,6 +109,17 @@ def upload_op(item: Item, ctx: Context) -> Row:
     if config.get("dest_mode") == "path" and not in_vault:
         vault.copy(target, key, vault_key, digest)
     return {**row, "status": "skipped" if already else "uploaded", "bytes": sent}
+
+
+def _upload_to_vault(item: Item, vault: Store, vault_key: str) -> Row:
+    """Straight into the vault: one put-if-absent, no separate question first."""
+    row: Row = {"to": vault.key_url(vault_key)}
+    try:
+        sent = vault.put_file(vault_key, item["path"], item["digest"], item.get("size") or 0,
+                              if_absent=True)
+    except ObjectExists:
+        return {**row, "status": "skipped"}
+    return {**row, "status": "uploaded", "bytes": sent}
 
 
 def _destination(item: Item, ctx: Context, vault: Store, vault_key: str) -> tuple[Store, str]:

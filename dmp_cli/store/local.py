@@ -13,7 +13,13 @@ import stat
 from typing import BinaryIO
 
 from dmp_cli.digest import CHUNK, digest_file, new_hasher
-from dmp_cli.errors import FatalStoreError, IntegrityError, ObjectMissing, StoreError
+from dmp_cli.errors import (
+    FatalStoreError,
+    IntegrityError,
+    ObjectExists,
+    ObjectMissing,
+    StoreError,
+)
 from dmp_cli.fsutil import temp_beside
 from dmp_cli.store import ObjectInfo, OnBytes, Store
 
@@ -58,8 +64,10 @@ class FileStore:
             return False
 
     def put_file(self, key: str, path: str, digest: str, size: int,
-                 on_bytes: OnBytes | None = None) -> int:
+                 on_bytes: OnBytes | None = None, if_absent: bool = False) -> int:
         target = self._path(key)
+        if if_absent and self.head(key) is not None:
+            raise ObjectExists(f"{self.key_url(key)}: already there")
         try:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             fd, temp = temp_beside(target)

@@ -30,7 +30,13 @@ from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
 from dmp_cli.aws import TRANSFER_CONCURRENCY, s3_client
-from dmp_cli.errors import FatalStoreError, IntegrityError, ObjectMissing, StoreError
+from dmp_cli.errors import (
+    FatalStoreError,
+    IntegrityError,
+    ObjectExists,
+    ObjectMissing,
+    StoreError,
+)
 from dmp_cli.layout import join_key
 from dmp_cli.store import ObjectInfo, OnBytes, Store
 
@@ -38,6 +44,10 @@ MiB = 1 << 20
 MULTIPART_THRESHOLD = 16 * MiB
 MULTIPART_CHUNKSIZE = 16 * MiB
 META_KEY = "sha256"  # sent as x-amz-meta-sha256
+# Below this size a put-if-absent replaces the HEAD that would precede the PUT: one
+# request instead of two. The PUT goes with "Expect: 100-continue", so a store that
+# already has the object refuses it (412) before the body is sent.
+CONDITIONAL_PUT_MAX = 1 << 20
 
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
               "TooManyRequests", "RequestThrottled", "503"}
@@ -58,6 +68,7 @@ class S3Store:
             multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNKSIZE,
             max_request_concurrency=TRANSFER_CONCURRENCY)
         self._manager: TransferManager | None = None
+        self._conditional = True  # put-if-absent (If-None-Match: *) until refused
 
     @classmethod
     def from_config(cls, bucket: str, prefix: str, config: Mapping[str, Any]) -> S3Store:
@@ -107,24 +118,39 @@ class S3Store:
         return info is not None and info.digest == digest
 
     def put_file(self, key: str, path: str, digest: str, size: int,
-                 on_bytes: OnBytes | None = None) -> int:
+                 on_bytes: OnBytes | None = None, if_absent: bool = False) -> int:
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
+            if if_absent and (size >= CONDITIONAL_PUT_MAX or not self._conditional):
+                # Asking first is cheap beside sending a big file.
+                if self.head(key) is not None:
+                    raise ObjectExists(f"{self.key_url(key)}: already there")
+                if_absent = False
             if size < self.config.multipart_threshold:
-                return self._put_single(key, source, digest, on_bytes)
+                return self._put_single(key, source, digest, on_bytes, if_absent)
             return self._put_multipart(key, source, size, digest, on_bytes)
 
     def _put_single(self, key: str, source: BinaryIO, digest: str,
-                    on_bytes: OnBytes | None) -> int:
+                    on_bytes: OnBytes | None, if_absent: bool) -> int:
         data = source.read()
         got = hashlib.sha256(data).hexdigest()
         if got != digest:
             raise _changed(got)
-        with translated(self.key_url(key)):
-            self.client.put_object(
-                Bucket=self.bucket, Key=self._key(key), Body=data,
-                ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"),
-                Metadata={META_KEY: digest})
+        args: dict[str, Any] = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            with translated(self.key_url(key)):
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data,
+                    ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"),
+                    Metadata={META_KEY: digest}, **args)
+        except StoreError as exc:
+            code = _code(exc.__cause__) if isinstance(exc.__cause__, ClientError) else ""
+            if if_absent and code in ("PreconditionFailed", "412"):
+                raise ObjectExists(f"{self.key_url(key)}: already there") from None
+            if if_absent and code in ("NotImplemented", "501"):
+                self._conditional = False  # a store without conditional writes: ask first
+                return self.put_file(key, source.name, digest, len(data), on_bytes, True)
+            raise
         if on_bytes:
             on_bytes(len(data))
         return len(data)

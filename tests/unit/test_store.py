@@ -8,9 +8,11 @@ import os
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from s3transfer.manager import TransferConfig
@@ -18,6 +20,7 @@ from s3transfer.manager import TransferConfig
 from dmp_cli.errors import (
     FatalStoreError,
     IntegrityError,
+    ObjectExists,
     ObjectMissing,
     StoreError,
     UsageError,
@@ -242,3 +245,59 @@ def test_client_error_translation(code: str, status: int, kind: type, message: s
     assert type(error) is kind
     assert message in str(error)
     assert "\n" not in str(error)
+
+
+def test_s3_small_put_if_absent_asks_nothing_first(s3: object, tmp_path: Path) -> None:
+    sent: list[str] = []
+    s3.meta.events.register(  # type: ignore[attr-defined]
+        "before-send.s3", lambda request, **_: sent.append(request.method))
+    store = S3Store(s3, "vault", "object")
+    data = b"small"
+    key = digest_key(sha(data))
+    path = write(tmp_path / "f", data)
+    assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    with pytest.raises(ObjectExists):
+        store.put_file(key, path, sha(data), 5, if_absent=True)
+    assert sent == ["PUT", "PUT"]  # one request each: no HEAD before
+
+
+def test_s3_put_if_absent_without_conditional_writes(s3: object, tmp_path: Path) -> None:
+    """A store that answers 501 to If-None-Match: dmp asks with a HEAD from then on."""
+    refused: list[bool] = []
+
+    def refuse(params: dict[str, Any], **_: object) -> tuple[Any, dict[str, Any]] | None:
+        if "If-None-Match" not in params["headers"]:
+            return None
+        refused.append(True)
+        reply = {"Error": {"Code": "NotImplemented", "Message": "no"},
+                 "ResponseMetadata": {"HTTPStatusCode": 501}}
+        return AWSResponse(params["url"], 501, {}, None), reply
+
+    s3.meta.events.register("before-call.s3.PutObject", refuse)  # type: ignore[attr-defined]
+    store = S3Store(s3, "vault", "object")
+    data = b"small"
+    key = digest_key(sha(data))
+    path = write(tmp_path / "f", data)
+    assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    with pytest.raises(ObjectExists):
+        store.put_file(key, path, sha(data), 5, if_absent=True)
+    assert store.has(key, sha(data))
+    assert refused == [True]  # asked once; from then on HEAD, then a plain PUT
+
+
+def test_s3_big_put_if_absent_asks_first(s3: object, tmp_path: Path) -> None:
+    store = S3Store(s3, "vault", "object", small_parts())
+    data = os.urandom(6 * MiB)
+    key = digest_key(sha(data))
+    path = write(tmp_path / "f", data)
+    store.put_file(key, path, sha(data), len(data), if_absent=True)
+    with pytest.raises(ObjectExists):
+        store.put_file(key, path, sha(data), len(data), if_absent=True)
+
+
+def test_file_put_if_absent(fstore: FileStore, tmp_path: Path) -> None:
+    data = b"x"
+    path = write(tmp_path / "f", data)
+    fstore.put_file(digest_key(sha(data)), path, sha(data), 1, if_absent=True)
+    with pytest.raises(ObjectExists):
+        fstore.put_file(digest_key(sha(data)), path, sha(data), 1, if_absent=True)
