@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dmp_cli.cli.manifest import _count_lines
 from dmp_cli.cli.output import Output, human_bytes, plural
 from dmp_cli.errors import DmpError, FatalStoreError, ManifestError, UsageError
 from dmp_cli.executor import default_jobs
@@ -46,7 +47,8 @@ def run(app: Any, mode: str, manifest_path: str, *, path: str | None = None,
         raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
     out: Output = app.out
     report = REPORTERS[mode]
-    with stream, app.executor() as executor, out.progress(LABEL[mode]) as bar:
+    total = _count_lines(manifest_path) if out.wants_progress() else None
+    with stream, app.executor() as executor, out.progress(LABEL[mode], total) as bar:
         items = plan.items(parse_lines(stream))
         for raw in executor.map(OPERATION[mode], items, config):
             if raw.get("fatal"):
