@@ -43,8 +43,9 @@ def retry_mode(session: boto3.Session) -> str:
 def client_config(session: boto3.Session, concurrency: int) -> BotoConfig:
     # request_checksum_calculation is deliberately not set: botocore reads it from
     # AWS_REQUEST_CHECKSUM_CALCULATION or the profile, and setting it would override them.
+    retries: Any = {"mode": retry_mode(session)}
     return BotoConfig(
-        retries={"mode": retry_mode(session)},
+        retries=retries,
         max_pool_connections=concurrency + TRANSFER_CONCURRENCY,
     )
 

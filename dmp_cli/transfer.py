@@ -40,7 +40,8 @@ class PathRefused(DmpError):
 def _store(ctx: Context, name: str) -> Store:
     """The run's vault ("vault") or archive destination ("dest"), made once per process."""
     with _lock:  # the executor's threads all ask at once for the first files
-        return ctx.resource(name, lambda config: open_store(config[name], config))  # type: ignore[no-any-return]
+        store: Store = ctx.resource(name, lambda config: open_store(config[name], config))
+        return store
 
 
 def _guarded(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], Row]:

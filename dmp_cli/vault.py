@@ -56,7 +56,7 @@ def _size(path: str) -> int:
 
 @dataclass
 class Tally:
-    """What a vault, archive or fetch run did, by status; ``bytes`` moved (or present).
+    """What a vault, archive or fetch run did, by status; ``nbytes`` moved (or present).
 
     A ``same`` row (content the manifest named before) takes the first row's status: in
     --vault each file is reported; in --archive the content was moved once, so a copy of
@@ -66,7 +66,7 @@ class Tally:
     archive: bool = False
     dedupe: bool = True
     counts: dict[str, int] = field(default_factory=dict)
-    bytes: int = 0
+    nbytes: int = 0
     distinct: int = 0
     _first: dict[bytes, tuple[str, str | None]] = field(default_factory=dict)
 
@@ -82,7 +82,7 @@ class Tally:
             self.distinct += 1
             if self.dedupe:
                 self._first[bytes.fromhex(row["digest"])] = (row["status"], row.get("error"))
-            self.bytes += row.get("bytes") or 0
+            self.nbytes += row.get("bytes") or 0
         self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
         return row
 

@@ -174,21 +174,21 @@ def _vault_summary(out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None
 
 def _archive_summary(out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
     moved = tally["would-upload"] if dry_run else tally["uploaded"]
-    out.record("summary", files=plan.entries, uploaded=moved, bytes=tally.bytes,
+    out.record("summary", files=plan.entries, uploaded=moved, bytes=tally.nbytes,
                skipped=tally["skipped"], failed=tally.failed, dry_run=dry_run,
                misformatted=plan.misformatted)
     verb = "would be uploaded" if dry_run else "uploaded"
-    out.info(f"{plural(moved, 'file', 'files')} ({human_bytes(tally.bytes)}) {verb}, "
+    out.info(f"{plural(moved, 'file', 'files')} ({human_bytes(tally.nbytes)}) {verb}, "
              f"{tally['skipped']} skipped as already archived, {tally.failed} failed")
 
 
 def _fetch_summary(out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
     moved = tally["would-fetch"] if dry_run else tally["fetched"]
-    out.record("summary", files=plan.entries, fetched=moved, bytes=tally.bytes,
+    out.record("summary", files=plan.entries, fetched=moved, bytes=tally.nbytes,
                present=tally["present"], failed=tally.failed, dry_run=dry_run,
                misformatted=plan.misformatted)
     verb = "would be fetched" if dry_run else "fetched"
-    out.info(f"{plural(moved, 'file', 'files')} ({human_bytes(tally.bytes)}) {verb}, "
+    out.info(f"{plural(moved, 'file', 'files')} ({human_bytes(tally.nbytes)}) {verb}, "
              f"{tally['present']} already present, {tally.failed} failed")
 
 

@@ -37,7 +37,7 @@ def test_tally_resolves_same_rows() -> None:
     tally.add({"digest": B, "status": "present", "bytes": 5})
     row = tally.add({"digest": A, "status": "same"})
     assert row["status"] == "missing"
-    assert (tally["missing"], tally["present"], tally.distinct, tally.bytes) == (2, 1, 2, 5)
+    assert (tally["missing"], tally["present"], tally.distinct, tally.nbytes) == (2, 1, 2, 5)
     assert tally.failed == 2  # the caller decides that, for --vault, missing is a warning
 
 
@@ -48,4 +48,4 @@ def test_tally_archive_counts_copies_as_skipped_unless_failed() -> None:
     assert tally.add({"digest": A, "status": "same"})["status"] == "skipped"
     row = tally.add({"digest": B, "status": "same"})
     assert (row["status"], row["error"]) == ("failed", "boom")
-    assert (tally["uploaded"], tally["skipped"], tally.failed, tally.bytes) == (1, 1, 2, 3)
+    assert (tally["uploaded"], tally["skipped"], tally.failed, tally.nbytes) == (1, 1, 2, 3)
