@@ -125,6 +125,12 @@ def test_upload_unreadable(work: Path) -> None:
     assert row["error"] == "No such file or directory"
 
 
+def test_upload_of_a_gone_file_already_archived_is_skipped(work: Path) -> None:
+    digest = put(work, b"data")
+    [row] = run("upload", [{"path": "gone", "digest": digest, "size": 4}], config(work))
+    assert row["status"] == "skipped"
+
+
 def test_upload_dry_run_moves_nothing(work: Path) -> None:
     Path("f").write_bytes(b"data")
     [row] = run("upload", [{"path": "f", "digest": sha(b"data"), "size": 4}],
