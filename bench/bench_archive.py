@@ -122,7 +122,10 @@ def main() -> None:
         commands = tools(server.url, root)
         for run in range(args.runs):
             for name in SETS:
-                for tool, command in commands.items():
+                # Each run starts with another tool, so none always follows the same one.
+                order = list(commands.items())
+                order = order[run % len(order):] + order[:run % len(order)]
+                for tool, command in order:
                     if args.only and tool not in args.only:
                         continue
                     bucket = f"bench-{uuid.uuid4().hex[:12]}"

@@ -16,7 +16,7 @@ import base64
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, BinaryIO, cast
 
@@ -167,8 +167,10 @@ class S3Store:
 
     def _put_multipart(self, key: str, source: BinaryIO, size: int, digest: str,
                        on_bytes: OnBytes | None) -> int:
-        reader = _HashingReader(source, size, digest)
-        with self._big_files, translated(self.key_url(key)):
+        with _Turn(self._big_files) as turn, translated(self.key_url(key)):
+            # The next big file may start once this one's parts are all read and sent
+            # off, while the server is still receiving and assembling them.
+            reader = _HashingReader(source, size, digest, on_end=turn.release)
             future = self.manager.upload(
                 cast(BinaryIO, reader), self.bucket, self._key(key),
                 extra_args={"Metadata": {META_KEY: digest}},
@@ -199,11 +201,13 @@ class _HashingReader:
     """A read-only, non-seekable view of ``size`` bytes of a file that hashes what is read
     and, at the end, raises IntegrityError if that is not the expected content."""
 
-    def __init__(self, source: BinaryIO, size: int, digest: str) -> None:
+    def __init__(self, source: BinaryIO, size: int, digest: str,
+                 on_end: Callable[[], None] | None = None) -> None:
         self._source = source
         self._left = size
         self._digest = digest
         self._hasher = hashlib.sha256()
+        self._on_end = on_end
 
     def readable(self) -> bool:
         return True
@@ -227,6 +231,31 @@ class _HashingReader:
         got = self._hasher.hexdigest()
         if got != self._digest:
             raise _changed(got)
+        if self._on_end:
+            self._on_end()
+
+
+class _Turn:
+    """A turn at a semaphore, given back once: early by ``release``, else on exit."""
+
+    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
+        self._semaphore = semaphore
+        self._held = False
+        self._mutex = threading.Lock()
+
+    def __enter__(self) -> _Turn:
+        self._semaphore.acquire()
+        self._held = True
+        return self
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._held:
+                self._held = False
+                self._semaphore.release()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class _Subscriber(BaseSubscriber):

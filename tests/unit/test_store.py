@@ -188,6 +188,7 @@ def test_s3_changed_file_is_never_stored(s3: object, tmp_path: Path, size: int) 
     assert store.head(digest_key(digest)) is None
     uploads = s3.list_multipart_uploads(Bucket="vault")  # type: ignore[attr-defined]
     assert uploads.get("Uploads", []) == []  # the multipart upload was aborted
+    assert store._big_files.acquire(blocking=False)  # its turn was given back
 
 
 def test_s3_shrunk_file_is_never_stored(s3: object, tmp_path: Path) -> None:
