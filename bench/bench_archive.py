@@ -153,8 +153,8 @@ def report(results: dict[tuple[str, str], list[float]], vault_times: list[float]
     for name, (count, size) in SETS.items():
         med = {tool: statistics.median(times) for (set_, tool), times in results.items()
                if set_ == name}
-        label = f"{count:,} × {size // MiB} MiB" if size >= MiB else \
-            f"{count:,} × {size // KiB} KiB"
+        label = f"{count:,} x {size // MiB} MiB" if size >= MiB else \
+            f"{count:,} x {size // KiB} KiB"
         cells = [f"{med[t]:.2f} s" if t in med else "—" for t in ("dmp", "aws s3 cp",
                                                                  "rclone copy")]
         ratios = [f"{med['dmp'] / med[t]:.2f}" if "dmp" in med and t in med else "—"
