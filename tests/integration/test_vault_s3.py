@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +17,7 @@ import pytest
 
 from dmp_cli.layout import digest_key
 from tests.integration.vaultkit import FILES, distinct, dmp, make_tree, one_error, sha
-from tests.servers import Service, dmp_env, free_port
+from tests.servers import Service, dmp_env, free_port, stop, wait_for_port
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
@@ -97,7 +99,7 @@ def test_multipart_round_trip(site: Site, tmp_path: Path) -> None:
     result = run(site, "--archive", "-m", str(manifest))
     assert result.returncode == 0, result.stderr
     head = site.s3.head_object(Bucket=site.bucket, Key=site.vault_key(big))
-    assert head["ETag"].endswith('-3"') and head["Metadata"] == {"sha256": sha(big)}
+    assert head["ETag"].endswith('-2"') and head["Metadata"] == {"sha256": sha(big)}
     restore = tmp_path / "restore"
     restore.mkdir()
     result = run(site, "--fetch", "-m", str(manifest), cwd=restore)
@@ -232,3 +234,47 @@ def test_missing_manifest(site: Site) -> None:
 def test_all_without_path(site: Site) -> None:
     one_error(run(site, "--archive", "--all", "-m", "manifest.sha256"), 2, "--all needs --path")
     assert site.keys() == []
+
+
+@pytest.fixture(scope="module")
+def strict_s3() -> Iterator[tuple[str, dict[str, str]]]:
+    """A moto server that checks IAM: after the setup requests, a user with no policy
+    gets AccessDenied. Yields its URL and that user's credentials."""
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for_port(port, proc)
+        url = f"http://127.0.0.1:{port}"
+        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
+                                region_name="us-east-1")
+        session.client("s3", endpoint_url=url).create_bucket(Bucket="locked")
+        iam = session.client("iam", endpoint_url=url)
+        iam.create_user(UserName="nobody")
+        key = iam.create_access_key(UserName="nobody")["AccessKey"]
+        yield url, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                    "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("mode", ["--vault", "--archive", "--fetch"])
+def test_access_denied(site: Site, strict_s3: tuple[str, dict[str, str]], mode: str,
+                       tmp_path: Path) -> None:
+    url, keys = strict_s3
+    empty = tmp_path / "empty"  # so that --fetch has files to ask for
+    empty.mkdir()
+    result = run(site, mode, "-m", str(site.work / "manifest.sha256"), cwd=empty,
+                 AWS_ENDPOINT_URL=url, DMP_VAULT="s3://locked/object", **keys)
+    one_error(result, 1, "s3://locked/object/")
+    assert "access denied" in result.stderr.decode()
+
+
+def test_credentials_rejected(site: Site, strict_s3: tuple[str, dict[str, str]]) -> None:
+    url, _ = strict_s3
+    # A PUT, since the answer to a HEAD has no body to name the cause (a bare 403).
+    result = run(site, "--archive", "-m", "manifest.sha256", AWS_ENDPOINT_URL=url,
+                 DMP_VAULT="s3://locked/object")
+    one_error(result, 1, "credentials rejected (InvalidAccessKeyId)")
