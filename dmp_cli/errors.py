@@ -33,3 +33,16 @@ class IntegrityError(DmpError):
 
 class BrokerError(DmpError):
     """The Celery broker or result backend cannot be used."""
+
+
+class ObjectMissing(StoreError):
+    """The store has no object at the key asked for."""
+
+
+class FatalStoreError(StoreError):
+    """The store cannot be used at all (no bucket, no credentials, no endpoint): no later
+    request can succeed, so the run stops rather than fail every file alike."""
+
+
+class ObjectExists(StoreError):
+    """A put-if-absent found the object already there: nothing was written."""

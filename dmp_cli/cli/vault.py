@@ -1,0 +1,196 @@
+"""`dmp manifest --vault | --archive | --fetch`: the vault's three commands.
+
+This module reads options, prints lines and summaries and picks the exit status; the
+work is the ``head``, ``upload`` and ``download`` operations (dmp_cli/transfer.py) run by
+the executor over the items that dmp_cli/vault.py makes from the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dmp_cli.cli.manifest import _count_lines
+from dmp_cli.cli.output import Output, human_bytes, plural
+from dmp_cli.errors import DmpError, FatalStoreError, ManifestError, UsageError
+from dmp_cli.executor import default_jobs
+from dmp_cli.manifest import open_manifest, parse_lines
+from dmp_cli.ops import Row
+from dmp_cli.quoting import quote_name
+from dmp_cli.vault import Plan, Tally
+
+OPERATION = {"vault": "head", "archive": "upload", "fetch": "download"}
+LABEL = {"vault": "asking the vault", "archive": "archiving", "fetch": "fetching"}
+
+
+def run(app: Any, mode: str, manifest_path: str, *, path: str | None = None,
+        all_files: bool = False, overwrite: bool = False, dry_run: bool = False,
+        absolute_names: bool = False, detach: bool = False, strict: bool = False,
+        **_: object) -> int:
+    if all_files and not path:
+        raise UsageError("--all needs --path s3://bucket/prefix: say where to put "
+                         "everything")
+    if detach and not app.settings.broker_url:
+        raise UsageError("--detach needs DMP_BROKER_URL (a job to detach from)")
+    if detach:
+        raise DmpError(f"--detach is not available for --{mode} yet")
+    config = _config(app, mode, path=path, all=all_files, overwrite=overwrite,
+                     dry_run=dry_run, absolute_names=absolute_names)
+    _preflight(config)
+    plan = Plan(dedupe=mode == "vault" or (mode == "archive" and not all_files),
+                with_size=mode == "archive")
+    tally = Tally(archive=mode == "archive", dedupe=plan.dedupe)
+    shown = _shown(manifest_path)
+    try:
+        stream = open_manifest(manifest_path)
+    except ManifestError as exc:
+        raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
+    out: Output = app.out
+    report = REPORTERS[mode]
+    total = _count_lines(manifest_path) if out.wants_progress() else None
+    with stream, app.executor() as executor, out.progress(LABEL[mode], total) as bar:
+        items = plan.items(parse_lines(stream))
+        for raw in executor.map(OPERATION[mode], items, config):
+            if raw.get("fatal"):
+                raise FatalStoreError(raw["error"])
+            row = tally.add(raw)
+            bar.update(1, raw.get("bytes") or 0)
+            report(out, row, dry_run)
+    return _finish(out, mode, plan, tally, shown, strict=strict, dry_run=dry_run)
+
+
+def _config(app: Any, mode: str, **flags: Any) -> dict[str, Any]:
+    """The plain values the operations need (they may run on other machines)."""
+    settings = app.settings
+    config = settings.config()
+    config.update({k: v for k, v in flags.items() if v and k != "path"})
+    # Sizes the connection pool: one connection per executor thread (LocalExecutor's rule).
+    config["concurrency"] = min(64, max(8, 8 * (settings.jobs or default_jobs())))
+    if mode == "archive" and flags.get("path"):
+        config.update(dest=flags["path"], dest_mode="path")
+    elif mode == "archive" and settings.archive_default:
+        config.update(dest=settings.archive_default, dest_mode="default")
+    return config
+
+
+def _preflight(config: dict[str, Any]) -> None:
+    """One clear line now, rather than the same failure for every file."""
+    from dmp_cli.store import open_store, same_kind
+
+    if config.get("dest_mode") == "path" and not same_kind(config["dest"], config["vault"]):
+        raise UsageError(f"--path {config['dest']}: the vault ({config['vault']}) is another "
+                         "kind of store, so it cannot get a server-side copy")
+    open_store(config["vault"], config).check()
+    if config.get("dest"):
+        # Like a prefix in a bucket, an archive directory is made by the first upload.
+        open_store(config["dest"], config).check(create=True)
+
+
+# ---------------------------------------------------------------- per-file lines
+
+
+def _line(out: Output, row: Row, text: str) -> None:
+    out.record("file", path=row["path"], digest=row["digest"], status=row["status"],
+               bytes=row.get("bytes") or 0, error=row.get("error"), to=row.get("to"))
+    if not out.json and not out.quiet:
+        out.write(quote_name(row["path"]) + b": " + text.encode() + b"\n")
+
+
+def _failure(out: Output, row: Row) -> bool:
+    if row["status"] in ("present", "uploaded", "skipped", "fetched", "would-upload",
+                         "would-fetch"):
+        return False
+    error = row.get("error") or row["status"]
+    out.record("file", path=row["path"], digest=row["digest"], status=row["status"],
+               bytes=0, error=error)
+    out.file_error(row["path"], error)
+    return True
+
+
+def _report_vault(out: Output, row: Row, dry_run: bool) -> None:
+    if row["status"] == "present":
+        _line(out, row, "in the vault")
+    elif row["status"] == "missing":
+        _line(out, row, "NOT in the vault")
+    else:
+        _failure(out, row)
+
+
+def _report_archive(out: Output, row: Row, dry_run: bool) -> None:
+    if _failure(out, row):
+        return
+    status = row["status"]
+    size = human_bytes(row.get("bytes") or 0)
+    text = {"uploaded": f"uploaded ({size})",
+            "would-upload": f"would upload ({size}) to {row.get('to')}",
+            "skipped": "already archived"}[status]
+    if row.get("same") and status == "skipped":
+        text = "same content as an earlier entry (archived once)"
+    _line(out, row, text)
+
+
+def _report_fetch(out: Output, row: Row, dry_run: bool) -> None:
+    if _failure(out, row):
+        return
+    size = human_bytes(row.get("bytes") or 0)
+    text = {"fetched": f"fetched ({size})", "would-fetch": f"would fetch ({size})",
+            "present": "already present"}[row["status"]]
+    _line(out, row, text)
+
+
+REPORTERS: dict[str, Callable[[Output, Row, bool], None]] = {
+    "vault": _report_vault, "archive": _report_archive, "fetch": _report_fetch}
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def _finish(out: Output, mode: str, plan: Plan, tally: Tally, shown: str, *, strict: bool,
+            dry_run: bool) -> int:
+    if plan.entries == 0:
+        raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
+    if plan.misformatted:
+        out.warning(plural(plan.misformatted, "line is", "lines are"),
+                    " improperly formatted", "" if mode == "vault" else " (skipped)")
+    summary = {"vault": _vault_summary, "archive": _archive_summary,
+               "fetch": _fetch_summary}[mode]
+    summary(out, plan, tally, dry_run)
+    if mode == "vault":
+        return 1 if tally.failed - tally["missing"] or (strict and plan.misformatted) else 0
+    return 1 if tally.failed or plan.misformatted else 0
+
+
+def _vault_summary(out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
+    out.record("summary", files=plan.entries, distinct=tally.distinct,
+               present=tally["present"], missing=tally["missing"],
+               failed=tally.failed - tally["missing"], misformatted=plan.misformatted)
+    if tally["missing"]:
+        out.warning(f"{tally['missing']} of {plural(plan.entries, 'file is', 'files are')}"
+                    " not in the vault")
+    out.info(f"{plural(plan.entries, 'file', 'files')}, "
+             f"{plural(tally.distinct, 'distinct checksum', 'distinct checksums')}: "
+             f"{tally['present']} in the vault, {tally['missing']} missing")
+
+
+def _archive_summary(out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
+    moved = tally["would-upload"] if dry_run else tally["uploaded"]
+    out.record("summary", files=plan.entries, uploaded=moved, bytes=tally.nbytes,
+               skipped=tally["skipped"], failed=tally.failed, dry_run=dry_run,
+               misformatted=plan.misformatted)
+    verb = "would be uploaded" if dry_run else "uploaded"
+    out.info(f"{plural(moved, 'file', 'files')} ({human_bytes(tally.nbytes)}) {verb}, "
+             f"{tally['skipped']} skipped as already archived, {tally.failed} failed")
+
+
+def _fetch_summary(out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
+    moved = tally["would-fetch"] if dry_run else tally["fetched"]
+    out.record("summary", files=plan.entries, fetched=moved, bytes=tally.nbytes,
+               present=tally["present"], failed=tally.failed, dry_run=dry_run,
+               misformatted=plan.misformatted)
+    verb = "would be fetched" if dry_run else "fetched"
+    out.info(f"{plural(moved, 'file', 'files')} ({human_bytes(tally.nbytes)}) {verb}, "
+             f"{tally['present']} already present, {tally.failed} failed")
+
+
+def _shown(path: str) -> str:
+    return quote_name(path).decode("utf-8", "surrogateescape")

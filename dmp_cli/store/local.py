@@ -1,0 +1,133 @@
+"""The vault on a filesystem: ``file:///dir``, the same key layout as on S3.
+
+Every object is written to a temporary file beside its final name, hashed as it is
+copied, synced, and renamed into place only if the bytes hash to the expected sha256, so
+a reader never sees a partial or wrong object, whatever is interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from typing import BinaryIO
+
+from dmp_cli.digest import CHUNK, digest_file, new_hasher
+from dmp_cli.errors import (
+    FatalStoreError,
+    IntegrityError,
+    ObjectExists,
+    ObjectMissing,
+    StoreError,
+)
+from dmp_cli.fsutil import temp_beside
+from dmp_cli.store import ObjectInfo, OnBytes, Store
+
+
+class FileStore:
+    """Objects as files below ``root``; keys are ``/``-separated relative paths."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.url = f"file://{root}"
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, *key.split("/"))
+
+    def key_url(self, key: str) -> str:
+        return f"{self.url.rstrip('/')}/{key}"
+
+    def check(self, create: bool = False) -> None:
+        if create:
+            try:
+                os.makedirs(self.root, exist_ok=True)
+            except OSError as exc:
+                raise FatalStoreError(f"{self.url}: {exc.strerror}") from exc
+        if not os.path.isdir(self.root):
+            raise FatalStoreError(f"{self.url}: no such directory (a file:// vault must "
+                                  "exist; make it first)")
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            st = os.stat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
+        return ObjectInfo(st.st_size) if stat.S_ISREG(st.st_mode) else None
+
+    def has(self, key: str, digest: str) -> bool:
+        # Content-addressed keys are their sha256; other keys (--path) must be hashed.
+        try:
+            return digest_file(self._path(key))[0] == digest
+        except OSError:
+            return False
+
+    def put_file(self, key: str, path: str, digest: str, size: int,
+                 on_bytes: OnBytes | None = None, if_absent: bool = False) -> int:
+        target = self._path(key)
+        if if_absent and self.head(key) is not None:
+            raise ObjectExists(f"{self.key_url(key)}: already there")
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            fd, temp = temp_beside(target)
+        except OSError as exc:
+            raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
+        try:
+            with os.fdopen(fd, "wb") as out:
+                sent, got = _copy_hashing(path, out, on_bytes)
+                if got != digest:
+                    raise IntegrityError(f"changed since the manifest was made (sha256 now "
+                                         f"{got}); not stored")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, target)
+        except BaseException as exc:
+            _unlink(temp)
+            if isinstance(exc, OSError) and exc.filename != path:
+                raise StoreError(f"{self.key_url(key)}: {exc.strerror or exc}") from exc
+            raise
+        return sent
+
+    def get_file(self, key: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
+        try:
+            source = open(self._path(key), "rb")  # noqa: SIM115 - closed below
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise ObjectMissing(f"{self.key_url(key)}: not in the vault") from exc
+        except OSError as exc:
+            raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
+        with source:
+            total = 0
+            while chunk := source.read(CHUNK):
+                stream.write(chunk)
+                total += len(chunk)
+                if on_bytes:
+                    on_bytes(len(chunk))
+            return total
+
+    def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
+        if not isinstance(source, FileStore):
+            raise StoreError(f"{source.url} -> {self.url}: no server-side copy between "
+                             "different kinds of store")
+        # A copy, not a hard link: the vault's object must not change when the
+        # --path file is later replaced or edited in place.
+        self.put_file(key, source._path(source_key), digest, 0)
+
+
+def _copy_hashing(path: str, out: BinaryIO, on_bytes: OnBytes | None) -> tuple[int, str]:
+    hasher = new_hasher()
+    total = 0
+    with open(path, "rb") as source:
+        while chunk := source.read(CHUNK):
+            hasher.update(chunk)
+            out.write(chunk)
+            total += len(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
+    return total, hasher.hexdigest()
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+

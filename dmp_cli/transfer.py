@@ -1,0 +1,306 @@
+"""The vault's per-file operations: head, upload and download, one file (or checksum) each.
+
+Like every operation they take plain values and return a row, so they run the same in
+the CLI's threads and on Celery workers; stores are made from the config once per process.
+A store that cannot be used at all (no bucket, no credentials) gives a row marked
+``fatal``, so that the caller stops instead of failing millions of files alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import posixpath
+import stat
+import threading
+import uuid
+from collections.abc import Callable
+
+from dmp_cli.digest import digest_fd
+from dmp_cli.errors import (
+    DmpError,
+    FatalStoreError,
+    IntegrityError,
+    ObjectExists,
+    ObjectMissing,
+    StoreError,
+)
+from dmp_cli.layout import digest_key
+from dmp_cli.ops import Context, Item, Row, operation, os_error_row
+from dmp_cli.store import Store, open_store
+
+_lock = threading.Lock()
+
+
+class PathRefused(DmpError):
+    """A manifest path that dmp will not write to (tar's rules; symlinks)."""
+
+
+def _store(ctx: Context, name: str) -> Store:
+    """The run's vault ("vault") or archive destination ("dest"), made once per process."""
+    with _lock:  # the executor's threads all ask at once for the first files
+        store: Store = ctx.resource(name, lambda config: open_store(config[name], config))
+        return store
+
+
+def _guarded(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], Row]:
+    """Turn the expected failures of one file into its row."""
+
+    def run(item: Item, ctx: Context) -> Row:
+        base = {"path": item.get("path"), "digest": item["digest"], "bytes": 0}
+        if item.get("same"):  # the manifest named this content before: asked once
+            return {**base, "status": "same"}
+        try:
+            return {**base, **func(item, ctx)}
+        except FatalStoreError as exc:
+            return {**base, "status": "failed", "error": str(exc), "fatal": True}
+        except ObjectMissing:
+            return {**base, "status": "missing", "error": "not in the vault"}
+        except PathRefused as exc:
+            return {**base, "status": "refused", "error": str(exc)}
+        except (StoreError, IntegrityError) as exc:
+            return {**base, "status": "failed", "error": str(exc)}
+        except OSError as exc:
+            return {**os_error_row(item["path"], exc), "digest": item["digest"]}
+
+    run.__name__ = func.__name__
+    return run
+
+
+# ------------------------------------------------------------------ head
+
+
+@operation("head", kind="io")
+@_guarded
+def head_op(item: Item, ctx: Context) -> Row:
+    info = _store(ctx, "vault").head(digest_key(item["digest"]))
+    if info is None:
+        return {"status": "missing"}
+    return {"status": "present", "bytes": info.size}
+
+
+# ------------------------------------------------------------------ upload
+
+
+@operation("upload", kind="io")
+@_guarded
+def upload_op(item: Item, ctx: Context) -> Row:
+    """Archive one file: skip it if archived, else upload it to the vault, to
+    ``DMP_ARCHIVE_DEFAULT`` or under ``--path`` (then into the vault by server-side copy)."""
+    config = ctx.config
+    vault = _store(ctx, "vault")
+    digest = item["digest"]
+    vault_key = digest_key(digest)
+    if config.get("dest_mode") is None and not config.get("dry_run"):
+        return _upload_to_vault(item, vault, vault_key)
+    in_vault = vault.head(vault_key) is not None
+    if in_vault and not config.get("all"):
+        return {"status": "skipped", "to": vault.key_url(vault_key)}
+    target, key = _destination(item, ctx, vault, vault_key)
+    already = target is not vault and target.has(key, digest)
+    row: Row = {"to": target.key_url(key)}
+    if config.get("dry_run"):
+        size = item.get("size") or 0
+        return {**row, "status": "skipped" if already else "would-upload",
+                "bytes": 0 if already else size}
+    sent = 0
+    if not already:
+        sent = target.put_file(key, item["path"], digest, item.get("size") or 0)
+    if config.get("dest_mode") == "path" and not in_vault:
+        vault.copy(target, key, vault_key, digest)
+    return {**row, "status": "skipped" if already else "uploaded", "bytes": sent}
+
+
+def _upload_to_vault(item: Item, vault: Store, vault_key: str) -> Row:
+    """Straight into the vault: one put-if-absent, no separate question first."""
+    row: Row = {"to": vault.key_url(vault_key)}
+    try:
+        sent = vault.put_file(vault_key, item["path"], item["digest"], item.get("size") or 0,
+                              if_absent=True)
+    except ObjectExists:
+        return {**row, "status": "skipped"}
+    except OSError:
+        # A file gone since the manifest was made needs no upload if its content is in.
+        if vault.head(vault_key) is not None:
+            return {**row, "status": "skipped"}
+        raise
+    return {**row, "status": "uploaded", "bytes": sent}
+
+
+def _destination(item: Item, ctx: Context, vault: Store, vault_key: str) -> tuple[Store, str]:
+    mode = ctx.config.get("dest_mode")
+    if mode is None:
+        return vault, vault_key
+    dest = _store(ctx, "dest")
+    if mode == "default":  # a staging bucket an ingest pipeline empties into the vault
+        return dest, item["digest"]
+    return dest, path_key(item["path"])
+
+
+def path_key(path: str) -> str:
+    """The key under ``--path`` for a manifest path: normalised, relative, UTF-8."""
+    key = posixpath.normpath(path).lstrip("/")
+    if key in (".", "..") or key.startswith("../"):
+        raise PathRefused("'..' leaves the working directory: no key under --path for it")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PathRefused("the name is not valid UTF-8, which S3 keys must be") from None
+    return key
+
+
+# ------------------------------------------------------------------ download
+
+
+@operation("download", kind="io")
+@_guarded
+def download_op(item: Item, ctx: Context) -> Row:
+    """Bring one vault object to its manifest path: through a temporary file in the target
+    directory, verified, then renamed. A local file with the right content is left alone."""
+    config = ctx.config
+    digest = item["digest"]
+    parts = target_parts(item["path"], bool(config.get("absolute_names")))
+    dir_fd = open_parent(parts, make=not config.get("dry_run"))
+    try:
+        name = parts[-1]
+        local = _local_digest(dir_fd, name) if dir_fd is not None else None
+        if local == digest:
+            return {"status": "present"}
+        if local is not None and not config.get("overwrite"):
+            raise PathRefused(f"exists with another checksum ({local[:12]}…); use "
+                              "--overwrite to replace it")
+        vault = _store(ctx, "vault")
+        if config.get("dry_run"):
+            info = vault.head(digest_key(digest))
+            if info is None:
+                raise ObjectMissing(digest)
+            return {"status": "would-fetch", "bytes": info.size}
+        assert dir_fd is not None
+        size = _fetch_into(vault, digest, dir_fd, name, replace=local is not None)
+        return {"status": "fetched", "bytes": size}
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
+
+
+def target_parts(path: str, absolute_names: bool) -> list[str]:
+    """The path's components (an absolute path keeps "/" first), refused by tar's rule: no
+    absolute path or ``..`` out of the working directory unless --absolute-names."""
+    absolute = path.startswith("/")
+    if absolute and not absolute_names:
+        raise PathRefused("absolute path refused (use --absolute-names to allow it)")
+    norm = posixpath.normpath(path)
+    if not absolute and (norm == ".." or norm.startswith("../")) and not absolute_names:
+        raise PathRefused("'..' leaves the working directory (use --absolute-names to "
+                          "allow it)")
+    parts = [part for part in norm.split("/") if part]
+    if not parts or parts[-1] in (".", ".."):
+        raise PathRefused("not a file name")
+    return (["/"] if absolute else []) + parts
+
+
+def open_parent(parts: list[str], make: bool) -> int | None:
+    """A descriptor of the target's directory, walked one component at a time without
+    following symlinks; missing directories are made (or, if not ``make``, None)."""
+    start, parts = (parts[0], parts[1:]) if parts[0] == "/" else (".", parts)
+    fd = os.open(start, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    for index, part in enumerate(parts[:-1]):
+        try:
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                if not make:
+                    os.close(fd)
+                    return None
+                _mkdir(part, fd)
+                child = os.open(part, flags, dir_fd=fd)
+        except OSError as exc:
+            link = exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd)
+            os.close(fd)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                where = "/".join(parts[: index + 1])
+                kind = "a symbolic link" if link else "not a directory"
+                raise PathRefused(f"{where} is {kind}; dmp does not write through it") \
+                    from None
+            raise
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def _mkdir(name: str, dir_fd: int) -> None:
+    # It may have been made meanwhile by another thread fetching beside us.
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o777, dir_fd=dir_fd)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _local_digest(dir_fd: int, name: str) -> str | None:
+    """The sha256 of the file already at the target, None if there is none."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        raise PathRefused("is a symbolic link; dmp does not write through links")
+    if not stat.S_ISREG(st.st_mode):
+        raise PathRefused("exists and is not a regular file")
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return digest_fd(fd)[0]
+    finally:
+        os.close(fd)
+
+
+def _fetch_into(vault: Store, digest: str, dir_fd: int, name: str, replace: bool) -> int:
+    temp = f".{name[:100]}.{uuid.uuid4().hex[:8]}.dmp-tmp"
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o666, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "w+b") as stream:
+            vault.get_file(digest_key(digest), stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+            stream.seek(0)
+            got, size = digest_fd(stream.fileno())
+        if got != digest:
+            raise IntegrityError(f"the vault's object hashes to {got}, not to its key; "
+                                 "not fetched")
+        _move_into_place(temp, name, dir_fd, replace)
+    except BaseException:
+        _unlink_at(temp, dir_fd)
+        raise
+    return size
+
+
+def _move_into_place(temp: str, name: str, dir_fd: int, replace: bool) -> None:
+    if replace:  # a rename replaces a link itself, never what it points to
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return
+    try:  # never clobber a file that appeared while we fetched
+        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        raise PathRefused("appeared while it was being fetched; left untouched") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd))
+        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return
+    _unlink_at(temp, dir_fd)
+
+
+def _unlink_at(name: str, dir_fd: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=dir_fd)
+
+
+__all__ = ["PathRefused", "download_op", "head_op", "path_key", "target_parts", "upload_op"]

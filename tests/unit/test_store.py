@@ -1,0 +1,304 @@
+"""The object stores: file:// on tmp_path, s3:// on moto's in-process mock."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from s3transfer.manager import TransferConfig
+
+from dmp_cli.errors import (
+    FatalStoreError,
+    IntegrityError,
+    ObjectExists,
+    ObjectMissing,
+    StoreError,
+    UsageError,
+)
+from dmp_cli.layout import digest_key
+from dmp_cli.store import Location, open_store, parse_url, same_kind
+from dmp_cli.store.local import FileStore
+from dmp_cli.store.s3 import S3Store, client_error
+
+MiB = 1 << 20
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+# ---------------------------------------------------------------- URLs
+
+
+@pytest.mark.parametrize(("url", "location"), [
+    ("s3://bucket/a/prefix/", Location("s3", "bucket", "a/prefix")),
+    ("s3://bucket", Location("s3", "bucket", "")),
+    ("file:///srv/vault/", Location("file", "", "/srv/vault")),
+    ("file:///a%20b", Location("file", "", "/a b")),
+], ids=["s3-prefix", "s3-bucket-only", "file", "file-quoted"])
+def test_parse_url(url: str, location: Location) -> None:
+    assert parse_url(url) == location
+
+
+@pytest.mark.parametrize("url", ["s3:///nobucket", "file://host/dir", "http://x/y", "/plain"],
+                         ids=["s3-no-bucket", "file-host", "http", "no-scheme"])
+def test_parse_url_refuses(url: str) -> None:
+    with pytest.raises(UsageError):
+        parse_url(url)
+
+
+def test_same_kind() -> None:
+    assert same_kind("s3://a/b", "s3://c")
+    assert not same_kind("s3://a/b", "file:///c")
+
+
+# ---------------------------------------------------------------- file://
+
+
+@pytest.fixture
+def fstore(tmp_path: Path) -> FileStore:
+    root = tmp_path / "vault"
+    root.mkdir()
+    store = open_store(f"file://{root}", {})
+    assert isinstance(store, FileStore)
+    return store
+
+
+def test_file_put_head_get(fstore: FileStore, tmp_path: Path) -> None:
+    data = os.urandom(3000)
+    digest = sha(data)
+    key = digest_key(digest)
+    assert fstore.head(key) is None
+    assert fstore.put_file(key, write(tmp_path / "f", data), digest, len(data)) == len(data)
+    info = fstore.head(key)
+    assert info is not None and info.size == len(data)
+    assert fstore.has(key, digest)
+    out = BytesIO()
+    assert fstore.get_file(key, out) == len(data)
+    assert out.getvalue() == data
+    assert os.path.isfile(os.path.join(fstore.root, *key.split("/")))
+
+
+def test_file_put_refuses_changed_content(fstore: FileStore, tmp_path: Path) -> None:
+    path = write(tmp_path / "f", b"new content")
+    digest = sha(b"old content")
+    with pytest.raises(IntegrityError, match="changed since the manifest"):
+        fstore.put_file(digest_key(digest), path, digest, 11)
+    leftovers = [f for _, _, files in os.walk(fstore.root) for f in files]
+    assert leftovers == []  # neither the object nor its temporary file
+
+
+def test_file_get_missing(fstore: FileStore) -> None:
+    with pytest.raises(ObjectMissing):
+        fstore.get_file(digest_key(sha(b"x")), BytesIO())
+
+
+def test_file_copy(fstore: FileStore, tmp_path: Path) -> None:
+    (tmp_path / "other").mkdir()
+    other = FileStore(str(tmp_path / "other"))
+    data = b"payload"
+    other.put_file("run/a.txt", write(tmp_path / "f", data), sha(data), len(data))
+    fstore.copy(other, "run/a.txt", digest_key(sha(data)), sha(data))
+    assert fstore.has(digest_key(sha(data)), sha(data))
+    assert not fstore.has("run/a.txt", sha(data))
+
+
+def test_file_check_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(FatalStoreError, match="no such directory"):
+        FileStore(str(tmp_path / "absent")).check()
+
+
+# ---------------------------------------------------------------- s3://
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_REQUEST_CHECKSUM_CALCULATION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="vault")
+        yield client
+
+
+def small_parts() -> TransferConfig:
+    # 5 MiB: the smallest part S3 (and moto) accept, so multipart is tested cheaply.
+    return TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
+
+
+def test_s3_single_put_carries_checksum_and_metadata(s3: object, tmp_path: Path) -> None:
+    sent: list[dict[str, str]] = []
+    s3.meta.events.register(  # type: ignore[attr-defined]
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers)))
+    store = S3Store(s3, "vault", "object")
+    data = os.urandom(1000)
+    digest = sha(data)
+    key = digest_key(digest)
+    store.put_file(key, write(tmp_path / "f", data), digest, len(data))
+    reply = s3.head_object(Bucket="vault", Key=f"object/{key}")  # type: ignore[attr-defined]
+    assert reply["Metadata"] == {"sha256": digest}
+    [headers] = sent
+    assert headers["x-amz-checksum-sha256"] == base64.b64encode(bytes.fromhex(digest))
+    info = store.head(key)
+    assert info is not None and info.digest == digest and info.size == 1000
+
+
+def test_s3_multipart_round_trip(s3: object, tmp_path: Path) -> None:
+    store = S3Store(s3, "vault", "object", small_parts())
+    data = os.urandom(12 * MiB)
+    digest = sha(data)
+    key = digest_key(digest)
+    store.put_file(key, write(tmp_path / "f", data), digest, len(data))
+    reply = s3.head_object(Bucket="vault", Key=f"object/{key}")  # type: ignore[attr-defined]
+    assert reply["ETag"].endswith('-3"')  # three parts: it really went multipart
+    assert reply["Metadata"] == {"sha256": digest}
+    out = BytesIO()
+    store.get_file(key, out)
+    assert sha(out.getvalue()) == digest
+
+
+@pytest.mark.parametrize("size", [1000, 12 * MiB], ids=["single-put", "multipart"])
+def test_s3_changed_file_is_never_stored(s3: object, tmp_path: Path, size: int) -> None:
+    """moto accepts a wrong ChecksumSHA256, so this is dmp's own check at work."""
+    store = S3Store(s3, "vault", "object", small_parts())
+    old = os.urandom(size)
+    new = bytearray(old)
+    new[-1] ^= 1
+    digest = sha(old)
+    with pytest.raises(IntegrityError, match="changed since the manifest"):
+        store.put_file(digest_key(digest), write(tmp_path / "f", bytes(new)), digest, size)
+    assert store.head(digest_key(digest)) is None
+    uploads = s3.list_multipart_uploads(Bucket="vault")  # type: ignore[attr-defined]
+    assert uploads.get("Uploads", []) == []  # the multipart upload was aborted
+    assert store._big_files.acquire(blocking=False)  # its turn was given back
+
+
+def test_s3_shrunk_file_is_never_stored(s3: object, tmp_path: Path) -> None:
+    store = S3Store(s3, "vault", "object", small_parts())
+    data = os.urandom(12 * MiB)
+    path = write(tmp_path / "f", data)
+    digest = sha(data)
+    reader_size = len(data)
+    os.truncate(path, 7 * MiB)
+    # The size seen when the upload began; the file shrinks while it is read.
+    with open(path, "rb") as source, pytest.raises(IntegrityError, match="shrank"):
+        store._put_multipart(digest_key(digest), source, reader_size, digest, None)
+    assert store.head(digest_key(digest)) is None
+
+
+def test_s3_copy_between_buckets(s3: object, tmp_path: Path) -> None:
+    s3.create_bucket(Bucket="staging")  # type: ignore[attr-defined]
+    dest = S3Store(s3, "staging", "run1", small_parts())
+    vault = S3Store(s3, "vault", "object", small_parts())
+    data = os.urandom(6 * MiB)
+    digest = sha(data)
+    dest.put_file("data/a.bin", write(tmp_path / "f", data), digest, len(data))
+    vault.copy(dest, "data/a.bin", digest_key(digest), digest)
+    assert vault.has(digest_key(digest), digest)
+
+
+def test_s3_get_missing(s3: object) -> None:
+    with pytest.raises(ObjectMissing):
+        open_store("s3://vault/object", {}).get_file(digest_key(sha(b"x")), BytesIO())
+
+
+def test_s3_check_no_such_bucket(s3: object) -> None:
+    with pytest.raises(FatalStoreError, match=r"^s3://absent: no such bucket$"):
+        open_store("s3://absent/object", {}).check()
+    open_store("s3://vault/object", {}).check()
+
+
+def _client_error(code: str, status: int, attempts: int = 0) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": "msg"},
+                        "ResponseMetadata": {"HTTPStatusCode": status,
+                                             "RetryAttempts": attempts}}, "HeadObject")
+
+
+@pytest.mark.parametrize(("code", "status", "kind", "message"), [
+    ("NoSuchBucket", 404, FatalStoreError, "s3://b: no such bucket"),
+    ("AccessDenied", 403, FatalStoreError, "s3://b/k: access denied"),
+    ("InvalidAccessKeyId", 403, FatalStoreError, "credentials rejected"),
+    ("SlowDown", 503, StoreError, "throttled by the server (SlowDown) after 5 attempts"),
+    ("NoSuchKey", 404, StoreError, "s3://b/k: NoSuchKey: msg"),
+    ("InternalError", 500, StoreError, "s3://b/k: InternalError: msg"),
+], ids=["no-bucket", "denied", "bad-key", "throttled", "missing", "other"])
+def test_client_error_translation(code: str, status: int, kind: type, message: str) -> None:
+    """A 404 is ObjectMissing only where absence is the answer (see the GET tests)."""
+    error = client_error(_client_error(code, status, attempts=4), "s3://b/k")
+    assert type(error) is kind
+    assert message in str(error)
+    assert "\n" not in str(error)
+
+
+def test_s3_small_put_if_absent_asks_nothing_first(s3: object, tmp_path: Path) -> None:
+    sent: list[str] = []
+    s3.meta.events.register(  # type: ignore[attr-defined]
+        "before-send.s3", lambda request, **_: sent.append(request.method))
+    store = S3Store(s3, "vault", "object")
+    data = b"small"
+    key = digest_key(sha(data))
+    path = write(tmp_path / "f", data)
+    assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    with pytest.raises(ObjectExists):
+        store.put_file(key, path, sha(data), 5, if_absent=True)
+    assert sent == ["PUT", "PUT"]  # one request each: no HEAD before
+
+
+def test_s3_put_if_absent_without_conditional_writes(s3: object, tmp_path: Path) -> None:
+    """A store that answers 501 to If-None-Match: dmp asks with a HEAD from then on."""
+    refused: list[bool] = []
+
+    def refuse(params: dict[str, Any], **_: object) -> tuple[Any, dict[str, Any]] | None:
+        if "If-None-Match" not in params["headers"]:
+            return None
+        refused.append(True)
+        reply = {"Error": {"Code": "NotImplemented", "Message": "no"},
+                 "ResponseMetadata": {"HTTPStatusCode": 501}}
+        return AWSResponse(params["url"], 501, {}, None), reply
+
+    s3.meta.events.register("before-call.s3.PutObject", refuse)  # type: ignore[attr-defined]
+    store = S3Store(s3, "vault", "object")
+    data = b"small"
+    key = digest_key(sha(data))
+    path = write(tmp_path / "f", data)
+    assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    with pytest.raises(ObjectExists):
+        store.put_file(key, path, sha(data), 5, if_absent=True)
+    assert store.has(key, sha(data))
+    assert refused == [True]  # asked once; from then on HEAD, then a plain PUT
+
+
+def test_s3_big_put_if_absent_asks_first(s3: object, tmp_path: Path) -> None:
+    store = S3Store(s3, "vault", "object", small_parts())
+    data = os.urandom(6 * MiB)
+    key = digest_key(sha(data))
+    path = write(tmp_path / "f", data)
+    store.put_file(key, path, sha(data), len(data), if_absent=True)
+    with pytest.raises(ObjectExists):
+        store.put_file(key, path, sha(data), len(data), if_absent=True)
+
+
+def test_file_put_if_absent(fstore: FileStore, tmp_path: Path) -> None:
+    data = b"x"
+    path = write(tmp_path / "f", data)
+    fstore.put_file(digest_key(sha(data)), path, sha(data), 1, if_absent=True)
+    with pytest.raises(ObjectExists):
+        fstore.put_file(digest_key(sha(data)), path, sha(data), 1, if_absent=True)
