@@ -19,8 +19,8 @@ MODES = ("create", "check", "vault", "archive", "fetch")
 # Which options belong to which mode; any other combination is a usage error.
 MODE_OPTIONS = {
     "create": {"dirs", "recursive", "files_from", "null", "fmt"},
-    "check": {"check_quiet", "status", "strict", "ignore_missing", "warn"},
-    "vault": {"strict"},
+    "check": {"check_quiet", "status", "strict", "ignore_missing", "warn", "detach"},
+    "vault": {"strict", "detach"},
     "archive": {"path", "all_files", "dry_run", "detach"},
     "fetch": {"overwrite", "dry_run", "absolute_names", "detach"},
 }
@@ -187,8 +187,10 @@ def _check_name(path: str, escape: bool) -> bytes:
 
 
 def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: bool,  # type: ignore[no-untyped-def]
-          ignore_missing: bool, warn: bool, **_: object) -> int:
+          ignore_missing: bool, warn: bool, detach: bool = False, **_: object) -> int:
     """`sha256sum --check`, byte for byte: the same lines, warnings and exit status."""
+    if detach:
+        return _detach_check(app, manifest_path)
     out: Output = app.out
     quiet = check_quiet or out.quiet
     counts = CheckCounts()
@@ -223,6 +225,14 @@ def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: b
             out.write(_check_name(row["path"], escape=True) + verdict)
     _check_summary(out, counts, shown, status=status, ignore_missing=ignore_missing)
     return 0 if counts.ok(strict=strict, ignore_missing=ignore_missing) else 1
+
+
+def _detach_check(app, manifest_path: str) -> int:  # type: ignore[no-untyped-def]
+    """Submit the check to the fleet; `dmp job watch ID` follows it to the end."""
+    from dmp_cli.cli.job import detach
+
+    with open_manifest(manifest_path) as stream:
+        return detach(app, "check", check_items(parse_lines(stream)), {})
 
 
 def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool,

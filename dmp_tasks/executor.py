@@ -1,0 +1,223 @@
+"""The Celery executor: the same seam as the embedded one, with the work on a fleet.
+
+Items go out as batches (bounded by count and bytes) in flat chords of a few batches each;
+each batch's rows come back on the job's Redis stream as soon as it finishes, and are put
+back into item order here. Submission and gathering share one bounded window of batches
+in flight, so the CLI's memory, Redis's and each chord callback's stay flat however many
+files a job has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import TYPE_CHECKING
+
+from celery import chord
+from celery.result import AsyncResult
+
+from dmp_cli.errors import BrokerError, DmpError
+from dmp_cli.executor import batches
+from dmp_cli.ops import Config, Item, Row
+from dmp_tasks.app import app as default_app
+from dmp_tasks.config import safe_url
+from dmp_tasks.jobs import JobStore, broker_errors
+from dmp_tasks.routing import BATCH_BYTES, batch_items, callback_queue, queue_for
+from dmp_tasks.tasks import run_batch, window_done
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from dmp_cli.cli.output import Output
+
+BATCHES_IN_FLIGHT = 64
+BATCHES_PER_CHORD = 16
+READ_BLOCK_MS = 1000
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class _Submitter:
+    """Sends a job's batches, a flat chord at a time, numbering batches and chords."""
+
+    def __init__(self, app: Celery, store: JobStore, job: str, op: str,
+                 groups: Iterator[list[Item]], config: Config, stream: bool) -> None:
+        self.app, self.store, self.job, self.op = app, store, job, op
+        self.groups = groups
+        self.config = dict(config)
+        self.stream = stream
+        self.batches = self.items = self.windows = 0
+        self.exhausted = False
+        self.callbacks: deque[AsyncResult] = deque()
+
+    def submit_window(self, per_chord: int = BATCHES_PER_CHORD) -> None:
+        window = list(islice(self.groups, per_chord))
+        if not window:
+            self.exhausted = True
+            self.store.set_total(self.job, self.windows, self.batches, self.items)
+            return
+        header = [
+            run_batch.si(self.job, self.batches + i, self.op, batch, self.config, self.stream)
+            .set(queue=queue_for(self.op, batch))
+            for i, batch in enumerate(window)
+        ]
+        callback = window_done.s(self.job, self.windows).set(queue=callback_queue(self.op))
+        try:
+            result = chord(header, callback, app=self.app).apply_async()
+        except Exception as exc:  # kombu's OperationalError and redis-py's errors
+            raise BrokerError(f"cannot submit to the broker at "
+                              f"{safe_url(self.store.url)}: {exc}") from None
+        self.callbacks.append(result)
+        items = sum(len(batch) for batch in window)
+        self.store.submitted(self.job, len(window), items)
+        self.batches += len(window)
+        self.items += items
+        self.windows += 1
+
+    def reap(self) -> None:
+        """Forget the results of chords that finished, so that none pile up in Redis."""
+        while self.callbacks and self.callbacks[0].ready():
+            self.callbacks.popleft().forget()
+
+    def wait(self, timeout: float = 60.0) -> None:
+        # follow_parents=False: the default re-polls every header task and grows
+        # quadratically with the chord (DESIGN.md, section 5).
+        deadline = time.monotonic() + timeout
+        while self.callbacks:
+            result = self.callbacks.popleft()
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                result.get(timeout=remaining, follow_parents=False, propagate=False)
+            except Exception:  # the rows are all in; a late callback only delays the record
+                return
+            result.forget()
+
+
+class CeleryExecutor:
+    """Runs operations on `dmp worker` processes through Redis; rows come back in order."""
+
+    def __init__(self, broker_url: str, out: Output | None = None, *,
+                 in_flight: int = BATCHES_IN_FLIGHT, per_chord: int = BATCHES_PER_CHORD,
+                 label: str | None = None) -> None:
+        self.broker_url = broker_url
+        self.out = out
+        self.app = default_app
+        if self.app.conf.broker_url != broker_url:
+            self.app.conf.broker_url = broker_url
+        self.store = JobStore(broker_url)
+        self.store.ping()  # an unreachable broker is an error now, not a hang later
+        self.in_flight = max(in_flight, per_chord)
+        self.per_chord = per_chord
+        self.label = label or " ".join(["dmp", *sys.argv[1:]])[:500]
+        self._checked_workers = False
+
+    # the Executor protocol -------------------------------------------------
+    def map(self, op: str, items: Iterable[Item], config: Config) -> Iterator[Row]:
+        job = self._create(op)
+        submitter = self._submitter(job, op, items, config, stream=True)
+        finished = False
+        try:
+            yield from self._gather(job, submitter)
+            submitter.wait()
+            finished = True
+        finally:
+            if not finished:
+                self._abandon(job)
+
+    def close(self) -> None:
+        self.store.client.close()
+
+    def __enter__(self) -> CeleryExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # detached jobs ---------------------------------------------------------
+    def submit(self, op: str, items: Iterable[Item], config: Config) -> str:
+        """Submit a whole job and return its id; the rows are counted, not streamed."""
+        job = self._create(op)
+        submitter = self._submitter(job, op, items, config, stream=False)
+        try:
+            while not submitter.exhausted:
+                submitter.submit_window(self.per_chord)
+        except BaseException:
+            self._abandon(job)
+            raise
+        return job
+
+    # internals -------------------------------------------------------------
+    def _create(self, op: str) -> str:
+        job = new_job_id()
+        self.store.create(job, {"op": op, "host": socket.gethostname(),
+                                "command": self.label})
+        self._warn_if_no_worker(job)
+        return job
+
+    def _submitter(self, job: str, op: str, items: Iterable[Item], config: Config,
+                   stream: bool) -> _Submitter:
+        groups = batches(items, max_items=batch_items(op), max_bytes=BATCH_BYTES)
+        return _Submitter(self.app, self.store, job, op, groups, config, stream)
+
+    def _gather(self, job: str, submitter: _Submitter) -> Iterator[Row]:
+        """Keep the window full, read rows as batches finish, yield them in item order."""
+        pending: dict[int, list[Row]] = {}
+        next_batch = 0
+        cursor = b"0-0"
+        while True:
+            while not submitter.exhausted and submitter.batches - next_batch < self.in_flight:
+                submitter.submit_window(self.per_chord)
+            if submitter.exhausted and next_batch >= submitter.batches:
+                return
+            cursor, arrived = self.store.read_rows(job, cursor, READ_BLOCK_MS)
+            for index, rows in arrived:
+                # A batch run twice is published once (the store dedupes), but be safe.
+                if index >= next_batch and index not in pending:
+                    pending[index] = json.loads(rows)
+            while next_batch in pending:
+                yield from pending.pop(next_batch)
+                next_batch += 1
+            if not arrived:
+                self._check_cancelled(job)
+                submitter.reap()
+
+    def _check_cancelled(self, job: str) -> None:
+        with broker_errors(self.broker_url, "reading the job"):
+            state = self.store.state(job)
+        if state == "cancelled":
+            raise DmpError(f"job {job} was cancelled")
+
+    def _warn_if_no_worker(self, job: str) -> None:
+        if self._checked_workers:
+            return
+        self._checked_workers = True
+        if not self._workers_alive():
+            message = (f"no worker answers at {safe_url(self.broker_url)}; job {job} waits "
+                       "in Redis until a `dmp worker` starts")
+            if self.out is not None:
+                self.out.info(message)
+
+    def _workers_alive(self) -> bool:
+        try:
+            return bool(self.app.control.ping(timeout=1.0, limit=1))
+        except Exception:  # can't tell; say nothing rather than something wrong
+            return True
+
+    def _abandon(self, job: str) -> None:
+        """The CLI stopped before the end (an error, Ctrl-C): workers skip the rest."""
+        with contextlib.suppress(Exception):  # the broker may be what failed
+            self.store.cancel(job)
+
+
+__all__ = ["CeleryExecutor", "new_job_id"]
+
+
