@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import sys
 import time
@@ -55,6 +56,7 @@ class _Submitter:
         self.groups = groups
         self.config = dict(config)
         self.stream = stream
+        self.cwd = os.getcwd()
         self.batches = self.items = self.windows = 0
         self.exhausted = False
         self.callbacks: deque[AsyncResult] = deque()
@@ -66,9 +68,12 @@ class _Submitter:
             self.store.set_total(self.job, self.windows, self.batches, self.items)
             return
         header = [
-            run_batch.si(self.job, self.batches + i, self.op, batch, self.config, self.stream)
-            .set(queue=queue_for(self.op, batch))
-            for i, batch in enumerate(window)
+            run_batch.si(self.job, index, self.op, batch, self.config, self.stream, self.cwd)
+            # A short argsrepr: Celery would otherwise repr every batch for the logs,
+            # which costs the submitter more than encoding it.
+            .set(queue=queue_for(self.op, batch),
+                 argsrepr=f"(job={self.job}, batch={index}, {len(batch)} items)")
+            for index, batch in enumerate(window, start=self.batches)
         ]
         callback = window_done.s(self.job, self.windows).set(queue=callback_queue(self.op))
         try:

@@ -100,16 +100,29 @@ def _persist(action: Callable[[], T]) -> T:
     return action()
 
 
+def _run(op: str, items: list[Item], config: Config, cwd: str) -> list[Row]:
+    """Run in the submitter's working directory, so that relative paths mean the same
+    files there and in the rows (workers share the filesystem; each prefork process runs
+    one task at a time, so changing directory is safe)."""
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        reason = f"working directory {cwd} not usable on this worker: {exc.strerror}"
+        return [{"path": item.get("path"), "status": "error", "bytes": 0, "error": reason,
+                 **({"line": item["line"]} if "line" in item else {})} for item in items]
+    return run_with_retries(op, items, config)
+
+
 @app.task(name="dmp.run_batch")
 def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str, Any],
-              stream: bool) -> dict[str, int]:
+              stream: bool, cwd: str) -> dict[str, int]:
     """Run one batch, publish its rows once, and return its counts for the chord."""
     try:
         store = job_store()
         if _persist(lambda: store.state(job)) == "cancelled":
             rows = _cancelled(items)
         else:
-            rows = run_with_retries(op, items, config)
+            rows = _run(op, items, config, cwd)
         counts = count_rows(rows)
         failed = [json.dumps(row) for row in rows if row["status"] in FAILING]
         rows_json = json.dumps(rows) if stream else None
