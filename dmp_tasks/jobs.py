@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -96,18 +97,24 @@ def connect(url: str, **options: Any) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
+def _auth_error(url: str) -> BrokerError:
+    if urlsplit(url).password is None:
+        return BrokerError(f"the broker at {safe_url(url)} needs a password "
+                           "(redis://:PASSWORD@host:port/db)")
+    return BrokerError(f"the broker at {safe_url(url)} refused the password "
+                       "(check the password in DMP_BROKER_URL)")
+
+
 @contextmanager
 def broker_errors(url: str, doing: str) -> Iterator[None]:
     """Turn redis-py's exceptions into one line that names the broker, never its password."""
     try:
         yield
     except redis.AuthenticationError:
-        raise BrokerError(f"the broker at {safe_url(url)} refused the password "
-                          "(check the password in DMP_BROKER_URL)") from None
+        raise _auth_error(url) from None
     except redis.ResponseError as exc:
         if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            raise BrokerError(f"the broker at {safe_url(url)} needs a password "
-                              "(redis://:PASSWORD@host:port/db)") from None
+            raise _auth_error(url) from None
         raise BrokerError(f"the broker at {safe_url(url)} failed {doing}: {exc}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         reason = str(exc).split("\n")[0] or type(exc).__name__

@@ -19,13 +19,18 @@ if TYPE_CHECKING:
 WATCH_INTERVAL = 0.5
 
 
-def detach(app: App, op: str, items: Iterable[Item], config: Config) -> int:
-    """Submit a job to the fleet and print its id (`--detach`)."""
+def require_broker(app: App) -> str:
+    """The broker URL; call before opening inputs, so that the usage error comes first."""
     if not app.settings.broker_url:
         raise UsageError("--detach needs DMP_BROKER_URL (a fleet of workers to run the job)")
+    return app.settings.broker_url
+
+
+def detach(app: App, op: str, items: Iterable[Item], config: Config) -> int:
+    """Submit a job to the fleet and print its id (`--detach`)."""
     from dmp_tasks.executor import CeleryExecutor
 
-    with CeleryExecutor(app.settings.broker_url, out=app.out) as executor:
+    with CeleryExecutor(require_broker(app), out=app.out) as executor:
         job = executor.submit(op, items, config)
     if app.out.json:
         app.out.record("job", id=job)

@@ -229,8 +229,9 @@ def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: b
 
 def _detach_check(app, manifest_path: str) -> int:  # type: ignore[no-untyped-def]
     """Submit the check to the fleet; `dmp job watch ID` follows it to the end."""
-    from dmp_cli.cli.job import detach
+    from dmp_cli.cli.job import detach, require_broker
 
+    require_broker(app)
     with open_manifest(manifest_path) as stream:
         return detach(app, "check", check_items(parse_lines(stream)), {})
 
