@@ -32,6 +32,7 @@ from dmp_tasks.config import safe_url
 from dmp_tasks.jobs import JobStore, broker_errors
 from dmp_tasks.routing import BATCH_BYTES, batch_items, callback_queue, queue_for
 from dmp_tasks.tasks import run_batch, window_done
+from dmp_tasks.wire import pack, unpack
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -68,7 +69,8 @@ class _Submitter:
             self.store.set_total(self.job, self.windows, self.batches, self.items)
             return
         header = [
-            run_batch.si(self.job, index, self.op, batch, self.config, self.stream, self.cwd)
+            run_batch.si(self.job, index, self.op, pack(batch), self.config, self.stream,
+                         self.cwd)
             # A short argsrepr: Celery would otherwise repr every batch for the logs,
             # which costs the submitter more than encoding it.
             .set(queue=queue_for(self.op, batch),
@@ -187,7 +189,7 @@ class CeleryExecutor:
             for index, rows in arrived:
                 # A batch run twice is published once (the store dedupes), but be safe.
                 if index >= next_batch and index not in pending:
-                    pending[index] = json.loads(rows)
+                    pending[index] = unpack(json.loads(rows))
             while next_batch in pending:
                 yield from pending.pop(next_batch)
                 next_batch += 1

@@ -23,6 +23,7 @@ from dmp_cli.ops import Config, Item, Row
 from dmp_cli.ops import run_batch as run_local
 from dmp_tasks.app import app
 from dmp_tasks.jobs import ERRORS_KEPT, FAILING, JobStore
+from dmp_tasks.wire import Packed, pack, unpack
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,6 +47,8 @@ def job_store() -> JobStore:
 
 
 def is_transient(row: Row) -> bool:
+    if row["status"] == "ok":
+        return False
     if row.get("transient"):
         return True
     if row.get("errno") in TRANSIENT_ERRNOS:
@@ -114,9 +117,10 @@ def _run(op: str, items: list[Item], config: Config, cwd: str) -> list[Row]:
 
 
 @app.task(name="dmp.run_batch")
-def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str, Any],
+def run_batch(job: str, index: int, op: str, packed: Packed, config: dict[str, Any],
               stream: bool, cwd: str) -> dict[str, int]:
     """Run one batch, publish its rows once, and return its counts for the chord."""
+    items = unpack(packed)
     try:
         store = job_store()
         if _persist(lambda: store.state(job)) == "cancelled":
@@ -125,7 +129,7 @@ def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str
             rows = _run(op, items, config, cwd)
         counts = count_rows(rows)
         failed = [json.dumps(row) for row in rows if row["status"] in FAILING]
-        rows_json = json.dumps(rows) if stream else None
+        rows_json = json.dumps(pack(rows)) if stream else None
         _persist(lambda: store.record_batch(job, index, counts, rows_json,
                                             failed[:ERRORS_KEPT]))
         return counts

@@ -120,3 +120,15 @@ def test_cli_imports_no_celery_until_it_needs_the_fleet() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO,
                             check=True, env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"})
     assert result.stdout == b"[]\n"
+
+
+def test_wire_form_is_exact() -> None:
+    from dmp_tasks.wire import pack, unpack
+
+    records = [{"path": "a\udcff", "size": 1}, {"line": 2, "bad": True},
+               {"size": 3, "path": "b"}, {"path": "c", "size": 4}]
+    packed = pack(records)
+    assert len(packed["k"]) == 3
+    back = unpack(packed)
+    assert back == records
+    assert [list(r) for r in back] == [list(r) for r in records]  # key order kept
