@@ -16,7 +16,6 @@ import socket
 import sys
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -52,7 +51,8 @@ class _Submitter:
     """Sends a job's batches, a flat chord at a time, numbering batches and chords."""
 
     def __init__(self, app: Celery, store: JobStore, job: str, op: str,
-                 groups: Iterator[list[Item]], config: Config, stream: bool) -> None:
+                 groups: Iterator[list[Item]], config: Config, stream: bool,
+                 per_chord: int = BATCHES_PER_CHORD) -> None:
         self.app, self.store, self.job, self.op = app, store, job, op
         self.groups = groups
         self.config = dict(config)
@@ -60,10 +60,12 @@ class _Submitter:
         self.cwd = os.getcwd()
         self.batches = self.items = self.windows = 0
         self.exhausted = False
-        self.callbacks: deque[AsyncResult] = deque()
+        self.per_chord = per_chord
+        self.callbacks: dict[int, AsyncResult] = {}  # by window, until consumed
+        self._reaped = 0.0
 
-    def submit_window(self, per_chord: int = BATCHES_PER_CHORD) -> None:
-        window = list(islice(self.groups, per_chord))
+    def submit_window(self) -> None:
+        window = list(islice(self.groups, self.per_chord))
         if not window:
             self.exhausted = True
             self.store.set_total(self.job, self.windows, self.batches, self.items)
@@ -83,24 +85,37 @@ class _Submitter:
         except Exception as exc:  # kombu's OperationalError and redis-py's errors
             raise BrokerError(f"cannot submit to the broker at "
                               f"{safe_url(self.store.url)}: {exc}") from None
-        self.callbacks.append(result)
+        self.callbacks[self.windows] = result
         items = sum(len(batch) for batch in window)
         self.store.submitted(self.job, len(window), items)
         self.batches += len(window)
         self.items += items
         self.windows += 1
 
-    def reap(self) -> None:
-        """Forget the results of chords that finished, so that none pile up in Redis."""
-        while self.callbacks and self.callbacks[0].ready():
-            self.callbacks.popleft().forget()
+    def window_of(self, batch: int) -> int:
+        return batch // self.per_chord
+
+    def reap(self, next_batch: int) -> None:
+        """Forget the results of chords whose rows are all in, so none pile up in Redis
+        (at most once a second: each look is a round trip)."""
+        now = time.monotonic()
+        if now - self._reaped < 1.0:
+            return
+        self._reaped = now
+        for window in [w for w in self.callbacks if w < self.window_of(next_batch)]:
+            if self.callbacks[window].ready():
+                self.callbacks.pop(window).forget()
+
+    def finished(self, window: int) -> bool:
+        result = self.callbacks.get(window)
+        return result is not None and result.ready()
 
     def wait(self, timeout: float = 60.0) -> None:
         # follow_parents=False: the default re-polls every header task and grows
         # quadratically with the chord (DESIGN.md, section 5).
         deadline = time.monotonic() + timeout
-        while self.callbacks:
-            result = self.callbacks.popleft()
+        for window in sorted(self.callbacks):
+            result = self.callbacks.pop(window)
             remaining = max(0.1, deadline - time.monotonic())
             try:
                 result.get(timeout=remaining, follow_parents=False, propagate=False)
@@ -156,7 +171,7 @@ class CeleryExecutor:
         submitter = self._submitter(job, op, items, config, stream=False)
         try:
             while not submitter.exhausted:
-                submitter.submit_window(self.per_chord)
+                submitter.submit_window()
         except BaseException:
             self._abandon(job)
             raise
@@ -173,7 +188,8 @@ class CeleryExecutor:
     def _submitter(self, job: str, op: str, items: Iterable[Item], config: Config,
                    stream: bool) -> _Submitter:
         groups = batches(items, max_items=batch_items(op), max_bytes=BATCH_BYTES)
-        return _Submitter(self.app, self.store, job, op, groups, config, stream)
+        return _Submitter(self.app, self.store, job, op, groups, config, stream,
+                          self.per_chord)
 
     def _gather(self, job: str, submitter: _Submitter) -> Iterator[Row]:
         """Keep the window full, read rows as batches finish, yield them in item order."""
@@ -182,10 +198,14 @@ class CeleryExecutor:
         cursor = b"0-0"
         while True:
             while not submitter.exhausted and submitter.batches - next_batch < self.in_flight:
-                submitter.submit_window(self.per_chord)
+                submitter.submit_window()
             if submitter.exhausted and next_batch >= submitter.batches:
                 return
             cursor, arrived = self.store.read_rows(job, cursor, READ_BLOCK_MS)
+            if not arrived:
+                self._check_cancelled(job)
+                cursor, arrived = self._check_lost(job, submitter, next_batch, cursor)
+            submitter.reap(next_batch)
             for index, rows in arrived:
                 # A batch run twice is published once (the store dedupes), but be safe.
                 if index >= next_batch and index not in pending:
@@ -193,9 +213,18 @@ class CeleryExecutor:
             while next_batch in pending:
                 yield from pending.pop(next_batch)
                 next_batch += 1
-            if not arrived:
-                self._check_cancelled(job)
-                submitter.reap()
+
+    def _check_lost(self, job: str, submitter: _Submitter, next_batch: int,
+                    cursor: bytes) -> tuple[bytes, list[tuple[int, str]]]:
+        """A chord's callback runs after every batch of it has recorded its rows; if it ran
+        and the rows of the batch awaited are not here, a worker could not record them."""
+        if not submitter.finished(submitter.window_of(next_batch)):
+            return cursor, []
+        cursor, arrived = self.store.read_rows(job, cursor, 10, count=2 * self.in_flight)
+        if not any(index == next_batch for index, _ in arrived):
+            raise BrokerError(f"the results of batch {next_batch} of job {job} were lost "
+                              "(see the workers' logs); run the command again")
+        return cursor, arrived
 
     def _check_cancelled(self, job: str) -> None:
         with broker_errors(self.broker_url, "reading the job"):

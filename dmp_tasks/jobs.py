@@ -34,13 +34,13 @@ ERRORS_KEPT = 1000
 JOBS_KEY = "dmp:jobs"
 
 # Statuses that make a job fail (exit 1 in `dmp job watch`), whatever the operation.
-FAILING = frozenset({"failed", "unreadable", "error", "missing", "cancelled"})
+FAILING = frozenset({"failed", "unreadable", "error", "missing", "cancelled", "lost"})
 
+# Checked first, marked last: if a write fails halfway (Redis out of memory), the batch
+# is not marked, and its retry writes it again (the CLI drops a second copy of its rows).
 _RECORD_BATCH = """
-if redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 1 then return 0 end
+if redis.call('GETBIT', KEYS[2], ARGV[1]) == 1 then return 0 end
 local ttl = tonumber(ARGV[4])
-for field, n in pairs(cjson.decode(ARGV[3])) do redis.call('HINCRBY', KEYS[1], field, n) end
-redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
 if ARGV[2] ~= '' then
   redis.call('XADD', KEYS[3], '*', 'b', ARGV[1], 'r', ARGV[2])
   redis.call('EXPIRE', KEYS[3], ttl)
@@ -49,7 +49,10 @@ for i = 6, #ARGV do
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'r', ARGV[i])
 end
 if #ARGV >= 6 then redis.call('EXPIRE', KEYS[4], ttl) end
+for field, n in pairs(cjson.decode(ARGV[3])) do redis.call('HINCRBY', KEYS[1], field, n) end
+redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
 redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('SETBIT', KEYS[2], ARGV[1], 1)
 redis.call('EXPIRE', KEYS[2], ttl)
 return 1
 """

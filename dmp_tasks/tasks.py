@@ -120,8 +120,9 @@ def _run(op: str, items: list[Item], config: Config, cwd: str) -> list[Row]:
 def run_batch(job: str, index: int, op: str, packed: Packed, config: dict[str, Any],
               stream: bool, cwd: str) -> dict[str, int]:
     """Run one batch, publish its rows once, and return its counts for the chord."""
-    items = unpack(packed)
+    items: list[Item] = []
     try:
+        items = unpack(packed)
         store = job_store()
         if _persist(lambda: store.state(job)) == "cancelled":
             rows = _cancelled(items)
