@@ -31,7 +31,6 @@ from dmp_tasks.config import safe_url
 from dmp_tasks.jobs import JobStore, broker_errors
 from dmp_tasks.routing import BATCH_BYTES, batch_items, callback_queue, queue_for
 from dmp_tasks.tasks import run_batch, window_done
-from dmp_tasks.wire import pack, unpack
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -45,6 +44,13 @@ READ_BLOCK_MS = 1000
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+def restore_paths(rows: list[Row], paths: list[str | None]) -> list[Row]:
+    for row, path in zip(rows, paths, strict=True):
+        if type(row.get("path")) is int:
+            row["path"] = path
+    return rows
 
 
 class _Submitter:
@@ -63,6 +69,8 @@ class _Submitter:
         self.per_chord = per_chord
         self.callbacks: dict[int, AsyncResult] = {}  # by window, until consumed
         self._reaped = 0.0
+        # The paths of the batches in flight, to restore in their rows (see elide_paths).
+        self.paths: dict[int, list[str | None]] = {}
 
     def submit_window(self) -> None:
         window = list(islice(self.groups, self.per_chord))
@@ -71,8 +79,7 @@ class _Submitter:
             self.store.set_total(self.job, self.windows, self.batches, self.items)
             return
         header = [
-            run_batch.si(self.job, index, self.op, pack(batch), self.config, self.stream,
-                         self.cwd)
+            run_batch.si(self.job, index, self.op, batch, self.config, self.stream, self.cwd)
             # A short argsrepr: Celery would otherwise repr every batch for the logs,
             # which costs the submitter more than encoding it.
             .set(queue=queue_for(self.op, batch),
@@ -86,6 +93,9 @@ class _Submitter:
             raise BrokerError(f"cannot submit to the broker at "
                               f"{safe_url(self.store.url)}: {exc}") from None
         self.callbacks[self.windows] = result
+        if self.stream:
+            for index, batch in enumerate(window, start=self.batches):
+                self.paths[index] = [item.get("path") for item in batch]
         items = sum(len(batch) for batch in window)
         self.store.submitted(self.job, len(window), items)
         self.batches += len(window)
@@ -209,7 +219,8 @@ class CeleryExecutor:
             for index, rows in arrived:
                 # A batch run twice is published once (the store dedupes), but be safe.
                 if index >= next_batch and index not in pending:
-                    pending[index] = unpack(json.loads(rows))
+                    pending[index] = restore_paths(json.loads(rows),
+                                                   submitter.paths.pop(index))
             while next_batch in pending:
                 yield from pending.pop(next_batch)
                 next_batch += 1

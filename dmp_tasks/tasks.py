@@ -23,7 +23,6 @@ from dmp_cli.ops import Config, Item, Row
 from dmp_cli.ops import run_batch as run_local
 from dmp_tasks.app import app
 from dmp_tasks.jobs import ERRORS_KEPT, FAILING, JobStore
-from dmp_tasks.wire import Packed, pack, unpack
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +80,13 @@ def count_rows(rows: list[Row]) -> dict[str, int]:
     return dict(counts)
 
 
+def elide_paths(rows: list[Row], items: list[Item]) -> list[Row]:
+    """Rows for the stream, each path the submitter sent replaced by 0: the submitter has
+    them, and paths are most of a row's bytes (a path is a str, so 0 is unambiguous)."""
+    return [dict(row, path=0) if row.get("path") == item.get("path") is not None else row
+            for row, item in zip(rows, items, strict=True)]
+
+
 def _cancelled(items: list[Item]) -> list[Row]:
     rows = []
     for item in items:
@@ -117,12 +123,10 @@ def _run(op: str, items: list[Item], config: Config, cwd: str) -> list[Row]:
 
 
 @app.task(name="dmp.run_batch")
-def run_batch(job: str, index: int, op: str, packed: Packed, config: dict[str, Any],
+def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str, Any],
               stream: bool, cwd: str) -> dict[str, int]:
     """Run one batch, publish its rows once, and return its counts for the chord."""
-    items: list[Item] = []
     try:
-        items = unpack(packed)
         store = job_store()
         if _persist(lambda: store.state(job)) == "cancelled":
             rows = _cancelled(items)
@@ -130,7 +134,7 @@ def run_batch(job: str, index: int, op: str, packed: Packed, config: dict[str, A
             rows = _run(op, items, config, cwd)
         counts = count_rows(rows)
         failed = [json.dumps(row) for row in rows if row["status"] in FAILING]
-        rows_json = json.dumps(pack(rows)) if stream else None
+        rows_json = json.dumps(elide_paths(rows, items)) if stream else None
         _persist(lambda: store.record_batch(job, index, counts, rows_json,
                                             failed[:ERRORS_KEPT]))
         return counts

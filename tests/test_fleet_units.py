@@ -122,13 +122,16 @@ def test_cli_imports_no_celery_until_it_needs_the_fleet() -> None:
     assert result.stdout == b"[]\n"
 
 
-def test_wire_form_is_exact() -> None:
-    from dmp_tasks.wire import pack, unpack
 
-    records = [{"path": "a\udcff", "size": 1}, {"line": 2, "bad": True},
-               {"size": 3, "path": "b"}, {"path": "c", "size": 4}]
-    packed = pack(records)
-    assert len(packed["k"]) == 3
-    back = unpack(packed)
-    assert back == records
-    assert [list(r) for r in back] == [list(r) for r in records]  # key order kept
+def test_paths_elided_on_the_stream_come_back_exactly() -> None:
+    from dmp_tasks.executor import restore_paths
+
+    items = [{"path": "a\udcff", "size": 1}, {"line": 2, "bad": True}, {"path": "b"}]
+    rows = [{"path": "a\udcff", "status": "ok", "bytes": 1},
+            {"status": "misformatted", "bytes": 0, "line": 2},
+            {"path": "other", "status": "error", "bytes": 0}]
+    sent = tasks.elide_paths(rows, items)
+    assert [row.get("path") for row in sent] == [0, None, "other"]
+    back = restore_paths(sent, [item.get("path") for item in items])
+    assert back == rows
+    assert [list(row) for row in back] == [list(row) for row in rows]  # key order kept
