@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from dmp_cli.cli.output import Output
 
-BATCHES_IN_FLIGHT = 64
+BATCHES_IN_FLIGHT = 32
 BATCHES_PER_CHORD = 16
 READ_BLOCK_MS = 1000
 

@@ -13,7 +13,7 @@ BIG_FILE_BYTES = 1 << 30
 # A task carries a batch: one message a file runs at ~450 items/s, batches at tens of
 # thousands (DESIGN.md, section 5). Network work gets smaller batches, as each file waits
 # on S3 rather than on a CPU.
-CPU_BATCH_ITEMS = 512
+CPU_BATCH_ITEMS = 1024
 IO_BATCH_ITEMS = 32
 BATCH_BYTES = 64 << 20
 
