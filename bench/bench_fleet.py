@@ -126,7 +126,8 @@ def bench_synthetic(manifest: Path, url: str) -> dict[str, float]:
             "redis_bytes_per_in_flight_file": (memory.peak - memory.base) / in_flight}
 
 
-def table(create: dict[str, float], synthetic: dict[str, float], files: int) -> str:
+def table(create: dict[str, float], synthetic: dict[str, float], small: dict[str, float],
+          files: int) -> str:
     return "\n".join([
         "| measurement | result | target |",
         "|---|---|---|",
@@ -139,6 +140,8 @@ def table(create: dict[str, float], synthetic: dict[str, float], files: int) -> 
         f"| {synthetic['seconds']:.1f} s | |",
         f"| synthetic job: items per second | {synthetic['items_per_s']:,.0f} | |",
         f"| synthetic job: CLI peak RSS | {synthetic['cli_rss_mb']:.0f} MB | < 200 MB |",
+        f"| the same with {small['items']:,} items: CLI peak RSS (flat with job size) "
+        f"| {small['cli_rss_mb']:.0f} MB | |",
         f"| synthetic job: Redis peak above idle | {synthetic['redis_peak_mb']:.1f} MB | |",
         f"| Redis memory per file in flight ({synthetic['in_flight_files']:,} in flight) "
         f"| {synthetic['redis_bytes_per_in_flight_file']:.0f} B | |",
@@ -159,12 +162,15 @@ def main() -> None:
             worker(server.url, "bench2", logs):
         create = bench_create(tree, server.url, options.runs)
         synthetic = bench_synthetic(manifest, server.url)
-    report = table(create, synthetic, options.files)
+        small = bench_synthetic(make_synthetic_manifest(DATA, options.synthetic // 10),
+                                server.url)
+    report = table(create, synthetic, small, options.files)
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     (RESULTS / f"fleet-{stamp}.json").write_text(json.dumps(
-        {"create": create, "synthetic": synthetic, "cpus": os.cpu_count()}, indent=2))
+        {"create": create, "synthetic": synthetic, "synthetic_small": small,
+         "cpus": os.cpu_count(), "load": os.getloadavg()}, indent=2))
     (RESULTS / f"fleet-{stamp}.md").write_text(report + "\n")
 
 
