@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -263,3 +264,22 @@ def test_same_job_digest_as_hashlib(fleet: str, tmp_path: Path) -> None:
     result = run("manifest", "--create", "big.bin", cwd=tmp_path, broker_url=fleet)
     assert result.stdout == hashlib.sha256(big.read_bytes()).hexdigest().encode() + \
         b'  "big.bin"\n'
+
+
+def test_interrupt_cancels_the_job(redis: Service, tree: Path) -> None:
+    url = redis.url.rsplit("/", 1)[0] + "/7"  # no worker: the CLI waits
+    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
+    args = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
+    proc = subprocess.Popen(args, cwd=tree, env=fleet_env(url), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith(b"dmp: no worker answers")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    assert (proc.returncode, out) == (130, b"")
+    assert err.endswith(b"dmp: interrupted\n") and b"Traceback" not in err
+    listed = run("--json", "job", "list", cwd=tree, broker_url=url)
+    assert json.loads(listed.stdout.splitlines()[0])["state"] == "cancelled"
