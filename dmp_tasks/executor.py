@@ -154,10 +154,11 @@ class CeleryExecutor:
 
     # the Executor protocol -------------------------------------------------
     def map(self, op: str, items: Iterable[Item], config: Config) -> Iterator[Row]:
-        job = self._create(op)
-        submitter = self._submitter(job, op, items, config, stream=True)
+        job = new_job_id()
         finished = False
-        try:
+        try:  # from the start: an interrupt at any point cancels the job
+            self._create(job, op)
+            submitter = self._submitter(job, op, items, config, stream=True)
             yield from self._gather(job, submitter)
             submitter.wait()
             finished = True
@@ -177,9 +178,10 @@ class CeleryExecutor:
     # detached jobs ---------------------------------------------------------
     def submit(self, op: str, items: Iterable[Item], config: Config) -> str:
         """Submit a whole job and return its id; the rows are counted, not streamed."""
-        job = self._create(op)
-        submitter = self._submitter(job, op, items, config, stream=False)
+        job = new_job_id()
         try:
+            self._create(job, op)
+            submitter = self._submitter(job, op, items, config, stream=False)
             while not submitter.exhausted:
                 submitter.submit_window()
         except BaseException:
@@ -188,12 +190,10 @@ class CeleryExecutor:
         return job
 
     # internals -------------------------------------------------------------
-    def _create(self, op: str) -> str:
-        job = new_job_id()
+    def _create(self, job: str, op: str) -> None:
         self.store.create(job, {"op": op, "host": socket.gethostname(),
                                 "command": self.label})
         self._warn_if_no_worker(job)
-        return job
 
     def _submitter(self, job: str, op: str, items: Iterable[Item], config: Config,
                    stream: bool) -> _Submitter:
