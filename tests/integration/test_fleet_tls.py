@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
+import ipaddress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,17 +15,43 @@ pytestmark = pytest.mark.integration
 
 
 def make_certificates(directory: Path) -> None:
-    """A CA and a server certificate for 127.0.0.1, valid for a day."""
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+    """A CA and a server certificate for 127.0.0.1, valid for a day (with `cryptography`,
+    which moto brings, so that no openssl command is needed)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-            "ca.pem", "-days", "1", "-subj", "/CN=dmp test CA")
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
-            "server.csr", "-subj", "/CN=127.0.0.1")
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.pem", "-days", "1", "-extfile", "san.ext")
+    now = datetime.now(UTC)
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def certificate(subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
+                    signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5))
+                   .not_valid_after(now + timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        return builder.sign(signer, hashes.SHA256())
+
+    def save(name: str, data: bytes) -> None:
+        (directory / name).write_bytes(data)
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), \
+        ec.generate_private_key(ec.SECP256R1())
+    ca_name = name("dmp test CA")
+    ca = certificate(ca_name, ca_key, ca_name, ca_key, ca=True)
+    server = certificate(name("127.0.0.1"), server_key, ca_name, ca_key, ca=False)
+    save("ca.pem", ca.public_bytes(serialization.Encoding.PEM))
+    save("server.pem", server.public_bytes(serialization.Encoding.PEM))
+    save("server.key", server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption()))
 
 
 def test_tls_with_password(tmp_path: Path) -> None:
