@@ -22,8 +22,8 @@ MODES = ("create", "check", "vault", "archive", "fetch")
 # Which options belong to which mode; any other combination is a usage error.
 MODE_OPTIONS = {
     "create": {"dirs", "recursive", "files_from", "null", "fmt"},
-    "check": {"check_quiet", "status", "strict", "ignore_missing", "warn"},
-    "vault": {"strict"},
+    "check": {"check_quiet", "status", "strict", "ignore_missing", "warn", "detach"},
+    "vault": {"strict", "detach"},
     "archive": {"path", "all_files", "dry_run", "detach"},
     "fetch": {"overwrite", "dry_run", "absolute_names", "detach"},
 }
@@ -238,8 +238,10 @@ def _check_name(path: str, escape: bool) -> bytes:
 
 
 def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: bool,  # type: ignore[no-untyped-def]
-          ignore_missing: bool, warn: bool, **_: object) -> int:
+          ignore_missing: bool, warn: bool, detach: bool = False, **_: object) -> int:
     """`sha256sum --check`, byte for byte: the same lines, warnings and exit status."""
+    if detach:
+        return _detach_check(app, manifest_path)
     out: Output = app.out
     given = click.get_current_context().meta.get(_VERBOSITY)
     if given:
@@ -302,6 +304,15 @@ def _without_stdin_entries(lines: Iterator[Line]) -> Iterator[Line]:
     sha256sum."""
     for line in lines:
         yield Line(line.number, None) if line.entry and line.entry.path == "-" else line
+
+
+def _detach_check(app, manifest_path: str) -> int:  # type: ignore[no-untyped-def]
+    """Submit the check to the fleet; `dmp job watch ID` follows it to the end."""
+    from dmp_cli.cli.job import detach, require_broker
+
+    require_broker(app)
+    with open_manifest(manifest_path) as stream:
+        return detach(app, "check", check_items(parse_lines(stream)), {})
 
 
 def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool,

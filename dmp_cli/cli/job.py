@@ -1,0 +1,188 @@
+"""`dmp job`: find a submitted job from any node, watch it to the end, cancel it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from dmp_cli.errors import DmpError, UsageError
+from dmp_cli.ops import Config, Item
+
+if TYPE_CHECKING:
+    from dmp_cli.cli import App
+    from dmp_tasks.jobs import JobStore
+
+WATCH_INTERVAL = 0.5
+
+
+def require_broker(app: App) -> str:
+    """The broker URL; call before opening inputs, so that the usage error comes first."""
+    if not app.settings.broker_url:
+        raise UsageError("--detach needs DMP_BROKER_URL (a fleet of workers to run the job)")
+    return app.settings.broker_url
+
+
+def detach(app: App, op: str, items: Iterable[Item], config: Config) -> int:
+    """Submit a job to the fleet and print its id (`--detach`)."""
+    from dmp_tasks.executor import CeleryExecutor
+
+    with CeleryExecutor(require_broker(app), out=app.out) as executor:
+        job = executor.submit(op, items, config)
+    if app.out.json:
+        app.out.record("job", id=job)
+    else:
+        app.out.write(f"{job}\n".encode())
+    app.out.info(f"job {job} submitted; follow it with `dmp job watch {job}`")
+    return 0
+
+
+def _store(app: App) -> JobStore:
+    if not app.settings.broker_url:
+        raise UsageError("dmp job needs DMP_BROKER_URL (the Redis that holds the jobs)")
+    from dmp_tasks.jobs import JobStore
+
+    store = JobStore(app.settings.broker_url)
+    store.ping()
+    return store
+
+
+def _reason(row: dict[str, Any]) -> str:
+    if row.get("error"):
+        return str(row["error"])
+    if row["status"] == "failed":
+        return "computed checksum did NOT match"
+    return str(row["status"])
+
+
+def _show_errors(app: App, store: JobStore, job_id: str) -> None:
+    for row in store.errors(job_id):
+        app.out.file_error(row.get("path") or "?", _reason(row))
+
+
+def _info(store: JobStore, job: str) -> dict[str, str]:
+    info = store.info(job)
+    if info is None:
+        raise DmpError(f"no job {job} (finished jobs are kept for 7 days)")
+    return info
+
+
+def _when(stamp: str | None) -> str:
+    if not stamp:
+        return "-"
+    return datetime.fromtimestamp(float(stamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _state(info: dict[str, str]) -> str:
+    """What a person wants to know: waiting, running, done, cancelled."""
+    state = info.get("state", "?")
+    if state == "active":
+        if "items_total" not in info:
+            return "submitting"
+        return "running" if int(info.get("batches_done", 0)) else "queued"
+    return state
+
+
+def _summary(info: dict[str, str]) -> dict[str, Any]:
+    from dmp_tasks.jobs import job_failed, status_counts
+
+    total = info.get("items_total")
+    return {"state": _state(info), "op": info.get("op"), "command": info.get("command"),
+            "host": info.get("host"), "created": _when(info.get("created")),
+            "finished": _when(info.get("finished")) if info.get("finished") else None,
+            "files": int(info.get("files", 0)), "total": int(total) if total else None,
+            "bytes": int(info.get("bytes", 0)), "counts": status_counts(info),
+            "failed": job_failed(info)}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def job() -> None:
+    """Follow jobs submitted to the fleet (`dmp manifest ... --detach`)."""
+
+
+@job.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def status(app: App, job_id: str) -> int:
+    """Show a job's state and counts, and the files that failed."""
+    store = _store(app)
+    summary = _summary(_info(store, job_id))
+    if app.out.json:
+        app.out.record("job", id=job_id, **summary)
+        for row in store.errors(job_id):
+            app.out.record("file", **row)
+        return 0
+    done = f"{summary['files']}/{summary['total'] if summary['total'] is not None else '?'}"
+    lines = [f"job:      {job_id}", f"state:    {summary['state']}",
+             f"command:  {summary['command']}", f"host:     {summary['host']}",
+             f"created:  {summary['created']}", f"files:    {done}",
+             f"bytes:    {summary['bytes']}"]
+    if summary["finished"]:
+        lines.append(f"finished: {summary['finished']}")
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(summary["counts"].items()))
+    lines.append(f"results:  {counts or '-'}")
+    app.out.write(("\n".join(lines) + "\n").encode())
+    _show_errors(app, store, job_id)
+    return 0
+
+
+@job.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def watch(app: App, job_id: str) -> int:
+    """Show a job's progress until it ends; exit 0 if every file went well, else 1."""
+    store = _store(app)
+    info = _info(store, job_id)
+    total = int(info["items_total"]) if "items_total" in info else None
+    with app.out.progress(f"job {job_id}", total) as bar:
+        seen = 0
+        while True:
+            info = _info(store, job_id)
+            files = int(info.get("files", 0))
+            bar.update(files - seen)
+            seen = files
+            if info.get("state") != "active":
+                break
+            time.sleep(WATCH_INTERVAL)
+    summary = _summary(info)
+    _show_errors(app, store, job_id)
+    app.out.record("job", id=job_id, **summary)
+    counts = ", ".join(f"{status} {n}" for status, n in sorted(summary["counts"].items()))
+    app.out.info(f"job {job_id} {summary['state']}: {summary['files']} files"
+                 + (f" ({counts})" if counts else ""))
+    return 1 if summary["failed"] else 0
+
+
+@job.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_obj
+def cancel(app: App, job_id: str) -> int:
+    """Cancel a job: workers skip the batches they have not started."""
+    store = _store(app)
+    info = _info(store, job_id)
+    if not store.cancel(job_id):
+        raise DmpError(f"job {job_id} has already ended ({_state(info)})")
+    app.out.record("job", id=job_id, state="cancelled")
+    app.out.info(f"job {job_id} cancelled")
+    return 0
+
+
+@job.command(name="list")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many of the newest jobs to show.")
+@click.pass_obj
+def list_jobs(app: App, limit: int) -> int:
+    """List the newest jobs, from any node."""
+    store = _store(app)
+    for job_id, info in store.jobs(limit):
+        summary = _summary(info)
+        if app.out.json:
+            app.out.record("job", id=job_id, **summary)
+            continue
+        total = summary["total"] if summary["total"] is not None else "?"
+        app.out.write(f"{job_id}  {summary['created']}  {summary['state']:<10}  "
+                      f"{summary['files']}/{total}  {summary['command']}\n".encode())
+    return 0

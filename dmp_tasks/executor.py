@@ -1,0 +1,270 @@
+"""The Celery executor: the same seam as the embedded one, with the work on a fleet.
+
+Items go out as batches (bounded by count and bytes) in flat chords of a few batches each;
+each batch's rows come back on the job's Redis stream as soon as it finishes, and are put
+back into item order here. Submission and gathering share one bounded window of batches
+in flight, so the CLI's memory, Redis's and each chord callback's stay flat however many
+files a job has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import TYPE_CHECKING
+
+from celery import chord
+from celery.result import AsyncResult
+
+from dmp_cli.errors import BrokerError, DmpError
+from dmp_cli.executor import batches
+from dmp_cli.ops import Config, Item, Row
+from dmp_tasks.app import app as default_app
+from dmp_tasks.config import safe_url
+from dmp_tasks.jobs import JobStore, broker_errors
+from dmp_tasks.routing import BATCH_BYTES, batch_items, callback_queue, queue_for
+from dmp_tasks.tasks import run_batch, window_done
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from dmp_cli.cli.output import Output
+
+BATCHES_IN_FLIGHT = 32
+BATCHES_PER_CHORD = 16
+READ_BLOCK_MS = 1000
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def restore_paths(rows: list[Row], paths: list[str | None]) -> list[Row]:
+    for row, path in zip(rows, paths, strict=True):
+        if type(row.get("path")) is int:
+            row["path"] = path
+    return rows
+
+
+class _Submitter:
+    """Sends a job's batches, a flat chord at a time, numbering batches and chords."""
+
+    def __init__(self, app: Celery, store: JobStore, job: str, op: str,
+                 groups: Iterator[list[Item]], config: Config, stream: bool,
+                 per_chord: int = BATCHES_PER_CHORD) -> None:
+        self.app, self.store, self.job, self.op = app, store, job, op
+        self.groups = groups
+        self.config = dict(config)
+        self.stream = stream
+        self.cwd = os.getcwd()
+        self.batches = self.items = self.windows = 0
+        self.exhausted = False
+        self.per_chord = per_chord
+        self.callbacks: dict[int, AsyncResult] = {}  # by window, until consumed
+        self._reaped = 0.0
+        # The paths of the batches in flight, to restore in their rows (see elide_paths).
+        self.paths: dict[int, list[str | None]] = {}
+
+    def submit_window(self) -> None:
+        window = list(islice(self.groups, self.per_chord))
+        if not window:
+            self.exhausted = True
+            self.store.set_total(self.job, self.windows, self.batches, self.items)
+            return
+        header = [
+            run_batch.si(self.job, index, self.op, batch, self.config, self.stream, self.cwd)
+            # A short argsrepr: Celery would otherwise repr every batch for the logs,
+            # which costs the submitter more than encoding it.
+            .set(queue=queue_for(self.op, batch),
+                 argsrepr=f"(job={self.job}, batch={index}, {len(batch)} items)")
+            for index, batch in enumerate(window, start=self.batches)
+        ]
+        callback = window_done.s(self.job, self.windows).set(queue=callback_queue(self.op))
+        try:
+            result = chord(header, callback, app=self.app).apply_async()
+        except Exception as exc:  # kombu's OperationalError and redis-py's errors
+            raise BrokerError(f"cannot submit to the broker at "
+                              f"{safe_url(self.store.url)}: {exc}") from None
+        self.callbacks[self.windows] = result
+        if self.stream:
+            for index, batch in enumerate(window, start=self.batches):
+                self.paths[index] = [item.get("path") for item in batch]
+        items = sum(len(batch) for batch in window)
+        self.store.submitted(self.job, len(window), items)
+        self.batches += len(window)
+        self.items += items
+        self.windows += 1
+
+    def window_of(self, batch: int) -> int:
+        return batch // self.per_chord
+
+    def reap(self, next_batch: int) -> None:
+        """Forget the results of chords whose rows are all in, so none pile up in Redis
+        (at most once a second: each look is a round trip)."""
+        now = time.monotonic()
+        if now - self._reaped < 1.0:
+            return
+        self._reaped = now
+        for window in [w for w in self.callbacks if w < self.window_of(next_batch)]:
+            if self.callbacks[window].ready():
+                self.callbacks.pop(window).forget()
+
+    def finished(self, window: int) -> bool:
+        result = self.callbacks.get(window)
+        return result is not None and result.ready()
+
+    def wait(self, timeout: float = 60.0) -> None:
+        # follow_parents=False: the default re-polls every header task and grows
+        # quadratically with the chord (DESIGN.md, section 5).
+        deadline = time.monotonic() + timeout
+        for window in sorted(self.callbacks):
+            result = self.callbacks.pop(window)
+            remaining = max(0.1, deadline - time.monotonic())
+            try:
+                result.get(timeout=remaining, follow_parents=False, propagate=False)
+            except Exception:  # the rows are all in; a late callback only delays the record
+                return
+            result.forget()
+
+
+class CeleryExecutor:
+    """Runs operations on `dmp worker` processes through Redis; rows come back in order."""
+
+    def __init__(self, broker_url: str, out: Output | None = None, *,
+                 in_flight: int = BATCHES_IN_FLIGHT, per_chord: int = BATCHES_PER_CHORD,
+                 label: str | None = None) -> None:
+        self.broker_url = broker_url
+        self.out = out
+        self.app = default_app
+        if self.app.conf.broker_url != broker_url:
+            self.app.conf.broker_url = broker_url
+        self.store = JobStore(broker_url)
+        self.store.ping()  # an unreachable broker is an error now, not a hang later
+        self.in_flight = max(in_flight, per_chord)
+        self.per_chord = per_chord
+        self.label = label or " ".join(["dmp", *sys.argv[1:]])[:500]
+        self._checked_workers = False
+
+    # the Executor protocol -------------------------------------------------
+    def map(self, op: str, items: Iterable[Item], config: Config) -> Iterator[Row]:
+        job = new_job_id()
+        finished = False
+        try:  # from the start: an interrupt at any point cancels the job
+            self._create(job, op)
+            submitter = self._submitter(job, op, items, config, stream=True)
+            yield from self._gather(job, submitter)
+            submitter.wait()
+            finished = True
+        finally:
+            if not finished:
+                self._abandon(job)
+
+    def close(self) -> None:
+        self.store.client.close()
+
+    def __enter__(self) -> CeleryExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # detached jobs ---------------------------------------------------------
+    def submit(self, op: str, items: Iterable[Item], config: Config) -> str:
+        """Submit a whole job and return its id; the rows are counted, not streamed."""
+        job = new_job_id()
+        try:
+            self._create(job, op)
+            submitter = self._submitter(job, op, items, config, stream=False)
+            while not submitter.exhausted:
+                submitter.submit_window()
+        except BaseException:
+            self._abandon(job)
+            raise
+        return job
+
+    # internals -------------------------------------------------------------
+    def _create(self, job: str, op: str) -> None:
+        self.store.create(job, {"op": op, "host": socket.gethostname(),
+                                "command": self.label})
+        self._warn_if_no_worker(job)
+
+    def _submitter(self, job: str, op: str, items: Iterable[Item], config: Config,
+                   stream: bool) -> _Submitter:
+        groups = batches(items, max_items=batch_items(op), max_bytes=BATCH_BYTES)
+        return _Submitter(self.app, self.store, job, op, groups, config, stream,
+                          self.per_chord)
+
+    def _gather(self, job: str, submitter: _Submitter) -> Iterator[Row]:
+        """Keep the window full, read rows as batches finish, yield them in item order."""
+        pending: dict[int, list[Row]] = {}
+        next_batch = 0
+        cursor = b"0-0"
+        while True:
+            while not submitter.exhausted and submitter.batches - next_batch < self.in_flight:
+                submitter.submit_window()
+            if submitter.exhausted and next_batch >= submitter.batches:
+                return
+            cursor, arrived = self.store.read_rows(job, cursor, READ_BLOCK_MS)
+            if not arrived:
+                self._check_cancelled(job)
+                cursor, arrived = self._check_lost(job, submitter, next_batch, cursor)
+            submitter.reap(next_batch)
+            for index, rows in arrived:
+                # A batch run twice is published once (the store dedupes), but be safe.
+                if index >= next_batch and index not in pending:
+                    pending[index] = restore_paths(json.loads(rows),
+                                                   submitter.paths.pop(index))
+            while next_batch in pending:
+                yield from pending.pop(next_batch)
+                next_batch += 1
+
+    def _check_lost(self, job: str, submitter: _Submitter, next_batch: int,
+                    cursor: bytes) -> tuple[bytes, list[tuple[int, str]]]:
+        """A chord's callback runs after every batch of it has recorded its rows; if it ran
+        and the rows of the batch awaited are not here, a worker could not record them."""
+        if not submitter.finished(submitter.window_of(next_batch)):
+            return cursor, []
+        cursor, arrived = self.store.read_rows(job, cursor, 10, count=2 * self.in_flight)
+        if not any(index == next_batch for index, _ in arrived):
+            raise BrokerError(f"the results of batch {next_batch} of job {job} were lost "
+                              "(see the workers' logs); run the command again")
+        return cursor, arrived
+
+    def _check_cancelled(self, job: str) -> None:
+        with broker_errors(self.broker_url, "reading the job"):
+            state = self.store.state(job)
+        if state == "cancelled":
+            raise DmpError(f"job {job} was cancelled")
+
+    def _warn_if_no_worker(self, job: str) -> None:
+        if self._checked_workers:
+            return
+        self._checked_workers = True
+        if not self._workers_alive():
+            message = (f"no worker answers at {safe_url(self.broker_url)}; job {job} waits "
+                       "in Redis until a `dmp worker` starts")
+            if self.out is not None:
+                self.out.info(message)
+
+    def _workers_alive(self) -> bool:
+        try:
+            return bool(self.app.control.ping(timeout=1.0, limit=1))
+        except Exception:  # can't tell; say nothing rather than something wrong
+            return True
+
+    def _abandon(self, job: str) -> None:
+        """The CLI stopped before the end (an error, Ctrl-C): workers skip the rest."""
+        with contextlib.suppress(Exception):  # the broker may be what failed
+            self.store.cancel(job)
+
+
+__all__ = ["CeleryExecutor", "new_job_id"]
+
+

@@ -1,0 +1,243 @@
+"""Job state in Redis, so that any node can find a job: its progress, counts and errors.
+
+Keys of a job ``ID`` (all expire ``JOB_TTL`` after their last write):
+
+- ``dmp:job:ID``          hash: op, state, who and when, submitted and done counts
+- ``dmp:job:ID:seen``     bitmap of the batches already counted (a redelivered batch
+                          that runs twice is counted once)
+- ``dmp:job:ID:rows``     stream of per-file rows, one entry a batch, for an attached CLI
+                          that reads and deletes them as they come
+- ``dmp:job:ID:errors``   capped stream of the rows that failed, for `dmp job status`
+- ``dmp:job:ID:windows``  hash of each chord's summed counts (written by its callback)
+- ``dmp:jobs``            sorted set of job ids by submission time, for `dmp job list`
+
+Every update that must happen once is a Lua script: Redis runs it atomically, so a worker
+killed halfway leaves either all of it or none.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+from dmp_cli.errors import BrokerError
+from dmp_tasks.config import safe_url
+
+JOB_TTL = 7 * 24 * 3600
+ERRORS_KEPT = 1000
+JOBS_KEY = "dmp:jobs"
+
+# Statuses that make a job fail (exit 1 in `dmp job watch`), whatever the operation.
+FAILING = frozenset({"failed", "unreadable", "error", "missing", "cancelled", "lost"})
+
+# Checked first, marked last: if a write fails halfway (Redis out of memory), the batch
+# is not marked, and its retry writes it again (the CLI drops a second copy of its rows).
+_RECORD_BATCH = """
+if redis.call('GETBIT', KEYS[2], ARGV[1]) == 1 then return 0 end
+local ttl = tonumber(ARGV[4])
+if ARGV[2] ~= '' then
+  redis.call('XADD', KEYS[3], '*', 'b', ARGV[1], 'r', ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+for i = 6, #ARGV do
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'r', ARGV[i])
+end
+if #ARGV >= 6 then redis.call('EXPIRE', KEYS[4], ttl) end
+for field, n in pairs(cjson.decode(ARGV[3])) do redis.call('HINCRBY', KEYS[1], field, n) end
+redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('SETBIT', KEYS[2], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[2], ttl)
+return 1
+"""
+
+# Finishing: when every chord's callback has run and the submitter has said how many
+# chords there are, the job is done (unless it was cancelled meanwhile).
+_FINISH = """
+local function finish(job, now)
+  local done = tonumber(redis.call('HGET', job, 'windows_done') or '0')
+  local total = redis.call('HGET', job, 'windows_total')
+  if total and tonumber(total) == done then
+    if redis.call('HGET', job, 'state') == 'active' then
+      redis.call('HSET', job, 'state', 'done')
+    end
+    redis.call('HSETNX', job, 'finished', now)
+  end
+end
+"""
+
+_FINISH_WINDOW = _FINISH + """
+if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'windows_done', 1)
+finish(KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+return 1
+"""
+
+_SET_TOTAL = _FINISH + """
+redis.call('HSET', KEYS[1], 'windows_total', ARGV[1], 'batches_total', ARGV[2],
+           'items_total', ARGV[3])
+finish(KEYS[1], ARGV[4])
+return 1
+"""
+
+
+def job_key(job: str, part: str = "") -> str:
+    return f"dmp:job:{job}" + (f":{part}" if part else "")
+
+
+def connect(url: str, **options: Any) -> redis.Redis:
+    """A Redis client for ``url`` that fails in seconds, not minutes, when Redis is away."""
+    options.setdefault("socket_connect_timeout", 5)
+    options.setdefault("socket_timeout", 30)
+    options.setdefault("health_check_interval", 30)
+    return redis.Redis.from_url(url, **options)
+
+
+def _auth_error(url: str) -> BrokerError:
+    if urlsplit(url).password is None:
+        return BrokerError(f"the broker at {safe_url(url)} needs a password "
+                           "(redis://:PASSWORD@host:port/db)")
+    return BrokerError(f"the broker at {safe_url(url)} refused the password "
+                       "(check the password in DMP_BROKER_URL)")
+
+
+@contextmanager
+def broker_errors(url: str, doing: str) -> Iterator[None]:
+    """Turn redis-py's exceptions into one line that names the broker, never its password."""
+    try:
+        yield
+    except redis.AuthenticationError:
+        raise _auth_error(url) from None
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            raise _auth_error(url) from None
+        raise BrokerError(f"the broker at {safe_url(url)} failed {doing}: {exc}") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        reason = str(exc).split("\n")[0] or type(exc).__name__
+        raise BrokerError(f"cannot reach the broker at {safe_url(url)} ({doing}): "
+                          f"{reason}") from None
+
+
+class JobStore:
+    """Reads and writes job state; made once per process (clients are not fork-safe)."""
+
+    def __init__(self, url: str, client: redis.Redis | None = None) -> None:
+        self.url = url
+        # Any: redis-py's reply types are a union of everything a command can return.
+        self.client: Any = client or connect(url)
+        self._record = self.client.register_script(_RECORD_BATCH)
+        self._finish_window = self.client.register_script(_FINISH_WINDOW)
+        self._set_total = self.client.register_script(_SET_TOTAL)
+
+    def ping(self) -> None:
+        with broker_errors(self.url, "connecting"):
+            self.client.ping()
+
+    # submitting ----------------------------------------------------------
+    def create(self, job: str, fields: dict[str, Any]) -> None:
+        now = time.time()
+        with broker_errors(self.url, "registering the job"):
+            pipe = self.client.pipeline()
+            pipe.hset(job_key(job), mapping={"state": "active", "created": now,
+                                             "batches": 0, "items": 0, **fields})
+            pipe.expire(job_key(job), JOB_TTL)
+            pipe.zadd(JOBS_KEY, {job: now})
+            pipe.execute()
+
+    def submitted(self, job: str, batches: int, items: int) -> None:
+        with broker_errors(self.url, "submitting"):
+            pipe = self.client.pipeline()
+            pipe.hincrby(job_key(job), "batches", batches)
+            pipe.hincrby(job_key(job), "items", items)
+            pipe.execute()
+
+    def set_total(self, job: str, windows: int, batches: int, items: int) -> None:
+        with broker_errors(self.url, "submitting"):
+            self._set_total(keys=[job_key(job)], args=[windows, batches, items, time.time()])
+
+    def cancel(self, job: str) -> bool:
+        """Mark a job cancelled; False if it had already ended."""
+        with broker_errors(self.url, "cancelling"):
+            state = self.client.hget(job_key(job), "state")
+            if state != b"active":
+                return False
+            self.client.hset(job_key(job), mapping={"state": "cancelled",
+                                                    "finished": time.time()})
+            return True
+
+    # workers -------------------------------------------------------------
+    def record_batch(self, job: str, index: int, counts: dict[str, int],
+                     rows_json: str | None, errors: list[str]) -> bool:
+        """Count a finished batch once; False if it was counted before (a redelivery)."""
+        keys = [job_key(job), job_key(job, "seen"), job_key(job, "rows"),
+                job_key(job, "errors")]
+        args: list[str | int | float] = [index, rows_json or "", json.dumps(counts), JOB_TTL,
+                                          ERRORS_KEPT, *errors]
+        return bool(self._record(keys=keys, args=args))
+
+    def finish_window(self, job: str, window: int, counts: dict[str, int]) -> bool:
+        keys = [job_key(job), job_key(job, "windows")]
+        args: list[str | int | float] = [window, json.dumps(counts), time.time(), JOB_TTL]
+        return bool(self._finish_window(keys=keys, args=args))
+
+    def state(self, job: str) -> str | None:
+        value = self.client.hget(job_key(job), "state")
+        return value.decode() if value is not None else None
+
+    # reading -------------------------------------------------------------
+    def read_rows(self, job: str, after: bytes, block_ms: int,
+                  count: int = 64) -> tuple[bytes, list[tuple[int, str]]]:
+        """Batches of rows published since stream id ``after``; deleted once read."""
+        key = job_key(job, "rows")
+        with broker_errors(self.url, "reading results"):
+            reply = self.client.xread({key: after}, count=count, block=block_ms)
+            if not reply:
+                return after, []
+            entries = reply[0][1]
+            self.client.xdel(key, *[entry_id for entry_id, _ in entries])
+        batches = [(int(fields[b"b"]), fields[b"r"].decode()) for _, fields in entries]
+        return entries[-1][0], batches
+
+    def info(self, job: str) -> dict[str, str] | None:
+        with broker_errors(self.url, "reading the job"):
+            raw = self.client.hgetall(job_key(job))
+        if not raw:
+            return None
+        return {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+
+    def errors(self, job: str, limit: int = ERRORS_KEPT) -> list[dict[str, Any]]:
+        with broker_errors(self.url, "reading the job"):
+            entries = self.client.xrange(job_key(job, "errors"), count=limit)
+        return [json.loads(fields[b"r"]) for _, fields in entries]
+
+    def jobs(self, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
+        """The newest jobs first; ids whose state expired are dropped from the index."""
+        with broker_errors(self.url, "listing jobs"):
+            ids = [i.decode() for i in self.client.zrevrange(JOBS_KEY, 0, limit - 1)]
+            found = []
+            for job in ids:
+                info = self.info(job)
+                if info is None:
+                    self.client.zrem(JOBS_KEY, job)
+                else:
+                    found.append((job, info))
+        return found
+
+
+def status_counts(info: dict[str, str]) -> dict[str, int]:
+    """The per-status file counts of a job hash (fields ``s:STATUS``)."""
+    return {k[2:]: int(v) for k, v in info.items() if k.startswith("s:")}
+
+
+def job_failed(info: dict[str, str]) -> bool:
+    if info.get("state") == "cancelled":
+        return True
+    ignore = {"missing"} if info.get("op") == "head" else set()
+    return any(n and status in FAILING - ignore for status, n in status_counts(info).items())

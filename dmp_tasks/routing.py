@@ -1,0 +1,37 @@
+"""Which queue a batch goes to, and how big batches are for the fleet."""
+
+from __future__ import annotations
+
+import os
+
+from dmp_cli.ops import Item, kind_of
+from dmp_tasks.config import BIG_QUEUE, HASH_QUEUE, TRANSFER_QUEUE
+
+# A file this big goes alone to the big-file queue, where workers take one at a time.
+BIG_FILE_BYTES = 1 << 30
+
+# A task carries a batch: one message a file runs at ~450 items/s, batches at tens of
+# thousands (DESIGN.md, section 5). Network work gets smaller batches, as each file waits
+# on S3 rather than on a CPU.
+CPU_BATCH_ITEMS = 1024
+IO_BATCH_ITEMS = 32
+BATCH_BYTES = 64 << 20
+
+
+def queue_for(op: str, batch: list[Item]) -> str:
+    if len(batch) == 1 and (batch[0].get("size") or 0) >= BIG_FILE_BYTES:
+        return BIG_QUEUE
+    return HASH_QUEUE if kind_of(op) == "cpu" else TRANSFER_QUEUE
+
+
+def callback_queue(op: str) -> str:
+    """Chord callbacks go where the batches went, so that the fleet for that work runs them."""
+    return HASH_QUEUE if kind_of(op) == "cpu" else TRANSFER_QUEUE
+
+
+def batch_items(op: str) -> int:
+    """Items per batch: DMP_BATCH_ITEMS if set (tuning, tests), else by kind of work."""
+    env = os.environ.get("DMP_BATCH_ITEMS")
+    if env:
+        return max(1, int(env))
+    return CPU_BATCH_ITEMS if kind_of(op) == "cpu" else IO_BATCH_ITEMS

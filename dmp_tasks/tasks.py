@@ -1,0 +1,158 @@
+"""The fleet's tasks: thin wrappers of ``dmp_cli.ops.run_batch``, and the chord callback.
+
+A task never raises: a header task that raises fails the whole chord and loses its
+summary (DESIGN.md, section 5). A file's failure is a row; transient ones are retried here,
+with backoff, before they become rows.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+
+from dmp_cli.ops import Config, Item, Row
+from dmp_cli.ops import run_batch as run_local
+from dmp_tasks.app import app
+from dmp_tasks.jobs import ERRORS_KEPT, FAILING, JobStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRY_DELAYS = (0.5, 2.0, 8.0)
+TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ESTALE, errno.ETIMEDOUT,
+                              errno.EIO, errno.ENOTCONN, errno.ECONNRESET})
+TRANSIENT_ERRORS = ("ConnectionError", "EndpointConnectionError", "ConnectTimeoutError",
+                    "ReadTimeoutError", "ConnectionClosedError", "SlowDown", "Throttling")
+
+_stores: dict[int, JobStore] = {}
+
+
+def job_store() -> JobStore:
+    """This process's store: made after the worker forks, as Redis clients are not fork-safe."""
+    pid = os.getpid()
+    if pid not in _stores:
+        _stores.clear()
+        _stores[pid] = JobStore(app.conf.broker_url)
+    return _stores[pid]
+
+
+def is_transient(row: Row) -> bool:
+    if row["status"] == "ok":
+        return False
+    if row.get("transient"):
+        return True
+    if row.get("errno") in TRANSIENT_ERRNOS:
+        return True
+    return row["status"] == "error" and str(row.get("error", "")).startswith(TRANSIENT_ERRORS)
+
+
+def _sleep(delay: float) -> None:
+    time.sleep(delay * random.uniform(0.75, 1.25))  # jitter: retries of a fleet spread out
+
+
+def run_with_retries(op: str, items: list[Item], config: Config) -> list[Row]:
+    """Run a batch; rerun the items whose failure looks transient, backing off between."""
+    rows = run_local(op, items, config)
+    for delay in RETRY_DELAYS:
+        again = [i for i, row in enumerate(rows) if is_transient(row)]
+        if not again:
+            break
+        _sleep(delay)
+        for i, row in zip(again, run_local(op, [items[i] for i in again], config),
+                          strict=True):
+            rows[i] = row
+    return rows
+
+
+def count_rows(rows: list[Row]) -> dict[str, int]:
+    counts: Counter[str] = Counter(f"s:{row['status']}" for row in rows)
+    counts["files"] = len(rows)
+    counts["bytes"] = sum(row.get("bytes", 0) for row in rows)
+    return dict(counts)
+
+
+def elide_paths(rows: list[Row], items: list[Item]) -> list[Row]:
+    """Rows for the stream, each path the submitter sent replaced by 0: the submitter has
+    them, and paths are most of a row's bytes (a path is a str, so 0 is unambiguous)."""
+    return [dict(row, path=0) if row.get("path") == item.get("path") is not None else row
+            for row, item in zip(rows, items, strict=True)]
+
+
+def _cancelled(items: list[Item]) -> list[Row]:
+    rows = []
+    for item in items:
+        row = {"path": item.get("path"), "status": "cancelled", "bytes": 0,
+               "error": "job cancelled"}
+        if "line" in item:
+            row["line"] = item["line"]
+        rows.append(row)
+    return rows
+
+
+def _persist(action: Callable[[], T]) -> T:
+    """Redis calls from a task: ride out a short outage rather than lose a batch's rows."""
+    for delay in RETRY_DELAYS:
+        try:
+            return action()
+        except redis.RedisError as exc:
+            log.warning("job state not written yet (%s); retrying", exc)
+            _sleep(delay)
+    return action()
+
+
+def _run(op: str, items: list[Item], config: Config, cwd: str) -> list[Row]:
+    """Run in the submitter's working directory, so that relative paths mean the same
+    files there and in the rows (workers share the filesystem; each prefork process runs
+    one task at a time, so changing directory is safe)."""
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        reason = f"working directory {cwd} not usable on this worker: {exc.strerror}"
+        return [{"path": item.get("path"), "status": "error", "bytes": 0, "error": reason,
+                 **({"line": item["line"]} if "line" in item else {})} for item in items]
+    return run_with_retries(op, items, config)
+
+
+@app.task(name="dmp.run_batch")
+def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str, Any],
+              stream: bool, cwd: str) -> dict[str, int]:
+    """Run one batch, publish its rows once, and return its counts for the chord."""
+    try:
+        store = job_store()
+        if _persist(lambda: store.state(job)) == "cancelled":
+            rows = _cancelled(items)
+        else:
+            rows = _run(op, items, config, cwd)
+        counts = count_rows(rows)
+        failed = [json.dumps(row) for row in rows if row["status"] in FAILING]
+        rows_json = json.dumps(elide_paths(rows, items)) if stream else None
+        _persist(lambda: store.record_batch(job, index, counts, rows_json,
+                                            failed[:ERRORS_KEPT]))
+        return counts
+    except Exception:  # never fail the chord; the job's record shows the loss
+        log.exception("job %s batch %d could not be recorded", job, index)
+        return {"files": len(items), "s:lost": len(items), "bytes": 0}
+
+
+@app.task(name="dmp.window_done")
+def window_done(results: list[Any], job: str, window: int) -> dict[str, int]:
+    """The chord callback: sum the counts of its batches, record them once for the job."""
+    total: Counter[str] = Counter()
+    for counts in results:
+        if isinstance(counts, dict):
+            total.update(counts)
+    summed = dict(total)
+    try:
+        _persist(lambda: job_store().finish_window(job, window, summed))
+    except Exception:
+        log.exception("job %s window %d could not be recorded", job, window)
+    return summed

@@ -1,0 +1,285 @@
+"""The fleet end to end: real redis-server, real `dmp worker` subprocesses, the real CLI.
+
+Distributed runs must print exactly what embedded runs print, byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.fleet import fleet_env, run, worker
+from tests.servers import Service, free_port, redis_server, stop
+
+pytestmark = pytest.mark.integration
+
+NAMES = ["plain.txt", "with space.dat", "quote\"and\\back", "new\nline", "ünï.txt",
+         os.fsdecode(b"latin1-\xff\xfe.bin"), "empty"]
+
+
+@pytest.fixture(scope="module")
+def fleet(redis: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Two workers on the session's Redis: one `dmp worker`, one `celery -A dmp_tasks`."""
+    logdir = tmp_path_factory.mktemp("fleet-logs")
+    url = redis.url
+    with worker(url, "w1", logdir), worker(url, "w2", logdir, celery=True):
+        yield url
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A tree with awkward names (a newline, non-UTF-8 bytes) and many small files."""
+    data = tmp_path / "data"
+    for i, name in enumerate(NAMES):
+        (data / "odd").mkdir(parents=True, exist_ok=True)
+        (data / "odd" / name).write_bytes(b"x" * i)
+    for d in range(3):
+        sub = data / f"d{d}"
+        sub.mkdir()
+        for f in range(40):
+            (sub / f"f{f:03}").write_bytes(f"{d}-{f}\n".encode() * (f + 1))
+    return tmp_path
+
+
+def same(distributed: subprocess.CompletedProcess[bytes],
+         embedded: subprocess.CompletedProcess[bytes]) -> None:
+    assert distributed.stderr == embedded.stderr
+    assert distributed.stdout == embedded.stdout
+    assert distributed.returncode == embedded.returncode
+
+
+CREATE = ["manifest", "--create", "--dir", "data", "--recursive"]
+
+
+@pytest.mark.parametrize("batch", ["1", "7", "512"], ids=["batch1", "batch7", "default"])
+def test_create_equals_embedded(fleet: str, tree: Path, batch: str) -> None:
+    """Many small batches (more than the window of batches in flight) come back in order."""
+    distributed = run(*CREATE, "-m", "fleet.sha256", cwd=tree, broker_url=fleet,
+                      DMP_BATCH_ITEMS=batch)
+    embedded = run(*CREATE, "-m", "local.sha256", cwd=tree, broker_url=None)
+    same(distributed, embedded)
+    assert distributed.returncode == 0, distributed.stderr
+    manifest = (tree / "fleet.sha256").read_bytes()
+    assert manifest == (tree / "local.sha256").read_bytes()
+    assert manifest.count(b"\n") == len(NAMES) + 120
+    assert b'"data/odd/latin1-\\xff\\xfe.bin"' in manifest  # non-UTF-8 name survived JSON
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--format", "sha256sum"]],
+                         ids=["stdout", "json", "sha256sum"])
+def test_create_to_stdout_equals_embedded(fleet: str, tree: Path, extra: list[str]) -> None:
+    fmt, json_flag = ([], extra) if extra == ["--json"] else (extra, [])
+    args = [*json_flag, *CREATE, *fmt, "data/odd/*", "no-such-file"]
+    same(run(*args, cwd=tree, broker_url=fleet), run(*args, cwd=tree, broker_url=None))
+
+
+def _spoil(tree: Path) -> Path:
+    manifest = tree / "m.sha256"
+    made = run(*CREATE, "-m", str(manifest), cwd=tree, broker_url=None)
+    assert made.returncode == 0, made.stderr
+    (tree / "data" / "d1" / "f005").write_bytes(b"changed")
+    (tree / "data" / "d2" / "f010").unlink()
+    with open(manifest, "ab") as stream:
+        stream.write(b"not a manifest line\n")
+    return manifest
+
+
+@pytest.mark.parametrize("flags", [[], ["--quiet"], ["--status"], ["--ignore-missing", "-w"],
+                                   ["--strict"]],
+                         ids=["plain", "quiet", "status", "ignore-missing", "strict"])
+def test_check_equals_embedded(fleet: str, tree: Path, flags: list[str]) -> None:
+    manifest = _spoil(tree)
+    args = ["manifest", "--check", "-m", str(manifest), *flags]
+    distributed = run(*args, cwd=tree, broker_url=fleet, DMP_BATCH_ITEMS="5")
+    embedded = run(*args, cwd=tree, broker_url=None)
+    same(distributed, embedded)
+    assert distributed.returncode == 1
+
+
+def test_check_all_good_exits_zero(fleet: str, tree: Path) -> None:
+    made = run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None)
+    assert made.returncode == 0
+    distributed = run("manifest", "--check", "-m", "m.sha256", cwd=tree, broker_url=fleet)
+    same(distributed, run("manifest", "--check", "-m", "m.sha256", cwd=tree, broker_url=None))
+    assert distributed.returncode == 0
+    assert distributed.stdout.count(b": OK\n") == len(NAMES) + 120
+
+
+def _job(fleet: str, tree: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return run(*args, cwd=tree, broker_url=fleet)
+
+
+def test_detach_then_watch(fleet: str, tree: Path) -> None:
+    manifest = _spoil(tree)
+    submitted = _job(fleet, tree, "manifest", "--check", "--detach", "-m", str(manifest))
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.decode().strip()
+    assert len(job) == 12 and job in submitted.stderr.decode()
+
+    watched = _job(fleet, tree, "job", "watch", job)
+    assert watched.returncode == 1  # a mismatch and a missing file: the job failed
+    assert b"dmp: data/d1/f005: computed checksum did NOT match\n" in watched.stderr
+    assert b"dmp: data/d2/f010: No such file or directory\n" in watched.stderr
+
+    status = _job(fleet, tree, "--json", "job", "status", job)
+    record = json.loads(status.stdout.splitlines()[0])
+    assert record["state"] == "done"
+    assert record["files"] == record["total"] == len(NAMES) + 121
+    assert record["counts"] == {"ok": len(NAMES) + 118, "failed": 1, "missing": 1,
+                                "misformatted": 1}
+    listed = _job(fleet, tree, "job", "list")
+    assert listed.stdout.decode().splitlines()[0].startswith(f"{job}  ")
+    assert b"done" in listed.stdout
+
+
+def test_detach_good_job_watch_exits_zero(fleet: str, tree: Path) -> None:
+    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
+    submitted = _job(fleet, tree, "manifest", "--check", "--detach", "-m", "m.sha256")
+    job = submitted.stdout.decode().strip()
+    watched = _job(fleet, tree, "job", "watch", job)
+    assert watched.returncode == 0, watched.stderr
+    assert f"job {job} done: {len(NAMES) + 120} files (ok {len(NAMES) + 120})".encode() \
+        in watched.stderr
+
+
+def test_detach_needs_a_broker(tree: Path) -> None:
+    result = run("manifest", "--check", "--detach", "-m", "x", cwd=tree, broker_url=None)
+    assert result.returncode == 2
+    assert result.stderr == b"dmp: --detach needs DMP_BROKER_URL (a fleet of workers to " \
+        b"run the job)\n"
+
+
+def test_unknown_job(fleet: str, tree: Path) -> None:
+    result = _job(fleet, tree, "job", "status", "0123456789ab")
+    assert result.returncode == 1
+    assert result.stderr == b"dmp: no job 0123456789ab (finished jobs are kept for 7 days)\n"
+
+
+def test_no_worker_job_waits_then_runs(redis: Service, tree: Path, tmp_path: Path) -> None:
+    """Submitting with no worker alive is allowed, says so, and the job runs once one starts."""
+    url = redis.url.rsplit("/", 1)[0] + "/5"  # a database no worker listens on
+    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
+    args = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
+    proc = subprocess.Popen(args, cwd=tree, env=fleet_env(url), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith(b"dmp: no worker answers at redis://127.0.0.1:")
+        assert b"waits in Redis until a `dmp worker` starts" in line
+        time.sleep(1)
+        assert proc.poll() is None  # still waiting, not failed
+        with worker(url, "late", tmp_path):
+            out, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, err
+    assert out.count(b": OK\n") == len(NAMES) + 120
+
+
+def test_cancel(redis: Service, tree: Path) -> None:
+    url = redis.url.rsplit("/", 1)[0] + "/6"  # no worker: the job stays queued
+    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
+    job = run("-q", "manifest", "--check", "--detach", "-m", "m.sha256", cwd=tree,
+              broker_url=url).stdout.decode().strip()
+    status = run("--json", "job", "status", job, cwd=tree, broker_url=url)
+    assert json.loads(status.stdout)["state"] == "queued"
+    cancelled = run("job", "cancel", job, cwd=tree, broker_url=url)
+    assert cancelled.returncode == 0
+    assert cancelled.stderr == f"dmp: job {job} cancelled\n".encode()
+    watched = run("job", "watch", job, cwd=tree, broker_url=url)
+    assert watched.returncode == 1
+    again = run("job", "cancel", job, cwd=tree, broker_url=url)
+    assert again.returncode == 1
+    assert again.stderr == f"dmp: job {job} has already ended (cancelled)\n".encode()
+
+
+def test_broker_unreachable_is_a_quick_clear_error(tree: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    result = run(*CREATE, cwd=tree, broker_url=url, timeout=60)
+    assert time.monotonic() - started < 20
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.startswith(f"dmp: cannot reach the broker at {url} ".encode())
+    assert result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
+
+
+def test_redis_lost_mid_job_is_a_clear_error(tree: Path) -> None:
+    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
+    with redis_server() as server:
+        args = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
+        proc = subprocess.Popen(args, cwd=tree, env=fleet_env(server.url),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            assert proc.stderr is not None
+            assert proc.stderr.readline().startswith(b"dmp: no worker answers")
+            stop(server.proc)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            stop(proc)
+    assert proc.returncode == 1
+    assert err.startswith(b"dmp: cannot reach the broker at redis://127.0.0.1:")
+    assert err.count(b"\n") == 1 and b"Traceback" not in err
+
+
+def test_password_and_credentials_never_printed(tree: Path, tmp_path: Path) -> None:
+    secret = "pa55-w0rd-secret"
+    with redis_server("--requirepass", secret) as server:
+        url = server.url.replace("redis://", f"redis://:{secret}@")
+        with worker(url, "pw", tmp_path):
+            args = [*CREATE, "-m", "fleet.sha256"]
+            distributed = run(*args, cwd=tree, broker_url=url)
+            embedded = run(*CREATE, "-m", "local.sha256", cwd=tree, broker_url=None)
+            same(distributed, embedded)
+            listed = run("job", "list", cwd=tree, broker_url=url)
+            assert listed.returncode == 0 and b"done" in listed.stdout
+        assert (tree / "fleet.sha256").read_bytes() == (tree / "local.sha256").read_bytes()
+        wrong = run(*CREATE, cwd=tree, broker_url=server.url.replace("redis://", ":nope@")
+                    .replace(":nope@", "redis://:nope@"))
+        missing = run(*CREATE, cwd=tree, broker_url=server.url)
+        log = (tmp_path / "pw.log").read_bytes()
+    assert wrong.returncode == missing.returncode == 1
+    assert wrong.stderr.startswith(b"dmp: the broker at redis://:**@127.0.0.1:")
+    assert b"refused the password" in wrong.stderr and b"nope" not in wrong.stderr
+    assert b"needs a password" in missing.stderr
+    for output in (distributed.stdout, distributed.stderr, listed.stdout, log):
+        assert secret.encode() not in output
+
+
+def test_same_job_digest_as_hashlib(fleet: str, tmp_path: Path) -> None:
+    """A file bigger than a hashing buffer, through the fleet."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 << 20))
+    result = run("manifest", "--create", "big.bin", cwd=tmp_path, broker_url=fleet)
+    assert result.stdout == hashlib.sha256(big.read_bytes()).hexdigest().encode() + \
+        b'  "big.bin"\n'
+
+
+def test_interrupt_cancels_the_job(redis: Service, tree: Path) -> None:
+    url = redis.url.rsplit("/", 1)[0] + "/7"  # no worker: the CLI waits
+    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
+    args = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
+    proc = subprocess.Popen(args, cwd=tree, env=fleet_env(url), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith(b"dmp: no worker answers")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    assert (proc.returncode, out) == (130, b"")
+    assert err.endswith(b"dmp: interrupted\n") and b"Traceback" not in err
+    listed = run("--json", "job", "list", cwd=tree, broker_url=url)
+    assert json.loads(listed.stdout.splitlines()[0])["state"] == "cancelled"

@@ -1,0 +1,99 @@
+"""A worker killed with SIGKILL mid-job loses nothing: another worker runs its batch again
+after DMP_REDELIVERY_TIMEOUT, the batch is counted once, and the output is right."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from dmp_cli.manifest import Entry, format_line
+from tests.integration.fleet import fleet_env, run, worker
+from tests.servers import redis_server, stop
+
+pytestmark = pytest.mark.integration
+
+FAST_REDELIVERY = {"DMP_REDELIVERY_TIMEOUT": "3"}
+FIFO_CONTENT = b"what the pipe finally says\n"
+
+
+def _stuck_in_pipe(session: int, timeout: float = 30.0) -> None:
+    """Wait until a process of ``session`` blocks opening a pipe with no writer yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if os.getsid(int(pid)) != session:
+                    continue
+                with open(f"/proc/{pid}/wchan") as wchan:
+                    if wchan.read() == "wait_for_partner":
+                        return
+            except OSError:
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"no worker got stuck in the pipe within {timeout} s")
+
+
+def _feed(fifo: Path) -> threading.Thread:
+    """Write the pipe's content once a reader opens it (open blocks until then)."""
+    def feed() -> None:
+        with open(fifo, "wb") as stream:
+            stream.write(FIFO_CONTENT)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigkilled_worker_job_completes_counted_once(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    entries = []
+    for i in range(21):
+        name = f"f{i:02}"
+        if i == 10:  # batch 2 (4 items a batch) blocks in this pipe until the test writes
+            os.mkfifo(work / name)
+            digest = hashlib.sha256(FIFO_CONTENT).hexdigest()
+        else:
+            content = f"file {i}\n".encode()
+            (work / name).write_bytes(content)
+            digest = hashlib.sha256(content).hexdigest()
+        entries.append(Entry(digest, name))
+    (work / "m.sha256").write_bytes(b"".join(map(format_line, entries)))
+    expected = b"".join(f"f{i:02}: OK\n".encode() for i in range(21))
+
+    with redis_server() as server:
+        env = {**FAST_REDELIVERY, "DMP_BATCH_ITEMS": "4"}
+        args = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
+        with worker(server.url, "doomed", tmp_path, **env) as doomed:
+            check = subprocess.Popen(args, cwd=work, env=fleet_env(server.url, **env),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+            try:
+                _stuck_in_pipe(doomed.pid)
+                os.killpg(doomed.pid, signal.SIGKILL)
+                doomed.wait()
+                with worker(server.url, "rescuer", tmp_path, **env):
+                    feeder = _feed(work / "f10")
+                    out, err = check.communicate(timeout=90)
+                    feeder.join(5)
+            finally:
+                stop(check)
+            listed = run("--json", "job", "list", cwd=work, broker_url=server.url)
+    assert check.returncode == 0, err
+    assert out == expected
+    assert err == b""
+    job = json.loads(listed.stdout.splitlines()[0])
+    assert job["state"] == "done"
+    assert job["files"] == job["total"] == 21  # the redelivered batch counted once
+    assert job["counts"] == {"ok": 21}
+    rescued = (tmp_path / "rescuer.log").read_text()
+    assert "dmp.run_batch" in rescued

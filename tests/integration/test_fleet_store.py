@@ -1,0 +1,96 @@
+"""Job state in a real Redis: what must happen once happens once, whatever the order."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from dmp_tasks.jobs import ERRORS_KEPT, JobStore, job_failed, status_counts
+from tests.servers import Service
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(redis: Service) -> JobStore:
+    return JobStore(redis.url.rsplit("/", 1)[0] + "/9")
+
+
+def new_job(store: JobStore, op: str = "check") -> str:
+    job = uuid.uuid4().hex[:12]
+    store.create(job, {"op": op, "host": "here", "command": "dmp test"})
+    return job
+
+
+def test_a_batch_recorded_twice_counts_once(store: JobStore) -> None:
+    job = new_job(store)
+    rows = json.dumps([{"path": "a", "status": "ok", "bytes": 3}])
+    counts = {"files": 1, "bytes": 3, "s:ok": 1}
+    assert store.record_batch(job, 0, counts, rows, []) is True
+    assert store.record_batch(job, 0, counts, rows, []) is False  # a redelivered batch
+    info = store.info(job)
+    assert info is not None
+    assert (info["files"], info["bytes"], info["batches_done"]) == ("1", "3", "1")
+    _, batches = store.read_rows(job, b"0-0", block_ms=10)
+    assert batches == [(0, rows)]
+    assert store.read_rows(job, b"0-0", block_ms=10)[1] == []  # read rows are deleted
+
+
+@pytest.mark.parametrize("total_first", [True, False], ids=["total-first", "windows-first"])
+def test_done_when_every_window_is_in_whatever_the_order(store: JobStore,
+                                                         total_first: bool) -> None:
+    job = new_job(store)
+    if total_first:
+        store.set_total(job, windows=2, batches=3, items=5)
+    assert store.finish_window(job, 0, {"files": 4})
+    assert not store.finish_window(job, 0, {"files": 4})  # a callback run twice
+    assert store.state(job) == "active"
+    assert store.finish_window(job, 1, {"files": 1})
+    if not total_first:
+        assert store.state(job) == "active"
+        store.set_total(job, windows=2, batches=3, items=5)
+    assert store.state(job) == "done"
+
+
+def test_empty_job_is_done_at_once(store: JobStore) -> None:
+    job = new_job(store)
+    store.set_total(job, windows=0, batches=0, items=0)
+    assert store.state(job) == "done"
+
+
+def test_cancel_wins_over_done(store: JobStore) -> None:
+    job = new_job(store)
+    assert store.cancel(job) is True
+    assert store.cancel(job) is False
+    store.set_total(job, windows=0, batches=0, items=0)
+    assert store.state(job) == "cancelled"
+    info = store.info(job)
+    assert info is not None and job_failed(info)
+
+
+def test_errors_are_capped(store: JobStore) -> None:
+    job = new_job(store)
+    errors = [json.dumps({"path": f"f{i}", "status": "missing", "error": "gone"})
+              for i in range(ERRORS_KEPT + 300)]
+    store.record_batch(job, 0, {"files": len(errors), "s:missing": len(errors)}, None, errors)
+    kept = store.errors(job, limit=10 * ERRORS_KEPT)
+    assert ERRORS_KEPT <= len(kept) < ERRORS_KEPT + 300
+    info = store.info(job)
+    assert info is not None
+    assert status_counts(info) == {"missing": ERRORS_KEPT + 300}
+    assert job_failed(info)
+
+
+def test_missing_objects_do_not_fail_a_vault_query(store: JobStore) -> None:
+    job = new_job(store, op="head")
+    store.record_batch(job, 0, {"files": 2, "s:ok": 1, "s:missing": 1}, None, [])
+    info = store.info(job)
+    assert info is not None and not job_failed(info)
+
+
+def test_jobs_listed_newest_first(store: JobStore) -> None:
+    first, second = new_job(store), new_job(store)
+    listed = [job for job, _ in store.jobs(limit=1000)]
+    assert listed.index(second) < listed.index(first)

@@ -1,0 +1,176 @@
+"""deploy/ and docker-compose.yml: parsed and checked here, as no Docker engine or Slurm
+runs in the tests. The Slurm script is run for real against stand-in srun and scontrol."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dmp_cli.cli.worker import worker as worker_command
+from tests.servers import REPO
+
+ROOT = Path(REPO)
+QUEUES = {"dmp.hash", "dmp.transfer", "dmp.big"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    with open(ROOT / "docker-compose.yml") as stream:
+        document = yaml.safe_load(stream)
+    assert isinstance(document, dict)
+    return document
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any) -> Any:
+    """What `docker compose` makes of ``${VAR:-default}`` with nothing set: the default."""
+    if isinstance(value, str):
+        return _VARIABLE.sub(lambda m: m.group(2) or "", value).replace("$$", "$")
+    if isinstance(value, list):
+        return [interpolate(v) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v) for k, v in value.items()}
+    return value
+
+
+def test_compose_variables_all_have_defaults(compose: dict[str, Any]) -> None:
+    """A site can start the file as it is: every variable has a default."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    for match in re.finditer(r"\$\{[^}]*\}", text):
+        assert _VARIABLE.fullmatch(match.group()) and ":-" in match.group(), match.group()
+
+
+def workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: service for name, service in compose["services"].items()
+            if name.startswith("worker")}
+
+
+def test_compose_has_redis_minio_and_workers(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"redis", "minio", "minio-init"} <= set(services)
+    assert "--requirepass" in services["redis"]["command"]
+    assert "healthcheck" in services["redis"] and "healthcheck" in services["minio"]
+    for service in services.values():  # nothing listens beyond the host unless a site says
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:")
+    assert set(compose["volumes"]) == {"redis-data", "minio-data"}
+
+
+def test_compose_workers_cover_every_queue(compose: dict[str, Any]) -> None:
+    served: set[str] = set()
+    for name, service in workers(compose).items():
+        args = service["command"]
+        # The command must parse as `dmp worker` options (click raises otherwise).
+        worker_command.make_context("worker", interpolate(args))
+        served |= set(args[args.index("--queues") + 1].split(","))
+        env = service["environment"]
+        assert env["DMP_BROKER_URL"].startswith("redis://:${DMP_REDIS_PASSWORD")
+        assert env["DMP_BROKER_URL"].endswith("@redis:6379/0"), name
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert service["stop_signal"] == "SIGTERM"
+        (volume,) = interpolate(service["volumes"])
+        outside, inside = volume.split(":")
+        assert outside == inside  # the same paths as on the submitting hosts
+        build = service["build"]
+        assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+    assert served == QUEUES
+    big = workers(compose)["worker-big"]["command"]
+    assert big[big.index("--concurrency") + 1] == "1"
+
+
+def test_worker_image() -> None:
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    instructions = [line.split()[0] for line in dockerfile.splitlines()
+                    if line and not line.startswith("#")]
+    assert instructions[0] == "FROM"
+    assert "USER" in instructions  # never run the worker as root
+    assert 'ENTRYPOINT ["dmp", "worker"]' in dockerfile
+    for source in ("dmp_cli", "dmp_tasks", "pyproject.toml"):
+        assert source in dockerfile and (ROOT / source).exists()
+
+
+def test_systemd_unit() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ROOT / "deploy" / "systemd" / "dmp-worker@.service")
+    service = unit["Service"]
+    assert service["ExecStart"].split()[1:3] == ["worker", "--queues"]
+    assert "%i" in service["ExecStart"] and "%H" in service["ExecStart"]
+    assert service["KillSignal"] == "SIGTERM"
+    assert service["EnvironmentFile"] == "/etc/dmp/worker.env"
+    assert service["User"] != "root"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+SBATCH = ROOT / "deploy" / "slurm" / "dmp-workers.sbatch"
+
+
+def test_sbatch_directives() -> None:
+    directives = [line.split()[1] for line in SBATCH.read_text().splitlines()
+                  if line.startswith("#SBATCH ")]
+    assert "--requeue" in directives
+    assert any(d.startswith("--signal=B:TERM@") for d in directives)
+    assert subprocess.run(["bash", "-n", str(SBATCH)]).returncode == 0
+
+
+def _stand_ins(bin_dir: Path, record: Path) -> None:
+    """srun runs its command here as task 0; scontrol and dmp write down what they got."""
+    scripts = {
+        "srun": 'while [[ "$1" == --* ]]; do shift; done\n'
+                'export SLURM_PROCID=0\nexec "$@"\n',
+        "scontrol": f'echo "scontrol $*" >> {record}\n',
+        "dmp": f'echo "dmp $*" >> {record}\n'
+               f"trap 'echo dmp-got-TERM >> {record}; exit 0' TERM\n"
+               "while true; do sleep 0.05; done\n",
+    }
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text("#!/bin/bash\n" + body)
+        path.chmod(0o755)
+
+
+def test_sbatch_runs_workers_and_requeues_at_walltime(tmp_path: Path) -> None:
+    bin_dir, logs, record = tmp_path / "bin", tmp_path / "logs", tmp_path / "record"
+    bin_dir.mkdir()
+    _stand_ins(bin_dir, record)
+    env_file = tmp_path / "fleet.env"
+    env_file.write_text("DMP_BROKER_URL=redis://:secret@redis.example:6379/0\n")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "USER": "someone",
+           "SLURM_JOB_ID": "4242", "SLURM_CPUS_PER_TASK": "8", "DMP_LOG_DIR": str(logs),
+           "DMP_ENV_FILE": str(env_file)}
+    proc = subprocess.Popen(["bash", str(SBATCH)], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while not (record.exists() and "dmp worker" in record.read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # what --signal=B:TERM@300 does before walltime
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    lines = record.read_text().splitlines()
+    started = lines[0].split()
+    assert started[:2] == ["dmp", "worker"]
+    assert started[started.index("--concurrency") + 1] == "8"
+    name = started[started.index("--name") + 1]
+    assert name.startswith("dmp-4242-0-0@")
+    assert started[started.index("--logfile") + 1] == f"{logs}/worker-4242-0.log"
+    assert logs.is_dir()
+    assert lines[1:] == ["dmp-got-TERM", "scontrol requeue 4242"]
+    assert proc.returncode == 0
+    assert b"secret" not in err

@@ -1,0 +1,137 @@
+"""The fleet's pieces that need no services: configuration, routing, retries, transport."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from kombu.serialization import dumps, loads
+
+from dmp_cli import ops
+from dmp_cli.cli.worker import worker_argv
+from dmp_cli.errors import BrokerError
+from dmp_tasks import tasks
+from dmp_tasks.config import BIG_QUEUE, HASH_QUEUE, TRANSFER_QUEUE, celery_config, safe_url
+from dmp_tasks.routing import BIG_FILE_BYTES, queue_for
+from tests.servers import REPO
+
+
+def test_config_is_json_only_and_redelivers() -> None:
+    conf = celery_config({"DMP_BROKER_URL": "redis://:pw@r:6379/1",
+                          "DMP_REDELIVERY_TIMEOUT": "30"})
+    assert conf["accept_content"] == conf["result_accept_content"] == ["json"]
+    assert conf["task_serializer"] == conf["result_serializer"] == "json"
+    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["result_backend"] == "redis://:pw@r:6379/1"
+    options = conf["broker_transport_options"]
+    assert options["visibility_timeout"] == 30
+    assert options["unacked_restore_interval"] == 3
+    assert options["unacked_restore_throttle"] == 1
+
+
+def test_config_defaults() -> None:
+    conf = celery_config({"DMP_BROKER_URL": "redis://r/0", "DMP_RESULT_BACKEND": "redis://b/2"})
+    assert conf["result_backend"] == "redis://b/2"
+    assert conf["broker_transport_options"]["visibility_timeout"] == 3600
+    assert conf["broker_transport_options"]["unacked_restore_interval"] == 60
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5"], ids=["word", "zero", "negative"])
+def test_bad_redelivery_timeout(value: str) -> None:
+    with pytest.raises(BrokerError, match="DMP_REDELIVERY_TIMEOUT"):
+        celery_config({"DMP_REDELIVERY_TIMEOUT": value})
+
+
+def test_safe_url_masks_the_password() -> None:
+    assert safe_url("redis://:s3cret@host:6379/0") == "redis://:**@host:6379/0"
+    assert "s3cret" not in safe_url("rediss://user:s3cret@host:6380/0?ssl_cert_reqs=required")
+
+
+@pytest.fixture
+def io_op() -> Iterator[str]:
+    """An S3-like operation, registered for the test only."""
+    ops.OPERATIONS["fake-io"] = ops.Operation("fake-io", lambda item, ctx: {}, "io")
+    try:
+        yield "fake-io"
+    finally:
+        del ops.OPERATIONS["fake-io"]
+
+
+def test_queues(io_op: str) -> None:
+    small = [{"path": "a", "size": 10}, {"path": "b", "size": 20}]
+    huge = [{"path": "h", "size": BIG_FILE_BYTES}]
+    assert queue_for("hash", small) == HASH_QUEUE
+    assert queue_for("check", [{"line": 1, "bad": True}]) == HASH_QUEUE
+    assert queue_for(io_op, small) == TRANSFER_QUEUE
+    assert queue_for("hash", huge) == queue_for(io_op, huge) == BIG_QUEUE
+
+
+def test_worker_argv() -> None:
+    argv = worker_argv(4, "dmp.hash", None, "INFO", None)
+    name = argv[argv.index("--hostname") + 1]
+    assert name.startswith("dmp-") and "@" in name
+    assert argv[argv.index("--concurrency") + 1] == "4"
+    assert "--prefetch-multiplier" not in argv
+    big = worker_argv(None, BIG_QUEUE, "big@node", "INFO", "/tmp/w.log")
+    assert big[big.index("--prefetch-multiplier") + 1] == "1"
+    assert big[big.index("--hostname") + 1] == "big@node"
+
+
+def test_non_utf8_paths_survive_the_json_serializer() -> None:
+    path = "dir/latin1-\udcff\udcfe-ü\n.bin"
+    content_type, encoding, body = dumps([{"path": path, "size": 1}], serializer="json")
+    assert body.isascii()
+    assert loads(body, content_type, encoding) == [{"path": path, "size": 1}]
+
+
+@pytest.fixture
+def flaky(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """An operation that fails transiently on its first call for each file."""
+    calls: list[str] = []
+
+    def op(item: ops.Item, ctx: ops.Context) -> ops.Row:
+        calls.append(item["path"])
+        if item["path"] == "permanent":
+            return {"path": item["path"], "status": "missing", "errno": 2, "bytes": 0,
+                    "error": "No such file or directory"}
+        if calls.count(item["path"]) == 1:
+            raise ConnectionError("connection reset by peer")
+        return {"path": item["path"], "status": "ok", "bytes": 1}
+
+    monkeypatch.setitem(ops.OPERATIONS, "flaky", ops.Operation("flaky", op, "cpu"))
+    monkeypatch.setattr(tasks, "_sleep", lambda delay: None)
+    yield calls
+
+
+def test_transient_failures_are_retried_in_the_task(flaky: list[str]) -> None:
+    items = [{"path": "a", "line": 1}, {"path": "permanent", "line": 2}, {"path": "b"}]
+    rows = tasks.run_with_retries("flaky", items, {})
+    assert [row["status"] for row in rows] == ["ok", "missing", "ok"]
+    assert rows[0]["line"] == 1 and rows[1]["line"] == 2
+    assert sorted(flaky) == ["a", "a", "b", "b", "permanent"]  # the missing file: once
+    assert tasks.count_rows(rows) == {"s:ok": 2, "s:missing": 1, "files": 3, "bytes": 2}
+
+
+def test_cli_imports_no_celery_until_it_needs_the_fleet() -> None:
+    code = ("import sys, dmp_cli.cli, dmp_cli.cli.job, dmp_cli.cli.worker;"
+            "print(sorted(m for m in ('celery', 'kombu', 'redis') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO,
+                            check=True, env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"})
+    assert result.stdout == b"[]\n"
+
+
+
+def test_paths_elided_on_the_stream_come_back_exactly() -> None:
+    from dmp_tasks.executor import restore_paths
+
+    items = [{"path": "a\udcff", "size": 1}, {"line": 2, "bad": True}, {"path": "b"}]
+    rows = [{"path": "a\udcff", "status": "ok", "bytes": 1},
+            {"status": "misformatted", "bytes": 0, "line": 2},
+            {"path": "other", "status": "error", "bytes": 0}]
+    sent = tasks.elide_paths(rows, items)
+    assert [row.get("path") for row in sent] == [0, None, "other"]
+    back = restore_paths(sent, [item.get("path") for item in items])
+    assert back == rows
+    assert [list(row) for row in back] == [list(row) for row in rows]  # key order kept
