@@ -75,6 +75,9 @@ end
 _FINISH_WINDOW = _FINISH + """
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'windows_done', 1)
+-- Files of batches that could not record themselves are counted here, so the job fails.
+local lost = cjson.decode(ARGV[2])['s:lost']
+if lost then redis.call('HINCRBY', KEYS[1], 's:lost', lost) end
 finish(KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 return 1
@@ -239,5 +242,8 @@ def status_counts(info: dict[str, str]) -> dict[str, int]:
 def job_failed(info: dict[str, str]) -> bool:
     if info.get("state") == "cancelled":
         return True
+    if info.get("state") == "done" and int(info.get("files", 0)) < int(
+            info.get("items_total", 0)):
+        return True  # some batch never recorded its files
     ignore = {"missing"} if info.get("op") == "head" else set()
     return any(n and status in FAILING - ignore for status, n in status_counts(info).items())
