@@ -22,7 +22,7 @@ import redis
 from dmp_cli.ops import Config, Item, Row
 from dmp_cli.ops import run_batch as run_local
 from dmp_tasks.app import app
-from dmp_tasks.jobs import ERRORS_KEPT, FAILING, JobStore
+from dmp_tasks.jobs import ERRORS_KEPT, JobStore, is_failure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,7 +133,7 @@ def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str
         else:
             rows = _run(op, items, config, cwd)
         counts = count_rows(rows)
-        failed = [json.dumps(row) for row in rows if row["status"] in FAILING]
+        failed = [json.dumps(row) for row in rows if is_failure(op, row["status"])]
         rows_json = json.dumps(elide_paths(rows, items)) if stream else None
         _persist(lambda: store.record_batch(job, index, counts, rows_json,
                                             failed[:ERRORS_KEPT]))

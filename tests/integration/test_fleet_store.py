@@ -105,3 +105,17 @@ def test_a_lost_batch_fails_the_job(store: JobStore) -> None:
     assert info is not None and info["state"] == "done"
     assert status_counts(info) == {"ok": 2, "lost": 3}
     assert job_failed(info)
+
+
+@pytest.mark.parametrize(("op", "status", "fails"), [
+    ("check", "ok", False), ("check", "misformatted", False), ("check", "failed", True),
+    ("check", "missing", True), ("head", "missing", False), ("upload", "refused", True),
+    ("upload", "skipped", False), ("download", "fetched", False), ("check", "lost", True),
+], ids=lambda value: str(value))
+def test_which_statuses_fail_a_job(store: JobStore, op: str, status: str,
+                                   fails: bool) -> None:
+    job = new_job(store, op=op)
+    store.record_batch(job, 0, {"files": 1, f"s:{status}": 1}, None, [])
+    store.set_total(job, windows=0, batches=1, items=1)
+    info = store.info(job)
+    assert info is not None and job_failed(info) is fails
