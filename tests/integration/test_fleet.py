@@ -275,6 +275,7 @@ def test_interrupt_cancels_the_job(redis: Service, tree: Path) -> None:
     try:
         assert proc.stderr is not None
         assert proc.stderr.readline().startswith(b"dmp: no worker answers")
+        time.sleep(0.5)  # into the wait for results, where a user's Ctrl-C lands
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
