@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = str(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, REPO)
@@ -95,7 +96,7 @@ class RedisMemory:
         self._thread.join()
 
 
-def bench_create(tree: Path, url: str, runs: int) -> dict[str, float]:
+def bench_create(tree: Path, url: str, runs: int) -> dict[str, Any]:
     args = ["manifest", "--create", "--dir", tree.name, "--recursive"]
     local, fleet = fleet_env(None), fleet_env(url)
     for env in (local, fleet):  # warm the page cache and the workers
@@ -105,7 +106,9 @@ def bench_create(tree: Path, url: str, runs: int) -> dict[str, float]:
         embedded.append(timed(args, tree.parent, local)[0])
         distributed.append(timed(args, tree.parent, fleet)[0])
     e, d = statistics.median(embedded), statistics.median(distributed)
+    # The best runs too: on a shared machine the median moves with others' load.
     return {"embedded_s": e, "distributed_s": d, "ratio": d / e,
+            "best_ratio": min(distributed) / min(embedded),
             "embedded_runs": embedded, "distributed_runs": distributed}
 
 
@@ -126,16 +129,18 @@ def bench_synthetic(manifest: Path, url: str) -> dict[str, float]:
             "redis_bytes_per_in_flight_file": (memory.peak - memory.base) / in_flight}
 
 
-def table(create: dict[str, float], synthetic: dict[str, float], small: dict[str, float],
+def table(create: dict[str, Any], synthetic: dict[str, float], small: dict[str, float],
           files: int) -> str:
+    runs = len(create["embedded_runs"])
     return "\n".join([
         "| measurement | result | target |",
         "|---|---|---|",
-        f"| `--create`, {files:,} x 4 KiB, embedded (median of 3) "
+        f"| `--create`, {files:,} x 4 KiB, embedded (median of {runs}) "
         f"| {create['embedded_s']:.2f} s | |",
-        f"| `--create`, {files:,} x 4 KiB, 2 local workers (median of 3) "
+        f"| `--create`, {files:,} x 4 KiB, 2 local workers (median of {runs}) "
         f"| {create['distributed_s']:.2f} s | |",
-        f"| ratio distributed / embedded | {create['ratio']:.2f} x | <= 1.25 x |",
+        f"| ratio distributed / embedded (medians) | {create['ratio']:.2f} x | <= 1.25 x |",
+        f"| ratio distributed / embedded (best runs) | {create['best_ratio']:.2f} x | |",
         f"| synthetic job, {synthetic['items']:,} items: time "
         f"| {synthetic['seconds']:.1f} s | |",
         f"| synthetic job: items per second | {synthetic['items_per_s']:,.0f} | |",
@@ -165,6 +170,7 @@ def main() -> None:
         small = bench_synthetic(make_synthetic_manifest(DATA, options.synthetic // 10),
                                 server.url)
     report = table(create, synthetic, small, options.files)
+    report += f"\n\n(load average {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs)"
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")

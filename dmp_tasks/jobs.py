@@ -33,8 +33,15 @@ JOB_TTL = 7 * 24 * 3600
 ERRORS_KEPT = 1000
 JOBS_KEY = "dmp:jobs"
 
-# Statuses that make a job fail (exit 1 in `dmp job watch`), whatever the operation.
-FAILING = frozenset({"failed", "unreadable", "error", "missing", "cancelled", "lost"})
+# Statuses of a file that went well; any other fails the job (exit 1 in `dmp job watch`)
+# and is kept among its errors. An improperly formatted line is a warning, as in coreutils.
+SUCCEEDED = frozenset({"ok", "present", "same", "skipped", "uploaded", "would-upload",
+                       "fetched", "would-fetch", "misformatted"})
+
+
+def is_failure(op: str, status: str) -> bool:
+    """Whether a row's status fails the job; asking the vault, "missing" is an answer."""
+    return status not in SUCCEEDED and not (op == "head" and status == "missing")
 
 # Checked first, marked last: if a write fails halfway (Redis out of memory), the batch
 # is not marked, and its retry writes it again (the CLI drops a second copy of its rows).
@@ -75,6 +82,9 @@ end
 _FINISH_WINDOW = _FINISH + """
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'windows_done', 1)
+-- Files of batches that could not record themselves are counted here, so the job fails.
+local lost = cjson.decode(ARGV[2])['s:lost']
+if lost then redis.call('HINCRBY', KEYS[1], 's:lost', lost) end
 finish(KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 return 1
@@ -239,5 +249,8 @@ def status_counts(info: dict[str, str]) -> dict[str, int]:
 def job_failed(info: dict[str, str]) -> bool:
     if info.get("state") == "cancelled":
         return True
-    ignore = {"missing"} if info.get("op") == "head" else set()
-    return any(n and status in FAILING - ignore for status, n in status_counts(info).items())
+    if info.get("state") == "done" and int(info.get("files", 0)) < int(
+            info.get("items_total", 0)):
+        return True  # some batch never recorded its files
+    op = info.get("op", "")
+    return any(n and is_failure(op, status) for status, n in status_counts(info).items())

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import redis
 from dmp_cli.ops import Config, Item, Row
 from dmp_cli.ops import run_batch as run_local
 from dmp_tasks.app import app
-from dmp_tasks.jobs import ERRORS_KEPT, FAILING, JobStore
+from dmp_tasks.jobs import ERRORS_KEPT, JobStore, is_failure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +35,7 @@ TRANSIENT_ERRORS = ("ConnectionError", "EndpointConnectionError", "ConnectTimeou
                     "ReadTimeoutError", "ConnectionClosedError", "SlowDown", "Throttling")
 
 _stores: dict[int, JobStore] = {}
+_cwd_lock = threading.Lock()
 
 
 def job_store() -> JobStore:
@@ -111,15 +113,21 @@ def _persist(action: Callable[[], T]) -> T:
 
 def _run(op: str, items: list[Item], config: Config, cwd: str) -> list[Row]:
     """Run in the submitter's working directory, so that relative paths mean the same
-    files there and in the rows (workers share the filesystem; each prefork process runs
-    one task at a time, so changing directory is safe)."""
-    try:
-        os.chdir(cwd)
-    except OSError as exc:
-        reason = f"working directory {cwd} not usable on this worker: {exc.strerror}"
-        return [{"path": item.get("path"), "status": "error", "bytes": 0, "error": reason,
-                 **({"line": item["line"]} if "line" in item else {})} for item in items]
-    return run_with_retries(op, items, config)
+    files here as there and in the rows (workers share the filesystem).
+
+    The working directory belongs to the process: the lock keeps a worker started with a
+    thread pool (`-P threads`) correct, if serial; a prefork process runs one task at a
+    time and never waits on it.
+    """
+    with _cwd_lock:
+        try:
+            os.chdir(cwd)
+        except OSError as exc:
+            reason = f"working directory {cwd} not usable on this worker: {exc.strerror}"
+            return [{"path": item.get("path"), "status": "error", "bytes": 0,
+                     "error": reason, **({"line": item["line"]} if "line" in item else {})}
+                    for item in items]
+        return run_with_retries(op, items, config)
 
 
 @app.task(name="dmp.run_batch")
@@ -133,7 +141,7 @@ def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str
         else:
             rows = _run(op, items, config, cwd)
         counts = count_rows(rows)
-        failed = [json.dumps(row) for row in rows if row["status"] in FAILING]
+        failed = [json.dumps(row) for row in rows if is_failure(op, row["status"])]
         rows_json = json.dumps(elide_paths(rows, items)) if stream else None
         _persist(lambda: store.record_batch(job, index, counts, rows_json,
                                             failed[:ERRORS_KEPT]))

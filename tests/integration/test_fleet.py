@@ -275,6 +275,7 @@ def test_interrupt_cancels_the_job(redis: Service, tree: Path) -> None:
     try:
         assert proc.stderr is not None
         assert proc.stderr.readline().startswith(b"dmp: no worker answers")
+        time.sleep(0.5)  # into the wait for results, where a user's Ctrl-C lands
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -283,3 +284,15 @@ def test_interrupt_cancels_the_job(redis: Service, tree: Path) -> None:
     assert err.endswith(b"dmp: interrupted\n") and b"Traceback" not in err
     listed = run("--json", "job", "list", cwd=tree, broker_url=url)
     assert json.loads(listed.stdout.splitlines()[0])["state"] == "cancelled"
+
+
+def test_worker_errors_are_one_line(tmp_path: Path) -> None:
+    unreachable = run("worker", cwd=tmp_path, broker_url=f"redis://:pw@127.0.0.1:{free_port()}/0")
+    unset = run("worker", cwd=tmp_path, broker_url=None)
+    bad_timeout = run("worker", cwd=tmp_path, broker_url="redis://127.0.0.1:1/0",
+                      DMP_REDELIVERY_TIMEOUT="soon")
+    assert unreachable.returncode == unset.returncode == bad_timeout.returncode == 1
+    assert unreachable.stderr.startswith(b"dmp: cannot reach the broker at redis://:**@")
+    assert unset.stderr == b"dmp: dmp worker needs DMP_BROKER_URL (e.g. redis://host:6379/0)\n"
+    assert bad_timeout.stderr == b"dmp: DMP_REDELIVERY_TIMEOUT must be a number of seconds, " \
+        b"not 'soon'\n"

@@ -25,7 +25,7 @@ FAST_REDELIVERY = {"DMP_REDELIVERY_TIMEOUT": "3"}
 FIFO_CONTENT = b"what the pipe finally says\n"
 
 
-def _stuck_in_pipe(session: int, timeout: float = 30.0) -> None:
+def _stuck_in_pipe(session: int, timeout: float = 30.0) -> int:
     """Wait until a process of ``session`` blocks opening a pipe with no writer yet."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -35,7 +35,7 @@ def _stuck_in_pipe(session: int, timeout: float = 30.0) -> None:
                     continue
                 with open(f"/proc/{pid}/wchan") as wchan:
                     if wchan.read() == "wait_for_partner":
-                        return
+                        return int(pid)
             except OSError:
                 continue
         time.sleep(0.05)
@@ -53,13 +53,14 @@ def _feed(fifo: Path) -> threading.Thread:
     return thread
 
 
-def test_sigkilled_worker_job_completes_counted_once(tmp_path: Path) -> None:
+def _tree(tmp_path: Path) -> tuple[Path, bytes]:
+    """21 files, the 11th a pipe: batch 2 (4 items a batch) blocks until the test writes."""
     work = tmp_path / "work"
     work.mkdir()
     entries = []
     for i in range(21):
         name = f"f{i:02}"
-        if i == 10:  # batch 2 (4 items a batch) blocks in this pipe until the test writes
+        if i == 10:
             os.mkfifo(work / name)
             digest = hashlib.sha256(FIFO_CONTENT).hexdigest()
         else:
@@ -68,32 +69,64 @@ def test_sigkilled_worker_job_completes_counted_once(tmp_path: Path) -> None:
             digest = hashlib.sha256(content).hexdigest()
         entries.append(Entry(digest, name))
     (work / "m.sha256").write_bytes(b"".join(map(format_line, entries)))
-    expected = b"".join(f"f{i:02}: OK\n".encode() for i in range(21))
+    return work, b"".join(f"f{i:02}: OK\n".encode() for i in range(21))
 
-    with redis_server() as server:
-        env = {**FAST_REDELIVERY, "DMP_BATCH_ITEMS": "4"}
-        args = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
-        with worker(server.url, "doomed", tmp_path, **env) as doomed:
-            check = subprocess.Popen(args, cwd=work, env=fleet_env(server.url, **env),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
-            try:
-                _stuck_in_pipe(doomed.pid)
-                os.killpg(doomed.pid, signal.SIGKILL)
-                doomed.wait()
-                with worker(server.url, "rescuer", tmp_path, **env):
-                    feeder = _feed(work / "f10")
-                    out, err = check.communicate(timeout=90)
-                    feeder.join(5)
-            finally:
-                stop(check)
-            listed = run("--json", "job", "list", cwd=work, broker_url=server.url)
-    assert check.returncode == 0, err
-    assert out == expected
-    assert err == b""
+
+CHECK = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
+ENV = {**FAST_REDELIVERY, "DMP_BATCH_ITEMS": "4"}
+
+
+def _counted_once(work: Path, url: str) -> None:
+    listed = run("--json", "job", "list", cwd=work, broker_url=url)
     job = json.loads(listed.stdout.splitlines()[0])
     assert job["state"] == "done"
-    assert job["files"] == job["total"] == 21  # the redelivered batch counted once
+    assert job["files"] == job["total"] == 21  # the batch run twice counted once
     assert job["counts"] == {"ok": 21}
-    rescued = (tmp_path / "rescuer.log").read_text()
-    assert "dmp.run_batch" in rescued
+
+
+def test_sigkilled_worker_job_completes_counted_once(tmp_path: Path) -> None:
+    """The whole worker dies: its batch comes back after the redelivery timeout."""
+    work, expected = _tree(tmp_path)
+    with redis_server() as server, worker(server.url, "doomed", tmp_path, **ENV) as doomed:
+        check = subprocess.Popen(CHECK, cwd=work, env=fleet_env(server.url, **ENV),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 start_new_session=True)
+        try:
+            _stuck_in_pipe(doomed.pid)
+            os.killpg(doomed.pid, signal.SIGKILL)
+            doomed.wait()
+            with worker(server.url, "rescuer", tmp_path, **ENV):
+                feeder = _feed(work / "f10")
+                out, err = check.communicate(timeout=90)
+                feeder.join(5)
+        finally:
+            stop(check)
+        _counted_once(work, server.url)
+    assert check.returncode == 0, err
+    assert (out, err) == (expected, b"")
+    assert "dmp.run_batch" in (tmp_path / "rescuer.log").read_text()
+
+
+def test_sigkilled_pool_process_batch_runs_again(tmp_path: Path) -> None:
+    """Only the process running the batch dies: its worker rejects the batch back to the
+    queue at once (reject_on_worker_lost) and runs it in a new process."""
+    work, expected = _tree(tmp_path)
+    with redis_server() as server, worker(server.url, "survivor", tmp_path, **ENV) as alive:
+        check = subprocess.Popen(CHECK, cwd=work, env=fleet_env(server.url, **ENV),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 start_new_session=True)
+        try:
+            first = _stuck_in_pipe(alive.pid)
+            assert first != alive.pid
+            os.kill(first, signal.SIGKILL)
+            second = _stuck_in_pipe(alive.pid)  # the same batch, in the new process
+            assert second != first
+            feeder = _feed(work / "f10")
+            out, err = check.communicate(timeout=90)
+            feeder.join(5)
+        finally:
+            stop(check)
+        _counted_once(work, server.url)
+    assert check.returncode == 0, err
+    assert (out, err) == (expected, b"")
+    assert "WorkerLostError" in (tmp_path / "survivor.log").read_text()

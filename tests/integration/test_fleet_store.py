@@ -94,3 +94,28 @@ def test_jobs_listed_newest_first(store: JobStore) -> None:
     first, second = new_job(store), new_job(store)
     listed = [job for job, _ in store.jobs(limit=1000)]
     assert listed.index(second) < listed.index(first)
+
+
+def test_a_lost_batch_fails_the_job(store: JobStore) -> None:
+    job = new_job(store)
+    store.record_batch(job, 0, {"files": 2, "s:ok": 2}, None, [])
+    store.finish_window(job, 0, {"files": 5, "s:ok": 2, "s:lost": 3})
+    store.set_total(job, windows=1, batches=2, items=5)
+    info = store.info(job)
+    assert info is not None and info["state"] == "done"
+    assert status_counts(info) == {"ok": 2, "lost": 3}
+    assert job_failed(info)
+
+
+@pytest.mark.parametrize(("op", "status", "fails"), [
+    ("check", "ok", False), ("check", "misformatted", False), ("check", "failed", True),
+    ("check", "missing", True), ("head", "missing", False), ("upload", "refused", True),
+    ("upload", "skipped", False), ("download", "fetched", False), ("check", "lost", True),
+], ids=lambda value: str(value))
+def test_which_statuses_fail_a_job(store: JobStore, op: str, status: str,
+                                   fails: bool) -> None:
+    job = new_job(store, op=op)
+    store.record_batch(job, 0, {"files": 1, f"s:{status}": 1}, None, [])
+    store.set_total(job, windows=0, batches=1, items=1)
+    info = store.info(job)
+    assert info is not None and job_failed(info) is fails
