@@ -28,6 +28,10 @@ class Executor(Protocol):
 
     def close(self) -> None: ...
 
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
 
 def batches(items: Iterable[Item], max_items: int = MAX_BATCH_ITEMS,
             max_bytes: int = MAX_BATCH_BYTES) -> Iterator[list[Item]]:

@@ -11,6 +11,7 @@ import click
 from dmp_cli import __version__
 from dmp_cli.cli.output import Output
 from dmp_cli.errors import DmpError
+from dmp_cli.executor import Executor
 from dmp_cli.settings import Settings
 
 
@@ -21,7 +22,7 @@ class App:
     settings: Settings
     out: Output
 
-    def executor(self):  # type: ignore[no-untyped-def]
+    def executor(self) -> Executor:
         from dmp_cli.runtime import make_executor
 
         return make_executor(self.settings, self.out)
@@ -62,10 +63,8 @@ def _register() -> None:
     from dmp_cli.cli import manifest
 
     cli.add_command(manifest.manifest)
-    try:
-        from dmp_cli.cli import job, worker
-    except ImportError:
-        return
+    from dmp_cli.cli import job, worker
+
     cli.add_command(job.job)
     cli.add_command(worker.worker)
 

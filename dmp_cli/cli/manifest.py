@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -16,6 +16,9 @@ from dmp_cli.inputs import Inputs, expand
 from dmp_cli.manifest import FORMATS, LINE_FORMATS, Line, open_manifest, parse_lines
 from dmp_cli.ops import Item
 from dmp_cli.quoting import quote_name
+
+if TYPE_CHECKING:
+    from dmp_cli.cli import App
 
 MODES = ("create", "check", "vault", "archive", "fetch")
 
@@ -91,7 +94,7 @@ def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool
               "its id and return (see `dmp job`).")
 @click.argument("patterns", nargs=-1, metavar="[FILE|PATTERN]...")
 @click.pass_obj
-def manifest(app, patterns: tuple[str, ...], manifest_path: str | None,  # type: ignore[no-untyped-def]
+def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None,
              **options) -> int:
     """Make, check and use manifests: lines of a sha256 and a quoted path.
 
@@ -128,7 +131,7 @@ def manifest(app, patterns: tuple[str, ...], manifest_path: str | None,  # type:
     return vault.run(app, mode, manifest_path, **options)
 
 
-def create(app, patterns: tuple[str, ...], manifest_path: str | None, *,  # type: ignore[no-untyped-def]
+def create(app: App, patterns: tuple[str, ...], manifest_path: str | None, *,
            dirs: tuple[str, ...], recursive: bool, files_from: str | None, null: bool,
            fmt: str | None, **_: object) -> int:
     inputs = Inputs(list(patterns), list(dirs), recursive, files_from, null)
@@ -237,7 +240,7 @@ def _check_name(path: str, escape: bool) -> bytes:
     return name
 
 
-def check(app, manifest_path: str, *, check_quiet: bool, status: bool, strict: bool,  # type: ignore[no-untyped-def]
+def check(app: App, manifest_path: str, *, check_quiet: bool, status: bool, strict: bool,
           ignore_missing: bool, warn: bool, detach: bool = False, **_: object) -> int:
     """`sha256sum --check`, byte for byte: the same lines, warnings and exit status."""
     if detach:
@@ -306,7 +309,7 @@ def _without_stdin_entries(lines: Iterator[Line]) -> Iterator[Line]:
         yield Line(line.number, None) if line.entry and line.entry.path == "-" else line
 
 
-def _detach_check(app, manifest_path: str) -> int:  # type: ignore[no-untyped-def]
+def _detach_check(app: App, manifest_path: str) -> int:
     """Submit the check to the fleet; `dmp job watch ID` follows it to the end."""
     from dmp_cli.cli.job import detach, require_broker
 
