@@ -17,7 +17,7 @@ from dmp_cli.executor import default_jobs
 from dmp_cli.manifest import open_manifest, parse_lines
 from dmp_cli.ops import Item, Row
 from dmp_cli.quoting import quote_name
-from dmp_cli.vault import Plan, Tally
+from dmp_cli.vault import Plan, Tally, retry_items
 
 OPERATION = {"vault": "head", "archive": "upload", "fetch": "download"}
 LABEL = {"vault": "asking the vault", "archive": "archiving", "fetch": "fetching"}
@@ -53,13 +53,22 @@ def _execute(app: Any, mode: str, plan: Plan, items: Iterable[Item], config: dic
     report = REPORTERS[mode]
     dry_run = bool(config.get("dry_run"))
     with app.executor() as executor, out.progress(LABEL[mode], total) as bar:
-        for raw in executor.map(OPERATION[mode], items, config):
-            if raw.get("fatal"):
-                raise FatalStoreError(raw["error"])
-            row = tally.add(raw)
-            bar.update(1, raw.get("bytes") or 0)
-            report(out, row, dry_run)
-    return tally
+        while True:
+            retries: list[Row] = []
+            for raw in executor.map(OPERATION[mode], items, config):
+                if raw.get("fatal"):
+                    raise FatalStoreError(raw["error"])
+                if tally.needs_retry(raw):
+                    retries.append(raw)
+                    continue
+                row = tally.add(raw)
+                bar.update(1, raw.get("bytes") or 0)
+                report(out, row, dry_run)
+            if not retries:
+                return tally
+            # Each round retries only copies of content whose first file failed in the
+            # round before, so the rounds end.
+            items = retry_items(retries, with_size=True)
 
 
 def _check_options(app: Any, mode: str, *, path: str | None, all_files: bool,
