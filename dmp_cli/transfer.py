@@ -37,7 +37,7 @@ class PathRefused(DmpError):
     """A manifest path that dmp will not write to (tar's rules; symlinks)."""
 
 
-def _store(ctx: Context, name: str) -> Store:
+def store_for(ctx: Context, name: str) -> Store:
     """The run's vault ("vault") or archive destination ("dest"), made once per process."""
     with _lock:  # the executor's threads all ask at once for the first files
         store: Store = ctx.resource(name, lambda config: open_store(config[name], config))
@@ -74,7 +74,7 @@ def _guarded(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], 
 @operation("head", kind="io")
 @_guarded
 def head_op(item: Item, ctx: Context) -> Row:
-    info = _store(ctx, "vault").head(digest_key(item["digest"]))
+    info = store_for(ctx, "vault").head(digest_key(item["digest"]))
     if info is None:
         return {"status": "missing"}
     return {"status": "present", "bytes": info.size}
@@ -89,7 +89,7 @@ def upload_op(item: Item, ctx: Context) -> Row:
     """Archive one file: skip it if archived, else upload it to the vault, to
     ``DMP_ARCHIVE_DEFAULT`` or under ``--path`` (then into the vault by server-side copy)."""
     config = ctx.config
-    vault = _store(ctx, "vault")
+    vault = store_for(ctx, "vault")
     digest = item["digest"]
     vault_key = digest_key(digest)
     if config.get("dest_mode") is None and not config.get("dry_run"):
@@ -132,7 +132,7 @@ def _destination(item: Item, ctx: Context, vault: Store, vault_key: str) -> tupl
     mode = ctx.config.get("dest_mode")
     if mode is None:
         return vault, vault_key
-    dest = _store(ctx, "dest")
+    dest = store_for(ctx, "dest")
     if mode == "default":  # a staging bucket an ingest pipeline empties into the vault
         return dest, item["digest"]
     return dest, path_key(item["path"])
@@ -170,7 +170,7 @@ def download_op(item: Item, ctx: Context) -> Row:
         if local is not None and not config.get("overwrite"):
             raise PathRefused(f"exists with another checksum ({local[:12]}…); use "
                               "--overwrite to replace it")
-        vault = _store(ctx, "vault")
+        vault = store_for(ctx, "vault")
         if config.get("dry_run"):
             info = vault.head(digest_key(digest))
             if info is None:

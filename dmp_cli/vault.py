@@ -60,7 +60,8 @@ class Tally:
 
     A ``same`` row (content the manifest named before) takes the first row's status: in
     --vault each file is reported; in --archive the content was moved once, so a copy of
-    it is "skipped", unless the first one failed.
+    it is "skipped". If the first one failed (it changed, or cannot be read), the copy
+    may still hold the content: ``needs_retry`` says so, and the caller tries it itself.
     """
 
     archive: bool = False
@@ -69,6 +70,13 @@ class Tally:
     nbytes: int = 0
     distinct: int = 0
     _first: dict[bytes, tuple[str, str | None]] = field(default_factory=dict)
+
+    def needs_retry(self, row: Row) -> bool:
+        """An --archive copy of content whose first file failed: not counted yet."""
+        if not (self.archive and row["status"] == "same"):
+            return False
+        status, _ = self._first.get(bytes.fromhex(row["digest"]), ("missing", None))
+        return status in FAILED
 
     def add(self, row: Row) -> Row:
         """Count one row; returns it, a ``same`` row resolved."""
@@ -79,9 +87,11 @@ class Tally:
                 status = "skipped"
             row = {**row, "status": status, "error": error, "same": True}
         else:
-            self.distinct += 1
+            key = bytes.fromhex(row["digest"])
+            if key not in self._first:
+                self.distinct += 1
             if self.dedupe:
-                self._first[bytes.fromhex(row["digest"])] = (row["status"], row.get("error"))
+                self._first[key] = (row["status"], row.get("error"))
             self.nbytes += row.get("bytes") or 0
         self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
         return row
@@ -92,3 +102,18 @@ class Tally:
     @property
     def failed(self) -> int:
         return sum(n for status, n in self.counts.items() if status in FAILED)
+
+
+def retry_items(rows: Iterable[Row], with_size: bool) -> Iterator[Item]:
+    """Items for the copies whose first file failed: again the first of each checksum
+    for real, the others ``same``."""
+    seen: set[str] = set()
+    for row in rows:
+        item: Item = {"line": row.get("line"), "path": row["path"], "digest": row["digest"]}
+        if row["digest"] in seen:
+            item["same"] = True
+        else:
+            seen.add(row["digest"])
+            if with_size:
+                item["size"] = _size(row["path"])
+        yield item

@@ -7,7 +7,7 @@ the executor over the items that dmp_cli/vault.py makes from the manifest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dmp_cli.cli.manifest import _count_lines
@@ -15,9 +15,9 @@ from dmp_cli.cli.output import Output, human_bytes, plural
 from dmp_cli.errors import DmpError, FatalStoreError, ManifestError, UsageError
 from dmp_cli.executor import default_jobs
 from dmp_cli.manifest import open_manifest, parse_lines
-from dmp_cli.ops import Row
+from dmp_cli.ops import Item, Row
 from dmp_cli.quoting import quote_name
-from dmp_cli.vault import Plan, Tally
+from dmp_cli.vault import Plan, Tally, retry_items
 
 OPERATION = {"vault": "head", "archive": "upload", "fetch": "download"}
 LABEL = {"vault": "asking the vault", "archive": "archiving", "fetch": "fetching"}
@@ -27,6 +27,52 @@ def run(app: Any, mode: str, manifest_path: str, *, path: str | None = None,
         all_files: bool = False, overwrite: bool = False, dry_run: bool = False,
         absolute_names: bool = False, detach: bool = False, strict: bool = False,
         **_: object) -> int:
+    _check_options(app, mode, path=path, all_files=all_files, detach=detach)
+    config = _config(app, mode, path=path, all=all_files, overwrite=overwrite,
+                     dry_run=dry_run, absolute_names=absolute_names)
+    _check_urls(config)
+    shown = _shown(manifest_path)
+    try:
+        stream = open_manifest(manifest_path)
+    except ManifestError as exc:
+        raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
+    with stream:
+        _preflight(config)
+        plan = Plan(dedupe=mode == "vault" or (mode == "archive" and not all_files),
+                    with_size=mode == "archive")
+        tally = _execute(app, mode, plan, plan.items(parse_lines(stream)), config,
+                         _count_lines(manifest_path) if app.out.wants_progress() else None)
+    return _finish(app.out, mode, plan, tally, shown, strict=strict, dry_run=dry_run)
+
+
+def _execute(app: Any, mode: str, plan: Plan, items: Iterable[Item], config: dict[str, Any],
+             total: int | None) -> Tally:
+    """Run the mode's operation over the items, printing each row as it comes back."""
+    out: Output = app.out
+    tally = Tally(archive=mode == "archive", dedupe=plan.dedupe)
+    report = REPORTERS[mode]
+    dry_run = bool(config.get("dry_run"))
+    with app.executor() as executor, out.progress(LABEL[mode], total) as bar:
+        while True:
+            retries: list[Row] = []
+            for raw in executor.map(OPERATION[mode], items, config):
+                if raw.get("fatal"):
+                    raise FatalStoreError(raw["error"])
+                if tally.needs_retry(raw):
+                    retries.append(raw)
+                    continue
+                row = tally.add(raw)
+                bar.update(1, raw.get("bytes") or 0)
+                report(out, row, dry_run)
+            if not retries:
+                return tally
+            # Each round retries only copies of content whose first file failed in the
+            # round before, so the rounds end.
+            items = retry_items(retries, with_size=True)
+
+
+def _check_options(app: Any, mode: str, *, path: str | None, all_files: bool,
+                   detach: bool) -> None:
     if all_files and not path:
         raise UsageError("--all needs --path s3://bucket/prefix: say where to put "
                          "everything")
@@ -34,29 +80,6 @@ def run(app: Any, mode: str, manifest_path: str, *, path: str | None = None,
         raise UsageError("--detach needs DMP_BROKER_URL (a job to detach from)")
     if detach:
         raise DmpError(f"--detach is not available for --{mode} yet")
-    config = _config(app, mode, path=path, all=all_files, overwrite=overwrite,
-                     dry_run=dry_run, absolute_names=absolute_names)
-    _preflight(config)
-    plan = Plan(dedupe=mode == "vault" or (mode == "archive" and not all_files),
-                with_size=mode == "archive")
-    tally = Tally(archive=mode == "archive", dedupe=plan.dedupe)
-    shown = _shown(manifest_path)
-    try:
-        stream = open_manifest(manifest_path)
-    except ManifestError as exc:
-        raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
-    out: Output = app.out
-    report = REPORTERS[mode]
-    total = _count_lines(manifest_path) if out.wants_progress() else None
-    with stream, app.executor() as executor, out.progress(LABEL[mode], total) as bar:
-        items = plan.items(parse_lines(stream))
-        for raw in executor.map(OPERATION[mode], items, config):
-            if raw.get("fatal"):
-                raise FatalStoreError(raw["error"])
-            row = tally.add(raw)
-            bar.update(1, raw.get("bytes") or 0)
-            report(out, row, dry_run)
-    return _finish(out, mode, plan, tally, shown, strict=strict, dry_run=dry_run)
 
 
 def _config(app: Any, mode: str, **flags: Any) -> dict[str, Any]:
@@ -73,17 +96,29 @@ def _config(app: Any, mode: str, **flags: Any) -> dict[str, Any]:
     return config
 
 
-def _preflight(config: dict[str, Any]) -> None:
-    """One clear line now, rather than the same failure for every file."""
-    from dmp_cli.store import open_store, same_kind
+def _check_urls(config: dict[str, Any]) -> None:
+    """Usage errors first: a bad URL, or a --path that cannot get a server-side copy."""
+    from dmp_cli.store import parse_url, same_kind
 
+    for url in (config["vault"], config.get("dest")):
+        if url:
+            parse_url(url)
     if config.get("dest_mode") == "path" and not same_kind(config["dest"], config["vault"]):
         raise UsageError(f"--path {config['dest']}: the vault ({config['vault']}) is another "
                          "kind of store, so it cannot get a server-side copy")
-    open_store(config["vault"], config).check()
+
+
+def _preflight(config: dict[str, Any]) -> None:
+    """One clear line now, rather than the same failure for every file. The stores are
+    the ones the operations will use in this process (their clients made once)."""
+    from dmp_cli.ops import context_for
+    from dmp_cli.transfer import store_for
+
+    context = context_for(config)
+    store_for(context, "vault").check()
     if config.get("dest"):
         # Like a prefix in a bucket, an archive directory is made by the first upload.
-        open_store(config["dest"], config).check(create=True)
+        store_for(context, "dest").check(create=True)
 
 
 # ---------------------------------------------------------------- per-file lines

@@ -63,6 +63,9 @@ _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
 class S3Store:
+    """Objects under ``prefix`` in ``bucket``; one client and one transfer manager, shared
+    by the threads of a process (both are thread-safe; neither survives a fork)."""
+
     def __init__(self, client: Any, bucket: str, prefix: str,
                  transfer_config: TransferConfig | None = None) -> None:
         self.client = client

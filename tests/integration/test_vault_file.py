@@ -210,3 +210,30 @@ def test_manifest_without_entries(site: tuple[Path, Path, dict[str, str]]) -> No
     (work / "junk").write_text("not a manifest line\n")
     one_error(dmp("manifest", "--vault", "-m", "junk", cwd=work, env=env), 1,
               "junk: no properly formatted SHA256 checksum lines found")
+
+
+def test_improperly_formatted_lines(site: tuple[Path, Path, dict[str, str]]) -> None:
+    work, _, env = site
+    manifest = work / "manifest.sha256"
+    manifest.write_bytes(manifest.read_bytes() + b"not a checksum line\n")
+    result = dmp("manifest", "--vault", "-m", "manifest.sha256", cwd=work, env=env)
+    assert result.returncode == 0
+    assert "dmp: WARNING: 1 line is improperly formatted" in stderr_lines(result)
+    strict = dmp("manifest", "--vault", "--strict", "-m", "manifest.sha256", cwd=work, env=env)
+    assert strict.returncode == 1
+    archived = dmp("manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env)
+    assert archived.returncode == 1  # a line that names no file is a file not archived
+    assert "dmp: WARNING: 1 line is improperly formatted (skipped)" in stderr_lines(archived)
+
+
+def test_a_copy_stands_in_for_a_changed_first_file(site: tuple[Path, Path, dict[str, str]]
+                                                   ) -> None:
+    work, vault, env = site
+    (work / "data/a.txt").write_bytes(b"edited\n")
+    result = dmp("-q", "manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env)
+    assert result.returncode == 1
+    assert result.stdout == b""  # -q: errors only
+    [error] = stderr_lines(result)
+    assert error.startswith("dmp: data/a.txt: changed since the manifest was made")
+    # 'copy of a.txt' has the content the manifest names: it is archived instead.
+    assert vault_path(vault, FILES["data/a.txt"]).read_bytes() == FILES["data/a.txt"]

@@ -229,6 +229,9 @@ def test_unreachable_endpoint(site: Site) -> None:
 def test_missing_manifest(site: Site) -> None:
     one_error(run(site, "--archive", "-m", "absent.sha256"), 1,
               "dmp: absent.sha256: No such file or directory")
+    # The manifest is looked at before the store is asked anything.
+    one_error(run(site, "--vault", "-m", "absent.sha256", DMP_VAULT="s3://dmp-absent-b/o"),
+              1, "dmp: absent.sha256: No such file or directory")
 
 
 def test_all_without_path(site: Site) -> None:

@@ -236,10 +236,10 @@ def test_fetch_dry_run(work: Path) -> None:
 
 
 def test_context_reuses_the_store(work: Path) -> None:
-    from dmp_cli.transfer import _store
+    from dmp_cli.transfer import store_for
 
     ctx = Context(config(work))
-    assert _store(ctx, "vault") is _store(ctx, "vault")
+    assert store_for(ctx, "vault") is store_for(ctx, "vault")
 
 
 def test_pure_core_imports_no_boto3() -> None:

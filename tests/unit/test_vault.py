@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from dmp_cli.manifest import Entry, Line
-from dmp_cli.vault import Plan, Tally
+from dmp_cli.vault import Plan, Tally, retry_items
 
 A = hashlib.sha256(b"a").hexdigest()
 B = hashlib.sha256(b"b").hexdigest()
@@ -49,3 +49,15 @@ def test_tally_archive_counts_copies_as_skipped_unless_failed() -> None:
     row = tally.add({"digest": B, "status": "same"})
     assert (row["status"], row["error"]) == ("failed", "boom")
     assert (tally["uploaded"], tally["skipped"], tally.failed, tally.nbytes) == (1, 1, 2, 3)
+
+
+def test_archive_retries_copies_of_a_failed_first_file() -> None:
+    tally = Tally(archive=True)
+    tally.add({"digest": A, "status": "failed", "error": "changed"})
+    copies = [{"digest": A, "status": "same", "path": p} for p in ("z", "w")]
+    assert all(tally.needs_retry(row) for row in copies)
+    items = list(retry_items(copies, with_size=False))
+    assert [(i["path"], i.get("same", False)) for i in items] == [("z", False), ("w", True)]
+    tally.add({"digest": A, "status": "uploaded", "bytes": 1})
+    assert tally.add({"digest": A, "status": "same"})["status"] == "skipped"
+    assert (tally.distinct, tally["failed"], tally["uploaded"]) == (1, 1, 1)
