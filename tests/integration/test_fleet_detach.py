@@ -58,8 +58,8 @@ def submit(fleet: str, vault: Vault, cwd: Path, *args: str) -> str:
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.decode().strip()
     assert len(job) == 12
-    assert submitted.stderr.decode().endswith(
-        f"dmp: job {job} submitted; follow it with `dmp job watch {job}`\n")
+    assert f"dmp: job {job} submitted; follow it with `dmp job watch {job}`\n" in \
+        submitted.stderr.decode()
     return job
 
 
@@ -181,3 +181,18 @@ def test_detach_of_an_empty_manifest_submits_nothing(fleet: str, work: Path,
     assert result.stdout == b""
     assert result.stderr == b"dmp: manifest.sha256: no properly formatted SHA256 checksum " \
         b"lines found\n"
+
+
+def test_detach_warns_of_misformatted_lines(fleet: str, work: Path, tmp_path: Path) -> None:
+    """They are skipped, as attached; the warning comes when the job is submitted."""
+    vault = new_vault("file", tmp_path)
+    with open(work / "manifest.sha256", "ab") as stream:
+        stream.write(b"not a manifest line\n")
+    submitted = dmp(fleet, vault, work, "manifest", "--archive", "--detach", "-m",
+                    "manifest.sha256")
+    assert submitted.returncode == 0, submitted.stderr
+    assert submitted.stderr.endswith(b"dmp: WARNING: 1 line is improperly formatted "
+                                     b"(skipped)\n")
+    code, err, counts = watch(fleet, vault, work, submitted.stdout.decode().strip())
+    assert (code, counts) == (0, {"uploaded": 3, "same": 1}), err
+    assert vault.objects() == OBJECTS
