@@ -8,11 +8,14 @@ the executor over the items that dmp_cli/vault.py makes from the manifest.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from itertools import chain
+from typing import Any, BinaryIO
 
+from dmp_cli.cli.job import detach as submit_job
+from dmp_cli.cli.job import require_broker
 from dmp_cli.cli.manifest import _count_lines
 from dmp_cli.cli.output import Output, human_bytes, plural
-from dmp_cli.errors import DmpError, FatalStoreError, ManifestError, UsageError
+from dmp_cli.errors import FatalStoreError, ManifestError, UsageError
 from dmp_cli.executor import default_jobs
 from dmp_cli.manifest import open_manifest, parse_lines
 from dmp_cli.ops import Item, Row
@@ -36,13 +39,32 @@ def run(app: Any, mode: str, manifest_path: str, *, path: str | None = None,
         stream = open_manifest(manifest_path)
     except ManifestError as exc:
         raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
+    plan = Plan(dedupe=mode == "vault" or (mode == "archive" and not all_files),
+                with_size=mode == "archive")
+    if detach:
+        _preflight(config)
+        return _detach(app, mode, plan, stream, config, shown)
     with stream:
         _preflight(config)
-        plan = Plan(dedupe=mode == "vault" or (mode == "archive" and not all_files),
-                    with_size=mode == "archive")
         tally = _execute(app, mode, plan, plan.items(parse_lines(stream)), config,
                          _count_lines(manifest_path) if app.out.wants_progress() else None)
     return _finish(app.out, mode, plan, tally, shown, strict=strict, dry_run=dry_run)
+
+
+def _detach(app: Any, mode: str, plan: Plan, stream: BinaryIO, config: dict[str, Any],
+            shown: str) -> int:
+    """Submit the items and config an attached run would use; `dmp job watch ID` follows
+    the job to the end."""
+    with stream:
+        items = plan.items(parse_lines(stream))
+        first = next(items, None)  # an empty manifest is an error, not an empty job
+        if first is None:
+            raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
+        status = submit_job(app, OPERATION[mode], chain([first], items), config)
+    if plan.misformatted:
+        app.out.warning(plural(plan.misformatted, "line is", "lines are"),
+                        " improperly formatted", "" if mode == "vault" else " (skipped)")
+    return status
 
 
 def _execute(app: Any, mode: str, plan: Plan, items: Iterable[Item], config: dict[str, Any],
@@ -76,10 +98,8 @@ def _check_options(app: Any, mode: str, *, path: str | None, all_files: bool,
     if all_files and not path:
         raise UsageError("--all needs --path s3://bucket/prefix: say where to put "
                          "everything")
-    if detach and not app.settings.broker_url:
-        raise UsageError("--detach needs DMP_BROKER_URL (a job to detach from)")
     if detach:
-        raise DmpError(f"--detach is not available for --{mode} yet")
+        require_broker(app)
 
 
 def _config(app: Any, mode: str, **flags: Any) -> dict[str, Any]:

@@ -68,14 +68,18 @@ class FileStore:
         target = self._path(key)
         if if_absent and self.head(key) is not None:
             raise ObjectExists(f"{self.key_url(key)}: already there")
+        # The source is opened first: a worker that blocks or dies opening it must not
+        # leave a temporary file behind in the vault.
+        source = open(path, "rb")  # noqa: SIM115 - closed below
         try:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             fd, temp = temp_beside(target)
         except OSError as exc:
+            source.close()
             raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
         try:
-            with os.fdopen(fd, "wb") as out:
-                sent, got = _copy_hashing(path, out, on_bytes)
+            with source, os.fdopen(fd, "wb") as out:
+                sent, got = _copy_hashing(source, out, on_bytes)
                 if got != digest:
                     raise IntegrityError(f"changed since the manifest was made (sha256 now "
                                          f"{got}); not stored")
@@ -114,16 +118,16 @@ class FileStore:
         self.put_file(key, source._path(source_key), digest, 0)
 
 
-def _copy_hashing(path: str, out: BinaryIO, on_bytes: OnBytes | None) -> tuple[int, str]:
+def _copy_hashing(source: BinaryIO, out: BinaryIO,
+                  on_bytes: OnBytes | None) -> tuple[int, str]:
     hasher = new_hasher()
     total = 0
-    with open(path, "rb") as source:
-        while chunk := source.read(CHUNK):
-            hasher.update(chunk)
-            out.write(chunk)
-            total += len(chunk)
-            if on_bytes:
-                on_bytes(len(chunk))
+    while chunk := source.read(CHUNK):
+        hasher.update(chunk)
+        out.write(chunk)
+        total += len(chunk)
+        if on_bytes:
+            on_bytes(len(chunk))
     return total, hasher.hexdigest()
 
 

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.servers import REPO, dmp_env, stop
 
@@ -58,3 +61,53 @@ def run(*args: str | bytes, cwd: Path, broker_url: str | None, timeout: float = 
     return subprocess.run([sys.executable, "-m", "dmp_cli", *args], cwd=cwd,
                           env=fleet_env(broker_url, **env), capture_output=True,
                           timeout=timeout)
+
+
+@dataclass
+class Vault:
+    """A vault for a fleet test: its URL, the environment that reaches it, its objects."""
+
+    url: str
+    env: dict[str, str]
+    endpoint: str | None = None
+
+    def objects(self) -> dict[str, bytes]:
+        """Every object under the vault, by key, with its bytes (hidden files too)."""
+        kind, _, where = self.url.partition("://")
+        if kind == "file":
+            root = Path(where)
+            return {path.relative_to(root).as_posix(): path.read_bytes()
+                    for path in root.rglob("*") if path.is_file()}
+        bucket, _, prefix = where.partition("/")
+        s3 = self._client()
+        try:
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                 Prefix=f"{prefix}/")
+            return {obj["Key"][len(prefix) + 1:]:
+                    s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                    for page in pages for obj in page.get("Contents", [])}
+        finally:
+            s3.close()
+
+    def _client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def new_vault(kind: str, tmp_path: Path, s3_url: str | None = None) -> Vault:
+    """An empty vault: a directory under ``tmp_path``, or a new bucket on ``s3_url``."""
+    if kind == "file":
+        root = tmp_path / f"vault-{uuid.uuid4().hex[:8]}"
+        root.mkdir()
+        return Vault(f"file://{root}", {"DMP_VAULT": f"file://{root}"})
+    assert s3_url is not None
+    vault = Vault("", {}, s3_url)
+    bucket = f"dmp-{uuid.uuid4().hex[:16]}"
+    s3 = vault._client()
+    s3.create_bucket(Bucket=bucket)
+    s3.close()
+    vault.url = f"s3://{bucket}/object"
+    vault.env = {"DMP_VAULT": vault.url, "AWS_ENDPOINT_URL": s3_url}
+    return vault

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from dmp_cli.layout import digest_key
 from dmp_cli.manifest import Entry, format_line
-from tests.integration.fleet import fleet_env, run, worker
+from tests.integration.fleet import Vault, fleet_env, new_vault, run, worker
 from tests.servers import redis_server, stop
 
 pytestmark = pytest.mark.integration
@@ -130,3 +131,76 @@ def test_sigkilled_pool_process_batch_runs_again(tmp_path: Path) -> None:
     assert check.returncode == 0, err
     assert (out, err) == (expected, b"")
     assert "WorkerLostError" in (tmp_path / "survivor.log").read_text()
+
+
+ARCHIVE = [sys.executable, "-m", "dmp_cli", "manifest", "--archive", "-m", "m.sha256"]
+
+
+@pytest.fixture(params=["file", "s3"])
+def vault(request: pytest.FixtureRequest, tmp_path: Path) -> Vault:
+    s3_url = request.getfixturevalue("s3_server").url if request.param == "s3" else None
+    return new_vault(request.param, tmp_path, s3_url)
+
+
+def _expected_objects() -> dict[str, bytes]:
+    contents = [FIFO_CONTENT if i == 10 else f"file {i}\n".encode() for i in range(21)]
+    return {digest_key(hashlib.sha256(data).hexdigest()): data for data in contents}
+
+
+def _keyed(vault: Vault) -> dict[str, bytes]:
+    """The vault's objects under their keys, and nothing else: the worker was killed while
+    opening the pipe, before a file:// vault makes its temporary file, and S3 keeps
+    nothing of an upload not finished."""
+    stored = vault.objects()
+    assert not [key for key in stored if key.endswith(".dmp-tmp")]
+    return stored
+
+
+def test_sigkilled_worker_mid_archive_second_worker_finishes(tmp_path: Path,
+                                                              vault: Vault) -> None:
+    """The worker dies in batch 2 after archiving two of its files: a second worker runs
+    the batch again, finds those two archived, and the job ends with every file in the
+    vault once, each counted once."""
+    work, _ = _tree(tmp_path)
+    env = {**ENV, **vault.env}
+    with redis_server() as server, worker(server.url, "doomed", tmp_path, **env) as doomed:
+        archive = subprocess.Popen(ARCHIVE, cwd=work, env=fleet_env(server.url, **env),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+        try:
+            _stuck_in_pipe(doomed.pid)
+            os.killpg(doomed.pid, signal.SIGKILL)
+            doomed.wait()
+            with worker(server.url, "rescuer", tmp_path, **env):
+                feeder = _feed(work / "f10")
+                out, err = archive.communicate(timeout=90)
+                feeder.join(5)
+        finally:
+            stop(archive)
+        listed = run("--json", "job", "list", cwd=work, broker_url=server.url)
+    assert archive.returncode == 0, err
+    assert "dmp.run_batch" in (tmp_path / "rescuer.log").read_text()
+    job = json.loads(listed.stdout.splitlines()[0])
+    assert (job["state"], job["files"], job["total"]) == ("done", 21, 21)
+    # f08 and f09 went in before the worker died; run again, they are found archived.
+    assert job["counts"] == {"uploaded": 19, "skipped": 2}
+    lines = out.decode().splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"f{i:02}" for i in range(21)]
+    assert lines[8:10] == ["f08: already archived", "f09: already archived"]
+    summary = err.decode().splitlines()[-1]
+    assert summary.startswith("dmp: 19 files (")
+    assert summary.endswith(") uploaded, 2 skipped as already archived, 0 failed")
+    objects = _expected_objects()
+    assert _keyed(vault) == objects
+    for key, data in _keyed(vault).items():
+        assert key == digest_key(hashlib.sha256(data).hexdigest())
+
+    # The pipe, drained, becomes a plain file of what it said: the same manifest again.
+    (work / "f10").unlink()
+    (work / "f10").write_bytes(FIFO_CONTENT)
+    again = run("manifest", "--archive", "-m", "m.sha256", cwd=work, broker_url=None,
+                **vault.env)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.endswith(b"dmp: 0 files (0 B) uploaded, 21 skipped as already "
+                                 b"archived, 0 failed\n")
+    assert _keyed(vault) == objects
