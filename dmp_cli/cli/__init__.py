@@ -55,7 +55,9 @@ def cli(ctx: click.Context, profile: str | None, region: str | None,
     """
     settings = Settings.from_env(profile=profile, region=region, endpoint_url=endpoint_url,
                                  jobs=jobs)
-    ctx.obj = App(settings, Output(json_mode=json_mode, quiet=quiet, verbose=verbose))
+    out = Output(json_mode=json_mode, quiet=quiet, verbose=verbose)
+    ctx.obj = App(settings, out)
+    ctx.call_on_close(out.stdout.flush)
     ctx.meta["dmp.traceback"] = show_traceback
 
 

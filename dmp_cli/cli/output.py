@@ -14,6 +14,16 @@ from dmp_cli.quoting import quote_name
 PROG = "dmp"
 
 
+def _buffered_stdout() -> BinaryIO:
+    """stdout with a block buffer of its own, also under PYTHONUNBUFFERED or -u."""
+    sys.stdout.flush()
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a stand-in stdout, as in tests
+        return sys.stdout.buffer
+    return open(fd, "wb", buffering=1 << 16, closefd=False)
+
+
 def _text(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else os.fsencode(value)
 
@@ -26,12 +36,17 @@ class Output:
         self.json = json_mode
         self.quiet = quiet
         self.verbose = verbose
-        self.stdout = stdout or sys.stdout.buffer
+        self.stdout = stdout or _buffered_stdout()
         self.stderr = stderr or sys.stderr.buffer
+        # On a terminal each line shows as it is made; into a pipe or file, output goes
+        # in blocks (a write per line costs more than the hashing of a small file).
+        self._tty = self.stdout.isatty()
 
     # results -------------------------------------------------------------
     def write(self, data: bytes) -> None:
         self.stdout.write(data)
+        if self._tty:
+            self.stdout.flush()
 
     def record(self, kind: str, **fields: Any) -> None:
         """One JSON Lines object on stdout (only in --json mode)."""
