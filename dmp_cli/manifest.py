@@ -28,6 +28,9 @@ _NEEDS_QUOTE_ESCAPE = re.compile("[\x00-\x1f\x7f\"\\\\\udc80-\udcff]")
 _QUOTE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _UNQUOTE = re.compile(rb'\\(x[0-9a-fA-F]{2}|[\\"nrt])')
 _UNQUOTE_BYTES = {b"\\": b"\\", b'"': b'"', b"n": b"\n", b"r": b"\r", b"t": b"\t"}
+# The lines nearly every manifest is made of, read in one match: a dmp line without
+# escapes, or a sha256sum line whose name is not quoted; anything else takes the long way.
+_COMMON_LINE = re.compile(rb'([0-9a-fA-F]{64}) [ *](?:"([^"\\\x00]+)"|([^"\x00][^\x00]*))\Z')
 _QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)"\Z', re.DOTALL)
 
 
@@ -166,6 +169,16 @@ class LineParser:
 
     def parse(self, text: bytes) -> Entry | None:
         """Parse one line without its newline; None if improperly formatted."""
+        if self._bsd_reversed != 1:
+            common = _COMMON_LINE.match(text)
+            if common is not None:
+                self._bsd_reversed = 0
+                digest, quoted, plain = common.groups()
+                name = quoted if quoted is not None else plain
+                return Entry(digest.decode("ascii").lower(), os.fsdecode(name))
+        return self._parse(text)
+
+    def _parse(self, text: bytes) -> Entry | None:
         i = 0
         n = len(text)
         while i < n and text[i] in _WHITE:
