@@ -25,17 +25,11 @@ from celery.result import AsyncResult
 
 from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.executor import batches
-from dmp_cli.ops import Config, Item, Row, kind_of
+from dmp_cli.ops import Config, Item, Row
 from dmp_tasks.app import app as default_app
 from dmp_tasks.config import safe_url
 from dmp_tasks.jobs import JobStore, broker_errors
-from dmp_tasks.routing import (
-    BATCH_BYTES,
-    batch_items,
-    callback_queue,
-    queue_for,
-    with_sizes,
-)
+from dmp_tasks.routing import BATCH_BYTES, batch_items, callback_queue, queue_for
 from dmp_tasks.tasks import run_batch, window_done
 
 if TYPE_CHECKING:
@@ -203,8 +197,6 @@ class CeleryExecutor:
 
     def _submitter(self, job: str, op: str, items: Iterable[Item], config: Config,
                    stream: bool) -> _Submitter:
-        if kind_of(op) == "cpu":
-            items = with_sizes(items)
         groups = batches(items, max_items=batch_items(op), max_bytes=BATCH_BYTES)
         return _Submitter(self.app, self.store, job, op, groups, config, stream,
                           self.per_chord)

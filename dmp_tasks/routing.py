@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
 
 from dmp_cli.ops import Item, kind_of
 from dmp_tasks.config import BIG_QUEUE, HASH_QUEUE, TRANSFER_QUEUE
@@ -36,16 +35,3 @@ def batch_items(op: str) -> int:
     if env:
         return max(1, int(env))
     return CPU_BATCH_ITEMS if kind_of(op) == "cpu" else IO_BATCH_ITEMS
-
-
-def with_sizes(items: Iterable[Item]) -> Iterator[Item]:
-    """Items with the size of the file they name. The embedded walk leaves sizes out (a
-    stat per file costs a local run more than it saves); the fleet needs them, so that a
-    huge file travels alone, to the big-file queue, instead of inside a batch of a thousand."""
-    for item in items:
-        if "size" not in item and "path" in item:
-            try:
-                item = {**item, "size": os.stat(item["path"]).st_size}
-            except OSError:
-                pass  # the worker reports the file as missing or unreadable
-        yield item

@@ -135,21 +135,3 @@ def test_paths_elided_on_the_stream_come_back_exactly() -> None:
     back = restore_paths(sent, [item.get("path") for item in items])
     assert back == rows
     assert [list(row) for row in back] == [list(row) for row in rows]  # key order kept
-
-
-def test_hash_items_get_sizes_so_a_huge_file_travels_alone(tmp_path):
-    from dmp_cli.executor import batches
-    from dmp_tasks.routing import BIG_FILE_BYTES, queue_for, with_sizes
-
-    small = tmp_path / "small"
-    small.write_bytes(b"x")
-    huge = tmp_path / "huge"
-    with open(huge, "wb") as f:
-        f.truncate(BIG_FILE_BYTES)  # sparse: the size is what counts
-    items = [{"path": str(small)}, {"path": str(huge)}, {"path": str(tmp_path / "gone")}]
-    sized = list(with_sizes(items))
-    assert [i.get("size") for i in sized] == [1, BIG_FILE_BYTES, None]
-    groups = list(batches(sized, max_items=1024, max_bytes=64 << 20))
-    assert groups[1] == [sized[1]]  # alone, so it can go to the big-file queue
-    assert queue_for("hash", groups[1]) == "dmp.big"
-    assert queue_for("hash", groups[0]) == "dmp.hash"
