@@ -171,8 +171,9 @@ def create(app: App, patterns: tuple[str, ...], manifest_path: str | None, *,
                 nbytes += row["bytes"]
                 if stream is not None:
                     stream.write(line(row["digest"], row["path"]))
-                out.record("file", path=row["path"], digest=row["digest"],
-                           bytes=row["bytes"], status="ok")
+                if out.json:
+                    out.record("file", path=row["path"], digest=row["digest"],
+                               bytes=row["bytes"], status="ok")
         if files == 0 and not problems:
             raise InputError(f"no files found in {_describe(inputs)}")
         for pattern, reason in unmatched:
