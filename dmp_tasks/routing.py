@@ -11,10 +11,11 @@ from dmp_tasks.config import BIG_QUEUE, HASH_QUEUE, TRANSFER_QUEUE
 BIG_FILE_BYTES = 1 << 30
 
 # A task carries a batch: one message a file runs at ~450 items/s, batches at tens of
-# thousands (DESIGN.md, section 5). Hashing batches are large because each task costs the
-# fleet a few milliseconds of its own: 4096 small files made --create 10% faster than
-# 1024. Network work gets smaller batches, as each file waits on S3 rather than on a CPU.
-CPU_BATCH_ITEMS = 4096
+# thousands (DESIGN.md, section 5). 4096 files a batch made --create of small files 10%
+# faster than 1024, but with 32 batches in flight the CLI then held 131,072 rows' worth
+# and reached 200 MB on a 1,000,000-file job. Network work gets smaller batches, as each
+# file waits on S3 rather than on a CPU.
+CPU_BATCH_ITEMS = 1024
 IO_BATCH_ITEMS = 32
 BATCH_BYTES = 64 << 20
 
