@@ -98,6 +98,11 @@ def _summary(info: dict[str, str]) -> dict[str, Any]:
             "failed": job_failed(info)}
 
 
+def _counts_text(summary: dict[str, Any]) -> str:
+    """``skipped 2, uploaded 19``: a job's counts by status, for people."""
+    return ", ".join(f"{status} {n}" for status, n in sorted(summary["counts"].items()))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def job() -> None:
     """Follow jobs submitted to the fleet (`dmp manifest ... --detach`)."""
@@ -122,7 +127,7 @@ def status(app: App, job_id: str) -> int:
              f"bytes:    {summary['bytes']}"]
     if summary["finished"]:
         lines.append(f"finished: {summary['finished']}")
-    counts = ", ".join(f"{status} {n}" for status, n in sorted(summary["counts"].items()))
+    counts = _counts_text(summary)
     lines.append(f"results:  {counts or '-'}")
     app.out.write(("\n".join(lines) + "\n").encode())
     _show_errors(app, store, job_id)
@@ -150,7 +155,7 @@ def watch(app: App, job_id: str) -> int:
     summary = _summary(info)
     _show_errors(app, store, job_id)
     app.out.record("job", id=job_id, **summary)
-    counts = ", ".join(f"{status} {n}" for status, n in sorted(summary["counts"].items()))
+    counts = _counts_text(summary)
     app.out.info(f"job {job_id} {summary['state']}: {summary['files']} files"
                  + (f" ({counts})" if counts else ""))
     return 1 if summary["failed"] else 0
