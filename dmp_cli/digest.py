@@ -21,10 +21,6 @@ def new_hasher() -> hashlib._Hash:
     return hashlib.sha256()
 
 
-def digest_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class FileDigest:
     """A file being hashed. Opening reads the first chunk, so a small file is done at once
     and a big one (``done`` still False) can be finished on another thread: hashlib
