@@ -113,8 +113,7 @@ def bench_create(tree: Path, url: str, runs: int) -> dict[str, Any]:
 
 
 def bench_synthetic(manifest: Path, url: str) -> dict[str, float]:
-    from dmp_tasks.executor import BATCHES_IN_FLIGHT
-    from dmp_tasks.routing import CPU_BATCH_ITEMS
+    from dmp_tasks.executor import FILES_IN_FLIGHT
 
     with open(manifest, "rb") as stream:
         items = sum(1 for _ in stream)
@@ -122,7 +121,7 @@ def bench_synthetic(manifest: Path, url: str) -> dict[str, float]:
     with RedisMemory(url) as memory:
         seconds, status, rss_kib = timed(args, manifest.parent, fleet_env(url))
     assert status == 1  # every file is missing, by design
-    in_flight = BATCHES_IN_FLIGHT * CPU_BATCH_ITEMS
+    in_flight = FILES_IN_FLIGHT
     return {"items": items, "seconds": seconds, "items_per_s": items / seconds,
             "cli_rss_mb": rss_kib / 1024, "redis_peak_mb": (memory.peak - memory.base) / 2**20,
             "in_flight_files": in_flight,

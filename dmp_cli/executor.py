@@ -34,15 +34,23 @@ class Executor(Protocol):
 
 
 def batches(items: Iterable[Item], max_items: int = MAX_BATCH_ITEMS,
-            max_bytes: int = MAX_BATCH_BYTES) -> Iterator[list[Item]]:
-    """Group items into batches bounded by count and by bytes; a huge file goes alone."""
+            max_bytes: int = MAX_BATCH_BYTES, first_items: int | None = None
+            ) -> Iterator[list[Item]]:
+    """Group items into batches bounded by count and by bytes; a huge file goes alone.
+
+    With ``first_items``, the first batch holds that many items and each next one twice
+    as many, up to ``max_items``: work starts as soon as a few items are known, and the
+    per-batch costs shrink once it runs.
+    """
     batch: list[Item] = []
     size = 0
+    limit = min(first_items or max_items, max_items)
     for item in items:
         item_size = item.get("size") or 0
-        if batch and (len(batch) >= max_items or size + item_size > max_bytes):
+        if batch and (len(batch) >= limit or size + item_size > max_bytes):
             yield batch
             batch, size = [], 0
+            limit = min(2 * limit, max_items)
         batch.append(item)
         size += item_size
     if batch:

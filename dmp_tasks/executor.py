@@ -2,9 +2,13 @@
 
 Items go out as batches (bounded by count and bytes) in flat chords of a few batches each;
 each batch's rows come back on the job's Redis stream as soon as it finishes, and are put
-back into item order here. Submission and gathering share one bounded window of batches
-in flight, so the CLI's memory, Redis's and each chord callback's stay flat however many
+back into item order here. Submission and gathering share one bounded window of files in
+flight, so the CLI's memory, Redis's and each chord callback's stay flat however many
 files a job has.
+
+A job starts small: its first batch is a few hundred files in a chord of its own, and
+batches and chords double from there. The workers start as soon as the first files are
+found, rather than after the submitter has walked a whole window of them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import socket
 import sys
 import time
 import uuid
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING
@@ -29,7 +34,13 @@ from dmp_cli.ops import Config, Item, Row
 from dmp_tasks.app import app as default_app
 from dmp_tasks.config import safe_url
 from dmp_tasks.jobs import JobStore, broker_errors
-from dmp_tasks.routing import BATCH_BYTES, batch_items, callback_queue, queue_for
+from dmp_tasks.routing import (
+    BATCH_BYTES,
+    FIRST_BATCH_ITEMS,
+    batch_items,
+    callback_queue,
+    queue_for,
+)
 from dmp_tasks.tasks import run_batch, window_done
 
 if TYPE_CHECKING:
@@ -37,6 +48,9 @@ if TYPE_CHECKING:
 
     from dmp_cli.cli.output import Output
 
+# What the CLI keeps in flight: its memory holds the paths, and the rows that arrive out
+# of order, of this many files at most (plus one chord's worth).
+FILES_IN_FLIGHT = 32768
 BATCHES_IN_FLIGHT = 32
 BATCHES_PER_CHORD = 16
 READ_BLOCK_MS = 1000
@@ -67,13 +81,14 @@ class _Submitter:
         self.batches = self.items = self.windows = 0
         self.exhausted = False
         self.per_chord = per_chord
+        self.starts: list[int] = []  # the first batch of each chord
         self.callbacks: dict[int, AsyncResult] = {}  # by window, until consumed
         self._reaped = 0.0
         # The paths of the batches in flight, to restore in their rows (see elide_paths).
         self.paths: dict[int, list[str | None]] = {}
 
     def submit_window(self) -> None:
-        window = list(islice(self.groups, self.per_chord))
+        window = list(islice(self.groups, min(self.per_chord, 1 << self.windows)))
         if not window:
             self.exhausted = True
             self.store.set_total(self.job, self.windows, self.batches, self.items)
@@ -93,6 +108,7 @@ class _Submitter:
             raise BrokerError(f"cannot submit to the broker at "
                               f"{safe_url(self.store.url)}: {exc}") from None
         self.callbacks[self.windows] = result
+        self.starts.append(self.batches)
         if self.stream:
             for index, batch in enumerate(window, start=self.batches):
                 self.paths[index] = [item.get("path") for item in batch]
@@ -103,7 +119,7 @@ class _Submitter:
         self.windows += 1
 
     def window_of(self, batch: int) -> int:
-        return batch // self.per_chord
+        return bisect_right(self.starts, batch) - 1
 
     def reap(self, next_batch: int) -> None:
         """Forget the results of chords whose rows are all in, so none pile up in Redis
@@ -139,7 +155,7 @@ class CeleryExecutor:
 
     def __init__(self, broker_url: str, out: Output | None = None, *,
                  in_flight: int = BATCHES_IN_FLIGHT, per_chord: int = BATCHES_PER_CHORD,
-                 label: str | None = None) -> None:
+                 files_in_flight: int = FILES_IN_FLIGHT, label: str | None = None) -> None:
         self.broker_url = broker_url
         self.out = out
         self.app = default_app
@@ -148,6 +164,7 @@ class CeleryExecutor:
         self.store = JobStore(broker_url)
         self.store.ping()  # an unreachable broker is an error now, not a hang later
         self.in_flight = max(in_flight, per_chord)
+        self.files_in_flight = files_in_flight
         self.per_chord = per_chord
         self.label = label or " ".join(["dmp", *sys.argv[1:]])[:500]
         self._checked_workers = False
@@ -181,6 +198,7 @@ class CeleryExecutor:
         job = new_job_id()
         try:
             self._create(job, op)
+            self._warn_if_no_worker(job)
             submitter = self._submitter(job, op, items, config, stream=False)
             while not submitter.exhausted:
                 submitter.submit_window()
@@ -193,26 +211,31 @@ class CeleryExecutor:
     def _create(self, job: str, op: str) -> None:
         self.store.create(job, {"op": op, "host": socket.gethostname(),
                                 "command": self.label})
-        self._warn_if_no_worker(job)
 
     def _submitter(self, job: str, op: str, items: Iterable[Item], config: Config,
                    stream: bool) -> _Submitter:
-        groups = batches(items, max_items=batch_items(op), max_bytes=BATCH_BYTES)
+        groups = batches(items, max_items=batch_items(op), max_bytes=BATCH_BYTES,
+                         first_items=FIRST_BATCH_ITEMS)
         return _Submitter(self.app, self.store, job, op, groups, config, stream,
                           self.per_chord)
 
     def _gather(self, job: str, submitter: _Submitter) -> Iterator[Row]:
         """Keep the window full, read rows as batches finish, yield them in item order."""
         pending: dict[int, list[Row]] = {}
-        next_batch = 0
+        next_batch = gathered = 0
         cursor = b"0-0"
         while True:
-            while not submitter.exhausted and submitter.batches - next_batch < self.in_flight:
+            while not submitter.exhausted and (
+                    submitter.batches - next_batch < self.in_flight
+                    and submitter.items - gathered < self.files_in_flight):
                 submitter.submit_window()
             if submitter.exhausted and next_batch >= submitter.batches:
                 return
             cursor, arrived = self.store.read_rows(job, cursor, READ_BLOCK_MS)
             if not arrived:
+                # Nothing for a while: say so if it is because no worker is there (asked
+                # only now, as the question costs a round trip to the workers).
+                self._warn_if_no_worker(job)
                 self._check_cancelled(job)
                 cursor, arrived = self._check_lost(job, submitter, next_batch, cursor)
             submitter.reap(next_batch)
@@ -222,7 +245,9 @@ class CeleryExecutor:
                     pending[index] = restore_paths(json.loads(rows),
                                                    submitter.paths.pop(index))
             while next_batch in pending:
-                yield from pending.pop(next_batch)
+                rows = pending.pop(next_batch)
+                gathered += len(rows)
+                yield from rows
                 next_batch += 1
 
     def _check_lost(self, job: str, submitter: _Submitter, next_batch: int,

@@ -12,10 +12,12 @@ BIG_FILE_BYTES = 1 << 30
 
 # A task carries a batch: one message a file runs at ~450 items/s, batches at tens of
 # thousands (DESIGN.md, section 5). 4096 files a batch made --create of small files 10%
-# faster than 1024, but with 32 batches in flight the CLI then held 131,072 rows' worth
-# and reached 200 MB on a 1,000,000-file job. Network work gets smaller batches, as each
-# file waits on S3 rather than on a CPU.
-CPU_BATCH_ITEMS = 1024
+# faster than 1024; the CLI bounds the files in flight, not the batches, so that bigger
+# batches do not cost it memory. A job's first batch is smaller, so that workers start
+# early (batches then double). Network work gets smaller batches, as each file waits on
+# S3 rather than on a CPU.
+CPU_BATCH_ITEMS = 4096
+FIRST_BATCH_ITEMS = 256
 IO_BATCH_ITEMS = 32
 BATCH_BYTES = 64 << 20
 
@@ -32,7 +34,7 @@ def callback_queue(op: str) -> str:
 
 
 def batch_items(op: str) -> int:
-    """Items per batch: DMP_BATCH_ITEMS if set (tuning, tests), else by kind of work."""
+    """Items per batch at most: DMP_BATCH_ITEMS if set (tuning, tests), else by kind of work."""
     env = os.environ.get("DMP_BATCH_ITEMS")
     if env:
         return max(1, int(env))

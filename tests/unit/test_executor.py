@@ -25,6 +25,13 @@ def test_batches_keep_order_and_bound_the_count() -> None:
     assert list(itertools.chain.from_iterable(groups)) == given
 
 
+def test_batches_ramp_up_from_first_items() -> None:
+    given = items([1] * 40)
+    groups = list(batches(given, max_items=8, max_bytes=1 << 30, first_items=2))
+    assert [len(g) for g in groups] == [2, 4, 8, 8, 8, 8, 2]
+    assert list(itertools.chain.from_iterable(groups)) == given
+
+
 def test_batches_bound_the_bytes() -> None:
     groups = list(batches(items([40, 40, 30, 10, 60, 50]), max_items=100, max_bytes=100))
     assert [[item["size"] for item in g] for g in groups] == [[40, 40], [30, 10, 60], [50]]
