@@ -239,10 +239,10 @@ class CeleryExecutor:
                 self._check_cancelled(job)
                 cursor, arrived = self._check_lost(job, submitter, next_batch, cursor)
             submitter.reap(next_batch)
-            for index, rows in arrived:
+            for index, encoded in arrived:
                 # A batch run twice is published once (the store dedupes), but be safe.
                 if index >= next_batch and index not in pending:
-                    pending[index] = restore_paths(json.loads(rows),
+                    pending[index] = restore_paths(json.loads(encoded),
                                                    submitter.paths.pop(index))
             while next_batch in pending:
                 rows = pending.pop(next_batch)
