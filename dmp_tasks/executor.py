@@ -6,8 +6,8 @@ back into item order here. Submission and gathering share one bounded window of 
 flight, so the CLI's memory, Redis's and each chord callback's stay flat however many
 files a job has.
 
-A job starts small: its first batch is a few hundred files in a chord of its own, and
-batches and chords double from there. The workers start as soon as the first files are
+A job starts small: its first batches, of a few hundred files and doubling, go out in a
+chord each, and chords double from there. The workers start as soon as the first files are
 found, rather than after the submitter has walked a whole window of them.
 """
 
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 FILES_IN_FLIGHT = 32768
 BATCHES_IN_FLIGHT = 32
 BATCHES_PER_CHORD = 16
+RAMP_CHORDS = 3
 READ_BLOCK_MS = 1000
 
 
@@ -88,7 +89,10 @@ class _Submitter:
         self.paths: dict[int, list[str | None]] = {}
 
     def submit_window(self) -> None:
-        window = list(islice(self.groups, min(self.per_chord, 1 << self.windows)))
+        # One batch a chord while batches grow (each goes out as soon as it is full),
+        # then chords double.
+        size = min(self.per_chord, 1 << max(0, self.windows - RAMP_CHORDS))
+        window = list(islice(self.groups, size))
         if not window:
             self.exhausted = True
             self.store.set_total(self.job, self.windows, self.batches, self.items)
@@ -214,10 +218,13 @@ class CeleryExecutor:
 
     def _submitter(self, job: str, op: str, items: Iterable[Item], config: Config,
                    stream: bool) -> _Submitter:
-        groups = batches(items, max_items=batch_items(op), max_bytes=BATCH_BYTES,
+        most = batch_items(op)
+        groups = batches(items, max_items=most, max_bytes=BATCH_BYTES,
                          first_items=FIRST_BATCH_ITEMS)
-        return _Submitter(self.app, self.store, job, op, groups, config, stream,
-                          self.per_chord)
+        # A chord goes out whole: at most half the files in flight, so that the window
+        # overshoots its bound by no more than that.
+        per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * most)))
+        return _Submitter(self.app, self.store, job, op, groups, config, stream, per_chord)
 
     def _gather(self, job: str, submitter: _Submitter) -> Iterator[Row]:
         """Keep the window full, read rows as batches finish, yield them in item order."""

@@ -65,7 +65,7 @@ def run_with_retries(op: str, items: list[Item], config: Config) -> list[Row]:
     """Run a batch; rerun the items whose failure looks transient, backing off between."""
     rows = run_local(op, items, config)
     for delay in RETRY_DELAYS:
-        again = [i for i, row in enumerate(rows) if is_transient(row)]
+        again = [i for i, row in enumerate(rows) if row["status"] != "ok" and is_transient(row)]
         if not again:
             break
         _sleep(delay)
@@ -76,17 +76,24 @@ def run_with_retries(op: str, items: list[Item], config: Config) -> list[Row]:
 
 
 def count_rows(rows: list[Row]) -> dict[str, int]:
-    counts: Counter[str] = Counter(f"s:{row['status']}" for row in rows)
+    counts = {f"s:{status}": n for status, n in Counter([row["status"] for row in rows]).items()}
     counts["files"] = len(rows)
-    counts["bytes"] = sum(row.get("bytes", 0) for row in rows)
-    return dict(counts)
+    counts["bytes"] = sum([row.get("bytes", 0) for row in rows])
+    return counts
+
+
+def failures(op: str, rows: list[Row]) -> list[Row]:
+    return [row for row in rows if row["status"] != "ok" and is_failure(op, row["status"])]
 
 
 def elide_paths(rows: list[Row], items: list[Item]) -> list[Row]:
-    """Rows for the stream, each path the submitter sent replaced by 0: the submitter has
-    them, and paths are most of a row's bytes (a path is a str, so 0 is unambiguous)."""
-    return [dict(row, path=0) if row.get("path") == item.get("path") is not None else row
-            for row, item in zip(rows, items, strict=True)]
+    """Rows for the stream, in place: each path the submitter sent replaced by 0, as the
+    submitter has them and paths are most of a row's bytes (a path is a str, so 0 is
+    unambiguous)."""
+    for row, item in zip(rows, items, strict=True):
+        if row.get("path") == item.get("path") is not None:
+            row["path"] = 0
+    return rows
 
 
 def _cancelled(items: list[Item]) -> list[Row]:
@@ -141,10 +148,9 @@ def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str
         else:
             rows = _run(op, items, config, cwd)
         counts = count_rows(rows)
-        failed = [json.dumps(row) for row in rows if is_failure(op, row["status"])]
-        rows_json = json.dumps(elide_paths(rows, items)) if stream else None
-        _persist(lambda: store.record_batch(job, index, counts, rows_json,
-                                            failed[:ERRORS_KEPT]))
+        failed = [json.dumps(row) for row in failures(op, rows)[:ERRORS_KEPT]]
+        rows_json = json.dumps(elide_paths(rows, items)) if stream else None  # last: in place
+        _persist(lambda: store.record_batch(job, index, counts, rows_json, failed))
         return counts
     except Exception:  # never fail the chord; the job's record shows the loss
         log.exception("job %s batch %d could not be recorded", job, index)
