@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import TYPE_CHECKING
 
@@ -73,7 +73,8 @@ class _Submitter:
 
     def __init__(self, app: Celery, store: JobStore, job: str, op: str,
                  groups: Iterator[list[Item]], config: Config, stream: bool,
-                 per_chord: int = BATCHES_PER_CHORD) -> None:
+                 per_chord: int = BATCHES_PER_CHORD,
+                 tally: Callable[[], Mapping[str, int]] | None = None) -> None:
         self.app, self.store, self.job, self.op = app, store, job, op
         self.groups = groups
         self.config = dict(config)
@@ -82,6 +83,7 @@ class _Submitter:
         self.batches = self.items = self.windows = 0
         self.exhausted = False
         self.per_chord = per_chord
+        self.tally = tally
         self.starts: list[int] = []  # the first batch of each chord
         self.callbacks: dict[int, AsyncResult] = {}  # by window, until consumed
         self._reaped = 0.0
@@ -95,7 +97,8 @@ class _Submitter:
         window = list(islice(self.groups, size))
         if not window:
             self.exhausted = True
-            self.store.set_total(self.job, self.windows, self.batches, self.items)
+            self.store.set_total(self.job, self.windows, self.batches, self.items,
+                                 self.tally() if self.tally else None)
             return
         header = [
             run_batch.si(self.job, index, self.op, batch, self.config, self.stream, self.cwd)
@@ -197,13 +200,19 @@ class CeleryExecutor:
         self.close()
 
     # detached jobs ---------------------------------------------------------
-    def submit(self, op: str, items: Iterable[Item], config: Config) -> str:
-        """Submit a whole job and return its id; the rows are counted, not streamed."""
+    def submit(self, op: str, items: Iterable[Item], config: Config,
+               rules: Mapping[str, bool] | None = None,
+               tally: Callable[[], Mapping[str, int]] | None = None) -> str:
+        """Submit a whole job and return its id; the rows are counted, not streamed.
+
+        ``rules`` (strict, ignore_missing) are kept with the job, for its verdict at the
+        end; ``tally`` gives counts made while submitting (lines skipped), kept likewise.
+        """
         job = new_job_id()
         try:
-            self._create(job, op)
+            self._create(job, op, {rule: 1 for rule, on in (rules or {}).items() if on})
             self._warn_if_no_worker(job)
-            submitter = self._submitter(job, op, items, config, stream=False)
+            submitter = self._submitter(job, op, items, config, stream=False, tally=tally)
             while not submitter.exhausted:
                 submitter.submit_window()
         except BaseException:
@@ -212,19 +221,21 @@ class CeleryExecutor:
         return job
 
     # internals -------------------------------------------------------------
-    def _create(self, job: str, op: str) -> None:
+    def _create(self, job: str, op: str, fields: Mapping[str, int] | None = None) -> None:
         self.store.create(job, {"op": op, "host": socket.gethostname(),
-                                "command": self.label})
+                                "command": self.label, **(fields or {})})
 
     def _submitter(self, job: str, op: str, items: Iterable[Item], config: Config,
-                   stream: bool) -> _Submitter:
+                   stream: bool, tally: Callable[[], Mapping[str, int]] | None = None
+                   ) -> _Submitter:
         most = batch_items(op)
         groups = batches(items, max_items=most, max_bytes=BATCH_BYTES,
                          first_items=FIRST_BATCH_ITEMS)
         # A chord goes out whole: at most half the files in flight, so that the window
         # overshoots its bound by no more than that.
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * most)))
-        return _Submitter(self.app, self.store, job, op, groups, config, stream, per_chord)
+        return _Submitter(self.app, self.store, job, op, groups, config, stream, per_chord,
+                          tally)
 
     def _gather(self, job: str, submitter: _Submitter) -> Iterator[Row]:
         """Keep the window full, read rows as batches finish, yield them in item order."""

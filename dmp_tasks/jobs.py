@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,6 +93,7 @@ return 1
 _SET_TOTAL = _FINISH + """
 redis.call('HSET', KEYS[1], 'windows_total', ARGV[1], 'batches_total', ARGV[2],
            'items_total', ARGV[3])
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 finish(KEYS[1], ARGV[4])
 return 1
 """
@@ -168,9 +169,15 @@ class JobStore:
             pipe.hincrby(job_key(job), "items", items)
             pipe.execute()
 
-    def set_total(self, job: str, windows: int, batches: int, items: int) -> None:
+    def set_total(self, job: str, windows: int, batches: int, items: int,
+                  extra: Mapping[str, int] | None = None) -> None:
+        """The job's size, known once it is all submitted (with ``extra`` fields that
+        the submitter counted on the way, written before the job can be done)."""
+        args: list[str | int | float] = [windows, batches, items, time.time()]
+        for field, value in (extra or {}).items():
+            args += [field, value]
         with broker_errors(self.url, "submitting"):
-            self._set_total(keys=[job_key(job)], args=[windows, batches, items, time.time()])
+            self._set_total(keys=[job_key(job)], args=args)
 
     def cancel(self, job: str) -> bool:
         """Mark a job cancelled; False if it had already ended."""
@@ -246,11 +253,32 @@ def status_counts(info: dict[str, str]) -> dict[str, int]:
     return {k[2:]: int(v) for k, v in info.items() if k.startswith("s:")}
 
 
+def rule_failure(info: dict[str, str]) -> str | None:
+    """Why a finished job fails by the rules of the command that submitted it (--strict,
+    --ignore-missing, sha256sum's rules for a check), though no file failed; else None."""
+    counts = status_counts(info)
+    misformatted = counts.get("misformatted", 0) + int(info.get("misformatted", 0))
+    if info.get("strict") and misformatted:
+        lines = "line is" if misformatted == 1 else "lines are"
+        return f"{misformatted} {lines} improperly formatted (--strict)"
+    if info.get("op") != "check" or info.get("state") != "done":
+        return None
+    if int(info.get("files", 0)) == counts.get("misformatted", 0):
+        return "no properly formatted checksum lines found"
+    if info.get("ignore_missing") and not counts.get("ok"):
+        return "no file was verified (--ignore-missing)"
+    return None
+
+
 def job_failed(info: dict[str, str]) -> bool:
     if info.get("state") == "cancelled":
         return True
     if info.get("state") == "done" and int(info.get("files", 0)) < int(
             info.get("items_total", 0)):
         return True  # some batch never recorded its files
+    if rule_failure(info):
+        return True
     op = info.get("op", "")
-    return any(n and is_failure(op, status) for status, n in status_counts(info).items())
+    ignored = {"missing"} if info.get("ignore_missing") else set()
+    return any(n and is_failure(op, status) and status not in ignored
+               for status, n in status_counts(info).items())

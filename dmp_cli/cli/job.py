@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +26,15 @@ def require_broker(app: App) -> str:
     return app.settings.broker_url
 
 
-def detach(app: App, op: str, items: Iterable[Item], config: Config) -> int:
-    """Submit a job to the fleet and print its id (`--detach`)."""
+def detach(app: App, op: str, items: Iterable[Item], config: Config,
+           rules: Mapping[str, bool] | None = None,
+           tally: Callable[[], Mapping[str, int]] | None = None) -> int:
+    """Submit a job to the fleet and print its id (`--detach`). ``rules`` and ``tally``
+    decide, with the job's counts, whether it failed (see ``CeleryExecutor.submit``)."""
     from dmp_tasks.executor import CeleryExecutor
 
     with CeleryExecutor(require_broker(app), out=app.out) as executor:
-        job = executor.submit(op, items, config)
+        job = executor.submit(op, items, config, rules, tally)
     if app.out.json:
         app.out.record("job", id=job)
     else:
@@ -87,7 +90,7 @@ def _state(info: dict[str, str]) -> str:
 
 
 def _summary(info: dict[str, str]) -> dict[str, Any]:
-    from dmp_tasks.jobs import job_failed, status_counts
+    from dmp_tasks.jobs import job_failed, rule_failure, status_counts
 
     total = info.get("items_total")
     return {"state": _state(info), "op": info.get("op"), "command": info.get("command"),
@@ -95,7 +98,7 @@ def _summary(info: dict[str, str]) -> dict[str, Any]:
             "finished": _when(info.get("finished")) if info.get("finished") else None,
             "files": int(info.get("files", 0)), "total": int(total) if total else None,
             "bytes": int(info.get("bytes", 0)), "counts": status_counts(info),
-            "failed": job_failed(info)}
+            "failed": job_failed(info), "reason": rule_failure(info)}
 
 
 def _counts_text(summary: dict[str, Any]) -> str:
@@ -129,6 +132,8 @@ def status(app: App, job_id: str) -> int:
         lines.append(f"finished: {summary['finished']}")
     counts = _counts_text(summary)
     lines.append(f"results:  {counts or '-'}")
+    if summary["reason"]:
+        lines.append(f"failed:   {summary['reason']}")
     app.out.write(("\n".join(lines) + "\n").encode())
     _show_errors(app, store, job_id)
     return 0
@@ -154,6 +159,8 @@ def watch(app: App, job_id: str) -> int:
             time.sleep(WATCH_INTERVAL)
     summary = _summary(info)
     _show_errors(app, store, job_id)
+    if summary["reason"]:
+        app.out.error(summary["reason"])
     app.out.record("job", id=job_id, **summary)
     counts = _counts_text(summary)
     app.out.info(f"job {job_id} {summary['state']}: {summary['files']} files"

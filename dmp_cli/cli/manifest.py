@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from itertools import chain
 from typing import TYPE_CHECKING, BinaryIO
 
 import click
@@ -244,8 +245,12 @@ def _check_name(path: str, escape: bool) -> bytes:
 def check(app: App, manifest_path: str, *, check_quiet: bool, status: bool, strict: bool,
           ignore_missing: bool, warn: bool, detach: bool = False, **_: object) -> int:
     """`sha256sum --check`, byte for byte: the same lines, warnings and exit status."""
+    # sha256sum calls its stdin "standard input" in messages (quoted: it has a space)
+    shown = quote_name("standard input" if manifest_path == "-" else manifest_path).decode(
+        "utf-8", "surrogateescape")
     if detach:
-        return _detach_check(app, manifest_path)
+        return _detach_check(app, manifest_path, shown, strict=strict,
+                             ignore_missing=ignore_missing)
     out: Output = app.out
     given = click.get_current_context().meta.get(_VERBOSITY)
     if given:
@@ -253,9 +258,6 @@ def check(app: App, manifest_path: str, *, check_quiet: bool, status: bool, stri
         check_quiet, status, warn = (last == "check_quiet", last == "status", last == "warn")
     quiet = check_quiet or out.quiet
     counts = CheckCounts()
-    # sha256sum calls its stdin "standard input" in messages (quoted: it has a space)
-    shown = quote_name("standard input" if manifest_path == "-" else manifest_path).decode(
-        "utf-8", "surrogateescape")
     try:
         stream = open_manifest(manifest_path)
     except ManifestError as exc:
@@ -310,13 +312,24 @@ def _without_stdin_entries(lines: Iterator[Line]) -> Iterator[Line]:
         yield Line(line.number, None) if line.entry and line.entry.path == "-" else line
 
 
-def _detach_check(app: App, manifest_path: str) -> int:
-    """Submit the check to the fleet; `dmp job watch ID` follows it to the end."""
+def _detach_check(app: App, manifest_path: str, shown: str, *, strict: bool,
+                  ignore_missing: bool) -> int:
+    """Submit the check to the fleet; `dmp job watch ID` follows it to the end, and fails
+    it by the same rules as an attached check (--strict, --ignore-missing)."""
     from dmp_cli.cli.job import detach, require_broker
 
     require_broker(app)
-    with open_manifest(manifest_path) as stream:
-        return detach(app, "check", check_items(parse_lines(stream)), {})
+    try:
+        stream = open_manifest(manifest_path)
+    except ManifestError as exc:
+        raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
+    with stream:
+        items = check_items(parse_lines(stream))
+        first = next(items, None)  # an empty manifest is an error, not an empty job
+        if first is None:
+            raise ManifestError(f"{shown}: no properly formatted checksum lines found")
+        return detach(app, "check", chain([first], items), {},
+                      rules={"strict": strict, "ignore_missing": ignore_missing})
 
 
 def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool,

@@ -39,11 +39,14 @@ def run(app: Any, mode: str, manifest_path: str, *, path: str | None = None,
         stream = open_manifest(manifest_path)
     except ManifestError as exc:
         raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
-    plan = Plan(dedupe=mode == "vault" or (mode == "archive" and not all_files),
+    # Attached, a later entry with the same content is answered from the first one's row
+    # (uploaded once). A detached job's rows are counted, never gathered, so each entry
+    # there is asked about on its own; a copy finds its content archived and is skipped.
+    plan = Plan(dedupe=not detach and (mode == "vault" or (mode == "archive" and not all_files)),
                 with_size=mode == "archive")
     if detach:
         _preflight(config)
-        return _detach(app, mode, plan, stream, config, shown)
+        return _detach(app, mode, plan, stream, config, shown, strict=strict)
     with stream:
         _preflight(config)
         tally = _execute(app, mode, plan, plan.items(parse_lines(stream)), config,
@@ -52,7 +55,7 @@ def run(app: Any, mode: str, manifest_path: str, *, path: str | None = None,
 
 
 def _detach(app: Any, mode: str, plan: Plan, stream: BinaryIO, config: dict[str, Any],
-            shown: str) -> int:
+            shown: str, *, strict: bool) -> int:
     """Submit the items and config an attached run would use; `dmp job watch ID` follows
     the job to the end."""
     with stream:
@@ -60,7 +63,9 @@ def _detach(app: Any, mode: str, plan: Plan, stream: BinaryIO, config: dict[str,
         first = next(items, None)  # an empty manifest is an error, not an empty job
         if first is None:
             raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
-        status = submit_job(app, OPERATION[mode], chain([first], items), config)
+        status = submit_job(app, OPERATION[mode], chain([first], items), config,
+                            rules={"strict": strict},
+                            tally=lambda: {"misformatted": plan.misformatted})
     if plan.misformatted:
         app.out.warning(plural(plan.misformatted, "line is", "lines are"),
                         " improperly formatted", "" if mode == "vault" else " (skipped)")

@@ -151,6 +151,50 @@ def test_detach_good_job_watch_exits_zero(fleet: str, tree: Path) -> None:
         in watched.stderr
 
 
+def _watch(fleet: str, tree: Path, *args: str) -> tuple[str, subprocess.CompletedProcess[bytes]]:
+    """Submit ``dmp manifest --check --detach ARGS``, then watch it: (job id, the watch)."""
+    submitted = _job(fleet, tree, "manifest", "--check", "--detach", *args)
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.decode().strip()
+    return job, _job(fleet, tree, "job", "watch", job)
+
+
+def test_detach_strict_and_ignore_missing_decide_as_attached(fleet: str, tree: Path) -> None:
+    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
+    with open(tree / "m.sha256", "ab") as stream:
+        stream.write(b"not a manifest line\n")
+    _, lenient = _watch(fleet, tree, "-m", "m.sha256")
+    assert lenient.returncode == 0, lenient.stderr
+    job, strict = _watch(fleet, tree, "-m", "m.sha256", "--strict")
+    assert strict.returncode == 1
+    assert b"dmp: 1 line is improperly formatted (--strict)\n" in strict.stderr
+    record = json.loads(_job(fleet, tree, "--json", "job", "status", job).stdout.splitlines()[0])
+    assert record["failed"] and record["reason"] == "1 line is improperly formatted (--strict)"
+
+    (tree / "data" / "d0" / "f000").unlink()
+    _, missing = _watch(fleet, tree, "-m", "m.sha256")
+    assert missing.returncode == 1
+    _, ignored = _watch(fleet, tree, "-m", "m.sha256", "--ignore-missing")
+    assert ignored.returncode == 0, ignored.stderr
+
+    gone = tree / "gone.sha256"
+    gone.write_bytes(b"%s  \"no/such/file\"\n" % (b"0" * 64))
+    _, none_verified = _watch(fleet, tree, "-m", str(gone), "--ignore-missing")
+    assert none_verified.returncode == 1
+    assert b"dmp: no file was verified (--ignore-missing)\n" in none_verified.stderr
+
+
+def test_detach_check_of_a_manifest_without_checksums(fleet: str, tree: Path) -> None:
+    (tree / "empty.sha256").write_bytes(b"")
+    empty = _job(fleet, tree, "manifest", "--check", "--detach", "-m", "empty.sha256")
+    assert (empty.returncode, empty.stdout) == (1, b"")
+    assert empty.stderr == b"dmp: empty.sha256: no properly formatted checksum lines found\n"
+    (tree / "junk.sha256").write_bytes(b"junk\nmore junk\n")
+    _, junk = _watch(fleet, tree, "-m", "junk.sha256")
+    assert junk.returncode == 1
+    assert b"dmp: no properly formatted checksum lines found\n" in junk.stderr
+
+
 def test_detach_needs_a_broker(tree: Path) -> None:
     result = run("manifest", "--check", "--detach", "-m", "x", cwd=tree, broker_url=None)
     assert result.returncode == 2

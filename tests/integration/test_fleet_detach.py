@@ -79,8 +79,8 @@ def test_detached_archive_equals_attached(fleet: str, vault: Vault, work: Path,
     job = submit(fleet, vault, work, "--archive")
     code, err, counts = watch(fleet, vault, work, job)
     assert code == 0, err
-    # The manifest names a.txt's content twice: uploaded once, as attached.
-    assert counts == {"uploaded": 3, "same": 1}
+    # The manifest names a.txt's content twice: uploaded once, the copy skipped, as attached.
+    assert counts == {"uploaded": 3, "skipped": 1}
     assert vault.objects() == OBJECTS
 
     attached = new_vault("file" if vault.url.startswith("file:") else "s3", tmp_path,
@@ -92,7 +92,7 @@ def test_detached_archive_equals_attached(fleet: str, vault: Vault, work: Path,
     again = submit(fleet, vault, work, "--archive")
     code, err, counts = watch(fleet, vault, work, again)
     assert code == 0, err
-    assert counts == {"skipped": 3, "same": 1}  # a rerun uploads nothing
+    assert counts == {"skipped": 4}  # a rerun uploads nothing
     assert vault.objects() == OBJECTS
 
 
@@ -109,14 +109,14 @@ def test_detached_archive_to_path(fleet: str, vault: Vault, tmp_path: Path) -> N
     job = submit(fleet, vault, work, "--archive", "--path", dest.url)
     code, err, counts = watch(fleet, vault, work, job, len(files))
     assert code == 0, err
-    assert counts == {"uploaded": 2, "same": 1}
+    assert counts == {"uploaded": 2, "skipped": 1}
     assert vault.objects() == {digest_key(sha(data)): data for data in files.values()}
     assert dest.objects() == {"data/a.txt": files["data/a.txt"],
                               "data/sub/b.bin": files["data/sub/b.bin"]}
 
     again = submit(fleet, vault, work, "--archive", "--path", dest.url)
     code, err, counts = watch(fleet, vault, work, again, len(files))
-    assert (code, counts) == (0, {"skipped": 2, "same": 1}), err
+    assert (code, counts) == (0, {"skipped": 3}), err
 
 
 def test_detached_vault_and_fetch(fleet: str, vault: Vault, work: Path,
@@ -124,13 +124,13 @@ def test_detached_vault_and_fetch(fleet: str, vault: Vault, work: Path,
     job = submit(fleet, vault, work, "--vault")
     code, err, counts = watch(fleet, vault, work, job)
     assert code == 0, err  # missing objects are an answer, not a failure
-    assert counts == {"missing": 3, "same": 1}
+    assert counts == {"missing": 4}  # each file asked about, as attached
 
     assert dmp(None, vault, work, "manifest", "--archive", "-m",
                "manifest.sha256").returncode == 0
     job = submit(fleet, vault, work, "--vault")
     code, err, counts = watch(fleet, vault, work, job)
-    assert (code, counts) == (0, {"present": 3, "same": 1}), err
+    assert (code, counts) == (0, {"present": 4}), err
 
     restore = tmp_path / "restore"
     restore.mkdir()
@@ -194,5 +194,35 @@ def test_detach_warns_of_misformatted_lines(fleet: str, work: Path, tmp_path: Pa
     assert submitted.stderr.endswith(b"dmp: WARNING: 1 line is improperly formatted "
                                      b"(skipped)\n")
     code, err, counts = watch(fleet, vault, work, submitted.stdout.decode().strip())
-    assert (code, counts) == (0, {"uploaded": 3, "same": 1}), err
+    assert (code, counts) == (0, {"uploaded": 3, "skipped": 1}), err
+    assert vault.objects() == OBJECTS
+
+
+def test_detached_vault_strict_fails_the_job_on_misformatted_lines(
+        fleet: str, work: Path, tmp_path: Path) -> None:
+    """As attached: every good line is asked about, and the job fails at the end."""
+    vault = new_vault("file", tmp_path)
+    with open(work / "manifest.sha256", "ab") as stream:
+        stream.write(b"not a manifest line\n")
+    lenient = submit(fleet, vault, work, "--vault")
+    assert watch(fleet, vault, work, lenient)[0] == 0
+    job = submit(fleet, vault, work, "--vault", "--strict")
+    code, err, counts = watch(fleet, vault, work, job)
+    assert (code, counts) == (1, {"missing": len(FILES)})
+    assert err.splitlines()[0] == "dmp: 1 line is improperly formatted (--strict)"
+    status = dmp(fleet, vault, work, "job", "status", job)
+    assert b"failed:   1 line is improperly formatted (--strict)\n" in status.stdout
+
+
+def test_detached_archive_takes_a_copy_when_the_first_file_is_gone(
+        fleet: str, work: Path, tmp_path: Path) -> None:
+    """Content whose first file has gone since the manifest was made is archived from a
+    copy, as attached; the job still fails for the file that is gone."""
+    vault = new_vault("file", tmp_path)
+    (work / "data" / "a.txt").unlink()
+    job = submit(fleet, vault, work, "--archive")
+    code, err, counts = watch(fleet, vault, work, job)
+    assert code == 1
+    assert "dmp: data/a.txt: " in err
+    assert counts == {"missing": 1, "uploaded": 3}
     assert vault.objects() == OBJECTS
