@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from dmp_tasks.jobs import ERRORS_KEPT, JobStore, job_failed, status_counts
+from dmp_tasks.jobs import ERRORS_KEPT, JobStore, job_failed, rule_failure, status_counts
 from tests.servers import Service
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ def test_a_lost_batch_fails_the_job(store: JobStore) -> None:
 
 
 @pytest.mark.parametrize(("op", "status", "fails"), [
-    ("check", "ok", False), ("check", "misformatted", False), ("check", "failed", True),
+    ("check", "ok", False), ("check", "misformatted", True), ("check", "failed", True),
     ("check", "missing", True), ("head", "missing", False), ("upload", "refused", True),
     ("upload", "skipped", False), ("download", "fetched", False), ("check", "lost", True),
 ], ids=lambda value: str(value))
@@ -119,3 +119,32 @@ def test_which_statuses_fail_a_job(store: JobStore, op: str, status: str,
     store.set_total(job, windows=0, batches=1, items=1)
     info = store.info(job)
     assert info is not None and job_failed(info) is fails
+
+
+@pytest.mark.parametrize(("op", "rules", "counts", "extra", "reason"), [
+    ("check", {}, {"ok": 1, "misformatted": 1}, {}, None),
+    ("check", {"strict": 1}, {"ok": 1, "misformatted": 1}, {},
+     "1 line is improperly formatted (--strict)"),
+    ("check", {}, {"misformatted": 2}, {}, "no properly formatted checksum lines found"),
+    ("check", {"ignore_missing": 1}, {"ok": 1, "missing": 1}, {}, None),
+    ("check", {"ignore_missing": 1}, {"missing": 2}, {},
+     "no file was verified (--ignore-missing)"),
+    ("head", {"strict": 1}, {"present": 1}, {"misformatted": 2},
+     "2 lines are improperly formatted (--strict)"),
+    ("head", {}, {"present": 1}, {"misformatted": 2}, None),
+], ids=["misformatted", "strict", "no-lines", "ignore-missing", "none-verified",
+        "vault-strict", "vault-lenient"])
+def test_the_submitting_commands_rules_decide_a_job(
+        store: JobStore, op: str, rules: dict[str, int], counts: dict[str, int],
+        extra: dict[str, int], reason: str | None) -> None:
+    job = uuid.uuid4().hex[:12]
+    store.create(job, {"op": op, "host": "here", "command": "dmp test", **rules})
+    files = sum(counts.values())
+    store.record_batch(job, 0, {"files": files, **{f"s:{k}": n for k, n in counts.items()}},
+                       None, [])
+    assert store.finish_window(job, 0, {"files": files})
+    store.set_total(job, windows=1, batches=1, items=files, extra=extra)
+    info = store.info(job)
+    assert info is not None and info["state"] == "done"
+    assert rule_failure(info) == reason
+    assert job_failed(info) is (reason is not None)
