@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import sys
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -28,7 +32,41 @@ class App:
         return make_executor(self.settings, self.out)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class StdoutClosed(Exception):
+    """Whoever read stdout has gone (`dmp ... | head`): end as coreutils do, by SIGPIPE."""
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe with no reader left (poll says so without writing)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno() if sys.__stdout__ else 1, select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+class _Group(click.Group):
+    """Click makes a broken pipe exit 1 quietly; dmp tells a closed stdout (SIGPIPE, as
+    sha256sum) from a broken pipe elsewhere (an error, said)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            if _stdout_closed():
+                raise StdoutClosed from None
+            raise RuntimeError(f"broken pipe: {exc}") from exc
+
+
+def _flush_at_close(out: Output) -> None:
+    try:
+        out.stdout.flush()
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dmp")
 @click.option("--profile", metavar="NAME", help="AWS profile to use (as in the AWS CLI).")
 @click.option("--region", metavar="REGION", help="AWS region (default: from the profile or "
@@ -57,7 +95,7 @@ def cli(ctx: click.Context, profile: str | None, region: str | None,
                                  jobs=jobs)
     out = Output(json_mode=json_mode, quiet=quiet, verbose=verbose)
     ctx.obj = App(settings, out)
-    ctx.call_on_close(out.stdout.flush)
+    ctx.call_on_close(lambda: _flush_at_close(out))
     ctx.meta["dmp.traceback"] = show_traceback
 
 
@@ -96,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("dmp: interrupted", err=True)
         status = 130
-    except BrokenPipeError:
-        status = 141
+    except StdoutClosed:
+        _die_of_sigpipe()
     except Exception as exc:
         if show_traceback:
             traceback.print_exc()
@@ -107,5 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        status = 141
+        _die_of_sigpipe()
     sys.exit(status if isinstance(status, int) else 0)
+
+
+def _die_of_sigpipe() -> None:
+    """End as a C tool whose reader went away does: killed by SIGPIPE (status 141 in a
+    shell), with nothing said. Whatever was being run has been unwound by now (a fleet
+    job cancelled), and Python's own flush of stdout at exit is skipped."""
+    sys.stderr.flush()
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGPIPE)
+    os._exit(141)  # not reached: the signal ends the process

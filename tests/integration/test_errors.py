@@ -343,3 +343,41 @@ def test_the_read_error_trick_really_fails_for_root_too(tmp_path: Path) -> None:
     assert stat.S_ISREG(os.stat("/proc/self/mem").st_mode)
     with pytest.raises(OSError), open("/proc/self/mem", "rb") as stream:
         stream.read(1)
+
+
+# ---------------------------------------------------------------- a reader that leaves
+
+
+def many_files(root: Path, count: int = 4000) -> Path:
+    tree = root / "many"
+    tree.mkdir()
+    for i in range(count):
+        (tree / f"f{i:05}").write_bytes(b"%d\n" % i)
+    return tree
+
+
+def read_one_line_and_leave(cmd: list[str], cwd: Path,
+                            env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
+    """`CMD | head -1`: (the command's wait status, the line read, its stderr)."""
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read()
+        return proc.wait(timeout=120), line, err
+
+
+@pytest.mark.parametrize("sha256sum_too", [False, True], ids=["dmp", "sha256sum"])
+def test_a_reader_that_leaves_ends_it_by_sigpipe(tmp_path: Path, sha256sum_too: bool) -> None:
+    """As sha256sum: killed by SIGPIPE (141 in a shell), nothing on stderr."""
+    many_files(tmp_path)
+    if sha256sum_too:
+        names = sorted(os.listdir(tmp_path / "many"))
+        cmd = ["sha256sum", *[f"many/{name}" for name in names]]
+        status, line, err = read_one_line_and_leave(cmd, tmp_path)
+    else:
+        cmd = [sys.executable, "-m", "dmp_cli", "manifest", "--create", "--dir", "many"]
+        status, line, err = read_one_line_and_leave(cmd, tmp_path, dmp_env())
+    assert line.startswith(sha(b"0\n").encode())
+    assert (status, err) == (-13, b"")

@@ -340,3 +340,15 @@ def test_worker_errors_are_one_line(tmp_path: Path) -> None:
     assert unset.stderr == b"dmp: dmp worker needs DMP_BROKER_URL (e.g. redis://host:6379/0)\n"
     assert bad_timeout.stderr == b"dmp: DMP_REDELIVERY_TIMEOUT must be a number of seconds, " \
         b"not 'soon'\n"
+
+
+def test_a_reader_that_leaves_ends_it_by_sigpipe(fleet: str, tmp_path: Path) -> None:
+    from tests.integration.test_errors import many_files, read_one_line_and_leave
+
+    many_files(tmp_path, 6000)
+    cmd = [sys.executable, "-m", "dmp_cli", "manifest", "--create", "--dir", "many"]
+    status, line, err = read_one_line_and_leave(cmd, tmp_path, fleet_env(fleet))
+    assert line.startswith(hashlib.sha256(b"0\n").hexdigest().encode())
+    assert (status, err) == (-13, b"")
+    listed = run("--json", "job", "list", "-n", "1", cwd=tmp_path, broker_url=fleet)
+    assert json.loads(listed.stdout)["state"] in ("cancelled", "done")  # not left active
