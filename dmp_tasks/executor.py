@@ -23,7 +23,7 @@ import uuid
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import chord
 from celery.result import AsyncResult
@@ -55,6 +55,10 @@ BATCHES_IN_FLIGHT = 32
 BATCHES_PER_CHORD = 16
 RAMP_CHORDS = 3
 READ_BLOCK_MS = 1000
+
+
+class _Answered(Exception):
+    """A worker for the queue asked about has answered."""
 
 
 def new_job_id() -> str:
@@ -211,7 +215,7 @@ class CeleryExecutor:
         job = new_job_id()
         try:
             self._create(job, op, {rule: 1 for rule, on in (rules or {}).items() if on})
-            self._warn_if_no_worker(job)
+            self._warn_if_no_worker(job, op)
             submitter = self._submitter(job, op, items, config, stream=False, tally=tally)
             while not submitter.exhausted:
                 submitter.submit_window()
@@ -253,7 +257,7 @@ class CeleryExecutor:
             if not arrived:
                 # Nothing for a while: say so if it is because no worker is there (asked
                 # only now, as the question costs a round trip to the workers).
-                self._warn_if_no_worker(job)
+                self._warn_if_no_worker(job, submitter.op)
                 self._check_cancelled(job)
                 cursor, arrived = self._check_lost(job, submitter, next_batch, cursor)
             submitter.reap(next_batch)
@@ -286,21 +290,46 @@ class CeleryExecutor:
         if state == "cancelled":
             raise DmpError(f"job {job} was cancelled")
 
-    def _warn_if_no_worker(self, job: str) -> None:
-        if self._checked_workers:
+    def _warn_if_no_worker(self, job: str, op: str) -> None:
+        """Say so if no live worker takes from the queue the job's batches go to (asked
+        once: the question costs a round trip to the workers, and a second if none of them
+        takes from that queue)."""
+        if self._checked_workers or self.out is None:
             return
         self._checked_workers = True
-        if not self._workers_alive():
-            message = (f"no worker answers at {safe_url(self.broker_url)}; job {job} waits "
-                       "in Redis until a `dmp worker` starts")
-            if self.out is not None:
-                self.out.info(message)
+        queue = callback_queue(op)
+        queues = self._worker_queues(queue)
+        if queues is None or queue in queues:
+            return
+        where = safe_url(self.broker_url)
+        if not queues:
+            self.out.info(f"no worker answers at {where}; job {job} waits in Redis until a "
+                          "`dmp worker` starts")
+        else:
+            self.out.info(f"no worker at {where} takes from {queue} (the live ones take "
+                          f"from {', '.join(sorted(queues))}); job {job} waits in Redis "
+                          f"until a `dmp worker` for {queue} starts")
 
-    def _workers_alive(self) -> bool:
+    def _worker_queues(self, wanted: str) -> set[str] | None:
+        """The queues the live workers take from, as far as needed to find ``wanted``
+        (empty if no worker answers); None if the question could not be asked, and then
+        nothing is said rather than something wrong."""
+        found: set[str] = set()
+
+        def on_reply(reply: dict[str, list[dict[str, Any]]]) -> None:
+            for queues in reply.values():
+                found.update(str(queue.get("name")) for queue in queues or [])
+            if wanted in found:
+                raise _Answered  # no need to wait out the others
+
         try:
-            return bool(self.app.control.ping(timeout=1.0, limit=1))
-        except Exception:  # can't tell; say nothing rather than something wrong
-            return True
+            self.app.control.broadcast("active_queues", reply=True, timeout=1.0,
+                                       callback=on_reply)
+        except _Answered:
+            pass
+        except Exception:
+            return None
+        return found
 
     def _abandon(self, job: str) -> None:
         """The CLI stopped before the end (an error, Ctrl-C): workers skip the rest."""

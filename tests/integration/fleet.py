@@ -35,7 +35,8 @@ def wait_ready(log: Path, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
 
 @contextmanager
 def worker(broker_url: str, name: str, logdir: Path, *, celery: bool = False,
-           concurrency: int = 1, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+           concurrency: int = 1, queues: str | None = None,
+           **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """A worker subprocess in its own session; `celery=True` starts it the Celery way."""
     if celery:
         cmd = [sys.executable, "-m", "celery", "-A", "dmp_tasks", "worker", "-c",
@@ -43,7 +44,7 @@ def worker(broker_url: str, name: str, logdir: Path, *, celery: bool = False,
                "--without-mingle", "--without-gossip", "-l", "INFO"]
     else:
         cmd = [sys.executable, "-m", "dmp_cli", "worker", "-c", str(concurrency), "-n",
-               f"{name}@%h"]
+               f"{name}@%h", *(["-Q", queues] if queues else [])]
     log = logdir / f"{name}.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(cmd, env=fleet_env(broker_url, **env), cwd=logdir,

@@ -144,6 +144,7 @@ def test_detach_then_watch(fleet: str, tree: Path) -> None:
 def test_detach_good_job_watch_exits_zero(fleet: str, tree: Path) -> None:
     assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
     submitted = _job(fleet, tree, "manifest", "--check", "--detach", "-m", "m.sha256")
+    assert b"no worker" not in submitted.stderr  # the fleet's workers take from dmp.hash
     job = submitted.stdout.decode().strip()
     watched = _job(fleet, tree, "job", "watch", job)
     assert watched.returncode == 0, watched.stderr
@@ -228,6 +229,22 @@ def test_no_worker_job_waits_then_runs(redis: Service, tree: Path, tmp_path: Pat
         stop(proc)
     assert proc.returncode == 0, err
     assert out.count(b": OK\n") == len(NAMES) + 120
+
+
+def test_no_worker_for_the_jobs_queue_says_so(redis: Service, tree: Path,
+                                              tmp_path: Path) -> None:
+    """A worker for transfers only does not hash: a check submitted then says it waits."""
+    url = redis.url.rsplit("/", 1)[0] + "/8"
+    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
+    with worker(url, "transfers", tmp_path, queues="dmp.transfer"):
+        submitted = run("manifest", "--check", "--detach", "-m", "m.sha256", cwd=tree,
+                        broker_url=url)
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.decode().strip()
+    assert f"dmp: no worker at {url} takes from dmp.hash (the live ones take from " \
+        f"dmp.transfer); job {job} waits in Redis until a `dmp worker` for dmp.hash " \
+        "starts\n" in submitted.stderr.decode()
+    assert run("job", "cancel", job, cwd=tree, broker_url=url).returncode == 0
 
 
 def test_cancel(redis: Service, tree: Path) -> None:
