@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as PoolExecutor
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Protocol
@@ -34,25 +34,27 @@ class Executor(Protocol):
 
 
 def batches(items: Iterable[Item], max_items: int = MAX_BATCH_ITEMS,
-            max_bytes: int = MAX_BATCH_BYTES, first_items: int | None = None
-            ) -> Iterator[list[Item]]:
+            max_bytes: int = MAX_BATCH_BYTES,
+            plan: Callable[[], tuple[int, int]] | None = None) -> Iterator[list[Item]]:
     """Group items into batches bounded by count and by bytes; a huge file goes alone.
 
-    With ``first_items``, the first batch holds that many items and each next one twice
-    as many, up to ``max_items``: work starts as soon as a few items are known, and the
-    per-batch costs shrink once it runs.
+    ``plan``, if given, is asked before each batch for its bound on the count (instead of
+    ``max_items``) and for the bytes to assume for an item of unknown size (else 0): the
+    fleet's batches grow as a job starts, and hold fewer files when files are big.
     """
     batch: list[Item] = []
     size = 0
-    limit = min(first_items or max_items, max_items)
+    limit, guess = plan() if plan else (max_items, 0)
     for item in items:
-        item_size = item.get("size") or 0
-        if batch and (len(batch) >= limit or size + item_size > max_bytes):
+        known = item.get("size")
+        if batch and (len(batch) >= limit or size + (guess if known is None else known)
+                      > max_bytes):
             yield batch
             batch, size = [], 0
-            limit = min(2 * limit, max_items)
+            if plan:
+                limit, guess = plan()
         batch.append(item)
-        size += item_size
+        size += guess if known is None else known
     if batch:
         yield batch
 

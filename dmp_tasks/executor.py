@@ -36,6 +36,7 @@ from dmp_tasks.config import safe_url
 from dmp_tasks.jobs import JobStore, broker_errors
 from dmp_tasks.routing import (
     BATCH_BYTES,
+    BLIND_BATCH_ITEMS,
     FIRST_BATCH_ITEMS,
     batch_items,
     callback_queue,
@@ -70,6 +71,23 @@ def restore_paths(rows: list[Row], paths: list[str | None]) -> list[Row]:
         if type(row.get("path")) is int:
             row["path"] = path
     return rows
+
+
+class _BatchPlan:
+    """How big the job's next batch is: FIRST_BATCH_ITEMS files, then twice the one
+    before, up to BLIND_BATCH_ITEMS while no file's size is known, then up to ``most``,
+    with the job's mean file size so far assumed for each file (so that the bound by
+    bytes holds huge files to a batch each)."""
+
+    def __init__(self, store: JobStore, job: str, most: int) -> None:
+        self.store, self.job, self.most = store, job, most
+        self.limit = 0
+
+    def __call__(self) -> tuple[int, int]:
+        mean = self.store.mean_file_size(self.job)
+        cap = min(self.most, BLIND_BATCH_ITEMS) if mean is None else self.most
+        self.limit = min(cap, 2 * self.limit if self.limit else FIRST_BATCH_ITEMS)
+        return self.limit, mean or 0
 
 
 class _Submitter:
@@ -233,8 +251,7 @@ class CeleryExecutor:
                    stream: bool, tally: Callable[[], Mapping[str, int]] | None = None
                    ) -> _Submitter:
         most = batch_items(op)
-        groups = batches(items, max_items=most, max_bytes=BATCH_BYTES,
-                         first_items=FIRST_BATCH_ITEMS)
+        groups = batches(items, max_bytes=BATCH_BYTES, plan=_BatchPlan(self.store, job, most))
         # A chord goes out whole: at most half the files in flight, so that the window
         # overshoots its bound by no more than that.
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * most)))

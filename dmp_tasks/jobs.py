@@ -204,6 +204,12 @@ class JobStore:
         args: list[str | int | float] = [window, json.dumps(counts), time.time(), JOB_TTL]
         return bool(self._finish_window(keys=keys, args=args))
 
+    def mean_file_size(self, job: str) -> int | None:
+        """The mean size of the files done so far (None before any is done)."""
+        with broker_errors(self.url, "reading the job"):
+            files, nbytes = self.client.hmget(job_key(job), "files", "bytes")
+        return int(nbytes or 0) // int(files) if files and int(files) else None
+
     def state(self, job: str) -> str | None:
         value = self.client.hget(job_key(job), "state")
         return value.decode() if value is not None else None

@@ -11,13 +11,16 @@ from dmp_tasks.config import BIG_QUEUE, HASH_QUEUE, TRANSFER_QUEUE
 BIG_FILE_BYTES = 1 << 30
 
 # A task carries a batch: one message a file runs at ~450 items/s, batches at tens of
-# thousands (DESIGN.md, section 5). 4096 files a batch made --create of small files 10%
-# faster than 1024; the CLI bounds the files in flight, not the batches, so that bigger
-# batches do not cost it memory. A job's first batch is smaller, so that workers start
-# early (batches then double). Network work gets smaller batches, as each file waits on
-# S3 rather than on a CPU.
+# thousands (DESIGN.md, section 5). 4096 small files a batch made --create 15% faster
+# than 1024 (the CLI bounds the files in flight, not the batches, so its memory is the
+# same). A job's first batch is smaller, so that workers start early, and batches double
+# from there; until some have finished, the files' sizes are unknown (a walk or a
+# manifest does not stat), so they grow no further than BLIND_BATCH_ITEMS, as they may
+# hold huge files. Network work gets smaller batches, as each file waits on S3 rather
+# than on a CPU.
 CPU_BATCH_ITEMS = 4096
 FIRST_BATCH_ITEMS = 256
+BLIND_BATCH_ITEMS = 1024
 IO_BATCH_ITEMS = 32
 BATCH_BYTES = 64 << 20
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from itertools import islice
 
 import pytest
 from kombu.serialization import dumps, loads
@@ -138,3 +139,32 @@ def test_paths_elided_on_the_stream_come_back_exactly() -> None:
     back = restore_paths(sent, [item.get("path") for item in items])
     assert back == expected
     assert [list(row) for row in back] == [list(row) for row in expected]  # key order kept
+
+
+class _Job:
+    """A job's store as the batch plan sees it: the mean file size after each batch."""
+
+    def __init__(self, means: list[int | None]) -> None:
+        self.means = iter(means)
+
+    def mean_file_size(self, job: str) -> int | None:
+        return next(self.means)
+
+
+def test_batches_grow_blind_then_by_the_files_sizes() -> None:
+    from dmp_cli.executor import batches
+    from dmp_tasks.executor import _BatchPlan
+    from dmp_tasks.routing import BATCH_BYTES, BLIND_BATCH_ITEMS, FIRST_BATCH_ITEMS
+
+    small, huge = 4096, 2 * BATCH_BYTES
+    means: list[int | None] = [None] * 5 + [small] * 3 + [huge] * 3
+    plan = _BatchPlan(_Job(means), "job", most=4 * BLIND_BATCH_ITEMS)  # type: ignore[arg-type]
+    items = ({"path": f"f{i}"} for i in range(20_000))
+    sizes = [len(batch) for batch in islice(batches(items, max_bytes=BATCH_BYTES, plan=plan), 11)]
+    # No size known: from the first batch, doubling, to the blind bound and no further.
+    blind = [FIRST_BATCH_ITEMS, 2 * FIRST_BATCH_ITEMS, 4 * FIRST_BATCH_ITEMS]
+    assert FIRST_BATCH_ITEMS * 4 == BLIND_BATCH_ITEMS
+    assert sizes[:5] == [*blind, BLIND_BATCH_ITEMS, BLIND_BATCH_ITEMS]
+    # Small files: up to the most a batch holds. Huge ones: one a batch.
+    assert sizes[5:8] == [2 * BLIND_BATCH_ITEMS, 4 * BLIND_BATCH_ITEMS, 4 * BLIND_BATCH_ITEMS]
+    assert sizes[8:] == [1, 1, 1]
