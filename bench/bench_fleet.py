@@ -64,14 +64,32 @@ def make_synthetic_manifest(root: Path, items: int) -> Path:
     return manifest
 
 
-def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, int]:
-    """Run dmp; (seconds, exit status, peak RSS in KiB) of that one process."""
+def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, int, float]:
+    """Run dmp; (seconds, exit status, peak RSS in KiB, CPU seconds) of that process (its
+    CPU seconds include its embedded pool's)."""
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "dmp_cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - started, proc.returncode, usage.ru_maxrss
+    return (time.perf_counter() - started, proc.returncode, usage.ru_maxrss,
+            usage.ru_utime + usage.ru_stime)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes and their descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0, list(pids)
+    while todo:
+        pid = todo.pop()
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            for task in os.listdir(f"/proc/{pid}/task"):
+                todo += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+        except OSError:  # gone meanwhile
+            continue
+    return total / tick
 
 
 class RedisMemory:
@@ -96,19 +114,28 @@ class RedisMemory:
         self._thread.join()
 
 
-def bench_create(tree: Path, url: str, runs: int) -> dict[str, Any]:
+def bench_create(tree: Path, url: str, runs: int, services: list[int]) -> dict[str, Any]:
+    """Embedded and distributed runs in turn; seconds, and CPU seconds of everything that
+    worked (the CLI and its pool; or the CLI, the workers and Redis)."""
     args = ["manifest", "--create", "--dir", tree.name, "--recursive"]
     local, fleet = fleet_env(None), fleet_env(url)
     for env in (local, fleet):  # warm the page cache and the workers
         assert timed(args, tree.parent, env)[1] == 0
-    embedded, distributed = [], []
+    embedded, distributed, embedded_cpu, distributed_cpu = [], [], [], []
     for _ in range(runs):
-        embedded.append(timed(args, tree.parent, local)[0])
-        distributed.append(timed(args, tree.parent, fleet)[0])
+        seconds, _, _, cpu = timed(args, tree.parent, local)
+        embedded.append(seconds)
+        embedded_cpu.append(cpu)
+        before = cpu_seconds(services)
+        seconds, _, _, cpu = timed(args, tree.parent, fleet)
+        distributed.append(seconds)
+        distributed_cpu.append(cpu + cpu_seconds(services) - before)
     e, d = statistics.median(embedded), statistics.median(distributed)
     # The best runs too: on a shared machine the median moves with others' load.
     return {"embedded_s": e, "distributed_s": d, "ratio": d / e,
             "best_ratio": min(distributed) / min(embedded),
+            "embedded_cpu_s": statistics.median(embedded_cpu),
+            "distributed_cpu_s": statistics.median(distributed_cpu),
             "embedded_runs": embedded, "distributed_runs": distributed}
 
 
@@ -119,7 +146,7 @@ def bench_synthetic(manifest: Path, url: str) -> dict[str, float]:
         items = sum(1 for _ in stream)
     args = ["manifest", "--check", "-m", manifest.name]
     with RedisMemory(url) as memory:
-        seconds, status, rss_kib = timed(args, manifest.parent, fleet_env(url))
+        seconds, status, rss_kib, _ = timed(args, manifest.parent, fleet_env(url))
     assert status == 1  # every file is missing, by design
     in_flight = FILES_IN_FLIGHT
     return {"items": items, "seconds": seconds, "items_per_s": items / seconds,
@@ -140,6 +167,9 @@ def table(create: dict[str, Any], synthetic: dict[str, float], small: dict[str, 
         f"| {create['distributed_s']:.2f} s | |",
         f"| ratio distributed / embedded (medians) | {create['ratio']:.2f} x | <= 1.25 x |",
         f"| ratio distributed / embedded (best runs) | {create['best_ratio']:.2f} x | |",
+        f"| CPU seconds, embedded (CLI and its pool) | {create['embedded_cpu_s']:.2f} s | |",
+        f"| CPU seconds, distributed (CLI, workers, Redis) "
+        f"| {create['distributed_cpu_s']:.2f} s | |",
         f"| synthetic job, {synthetic['items']:,} items: time "
         f"| {synthetic['seconds']:.1f} s | |",
         f"| synthetic job: items per second | {synthetic['items_per_s']:,.0f} | |",
@@ -162,9 +192,10 @@ def main() -> None:
     tree = make_tree(DATA, options.files)
     manifest = make_synthetic_manifest(DATA, options.synthetic)
     logs = Path(tempfile.mkdtemp(prefix="dmp-bench-"))
-    with redis_server() as server, worker(server.url, "bench1", logs), \
-            worker(server.url, "bench2", logs):
-        create = bench_create(tree, server.url, options.runs)
+    with redis_server() as server, worker(server.url, "bench1", logs) as one, \
+            worker(server.url, "bench2", logs) as two:
+        create = bench_create(tree, server.url, options.runs,
+                              [one.pid, two.pid, server.proc.pid])
         synthetic = bench_synthetic(manifest, server.url)
         small = bench_synthetic(make_synthetic_manifest(DATA, options.synthetic // 10),
                                 server.url)
