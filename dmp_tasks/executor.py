@@ -79,12 +79,18 @@ class _BatchPlan:
     with the job's mean file size so far assumed for each file (so that the bound by
     bytes holds huge files to a batch each)."""
 
-    def __init__(self, store: JobStore, job: str, most: int) -> None:
+    def __init__(self, store: JobStore, job: str, most: int, reread_s: float = 0.01) -> None:
         self.store, self.job, self.most = store, job, most
+        self.reread_s = reread_s  # how often to ask Redis for the mean (batches can be many)
         self.limit = 0
+        self.mean: int | None = None
+        self._read = -1.0
 
     def __call__(self) -> tuple[int, int]:
-        mean = self.store.mean_file_size(self.job)
+        now = time.monotonic()
+        if now - self._read >= self.reread_s:
+            self.mean, self._read = self.store.mean_file_size(self.job), now
+        mean = self.mean
         cap = min(self.most, BLIND_BATCH_ITEMS) if mean is None else self.most
         self.limit = min(cap, 2 * self.limit if self.limit else FIRST_BATCH_ITEMS)
         return self.limit, mean or 0

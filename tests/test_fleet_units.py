@@ -158,7 +158,8 @@ def test_batches_grow_blind_then_by_the_files_sizes() -> None:
 
     small, huge = 4096, 2 * BATCH_BYTES
     means: list[int | None] = [None] * 5 + [small] * 3 + [huge] * 3
-    plan = _BatchPlan(_Job(means), "job", most=4 * BLIND_BATCH_ITEMS)  # type: ignore[arg-type]
+    plan = _BatchPlan(_Job(means), "job", most=4 * BLIND_BATCH_ITEMS,  # type: ignore[arg-type]
+                      reread_s=0)
     items = ({"path": f"f{i}"} for i in range(20_000))
     sizes = [len(batch) for batch in islice(batches(items, max_bytes=BATCH_BYTES, plan=plan), 11)]
     # No size known: from the first batch, doubling, to the blind bound and no further.
@@ -168,3 +169,12 @@ def test_batches_grow_blind_then_by_the_files_sizes() -> None:
     # Small files: up to the most a batch holds. Huge ones: one a batch.
     assert sizes[5:8] == [2 * BLIND_BATCH_ITEMS, 4 * BLIND_BATCH_ITEMS, 4 * BLIND_BATCH_ITEMS]
     assert sizes[8:] == [1, 1, 1]
+
+
+def test_the_batch_plan_asks_redis_at_most_every_so_often() -> None:
+    from dmp_tasks.executor import _BatchPlan
+
+    job = _Job([None, 4096])
+    plan = _BatchPlan(job, "job", most=4096, reread_s=3600)  # type: ignore[arg-type]
+    assert [plan()[0] for _ in range(5)] == [256, 512, 1024, 1024, 1024]  # one read: None
+    assert next(job.means) == 4096  # not read yet
