@@ -269,7 +269,8 @@ def rule_failure(info: dict[str, str]) -> str | None:
         return f"{misformatted} {lines} improperly formatted (--strict)"
     if info.get("op") != "check" or info.get("state") != "done":
         return None
-    if int(info.get("files", 0)) == counts.get("misformatted", 0):
+    files = int(info.get("files", 0))
+    if files and files == counts.get("misformatted", 0):
         return "no properly formatted checksum lines found"
     if info.get("ignore_missing") and not counts.get("ok"):
         return "no file was verified (--ignore-missing)"
