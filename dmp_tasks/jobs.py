@@ -43,40 +43,45 @@ def is_failure(op: str, status: str) -> bool:
     """Whether a row's status fails the job; asking the vault, "missing" is an answer."""
     return status not in SUCCEEDED and not (op == "head" and status == "missing")
 
-# Checked first, marked last: if a write fails halfway (Redis out of memory), the batch
-# is not marked, and its retry writes it again (the CLI drops a second copy of its rows).
-_RECORD_BATCH = """
-if redis.call('GETBIT', KEYS[2], ARGV[1]) == 1 then return 0 end
-local ttl = tonumber(ARGV[4])
-if ARGV[2] ~= '' then
-  redis.call('XADD', KEYS[3], '*', 'b', ARGV[1], 'r', ARGV[2])
-  redis.call('EXPIRE', KEYS[3], ttl)
-end
-for i = 6, #ARGV do
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'r', ARGV[i])
-end
-if #ARGV >= 6 then redis.call('EXPIRE', KEYS[4], ttl) end
-for field, n in pairs(cjson.decode(ARGV[3])) do redis.call('HINCRBY', KEYS[1], field, n) end
-redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('SETBIT', KEYS[2], ARGV[1], 1)
-redis.call('EXPIRE', KEYS[2], ttl)
-return 1
-"""
-
-# Finishing: when every chord's callback has run and the submitter has said how many
-# chords there are, the job is done (unless it was cancelled meanwhile).
+# Finishing: when the submitter has said how many batches and chords there are, and
+# either every batch has recorded itself or every chord's callback has run, the job is
+# done (unless it was cancelled meanwhile). Every batch recorded means every count is in;
+# a batch that could not record itself is counted as lost by its chord's callback.
 _FINISH = """
 local function finish(job, now)
-  local done = tonumber(redis.call('HGET', job, 'windows_done') or '0')
-  local total = redis.call('HGET', job, 'windows_total')
-  if total and tonumber(total) == done then
+  local function all(done, total)
+    total = redis.call('HGET', job, total)
+    return total and tonumber(total) == tonumber(redis.call('HGET', job, done) or '0')
+  end
+  if all('batches_done', 'batches_total') or all('windows_done', 'windows_total') then
     if redis.call('HGET', job, 'state') == 'active' then
       redis.call('HSET', job, 'state', 'done')
     end
     redis.call('HSETNX', job, 'finished', now)
   end
 end
+"""
+
+# Checked first, marked last: if a write fails halfway (Redis out of memory), the batch
+# is not marked, and its retry writes it again (the CLI drops a second copy of its rows).
+_RECORD_BATCH = _FINISH + """
+if redis.call('GETBIT', KEYS[2], ARGV[1]) == 1 then return 0 end
+local ttl = tonumber(ARGV[4])
+if ARGV[2] ~= '' then
+  redis.call('XADD', KEYS[3], '*', 'b', ARGV[1], 'r', ARGV[2])
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+for i = 7, #ARGV do
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'r', ARGV[i])
+end
+if #ARGV >= 7 then redis.call('EXPIRE', KEYS[4], ttl) end
+for field, n in pairs(cjson.decode(ARGV[3])) do redis.call('HINCRBY', KEYS[1], field, n) end
+redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
+finish(KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('SETBIT', KEYS[2], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[2], ttl)
+return 1
 """
 
 _FINISH_WINDOW = _FINISH + """
@@ -196,7 +201,7 @@ class JobStore:
         keys = [job_key(job), job_key(job, "seen"), job_key(job, "rows"),
                 job_key(job, "errors")]
         args: list[str | int | float] = [index, rows_json or "", json.dumps(counts), JOB_TTL,
-                                          ERRORS_KEPT, *errors]
+                                          ERRORS_KEPT, time.time(), *errors]
         return bool(self._record(keys=keys, args=args))
 
     def finish_window(self, job: str, window: int, counts: dict[str, int]) -> bool:

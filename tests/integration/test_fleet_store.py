@@ -54,6 +54,28 @@ def test_done_when_every_window_is_in_whatever_the_order(store: JobStore,
     assert store.state(job) == "done"
 
 
+@pytest.mark.parametrize("total_first", [True, False], ids=["total-first", "batches-first"])
+def test_done_when_every_batch_is_in_without_a_chord_callback(store: JobStore,
+                                                             total_first: bool) -> None:
+    """Every count is in once every batch has recorded itself: a chord callback that
+    never comes (its worker died; it runs again only after the redelivery timeout) does
+    not hold the job open."""
+    job = new_job(store)
+    if total_first:
+        store.set_total(job, windows=1, batches=2, items=2)
+    assert store.record_batch(job, 0, {"files": 1, "s:ok": 1}, None, [])
+    assert store.state(job) == "active"
+    assert store.record_batch(job, 1, {"files": 1, "s:ok": 1}, None, [])
+    if not total_first:
+        assert store.state(job) == "active"
+        store.set_total(job, windows=1, batches=2, items=2)
+    info = store.info(job)
+    assert info is not None and info["state"] == "done" and "finished" in info
+    assert not job_failed(info)
+    assert store.finish_window(job, 0, {"files": 2})  # the callback, late: no harm
+    assert store.state(job) == "done"
+
+
 def test_empty_job_is_done_at_once(store: JobStore) -> None:
     job = new_job(store)
     store.set_total(job, windows=0, batches=0, items=0)
