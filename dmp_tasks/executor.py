@@ -42,7 +42,7 @@ from dmp_tasks.routing import (
     callback_queue,
     queue_for,
 )
-from dmp_tasks.tasks import run_batch, window_done
+from dmp_tasks.tasks import batch_signature, window_done
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -129,7 +129,8 @@ class _Submitter:
                                  self.tally() if self.tally else None)
             return
         header = [
-            run_batch.si(self.job, index, self.op, batch, self.config, self.stream, self.cwd)
+            batch_signature(self.op, self.job, index, batch, self.config, self.stream,
+                            self.cwd)
             # A short argsrepr: Celery would otherwise repr every batch for the logs,
             # which costs the submitter more than encoding it.
             .set(queue=queue_for(self.op, batch),

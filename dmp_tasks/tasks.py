@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
+from celery import Signature
 
 from dmp_cli.ops import Config, Item, Row
 from dmp_cli.ops import run_batch as run_local
@@ -137,10 +138,10 @@ def _run(op: str, items: list[Item], config: Config, cwd: str) -> list[Row]:
         return run_with_retries(op, items, config)
 
 
-@app.task(name="dmp.run_batch")
 def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str, Any],
               stream: bool, cwd: str) -> dict[str, int]:
-    """Run one batch, publish its rows once, and return its counts for the chord."""
+    """Run one batch of ``op``, publish its rows once, and return its counts for the
+    chord. The tasks below, one for each kind of work, are this with their operation."""
     try:
         store = job_store()
         if _persist(lambda: store.state(job)) == "cancelled":
@@ -155,6 +156,46 @@ def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str
     except Exception:  # never fail the chord; the job's record shows the loss
         log.exception("job %s batch %d could not be recorded", job, index)
         return {"files": len(items), "s:lost": len(items), "bytes": 0}
+
+
+# The four kinds of task, by name: a site can route, rate-limit or watch each on its own
+# (`celery -A dmp_tasks control rate_limit dmp.upload 100/m`).
+
+@app.task(name="dmp.hash")
+def hash_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
+               stream: bool, cwd: str, verify: bool = False) -> dict[str, int]:
+    """Hash a batch of files (--create), or hash them and compare (--check, ``verify``)."""
+    return run_batch(job, index, "check" if verify else "hash", items, config, stream, cwd)
+
+
+@app.task(name="dmp.head")
+def head_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
+               stream: bool, cwd: str) -> dict[str, int]:
+    """Ask the vault whether it holds each checksum of a batch (--vault)."""
+    return run_batch(job, index, "head", items, config, stream, cwd)
+
+
+@app.task(name="dmp.upload")
+def upload_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
+                 stream: bool, cwd: str) -> dict[str, int]:
+    """Archive a batch of files to the vault (--archive)."""
+    return run_batch(job, index, "upload", items, config, stream, cwd)
+
+
+@app.task(name="dmp.download")
+def download_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
+                   stream: bool, cwd: str) -> dict[str, int]:
+    """Fetch a batch of files from the vault, verified (--fetch)."""
+    return run_batch(job, index, "download", items, config, stream, cwd)
+
+
+def batch_signature(op: str, job: str, index: int, items: list[Item], config: dict[str, Any],
+                    stream: bool, cwd: str) -> Signature:
+    """The task that runs a batch of ``op``, with its arguments."""
+    if op in ("hash", "check"):
+        return hash_batch.si(job, index, items, config, stream, cwd, op == "check")
+    task = {"head": head_batch, "upload": upload_batch, "download": download_batch}[op]
+    return task.si(job, index, items, config, stream, cwd)
 
 
 @app.task(name="dmp.window_done")

@@ -178,3 +178,18 @@ def test_the_batch_plan_asks_redis_at_most_every_so_often() -> None:
     plan = _BatchPlan(job, "job", most=4096, reread_s=3600)  # type: ignore[arg-type]
     assert [plan()[0] for _ in range(5)] == [256, 512, 1024, 1024, 1024]  # one read: None
     assert next(job.means) == 4096  # not read yet
+
+
+@pytest.mark.parametrize(("op", "name"), [("hash", "dmp.hash"), ("check", "dmp.hash"),
+                                          ("head", "dmp.head"), ("upload", "dmp.upload"),
+                                          ("download", "dmp.download")])
+def test_each_kind_of_work_has_its_task(op: str, name: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    items = [{"path": "a"}]
+    signature = tasks.batch_signature(op, "job", 3, items, {}, True, "/work")
+    assert signature.task == name and name in tasks.app.tasks
+    assert signature.immutable  # the chord must not pass results into a batch
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(tasks, "run_batch", lambda *args: calls.append(args) or {"files": 1})
+    assert tasks.app.tasks[name](*signature.args) == {"files": 1}
+    assert calls == [("job", 3, op, items, {}, True, "/work")]
