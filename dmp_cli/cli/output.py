@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -22,6 +23,14 @@ def _buffered_stdout() -> BinaryIO:
     except (AttributeError, OSError, ValueError):  # a stand-in stdout, as in tests
         return sys.stdout.buffer
     return open(fd, "wb", buffering=1 << 16, closefd=False)
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8, read as lone surrogates
+        return False
+    return True
 
 
 def _text(value: str | bytes) -> bytes:
@@ -49,9 +58,17 @@ class Output:
             self.stdout.flush()
 
     def record(self, kind: str, **fields: Any) -> None:
-        """One JSON Lines object on stdout (only in --json mode)."""
+        """One JSON Lines object on stdout (only in --json mode).
+
+        A path that is not UTF-8 is written as Python reads it back (``\\udcff`` for the
+        byte 0xff), which other JSON readers turn into U+FFFD; ``path_b64`` beside it
+        then holds its bytes, base64-encoded, so that no reader loses the name.
+        """
         if self.json:
             obj = {"type": kind, **fields}
+            path = fields.get("path")
+            if isinstance(path, str) and not path.isascii() and not _is_utf8(path):
+                obj["path_b64"] = base64.b64encode(os.fsencode(path)).decode()
             self.stdout.write(json.dumps(obj, ensure_ascii=True).encode() + b"\n")
 
     def flush(self) -> None:

@@ -3,6 +3,7 @@ order, the formats, and names that must round-trip through create -> manifest ->
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -195,6 +196,21 @@ def test_json_lines_one_object_per_file_then_a_summary(tree: Path) -> None:
          "status": "ok"},
         {"type": "summary", "files": 2, "bytes": 16, "manifest": None},
     ]
+
+
+def test_json_names_that_are_not_utf8_come_with_their_bytes(tmp_path: Path) -> None:
+    """JSON readers other than Python's turn a lone surrogate into U+FFFD: path_b64
+    gives them the name's bytes."""
+    raw = b"latin1-\xff\xfe.bin"
+    (tmp_path / os.fsdecode(raw)).write_bytes(b"x")
+    (tmp_path / "ünï.txt").write_bytes(b"y")
+    proc = dmp("--json", "manifest", "--create", "--dir", ".", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    files = [json.loads(text) for text in proc.stdout.splitlines()][:-1]
+    odd, plain = sorted(files, key=lambda o: "path_b64" not in o)
+    assert os.fsencode(odd["path"]) == b"./" + raw  # Python reads the name back exactly
+    assert base64.b64decode(odd["path_b64"]) == b"./" + raw
+    assert plain["path"] == "./ünï.txt" and "path_b64" not in plain
 
 
 def test_json_with_a_manifest_file_still_writes_the_manifest(tree: Path) -> None:
