@@ -287,6 +287,18 @@ def open_manifest(path: str) -> BinaryIO:
         raise ManifestError(f"{path}: {exc.strerror or exc}") from exc
 
 
+def count_lines(path: str) -> int | None:
+    """Lines in the manifest at ``path``, for a progress bar; None for stdin or if it
+    cannot be read (the reading proper says why)."""
+    if path == "-":
+        return None
+    try:
+        with open(path, "rb") as stream:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
+    except OSError:
+        return None
+
+
 def write_entries(stream: BinaryIO, entries: Iterable[Entry], fmt: str = "dmp") -> int:
     """Write entries as manifest lines; returns how many were written."""
     formatter = FORMATS[fmt]

@@ -14,7 +14,14 @@ from dmp_cli.cli.output import Output, human_bytes, plural
 from dmp_cli.errors import DmpError, InputError, ManifestError, UsageError
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, expand
-from dmp_cli.manifest import FORMATS, LINE_FORMATS, Line, open_manifest, parse_lines
+from dmp_cli.manifest import (
+    FORMATS,
+    LINE_FORMATS,
+    Line,
+    count_lines,
+    open_manifest,
+    parse_lines,
+)
 from dmp_cli.ops import Item
 from dmp_cli.quoting import quote_name
 
@@ -262,7 +269,7 @@ def check(app: App, manifest_path: str, *, check_quiet: bool, status: bool, stri
         stream = open_manifest(manifest_path)
     except ManifestError as exc:
         raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
-    total = _count_lines(manifest_path) if out.wants_progress() else None
+    total = count_lines(manifest_path) if out.wants_progress() else None
     try:
         _check_rows(app, stream, counts, total, quiet=quiet, status=status, warn=warn,
                     ignore_missing=ignore_missing, shown=shown, from_stdin=manifest_path == "-")
@@ -353,16 +360,6 @@ def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool
                     " did NOT match")
     if ignore_missing and counts.matched == 0:
         out.error(f"{shown}: no file was verified")
-
-
-def _count_lines(path: str) -> int | None:
-    if path == "-":
-        return None
-    try:
-        with open(path, "rb") as stream:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
-    except OSError:
-        return None
 
 
 __all__ = ["DmpError", "manifest"]

@@ -13,11 +13,10 @@ from typing import Any, BinaryIO
 
 from dmp_cli.cli.job import detach as submit_job
 from dmp_cli.cli.job import require_broker
-from dmp_cli.cli.manifest import _count_lines
 from dmp_cli.cli.output import Output, human_bytes, plural
 from dmp_cli.errors import FatalStoreError, ManifestError, UsageError
 from dmp_cli.executor import default_jobs
-from dmp_cli.manifest import open_manifest, parse_lines
+from dmp_cli.manifest import count_lines, open_manifest, parse_lines
 from dmp_cli.ops import Item, Row
 from dmp_cli.quoting import quote_name
 from dmp_cli.vault import Plan, Tally, retry_items
@@ -50,7 +49,7 @@ def run(app: Any, mode: str, manifest_path: str, *, path: str | None = None,
     with stream:
         _preflight(config)
         tally = _execute(app, mode, plan, plan.items(parse_lines(stream)), config,
-                         _count_lines(manifest_path) if app.out.wants_progress() else None)
+                         count_lines(manifest_path) if app.out.wants_progress() else None)
     return _finish(app.out, mode, plan, tally, shown, strict=strict, dry_run=dry_run)
 
 
