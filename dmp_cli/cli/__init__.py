@@ -124,18 +124,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"dmp: {exc.format_message()}", err=True)
         status = exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("dmp: interrupted", err=True)
-        status = 130
+        _die_of(signal.SIGINT)
     except DmpError as exc:
         sys.stdout.flush()
         click.echo(f"dmp: {exc}", err=True)
         status = exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("dmp: interrupted", err=True)
-        status = 130
     except StdoutClosed:
-        _die_of_sigpipe()
+        _die_of(signal.SIGPIPE)
     except Exception as exc:
         if show_traceback:
             traceback.print_exc()
@@ -145,15 +142,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        _die_of_sigpipe()
+        _die_of(signal.SIGPIPE)
     sys.exit(status if isinstance(status, int) else 0)
 
 
-def _die_of_sigpipe() -> None:
-    """End as a C tool whose reader went away does: killed by SIGPIPE (status 141 in a
-    shell), with nothing said. Whatever was being run has been unwound by now (a fleet
-    job cancelled), and Python's own flush of stdout at exit is skipped."""
+def _die_of(sig: signal.Signals) -> None:
+    """End as a C tool does on ^C (SIGINT) or when its reader went away (SIGPIPE): killed
+    by the signal, so that the shell or script that ran dmp knows (status 130 or 141 in
+    a shell; a shell loop stops on ^C). By now whatever was being run has been unwound
+    (a temporary file removed, a fleet job cancelled); Python's flush of stdout at exit
+    is skipped."""
     sys.stderr.flush()
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGPIPE)
-    os._exit(141)  # not reached: the signal ends the process
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig)  # not reached: the signal ends the process
