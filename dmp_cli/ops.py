@@ -127,8 +127,7 @@ def run_batch(name: str, items: list[Item], config: Config,
     """Run one operation over a batch of items in this process. With ``threads``, the big
     files of a batch are hashed side by side on threads, so that a batch of a few huge
     files does not leave the other cores idle."""
-    _load_plugins()
-    op = OPERATIONS[name].func
+    op = _operation(name).func
     ctx = context_for(config)
     if threads and len(items) > 1:
         ctx = replace(ctx, spawn=_big_file_pool().submit)
@@ -171,15 +170,16 @@ def _big_file_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def _load_plugins() -> None:
-    """Register the operations that live beside the stores (imported lazily: boto3 is heavy)."""
-    if "head" not in OPERATIONS:
+def _operation(name: str) -> Operation:
+    """The operation registered under ``name``; those that live beside the stores are
+    registered on first use (imported lazily: hashing needs none of them)."""
+    if name not in OPERATIONS:
         try:
             import dmp_cli.transfer  # noqa: F401
         except ImportError:
             pass
+    return OPERATIONS[name]
 
 
 def kind_of(name: str) -> str:
-    _load_plugins()
-    return OPERATIONS[name].kind
+    return _operation(name).kind
