@@ -22,8 +22,11 @@ MAX_BATCH_BYTES = 32 << 20
 
 
 class Executor(Protocol):
-    def map(self, op: str, items: Iterable[Item], config: Config) -> Iterator[Row]:
-        """Run ``op`` on every item; yield one row per item, in the items' order."""
+    def map(self, op: str, items: Iterable[Item], config: Config,
+            on_bytes: Callable[[int], None] | None = None) -> Iterator[Row]:
+        """Run ``op`` on every item; yield one row per item, in the items' order.
+        ``on_bytes`` hears of the bytes transfers move, as they move, where the executor
+        can tell (else the rows' ``bytes`` are all there is)."""
         ...
 
     def close(self) -> None: ...
@@ -85,9 +88,13 @@ class LocalExecutor:
                 self._pools[kind] = ThreadPoolExecutor(self.io_threads, "dmp-io")
         return self._pools[kind]
 
-    def map(self, op: str, items: Iterable[Item], config: Config) -> Iterator[Row]:
+    def map(self, op: str, items: Iterable[Item], config: Config,
+            on_bytes: Callable[[int], None] | None = None) -> Iterator[Row]:
         kind = kind_of(op)
         pool = self._pool(kind)
+        # Threads share this process, so they can tell of bytes as they move; the
+        # processes of the hashing pool cannot (and hashing reports whole files).
+        watch = on_bytes if kind == "io" else None
         if kind == "io":
             # Network work is latency-bound: small batches keep every thread busy.
             groups = batches(items, max_items=8, max_bytes=MAX_BATCH_BYTES)
@@ -95,13 +102,13 @@ class LocalExecutor:
             groups = batches(items)
         if pool is None:
             for batch in groups:
-                yield from run_batch(op, batch, config, threads=False)
+                yield from run_batch(op, batch, config, threads=False, on_bytes=watch)
             return
         window = 4 * (self.jobs if kind == "cpu" else self.io_threads)
         pending: deque[Future[list[Row]]] = deque()
         try:
             for batch in groups:
-                pending.append(pool.submit(run_batch, op, batch, config))
+                pending.append(pool.submit(run_batch, op, batch, config, True, watch))
                 if len(pending) >= window:
                     yield from pending.popleft().result()
             while pending:

@@ -33,6 +33,9 @@ class Context:
     resources: dict[str, Any] = field(default_factory=dict)
     # Set where big files may be finished on a thread of their own (see FileDigest).
     spawn: Callable[[Callable[[], Row]], Future[Row]] | None = None
+    # Set where someone watches bytes move as they move (the CLI's progress bar, when
+    # transfers run in its own threads); called from those threads.
+    on_bytes: Callable[[int], None] | None = None
 
     def resource(self, name: str, factory: Callable[[Config], Any]) -> Any:
         if name not in self.resources:
@@ -122,15 +125,18 @@ def context_for(config: Config) -> Context:
     return ctx
 
 
-def run_batch(name: str, items: list[Item], config: Config,
-              threads: bool = True) -> list[Row]:
+def run_batch(name: str, items: list[Item], config: Config, threads: bool = True,
+              on_bytes: Callable[[int], None] | None = None) -> list[Row]:
     """Run one operation over a batch of items in this process. With ``threads``, the big
     files of a batch are hashed side by side on threads, so that a batch of a few huge
-    files does not leave the other cores idle."""
+    files does not leave the other cores idle. ``on_bytes`` hears of the bytes that
+    transfers move, as they move."""
     op = _operation(name).func
     ctx = context_for(config)
     if threads and len(items) > 1:
         ctx = replace(ctx, spawn=_big_file_pool().submit)
+    if on_bytes is not None:
+        ctx = replace(ctx, on_bytes=on_bytes)
     results = [_run_one(op, item, ctx) for item in items]
     return [_settle(result, item) for result, item in zip(results, items, strict=True)]
 

@@ -28,7 +28,7 @@ from dmp_cli.errors import (
 )
 from dmp_cli.layout import digest_key
 from dmp_cli.ops import Context, Item, Row, operation, os_error_row
-from dmp_cli.store import Store, open_store
+from dmp_cli.store import OnBytes, Store, open_store
 
 _lock = threading.Lock()
 
@@ -93,7 +93,7 @@ def upload_op(item: Item, ctx: Context) -> Row:
     digest = item["digest"]
     vault_key = digest_key(digest)
     if config.get("dest_mode") is None and not config.get("dry_run"):
-        return _upload_to_vault(item, vault, vault_key)
+        return _upload_to_vault(item, vault, vault_key, ctx.on_bytes)
     in_vault = vault.head(vault_key) is not None
     if in_vault and not config.get("all"):
         return {"status": "skipped", "to": vault.key_url(vault_key)}
@@ -106,18 +106,20 @@ def upload_op(item: Item, ctx: Context) -> Row:
                 "bytes": 0 if already else size}
     sent = 0
     if not already:
-        sent = target.put_file(key, item["path"], digest, item.get("size") or 0)
+        sent = target.put_file(key, item["path"], digest, item.get("size") or 0,
+                               ctx.on_bytes)
     if config.get("dest_mode") == "path" and not in_vault:
         vault.copy(target, key, vault_key, digest)
     return {**row, "status": "skipped" if already else "uploaded", "bytes": sent}
 
 
-def _upload_to_vault(item: Item, vault: Store, vault_key: str) -> Row:
+def _upload_to_vault(item: Item, vault: Store, vault_key: str,
+                     on_bytes: OnBytes | None) -> Row:
     """Straight into the vault: one put-if-absent, no separate question first."""
     row: Row = {"to": vault.key_url(vault_key)}
     try:
         sent = vault.put_file(vault_key, item["path"], item["digest"], item.get("size") or 0,
-                              if_absent=True)
+                              on_bytes, if_absent=True)
     except ObjectExists:
         return {**row, "status": "skipped"}
     except OSError:
@@ -177,7 +179,8 @@ def download_op(item: Item, ctx: Context) -> Row:
                 raise ObjectMissing(digest)
             return {"status": "would-fetch", "bytes": info.size}
         assert dir_fd is not None
-        size = _fetch_into(vault, digest, dir_fd, name, replace=local is not None)
+        size = _fetch_into(vault, digest, dir_fd, name, replace=local is not None,
+                           on_bytes=ctx.on_bytes)
         return {"status": "fetched", "bytes": size}
     finally:
         if dir_fd is not None:
@@ -260,13 +263,14 @@ def _local_digest(dir_fd: int, name: str) -> str | None:
         os.close(fd)
 
 
-def _fetch_into(vault: Store, digest: str, dir_fd: int, name: str, replace: bool) -> int:
+def _fetch_into(vault: Store, digest: str, dir_fd: int, name: str, replace: bool,
+                on_bytes: OnBytes | None = None) -> int:
     temp = f".{name[:100]}.{uuid.uuid4().hex[:8]}.dmp-tmp"
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o666, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "w+b") as stream:
-            vault.get_file(digest_key(digest), stream)
+            vault.get_file(digest_key(digest), stream, on_bytes)
             stream.flush()
             os.fsync(stream.fileno())
             stream.seek(0)

@@ -206,7 +206,9 @@ class CeleryExecutor:
         self._checked_workers = False
 
     # the Executor protocol -------------------------------------------------
-    def map(self, op: str, items: Iterable[Item], config: Config) -> Iterator[Row]:
+    def map(self, op: str, items: Iterable[Item], config: Config,
+            on_bytes: Callable[[int], None] | None = None) -> Iterator[Row]:
+        # Workers elsewhere tell of bytes in their rows only: ``on_bytes`` hears nothing.
         job = new_job_id()
         finished = False
         try:  # from the start: an interrupt at any point cancels the job

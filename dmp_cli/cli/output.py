@@ -6,6 +6,8 @@ import base64
 import json
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -115,20 +117,37 @@ class Output:
 
 
 class Progress:
-    """A progress bar on stderr: files counted, bytes shown alongside."""
+    """A progress bar on stderr: files counted, bytes shown alongside. Bytes come with
+    each file done (``update``), and, where transfers run in this process, as they move
+    (``moved``, from any thread), so that one huge file does not look stuck."""
+
+    REDRAW_S = 0.5  # bytes that move redraw the bar at most this often
 
     def __init__(self, description: str, total: int | None, unit: str) -> None:
         from tqdm import tqdm
 
         self._bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr,
                          dynamic_ncols=True, leave=False, smoothing=0.1)
-        self._bytes = 0
+        self._bytes = 0  # of the files done
+        self._moved = 0  # as they moved, counted by ``moved``
+        self._lock = threading.Lock()
+        self._drawn = 0.0
 
     def update(self, files: int = 1, nbytes: int = 0) -> None:
         self._bytes += nbytes
         self._bar.update(files)
         if nbytes and self._bar.n % 64 == 0:
-            self._bar.set_postfix_str(_human(self._bytes), refresh=False)
+            self._bar.set_postfix_str(_human(max(self._bytes, self._moved)), refresh=False)
+
+    def moved(self, nbytes: int) -> None:
+        with self._lock:
+            self._moved += nbytes
+            now = time.monotonic()
+            if now - self._drawn < self.REDRAW_S:
+                return
+            self._drawn = now
+            shown = max(self._bytes, self._moved)
+        self._bar.set_postfix_str(_human(shown))  # and redraw: no file may be done yet
 
     def close(self) -> None:
         self._bar.close()
@@ -139,6 +158,9 @@ class _NoProgress(Progress):
         pass
 
     def update(self, files: int = 1, nbytes: int = 0) -> None:
+        pass
+
+    def moved(self, nbytes: int) -> None:
         pass
 
     def close(self) -> None:

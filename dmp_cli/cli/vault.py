@@ -81,7 +81,7 @@ def _execute(app: Any, mode: str, plan: Plan, items: Iterable[Item], config: dic
     with app.executor() as executor, out.progress(LABEL[mode], total) as bar:
         while True:
             retries: list[Row] = []
-            for raw in executor.map(OPERATION[mode], items, config):
+            for raw in executor.map(OPERATION[mode], items, config, on_bytes=bar.moved):
                 if raw.get("fatal"):
                     raise FatalStoreError(raw["error"])
                 if tally.needs_retry(raw):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dmp_cli.manifest import Entry, format_line
 from tests.integration.vaultkit import (
     FILES,
     distinct,
@@ -237,3 +238,46 @@ def test_a_copy_stands_in_for_a_changed_first_file(site: tuple[Path, Path, dict[
     assert error.startswith("dmp: data/a.txt: changed since the manifest was made")
     # 'copy of a.txt' has the content the manifest names: it is archived instead.
     assert vault_path(vault, FILES["data/a.txt"]).read_bytes() == FILES["data/a.txt"]
+
+
+def _on_a_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, bytes]:
+    """Run dmp with stderr on a pseudo-terminal (so it draws its progress bar)."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a size
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "dmp_cli", *args], cwd=cwd, env=env,
+                                stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other end closed: the process is done
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        return proc.wait(timeout=120), drawn
+    finally:
+        os.close(master)
+
+
+def test_progress_shows_bytes_while_a_big_file_moves(tmp_path: Path) -> None:
+    """One huge file must not look stuck: the bar counts its bytes before it is done."""
+    big = os.urandom(1 << 20) * 24
+    (tmp_path / "big.bin").write_bytes(big)
+    manifest = format_line(Entry(sha(big), "big.bin"))
+    (tmp_path / "m.sha256").write_bytes(manifest)
+    (tmp_path / "vault").mkdir()
+    env = dmp_env(DMP_VAULT=f"file://{tmp_path / 'vault'}", TERM="xterm")
+    status, drawn = _on_a_terminal(["manifest", "--archive", "-m", "m.sha256"], tmp_path, env)
+    assert status == 0, drawn
+    frames = drawn.replace(b"\r", b"\n").split(b"\n")
+    assert any(b"0/1" in frame and b"MiB" in frame for frame in frames), drawn
