@@ -67,7 +67,7 @@ def create_manifest(paths: Iterable[str] = (), *, dirs: Iterable[str] = (),
                                 f"{exc.strerror or exc}") from exc
         with target:
             for entry in entries:
-                target.stream.write(FORMATS[fmt](entry))
+                target.stream.write(FORMATS[fmt](entry.digest, entry.path))
             target.commit()
     return entries
 

@@ -92,8 +92,7 @@ def format_gnu_line(entry: Entry) -> bytes:
 
 
 # Line writers by --format name, taking (digest, path).
-LINE_FORMATS = {"dmp": dmp_line, "sha256sum": gnu_line}
-FORMATS = {"dmp": format_line, "sha256sum": format_gnu_line}
+FORMATS = {"dmp": dmp_line, "sha256sum": gnu_line}
 
 
 # ---------------------------------------------------------------- reading
@@ -304,6 +303,6 @@ def write_entries(stream: BinaryIO, entries: Iterable[Entry], fmt: str = "dmp") 
     formatter = FORMATS[fmt]
     count = 0
     for entry in entries:
-        stream.write(formatter(entry))
+        stream.write(formatter(entry.digest, entry.path))
         count += 1
     return count

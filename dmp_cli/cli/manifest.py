@@ -16,7 +16,6 @@ from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, expand
 from dmp_cli.manifest import (
     FORMATS,
-    LINE_FORMATS,
     Line,
     count_lines,
     open_manifest,
@@ -152,7 +151,7 @@ def create(app: App, patterns: tuple[str, ...], manifest_path: str | None, *,
     out: Output = app.out
     target = _open_target(manifest_path)
     stream = target.stream if target else (None if out.json else out.stdout)
-    line = LINE_FORMATS[fmt or "dmp"]
+    line = FORMATS[fmt or "dmp"]
     problems = files = nbytes = 0
 
     def on_problem(path: str, reason: str) -> None:
