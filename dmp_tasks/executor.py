@@ -77,18 +77,21 @@ class _BatchPlan:
     """How big the job's next batch is: FIRST_BATCH_ITEMS files, then twice the one
     before, up to BLIND_BATCH_ITEMS while no file's size is known, then up to ``most``,
     with the job's mean file size so far assumed for each file (so that the bound by
-    bytes holds huge files to a batch each)."""
+    bytes holds huge files to a batch each). Work that does not read the files
+    (``by_bytes`` false: asking the vault) is bounded by the count alone."""
 
-    def __init__(self, store: JobStore, job: str, most: int, reread_s: float = 0.01) -> None:
+    def __init__(self, store: JobStore, job: str, most: int, reread_s: float = 0.01,
+                 by_bytes: bool = True) -> None:
         self.store, self.job, self.most = store, job, most
         self.reread_s = reread_s  # how often to ask Redis for the mean (batches can be many)
+        self.by_bytes = by_bytes
         self.limit = 0
-        self.mean: int | None = None
+        self.mean: int | None = None if by_bytes else 0
         self._read = -1.0
 
     def __call__(self) -> tuple[int, int]:
         now = time.monotonic()
-        if now - self._read >= self.reread_s:
+        if self.by_bytes and now - self._read >= self.reread_s:
             self.mean, self._read = self.store.mean_file_size(self.job), now
         mean = self.mean
         cap = min(self.most, BLIND_BATCH_ITEMS) if mean is None else self.most
@@ -260,7 +263,10 @@ class CeleryExecutor:
                    stream: bool, tally: Callable[[], Mapping[str, int]] | None = None
                    ) -> _Submitter:
         most = batch_items(op)
-        groups = batches(items, max_bytes=BATCH_BYTES, plan=_BatchPlan(self.store, job, most))
+        # A row's bytes are what was read or moved; asking the vault reads nothing (its
+        # rows' bytes are the sizes of the objects), so its batches are bounded by count.
+        plan = _BatchPlan(self.store, job, most, by_bytes=op != "head")
+        groups = batches(items, max_bytes=BATCH_BYTES, plan=plan)
         # A chord goes out whole: at most half the files in flight, so that the window
         # overshoots its bound by no more than that.
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * most)))

@@ -193,3 +193,12 @@ def test_each_kind_of_work_has_its_task(op: str, name: str,
     monkeypatch.setattr(tasks, "run_batch", lambda *args: calls.append(args) or {"files": 1})
     assert tasks.app.tasks[name](*signature.args) == {"files": 1}
     assert calls == [("job", 3, op, items, {}, True, "/work")]
+
+
+def test_asking_the_vault_is_batched_by_count_alone() -> None:
+    """Its rows' bytes are the objects' sizes, not work done: huge objects must not make
+    one HEAD a batch."""
+    from dmp_tasks.executor import _BatchPlan
+
+    plan = _BatchPlan(_Job([]), "job", most=32, by_bytes=False)  # type: ignore[arg-type]
+    assert [plan() for _ in range(3)] == [(32, 0)] * 3  # and Redis never asked
