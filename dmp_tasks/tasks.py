@@ -159,30 +159,31 @@ def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str
 
 
 # The four kinds of task, by name: a site can route, rate-limit or watch each on its own
-# (`celery -A dmp_tasks control rate_limit dmp.upload 100/m`).
+# (`celery -A dmp_tasks control rate_limit dmp.upload_batch 100/m`). Their names
+# end in _batch, apart from the queues (dmp.hash, dmp.transfer, dmp.big) they go to.
 
-@app.task(name="dmp.hash")
+@app.task(name="dmp.hash_batch")
 def hash_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
                stream: bool, cwd: str, verify: bool = False) -> dict[str, int]:
     """Hash a batch of files (--create), or hash them and compare (--check, ``verify``)."""
     return run_batch(job, index, "check" if verify else "hash", items, config, stream, cwd)
 
 
-@app.task(name="dmp.head")
+@app.task(name="dmp.head_batch")
 def head_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
                stream: bool, cwd: str) -> dict[str, int]:
     """Ask the vault whether it holds each checksum of a batch (--vault)."""
     return run_batch(job, index, "head", items, config, stream, cwd)
 
 
-@app.task(name="dmp.upload")
+@app.task(name="dmp.upload_batch")
 def upload_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
                  stream: bool, cwd: str) -> dict[str, int]:
     """Archive a batch of files to the vault (--archive)."""
     return run_batch(job, index, "upload", items, config, stream, cwd)
 
 
-@app.task(name="dmp.download")
+@app.task(name="dmp.download_batch")
 def download_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
                    stream: bool, cwd: str) -> dict[str, int]:
     """Fetch a batch of files from the vault, verified (--fetch)."""

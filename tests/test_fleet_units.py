@@ -180,9 +180,9 @@ def test_the_batch_plan_asks_redis_at_most_every_so_often() -> None:
     assert next(job.means) == 4096  # not read yet
 
 
-@pytest.mark.parametrize(("op", "name"), [("hash", "dmp.hash"), ("check", "dmp.hash"),
-                                          ("head", "dmp.head"), ("upload", "dmp.upload"),
-                                          ("download", "dmp.download")])
+@pytest.mark.parametrize(("op", "name"), [
+    ("hash", "dmp.hash_batch"), ("check", "dmp.hash_batch"), ("head", "dmp.head_batch"),
+    ("upload", "dmp.upload_batch"), ("download", "dmp.download_batch")])
 def test_each_kind_of_work_has_its_task(op: str, name: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     items = [{"path": "a"}]

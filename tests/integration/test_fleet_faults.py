@@ -105,7 +105,7 @@ def test_sigkilled_worker_job_completes_counted_once(tmp_path: Path) -> None:
         _counted_once(work, server.url)
     assert check.returncode == 0, err
     assert (out, err) == (expected, b"")
-    assert "dmp.hash" in (tmp_path / "rescuer.log").read_text()
+    assert "dmp.hash_batch" in (tmp_path / "rescuer.log").read_text()
 
 
 def test_sigkilled_pool_process_batch_runs_again(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_sigkilled_worker_mid_archive_second_worker_finishes(tmp_path: Path,
             stop(archive)
         listed = run("--json", "job", "list", cwd=work, broker_url=server.url)
     assert archive.returncode == 0, err
-    assert "dmp.upload" in (tmp_path / "rescuer.log").read_text()
+    assert "dmp.upload_batch" in (tmp_path / "rescuer.log").read_text()
     job = json.loads(listed.stdout.splitlines()[0])
     assert (job["state"], job["files"], job["total"]) == ("done", 21, 21)
     # f08 and f09 went in before the worker died; run again, they are found archived.
