@@ -324,44 +324,13 @@ class CeleryExecutor:
 
     def _warn_if_no_worker(self, job: str, op: str) -> None:
         """Say so if no live worker takes from the queue the job's batches go to (asked
-        once: the question costs a round trip to the workers, and a second if none of them
-        takes from that queue)."""
+        once: see ``no_worker_message``)."""
         if self._checked_workers or self.out is None:
             return
         self._checked_workers = True
-        queue = callback_queue(op)
-        queues = self._worker_queues(queue)
-        if queues is None or queue in queues:
-            return
-        where = safe_url(self.broker_url)
-        if not queues:
-            self.out.info(f"no worker answers at {where}; job {job} waits in Redis until a "
-                          "`dmp worker` starts")
-        else:
-            self.out.info(f"no worker at {where} takes from {queue} (the live ones take "
-                          f"from {', '.join(sorted(queues))}); job {job} waits in Redis "
-                          f"until a `dmp worker` for {queue} starts")
-
-    def _worker_queues(self, wanted: str) -> set[str] | None:
-        """The queues the live workers take from, as far as needed to find ``wanted``
-        (empty if no worker answers); None if the question could not be asked, and then
-        nothing is said rather than something wrong."""
-        found: set[str] = set()
-
-        def on_reply(reply: dict[str, list[dict[str, Any]]]) -> None:
-            for queues in reply.values():
-                found.update(str(queue.get("name")) for queue in queues or [])
-            if wanted in found:
-                raise _Answered  # no need to wait out the others
-
-        try:
-            self.app.control.broadcast("active_queues", reply=True, timeout=1.0,
-                                       callback=on_reply)
-        except _Answered:
-            pass
-        except Exception:
-            return None
-        return found
+        message = no_worker_message(self.app, self.broker_url, job, op)
+        if message:
+            self.out.info(message)
 
     def _abandon(self, job: str) -> None:
         """The CLI stopped before the end (an error, Ctrl-C): workers skip the rest."""
@@ -369,6 +338,44 @@ class CeleryExecutor:
             self.store.cancel(job)
 
 
-__all__ = ["CeleryExecutor", "new_job_id"]
+def no_worker_message(app: Celery, broker_url: str, job: str, op: str) -> str | None:
+    """What to tell the user if no live worker takes from the queue of ``op``'s batches,
+    else None. Asking costs a round trip to the workers, and a second if none of them
+    takes from that queue."""
+    queue = callback_queue(op)
+    queues = _worker_queues(app, queue)
+    if queues is None or queue in queues:
+        return None
+    where = safe_url(broker_url)
+    if not queues:
+        return (f"no worker answers at {where}; job {job} waits in Redis until a "
+                "`dmp worker` starts")
+    return (f"no worker at {where} takes from {queue} (the live ones take from "
+            f"{', '.join(sorted(queues))}); job {job} waits in Redis until a `dmp worker` "
+            f"for {queue} starts")
+
+
+def _worker_queues(app: Celery, wanted: str) -> set[str] | None:
+    """The queues the live workers take from, as far as needed to find ``wanted``
+    (empty if no worker answers); None if the question could not be asked, and then
+    nothing is said rather than something wrong."""
+    found: set[str] = set()
+
+    def on_reply(reply: dict[str, list[dict[str, Any]]]) -> None:
+        for queues in reply.values():
+            found.update(str(queue.get("name")) for queue in queues or [])
+        if wanted in found:
+            raise _Answered  # no need to wait out the others
+
+    try:
+        app.control.broadcast("active_queues", reply=True, timeout=1.0, callback=on_reply)
+    except _Answered:
+        pass
+    except Exception:
+        return None
+    return found
+
+
+__all__ = ["CeleryExecutor", "new_job_id", "no_worker_message"]
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from dmp_tasks.jobs import JobStore
 
 WATCH_INTERVAL = 0.5
+STALLED_S = 2.0  # with no file done for this long, `dmp job watch` asks if a worker is there
 
 
 def require_broker(app: App) -> str:
@@ -149,13 +150,19 @@ def watch(app: App, job_id: str) -> int:
     total = int(info["items_total"]) if "items_total" in info else None
     with app.out.progress(f"job {job_id}", total) as bar:
         seen = 0
+        moved, asked = time.monotonic(), False
         while True:
             info = _info(store, job_id)
             files = int(info.get("files", 0))
             bar.update(files - seen)
+            if files != seen:
+                moved = time.monotonic()
             seen = files
             if info.get("state") != "active":
                 break
+            if not asked and time.monotonic() - moved >= STALLED_S:
+                asked = True  # once: the answer costs the workers a round trip
+                _say_if_no_worker(app, store.url, job_id, info.get("op", ""))
             time.sleep(WATCH_INTERVAL)
     summary = _summary(info)
     _show_errors(app, store, job_id)
@@ -166,6 +173,16 @@ def watch(app: App, job_id: str) -> int:
     app.out.info(f"job {job_id} {summary['state']}: {summary['files']} files"
                  + (f" ({counts})" if counts else ""))
     return 1 if summary["failed"] else 0
+
+
+def _say_if_no_worker(app: App, broker_url: str, job_id: str, op: str) -> None:
+    from dmp_tasks.app import app as celery_app
+    from dmp_tasks.executor import no_worker_message
+
+    celery_app.conf.broker_url = broker_url
+    message = no_worker_message(celery_app, broker_url, job_id, op)
+    if message:
+        app.out.info(message)
 
 
 @job.command()

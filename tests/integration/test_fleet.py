@@ -247,6 +247,27 @@ def test_no_worker_for_the_jobs_queue_says_so(redis: Service, tree: Path,
     assert run("job", "cancel", job, cwd=tree, broker_url=url).returncode == 0
 
 
+def test_watch_of_a_job_no_worker_takes_says_so(redis: Service, tree: Path) -> None:
+    url = redis.url.rsplit("/", 1)[0] + "/10"  # no worker: the job stays queued
+    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
+    job = run("-q", "manifest", "--check", "--detach", "-m", "m.sha256", cwd=tree,
+              broker_url=url).stdout.decode().strip()
+    args = [sys.executable, "-m", "dmp_cli", "job", "watch", job]
+    proc = subprocess.Popen(args, cwd=tree, env=fleet_env(url), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == (f"dmp: no worker answers at {url}; job {job} "
+                                          "waits in Redis until a `dmp worker` starts\n"
+                                          ).encode()
+        assert run("job", "cancel", job, cwd=tree, broker_url=url).returncode == 0
+        _, err = proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    assert proc.returncode == 1
+    assert f"job {job} cancelled".encode() in err
+
+
 def test_cancel(redis: Service, tree: Path) -> None:
     url = redis.url.rsplit("/", 1)[0] + "/6"  # no worker: the job stays queued
     assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
