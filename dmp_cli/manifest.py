@@ -270,8 +270,9 @@ def read_entries(path: str) -> Iterator[Entry]:
                 yield line.entry
 
 
-def open_manifest(path: str) -> BinaryIO:
-    """Open a manifest for reading (``-`` is stdin), with one clear error if that fails."""
+def open_manifest(path: str, shown: str | None = None) -> BinaryIO:
+    """Open a manifest for reading (``-`` is stdin), with one clear error if that fails,
+    naming it ``shown`` (as the CLI quotes it) if given, else ``path``."""
     if path == "-":
         import sys
 
@@ -283,7 +284,7 @@ def open_manifest(path: str) -> BinaryIO:
             raise IsADirectoryError(21, os.strerror(21), path)
         return stream
     except OSError as exc:
-        raise ManifestError(f"{path}: {exc.strerror or exc}") from exc
+        raise ManifestError(f"{shown or path}: {exc.strerror or exc}") from exc
 
 
 def count_lines(path: str) -> int | None:

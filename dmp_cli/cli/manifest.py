@@ -264,10 +264,7 @@ def check(app: App, manifest_path: str, *, check_quiet: bool, status: bool, stri
         check_quiet, status, warn = (last == "check_quiet", last == "status", last == "warn")
     quiet = check_quiet or out.quiet
     counts = CheckCounts()
-    try:
-        stream = open_manifest(manifest_path)
-    except ManifestError as exc:
-        raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
+    stream = open_manifest(manifest_path, shown)
     total = count_lines(manifest_path) if out.wants_progress() else None
     try:
         _check_rows(app, stream, counts, total, quiet=quiet, status=status, warn=warn,
@@ -325,10 +322,7 @@ def _detach_check(app: App, manifest_path: str, shown: str, *, strict: bool,
     from dmp_cli.cli.job import detach, require_broker
 
     require_broker(app)
-    try:
-        stream = open_manifest(manifest_path)
-    except ManifestError as exc:
-        raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
+    stream = open_manifest(manifest_path, shown)
     with stream:
         items = check_items(parse_lines(stream))
         first = next(items, None)  # an empty manifest is an error, not an empty job

@@ -34,10 +34,7 @@ def run(app: Any, mode: str, manifest_path: str, *, path: str | None = None,
                      dry_run=dry_run, absolute_names=absolute_names)
     _check_urls(config)
     shown = _shown(manifest_path)
-    try:
-        stream = open_manifest(manifest_path)
-    except ManifestError as exc:
-        raise ManifestError(str(exc).replace(manifest_path, shown, 1)) from None
+    stream = open_manifest(manifest_path, shown)
     # Attached, a later entry with the same content is answered from the first one's row
     # (uploaded once). A detached job's rows are counted, never gathered, so each entry
     # there is asked about on its own; a copy finds its content archived and is skipped.
