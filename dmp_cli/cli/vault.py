@@ -208,15 +208,16 @@ def _finish(out: Output, mode: str, plan: Plan, tally: Tally, shown: str, *, str
     if plan.misformatted:
         out.warning(plural(plan.misformatted, "line is", "lines are"),
                     " improperly formatted", "" if mode == "vault" else " (skipped)")
-    summary = {"vault": _vault_summary, "archive": _archive_summary,
-               "fetch": _fetch_summary}[mode]
-    summary(out, plan, tally, dry_run)
+    if mode == "vault":
+        _vault_summary(out, plan, tally)
+    else:
+        _move_summary(mode, out, plan, tally, dry_run)
     if mode == "vault":
         return 1 if tally.failed - tally["missing"] or (strict and plan.misformatted) else 0
     return 1 if tally.failed or plan.misformatted else 0
 
 
-def _vault_summary(out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
+def _vault_summary(out: Output, plan: Plan, tally: Tally) -> None:
     out.record("summary", files=plan.entries, distinct=tally.distinct,
                present=tally["present"], missing=tally["missing"],
                failed=tally.failed - tally["missing"], misformatted=plan.misformatted)
@@ -228,24 +229,21 @@ def _vault_summary(out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None
              f"{tally['present']} in the vault, {tally['missing']} missing")
 
 
-def _archive_summary(out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
-    moved = tally["would-upload"] if dry_run else tally["uploaded"]
-    out.record("summary", files=plan.entries, uploaded=moved, bytes=tally.nbytes,
-               skipped=tally["skipped"], failed=tally.failed, dry_run=dry_run,
-               misformatted=plan.misformatted)
-    verb = "would be uploaded" if dry_run else "uploaded"
-    out.info(f"{plural(moved, 'file', 'files')} ({human_bytes(tally.nbytes)}) {verb}, "
-             f"{tally['skipped']} skipped as already archived, {tally.failed} failed")
+# What --archive and --fetch say they did: the status of a file moved (and of one that
+# would be, in a dry run), and the status, with its words, of a file that needed nothing.
+_MOVES = {"archive": ("uploaded", "would-upload", "skipped", "skipped as already archived"),
+          "fetch": ("fetched", "would-fetch", "present", "already present")}
 
 
-def _fetch_summary(out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
-    moved = tally["would-fetch"] if dry_run else tally["fetched"]
-    out.record("summary", files=plan.entries, fetched=moved, bytes=tally.nbytes,
-               present=tally["present"], failed=tally.failed, dry_run=dry_run,
+def _move_summary(mode: str, out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
+    done, would, kept, kept_words = _MOVES[mode]
+    moved = tally[would] if dry_run else tally[done]
+    out.record("summary", files=plan.entries, **{done: moved}, bytes=tally.nbytes,
+               **{kept: tally[kept]}, failed=tally.failed, dry_run=dry_run,
                misformatted=plan.misformatted)
-    verb = "would be fetched" if dry_run else "fetched"
+    verb = f"would be {done}" if dry_run else done
     out.info(f"{plural(moved, 'file', 'files')} ({human_bytes(tally.nbytes)}) {verb}, "
-             f"{tally['present']} already present, {tally.failed} failed")
+             f"{tally[kept]} {kept_words}, {tally.failed} failed")
 
 
 def _shown(path: str) -> str:
