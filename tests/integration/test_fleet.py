@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -209,24 +210,31 @@ def test_unknown_job(fleet: str, tree: Path) -> None:
     assert result.stderr == b"dmp: no job 0123456789ab (finished jobs are kept for 7 days)\n"
 
 
-def test_no_worker_job_waits_then_runs(redis: Service, tree: Path, tmp_path: Path) -> None:
-    """Submitting with no worker alive is allowed, says so, and the job runs once one starts."""
-    url = redis.url.rsplit("/", 1)[0] + "/5"  # a database no worker listens on
+@contextmanager
+def _waiting_check(url: str, tree: Path) -> Iterator[tuple[subprocess.Popen[bytes], bytes]]:
+    """`dmp manifest --check` of the tree, attached to ``url``; yields the process and the
+    first line it says (the tests give it a broker no worker serves); always stopped."""
     assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
     args = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
     proc = subprocess.Popen(args, cwd=tree, env=fleet_env(url), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()
+        yield proc, proc.stderr.readline()
+    finally:
+        stop(proc)
+
+
+def test_no_worker_job_waits_then_runs(redis: Service, tree: Path, tmp_path: Path) -> None:
+    """Submitting with no worker alive is allowed, says so, and the job runs once one starts."""
+    url = redis.url.rsplit("/", 1)[0] + "/5"  # a database no worker listens on
+    with _waiting_check(url, tree) as (proc, line):
         assert line.startswith(b"dmp: no worker answers at redis://127.0.0.1:")
         assert b"waits in Redis until a `dmp worker` starts" in line
         time.sleep(1)
         assert proc.poll() is None  # still waiting, not failed
         with worker(url, "late", tmp_path):
             out, err = proc.communicate(timeout=60)
-    finally:
-        stop(proc)
     assert proc.returncode == 0, err
     assert out.count(b": OK\n") == len(NAMES) + 120
 
@@ -297,19 +305,10 @@ def test_broker_unreachable_is_a_quick_clear_error(tree: Path) -> None:
 
 
 def test_redis_lost_mid_job_is_a_clear_error(tree: Path) -> None:
-    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
-    with redis_server() as server:
-        args = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
-        proc = subprocess.Popen(args, cwd=tree, env=fleet_env(server.url),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
-        try:
-            assert proc.stderr is not None
-            assert proc.stderr.readline().startswith(b"dmp: no worker answers")
-            stop(server.proc)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            stop(proc)
+    with redis_server() as server, _waiting_check(server.url, tree) as (proc, line):
+        assert line.startswith(b"dmp: no worker answers")
+        stop(server.proc)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert err.startswith(b"dmp: cannot reach the broker at redis://127.0.0.1:")
     assert err.count(b"\n") == 1 and b"Traceback" not in err
@@ -350,18 +349,11 @@ def test_same_job_digest_as_hashlib(fleet: str, tmp_path: Path) -> None:
 
 def test_interrupt_cancels_the_job(redis: Service, tree: Path) -> None:
     url = redis.url.rsplit("/", 1)[0] + "/7"  # no worker: the CLI waits
-    assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
-    args = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
-    proc = subprocess.Popen(args, cwd=tree, env=fleet_env(url), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        assert proc.stderr is not None
-        assert proc.stderr.readline().startswith(b"dmp: no worker answers")
+    with _waiting_check(url, tree) as (proc, line):
+        assert line.startswith(b"dmp: no worker answers")
         time.sleep(0.5)  # into the wait for results, where a user's Ctrl-C lands
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    finally:
-        stop(proc)
     assert (proc.returncode, out) == (-signal.SIGINT, b"")  # 130 in a shell
     assert err.endswith(b"dmp: interrupted\n") and b"Traceback" not in err
     listed = run("--json", "job", "list", cwd=tree, broker_url=url)

@@ -85,6 +85,20 @@ def _counted_once(work: Path, url: str) -> None:
     assert job["counts"] == {"ok": 21}
 
 
+def _kill_and_rescue(url: str, doomed: subprocess.Popen[bytes], proc: subprocess.Popen[bytes],
+                     work: Path, logs: Path, env: dict[str, str]) -> tuple[bytes, bytes]:
+    """Once ``doomed`` is stuck opening the pipe, SIGKILL it whole, start a second worker
+    ("rescuer"), feed the pipe, and let ``proc`` finish: its stdout and stderr."""
+    _stuck_in_pipe(doomed.pid)
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    with worker(url, "rescuer", logs, **env):
+        feeder = _feed(work / "f10")
+        out, err = proc.communicate(timeout=90)
+        feeder.join(5)
+    return out, err
+
+
 def test_sigkilled_worker_job_completes_counted_once(tmp_path: Path) -> None:
     """The whole worker dies: its batch comes back after the redelivery timeout."""
     work, expected = _tree(tmp_path)
@@ -93,13 +107,7 @@ def test_sigkilled_worker_job_completes_counted_once(tmp_path: Path) -> None:
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  start_new_session=True)
         try:
-            _stuck_in_pipe(doomed.pid)
-            os.killpg(doomed.pid, signal.SIGKILL)
-            doomed.wait()
-            with worker(server.url, "rescuer", tmp_path, **ENV):
-                feeder = _feed(work / "f10")
-                out, err = check.communicate(timeout=90)
-                feeder.join(5)
+            out, err = _kill_and_rescue(server.url, doomed, check, work, tmp_path, ENV)
         finally:
             stop(check)
         _counted_once(work, server.url)
@@ -168,13 +176,7 @@ def test_sigkilled_worker_mid_archive_second_worker_finishes(tmp_path: Path,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    start_new_session=True)
         try:
-            _stuck_in_pipe(doomed.pid)
-            os.killpg(doomed.pid, signal.SIGKILL)
-            doomed.wait()
-            with worker(server.url, "rescuer", tmp_path, **env):
-                feeder = _feed(work / "f10")
-                out, err = archive.communicate(timeout=90)
-                feeder.join(5)
+            out, err = _kill_and_rescue(server.url, doomed, archive, work, tmp_path, env)
         finally:
             stop(archive)
         listed = run("--json", "job", "list", cwd=work, broker_url=server.url)
