@@ -55,8 +55,22 @@ def make_data(root: Path) -> None:
 def manifest_for(root: Path, name: str, env: dict[str, str]) -> Path:
     manifest = root / f"{name}.sha256"
     if not manifest.exists():
-        subprocess.run([sys.executable, "-m", "dmp_cli", "manifest", "--create", "--dir",
-                        name, "--manifest", manifest.name], cwd=root, env=env, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dmp_cli",
+                "manifest",
+                "--create",
+                "--dir",
+                name,
+                "--manifest",
+                manifest.name,
+            ],
+            cwd=root,
+            env=env,
+            check=True,
+        )
     return manifest
 
 
@@ -70,8 +84,9 @@ def vault_manifest(root: Path) -> Path:
 
 def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    result = subprocess.run(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{command[:3]} failed: {result.stderr.decode()[-2000:]}")
@@ -96,28 +111,53 @@ def warm_up(s3: object, root: Path) -> None:
     s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
     for name in SETS:
         for path in sorted((root / name).iterdir()):
-            s3.upload_file(str(path), bucket, f"{name}/{path.name}",  # type: ignore[attr-defined]
-                           Config=TransferConfig(use_threads=True))
+            s3.upload_file(
+                str(path),
+                bucket,
+                f"{name}/{path.name}",  # type: ignore[attr-defined]
+                Config=TransferConfig(use_threads=True),
+            )
     empty_bucket(s3, bucket)
 
 
 def tools(url: str, root: Path) -> dict[str, Callable[[str, str], list[str]]]:
     return {
-        "dmp": lambda name, bucket: [sys.executable, "-m", "dmp_cli", "manifest", "--archive",
-                                     "--manifest", f"{name}.sha256"],
-        "aws s3 cp": lambda name, bucket: ["aws", "s3", "cp", "--recursive", "--only-show-errors",
-                                           "--endpoint-url", url, name, f"s3://{bucket}/{name}"],
+        "dmp": lambda name, bucket: [
+            sys.executable,
+            "-m",
+            "dmp_cli",
+            "manifest",
+            "--archive",
+            "--manifest",
+            f"{name}.sha256",
+        ],
+        "aws s3 cp": lambda name, bucket: [
+            "aws",
+            "s3",
+            "cp",
+            "--recursive",
+            "--only-show-errors",
+            "--endpoint-url",
+            url,
+            name,
+            f"s3://{bucket}/{name}",
+        ],
         "rclone copy": lambda name, bucket: ["rclone", "copy", name, f"bench:{bucket}/{name}"],
     }
 
 
 def tool_env(url: str, bucket: str) -> dict[str, str]:
-    return dmp_env(AWS_ENDPOINT_URL=url, DMP_VAULT=f"s3://{bucket}/object",
-                   PYTHONPATH=str(REPO), RCLONE_CONFIG_BENCH_TYPE="s3",
-                   RCLONE_CONFIG_BENCH_PROVIDER="Other", RCLONE_CONFIG_BENCH_ENDPOINT=url,
-                   RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="testing",
-                   RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="testing",
-                   RCLONE_CONFIG_BENCH_REGION="us-east-1")
+    return dmp_env(
+        AWS_ENDPOINT_URL=url,
+        DMP_VAULT=f"s3://{bucket}/object",
+        PYTHONPATH=str(REPO),
+        RCLONE_CONFIG_BENCH_TYPE="s3",
+        RCLONE_CONFIG_BENCH_PROVIDER="Other",
+        RCLONE_CONFIG_BENCH_ENDPOINT=url,
+        RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="testing",
+        RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="testing",
+        RCLONE_CONFIG_BENCH_REGION="us-east-1",
+    )
 
 
 def main() -> None:
@@ -132,15 +172,20 @@ def main() -> None:
         manifest_for(root, name, tool_env("http://unused", "unused"))
     results: dict[tuple[str, str], list[float]] = {}
     with moto_server() as server:
-        s3 = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         warm_up(s3, root)
         commands = tools(server.url, root)
         for run in range(args.runs):
             for name in SETS:
                 # Each run starts with another tool, so none always follows the same one.
                 order = list(commands.items())
-                order = order[run % len(order):] + order[:run % len(order)]
+                order = order[run % len(order) :] + order[: run % len(order)]
                 for tool, command in order:
                     if args.only and tool not in args.only:
                         continue
@@ -148,17 +193,32 @@ def main() -> None:
                     s3.create_bucket(Bucket=bucket)
                     seconds = timed(command(name, bucket), root, tool_env(server.url, bucket))
                     results.setdefault((name, tool), []).append(seconds)
-                    print(f"run {run + 1}: {name:5} {tool:12} {seconds:7.2f} s",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"run {run + 1}: {name:5} {tool:12} {seconds:7.2f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     empty_bucket(s3, bucket)
         vault_times = []
         bucket = f"bench-{uuid.uuid4().hex[:12]}"
         s3.create_bucket(Bucket=bucket)
         manifest = vault_manifest(root)
         for _ in range(args.runs):
-            vault_times.append(timed([sys.executable, "-m", "dmp_cli", "manifest", "--vault",
-                                      "--manifest", manifest.name], root,
-                                     tool_env(server.url, bucket)))
+            vault_times.append(
+                timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "dmp_cli",
+                        "manifest",
+                        "--vault",
+                        "--manifest",
+                        manifest.name,
+                    ],
+                    root,
+                    tool_env(server.url, bucket),
+                )
+            )
         empty_bucket(s3, bucket)
     report(results, vault_times)
 
@@ -167,18 +227,27 @@ def report(results: dict[tuple[str, str], list[float]], vault_times: list[float]
     print("| data | dmp | aws s3 cp | rclone copy | dmp / aws | dmp / rclone |")
     print("|---|---|---|---|---|---|")
     for name, (count, size) in SETS.items():
-        med = {tool: statistics.median(times) for (set_, tool), times in results.items()
-               if set_ == name}
-        label = f"{count:,} x {size // MiB} MiB" if size >= MiB else \
-            f"{count:,} x {size // KiB} KiB"
-        cells = [f"{med[t]:.2f} s" if t in med else "—" for t in ("dmp", "aws s3 cp",
-                                                                 "rclone copy")]
-        ratios = [f"{med['dmp'] / med[t]:.2f}" if "dmp" in med and t in med else "—"
-                  for t in ("aws s3 cp", "rclone copy")]
+        med = {
+            tool: statistics.median(times)
+            for (set_, tool), times in results.items()
+            if set_ == name
+        }
+        label = (
+            f"{count:,} x {size // MiB} MiB" if size >= MiB else f"{count:,} x {size // KiB} KiB"
+        )
+        cells = [
+            f"{med[t]:.2f} s" if t in med else "—" for t in ("dmp", "aws s3 cp", "rclone copy")
+        ]
+        ratios = [
+            f"{med['dmp'] / med[t]:.2f}" if "dmp" in med and t in med else "—"
+            for t in ("aws s3 cp", "rclone copy")
+        ]
         print(f"| {label} | " + " | ".join(cells + ratios) + " |")
     vault = statistics.median(vault_times)
-    print(f"\n`dmp manifest --vault` over {VAULT_ENTRIES:,} entries: {vault:.2f} s "
-          f"({VAULT_ENTRIES / vault:,.0f} HEAD requests/s), median of {len(vault_times)}.")
+    print(
+        f"\n`dmp manifest --vault` over {VAULT_ENTRIES:,} entries: {vault:.2f} s "
+        f"({VAULT_ENTRIES / vault:,.0f} HEAD requests/s), median of {len(vault_times)}."
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def make_tree(root: Path, files: int, dirs: int = 100) -> Path:
         sub.mkdir(parents=True, exist_ok=True)
         for f in range(per_dir):
             n = d * per_dir + f
-            (sub / f"f{f:05}").write_bytes(block[n % 256:n % 256 + 4096])
+            (sub / f"f{f:05}").write_bytes(block[n % 256 : n % 256 + 4096])
     marker.touch()
     return tree
 
@@ -68,12 +68,21 @@ def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, 
     """Run dmp; (seconds, exit status, peak RSS in KiB, CPU seconds) of that process (its
     CPU seconds include its embedded pool's)."""
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "dmp_cli", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dmp_cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return (time.perf_counter() - started, proc.returncode, usage.ru_maxrss,
-            usage.ru_utime + usage.ru_stime)
+    return (
+        time.perf_counter() - started,
+        proc.returncode,
+        usage.ru_maxrss,
+        usage.ru_utime + usage.ru_stime,
+    )
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -132,11 +141,16 @@ def bench_create(tree: Path, url: str, runs: int, services: list[int]) -> dict[s
         distributed_cpu.append(cpu + cpu_seconds(services) - before)
     e, d = statistics.median(embedded), statistics.median(distributed)
     # The best runs too: on a shared machine the median moves with others' load.
-    return {"embedded_s": e, "distributed_s": d, "ratio": d / e,
-            "best_ratio": min(distributed) / min(embedded),
-            "embedded_cpu_s": statistics.median(embedded_cpu),
-            "distributed_cpu_s": statistics.median(distributed_cpu),
-            "embedded_runs": embedded, "distributed_runs": distributed}
+    return {
+        "embedded_s": e,
+        "distributed_s": d,
+        "ratio": d / e,
+        "best_ratio": min(distributed) / min(embedded),
+        "embedded_cpu_s": statistics.median(embedded_cpu),
+        "distributed_cpu_s": statistics.median(distributed_cpu),
+        "embedded_runs": embedded,
+        "distributed_runs": distributed,
+    }
 
 
 def bench_synthetic(manifest: Path, url: str) -> dict[str, float]:
@@ -149,37 +163,45 @@ def bench_synthetic(manifest: Path, url: str) -> dict[str, float]:
         seconds, status, rss_kib, _ = timed(args, manifest.parent, fleet_env(url))
     assert status == 1  # every file is missing, by design
     in_flight = FILES_IN_FLIGHT
-    return {"items": items, "seconds": seconds, "items_per_s": items / seconds,
-            "cli_rss_mb": rss_kib / 1024, "redis_peak_mb": (memory.peak - memory.base) / 2**20,
-            "in_flight_files": in_flight,
-            "redis_bytes_per_in_flight_file": (memory.peak - memory.base) / in_flight}
+    return {
+        "items": items,
+        "seconds": seconds,
+        "items_per_s": items / seconds,
+        "cli_rss_mb": rss_kib / 1024,
+        "redis_peak_mb": (memory.peak - memory.base) / 2**20,
+        "in_flight_files": in_flight,
+        "redis_bytes_per_in_flight_file": (memory.peak - memory.base) / in_flight,
+    }
 
 
-def table(create: dict[str, Any], synthetic: dict[str, float], small: dict[str, float],
-          files: int) -> str:
+def table(
+    create: dict[str, Any], synthetic: dict[str, float], small: dict[str, float], files: int
+) -> str:
     runs = len(create["embedded_runs"])
-    return "\n".join([
-        "| measurement | result | target |",
-        "|---|---|---|",
-        f"| `--create`, {files:,} x 4 KiB, embedded (median of {runs}) "
-        f"| {create['embedded_s']:.2f} s | |",
-        f"| `--create`, {files:,} x 4 KiB, 2 local workers (median of {runs}) "
-        f"| {create['distributed_s']:.2f} s | |",
-        f"| ratio distributed / embedded (medians) | {create['ratio']:.2f} x | <= 1.25 x |",
-        f"| ratio distributed / embedded (best runs) | {create['best_ratio']:.2f} x | |",
-        f"| CPU seconds, embedded (CLI and its pool) | {create['embedded_cpu_s']:.2f} s | |",
-        f"| CPU seconds, distributed (CLI, workers, Redis) "
-        f"| {create['distributed_cpu_s']:.2f} s | |",
-        f"| synthetic job, {synthetic['items']:,} items: time "
-        f"| {synthetic['seconds']:.1f} s | |",
-        f"| synthetic job: items per second | {synthetic['items_per_s']:,.0f} | |",
-        f"| synthetic job: CLI peak RSS | {synthetic['cli_rss_mb']:.0f} MB | < 200 MB |",
-        f"| the same with {small['items']:,} items: CLI peak RSS (flat with job size) "
-        f"| {small['cli_rss_mb']:.0f} MB | |",
-        f"| synthetic job: Redis peak above idle | {synthetic['redis_peak_mb']:.1f} MB | |",
-        f"| Redis memory per file in flight ({synthetic['in_flight_files']:,} in flight) "
-        f"| {synthetic['redis_bytes_per_in_flight_file']:.0f} B | |",
-    ])
+    return "\n".join(
+        [
+            "| measurement | result | target |",
+            "|---|---|---|",
+            f"| `--create`, {files:,} x 4 KiB, embedded (median of {runs}) "
+            f"| {create['embedded_s']:.2f} s | |",
+            f"| `--create`, {files:,} x 4 KiB, 2 local workers (median of {runs}) "
+            f"| {create['distributed_s']:.2f} s | |",
+            f"| ratio distributed / embedded (medians) | {create['ratio']:.2f} x | <= 1.25 x |",
+            f"| ratio distributed / embedded (best runs) | {create['best_ratio']:.2f} x | |",
+            f"| CPU seconds, embedded (CLI and its pool) | {create['embedded_cpu_s']:.2f} s | |",
+            f"| CPU seconds, distributed (CLI, workers, Redis) "
+            f"| {create['distributed_cpu_s']:.2f} s | |",
+            f"| synthetic job, {synthetic['items']:,} items: time "
+            f"| {synthetic['seconds']:.1f} s | |",
+            f"| synthetic job: items per second | {synthetic['items_per_s']:,.0f} | |",
+            f"| synthetic job: CLI peak RSS | {synthetic['cli_rss_mb']:.0f} MB | < 200 MB |",
+            f"| the same with {small['items']:,} items: CLI peak RSS (flat with job size) "
+            f"| {small['cli_rss_mb']:.0f} MB | |",
+            f"| synthetic job: Redis peak above idle | {synthetic['redis_peak_mb']:.1f} MB | |",
+            f"| Redis memory per file in flight ({synthetic['in_flight_files']:,} in flight) "
+            f"| {synthetic['redis_bytes_per_in_flight_file']:.0f} B | |",
+        ]
+    )
 
 
 def main() -> None:
@@ -192,21 +214,31 @@ def main() -> None:
     tree = make_tree(DATA, options.files)
     manifest = make_synthetic_manifest(DATA, options.synthetic)
     logs = Path(tempfile.mkdtemp(prefix="dmp-bench-"))
-    with redis_server() as server, worker(server.url, "bench1", logs) as one, \
-            worker(server.url, "bench2", logs) as two:
-        create = bench_create(tree, server.url, options.runs,
-                              [one.pid, two.pid, server.proc.pid])
+    with (
+        redis_server() as server,
+        worker(server.url, "bench1", logs) as one,
+        worker(server.url, "bench2", logs) as two,
+    ):
+        create = bench_create(tree, server.url, options.runs, [one.pid, two.pid, server.proc.pid])
         synthetic = bench_synthetic(manifest, server.url)
-        small = bench_synthetic(make_synthetic_manifest(DATA, options.synthetic // 10),
-                                server.url)
+        small = bench_synthetic(make_synthetic_manifest(DATA, options.synthetic // 10), server.url)
     report = table(create, synthetic, small, options.files)
     report += f"\n\n(load average {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs)"
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    (RESULTS / f"fleet-{stamp}.json").write_text(json.dumps(
-        {"create": create, "synthetic": synthetic, "synthetic_small": small,
-         "cpus": os.cpu_count(), "load": os.getloadavg()}, indent=2))
+    (RESULTS / f"fleet-{stamp}.json").write_text(
+        json.dumps(
+            {
+                "create": create,
+                "synthetic": synthetic,
+                "synthetic_small": small,
+                "cpus": os.cpu_count(),
+                "load": os.getloadavg(),
+            },
+            indent=2,
+        )
+    )
     (RESULTS / f"fleet-{stamp}.md").write_text(report + "\n")
 
 

@@ -60,7 +60,7 @@ def peers(tree: str, big: bool) -> dict[str, str]:
     n = "-n1" if big else ""
     found = {
         "xargs -P2 sha256sum": f"find {tree} -type f ! -name .done -print0 | "
-                               f"xargs -0 -P2 {n} sha256sum",
+        f"xargs -0 -P2 {n} sha256sum",
     }
     if shutil.which("rclone"):
         found["rclone hashsum --checkers 2"] = f"rclone hashsum sha256 --checkers 2 {tree}"
@@ -80,8 +80,20 @@ def check_rss(data: str) -> float:
             for _ in range(1_000_000 // len(lines)):
                 f.writelines(lines)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "dmp_cli", "manifest", "--check", "--status",
-                    "--manifest", manifest], cwd=data, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dmp_cli",
+            "manifest",
+            "--check",
+            "--status",
+            "--manifest",
+            manifest,
+        ],
+        cwd=data,
+        check=True,
+    )
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(before, after) / 1024
 
@@ -93,22 +105,34 @@ def main() -> None:
     args = parser.parse_args()
     make_tree(args.data)
     dmp = f"{sys.executable} -m dmp_cli"
-    print(f"| work | dmp --create | dmp --check | peers (median of {args.runs}) | "
-          "--create / best peer | --check / best peer |")
+    print(
+        f"| work | dmp --create | dmp --check | peers (median of {args.runs}) | "
+        "--create / best peer | --check / best peer |"
+    )
     print("|---|---|---|---|---|---|")
-    for label, tree, is_big in (("8 × 256 MiB", "big", True),
-                                ("100,000 × 4 KiB, 100 dirs", "small", False)):
+    for label, tree, is_big in (
+        ("8 × 256 MiB", "big", True),
+        ("100,000 × 4 KiB, 100 dirs", "small", False),
+    ):
         # Read everything once, so that every command finds it page-cached.
         timed(f"find {tree} -type f -print0 | xargs -0 cat > /dev/null", 1, args.data)
-        create = timed(f"{dmp} manifest --create --dir {tree} -r -m {MANIFEST}",
-                       args.runs, args.data, fresh=MANIFEST)
+        create = timed(
+            f"{dmp} manifest --create --dir {tree} -r -m {MANIFEST}",
+            args.runs,
+            args.data,
+            fresh=MANIFEST,
+        )
         check = timed(f"{dmp} manifest --check -m {MANIFEST}", args.runs, args.data)
-        results = {name: timed(cmd, args.runs, args.data)
-                   for name, cmd in peers(tree, is_big).items()}
+        results = {
+            name: timed(cmd, args.runs, args.data) for name, cmd in peers(tree, is_big).items()
+        }
         best = min(results.values())
         shown = ", ".join(f"{name} {t:.2f} s" for name, t in results.items())
-        print(f"| {label} | {create:.2f} s | {check:.2f} s | {shown} | "
-              f"{create / best:.2f} × | {check / best:.2f} × |", flush=True)
+        print(
+            f"| {label} | {create:.2f} s | {check:.2f} s | {shown} | "
+            f"{create / best:.2f} × | {check / best:.2f} × |",
+            flush=True,
+        )
     print(f"\n`--check` of a 1,000,000-line manifest: peak RSS {check_rss(args.data):.0f} MB")
 
 

@@ -18,5 +18,12 @@ from dmp_cli.api import CheckResult, check_manifest, create_manifest, read_manif
 from dmp_cli.errors import DmpError
 from dmp_cli.manifest import Entry
 
-__all__ = ["CheckResult", "DmpError", "Entry", "__version__", "check_manifest",
-           "create_manifest", "read_manifest"]
+__all__ = [
+    "CheckResult",
+    "DmpError",
+    "Entry",
+    "__version__",
+    "check_manifest",
+    "create_manifest",
+    "read_manifest",
+]

@@ -29,10 +29,16 @@ class CheckResult:
         return self.counts.ok(strict=self.strict, ignore_missing=self.ignore_missing)
 
 
-def create_manifest(paths: Iterable[str] = (), *, dirs: Iterable[str] = (),
-                    recursive: bool = False, manifest: str | None = None,
-                    fmt: str = "dmp", jobs: int | None = None,
-                    executor: Executor | None = None) -> list[Entry]:
+def create_manifest(
+    paths: Iterable[str] = (),
+    *,
+    dirs: Iterable[str] = (),
+    recursive: bool = False,
+    manifest: str | None = None,
+    fmt: str = "dmp",
+    jobs: int | None = None,
+    executor: Executor | None = None,
+) -> list[Entry]:
     """Hash files (names or patterns) and the files in ``dirs``; write ``manifest`` if given.
 
     Raises InputError if any input cannot be read or nothing is found; the manifest file
@@ -63,8 +69,9 @@ def create_manifest(paths: Iterable[str] = (), *, dirs: Iterable[str] = (),
         try:
             target = AtomicFile(manifest)
         except OSError as exc:
-            raise ManifestError(f"{manifest}: cannot create manifest: "
-                                f"{exc.strerror or exc}") from exc
+            raise ManifestError(
+                f"{manifest}: cannot create manifest: {exc.strerror or exc}"
+            ) from exc
         with target:
             for entry in entries:
                 target.stream.write(FORMATS[fmt](entry.digest, entry.path))
@@ -77,9 +84,14 @@ def read_manifest(manifest: str) -> Iterator[Entry]:
     return read_entries(manifest)
 
 
-def check_manifest(manifest: str, *, jobs: int | None = None, strict: bool = False,
-                   ignore_missing: bool = False,
-                   executor: Executor | None = None) -> CheckResult:
+def check_manifest(
+    manifest: str,
+    *,
+    jobs: int | None = None,
+    strict: bool = False,
+    ignore_missing: bool = False,
+    executor: Executor | None = None,
+) -> CheckResult:
     """Verify every file a manifest names; ``result.ok()`` as sha256sum's exit status."""
     result = CheckResult(CheckCounts(), strict=strict, ignore_missing=ignore_missing)
     owned = executor is None

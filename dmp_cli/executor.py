@@ -22,8 +22,13 @@ MAX_BATCH_BYTES = 32 << 20
 
 
 class Executor(Protocol):
-    def map(self, op: str, items: Iterable[Item], config: Config,
-            on_bytes: Callable[[int], None] | None = None) -> Iterator[Row]:
+    def map(
+        self,
+        op: str,
+        items: Iterable[Item],
+        config: Config,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterator[Row]:
         """Run ``op`` on every item; yield one row per item, in the items' order.
         ``on_bytes`` hears of the bytes transfers move, as they move, where the executor
         can tell (else the rows' ``bytes`` are all there is)."""
@@ -36,9 +41,12 @@ class Executor(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def batches(items: Iterable[Item], max_items: int = MAX_BATCH_ITEMS,
-            max_bytes: int = MAX_BATCH_BYTES,
-            plan: Callable[[], tuple[int, int]] | None = None) -> Iterator[list[Item]]:
+def batches(
+    items: Iterable[Item],
+    max_items: int = MAX_BATCH_ITEMS,
+    max_bytes: int = MAX_BATCH_BYTES,
+    plan: Callable[[], tuple[int, int]] | None = None,
+) -> Iterator[list[Item]]:
     """Group items into batches bounded by count and by bytes; a huge file goes alone.
 
     ``plan``, if given, is asked before each batch for its bound on the count (instead of
@@ -50,8 +58,9 @@ def batches(items: Iterable[Item], max_items: int = MAX_BATCH_ITEMS,
     limit, guess = plan() if plan else (max_items, 0)
     for item in items:
         known = item.get("size")
-        if batch and (len(batch) >= limit or size + (guess if known is None else known)
-                      > max_bytes):
+        if batch and (
+            len(batch) >= limit or size + (guess if known is None else known) > max_bytes
+        ):
             yield batch
             batch, size = [], 0
             if plan:
@@ -88,8 +97,13 @@ class LocalExecutor:
                 self._pools[kind] = ThreadPoolExecutor(self.io_threads, "dmp-io")
         return self._pools[kind]
 
-    def map(self, op: str, items: Iterable[Item], config: Config,
-            on_bytes: Callable[[int], None] | None = None) -> Iterator[Row]:
+    def map(
+        self,
+        op: str,
+        items: Iterable[Item],
+        config: Config,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterator[Row]:
         kind = kind_of(op)
         pool = self._pool(kind)
         # Threads share this process, so they can tell of bytes as they move; the

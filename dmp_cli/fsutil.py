@@ -23,8 +23,13 @@ def link_no_clobber(source: str, target: str) -> None:
     try:
         os.link(source, target)
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
-                             errno.EMLINK):
+        if exc.errno not in (
+            errno.EPERM,
+            errno.ENOTSUP,
+            errno.EOPNOTSUPP,
+            errno.EXDEV,
+            errno.EMLINK,
+        ):
             raise
         # No hard links here (some FUSE and object-store mounts): claim the name first.
         os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -56,8 +61,9 @@ class AtomicFile:
             link_no_clobber(self.temp, self.target)
         except FileExistsError:
             self.abort()
-            raise DmpError(f"{self.target}: File exists (appeared while it was being written; "
-                           "left untouched)") from None
+            raise DmpError(
+                f"{self.target}: File exists (appeared while it was being written; left untouched)"
+            ) from None
 
     def abort(self) -> None:
         if not self.stream.closed:
@@ -70,7 +76,11 @@ class AtomicFile:
     def __enter__(self) -> AtomicFile:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is not None:
             self.abort()

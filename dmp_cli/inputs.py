@@ -59,8 +59,7 @@ def _iglob(pattern: str) -> Iterator[str]:
         return
     parents: Iterable[str]
     if dirname and dirname != pattern and glob.has_magic(dirname):
-        parents = (parent for parent in _iglob(dirname)
-                   if not parent or os.path.isdir(parent))
+        parents = (parent for parent in _iglob(dirname) if not parent or os.path.isdir(parent))
     else:
         parents = [dirname]
     for parent in parents:
@@ -79,8 +78,9 @@ def _matches(parent: str, basename: str) -> Iterator[str]:
         for name in _names(directory):
             if (hidden or not name.startswith(".")) and fnmatch.fnmatchcase(name, basename):
                 yield name
-    elif os.path.lexists(os.path.join(directory, basename)) if basename else \
-            os.path.isdir(directory):
+    elif (
+        os.path.lexists(os.path.join(directory, basename)) if basename else os.path.isdir(directory)
+    ):
         yield basename
 
 
@@ -110,8 +110,7 @@ def _subtree(directory: str) -> Iterator[str]:
             yield entry.name
 
 
-def _expand_pattern(pattern: str, on_problem: OnProblem,
-                    on_no_match: OnProblem) -> Iterator[Item]:
+def _expand_pattern(pattern: str, on_problem: OnProblem, on_no_match: OnProblem) -> Iterator[Item]:
     if not glob.has_magic(pattern) or os.path.lexists(pattern):
         item = _file_item(pattern, on_problem)
         if item is not None:
@@ -186,12 +185,11 @@ def expand(inputs: Inputs, on_problem: OnProblem, on_no_match: OnProblem) -> Ite
         yield from _expand_pattern(pattern, on_problem, on_no_match)
     for directory in inputs.dirs:
         if not os.path.isdir(directory):
-            reason = "Not a directory" if os.path.lexists(directory) else \
-                "No such file or directory"
+            reason = (
+                "Not a directory" if os.path.lexists(directory) else "No such file or directory"
+            )
             on_problem(directory, reason)
             continue
         yield from _walk(directory, inputs.recursive, on_problem)
     if inputs.files_from is not None:
         yield from _listed(inputs.files_from, inputs.null_separated, on_problem)
-
-

@@ -24,7 +24,7 @@ _WHITE = b" \t"
 _TAG = b"SHA256"
 
 # dmp format: characters that are escaped inside the quotes.
-_NEEDS_QUOTE_ESCAPE = re.compile("[\x00-\x1f\x7f\"\\\\\udc80-\udcff]")
+_NEEDS_QUOTE_ESCAPE = re.compile('[\x00-\x1f\x7f"\\\\\udc80-\udcff]')
 _QUOTE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _UNQUOTE = re.compile(rb'\\(x[0-9a-fA-F]{2}|[\\"nrt])')
 _UNQUOTE_BYTES = {b"\\": b"\\", b'"': b'"', b"n": b"\n", b"r": b"\r", b"t": b"\t"}

@@ -69,8 +69,14 @@ def operation(name: str, kind: str) -> Callable[[OpFunc], OpFunc]:
 def os_error_row(path: str, exc: OSError, **extra: Any) -> Row:
     code = exc.errno or 0
     status = "missing" if code == errno_mod.ENOENT else "unreadable"
-    return {"path": path, "status": status, "errno": code,
-            "error": exc.strerror or str(exc), "bytes": 0, **extra}
+    return {
+        "path": path,
+        "status": status,
+        "errno": code,
+        "error": exc.strerror or str(exc),
+        "bytes": 0,
+        **extra,
+    }
 
 
 def _digest(item: Item, ctx: Context, row: Callable[[str, int], Row]) -> Row | Future[Row]:
@@ -99,8 +105,11 @@ def _expected(item: Item) -> dict[str, Any]:
 @operation("hash", kind="cpu")
 def hash_op(item: Item, ctx: Context) -> Row | Future[Row]:
     path = item["path"]
-    return _digest(item, ctx, lambda digest, size: {
-        "path": path, "status": "ok", "digest": digest, "bytes": size})
+    return _digest(
+        item,
+        ctx,
+        lambda digest, size: {"path": path, "status": "ok", "digest": digest, "bytes": size},
+    )
 
 
 @operation("check", kind="cpu")
@@ -108,9 +117,17 @@ def check_op(item: Item, ctx: Context) -> Row | Future[Row]:
     if item.get("bad"):
         return {"status": "misformatted", "bytes": 0}
     path, expected = item["path"], item["digest"]
-    return _digest(item, ctx, lambda digest, size: {
-        "path": path, "status": "ok" if digest == expected else "failed", "digest": digest,
-        "expected": expected, "bytes": size})
+    return _digest(
+        item,
+        ctx,
+        lambda digest, size: {
+            "path": path,
+            "status": "ok" if digest == expected else "failed",
+            "digest": digest,
+            "expected": expected,
+            "bytes": size,
+        },
+    )
 
 
 _contexts: dict[str, Context] = {}
@@ -125,8 +142,13 @@ def context_for(config: Config) -> Context:
     return ctx
 
 
-def run_batch(name: str, items: list[Item], config: Config, threads: bool = True,
-              on_bytes: Callable[[int], None] | None = None) -> list[Row]:
+def run_batch(
+    name: str,
+    items: list[Item],
+    config: Config,
+    threads: bool = True,
+    on_bytes: Callable[[int], None] | None = None,
+) -> list[Row]:
     """Run one operation over a batch of items in this process. With ``threads``, the big
     files of a batch are hashed side by side on threads, so that a batch of a few huge
     files does not leave the other cores idle. ``on_bytes`` hears of the bytes that
@@ -145,8 +167,12 @@ def _run_one(op: OpFunc, item: Item, ctx: Context) -> Result:
     try:
         return op(item, ctx)
     except Exception as exc:  # one file's surprise must not sink the batch
-        return {"path": item.get("path"), "status": "error", "bytes": 0,
-                "error": f"{type(exc).__name__}: {exc}"}
+        return {
+            "path": item.get("path"),
+            "status": "error",
+            "bytes": 0,
+            "error": f"{type(exc).__name__}: {exc}",
+        }
 
 
 def _settle(result: Row | Future[Row], item: Item) -> Row:
@@ -154,8 +180,12 @@ def _settle(result: Row | Future[Row], item: Item) -> Row:
         try:
             row = result.result()
         except Exception as exc:
-            row = {"path": item.get("path"), "status": "error", "bytes": 0,
-                   "error": f"{type(exc).__name__}: {exc}"}
+            row = {
+                "path": item.get("path"),
+                "status": "error",
+                "bytes": 0,
+                "error": f"{type(exc).__name__}: {exc}",
+            }
     else:
         row = result
     if "line" in item:

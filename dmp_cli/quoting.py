@@ -16,8 +16,9 @@ _SPECIAL_FIRST = frozenset(b"#~")
 _SPECIAL_ALONE = frozenset(b"{}")
 # Characters that still allow the double-quoted form "it's" (gnulib's "c and shell quote
 # compatible" set); '#' and '~' only first, '{' and '}' only alone.
-_DOUBLE_QUOTE_SAFE = frozenset(b" '%+,-./0123456789:@ABCDEFGHIJKLMNOPQRSTUVWXYZ]_"
-                               b"abcdefghijklmnopqrstuvwxyz")
+_DOUBLE_QUOTE_SAFE = frozenset(
+    b" '%+,-./0123456789:@ABCDEFGHIJKLMNOPQRSTUVWXYZ]_abcdefghijklmnopqrstuvwxyz"
+)
 _C_ESCAPES = {7: "a", 8: "b", 9: "t", 10: "n", 11: "v", 12: "f", 13: "r"}
 # glibc's iswprint() is true for every assigned character but controls and line and
 # paragraph separators: spaces (U+00A0), format characters (U+200B) and private use
@@ -73,8 +74,11 @@ def _double_quote_safe(chunk: bytes, offset: int, name: bytes) -> bool:
     if len(chunk) > 1:
         return True  # a printable multibyte character
     byte = chunk[0]
-    return (byte in _DOUBLE_QUOTE_SAFE or (byte in _SPECIAL_FIRST and offset == 0)
-            or (byte in _SPECIAL_ALONE and len(name) == 1))
+    return (
+        byte in _DOUBLE_QUOTE_SAFE
+        or (byte in _SPECIAL_FIRST and offset == 0)
+        or (byte in _SPECIAL_ALONE and len(name) == 1)
+    )
 
 
 def _single_quoted(units: list[Unit], pending: bool) -> tuple[bytes, bool]:
@@ -112,8 +116,9 @@ def quote_name(path: str | bytes, utf8: bool | None = None) -> bytes:
     text, pending = _single_quoted(units, False)
     if b"'" not in name:
         return text
-    if all(printable and _double_quote_safe(chunk, offset, name)
-           for chunk, printable, offset in units):
+    if all(
+        printable and _double_quote_safe(chunk, offset, name) for chunk, printable, offset in units
+    ):
         return b'"' + name + b'"'
     # With a single quote in the name gnulib renders the name a second time, and starts
     # that pass with the $'...' state the first one ended in: reproduce it exactly.

@@ -102,24 +102,26 @@ def upload_op(item: Item, ctx: Context) -> Row:
     row: Row = {"to": target.key_url(key)}
     if config.get("dry_run"):
         size = item.get("size") or 0
-        return {**row, "status": "skipped" if already else "would-upload",
-                "bytes": 0 if already else size}
+        return {
+            **row,
+            "status": "skipped" if already else "would-upload",
+            "bytes": 0 if already else size,
+        }
     sent = 0
     if not already:
-        sent = target.put_file(key, item["path"], digest, item.get("size") or 0,
-                               ctx.on_bytes)
+        sent = target.put_file(key, item["path"], digest, item.get("size") or 0, ctx.on_bytes)
     if config.get("dest_mode") == "path" and not in_vault:
         vault.copy(target, key, vault_key, digest)
     return {**row, "status": "skipped" if already else "uploaded", "bytes": sent}
 
 
-def _upload_to_vault(item: Item, vault: Store, vault_key: str,
-                     on_bytes: OnBytes | None) -> Row:
+def _upload_to_vault(item: Item, vault: Store, vault_key: str, on_bytes: OnBytes | None) -> Row:
     """Straight into the vault: one put-if-absent, no separate question first."""
     row: Row = {"to": vault.key_url(vault_key)}
     try:
-        sent = vault.put_file(vault_key, item["path"], item["digest"], item.get("size") or 0,
-                              on_bytes, if_absent=True)
+        sent = vault.put_file(
+            vault_key, item["path"], item["digest"], item.get("size") or 0, on_bytes, if_absent=True
+        )
     except ObjectExists:
         return {**row, "status": "skipped"}
     except OSError:
@@ -170,8 +172,9 @@ def download_op(item: Item, ctx: Context) -> Row:
         if local == digest:
             return {"status": "present"}
         if local is not None and not config.get("overwrite"):
-            raise PathRefused(f"exists with another checksum ({local[:12]}…); use "
-                              "--overwrite to replace it")
+            raise PathRefused(
+                f"exists with another checksum ({local[:12]}…); use --overwrite to replace it"
+            )
         vault = store_for(ctx, "vault")
         if config.get("dry_run"):
             info = vault.head(digest_key(digest))
@@ -179,8 +182,9 @@ def download_op(item: Item, ctx: Context) -> Row:
                 raise ObjectMissing(digest)
             return {"status": "would-fetch", "bytes": info.size}
         assert dir_fd is not None
-        size = _fetch_into(vault, digest, dir_fd, name, replace=local is not None,
-                           on_bytes=ctx.on_bytes)
+        size = _fetch_into(
+            vault, digest, dir_fd, name, replace=local is not None, on_bytes=ctx.on_bytes
+        )
         return {"status": "fetched", "bytes": size}
     finally:
         if dir_fd is not None:
@@ -195,8 +199,7 @@ def target_parts(path: str, absolute_names: bool) -> list[str]:
         raise PathRefused("absolute path refused (use --absolute-names to allow it)")
     norm = posixpath.normpath(path)
     if not absolute and (norm == ".." or norm.startswith("../")) and not absolute_names:
-        raise PathRefused("'..' leaves the working directory (use --absolute-names to "
-                          "allow it)")
+        raise PathRefused("'..' leaves the working directory (use --absolute-names to allow it)")
     parts = [part for part in norm.split("/") if part]
     if not parts or parts[-1] in (".", ".."):
         raise PathRefused("not a file name")
@@ -225,8 +228,7 @@ def open_parent(parts: list[str], make: bool) -> int | None:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 where = "/".join(parts[: index + 1])
                 kind = "a symbolic link" if link else "not a directory"
-                raise PathRefused(f"{where} is {kind}; dmp does not write through it") \
-                    from None
+                raise PathRefused(f"{where} is {kind}; dmp does not write through it") from None
             raise
         os.close(fd)
         fd = child
@@ -263,11 +265,21 @@ def _local_digest(dir_fd: int, name: str) -> str | None:
         os.close(fd)
 
 
-def _fetch_into(vault: Store, digest: str, dir_fd: int, name: str, replace: bool,
-                on_bytes: OnBytes | None = None) -> int:
+def _fetch_into(
+    vault: Store,
+    digest: str,
+    dir_fd: int,
+    name: str,
+    replace: bool,
+    on_bytes: OnBytes | None = None,
+) -> int:
     temp = f".{name[:100]}.{uuid.uuid4().hex[:8]}.dmp-tmp"
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o666, dir_fd=dir_fd)
+    fd = os.open(
+        temp,
+        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o666,
+        dir_fd=dir_fd,
+    )
     try:
         with os.fdopen(fd, "w+b") as stream:
             vault.get_file(digest_key(digest), stream, on_bytes)
@@ -276,8 +288,7 @@ def _fetch_into(vault: Store, digest: str, dir_fd: int, name: str, replace: bool
             stream.seek(0)
             got, size = digest_fd(stream.fileno())
         if got != digest:
-            raise IntegrityError(f"the vault's object hashes to {got}, not to its key; "
-                                 "not fetched")
+            raise IntegrityError(f"the vault's object hashes to {got}, not to its key; not fetched")
         _move_into_place(temp, name, dir_fd, replace)
     except BaseException:
         _unlink_at(temp, dir_fd)

@@ -33,8 +33,9 @@ def redelivery_timeout(env: Mapping[str, str]) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise BrokerError(f"DMP_REDELIVERY_TIMEOUT must be a number of seconds, not {raw!r}") \
-            from None
+        raise BrokerError(
+            f"DMP_REDELIVERY_TIMEOUT must be a number of seconds, not {raw!r}"
+        ) from None
     if value < 1:
         raise BrokerError("DMP_REDELIVERY_TIMEOUT must be at least 1 second")
     return value
@@ -85,8 +86,12 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_default_queue": HASH_QUEUE,
         "task_create_missing_queues": True,
-        "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.2,
-                                      "interval_step": 0.5, "interval_max": 2},
+        "task_publish_retry_policy": {
+            "max_retries": 3,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 2,
+        },
         "result_expires": 24 * 3600,
         "result_extended": False,
         "worker_send_task_events": False,

@@ -80,18 +80,19 @@ class _BatchPlan:
     bytes holds huge files to a batch each). Work that does not read the files
     (``by_bytes`` false: asking the vault) is bounded by the count alone."""
 
-    def __init__(self, store: JobStore, job: str, most: int, reread_s: float = 0.01,
-                 by_bytes: bool = True) -> None:
+    def __init__(
+        self, store: JobStore, job: str, most: int, reread_s: float = 0.01, by_bytes: bool = True
+    ) -> None:
         self.store, self.job, self.most = store, job, most
         self.reread_s = reread_s  # how often to ask Redis for the mean (batches can be many)
         self.by_bytes = by_bytes
         self.limit = 0
         self.mean: int | None = None if by_bytes else 0
-        self._read = -1.0
+        self._read: float | None = None  # when the mean was last read
 
     def __call__(self) -> tuple[int, int]:
         now = time.monotonic()
-        if self.by_bytes and now - self._read >= self.reread_s:
+        if self.by_bytes and (self._read is None or now - self._read >= self.reread_s):
             self.mean, self._read = self.store.mean_file_size(self.job), now
         mean = self.mean
         cap = min(self.most, BLIND_BATCH_ITEMS) if mean is None else self.most
@@ -102,10 +103,18 @@ class _BatchPlan:
 class _Submitter:
     """Sends a job's batches, a flat chord at a time, numbering batches and chords."""
 
-    def __init__(self, app: Celery, store: JobStore, job: str, op: str,
-                 groups: Iterator[list[Item]], config: Config, stream: bool,
-                 per_chord: int = BATCHES_PER_CHORD,
-                 tally: Callable[[], Mapping[str, int]] | None = None) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        store: JobStore,
+        job: str,
+        op: str,
+        groups: Iterator[list[Item]],
+        config: Config,
+        stream: bool,
+        per_chord: int = BATCHES_PER_CHORD,
+        tally: Callable[[], Mapping[str, int]] | None = None,
+    ) -> None:
         self.app, self.store, self.job, self.op = app, store, job, op
         self.groups = groups
         self.config = dict(config)
@@ -128,24 +137,31 @@ class _Submitter:
         window = list(islice(self.groups, size))
         if not window:
             self.exhausted = True
-            self.store.set_total(self.job, self.windows, self.batches, self.items,
-                                 self.tally() if self.tally else None)
+            self.store.set_total(
+                self.job,
+                self.windows,
+                self.batches,
+                self.items,
+                self.tally() if self.tally else None,
+            )
             return
         header = [
-            batch_signature(self.op, self.job, index, batch, self.config, self.stream,
-                            self.cwd)
+            batch_signature(self.op, self.job, index, batch, self.config, self.stream, self.cwd)
             # A short argsrepr: Celery would otherwise repr every batch for the logs,
             # which costs the submitter more than encoding it.
-            .set(queue=queue_for(self.op, batch),
-                 argsrepr=f"(job={self.job}, batch={index}, {len(batch)} items)")
+            .set(
+                queue=queue_for(self.op, batch),
+                argsrepr=f"(job={self.job}, batch={index}, {len(batch)} items)",
+            )
             for index, batch in enumerate(window, start=self.batches)
         ]
         callback = window_done.s(self.job, self.windows).set(queue=callback_queue(self.op))
         try:
             result = chord(header, callback, app=self.app).apply_async()
         except Exception as exc:  # kombu's OperationalError and redis-py's errors
-            raise BrokerError(f"cannot submit to the broker at "
-                              f"{safe_url(self.store.url)}: {exc}") from None
+            raise BrokerError(
+                f"cannot submit to the broker at {safe_url(self.store.url)}: {exc}"
+            ) from None
         self.callbacks[self.windows] = result
         self.starts.append(self.batches)
         if self.stream:
@@ -192,9 +208,16 @@ class _Submitter:
 class CeleryExecutor:
     """Runs operations on `dmp worker` processes through Redis; rows come back in order."""
 
-    def __init__(self, broker_url: str, out: Output | None = None, *,
-                 in_flight: int = BATCHES_IN_FLIGHT, per_chord: int = BATCHES_PER_CHORD,
-                 files_in_flight: int = FILES_IN_FLIGHT, label: str | None = None) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        out: Output | None = None,
+        *,
+        in_flight: int = BATCHES_IN_FLIGHT,
+        per_chord: int = BATCHES_PER_CHORD,
+        files_in_flight: int = FILES_IN_FLIGHT,
+        label: str | None = None,
+    ) -> None:
         self.broker_url = broker_url
         self.out = out
         self.app = default_app
@@ -209,8 +232,13 @@ class CeleryExecutor:
         self._checked_workers = False
 
     # the Executor protocol -------------------------------------------------
-    def map(self, op: str, items: Iterable[Item], config: Config,
-            on_bytes: Callable[[int], None] | None = None) -> Iterator[Row]:
+    def map(
+        self,
+        op: str,
+        items: Iterable[Item],
+        config: Config,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Iterator[Row]:
         # Workers elsewhere tell of bytes in their rows only: ``on_bytes`` hears nothing.
         job = new_job_id()
         finished = False
@@ -234,9 +262,14 @@ class CeleryExecutor:
         self.close()
 
     # detached jobs ---------------------------------------------------------
-    def submit(self, op: str, items: Iterable[Item], config: Config,
-               rules: Mapping[str, bool] | None = None,
-               tally: Callable[[], Mapping[str, int]] | None = None) -> str:
+    def submit(
+        self,
+        op: str,
+        items: Iterable[Item],
+        config: Config,
+        rules: Mapping[str, bool] | None = None,
+        tally: Callable[[], Mapping[str, int]] | None = None,
+    ) -> str:
         """Submit a whole job and return its id; the rows are counted, not streamed.
 
         ``rules`` (strict, ignore_missing) are kept with the job, for its verdict at the
@@ -256,12 +289,19 @@ class CeleryExecutor:
 
     # internals -------------------------------------------------------------
     def _create(self, job: str, op: str, fields: Mapping[str, int] | None = None) -> None:
-        self.store.create(job, {"op": op, "host": socket.gethostname(),
-                                "command": self.label, **(fields or {})})
+        self.store.create(
+            job, {"op": op, "host": socket.gethostname(), "command": self.label, **(fields or {})}
+        )
 
-    def _submitter(self, job: str, op: str, items: Iterable[Item], config: Config,
-                   stream: bool, tally: Callable[[], Mapping[str, int]] | None = None
-                   ) -> _Submitter:
+    def _submitter(
+        self,
+        job: str,
+        op: str,
+        items: Iterable[Item],
+        config: Config,
+        stream: bool,
+        tally: Callable[[], Mapping[str, int]] | None = None,
+    ) -> _Submitter:
         most = batch_items(op)
         # A row's bytes are what was read or moved; asking the vault reads nothing (its
         # rows' bytes are the sizes of the objects), so its batches are bounded by count.
@@ -270,8 +310,7 @@ class CeleryExecutor:
         # A chord goes out whole: at most half the files in flight, so that the window
         # overshoots its bound by no more than that.
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * most)))
-        return _Submitter(self.app, self.store, job, op, groups, config, stream, per_chord,
-                          tally)
+        return _Submitter(self.app, self.store, job, op, groups, config, stream, per_chord, tally)
 
     def _gather(self, job: str, submitter: _Submitter) -> Iterator[Row]:
         """Keep the window full, read rows as batches finish, yield them in item order."""
@@ -280,8 +319,9 @@ class CeleryExecutor:
         cursor = b"0-0"
         while True:
             while not submitter.exhausted and (
-                    submitter.batches - next_batch < self.in_flight
-                    and submitter.items - gathered < self.files_in_flight):
+                submitter.batches - next_batch < self.in_flight
+                and submitter.items - gathered < self.files_in_flight
+            ):
                 submitter.submit_window()
             if submitter.exhausted and next_batch >= submitter.batches:
                 return
@@ -296,24 +336,26 @@ class CeleryExecutor:
             for index, encoded in arrived:
                 # A batch run twice is published once (the store dedupes), but be safe.
                 if index >= next_batch and index not in pending:
-                    pending[index] = restore_paths(json.loads(encoded),
-                                                   submitter.paths.pop(index))
+                    pending[index] = restore_paths(json.loads(encoded), submitter.paths.pop(index))
             while next_batch in pending:
                 rows = pending.pop(next_batch)
                 gathered += len(rows)
                 yield from rows
                 next_batch += 1
 
-    def _check_lost(self, job: str, submitter: _Submitter, next_batch: int,
-                    cursor: bytes) -> tuple[bytes, list[tuple[int, str]]]:
+    def _check_lost(
+        self, job: str, submitter: _Submitter, next_batch: int, cursor: bytes
+    ) -> tuple[bytes, list[tuple[int, str]]]:
         """A chord's callback runs after every batch of it has recorded its rows; if it ran
         and the rows of the batch awaited are not here, a worker could not record them."""
         if not submitter.finished(submitter.window_of(next_batch)):
             return cursor, []
         cursor, arrived = self.store.read_rows(job, cursor, 10, count=2 * self.in_flight)
         if not any(index == next_batch for index, _ in arrived):
-            raise BrokerError(f"the results of batch {next_batch} of job {job} were lost "
-                              "(see the workers' logs); run the command again")
+            raise BrokerError(
+                f"the results of batch {next_batch} of job {job} were lost "
+                "(see the workers' logs); run the command again"
+            )
         return cursor, arrived
 
     def _check_cancelled(self, job: str) -> None:
@@ -348,11 +390,12 @@ def no_worker_message(app: Celery, broker_url: str, job: str, op: str) -> str | 
         return None
     where = safe_url(broker_url)
     if not queues:
-        return (f"no worker answers at {where}; job {job} waits in Redis until a "
-                "`dmp worker` starts")
-    return (f"no worker at {where} takes from {queue} (the live ones take from "
-            f"{', '.join(sorted(queues))}); job {job} waits in Redis until a `dmp worker` "
-            f"for {queue} starts")
+        return f"no worker answers at {where}; job {job} waits in Redis until a `dmp worker` starts"
+    return (
+        f"no worker at {where} takes from {queue} (the live ones take from "
+        f"{', '.join(sorted(queues))}); job {job} waits in Redis until a `dmp worker` "
+        f"for {queue} starts"
+    )
 
 
 def _worker_queues(app: Celery, wanted: str) -> set[str] | None:
@@ -377,5 +420,3 @@ def _worker_queues(app: Celery, wanted: str) -> set[str] | None:
 
 
 __all__ = ["CeleryExecutor", "new_job_id", "no_worker_message"]
-
-

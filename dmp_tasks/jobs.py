@@ -35,13 +35,25 @@ JOBS_KEY = "dmp:jobs"
 
 # Statuses of a file that went well; any other fails the job (exit 1 in `dmp job watch`)
 # and is kept among its errors. An improperly formatted line is a warning, as in coreutils.
-SUCCEEDED = frozenset({"ok", "present", "same", "skipped", "uploaded", "would-upload",
-                       "fetched", "would-fetch", "misformatted"})
+SUCCEEDED = frozenset(
+    {
+        "ok",
+        "present",
+        "same",
+        "skipped",
+        "uploaded",
+        "would-upload",
+        "fetched",
+        "would-fetch",
+        "misformatted",
+    }
+)
 
 
 def is_failure(op: str, status: str) -> bool:
     """Whether a row's status fails the job; asking the vault, "missing" is an answer."""
     return status not in SUCCEEDED and not (op == "head" and status == "missing")
+
 
 # Finishing: when the submitter has said how many batches and chords there are, and
 # either every batch has recorded itself or every chord's callback has run, the job is
@@ -64,7 +76,9 @@ end
 
 # Checked first, marked last: if a write fails halfway (Redis out of memory), the batch
 # is not marked, and its retry writes it again (the CLI drops a second copy of its rows).
-_RECORD_BATCH = _FINISH + """
+_RECORD_BATCH = (
+    _FINISH
+    + """
 if redis.call('GETBIT', KEYS[2], ARGV[1]) == 1 then return 0 end
 local ttl = tonumber(ARGV[4])
 if ARGV[2] ~= '' then
@@ -83,8 +97,11 @@ redis.call('SETBIT', KEYS[2], ARGV[1], 1)
 redis.call('EXPIRE', KEYS[2], ttl)
 return 1
 """
+)
 
-_FINISH_WINDOW = _FINISH + """
+_FINISH_WINDOW = (
+    _FINISH
+    + """
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'windows_done', 1)
 -- Files of batches that could not record themselves are counted here, so the job fails.
@@ -94,14 +111,18 @@ finish(KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 return 1
 """
+)
 
-_SET_TOTAL = _FINISH + """
+_SET_TOTAL = (
+    _FINISH
+    + """
 redis.call('HSET', KEYS[1], 'windows_total', ARGV[1], 'batches_total', ARGV[2],
            'items_total', ARGV[3])
 for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 finish(KEYS[1], ARGV[4])
 return 1
 """
+)
 
 
 def job_key(job: str, part: str = "") -> str:
@@ -118,10 +139,12 @@ def connect(url: str, **options: Any) -> redis.Redis:
 
 def _auth_error(url: str) -> BrokerError:
     if urlsplit(url).password is None:
-        return BrokerError(f"the broker at {safe_url(url)} needs a password "
-                           "(redis://:PASSWORD@host:port/db)")
-    return BrokerError(f"the broker at {safe_url(url)} refused the password "
-                       "(check the password in DMP_BROKER_URL)")
+        return BrokerError(
+            f"the broker at {safe_url(url)} needs a password (redis://:PASSWORD@host:port/db)"
+        )
+    return BrokerError(
+        f"the broker at {safe_url(url)} refused the password (check the password in DMP_BROKER_URL)"
+    )
 
 
 @contextmanager
@@ -137,8 +160,9 @@ def broker_errors(url: str, doing: str) -> Iterator[None]:
         raise BrokerError(f"the broker at {safe_url(url)} failed {doing}: {exc}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         reason = str(exc).split("\n")[0] or type(exc).__name__
-        raise BrokerError(f"cannot reach the broker at {safe_url(url)} ({doing}): "
-                          f"{reason}") from None
+        raise BrokerError(
+            f"cannot reach the broker at {safe_url(url)} ({doing}): {reason}"
+        ) from None
 
 
 class JobStore:
@@ -161,8 +185,10 @@ class JobStore:
         now = time.time()
         with broker_errors(self.url, "registering the job"):
             pipe = self.client.pipeline()
-            pipe.hset(job_key(job), mapping={"state": "active", "created": now,
-                                             "batches": 0, "items": 0, **fields})
+            pipe.hset(
+                job_key(job),
+                mapping={"state": "active", "created": now, "batches": 0, "items": 0, **fields},
+            )
             pipe.expire(job_key(job), JOB_TTL)
             pipe.zadd(JOBS_KEY, {job: now})
             pipe.execute()
@@ -174,8 +200,14 @@ class JobStore:
             pipe.hincrby(job_key(job), "items", items)
             pipe.execute()
 
-    def set_total(self, job: str, windows: int, batches: int, items: int,
-                  extra: Mapping[str, int] | None = None) -> None:
+    def set_total(
+        self,
+        job: str,
+        windows: int,
+        batches: int,
+        items: int,
+        extra: Mapping[str, int] | None = None,
+    ) -> None:
         """The job's size, known once it is all submitted (with ``extra`` fields that
         the submitter counted on the way, written before the job can be done)."""
         args: list[str | int | float] = [windows, batches, items, time.time()]
@@ -190,18 +222,24 @@ class JobStore:
             state = self.client.hget(job_key(job), "state")
             if state != b"active":
                 return False
-            self.client.hset(job_key(job), mapping={"state": "cancelled",
-                                                    "finished": time.time()})
+            self.client.hset(job_key(job), mapping={"state": "cancelled", "finished": time.time()})
             return True
 
     # workers -------------------------------------------------------------
-    def record_batch(self, job: str, index: int, counts: dict[str, int],
-                     rows_json: str | None, errors: list[str]) -> bool:
+    def record_batch(
+        self, job: str, index: int, counts: dict[str, int], rows_json: str | None, errors: list[str]
+    ) -> bool:
         """Count a finished batch once; False if it was counted before (a redelivery)."""
-        keys = [job_key(job), job_key(job, "seen"), job_key(job, "rows"),
-                job_key(job, "errors")]
-        args: list[str | int | float] = [index, rows_json or "", json.dumps(counts), JOB_TTL,
-                                          ERRORS_KEPT, time.time(), *errors]
+        keys = [job_key(job), job_key(job, "seen"), job_key(job, "rows"), job_key(job, "errors")]
+        args: list[str | int | float] = [
+            index,
+            rows_json or "",
+            json.dumps(counts),
+            JOB_TTL,
+            ERRORS_KEPT,
+            time.time(),
+            *errors,
+        ]
         return bool(self._record(keys=keys, args=args))
 
     def finish_window(self, job: str, window: int, counts: dict[str, int]) -> bool:
@@ -220,8 +258,9 @@ class JobStore:
         return value.decode() if value is not None else None
 
     # reading -------------------------------------------------------------
-    def read_rows(self, job: str, after: bytes, block_ms: int,
-                  count: int = 64) -> tuple[bytes, list[tuple[int, str]]]:
+    def read_rows(
+        self, job: str, after: bytes, block_ms: int, count: int = 64
+    ) -> tuple[bytes, list[tuple[int, str]]]:
         """Batches of rows published since stream id ``after``; deleted once read."""
         key = job_key(job, "rows")
         with broker_errors(self.url, "reading results"):
@@ -285,12 +324,13 @@ def rule_failure(info: dict[str, str]) -> str | None:
 def job_failed(info: dict[str, str]) -> bool:
     if info.get("state") == "cancelled":
         return True
-    if info.get("state") == "done" and int(info.get("files", 0)) < int(
-            info.get("items_total", 0)):
+    if info.get("state") == "done" and int(info.get("files", 0)) < int(info.get("items_total", 0)):
         return True  # some batch never recorded its files
     if rule_failure(info):
         return True
     op = info.get("op", "")
     ignored = {"missing"} if info.get("ignore_missing") else set()
-    return any(n and is_failure(op, status) and status not in ignored
-               for status, n in status_counts(info).items())
+    return any(
+        n and is_failure(op, status) and status not in ignored
+        for status, n in status_counts(info).items()
+    )

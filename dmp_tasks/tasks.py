@@ -30,10 +30,26 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_DELAYS = (0.5, 2.0, 8.0)
-TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ESTALE, errno.ETIMEDOUT,
-                              errno.EIO, errno.ENOTCONN, errno.ECONNRESET})
-TRANSIENT_ERRORS = ("ConnectionError", "EndpointConnectionError", "ConnectTimeoutError",
-                    "ReadTimeoutError", "ConnectionClosedError", "SlowDown", "Throttling")
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.EIO,
+        errno.ENOTCONN,
+        errno.ECONNRESET,
+    }
+)
+TRANSIENT_ERRORS = (
+    "ConnectionError",
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionClosedError",
+    "SlowDown",
+    "Throttling",
+)
 
 _stores: dict[int, JobStore] = {}
 _cwd_lock = threading.Lock()
@@ -70,8 +86,7 @@ def run_with_retries(op: str, items: list[Item], config: Config) -> list[Row]:
         if not again:
             break
         _sleep(delay)
-        for i, row in zip(again, run_local(op, [items[i] for i in again], config),
-                          strict=True):
+        for i, row in zip(again, run_local(op, [items[i] for i in again], config), strict=True):
             rows[i] = row
     return rows
 
@@ -100,8 +115,12 @@ def elide_paths(rows: list[Row], items: list[Item]) -> list[Row]:
 def _cancelled(items: list[Item]) -> list[Row]:
     rows = []
     for item in items:
-        row = {"path": item.get("path"), "status": "cancelled", "bytes": 0,
-               "error": "job cancelled"}
+        row = {
+            "path": item.get("path"),
+            "status": "cancelled",
+            "bytes": 0,
+            "error": "job cancelled",
+        }
         if "line" in item:
             row["line"] = item["line"]
         rows.append(row)
@@ -132,14 +151,22 @@ def _run(op: str, items: list[Item], config: Config, cwd: str) -> list[Row]:
             os.chdir(cwd)
         except OSError as exc:
             reason = f"working directory {cwd} not usable on this worker: {exc.strerror}"
-            return [{"path": item.get("path"), "status": "error", "bytes": 0,
-                     "error": reason, **({"line": item["line"]} if "line" in item else {})}
-                    for item in items]
+            return [
+                {
+                    "path": item.get("path"),
+                    "status": "error",
+                    "bytes": 0,
+                    "error": reason,
+                    **({"line": item["line"]} if "line" in item else {}),
+                }
+                for item in items
+            ]
         return run_with_retries(op, items, config)
 
 
-def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str, Any],
-              stream: bool, cwd: str) -> dict[str, int]:
+def run_batch(
+    job: str, index: int, op: str, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
+) -> dict[str, int]:
     """Run one batch of ``op``, publish its rows once, and return its counts for the
     chord. The tasks below, one for each kind of work, are this with their operation."""
     try:
@@ -162,36 +189,48 @@ def run_batch(job: str, index: int, op: str, items: list[Item], config: dict[str
 # (`celery -A dmp_tasks control rate_limit dmp.upload_batch 100/m`). Their names
 # end in _batch, apart from the queues (dmp.hash, dmp.transfer, dmp.big) they go to.
 
+
 @app.task(name="dmp.hash_batch")
-def hash_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
-               stream: bool, cwd: str, verify: bool = False) -> dict[str, int]:
+def hash_batch(
+    job: str,
+    index: int,
+    items: list[Item],
+    config: dict[str, Any],
+    stream: bool,
+    cwd: str,
+    verify: bool = False,
+) -> dict[str, int]:
     """Hash a batch of files (--create), or hash them and compare (--check, ``verify``)."""
     return run_batch(job, index, "check" if verify else "hash", items, config, stream, cwd)
 
 
 @app.task(name="dmp.head_batch")
-def head_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
-               stream: bool, cwd: str) -> dict[str, int]:
+def head_batch(
+    job: str, index: int, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
+) -> dict[str, int]:
     """Ask the vault whether it holds each checksum of a batch (--vault)."""
     return run_batch(job, index, "head", items, config, stream, cwd)
 
 
 @app.task(name="dmp.upload_batch")
-def upload_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
-                 stream: bool, cwd: str) -> dict[str, int]:
+def upload_batch(
+    job: str, index: int, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
+) -> dict[str, int]:
     """Archive a batch of files to the vault (--archive)."""
     return run_batch(job, index, "upload", items, config, stream, cwd)
 
 
 @app.task(name="dmp.download_batch")
-def download_batch(job: str, index: int, items: list[Item], config: dict[str, Any],
-                   stream: bool, cwd: str) -> dict[str, int]:
+def download_batch(
+    job: str, index: int, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
+) -> dict[str, int]:
     """Fetch a batch of files from the vault, verified (--fetch)."""
     return run_batch(job, index, "download", items, config, stream, cwd)
 
 
-def batch_signature(op: str, job: str, index: int, items: list[Item], config: dict[str, Any],
-                    stream: bool, cwd: str) -> Signature:
+def batch_signature(
+    op: str, job: str, index: int, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
+) -> Signature:
     """The task that runs a batch of ``op``, with its arguments."""
     if op in ("hash", "check"):
         return hash_batch.si(job, index, items, config, stream, cwd, op == "check")

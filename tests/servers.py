@@ -65,8 +65,12 @@ def moto_server() -> Iterator[Service]:
     exe = shutil.which("moto_server") or sys.executable
     args = [exe] if exe != sys.executable else [sys.executable, "-m", "moto.server"]
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen([*args, "-H", "127.0.0.1", "-p", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [*args, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_for_port(port, proc)
         yield Service(f"http://127.0.0.1:{port}", port, proc)
@@ -77,7 +81,8 @@ def moto_server() -> Iterator[Service]:
 
 def redis_server_path() -> str | None:
     return shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
 
 
 @contextmanager
@@ -88,10 +93,25 @@ def redis_server(*extra: str) -> Iterator[Service]:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="dmp-redis-")
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir, *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_port(port, proc)
         yield Service(f"redis://127.0.0.1:{port}/0", port, proc)
@@ -102,12 +122,18 @@ def redis_server(*extra: str) -> Iterator[Service]:
 
 def dmp_env(**overrides: str | None) -> dict[str, str]:
     """The environment for a `dmp` subprocess: no stray AWS or DMP settings from outside."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AWS_", "DMP_"))}
-    env.update({"LC_ALL": "C", "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DMP_"))}
+    env.update(
+        {
+            "LC_ALL": "C",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
     for key, value in overrides.items():
         if value is None:
             env.pop(key, None)
@@ -116,10 +142,19 @@ def dmp_env(**overrides: str | None) -> dict[str, str]:
     return env
 
 
-def run_dmp(*args: str | bytes, cwd: str | os.PathLike[str] | None = None,
-            env: dict[str, str] | None = None, input: bytes | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+def run_dmp(
+    *args: str | bytes,
+    cwd: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    input: bytes | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[bytes]:
     """Run the real `dmp` command line as a subprocess; stdout and stderr as bytes."""
-    return subprocess.run([sys.executable, "-m", "dmp_cli", *args], cwd=cwd,
-                          env=env if env is not None else dmp_env(), input=input,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "dmp_cli", *args],
+        cwd=cwd,
+        env=env if env is not None else dmp_env(),
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+    )

@@ -52,8 +52,9 @@ def test_compose_variables_all_have_defaults(compose: dict[str, Any]) -> None:
 
 
 def workers(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {name: service for name, service in compose["services"].items()
-            if name.startswith("worker")}
+    return {
+        name: service for name, service in compose["services"].items() if name.startswith("worker")
+    }
 
 
 def test_compose_has_redis_minio_and_workers(compose: dict[str, Any]) -> None:
@@ -92,8 +93,9 @@ def test_compose_workers_cover_every_queue(compose: dict[str, Any]) -> None:
 
 def test_worker_image() -> None:
     dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
-    instructions = [line.split()[0] for line in dockerfile.splitlines()
-                    if line and not line.startswith("#")]
+    instructions = [
+        line.split()[0] for line in dockerfile.splitlines() if line and not line.startswith("#")
+    ]
     assert instructions[0] == "FROM"
     assert "USER" in instructions  # never run the worker as root
     assert 'ENTRYPOINT ["dmp", "worker"]' in dockerfile
@@ -118,8 +120,9 @@ SBATCH = ROOT / "deploy" / "slurm" / "dmp-workers.sbatch"
 
 
 def test_sbatch_directives() -> None:
-    directives = [line.split()[1] for line in SBATCH.read_text().splitlines()
-                  if line.startswith("#SBATCH ")]
+    directives = [
+        line.split()[1] for line in SBATCH.read_text().splitlines() if line.startswith("#SBATCH ")
+    ]
     assert "--requeue" in directives
     assert any(d.startswith("--signal=B:TERM@") for d in directives)
     assert subprocess.run(["bash", "-n", str(SBATCH)]).returncode == 0
@@ -128,12 +131,11 @@ def test_sbatch_directives() -> None:
 def _stand_ins(bin_dir: Path, record: Path) -> None:
     """srun runs its command here as task 0; scontrol and dmp write down what they got."""
     scripts = {
-        "srun": 'while [[ "$1" == --* ]]; do shift; done\n'
-                'export SLURM_PROCID=0\nexec "$@"\n',
+        "srun": 'while [[ "$1" == --* ]]; do shift; done\nexport SLURM_PROCID=0\nexec "$@"\n',
         "scontrol": f'echo "scontrol $*" >> {record}\n',
         "dmp": f'echo "dmp $*" >> {record}\n'
-               f"trap 'echo dmp-got-TERM >> {record}; exit 0' TERM\n"
-               "while true; do sleep 0.05; done\n",
+        f"trap 'echo dmp-got-TERM >> {record}; exit 0' TERM\n"
+        "while true; do sleep 0.05; done\n",
     }
     for name, body in scripts.items():
         path = bin_dir / name
@@ -147,11 +149,22 @@ def test_sbatch_runs_workers_and_requeues_at_walltime(tmp_path: Path) -> None:
     _stand_ins(bin_dir, record)
     env_file = tmp_path / "fleet.env"
     env_file.write_text("DMP_BROKER_URL=redis://:secret@redis.example:6379/0\n")
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "USER": "someone",
-           "SLURM_JOB_ID": "4242", "SLURM_CPUS_PER_TASK": "8", "DMP_LOG_DIR": str(logs),
-           "DMP_ENV_FILE": str(env_file)}
-    proc = subprocess.Popen(["bash", str(SBATCH)], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "USER": "someone",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_CPUS_PER_TASK": "8",
+        "DMP_LOG_DIR": str(logs),
+        "DMP_ENV_FILE": str(env_file),
+    }
+    proc = subprocess.Popen(
+        ["bash", str(SBATCH)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 10
         while not (record.exists() and "dmp worker" in record.read_text()):

@@ -22,8 +22,7 @@ from tests.servers import REPO
 
 
 def test_config_is_json_only_and_redelivers() -> None:
-    conf = celery_config({"DMP_BROKER_URL": "redis://:pw@r:6379/1",
-                          "DMP_REDELIVERY_TIMEOUT": "30"})
+    conf = celery_config({"DMP_BROKER_URL": "redis://:pw@r:6379/1", "DMP_REDELIVERY_TIMEOUT": "30"})
     assert conf["accept_content"] == conf["result_accept_content"] == ["json"]
     assert conf["task_serializer"] == conf["result_serializer"] == "json"
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
@@ -97,8 +96,13 @@ def flaky(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     def op(item: ops.Item, ctx: ops.Context) -> ops.Row:
         calls.append(item["path"])
         if item["path"] == "permanent":
-            return {"path": item["path"], "status": "missing", "errno": 2, "bytes": 0,
-                    "error": "No such file or directory"}
+            return {
+                "path": item["path"],
+                "status": "missing",
+                "errno": 2,
+                "bytes": 0,
+                "error": "No such file or directory",
+            }
         if calls.count(item["path"]) == 1:
             raise ConnectionError("connection reset by peer")
         return {"path": item["path"], "status": "ok", "bytes": 1}
@@ -118,21 +122,29 @@ def test_transient_failures_are_retried_in_the_task(flaky: list[str]) -> None:
 
 
 def test_cli_imports_no_celery_until_it_needs_the_fleet() -> None:
-    code = ("import sys, dmp_cli.cli, dmp_cli.cli.job, dmp_cli.cli.worker;"
-            "print(sorted(m for m in ('celery', 'kombu', 'redis') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO,
-                            check=True, env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys, dmp_cli.cli, dmp_cli.cli.job, dmp_cli.cli.worker;"
+        "print(sorted(m for m in ('celery', 'kombu', 'redis') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        cwd=REPO,
+        check=True,
+        env={"PYTHONPATH": REPO, "PATH": "/usr/bin:/bin"},
+    )
     assert result.stdout == b"[]\n"
-
 
 
 def test_paths_elided_on_the_stream_come_back_exactly() -> None:
     from dmp_tasks.executor import restore_paths
 
     items = [{"path": "a\udcff", "size": 1}, {"line": 2, "bad": True}, {"path": "b"}]
-    rows = [{"path": "a\udcff", "status": "ok", "bytes": 1},
-            {"status": "misformatted", "bytes": 0, "line": 2},
-            {"path": "other", "status": "error", "bytes": 0}]
+    rows = [
+        {"path": "a\udcff", "status": "ok", "bytes": 1},
+        {"status": "misformatted", "bytes": 0, "line": 2},
+        {"path": "other", "status": "error", "bytes": 0},
+    ]
     expected = copy.deepcopy(rows)
     sent = json.loads(json.dumps(tasks.elide_paths(rows, items)))
     assert [row.get("path") for row in sent] == [0, None, "other"]
@@ -158,8 +170,12 @@ def test_batches_grow_blind_then_by_the_files_sizes() -> None:
 
     small, huge = 4096, 2 * BATCH_BYTES
     means: list[int | None] = [None] * 5 + [small] * 3 + [huge] * 3
-    plan = _BatchPlan(_Job(means), "job", most=4 * BLIND_BATCH_ITEMS,  # type: ignore[arg-type]
-                      reread_s=0)
+    plan = _BatchPlan(
+        _Job(means),
+        "job",
+        most=4 * BLIND_BATCH_ITEMS,  # type: ignore[arg-type]
+        reread_s=0,
+    )
     items = ({"path": f"f{i}"} for i in range(20_000))
     sizes = [len(batch) for batch in islice(batches(items, max_bytes=BATCH_BYTES, plan=plan), 11)]
     # No size known: from the first batch, doubling, to the blind bound and no further.
@@ -180,11 +196,19 @@ def test_the_batch_plan_asks_redis_at_most_every_so_often() -> None:
     assert next(job.means) == 4096  # not read yet
 
 
-@pytest.mark.parametrize(("op", "name"), [
-    ("hash", "dmp.hash_batch"), ("check", "dmp.hash_batch"), ("head", "dmp.head_batch"),
-    ("upload", "dmp.upload_batch"), ("download", "dmp.download_batch")])
-def test_each_kind_of_work_has_its_task(op: str, name: str,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("op", "name"),
+    [
+        ("hash", "dmp.hash_batch"),
+        ("check", "dmp.hash_batch"),
+        ("head", "dmp.head_batch"),
+        ("upload", "dmp.upload_batch"),
+        ("download", "dmp.download_batch"),
+    ],
+)
+def test_each_kind_of_work_has_its_task(
+    op: str, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     items = [{"path": "a"}]
     signature = tasks.batch_signature(op, "job", 3, items, {}, True, "/work")
     assert signature.task == name and name in tasks.app.tasks

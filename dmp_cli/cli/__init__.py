@@ -69,30 +69,57 @@ def _flush_at_close(out: Output) -> None:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dmp")
 @click.option("--profile", metavar="NAME", help="AWS profile to use (as in the AWS CLI).")
-@click.option("--region", metavar="REGION", help="AWS region (default: from the profile or "
-              "AWS_REGION).")
-@click.option("--endpoint-url", metavar="URL", help="S3 endpoint, for MinIO, Ceph or another "
-              "S3-compatible store (default: AWS_ENDPOINT_URL).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N",
-              help="Local parallelism (default: DMP_JOBS, else the number of CPUs).")
-@click.option("--json", "json_mode", is_flag=True, help="Write JSON Lines on stdout: one "
-              "object per file, then a summary object.")
+@click.option(
+    "--region", metavar="REGION", help="AWS region (default: from the profile or AWS_REGION)."
+)
+@click.option(
+    "--endpoint-url",
+    metavar="URL",
+    help="S3 endpoint, for MinIO, Ceph or another S3-compatible store (default: AWS_ENDPOINT_URL).",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Local parallelism (default: DMP_JOBS, else the number of CPUs).",
+)
+@click.option(
+    "--json",
+    "json_mode",
+    is_flag=True,
+    help="Write JSON Lines on stdout: one object per file, then a summary object.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or informational messages.")
 @click.option("-v", "--verbose", count=True, help="More detail on stderr.")
-@click.option("--traceback", "show_traceback", is_flag=True, hidden=True,
-              help="Show the Python traceback of an unexpected error.")
+@click.option(
+    "--traceback",
+    "show_traceback",
+    is_flag=True,
+    hidden=True,
+    help="Show the Python traceback of an unexpected error.",
+)
 @click.pass_context
-def cli(ctx: click.Context, profile: str | None, region: str | None,
-        endpoint_url: str | None, jobs: int | None, json_mode: bool, quiet: bool,
-        verbose: int, show_traceback: bool) -> None:
+def cli(
+    ctx: click.Context,
+    profile: str | None,
+    region: str | None,
+    endpoint_url: str | None,
+    jobs: int | None,
+    json_mode: bool,
+    quiet: bool,
+    verbose: int,
+    show_traceback: bool,
+) -> None:
     """dmp: make sha256 manifests of files, verify them, and archive the files they name
     to a content-addressed vault on S3 (or a directory), then fetch them back, verified.
 
     Without DMP_BROKER_URL everything runs here, in a local pool; with it, the work fans
     out to `dmp worker` processes through Redis.
     """
-    settings = Settings.from_env(profile=profile, region=region, endpoint_url=endpoint_url,
-                                 jobs=jobs)
+    settings = Settings.from_env(
+        profile=profile, region=region, endpoint_url=endpoint_url, jobs=jobs
+    )
     out = Output(json_mode=json_mode, quiet=quiet, verbose=verbose)
     ctx.obj = App(settings, out)
     ctx.call_on_close(lambda: _flush_at_close(out))
@@ -136,8 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if show_traceback:
             traceback.print_exc()
-        click.echo(f"dmp: unexpected error: {type(exc).__name__}: {exc} "
-                   "(run with --traceback for details)", err=True)
+        click.echo(
+            f"dmp: unexpected error: {type(exc).__name__}: {exc} "
+            "(run with --traceback for details)",
+            err=True,
+        )
         status = 1
     try:
         sys.stdout.flush()

@@ -27,9 +27,14 @@ def require_broker(app: App) -> str:
     return app.settings.broker_url
 
 
-def detach(app: App, op: str, items: Iterable[Item], config: Config,
-           rules: Mapping[str, bool] | None = None,
-           tally: Callable[[], Mapping[str, int]] | None = None) -> int:
+def detach(
+    app: App,
+    op: str,
+    items: Iterable[Item],
+    config: Config,
+    rules: Mapping[str, bool] | None = None,
+    tally: Callable[[], Mapping[str, int]] | None = None,
+) -> int:
     """Submit a job to the fleet and print its id (`--detach`). ``rules`` and ``tally``
     decide, with the job's counts, whether it failed (see ``CeleryExecutor.submit``)."""
     from dmp_tasks.executor import CeleryExecutor
@@ -94,12 +99,20 @@ def _summary(info: dict[str, str]) -> dict[str, Any]:
     from dmp_tasks.jobs import job_failed, rule_failure, status_counts
 
     total = info.get("items_total")
-    return {"state": _state(info), "op": info.get("op"), "command": info.get("command"),
-            "host": info.get("host"), "created": _when(info.get("created")),
-            "finished": _when(info.get("finished")) if info.get("finished") else None,
-            "files": int(info.get("files", 0)), "total": int(total) if total else None,
-            "bytes": int(info.get("bytes", 0)), "counts": status_counts(info),
-            "failed": job_failed(info), "reason": rule_failure(info)}
+    return {
+        "state": _state(info),
+        "op": info.get("op"),
+        "command": info.get("command"),
+        "host": info.get("host"),
+        "created": _when(info.get("created")),
+        "finished": _when(info.get("finished")) if info.get("finished") else None,
+        "files": int(info.get("files", 0)),
+        "total": int(total) if total else None,
+        "bytes": int(info.get("bytes", 0)),
+        "counts": status_counts(info),
+        "failed": job_failed(info),
+        "reason": rule_failure(info),
+    }
 
 
 def _counts_text(summary: dict[str, Any]) -> str:
@@ -125,10 +138,15 @@ def status(app: App, job_id: str) -> int:
             app.out.record("file", **row)
         return 0
     done = f"{summary['files']}/{summary['total'] if summary['total'] is not None else '?'}"
-    lines = [f"job:      {job_id}", f"state:    {summary['state']}",
-             f"command:  {summary['command']}", f"host:     {summary['host']}",
-             f"created:  {summary['created']}", f"files:    {done}",
-             f"bytes:    {summary['bytes']}"]
+    lines = [
+        f"job:      {job_id}",
+        f"state:    {summary['state']}",
+        f"command:  {summary['command']}",
+        f"host:     {summary['host']}",
+        f"created:  {summary['created']}",
+        f"files:    {done}",
+        f"bytes:    {summary['bytes']}",
+    ]
     if summary["finished"]:
         lines.append(f"finished: {summary['finished']}")
     counts = _counts_text(summary)
@@ -170,8 +188,10 @@ def watch(app: App, job_id: str) -> int:
         app.out.error(summary["reason"])
     app.out.record("job", id=job_id, **summary)
     counts = _counts_text(summary)
-    app.out.info(f"job {job_id} {summary['state']}: {summary['files']} files"
-                 + (f" ({counts})" if counts else ""))
+    app.out.info(
+        f"job {job_id} {summary['state']}: {summary['files']} files"
+        + (f" ({counts})" if counts else "")
+    )
     return 1 if summary["failed"] else 0
 
 
@@ -200,8 +220,14 @@ def cancel(app: App, job_id: str) -> int:
 
 
 @job.command(name="list")
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True,
-              help="How many of the newest jobs to show.")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many of the newest jobs to show.",
+)
 @click.pass_obj
 def list_jobs(app: App, limit: int) -> int:
     """List the newest jobs, from any node."""
@@ -212,6 +238,8 @@ def list_jobs(app: App, limit: int) -> int:
             app.out.record("job", id=job_id, **summary)
             continue
         total = summary["total"] if summary["total"] is not None else "?"
-        app.out.write(f"{job_id}  {summary['created']}  {summary['state']:<10}  "
-                      f"{summary['files']}/{total}  {summary['command']}\n".encode())
+        app.out.write(
+            f"{job_id}  {summary['created']}  {summary['state']:<10}  "
+            f"{summary['files']}/{total}  {summary['command']}\n".encode()
+        )
     return 0

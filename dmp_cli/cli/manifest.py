@@ -38,11 +38,22 @@ MODE_OPTIONS = {
     "fetch": {"overwrite", "dry_run", "absolute_names", "detach"},
 }
 OPTION_NAMES = {
-    "dirs": "--dir", "recursive": "--recursive", "files_from": "--files-from",
-    "null": "-0/--null", "fmt": "--format", "check_quiet": "--quiet", "status": "--status",
-    "strict": "--strict", "ignore_missing": "--ignore-missing", "warn": "--warn",
-    "path": "--path", "all_files": "--all", "dry_run": "--dry-run", "detach": "--detach",
-    "overwrite": "--overwrite", "absolute_names": "--absolute-names",
+    "dirs": "--dir",
+    "recursive": "--recursive",
+    "files_from": "--files-from",
+    "null": "-0/--null",
+    "fmt": "--format",
+    "check_quiet": "--quiet",
+    "status": "--status",
+    "strict": "--strict",
+    "ignore_missing": "--ignore-missing",
+    "warn": "--warn",
+    "path": "--path",
+    "all_files": "--all",
+    "dry_run": "--dry-run",
+    "detach": "--detach",
+    "overwrite": "--overwrite",
+    "absolute_names": "--absolute-names",
 }
 
 _VERBOSITY = "dmp.check_verbosity"
@@ -59,50 +70,105 @@ def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--create", is_flag=True, help="Hash files and write a manifest.")
-@click.option("--check", is_flag=True, help="Verify files against a manifest, exactly as "
-              "`sha256sum --check` does.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Verify files against a manifest, exactly as `sha256sum --check` does.",
+)
 @click.option("--vault", is_flag=True, help="Report which checksums are already in the vault.")
 @click.option("--archive", is_flag=True, help="Upload the files the vault lacks.")
 @click.option("--fetch", is_flag=True, help="Bring files back from the vault, verified.")
-@click.option("-m", "--manifest", "manifest_path", metavar="FILE",
-              help="The manifest to read, or with --create to write (default: stdout). "
-              "'-' is stdin or stdout.")
-@click.option("--dir", "dirs", multiple=True, metavar="DIR",
-              help="--create: include the regular files in DIR (repeatable).")
-@click.option("-r", "--recursive", is_flag=True,
-              help="--create: with --dir, every regular file below DIR (symlinked "
-              "directories are not descended).")
-@click.option("--files-from", metavar="FILE", help="--create: read file names from FILE, one "
-              "a line ('-' for stdin); with -0, NUL-separated, as `find -print0` writes.")
+@click.option(
+    "-m",
+    "--manifest",
+    "manifest_path",
+    metavar="FILE",
+    help="The manifest to read, or with --create to write (default: stdout). "
+    "'-' is stdin or stdout.",
+)
+@click.option(
+    "--dir",
+    "dirs",
+    multiple=True,
+    metavar="DIR",
+    help="--create: include the regular files in DIR (repeatable).",
+)
+@click.option(
+    "-r",
+    "--recursive",
+    is_flag=True,
+    help="--create: with --dir, every regular file below DIR (symlinked "
+    "directories are not descended).",
+)
+@click.option(
+    "--files-from",
+    metavar="FILE",
+    help="--create: read file names from FILE, one "
+    "a line ('-' for stdin); with -0, NUL-separated, as `find -print0` writes.",
+)
 @click.option("-0", "--null", is_flag=True, help="--create: --files-from names end in NUL.")
-@click.option("--format", "fmt", type=click.Choice(sorted(FORMATS)), default=None,
-              help="--create: 'dmp' (quoted paths, the default) or 'sha256sum' (the lines "
-              "GNU sha256sum writes).")
-@click.option("--quiet", "check_quiet", is_flag=True, callback=_last_verbosity_wins,
-              help="--check: don't print OK for each verified file.")
-@click.option("--status", is_flag=True, callback=_last_verbosity_wins,
-              help="--check: print nothing; the exit status tells.")
-@click.option("--strict", is_flag=True, help="--check: improperly formatted lines are an "
-              "error (exit 1).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(sorted(FORMATS)),
+    default=None,
+    help="--create: 'dmp' (quoted paths, the default) or 'sha256sum' (the lines "
+    "GNU sha256sum writes).",
+)
+@click.option(
+    "--quiet",
+    "check_quiet",
+    is_flag=True,
+    callback=_last_verbosity_wins,
+    help="--check: don't print OK for each verified file.",
+)
+@click.option(
+    "--status",
+    is_flag=True,
+    callback=_last_verbosity_wins,
+    help="--check: print nothing; the exit status tells.",
+)
+@click.option(
+    "--strict", is_flag=True, help="--check: improperly formatted lines are an error (exit 1)."
+)
 @click.option("--ignore-missing", is_flag=True, help="--check: skip files that don't exist.")
-@click.option("-w", "--warn", is_flag=True, callback=_last_verbosity_wins,
-              help="--check: warn about each improperly formatted line.")
-@click.option("--path", metavar="s3://BUCKET/PREFIX", help="--archive: upload to "
-              "PREFIX/<manifest path> (and into the vault by server-side copy).")
-@click.option("--all", "all_files", is_flag=True, help="--archive: upload every file to "
-              "--path, also those already in the vault.")
-@click.option("--overwrite", is_flag=True, help="--fetch: replace local files whose "
-              "checksum differs.")
-@click.option("-n", "--dry-run", is_flag=True, help="--archive/--fetch: list what would "
-              "move, move nothing.")
-@click.option("--absolute-names", is_flag=True, help="--fetch: allow absolute paths and "
-              "'..' that leaves the working directory.")
-@click.option("--detach", is_flag=True, help="With DMP_BROKER_URL: submit the job, print "
-              "its id and return (see `dmp job`).")
+@click.option(
+    "-w",
+    "--warn",
+    is_flag=True,
+    callback=_last_verbosity_wins,
+    help="--check: warn about each improperly formatted line.",
+)
+@click.option(
+    "--path",
+    metavar="s3://BUCKET/PREFIX",
+    help="--archive: upload to PREFIX/<manifest path> (and into the vault by server-side copy).",
+)
+@click.option(
+    "--all",
+    "all_files",
+    is_flag=True,
+    help="--archive: upload every file to --path, also those already in the vault.",
+)
+@click.option(
+    "--overwrite", is_flag=True, help="--fetch: replace local files whose checksum differs."
+)
+@click.option(
+    "-n", "--dry-run", is_flag=True, help="--archive/--fetch: list what would move, move nothing."
+)
+@click.option(
+    "--absolute-names",
+    is_flag=True,
+    help="--fetch: allow absolute paths and '..' that leaves the working directory.",
+)
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="With DMP_BROKER_URL: submit the job, print its id and return (see `dmp job`).",
+)
 @click.argument("patterns", nargs=-1, metavar="[FILE|PATTERN]...")
 @click.pass_obj
-def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None,
-             **options) -> int:
+def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None, **options) -> int:
     """Make, check and use manifests: lines of a sha256 and a quoted path.
 
     Exactly one mode per call:
@@ -138,9 +204,18 @@ def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None,
     return vault.run(app, mode, manifest_path, **options)
 
 
-def create(app: App, patterns: tuple[str, ...], manifest_path: str | None, *,
-           dirs: tuple[str, ...], recursive: bool, files_from: str | None, null: bool,
-           fmt: str | None, **_: object) -> int:
+def create(
+    app: App,
+    patterns: tuple[str, ...],
+    manifest_path: str | None,
+    *,
+    dirs: tuple[str, ...],
+    recursive: bool,
+    files_from: str | None,
+    null: bool,
+    fmt: str | None,
+    **_: object,
+) -> int:
     inputs = Inputs(list(patterns), list(dirs), recursive, files_from, null)
     if not inputs.given():
         raise UsageError("--create needs files, patterns, --dir DIR or --files-from FILE")
@@ -179,8 +254,13 @@ def create(app: App, patterns: tuple[str, ...], manifest_path: str | None, *,
                 if stream is not None:
                     stream.write(line(row["digest"], row["path"]))
                 if out.json:
-                    out.record("file", path=row["path"], digest=row["digest"],
-                               bytes=row["bytes"], status="ok")
+                    out.record(
+                        "file",
+                        path=row["path"],
+                        digest=row["digest"],
+                        bytes=row["bytes"],
+                        status="ok",
+                    )
         if files == 0 and not problems:
             raise InputError(f"no files found in {_describe(inputs)}")
         for pattern, reason in unmatched:
@@ -218,8 +298,11 @@ def _same_file(path: str, other: str) -> bool:
 
 def _describe(inputs: Inputs, limit: int = 3) -> str:
     """The inputs, quoted, for a one-line message: the first few, then how many more."""
-    names = [quote_name(name).decode("utf-8", "surrogateescape")
-             for name in (*inputs.patterns, *inputs.dirs, inputs.files_from) if name]
+    names = [
+        quote_name(name).decode("utf-8", "surrogateescape")
+        for name in (*inputs.patterns, *inputs.dirs, inputs.files_from)
+        if name
+    ]
     if inputs.files_from == "-":
         names[-1] = "standard input"
     shown = ", ".join(names[:limit])
@@ -231,8 +314,10 @@ def _open_target(manifest_path: str | None) -> AtomicFile | None:
         return None
     name = quote_name(manifest_path).decode("utf-8", "surrogateescape")
     if os.path.lexists(manifest_path):
-        raise ManifestError(f"{name}: manifest already exists (dmp never overwrites one; "
-                            "remove it or choose another name)")
+        raise ManifestError(
+            f"{name}: manifest already exists (dmp never overwrites one; "
+            "remove it or choose another name)"
+        )
     try:
         return AtomicFile(manifest_path)
     except OSError as exc:
@@ -248,15 +333,27 @@ def _check_name(path: str, escape: bool) -> bytes:
     return name
 
 
-def check(app: App, manifest_path: str, *, check_quiet: bool, status: bool, strict: bool,
-          ignore_missing: bool, warn: bool, detach: bool = False, **_: object) -> int:
+def check(
+    app: App,
+    manifest_path: str,
+    *,
+    check_quiet: bool,
+    status: bool,
+    strict: bool,
+    ignore_missing: bool,
+    warn: bool,
+    detach: bool = False,
+    **_: object,
+) -> int:
     """`sha256sum --check`, byte for byte: the same lines, warnings and exit status."""
     # sha256sum calls its stdin "standard input" in messages (quoted: it has a space)
     shown = quote_name("standard input" if manifest_path == "-" else manifest_path).decode(
-        "utf-8", "surrogateescape")
+        "utf-8", "surrogateescape"
+    )
     if detach:
-        return _detach_check(app, manifest_path, shown, strict=strict,
-                             ignore_missing=ignore_missing)
+        return _detach_check(
+            app, manifest_path, shown, strict=strict, ignore_missing=ignore_missing
+        )
     out: Output = app.out
     given = click.get_current_context().meta.get(_VERBOSITY)
     if given:
@@ -267,8 +364,18 @@ def check(app: App, manifest_path: str, *, check_quiet: bool, status: bool, stri
     stream = open_manifest(manifest_path, shown)
     total = count_lines(manifest_path) if out.wants_progress() else None
     try:
-        _check_rows(app, stream, counts, total, quiet=quiet, status=status, warn=warn,
-                    ignore_missing=ignore_missing, shown=shown, from_stdin=manifest_path == "-")
+        _check_rows(
+            app,
+            stream,
+            counts,
+            total,
+            quiet=quiet,
+            status=status,
+            warn=warn,
+            ignore_missing=ignore_missing,
+            shown=shown,
+            from_stdin=manifest_path == "-",
+        )
     except ManifestError as exc:  # the manifest could be opened but not read to the end
         reason = str(exc).rpartition(": ")[2]
         raise ManifestError(f"{shown}: {reason}") from None
@@ -276,9 +383,19 @@ def check(app: App, manifest_path: str, *, check_quiet: bool, status: bool, stri
     return 0 if counts.ok(strict=strict, ignore_missing=ignore_missing) else 1
 
 
-def _check_rows(app, stream: BinaryIO, counts: CheckCounts, total: int | None, *,
-                quiet: bool, status: bool, warn: bool, ignore_missing: bool,
-                shown: str, from_stdin: bool) -> None:
+def _check_rows(
+    app,
+    stream: BinaryIO,
+    counts: CheckCounts,
+    total: int | None,
+    *,
+    quiet: bool,
+    status: bool,
+    warn: bool,
+    ignore_missing: bool,
+    shown: str,
+    from_stdin: bool,
+) -> None:
     out: Output = app.out
     lines = parse_lines(stream)
     if from_stdin:
@@ -289,22 +406,30 @@ def _check_rows(app, stream: BinaryIO, counts: CheckCounts, total: int | None, *
             kind = counts.add(row, ignore_missing)
             if kind == "misformatted":
                 if warn:
-                    out.error(f"{shown}: {row['line']}: improperly formatted SHA256 "
-                              "checksum line")
+                    out.error(f"{shown}: {row['line']}: improperly formatted SHA256 checksum line")
                 continue
             if kind == "ignored":
                 continue
             if out.json:
-                out.record("file", path=row["path"], status=kind, digest=row.get("digest"),
-                           expected=row.get("expected"), bytes=row.get("bytes", 0),
-                           error=row.get("error"))
+                out.record(
+                    "file",
+                    path=row["path"],
+                    status=kind,
+                    digest=row.get("digest"),
+                    expected=row.get("expected"),
+                    bytes=row.get("bytes", 0),
+                    error=row.get("error"),
+                )
                 continue
             if kind == "unreadable":
                 out.file_error(row["path"], row["error"])
             if status or (kind == "ok" and quiet):
                 continue
-            verdict = {"ok": b": OK\n", "failed": b": FAILED\n",
-                       "unreadable": b": FAILED open or read\n"}[kind]
+            verdict = {
+                "ok": b": OK\n",
+                "failed": b": FAILED\n",
+                "unreadable": b": FAILED open or read\n",
+            }[kind]
             out.write(_check_name(row["path"], escape=True) + verdict)
 
 
@@ -315,8 +440,9 @@ def _without_stdin_entries(lines: Iterator[Line]) -> Iterator[Line]:
         yield Line(line.number, None) if line.entry and line.entry.path == "-" else line
 
 
-def _detach_check(app: App, manifest_path: str, shown: str, *, strict: bool,
-                  ignore_missing: bool) -> int:
+def _detach_check(
+    app: App, manifest_path: str, shown: str, *, strict: bool, ignore_missing: bool
+) -> int:
     """Submit the check to the fleet; `dmp job watch ID` follows it to the end, and fails
     it by the same rules as an attached check (--strict, --ignore-missing)."""
     from dmp_cli.cli.job import detach, require_broker
@@ -328,29 +454,40 @@ def _detach_check(app: App, manifest_path: str, shown: str, *, strict: bool,
         first = next(items, None)  # an empty manifest is an error, not an empty job
         if first is None:
             raise ManifestError(f"{shown}: no properly formatted checksum lines found")
-        return detach(app, "check", chain([first], items), {},
-                      rules={"strict": strict, "ignore_missing": ignore_missing})
+        return detach(
+            app,
+            "check",
+            chain([first], items),
+            {},
+            rules={"strict": strict, "ignore_missing": ignore_missing},
+        )
 
 
-def _check_summary(out: Output, counts: CheckCounts, shown: str, *, status: bool,
-                   ignore_missing: bool) -> None:
-    out.record("summary", ok=counts.matched, failed=counts.mismatched,
-               unreadable=counts.unreadable, misformatted=counts.misformatted,
-               ignored=counts.ignored, bytes=counts.bytes)
+def _check_summary(
+    out: Output, counts: CheckCounts, shown: str, *, status: bool, ignore_missing: bool
+) -> None:
+    out.record(
+        "summary",
+        ok=counts.matched,
+        failed=counts.mismatched,
+        unreadable=counts.unreadable,
+        misformatted=counts.misformatted,
+        ignored=counts.ignored,
+        bytes=counts.bytes,
+    )
     if counts.properly_formatted == 0:
         out.error(f"{shown}: no properly formatted checksum lines found")
         return
     if status:
         return
     if counts.misformatted:
-        out.warning(plural(counts.misformatted, "line is", "lines are"),
-                    " improperly formatted")
+        out.warning(plural(counts.misformatted, "line is", "lines are"), " improperly formatted")
     if counts.unreadable:
-        out.warning(plural(counts.unreadable, "listed file", "listed files"),
-                    " could not be read")
+        out.warning(plural(counts.unreadable, "listed file", "listed files"), " could not be read")
     if counts.mismatched:
-        out.warning(plural(counts.mismatched, "computed checksum", "computed checksums"),
-                    " did NOT match")
+        out.warning(
+            plural(counts.mismatched, "computed checksum", "computed checksums"), " did NOT match"
+        )
     if ignore_missing and counts.matched == 0:
         out.error(f"{shown}: no file was verified")
 

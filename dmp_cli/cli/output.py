@@ -42,8 +42,14 @@ def _text(value: str | bytes) -> bytes:
 class Output:
     """Where results and messages go: stdout for results, stderr for messages and bars."""
 
-    def __init__(self, json_mode: bool = False, quiet: bool = False, verbose: int = 0,
-                 stdout: BinaryIO | None = None, stderr: BinaryIO | None = None) -> None:
+    def __init__(
+        self,
+        json_mode: bool = False,
+        quiet: bool = False,
+        verbose: int = 0,
+        stdout: BinaryIO | None = None,
+        stderr: BinaryIO | None = None,
+    ) -> None:
         self.json = json_mode
         self.quiet = quiet
         self.verbose = verbose
@@ -106,8 +112,9 @@ class Output:
         return not self.quiet and self.stderr.isatty()
 
     @contextmanager
-    def progress(self, description: str, total: int | None = None,
-                 unit: str = " files") -> Iterator[Progress]:
+    def progress(
+        self, description: str, total: int | None = None, unit: str = " files"
+    ) -> Iterator[Progress]:
         bar = Progress(description, total, unit) if self.wants_progress() else None
         try:
             yield bar or _NO_PROGRESS
@@ -126,8 +133,15 @@ class Progress:
     def __init__(self, description: str, total: int | None, unit: str) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr,
-                         dynamic_ncols=True, leave=False, smoothing=0.1)
+        self._bar = tqdm(
+            total=total,
+            desc=description,
+            unit=unit,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+            smoothing=0.1,
+        )
         self._bytes = 0  # of the files done
         self._moved = 0  # as they moved, counted by ``moved``
         self._lock = threading.Lock()

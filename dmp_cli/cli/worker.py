@@ -16,16 +16,25 @@ from dmp_cli.errors import BrokerError
 ALL_QUEUES = "dmp.hash,dmp.transfer,dmp.big"
 
 
-def worker_argv(concurrency: int | None, queues: str, name: str | None,
-                loglevel: str, logfile: str | None) -> list[str]:
+def worker_argv(
+    concurrency: int | None, queues: str, name: str | None, loglevel: str, logfile: str | None
+) -> list[str]:
     """The celery command line for these options."""
     # A unique default name: two workers on one node must not share one (Celery then
     # confuses their replies), and a name with the pid says which process to look at.
-    argv = ["worker", "--queues", queues, "--loglevel", loglevel,
-            "--hostname", name or f"dmp-{os.getpid()}@{socket.gethostname()}",
-            # Mingle and gossip cost seconds at start and chatter on big fleets;
-            # dmp keeps its job state in Redis and needs neither.
-            "--without-mingle", "--without-gossip"]
+    argv = [
+        "worker",
+        "--queues",
+        queues,
+        "--loglevel",
+        loglevel,
+        "--hostname",
+        name or f"dmp-{os.getpid()}@{socket.gethostname()}",
+        # Mingle and gossip cost seconds at start and chatter on big fleets;
+        # dmp keeps its job state in Redis and needs neither.
+        "--without-mingle",
+        "--without-gossip",
+    ]
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     if queues == "dmp.big":
@@ -36,20 +45,46 @@ def worker_argv(concurrency: int | None, queues: str, name: str | None,
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), metavar="N",
-              help="Worker processes (default: the number of CPUs).")
-@click.option("-Q", "--queues", default=ALL_QUEUES, show_default=True, metavar="Q[,Q...]",
-              help="Queues to take work from: dmp.hash (hashing), dmp.transfer (S3), "
-              "dmp.big (huge files, one at a time).")
-@click.option("-n", "--name", metavar="NAME@HOST", help="Worker name (default: "
-              "dmp-PID@HOSTNAME, unique on a node).")
-@click.option("-l", "--loglevel", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              help="Log level.")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Worker processes (default: the number of CPUs).",
+)
+@click.option(
+    "-Q",
+    "--queues",
+    default=ALL_QUEUES,
+    show_default=True,
+    metavar="Q[,Q...]",
+    help="Queues to take work from: dmp.hash (hashing), dmp.transfer (S3), "
+    "dmp.big (huge files, one at a time).",
+)
+@click.option(
+    "-n",
+    "--name",
+    metavar="NAME@HOST",
+    help="Worker name (default: dmp-PID@HOSTNAME, unique on a node).",
+)
+@click.option(
+    "-l",
+    "--loglevel",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log level.",
+)
 @click.option("-f", "--logfile", metavar="FILE", help="Log to FILE (default: stderr).")
 @click.pass_obj
-def worker(app: App, concurrency: int | None, queues: str, name: str | None,
-           loglevel: str, logfile: str | None) -> None:
+def worker(
+    app: App,
+    concurrency: int | None,
+    queues: str,
+    name: str | None,
+    loglevel: str,
+    logfile: str | None,
+) -> None:
     """Run a worker of the fleet: it takes batches of files from Redis (DMP_BROKER_URL)
     and hashes, checks or transfers them. Workers must see the same filesystem paths as
     the nodes that submit jobs."""

@@ -44,8 +44,15 @@ class Store(Protocol):
         """Whether ``key`` holds exactly the content with this sha256."""
         ...
 
-    def put_file(self, key: str, path: str, digest: str, size: int,
-                 on_bytes: OnBytes | None = None, if_absent: bool = False) -> int:
+    def put_file(
+        self,
+        key: str,
+        path: str,
+        digest: str,
+        size: int,
+        on_bytes: OnBytes | None = None,
+        if_absent: bool = False,
+    ) -> int:
         """Store the file at ``key``, hashing the bytes as they are sent: if they do not
         hash to ``digest`` (the file changed), raise IntegrityError and store nothing.
         With ``if_absent``, raise ObjectExists instead if ``key`` already holds an object."""

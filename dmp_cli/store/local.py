@@ -44,8 +44,9 @@ class FileStore:
             except OSError as exc:
                 raise FatalStoreError(f"{self.url}: {exc.strerror}") from exc
         if not os.path.isdir(self.root):
-            raise FatalStoreError(f"{self.url}: no such directory (a file:// vault must "
-                                  "exist; make it first)")
+            raise FatalStoreError(
+                f"{self.url}: no such directory (a file:// vault must exist; make it first)"
+            )
 
     def head(self, key: str) -> ObjectInfo | None:
         try:
@@ -63,8 +64,15 @@ class FileStore:
         except OSError:
             return False
 
-    def put_file(self, key: str, path: str, digest: str, size: int,
-                 on_bytes: OnBytes | None = None, if_absent: bool = False) -> int:
+    def put_file(
+        self,
+        key: str,
+        path: str,
+        digest: str,
+        size: int,
+        on_bytes: OnBytes | None = None,
+        if_absent: bool = False,
+    ) -> int:
         target = self._path(key)
         if if_absent and self.head(key) is not None:
             raise ObjectExists(f"{self.key_url(key)}: already there")
@@ -81,8 +89,9 @@ class FileStore:
             with source, os.fdopen(fd, "wb") as out:
                 sent, got = _copy_hashing(source, out, on_bytes)
                 if got != digest:
-                    raise IntegrityError(f"changed since the manifest was made (sha256 now "
-                                         f"{got}); not stored")
+                    raise IntegrityError(
+                        f"changed since the manifest was made (sha256 now {got}); not stored"
+                    )
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp, target)
@@ -111,15 +120,15 @@ class FileStore:
 
     def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
         if not isinstance(source, FileStore):
-            raise StoreError(f"{source.url} -> {self.url}: no server-side copy between "
-                             "different kinds of store")
+            raise StoreError(
+                f"{source.url} -> {self.url}: no server-side copy between different kinds of store"
+            )
         # A copy, not a hard link: the vault's object must not change when the
         # --path file is later replaced or edited in place.
         self.put_file(key, source._path(source_key), digest, 0)
 
 
-def _copy_hashing(source: BinaryIO, out: BinaryIO,
-                  on_bytes: OnBytes | None) -> tuple[int, str]:
+def _copy_hashing(source: BinaryIO, out: BinaryIO, on_bytes: OnBytes | None) -> tuple[int, str]:
     hasher = new_hasher()
     total = 0
     while chunk := source.read(CHUNK):
@@ -134,4 +143,3 @@ def _copy_hashing(source: BinaryIO, out: BinaryIO,
 def _unlink(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-

@@ -54,11 +54,23 @@ META_KEY = "sha256"  # sent as x-amz-meta-sha256
 # already has the object refuses it (412) before the body is sent.
 CONDITIONAL_PUT_MAX = 1 << 20
 
-_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-              "TooManyRequests", "RequestThrottled", "503"}
+_THROTTLED = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "RequestThrottled",
+    "503",
+}
 _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem"}
-_BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-                    "InvalidToken", "TokenRefreshRequired"}
+_BAD_CREDENTIALS = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+}
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 
 
@@ -66,15 +78,18 @@ class S3Store:
     """Objects under ``prefix`` in ``bucket``; one client and one transfer manager, shared
     by the threads of a process (both are thread-safe; neither survives a fork)."""
 
-    def __init__(self, client: Any, bucket: str, prefix: str,
-                 transfer_config: TransferConfig | None = None) -> None:
+    def __init__(
+        self, client: Any, bucket: str, prefix: str, transfer_config: TransferConfig | None = None
+    ) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         self.config = transfer_config or TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNKSIZE,
-            max_request_concurrency=TRANSFER_CONCURRENCY)
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_CHUNKSIZE,
+            max_request_concurrency=TRANSFER_CONCURRENCY,
+        )
         self._manager: TransferManager | None = None
         self._lock = threading.Lock()
         self._big_files = threading.BoundedSemaphore(MULTIPART_FILES)
@@ -87,7 +102,8 @@ class S3Store:
         transfer_config = TransferConfig(
             multipart_threshold=int(config.get("multipart_threshold") or MULTIPART_THRESHOLD),
             multipart_chunksize=int(config.get("multipart_chunksize") or MULTIPART_CHUNKSIZE),
-            max_request_concurrency=TRANSFER_CONCURRENCY)
+            max_request_concurrency=TRANSFER_CONCURRENCY,
+        )
         return cls(client, bucket, prefix, transfer_config)
 
     @property
@@ -130,8 +146,15 @@ class S3Store:
         info = self.head(key)
         return info is not None and info.digest == digest
 
-    def put_file(self, key: str, path: str, digest: str, size: int,
-                 on_bytes: OnBytes | None = None, if_absent: bool = False) -> int:
+    def put_file(
+        self,
+        key: str,
+        path: str,
+        digest: str,
+        size: int,
+        on_bytes: OnBytes | None = None,
+        if_absent: bool = False,
+    ) -> int:
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
             if if_absent and (size >= CONDITIONAL_PUT_MAX or not self._conditional):
@@ -143,8 +166,9 @@ class S3Store:
                 return self._put_single(key, source, digest, on_bytes, if_absent)
             return self._put_multipart(key, source, size, digest, on_bytes)
 
-    def _put_single(self, key: str, source: BinaryIO, digest: str,
-                    on_bytes: OnBytes | None, if_absent: bool) -> int:
+    def _put_single(
+        self, key: str, source: BinaryIO, digest: str, on_bytes: OnBytes | None, if_absent: bool
+    ) -> int:
         data = source.read()
         got = hashlib.sha256(data).hexdigest()
         if got != digest:
@@ -153,9 +177,13 @@ class S3Store:
         try:
             with translated(self.key_url(key)):
                 self.client.put_object(
-                    Bucket=self.bucket, Key=self._key(key), Body=data,
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=data,
                     ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"),
-                    Metadata={META_KEY: digest}, **args)
+                    Metadata={META_KEY: digest},
+                    **args,
+                )
         except StoreError as exc:
             code = _code(exc.__cause__) if isinstance(exc.__cause__, ClientError) else ""
             if if_absent and code in ("PreconditionFailed", "412"):
@@ -168,34 +196,43 @@ class S3Store:
             on_bytes(len(data))
         return len(data)
 
-    def _put_multipart(self, key: str, source: BinaryIO, size: int, digest: str,
-                       on_bytes: OnBytes | None) -> int:
+    def _put_multipart(
+        self, key: str, source: BinaryIO, size: int, digest: str, on_bytes: OnBytes | None
+    ) -> int:
         with _Turn(self._big_files) as turn, translated(self.key_url(key)):
             # The next big file may start once this one's parts are all read and sent
             # off, while the server is still receiving and assembling them.
             reader = _HashingReader(source, size, digest, on_end=turn.release)
             future = self.manager.upload(
-                cast(BinaryIO, reader), self.bucket, self._key(key),
+                cast(BinaryIO, reader),
+                self.bucket,
+                self._key(key),
                 extra_args={"Metadata": {META_KEY: digest}},
-                subscribers=_subscribers(size, on_bytes))
+                subscribers=_subscribers(size, on_bytes),
+            )
             future.result()
         return size
 
     def get_file(self, key: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
         with translated(self.key_url(key), missing="not in the vault"):
-            future = self.manager.download(self.bucket, self._key(key), stream,
-                                           subscribers=_subscribers(None, on_bytes))
+            future = self.manager.download(
+                self.bucket, self._key(key), stream, subscribers=_subscribers(None, on_bytes)
+            )
             future.result()
         return int(future.meta.size or 0)
 
     def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
         if not isinstance(source, S3Store):
-            raise StoreError(f"{source.url} -> {self.url}: no server-side copy between "
-                             "different kinds of store")
+            raise StoreError(
+                f"{source.url} -> {self.url}: no server-side copy between different kinds of store"
+            )
         copy_source = {"Bucket": source.bucket, "Key": source._key(source_key)}
         with translated(self.key_url(key)):
             self.manager.copy(
-                copy_source, self.bucket, self._key(key), source_client=source.client,
+                copy_source,
+                self.bucket,
+                self._key(key),
+                source_client=source.client,
                 extra_args={"Metadata": {META_KEY: digest}, "MetadataDirective": "REPLACE"},
             ).result()
 
@@ -204,8 +241,9 @@ class _HashingReader:
     """A read-only, non-seekable view of ``size`` bytes of a file that hashes what is read
     and, at the end, raises IntegrityError if that is not the expected content."""
 
-    def __init__(self, source: BinaryIO, size: int, digest: str,
-                 on_end: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, source: BinaryIO, size: int, digest: str, on_end: Callable[[], None] | None = None
+    ) -> None:
         self._source = source
         self._left = size
         self._digest = digest
@@ -229,8 +267,9 @@ class _HashingReader:
 
     def _verify(self, short: bool) -> None:
         if short:
-            raise IntegrityError("changed since the manifest was made (it shrank while "
-                                 "being read); not stored")
+            raise IntegrityError(
+                "changed since the manifest was made (it shrank while being read); not stored"
+            )
         got = self._hasher.hexdigest()
         if got != self._digest:
             raise _changed(got)
@@ -289,8 +328,7 @@ class _Progress(BaseSubscriber):
 
 
 def _changed(got: str) -> IntegrityError:
-    return IntegrityError(f"changed since the manifest was made (sha256 now {got}); "
-                          "not stored")
+    return IntegrityError(f"changed since the manifest was made (sha256 now {got}); not stored")
 
 
 def _code(exc: ClientError) -> str:
@@ -305,9 +343,11 @@ def translated(url: str, missing: str | None = None) -> Iterator[None]:
     except ClientError as exc:
         raise client_error(exc, url, missing) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
-        raise FatalStoreError(f"{url}: no AWS credentials found (set AWS_PROFILE or "
-                              "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use "
-                              "--profile)") from exc
+        raise FatalStoreError(
+            f"{url}: no AWS credentials found (set AWS_PROFILE or "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or use "
+            "--profile)"
+        ) from exc
     except EndpointConnectionError as exc:
         endpoint = exc.kwargs.get("endpoint_url", "")
         raise FatalStoreError(f"{url}: cannot connect to the S3 endpoint {endpoint}") from exc
@@ -327,13 +367,14 @@ def client_error(exc: ClientError, url: str, missing: str | None = None) -> Stor
     if code in _MISSING and missing:
         return ObjectMissing(f"{url}: {missing}")
     if code in _DENIED:
-        return FatalStoreError(f"{url}: access denied (check the credentials, the profile "
-                               "and the bucket policy)")
+        return FatalStoreError(
+            f"{url}: access denied (check the credentials, the profile and the bucket policy)"
+        )
     if code in _BAD_CREDENTIALS:
         return FatalStoreError(f"{url}: credentials rejected ({code})")
     if code in _THROTTLED:
-        return StoreError(f"{url}: throttled by the server ({code}) after "
-                          f"{attempts} attempts")
+        return StoreError(f"{url}: throttled by the server ({code}) after {attempts} attempts")
     message = error.get("Message") or exc.response.get("ResponseMetadata", {}).get(
-        "HTTPStatusCode", "")
+        "HTTPStatusCode", ""
+    )
     return StoreError(f"{url}: {code}: {message}".rstrip(": "))

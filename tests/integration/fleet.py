@@ -34,21 +34,58 @@ def wait_ready(log: Path, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
 
 
 @contextmanager
-def worker(broker_url: str, name: str, logdir: Path, *, celery: bool = False,
-           concurrency: int = 1, queues: str | None = None,
-           **env: str) -> Iterator[subprocess.Popen[bytes]]:
+def worker(
+    broker_url: str,
+    name: str,
+    logdir: Path,
+    *,
+    celery: bool = False,
+    concurrency: int = 1,
+    queues: str | None = None,
+    **env: str,
+) -> Iterator[subprocess.Popen[bytes]]:
     """A worker subprocess in its own session; `celery=True` starts it the Celery way."""
     if celery:
-        cmd = [sys.executable, "-m", "celery", "-A", "dmp_tasks", "worker", "-c",
-               str(concurrency), "-n", f"{name}@%h", "-Q", "dmp.hash,dmp.transfer,dmp.big",
-               "--without-mingle", "--without-gossip", "-l", "INFO"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "dmp_tasks",
+            "worker",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "-Q",
+            "dmp.hash,dmp.transfer,dmp.big",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "INFO",
+        ]
     else:
-        cmd = [sys.executable, "-m", "dmp_cli", "worker", "-c", str(concurrency), "-n",
-               f"{name}@%h", *(["-Q", queues] if queues else [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "dmp_cli",
+            "worker",
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            *(["-Q", queues] if queues else []),
+        ]
     log = logdir / f"{name}.log"
     with open(log, "wb") as sink:
-        proc = subprocess.Popen(cmd, env=fleet_env(broker_url, **env), cwd=logdir,
-                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=fleet_env(broker_url, **env),
+            cwd=logdir,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_ready(log, proc)
         yield proc
@@ -56,12 +93,17 @@ def worker(broker_url: str, name: str, logdir: Path, *, celery: bool = False,
         stop(proc)
 
 
-def run(*args: str | bytes, cwd: Path, broker_url: str | None, timeout: float = 120,
-        **env: str) -> subprocess.CompletedProcess[bytes]:
+def run(
+    *args: str | bytes, cwd: Path, broker_url: str | None, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[bytes]:
     """`dmp ARGS` in ``cwd``, distributed if ``broker_url`` is given, else embedded."""
-    return subprocess.run([sys.executable, "-m", "dmp_cli", *args], cwd=cwd,
-                          env=fleet_env(broker_url, **env), capture_output=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "dmp_cli", *args],
+        cwd=cwd,
+        env=fleet_env(broker_url, **env),
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 @dataclass
@@ -77,24 +119,35 @@ class Vault:
         kind, _, where = self.url.partition("://")
         if kind == "file":
             root = Path(where)
-            return {path.relative_to(root).as_posix(): path.read_bytes()
-                    for path in root.rglob("*") if path.is_file()}
+            return {
+                path.relative_to(root).as_posix(): path.read_bytes()
+                for path in root.rglob("*")
+                if path.is_file()
+            }
         bucket, _, prefix = where.partition("/")
         s3 = self._client()
         try:
-            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                 Prefix=f"{prefix}/")
-            return {obj["Key"][len(prefix) + 1:]:
-                    s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                    for page in pages for obj in page.get("Contents", [])}
+            pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+            return {
+                obj["Key"][len(prefix) + 1 :]: s3.get_object(Bucket=bucket, Key=obj["Key"])[
+                    "Body"
+                ].read()
+                for page in pages
+                for obj in page.get("Contents", [])
+            }
         finally:
             s3.close()
 
     def _client(self) -> Any:
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
 
 def new_vault(kind: str, tmp_path: Path, s3_url: str | None = None) -> Vault:

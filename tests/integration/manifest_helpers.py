@@ -34,17 +34,25 @@ AWKWARD_NAMES: dict[str, bytes] = {
 }
 
 
-def dmp(*args: str | bytes, cwd: Path, input: bytes | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def dmp(
+    *args: str | bytes, cwd: Path, input: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     proc = run_dmp(*args, cwd=cwd, input=input, env=env, timeout=120)
     assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
     return proc
 
 
-def sha256sum(*args: str | bytes, cwd: Path, input: bytes | None = None,
-              locale: str = "C") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["sha256sum", *args], cwd=cwd, input=input, capture_output=True,
-                          env={"LC_ALL": locale, "PATH": os.environ["PATH"]}, timeout=120)
+def sha256sum(
+    *args: str | bytes, cwd: Path, input: bytes | None = None, locale: str = "C"
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["sha256sum", *args],
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        env={"LC_ALL": locale, "PATH": os.environ["PATH"]},
+        timeout=120,
+    )
 
 
 def as_dmp(stderr: bytes) -> bytes:
@@ -70,5 +78,13 @@ def temp_files(directory: Path) -> list[str]:
     return [name for name in os.listdir(directory) if name.endswith(".dmp-tmp")]
 
 
-__all__ = ["AWKWARD_NAMES", "as_dmp", "dmp", "dmp_env", "make_files", "sha256sum",
-           "stderr_lines", "temp_files"]
+__all__ = [
+    "AWKWARD_NAMES",
+    "as_dmp",
+    "dmp",
+    "dmp_env",
+    "make_files",
+    "sha256sum",
+    "stderr_lines",
+    "temp_files",
+]

@@ -21,9 +21,24 @@ sys.stderr.buffer.write(proc.stderr)
 
 
 def peak_rss_mib(manifest: Path, *flags: str) -> tuple[int, float, bytes]:
-    proc = subprocess.run([sys.executable, "-c", MEASURE, "-j", "2", "manifest", "--check",
-                           *flags, "--manifest", str(manifest)], cwd=manifest.parent,
-                          env=dmp_env(), capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MEASURE,
+            "-j",
+            "2",
+            "manifest",
+            "--check",
+            *flags,
+            "--manifest",
+            str(manifest),
+        ],
+        cwd=manifest.parent,
+        env=dmp_env(),
+        capture_output=True,
+        timeout=120,
+    )
     status, kib = proc.stdout.split()
     return int(status), int(kib) / 1024, proc.stderr
 

@@ -69,41 +69,43 @@ def _sha256sum_binary(w: Workdir) -> bytes:
 def _hand_mixed(w: Workdir) -> bytes:
     ok1 = sha(b"ok1\n")
     back = w.digest("backslash")
-    return b"".join([
-        b"# made by hand\n",
-        b"\n",
-        ok1 + b"  ok1\r\n",
-        ok1 + b" *ok1\n",
-        ok1.upper() + b"  ok1\n",
-        b" \t" + ok1 + b"  ok1\n",
-        b"SHA256 (ok1) = " + ok1 + b"\n",
-        b"SHA256(ok1)=" + ok1 + b"\n",
-        b"SHA256 (" + AWKWARD_NAMES["paren"] + b") = " + w.digest("paren") + b"\n",
-        b"\\" + back + b"  back\\\\slash.txt\n",
-        b"\\" + w.digest("newline") + b"  new\\nline.txt\n",
-        b"\\" + w.digest("cr") + b"  cr\\rret.txt\n",
-        b"\\" + back + b"  bad\\tescape\n",
-        b"not a checksum line\n",
-        ok1 + b"\n",
-        ok1[:-1] + b"  short-digest\n",
-        ok1 + b"\tok1\n",
-        ok1 + b"  adir\n",
-        sha(b"before\n") + b"  changed.txt\n",
-        ok1 + b"  gone.txt\n",
-        b"\\" + ok1 + b"  gone\\nwith newline\n",
-        ok1 + b"  gone with 'space'\t\xff\n",
-        ok1 + b"  mem\n",
-        sha(b"nul\n") + b"  nul\0ignored after NUL\n",
-        b"SHA256 () = " + ok1 + b"\n",
-        b"#" + ok1 + b"  ok1\n",
-        ok1 + b"  " + AWKWARD_NAMES["dquote"] + b"\n",
-        ok1 + b"  last-line-without-newline",
-    ])
+    return b"".join(
+        [
+            b"# made by hand\n",
+            b"\n",
+            ok1 + b"  ok1\r\n",
+            ok1 + b" *ok1\n",
+            ok1.upper() + b"  ok1\n",
+            b" \t" + ok1 + b"  ok1\n",
+            b"SHA256 (ok1) = " + ok1 + b"\n",
+            b"SHA256(ok1)=" + ok1 + b"\n",
+            b"SHA256 (" + AWKWARD_NAMES["paren"] + b") = " + w.digest("paren") + b"\n",
+            b"\\" + back + b"  back\\\\slash.txt\n",
+            b"\\" + w.digest("newline") + b"  new\\nline.txt\n",
+            b"\\" + w.digest("cr") + b"  cr\\rret.txt\n",
+            b"\\" + back + b"  bad\\tescape\n",
+            b"not a checksum line\n",
+            ok1 + b"\n",
+            ok1[:-1] + b"  short-digest\n",
+            ok1 + b"\tok1\n",
+            ok1 + b"  adir\n",
+            sha(b"before\n") + b"  changed.txt\n",
+            ok1 + b"  gone.txt\n",
+            b"\\" + ok1 + b"  gone\\nwith newline\n",
+            ok1 + b"  gone with 'space'\t\xff\n",
+            ok1 + b"  mem\n",
+            sha(b"nul\n") + b"  nul\0ignored after NUL\n",
+            b"SHA256 () = " + ok1 + b"\n",
+            b"#" + ok1 + b"  ok1\n",
+            ok1 + b"  " + AWKWARD_NAMES["dquote"] + b"\n",
+            ok1 + b"  last-line-without-newline",
+        ]
+    )
 
 
 def _single_space_first(w: Workdir) -> bytes:
     ok1 = sha(b"ok1\n")
-    return (ok1 + b" ok1\n" + ok1 + b"  ok1\n" + ok1 + b" *ok1\n" + ok1 + b" ok1\n")
+    return ok1 + b" ok1\n" + ok1 + b"  ok1\n" + ok1 + b" *ok1\n" + ok1 + b" ok1\n"
 
 
 def _dash_entries(w: Workdir) -> bytes:
@@ -165,10 +167,14 @@ FLAGS = {
 }
 
 
-def assert_same(ours: subprocess.CompletedProcess[bytes],
-                theirs: subprocess.CompletedProcess[bytes]) -> None:
-    assert (ours.stdout, ours.stderr, ours.returncode) == \
-        (theirs.stdout, as_dmp(theirs.stderr), theirs.returncode)
+def assert_same(
+    ours: subprocess.CompletedProcess[bytes], theirs: subprocess.CompletedProcess[bytes]
+) -> None:
+    assert (ours.stdout, ours.stderr, ours.returncode) == (
+        theirs.stdout,
+        as_dmp(theirs.stderr),
+        theirs.returncode,
+    )
 
 
 # Every flag set on the manifests where flags change the output; the few that matter on
@@ -177,15 +183,25 @@ FEW_FLAGS = ("plain", "status", "strict", "warn", "ignore-missing")
 CASES = [
     pytest.param(manifest, FLAGS[flags], id=f"{manifest}-{flags}")
     for manifest in MANIFESTS
-    for flags in (FLAGS if manifest in ("sha256sum-made", "hand-mixed", "all-missing",
-                                        "mismatch-and-missing", "directory-and-missing")
-                  else FEW_FLAGS)
+    for flags in (
+        FLAGS
+        if manifest
+        in (
+            "sha256sum-made",
+            "hand-mixed",
+            "all-missing",
+            "mismatch-and-missing",
+            "directory-and-missing",
+        )
+        else FEW_FLAGS
+    )
 ]
 
 
 @pytest.mark.parametrize(("manifest", "flags"), CASES)
-def test_check_is_byte_identical_to_sha256sum(tmp_path: Path, manifest: str,
-                                              flags: tuple[str, ...]) -> None:
+def test_check_is_byte_identical_to_sha256sum(
+    tmp_path: Path, manifest: str, flags: tuple[str, ...]
+) -> None:
     name, build = MANIFESTS[manifest]
     work = Workdir(tmp_path)
     (tmp_path / name).write_bytes(build(work))
@@ -209,13 +225,18 @@ def test_the_parity_cases_exercise_every_outcome(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("build", "flags"),
-    [(_hand_mixed, ()), (_hand_mixed, ("--warn", "--strict")), (_no_valid_lines, ()),
-     (_all_missing, ("--ignore-missing",)), (_dash_entries, ("--warn",))],
-    ids=["mixed", "mixed-warn-strict", "no-valid-lines", "all-missing-ignored",
-         "naming-stdin"],
+    [
+        (_hand_mixed, ()),
+        (_hand_mixed, ("--warn", "--strict")),
+        (_no_valid_lines, ()),
+        (_all_missing, ("--ignore-missing",)),
+        (_dash_entries, ("--warn",)),
+    ],
+    ids=["mixed", "mixed-warn-strict", "no-valid-lines", "all-missing-ignored", "naming-stdin"],
 )
-def test_check_from_stdin_is_identical(tmp_path: Path, build: Callable[[Workdir], bytes],
-                                       flags: tuple[str, ...]) -> None:
+def test_check_from_stdin_is_identical(
+    tmp_path: Path, build: Callable[[Workdir], bytes], flags: tuple[str, ...]
+) -> None:
     data = build(Workdir(tmp_path))
     theirs = sha256sum("--check", *flags, "-", cwd=tmp_path, input=data)
     ours = dmp("manifest", "--check", *flags, "--manifest", "-", cwd=tmp_path, input=data)
@@ -225,14 +246,27 @@ def test_check_from_stdin_is_identical(tmp_path: Path, build: Callable[[Workdir]
 def test_check_in_a_utf8_locale_quotes_names_as_sha256sum_does(tmp_path: Path) -> None:
     ok1 = sha(b"ok1\n")
     (tmp_path / "ok1").write_bytes(b"ok1\n")
-    names = [b"caf\xc3\xa9 gone", b"nb\xc2\xa0sp", b"it's\t\xe2\x80\x8b", b"\xff", b"ok1",
-             b"\xe2\x80\xa8sep"]
+    names = [
+        b"caf\xc3\xa9 gone",
+        b"nb\xc2\xa0sp",
+        b"it's\t\xe2\x80\x8b",
+        b"\xff",
+        b"ok1",
+        b"\xe2\x80\xa8sep",
+    ]
     lines = [ok1 + b"  " + name + b"\n" for name in names]
     lines.append(b"\\" + ok1 + b"  new\\nline \xc3\xa9\n")
     (tmp_path / "m \u00e9").write_bytes(b"".join(lines) + b"junk\n")
     theirs = sha256sum("--check", "--warn", "m \u00e9", cwd=tmp_path, locale="C.UTF-8")
-    ours = dmp("manifest", "--check", "--warn", "--manifest", "m \u00e9", cwd=tmp_path,
-               env=dmp_env(LC_ALL="C.UTF-8"))
+    ours = dmp(
+        "manifest",
+        "--check",
+        "--warn",
+        "--manifest",
+        "m \u00e9",
+        cwd=tmp_path,
+        env=dmp_env(LC_ALL="C.UTF-8"),
+    )
     assert b"'caf\xc3\xa9 gone'" in ours.stderr  # printable in this locale
     assert_same(ours, theirs)
 
@@ -263,8 +297,7 @@ def test_sha256sum_accepts_dmp_sha256sum_format(tmp_path: Path) -> None:
     assert checked.stdout.count(b": OK\n") == len(names)
 
 
-@pytest.mark.parametrize("flags", [(), ("--tag",), ("--binary",)],
-                         ids=["text", "tag", "binary"])
+@pytest.mark.parametrize("flags", [(), ("--tag",), ("--binary",)], ids=["text", "tag", "binary"])
 def test_dmp_accepts_sha256sum_output(tmp_path: Path, flags: tuple[str, ...]) -> None:
     make_files(tmp_path, AWKWARD_NAMES)
     names = list(AWKWARD_NAMES.values())
@@ -285,19 +318,40 @@ def test_dmp_reads_its_own_format_which_sha256sum_does_not(tmp_path: Path) -> No
     assert created.returncode == 0, created.stderr
     ours = dmp("manifest", "--check", "--strict", "--manifest", "m", cwd=tmp_path)
     assert ours.returncode == 0, ours.stderr
-    assert ours.stdout == sha256sum("--check", "-", cwd=tmp_path,
-                                    input=sha256sum("--", *names, cwd=tmp_path).stdout).stdout
+    assert (
+        ours.stdout
+        == sha256sum(
+            "--check", "-", cwd=tmp_path, input=sha256sum("--", *names, cwd=tmp_path).stdout
+        ).stdout
+    )
     assert sha256sum("--check", "m", cwd=tmp_path).returncode == 1
 
 
 # ---------------------------------------------------------------- random manifests
 
-FUZZ_FILES = {b"a": b"A", b"b c": b"BC", b"d\\e": b"DE", b"n\nl": b"NL", b"p)q": b"PQ",
-              b" s": b"S", b"*t": b"T"}
+FUZZ_FILES = {
+    b"a": b"A",
+    b"b c": b"BC",
+    b"d\\e": b"DE",
+    b"n\nl": b"NL",
+    b"p)q": b"PQ",
+    b" s": b"S",
+    b"*t": b"T",
+}
 # Names that are not files; '-' (stdin for sha256sum) and '"a"' (a dmp quoted name) are left
 # out on purpose: there dmp differs by design.
-FUZZ_MISSING = [b"missing", b"", b"x\\ty", b"a\\", b"a\0b", b"a)", b"(a", b"a\rb", b"a b ",
-                b"\\\\a"]
+FUZZ_MISSING = [
+    b"missing",
+    b"",
+    b"x\\ty",
+    b"a\\",
+    b"a\0b",
+    b"a)",
+    b"(a",
+    b"a\rb",
+    b"a b ",
+    b"\\\\a",
+]
 
 
 def _fuzz_line(rng: random.Random) -> bytes:
@@ -311,25 +365,41 @@ def _fuzz_line(rng: random.Random) -> bytes:
     else:
         name, digest = rng.choice(FUZZ_MISSING), sha(b"zz")
     if rng.random() < 0.3:
-        digest = rng.choice([digest.upper(), digest[:-1], digest + b"0", b"g" + digest[1:],
-                             b"", digest[:32]])
+        digest = rng.choice(
+            [digest.upper(), digest[:-1], digest + b"0", b"g" + digest[1:], b"", digest[:32]]
+        )
     escaped = rng.random() < 0.3
     if escaped and rng.random() < 0.8:
         name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
     if rng.random() < 0.3:
-        body = (b"SHA256" + rng.choice([b" ", b"", b"  "]) + b"(" + name + b")"
-                + rng.choice([b" ", b"", b"\t", b"  "]) + b"=" + rng.choice([b" ", b"", b"\t"])
-                + digest + rng.choice([b"", b"", b" ", b"\0x"]))
+        body = (
+            b"SHA256"
+            + rng.choice([b" ", b"", b"  "])
+            + b"("
+            + name
+            + b")"
+            + rng.choice([b" ", b"", b"\t", b"  "])
+            + b"="
+            + rng.choice([b" ", b"", b"\t"])
+            + digest
+            + rng.choice([b"", b"", b" ", b"\0x"])
+        )
     else:
-        body = digest + rng.choice([b"  ", b"  ", b" *", b" ", b"\t", b" \t", b"\t ", b"*",
-                                    b"   "]) + name
-    return (rng.choice([b"", b"", b" ", b"\t", b" \t"]) + (b"\\" if escaped else b"") + body
-            + rng.choice([b"\n", b"\n", b"\r\n", b"\r\r\n"]))
+        body = (
+            digest
+            + rng.choice([b"  ", b"  ", b" *", b" ", b"\t", b" \t", b"\t ", b"*", b"   "])
+            + name
+        )
+    return (
+        rng.choice([b"", b"", b" ", b"\t", b" \t"])
+        + (b"\\" if escaped else b"")
+        + body
+        + rng.choice([b"\n", b"\n", b"\r\n", b"\r\r\n"])
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_manifest_lines_are_read_as_sha256sum_reads_them(tmp_path: Path,
-                                                                  seed: int) -> None:
+def test_random_manifest_lines_are_read_as_sha256sum_reads_them(tmp_path: Path, seed: int) -> None:
     for name, content in FUZZ_FILES.items():
         (tmp_path / os.fsdecode(name)).write_bytes(content)
     rng = random.Random(seed)

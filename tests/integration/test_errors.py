@@ -41,15 +41,24 @@ def listing(directory: Path) -> list[str]:
     ("args", "message"),
     [
         ((), b"dmp: --create needs files, patterns, --dir DIR or --files-from FILE\n"),
-        (("--manifest", "m"),
-         b"dmp: --create needs files, patterns, --dir DIR or --files-from FILE\n"),
-        (("--recursive",), b"dmp: --create needs files, patterns, --dir DIR or --files-from "
-                           b"FILE\n"),
+        (
+            ("--manifest", "m"),
+            b"dmp: --create needs files, patterns, --dir DIR or --files-from FILE\n",
+        ),
+        (
+            ("--recursive",),
+            b"dmp: --create needs files, patterns, --dir DIR or --files-from FILE\n",
+        ),
         (("--recursive", "a.txt"), b"dmp: --recursive needs --dir DIR\n"),
         (("-r", "--files-from", "-"), b"dmp: --recursive needs --dir DIR\n"),
     ],
-    ids=["no-inputs", "no-inputs-with-manifest", "recursive-alone", "recursive-without-dir",
-         "recursive-with-list"],
+    ids=[
+        "no-inputs",
+        "no-inputs-with-manifest",
+        "recursive-alone",
+        "recursive-without-dir",
+        "recursive-with-list",
+    ],
 )
 def test_usage_errors_exit_2(work: Path, args: tuple[str, ...], message: bytes) -> None:
     before = listing(work)
@@ -73,11 +82,16 @@ def test_existing_manifest_is_never_touched(work: Path, existing: str) -> None:
     content = target.read_bytes() if existing.endswith("file") else None
     proc = dmp("manifest", "--create", "a.txt", "--manifest", "m", cwd=work)
     assert (proc.returncode, proc.stdout) == (1, b"")
-    assert proc.stderr == (b"dmp: m: manifest already exists (dmp never overwrites one; "
-                           b"remove it or choose another name)\n")
+    assert proc.stderr == (
+        b"dmp: m: manifest already exists (dmp never overwrites one; "
+        b"remove it or choose another name)\n"
+    )
     after = os.lstat(target)
-    assert (after.st_ino, after.st_mtime_ns, after.st_size) == \
-        (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (
+        before.st_ino,
+        before.st_mtime_ns,
+        before.st_size,
+    )
     if content is not None:
         assert target.read_bytes() == content
     assert not (work / "elsewhere").exists()
@@ -92,8 +106,9 @@ def test_existing_manifest_is_never_touched(work: Path, existing: str) -> None:
 def test_manifest_that_cannot_be_created(work: Path, target: str, reason: bytes) -> None:
     proc = dmp("manifest", "--create", "a.txt", "--manifest", target, cwd=work)
     assert (proc.returncode, proc.stdout) == (1, b"")
-    assert proc.stderr == b"dmp: " + target.encode() + b": cannot create manifest: " + \
-        reason + b"\n"
+    assert (
+        proc.stderr == b"dmp: " + target.encode() + b": cannot create manifest: " + reason + b"\n"
+    )
 
 
 def test_manifest_in_an_unwritable_directory(work: Path) -> None:
@@ -161,11 +176,13 @@ UNREADABLE = {
 def test_unreadable_input_writes_no_manifest(work: Path, kind: str) -> None:
     name = _unreadable(work, kind)
     before = listing(work)
-    proc = dmp("-j", "2", "manifest", "--create", "a.txt", name, "b.txt", "--manifest", "m",
-               cwd=work)
+    proc = dmp(
+        "-j", "2", "manifest", "--create", "a.txt", name, "b.txt", "--manifest", "m", cwd=work
+    )
     assert (proc.returncode, proc.stdout) == (1, b"")
-    assert proc.stderr == \
-        UNREADABLE[kind] + b"dmp: 1 input could not be read; no manifest written\n"
+    assert (
+        proc.stderr == UNREADABLE[kind] + b"dmp: 1 input could not be read; no manifest written\n"
+    )
     assert listing(work) == before  # no manifest, no temporary file
 
 
@@ -173,14 +190,25 @@ def test_unreadable_input_to_stdout_is_reported(work: Path) -> None:
     proc = dmp("manifest", "--create", "a.txt", "missing.txt", cwd=work)
     assert proc.returncode == 1
     assert proc.stdout == f'{sha(b"a")}  "a.txt"\n'.encode()
-    assert proc.stderr == (b"dmp: missing.txt: No such file or directory\n"
-                           b"dmp: 1 input could not be read; the manifest is incomplete\n")
+    assert proc.stderr == (
+        b"dmp: missing.txt: No such file or directory\n"
+        b"dmp: 1 input could not be read; the manifest is incomplete\n"
+    )
 
 
 def test_unreadable_inputs_are_all_reported_and_counted(work: Path) -> None:
     (work / "list").write_bytes(b"a.txt\ngone1\nsub\ngone2\n")
-    proc = dmp("manifest", "--create", "--dir", "nodir", "--files-from", "list",
-               "--manifest", "m", cwd=work)
+    proc = dmp(
+        "manifest",
+        "--create",
+        "--dir",
+        "nodir",
+        "--files-from",
+        "list",
+        "--manifest",
+        "m",
+        cwd=work,
+    )
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         b"dmp: nodir: No such file or directory",
@@ -202,10 +230,24 @@ def test_missing_list_file(work: Path) -> None:
 def test_a_manifest_that_appears_while_hashing_is_not_clobbered(work: Path) -> None:
     """The manifest is linked into place without overwriting: a file that appeared after
     dmp started (here while it waits for its list on stdin) is left as it is."""
-    proc = subprocess.Popen([sys.executable, "-m", "dmp_cli", "manifest", "--create",
-                             "--files-from", "-", "--manifest", "m"], cwd=work,
-                            env=dmp_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dmp_cli",
+            "manifest",
+            "--create",
+            "--files-from",
+            "-",
+            "--manifest",
+            "m",
+        ],
+        cwd=work,
+        env=dmp_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while not temp_files(work):  # dmp has checked the name and made its temporary file
         assert time.monotonic() < deadline and proc.poll() is None
@@ -214,17 +256,30 @@ def test_a_manifest_that_appears_while_hashing_is_not_clobbered(work: Path) -> N
     out, err = proc.communicate(b"a.txt\nb.txt\n", timeout=60)
     assert proc.returncode == 1
     assert out == b""
-    assert err == (b"dmp: m: File exists (appeared while it was being written; "
-                   b"left untouched)\n")
+    assert err == (b"dmp: m: File exists (appeared while it was being written; left untouched)\n")
     assert (work / "m").read_bytes() == b"appeared meanwhile\n"
     assert temp_files(work) == []
 
 
 def test_interrupted_create_leaves_no_temporary_file(work: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "dmp_cli", "manifest", "--create",
-                             "--files-from", "-", "--manifest", "m"], cwd=work,
-                            env=dmp_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dmp_cli",
+            "manifest",
+            "--create",
+            "--files-from",
+            "-",
+            "--manifest",
+            "m",
+        ],
+        cwd=work,
+        env=dmp_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while not temp_files(work):
         assert time.monotonic() < deadline and proc.poll() is None
@@ -240,8 +295,9 @@ def test_interrupted_create_leaves_no_temporary_file(work: Path) -> None:
 # ---------------------------------------------------------------- --check
 
 
-def _check_both(work: Path, manifest: str, *flags: str
-                ) -> tuple[subprocess.CompletedProcess[bytes], subprocess.CompletedProcess[bytes]]:
+def _check_both(
+    work: Path, manifest: str, *flags: str
+) -> tuple[subprocess.CompletedProcess[bytes], subprocess.CompletedProcess[bytes]]:
     ours = dmp("manifest", "--check", *flags, "--manifest", manifest, cwd=work)
     theirs = sha256sum("--check", *flags, manifest, cwd=work)
     return ours, theirs
@@ -252,21 +308,37 @@ def test_check_listed_file_missing(work: Path) -> None:
     ours, theirs = _check_both(work, "m")
     assert ours.returncode == theirs.returncode == 1
     assert ours.stdout == theirs.stdout == b"a.txt: OK\ngone.txt: FAILED open or read\n"
-    assert ours.stderr == as_dmp(theirs.stderr) == (
-        b"dmp: gone.txt: No such file or directory\n"
-        b"dmp: WARNING: 1 listed file could not be read\n")
+    assert (
+        ours.stderr
+        == as_dmp(theirs.stderr)
+        == (
+            b"dmp: gone.txt: No such file or directory\n"
+            b"dmp: WARNING: 1 listed file could not be read\n"
+        )
+    )
 
 
 def test_check_mismatches_are_counted_and_reported_at_the_end(work: Path) -> None:
-    lines = [f"{sha(b'x')}  a.txt", f"{sha(b'b')}  b.txt", f"{sha(b'x')}  b.txt",
-             f"{sha(b'x')}  sub/s.txt", f"{sha(b'a')}  a.txt"]
+    lines = [
+        f"{sha(b'x')}  a.txt",
+        f"{sha(b'b')}  b.txt",
+        f"{sha(b'x')}  b.txt",
+        f"{sha(b'x')}  sub/s.txt",
+        f"{sha(b'a')}  a.txt",
+    ]
     (work / "m").write_text("\n".join(lines) + "\n")
     ours, theirs = _check_both(work, "m")
     assert ours.returncode == theirs.returncode == 1
-    assert ours.stdout == theirs.stdout == (
-        b"a.txt: FAILED\nb.txt: OK\nb.txt: FAILED\nsub/s.txt: FAILED\na.txt: OK\n")
-    assert ours.stderr == as_dmp(theirs.stderr) == \
-        b"dmp: WARNING: 3 computed checksums did NOT match\n"
+    assert (
+        ours.stdout
+        == theirs.stdout
+        == (b"a.txt: FAILED\nb.txt: OK\nb.txt: FAILED\nsub/s.txt: FAILED\na.txt: OK\n")
+    )
+    assert (
+        ours.stderr
+        == as_dmp(theirs.stderr)
+        == b"dmp: WARNING: 3 computed checksums did NOT match\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -295,30 +367,48 @@ def test_check_listed_file_unreadable(work: Path) -> None:
     (work / "m").write_text(f"{sha(b'a')}  sub\n{sha(b'a')}  a.txt\n{sha(b'')}  mem\n")
     ours, theirs = _check_both(work, "m")
     assert ours.returncode == theirs.returncode == 1
-    assert ours.stdout == theirs.stdout == (
-        b"sub: FAILED open or read\na.txt: OK\nmem: FAILED open or read\n")
-    assert ours.stderr == as_dmp(theirs.stderr) == (
-        b"dmp: sub: Is a directory\n"
-        b"dmp: mem: Input/output error\n"
-        b"dmp: WARNING: 2 listed files could not be read\n")
+    assert (
+        ours.stdout
+        == theirs.stdout
+        == (b"sub: FAILED open or read\na.txt: OK\nmem: FAILED open or read\n")
+    )
+    assert (
+        ours.stderr
+        == as_dmp(theirs.stderr)
+        == (
+            b"dmp: sub: Is a directory\n"
+            b"dmp: mem: Input/output error\n"
+            b"dmp: WARNING: 2 listed files could not be read\n"
+        )
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (("--check",), b"dmp: --check needs --manifest FILE\n"),
-        (("--check", "--manifest", "m", "a.txt"),
-         b"dmp: --check takes no file arguments (use --manifest FILE)\n"),
-        (("--check", "--create", "--manifest", "m"),
-         b"dmp: give exactly one of --create, --check, --vault, --archive, --fetch\n"),
+        (
+            ("--check", "--manifest", "m", "a.txt"),
+            b"dmp: --check takes no file arguments (use --manifest FILE)\n",
+        ),
+        (
+            ("--check", "--create", "--manifest", "m"),
+            b"dmp: give exactly one of --create, --check, --vault, --archive, --fetch\n",
+        ),
         ((), b"dmp: give exactly one of --create, --check, --vault, --archive, --fetch\n"),
-        (("--check", "--manifest", "m", "--dir", "sub"),
-         b"dmp: --dir does not apply to --check\n"),
+        (("--check", "--manifest", "m", "--dir", "sub"), b"dmp: --dir does not apply to --check\n"),
         (("--create", "a.txt", "--status"), b"dmp: --status does not apply to --create\n"),
         (("--create", "a.txt", "-0"), b"dmp: -0/--null needs --files-from FILE\n"),
     ],
-    ids=["no-manifest", "file-arguments", "two-modes", "no-mode", "create-option",
-         "check-option", "null-without-list"],
+    ids=[
+        "no-manifest",
+        "file-arguments",
+        "two-modes",
+        "no-mode",
+        "create-option",
+        "check-option",
+        "null-without-list",
+    ],
 )
 def test_manifest_usage_errors(work: Path, args: tuple[str, ...], message: bytes) -> None:
     proc = dmp("manifest", *args, cwd=work)
@@ -327,8 +417,11 @@ def test_manifest_usage_errors(work: Path, args: tuple[str, ...], message: bytes
 
 @pytest.mark.parametrize(
     "args",
-    [("manifest", "--create", "--bogus"), ("--jobs", "0", "manifest", "--check"),
-     ("manifest", "--create", "a.txt", "--format", "md5")],
+    [
+        ("manifest", "--create", "--bogus"),
+        ("--jobs", "0", "manifest", "--check"),
+        ("manifest", "--create", "a.txt", "--format", "md5"),
+    ],
     ids=["unknown-option", "bad-jobs", "bad-format"],
 )
 def test_click_usage_errors_are_one_line_exit_2(work: Path, args: tuple[str, ...]) -> None:
@@ -356,11 +449,13 @@ def many_files(root: Path, count: int = 4000) -> Path:
     return tree
 
 
-def read_one_line_and_leave(cmd: list[str], cwd: Path,
-                            env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
+def read_one_line_and_leave(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> tuple[int, bytes, bytes]:
     """`CMD | head -1`: (the command's wait status, the line read, its stderr)."""
-    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as proc:
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         line = proc.stdout.readline()
         proc.stdout.close()

@@ -23,8 +23,15 @@ from tests.servers import Service, free_port, redis_server, stop
 
 pytestmark = pytest.mark.integration
 
-NAMES = ["plain.txt", "with space.dat", "quote\"and\\back", "new\nline", "ünï.txt",
-         os.fsdecode(b"latin1-\xff\xfe.bin"), "empty"]
+NAMES = [
+    "plain.txt",
+    "with space.dat",
+    'quote"and\\back',
+    "new\nline",
+    "ünï.txt",
+    os.fsdecode(b"latin1-\xff\xfe.bin"),
+    "empty",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +58,9 @@ def tree(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def same(distributed: subprocess.CompletedProcess[bytes],
-         embedded: subprocess.CompletedProcess[bytes]) -> None:
+def same(
+    distributed: subprocess.CompletedProcess[bytes], embedded: subprocess.CompletedProcess[bytes]
+) -> None:
     assert distributed.stderr == embedded.stderr
     assert distributed.stdout == embedded.stdout
     assert distributed.returncode == embedded.returncode
@@ -64,8 +72,9 @@ CREATE = ["manifest", "--create", "--dir", "data", "--recursive"]
 @pytest.mark.parametrize("batch", ["1", "7", "512"], ids=["batch1", "batch7", "default"])
 def test_create_equals_embedded(fleet: str, tree: Path, batch: str) -> None:
     """Many small batches (more than the window of batches in flight) come back in order."""
-    distributed = run(*CREATE, "-m", "fleet.sha256", cwd=tree, broker_url=fleet,
-                      DMP_BATCH_ITEMS=batch)
+    distributed = run(
+        *CREATE, "-m", "fleet.sha256", cwd=tree, broker_url=fleet, DMP_BATCH_ITEMS=batch
+    )
     embedded = run(*CREATE, "-m", "local.sha256", cwd=tree, broker_url=None)
     same(distributed, embedded)
     assert distributed.returncode == 0, distributed.stderr
@@ -75,8 +84,9 @@ def test_create_equals_embedded(fleet: str, tree: Path, batch: str) -> None:
     assert b'"data/odd/latin1-\\xff\\xfe.bin"' in manifest  # non-UTF-8 name survived JSON
 
 
-@pytest.mark.parametrize("extra", [[], ["--json"], ["--format", "sha256sum"]],
-                         ids=["stdout", "json", "sha256sum"])
+@pytest.mark.parametrize(
+    "extra", [[], ["--json"], ["--format", "sha256sum"]], ids=["stdout", "json", "sha256sum"]
+)
 def test_create_to_stdout_equals_embedded(fleet: str, tree: Path, extra: list[str]) -> None:
     fmt, json_flag = ([], extra) if extra == ["--json"] else (extra, [])
     args = [*json_flag, *CREATE, *fmt, "data/odd/*", "no-such-file"]
@@ -94,9 +104,11 @@ def _spoil(tree: Path) -> Path:
     return manifest
 
 
-@pytest.mark.parametrize("flags", [[], ["--quiet"], ["--status"], ["--ignore-missing", "-w"],
-                                   ["--strict"]],
-                         ids=["plain", "quiet", "status", "ignore-missing", "strict"])
+@pytest.mark.parametrize(
+    "flags",
+    [[], ["--quiet"], ["--status"], ["--ignore-missing", "-w"], ["--strict"]],
+    ids=["plain", "quiet", "status", "ignore-missing", "strict"],
+)
 def test_check_equals_embedded(fleet: str, tree: Path, flags: list[str]) -> None:
     manifest = _spoil(tree)
     args = ["manifest", "--check", "-m", str(manifest), *flags]
@@ -135,8 +147,12 @@ def test_detach_then_watch(fleet: str, tree: Path) -> None:
     record = json.loads(status.stdout.splitlines()[0])
     assert record["state"] == "done"
     assert record["files"] == record["total"] == len(NAMES) + 121
-    assert record["counts"] == {"ok": len(NAMES) + 118, "failed": 1, "missing": 1,
-                                "misformatted": 1}
+    assert record["counts"] == {
+        "ok": len(NAMES) + 118,
+        "failed": 1,
+        "missing": 1,
+        "misformatted": 1,
+    }
     listed = _job(fleet, tree, "job", "list")
     assert listed.stdout.decode().splitlines()[0].startswith(f"{job}  ")
     assert b"done" in listed.stdout
@@ -149,8 +165,10 @@ def test_detach_good_job_watch_exits_zero(fleet: str, tree: Path) -> None:
     job = submitted.stdout.decode().strip()
     watched = _job(fleet, tree, "job", "watch", job)
     assert watched.returncode == 0, watched.stderr
-    assert f"job {job} done: {len(NAMES) + 120} files (ok {len(NAMES) + 120})".encode() \
+    assert (
+        f"job {job} done: {len(NAMES) + 120} files (ok {len(NAMES) + 120})".encode()
         in watched.stderr
+    )
 
 
 def _watch(fleet: str, tree: Path, *args: str) -> tuple[str, subprocess.CompletedProcess[bytes]]:
@@ -180,7 +198,7 @@ def test_detach_strict_and_ignore_missing_decide_as_attached(fleet: str, tree: P
     assert ignored.returncode == 0, ignored.stderr
 
     gone = tree / "gone.sha256"
-    gone.write_bytes(b"%s  \"no/such/file\"\n" % (b"0" * 64))
+    gone.write_bytes(b'%s  "no/such/file"\n' % (b"0" * 64))
     _, none_verified = _watch(fleet, tree, "-m", str(gone), "--ignore-missing")
     assert none_verified.returncode == 1
     assert b"dmp: no file was verified (--ignore-missing)\n" in none_verified.stderr
@@ -200,8 +218,9 @@ def test_detach_check_of_a_manifest_without_checksums(fleet: str, tree: Path) ->
 def test_detach_needs_a_broker(tree: Path) -> None:
     result = run("manifest", "--check", "--detach", "-m", "x", cwd=tree, broker_url=None)
     assert result.returncode == 2
-    assert result.stderr == b"dmp: --detach needs DMP_BROKER_URL (a fleet of workers to " \
-        b"run the job)\n"
+    assert (
+        result.stderr == b"dmp: --detach needs DMP_BROKER_URL (a fleet of workers to run the job)\n"
+    )
 
 
 def test_unknown_job(fleet: str, tree: Path) -> None:
@@ -216,8 +235,14 @@ def _waiting_check(url: str, tree: Path) -> Iterator[tuple[subprocess.Popen[byte
     first line it says (the tests give it a broker no worker serves); always stopped."""
     assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
     args = [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"]
-    proc = subprocess.Popen(args, cwd=tree, env=fleet_env(url), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=tree,
+        env=fleet_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         assert proc.stderr is not None
         yield proc, proc.stderr.readline()
@@ -239,35 +264,50 @@ def test_no_worker_job_waits_then_runs(redis: Service, tree: Path, tmp_path: Pat
     assert out.count(b": OK\n") == len(NAMES) + 120
 
 
-def test_no_worker_for_the_jobs_queue_says_so(redis: Service, tree: Path,
-                                              tmp_path: Path) -> None:
+def test_no_worker_for_the_jobs_queue_says_so(redis: Service, tree: Path, tmp_path: Path) -> None:
     """A worker for transfers only does not hash: a check submitted then says it waits."""
     url = redis.url.rsplit("/", 1)[0] + "/8"
     assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
     with worker(url, "transfers", tmp_path, queues="dmp.transfer"):
-        submitted = run("manifest", "--check", "--detach", "-m", "m.sha256", cwd=tree,
-                        broker_url=url)
+        submitted = run(
+            "manifest", "--check", "--detach", "-m", "m.sha256", cwd=tree, broker_url=url
+        )
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.decode().strip()
-    assert f"dmp: no worker at {url} takes from dmp.hash (the live ones take from " \
-        f"dmp.transfer); job {job} waits in Redis until a `dmp worker` for dmp.hash " \
+    assert (
+        f"dmp: no worker at {url} takes from dmp.hash (the live ones take from "
+        f"dmp.transfer); job {job} waits in Redis until a `dmp worker` for dmp.hash "
         "starts\n" in submitted.stderr.decode()
+    )
     assert run("job", "cancel", job, cwd=tree, broker_url=url).returncode == 0
 
 
 def test_watch_of_a_job_no_worker_takes_says_so(redis: Service, tree: Path) -> None:
     url = redis.url.rsplit("/", 1)[0] + "/10"  # no worker: the job stays queued
     assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
-    job = run("-q", "manifest", "--check", "--detach", "-m", "m.sha256", cwd=tree,
-              broker_url=url).stdout.decode().strip()
+    job = (
+        run("-q", "manifest", "--check", "--detach", "-m", "m.sha256", cwd=tree, broker_url=url)
+        .stdout.decode()
+        .strip()
+    )
     args = [sys.executable, "-m", "dmp_cli", "job", "watch", job]
-    proc = subprocess.Popen(args, cwd=tree, env=fleet_env(url), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        cwd=tree,
+        env=fleet_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         assert proc.stderr is not None
-        assert proc.stderr.readline() == (f"dmp: no worker answers at {url}; job {job} "
-                                          "waits in Redis until a `dmp worker` starts\n"
-                                          ).encode()
+        assert (
+            proc.stderr.readline()
+            == (
+                f"dmp: no worker answers at {url}; job {job} "
+                "waits in Redis until a `dmp worker` starts\n"
+            ).encode()
+        )
         assert run("job", "cancel", job, cwd=tree, broker_url=url).returncode == 0
         _, err = proc.communicate(timeout=30)
     finally:
@@ -279,8 +319,11 @@ def test_watch_of_a_job_no_worker_takes_says_so(redis: Service, tree: Path) -> N
 def test_cancel(redis: Service, tree: Path) -> None:
     url = redis.url.rsplit("/", 1)[0] + "/6"  # no worker: the job stays queued
     assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
-    job = run("-q", "manifest", "--check", "--detach", "-m", "m.sha256", cwd=tree,
-              broker_url=url).stdout.decode().strip()
+    job = (
+        run("-q", "manifest", "--check", "--detach", "-m", "m.sha256", cwd=tree, broker_url=url)
+        .stdout.decode()
+        .strip()
+    )
     status = run("--json", "job", "status", job, cwd=tree, broker_url=url)
     assert json.loads(status.stdout)["state"] == "queued"
     cancelled = run("job", "cancel", job, cwd=tree, broker_url=url)
@@ -326,8 +369,11 @@ def test_password_and_credentials_never_printed(tree: Path, tmp_path: Path) -> N
             listed = run("job", "list", cwd=tree, broker_url=url)
             assert listed.returncode == 0 and b"done" in listed.stdout
         assert (tree / "fleet.sha256").read_bytes() == (tree / "local.sha256").read_bytes()
-        wrong = run(*CREATE, cwd=tree, broker_url=server.url.replace("redis://", ":nope@")
-                    .replace(":nope@", "redis://:nope@"))
+        wrong = run(
+            *CREATE,
+            cwd=tree,
+            broker_url=server.url.replace("redis://", ":nope@").replace(":nope@", "redis://:nope@"),
+        )
         missing = run(*CREATE, cwd=tree, broker_url=server.url)
         log = (tmp_path / "pw.log").read_bytes()
     assert wrong.returncode == missing.returncode == 1
@@ -343,8 +389,7 @@ def test_same_job_digest_as_hashlib(fleet: str, tmp_path: Path) -> None:
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(3 << 20))
     result = run("manifest", "--create", "big.bin", cwd=tmp_path, broker_url=fleet)
-    assert result.stdout == hashlib.sha256(big.read_bytes()).hexdigest().encode() + \
-        b'  "big.bin"\n'
+    assert result.stdout == hashlib.sha256(big.read_bytes()).hexdigest().encode() + b'  "big.bin"\n'
 
 
 def test_interrupt_cancels_the_job(redis: Service, tree: Path) -> None:
@@ -363,13 +408,16 @@ def test_interrupt_cancels_the_job(redis: Service, tree: Path) -> None:
 def test_worker_errors_are_one_line(tmp_path: Path) -> None:
     unreachable = run("worker", cwd=tmp_path, broker_url=f"redis://:pw@127.0.0.1:{free_port()}/0")
     unset = run("worker", cwd=tmp_path, broker_url=None)
-    bad_timeout = run("worker", cwd=tmp_path, broker_url="redis://127.0.0.1:1/0",
-                      DMP_REDELIVERY_TIMEOUT="soon")
+    bad_timeout = run(
+        "worker", cwd=tmp_path, broker_url="redis://127.0.0.1:1/0", DMP_REDELIVERY_TIMEOUT="soon"
+    )
     assert unreachable.returncode == unset.returncode == bad_timeout.returncode == 1
     assert unreachable.stderr.startswith(b"dmp: cannot reach the broker at redis://:**@")
     assert unset.stderr == b"dmp: dmp worker needs DMP_BROKER_URL (e.g. redis://host:6379/0)\n"
-    assert bad_timeout.stderr == b"dmp: DMP_REDELIVERY_TIMEOUT must be a number of seconds, " \
+    assert (
+        bad_timeout.stderr == b"dmp: DMP_REDELIVERY_TIMEOUT must be a number of seconds, "
         b"not 'soon'\n"
+    )
 
 
 def test_a_reader_that_leaves_ends_it_by_sigpipe(fleet: str, tmp_path: Path) -> None:

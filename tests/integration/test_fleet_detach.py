@@ -22,8 +22,9 @@ OBJECTS = {digest_key(sha(data)): data for data in FILES.values()}
 
 
 @pytest.fixture(scope="module")
-def fleet(redis: Service, s3_server: Service,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def fleet(
+    redis: Service, s3_server: Service, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """Two workers on the session's Redis, both able to reach the S3 server."""
     logdir = tmp_path_factory.mktemp("detach-logs")
     env = {"AWS_ENDPOINT_URL": s3_server.url}
@@ -45,8 +46,9 @@ def work(tmp_path: Path) -> Path:
     return work
 
 
-def dmp(fleet: str | None, vault: Vault, cwd: Path,
-        *args: str) -> subprocess.CompletedProcess[bytes]:
+def dmp(
+    fleet: str | None, vault: Vault, cwd: Path, *args: str
+) -> subprocess.CompletedProcess[bytes]:
     result = run(*args, cwd=cwd, broker_url=fleet, **vault.env)
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     return result
@@ -58,13 +60,16 @@ def submit(fleet: str, vault: Vault, cwd: Path, *args: str) -> str:
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.decode().strip()
     assert len(job) == 12
-    assert f"dmp: job {job} submitted; follow it with `dmp job watch {job}`\n" in \
-        submitted.stderr.decode()
+    assert (
+        f"dmp: job {job} submitted; follow it with `dmp job watch {job}`\n"
+        in submitted.stderr.decode()
+    )
     return job
 
 
-def watch(fleet: str, vault: Vault, cwd: Path, job: str,
-          files: int = len(FILES)) -> tuple[int, str, dict[str, int]]:
+def watch(
+    fleet: str, vault: Vault, cwd: Path, job: str, files: int = len(FILES)
+) -> tuple[int, str, dict[str, int]]:
     """`dmp job watch` to the end: its exit status, its stderr, and the job's counts."""
     watched = dmp(fleet, vault, cwd, "job", "watch", job)
     status = dmp(fleet, vault, cwd, "--json", "job", "status", job)
@@ -74,8 +79,9 @@ def watch(fleet: str, vault: Vault, cwd: Path, job: str,
     return watched.returncode, watched.stderr.decode(), record["counts"]
 
 
-def test_detached_archive_equals_attached(fleet: str, vault: Vault, work: Path,
-                                          tmp_path: Path) -> None:
+def test_detached_archive_equals_attached(
+    fleet: str, vault: Vault, work: Path, tmp_path: Path
+) -> None:
     job = submit(fleet, vault, work, "--archive")
     code, err, counts = watch(fleet, vault, work, job)
     assert code == 0, err
@@ -83,8 +89,9 @@ def test_detached_archive_equals_attached(fleet: str, vault: Vault, work: Path,
     assert counts == {"uploaded": 3, "skipped": 1}
     assert vault.objects() == OBJECTS
 
-    attached = new_vault("file" if vault.url.startswith("file:") else "s3", tmp_path,
-                         vault.endpoint)
+    attached = new_vault(
+        "file" if vault.url.startswith("file:") else "s3", tmp_path, vault.endpoint
+    )
     archived = dmp(fleet, attached, work, "manifest", "--archive", "-m", "manifest.sha256")
     assert archived.returncode == 0, archived.stderr
     assert attached.objects() == vault.objects()
@@ -104,30 +111,29 @@ def test_detached_archive_to_path(fleet: str, vault: Vault, tmp_path: Path) -> N
     work = tmp_path / "plain"
     work.mkdir()
     make_tree(work, files)
-    dest = new_vault("file" if vault.url.startswith("file:") else "s3", tmp_path,
-                     vault.endpoint)
+    dest = new_vault("file" if vault.url.startswith("file:") else "s3", tmp_path, vault.endpoint)
     job = submit(fleet, vault, work, "--archive", "--path", dest.url)
     code, err, counts = watch(fleet, vault, work, job, len(files))
     assert code == 0, err
     assert counts == {"uploaded": 2, "skipped": 1}
     assert vault.objects() == {digest_key(sha(data)): data for data in files.values()}
-    assert dest.objects() == {"data/a.txt": files["data/a.txt"],
-                              "data/sub/b.bin": files["data/sub/b.bin"]}
+    assert dest.objects() == {
+        "data/a.txt": files["data/a.txt"],
+        "data/sub/b.bin": files["data/sub/b.bin"],
+    }
 
     again = submit(fleet, vault, work, "--archive", "--path", dest.url)
     code, err, counts = watch(fleet, vault, work, again, len(files))
     assert (code, counts) == (0, {"skipped": 3}), err
 
 
-def test_detached_vault_and_fetch(fleet: str, vault: Vault, work: Path,
-                                  tmp_path: Path) -> None:
+def test_detached_vault_and_fetch(fleet: str, vault: Vault, work: Path, tmp_path: Path) -> None:
     job = submit(fleet, vault, work, "--vault")
     code, err, counts = watch(fleet, vault, work, job)
     assert code == 0, err  # missing objects are an answer, not a failure
     assert counts == {"missing": 4}  # each file asked about, as attached
 
-    assert dmp(None, vault, work, "manifest", "--archive", "-m",
-               "manifest.sha256").returncode == 0
+    assert dmp(None, vault, work, "manifest", "--archive", "-m", "manifest.sha256").returncode == 0
     job = submit(fleet, vault, work, "--vault")
     code, err, counts = watch(fleet, vault, work, job)
     assert (code, counts) == (0, {"present": 4}), err
@@ -145,10 +151,10 @@ def test_detached_vault_and_fetch(fleet: str, vault: Vault, work: Path,
         assert (restore / name).read_bytes() == data
 
 
-def test_detached_fetch_failure_fails_the_watch(fleet: str, vault: Vault, work: Path,
-                                                tmp_path: Path) -> None:
-    assert dmp(None, vault, work, "manifest", "--archive", "-m",
-               "manifest.sha256").returncode == 0
+def test_detached_fetch_failure_fails_the_watch(
+    fleet: str, vault: Vault, work: Path, tmp_path: Path
+) -> None:
+    assert dmp(None, vault, work, "manifest", "--archive", "-m", "manifest.sha256").returncode == 0
     restore = tmp_path / "restore"
     (restore / "data").mkdir(parents=True)
     shutil.copy(work / "manifest.sha256", restore)
@@ -161,26 +167,38 @@ def test_detached_fetch_failure_fails_the_watch(fleet: str, vault: Vault, work: 
     assert (restore / "data" / "a.txt").read_bytes() == b"local edits\n"
 
 
-@pytest.mark.parametrize("mode", ["--vault", "--archive", "--fetch"],
-                         ids=["vault", "archive", "fetch"])
+@pytest.mark.parametrize(
+    "mode", ["--vault", "--archive", "--fetch"], ids=["vault", "archive", "fetch"]
+)
 def test_detach_needs_a_broker(mode: str, work: Path) -> None:
-    result = run("manifest", mode, "--detach", "-m", "manifest.sha256", cwd=work,
-                 broker_url=None, DMP_VAULT="file:///nonexistent/vault")
+    result = run(
+        "manifest",
+        mode,
+        "--detach",
+        "-m",
+        "manifest.sha256",
+        cwd=work,
+        broker_url=None,
+        DMP_VAULT="file:///nonexistent/vault",
+    )
     assert result.returncode == 2
-    assert result.stderr == b"dmp: --detach needs DMP_BROKER_URL (a fleet of workers to " \
-        b"run the job)\n"
+    assert (
+        result.stderr == b"dmp: --detach needs DMP_BROKER_URL (a fleet of workers to run the job)\n"
+    )
 
 
-def test_detach_of_an_empty_manifest_submits_nothing(fleet: str, work: Path,
-                                                     tmp_path: Path) -> None:
+def test_detach_of_an_empty_manifest_submits_nothing(
+    fleet: str, work: Path, tmp_path: Path
+) -> None:
     vault = new_vault("file", tmp_path)
     (work / "manifest.sha256").write_bytes(b"not a manifest line\n")
-    result = dmp(fleet, vault, work, "manifest", "--archive", "--detach", "-m",
-                 "manifest.sha256")
+    result = dmp(fleet, vault, work, "manifest", "--archive", "--detach", "-m", "manifest.sha256")
     assert result.returncode == 1
     assert result.stdout == b""
-    assert result.stderr == b"dmp: manifest.sha256: no properly formatted SHA256 checksum " \
+    assert (
+        result.stderr == b"dmp: manifest.sha256: no properly formatted SHA256 checksum "
         b"lines found\n"
+    )
 
 
 def test_detach_warns_of_misformatted_lines(fleet: str, work: Path, tmp_path: Path) -> None:
@@ -188,18 +206,19 @@ def test_detach_warns_of_misformatted_lines(fleet: str, work: Path, tmp_path: Pa
     vault = new_vault("file", tmp_path)
     with open(work / "manifest.sha256", "ab") as stream:
         stream.write(b"not a manifest line\n")
-    submitted = dmp(fleet, vault, work, "manifest", "--archive", "--detach", "-m",
-                    "manifest.sha256")
+    submitted = dmp(
+        fleet, vault, work, "manifest", "--archive", "--detach", "-m", "manifest.sha256"
+    )
     assert submitted.returncode == 0, submitted.stderr
-    assert submitted.stderr.endswith(b"dmp: WARNING: 1 line is improperly formatted "
-                                     b"(skipped)\n")
+    assert submitted.stderr.endswith(b"dmp: WARNING: 1 line is improperly formatted (skipped)\n")
     code, err, counts = watch(fleet, vault, work, submitted.stdout.decode().strip())
     assert (code, counts) == (0, {"uploaded": 3, "skipped": 1}), err
     assert vault.objects() == OBJECTS
 
 
 def test_detached_vault_strict_fails_the_job_on_misformatted_lines(
-        fleet: str, work: Path, tmp_path: Path) -> None:
+    fleet: str, work: Path, tmp_path: Path
+) -> None:
     """As attached: every good line is asked about, and the job fails at the end."""
     vault = new_vault("file", tmp_path)
     with open(work / "manifest.sha256", "ab") as stream:
@@ -215,7 +234,8 @@ def test_detached_vault_strict_fails_the_job_on_misformatted_lines(
 
 
 def test_detached_archive_takes_a_copy_when_the_first_file_is_gone(
-        fleet: str, work: Path, tmp_path: Path) -> None:
+    fleet: str, work: Path, tmp_path: Path
+) -> None:
     """Content whose first file has gone since the manifest was made is archived from a
     copy, as attached; the job still fails for the file that is gone."""
     vault = new_vault("file", tmp_path)

@@ -45,6 +45,7 @@ def _stuck_in_pipe(session: int, timeout: float = 30.0) -> int:
 
 def _feed(fifo: Path) -> threading.Thread:
     """Write the pipe's content once a reader opens it (open blocks until then)."""
+
     def feed() -> None:
         with open(fifo, "wb") as stream:
             stream.write(FIFO_CONTENT)
@@ -85,8 +86,14 @@ def _counted_once(work: Path, url: str) -> None:
     assert job["counts"] == {"ok": 21}
 
 
-def _kill_and_rescue(url: str, doomed: subprocess.Popen[bytes], proc: subprocess.Popen[bytes],
-                     work: Path, logs: Path, env: dict[str, str]) -> tuple[bytes, bytes]:
+def _kill_and_rescue(
+    url: str,
+    doomed: subprocess.Popen[bytes],
+    proc: subprocess.Popen[bytes],
+    work: Path,
+    logs: Path,
+    env: dict[str, str],
+) -> tuple[bytes, bytes]:
     """Once ``doomed`` is stuck opening the pipe, SIGKILL it whole, start a second worker
     ("rescuer"), feed the pipe, and let ``proc`` finish: its stdout and stderr."""
     _stuck_in_pipe(doomed.pid)
@@ -103,9 +110,14 @@ def test_sigkilled_worker_job_completes_counted_once(tmp_path: Path) -> None:
     """The whole worker dies: its batch comes back after the redelivery timeout."""
     work, expected = _tree(tmp_path)
     with redis_server() as server, worker(server.url, "doomed", tmp_path, **ENV) as doomed:
-        check = subprocess.Popen(CHECK, cwd=work, env=fleet_env(server.url, **ENV),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 start_new_session=True)
+        check = subprocess.Popen(
+            CHECK,
+            cwd=work,
+            env=fleet_env(server.url, **ENV),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             out, err = _kill_and_rescue(server.url, doomed, check, work, tmp_path, ENV)
         finally:
@@ -121,9 +133,14 @@ def test_sigkilled_pool_process_batch_runs_again(tmp_path: Path) -> None:
     queue at once (reject_on_worker_lost) and runs it in a new process."""
     work, expected = _tree(tmp_path)
     with redis_server() as server, worker(server.url, "survivor", tmp_path, **ENV) as alive:
-        check = subprocess.Popen(CHECK, cwd=work, env=fleet_env(server.url, **ENV),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 start_new_session=True)
+        check = subprocess.Popen(
+            CHECK,
+            cwd=work,
+            env=fleet_env(server.url, **ENV),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             first = _stuck_in_pipe(alive.pid)
             assert first != alive.pid
@@ -164,17 +181,21 @@ def _keyed(vault: Vault) -> dict[str, bytes]:
     return stored
 
 
-def test_sigkilled_worker_mid_archive_second_worker_finishes(tmp_path: Path,
-                                                              vault: Vault) -> None:
+def test_sigkilled_worker_mid_archive_second_worker_finishes(tmp_path: Path, vault: Vault) -> None:
     """The worker dies in batch 2 after archiving two of its files: a second worker runs
     the batch again, finds those two archived, and the job ends with every file in the
     vault once, each counted once."""
     work, _ = _tree(tmp_path)
     env = {**ENV, **vault.env}
     with redis_server() as server, worker(server.url, "doomed", tmp_path, **env) as doomed:
-        archive = subprocess.Popen(ARCHIVE, cwd=work, env=fleet_env(server.url, **env),
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True)
+        archive = subprocess.Popen(
+            ARCHIVE,
+            cwd=work,
+            env=fleet_env(server.url, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             out, err = _kill_and_rescue(server.url, doomed, archive, work, tmp_path, env)
         finally:
@@ -200,9 +221,9 @@ def test_sigkilled_worker_mid_archive_second_worker_finishes(tmp_path: Path,
     # The pipe, drained, becomes a plain file of what it said: the same manifest again.
     (work / "f10").unlink()
     (work / "f10").write_bytes(FIFO_CONTENT)
-    again = run("manifest", "--archive", "-m", "m.sha256", cwd=work, broker_url=None,
-                **vault.env)
+    again = run("manifest", "--archive", "-m", "m.sha256", cwd=work, broker_url=None, **vault.env)
     assert again.returncode == 0, again.stderr
-    assert again.stderr.endswith(b"dmp: 0 files (0 B) uploaded, 21 skipped as already "
-                                 b"archived, 0 failed\n")
+    assert again.stderr.endswith(
+        b"dmp: 0 files (0 B) uploaded, 21 skipped as already archived, 0 failed\n"
+    )
     assert _keyed(vault) == objects

@@ -39,8 +39,9 @@ def test_a_batch_recorded_twice_counts_once(store: JobStore) -> None:
 
 
 @pytest.mark.parametrize("total_first", [True, False], ids=["total-first", "windows-first"])
-def test_done_when_every_window_is_in_whatever_the_order(store: JobStore,
-                                                         total_first: bool) -> None:
+def test_done_when_every_window_is_in_whatever_the_order(
+    store: JobStore, total_first: bool
+) -> None:
     job = new_job(store)
     if total_first:
         store.set_total(job, windows=2, batches=3, items=5)
@@ -55,8 +56,9 @@ def test_done_when_every_window_is_in_whatever_the_order(store: JobStore,
 
 
 @pytest.mark.parametrize("total_first", [True, False], ids=["total-first", "batches-first"])
-def test_done_when_every_batch_is_in_without_a_chord_callback(store: JobStore,
-                                                             total_first: bool) -> None:
+def test_done_when_every_batch_is_in_without_a_chord_callback(
+    store: JobStore, total_first: bool
+) -> None:
     """Every count is in once every batch has recorded itself: a chord callback that
     never comes (its worker died; it runs again only after the redelivery timeout) does
     not hold the job open."""
@@ -94,8 +96,10 @@ def test_cancel_wins_over_done(store: JobStore) -> None:
 
 def test_errors_are_capped(store: JobStore) -> None:
     job = new_job(store)
-    errors = [json.dumps({"path": f"f{i}", "status": "missing", "error": "gone"})
-              for i in range(ERRORS_KEPT + 300)]
+    errors = [
+        json.dumps({"path": f"f{i}", "status": "missing", "error": "gone"})
+        for i in range(ERRORS_KEPT + 300)
+    ]
     store.record_batch(job, 0, {"files": len(errors), "s:missing": len(errors)}, None, errors)
     kept = store.errors(job, limit=10 * ERRORS_KEPT)
     assert ERRORS_KEPT <= len(kept) < ERRORS_KEPT + 300
@@ -129,13 +133,22 @@ def test_a_lost_batch_fails_the_job(store: JobStore) -> None:
     assert job_failed(info)
 
 
-@pytest.mark.parametrize(("op", "status", "fails"), [
-    ("check", "ok", False), ("check", "misformatted", True), ("check", "failed", True),
-    ("check", "missing", True), ("head", "missing", False), ("upload", "refused", True),
-    ("upload", "skipped", False), ("download", "fetched", False), ("check", "lost", True),
-], ids=lambda value: str(value))
-def test_which_statuses_fail_a_job(store: JobStore, op: str, status: str,
-                                   fails: bool) -> None:
+@pytest.mark.parametrize(
+    ("op", "status", "fails"),
+    [
+        ("check", "ok", False),
+        ("check", "misformatted", True),
+        ("check", "failed", True),
+        ("check", "missing", True),
+        ("head", "missing", False),
+        ("upload", "refused", True),
+        ("upload", "skipped", False),
+        ("download", "fetched", False),
+        ("check", "lost", True),
+    ],
+    ids=lambda value: str(value),
+)
+def test_which_statuses_fail_a_job(store: JobStore, op: str, status: str, fails: bool) -> None:
     job = new_job(store, op=op)
     store.record_batch(job, 0, {"files": 1, f"s:{status}": 1}, None, [])
     store.set_total(job, windows=0, batches=1, items=1)
@@ -143,27 +156,59 @@ def test_which_statuses_fail_a_job(store: JobStore, op: str, status: str,
     assert info is not None and job_failed(info) is fails
 
 
-@pytest.mark.parametrize(("op", "rules", "counts", "extra", "reason"), [
-    ("check", {}, {"ok": 1, "misformatted": 1}, {}, None),
-    ("check", {"strict": 1}, {"ok": 1, "misformatted": 1}, {},
-     "1 line is improperly formatted (--strict)"),
-    ("check", {}, {"misformatted": 2}, {}, "no properly formatted checksum lines found"),
-    ("check", {"ignore_missing": 1}, {"ok": 1, "missing": 1}, {}, None),
-    ("check", {"ignore_missing": 1}, {"missing": 2}, {},
-     "no file was verified (--ignore-missing)"),
-    ("head", {"strict": 1}, {"present": 1}, {"misformatted": 2},
-     "2 lines are improperly formatted (--strict)"),
-    ("head", {}, {"present": 1}, {"misformatted": 2}, None),
-], ids=["misformatted", "strict", "no-lines", "ignore-missing", "none-verified",
-        "vault-strict", "vault-lenient"])
+@pytest.mark.parametrize(
+    ("op", "rules", "counts", "extra", "reason"),
+    [
+        ("check", {}, {"ok": 1, "misformatted": 1}, {}, None),
+        (
+            "check",
+            {"strict": 1},
+            {"ok": 1, "misformatted": 1},
+            {},
+            "1 line is improperly formatted (--strict)",
+        ),
+        ("check", {}, {"misformatted": 2}, {}, "no properly formatted checksum lines found"),
+        ("check", {"ignore_missing": 1}, {"ok": 1, "missing": 1}, {}, None),
+        (
+            "check",
+            {"ignore_missing": 1},
+            {"missing": 2},
+            {},
+            "no file was verified (--ignore-missing)",
+        ),
+        (
+            "head",
+            {"strict": 1},
+            {"present": 1},
+            {"misformatted": 2},
+            "2 lines are improperly formatted (--strict)",
+        ),
+        ("head", {}, {"present": 1}, {"misformatted": 2}, None),
+    ],
+    ids=[
+        "misformatted",
+        "strict",
+        "no-lines",
+        "ignore-missing",
+        "none-verified",
+        "vault-strict",
+        "vault-lenient",
+    ],
+)
 def test_the_submitting_commands_rules_decide_a_job(
-        store: JobStore, op: str, rules: dict[str, int], counts: dict[str, int],
-        extra: dict[str, int], reason: str | None) -> None:
+    store: JobStore,
+    op: str,
+    rules: dict[str, int],
+    counts: dict[str, int],
+    extra: dict[str, int],
+    reason: str | None,
+) -> None:
     job = uuid.uuid4().hex[:12]
     store.create(job, {"op": op, "host": "here", "command": "dmp test", **rules})
     files = sum(counts.values())
-    store.record_batch(job, 0, {"files": files, **{f"s:{k}": n for k, n in counts.items()}},
-                       None, [])
+    store.record_batch(
+        job, 0, {"files": files, **{f"s:{k}": n for k, n in counts.items()}}, None, []
+    )
     assert store.finish_window(job, 0, {"files": files})
     store.set_total(job, windows=1, batches=1, items=files, extra=extra)
     info = store.info(job)

@@ -27,32 +27,50 @@ def make_certificates(directory: Path) -> None:
     def name(common_name: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
-    def certificate(subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
-                    signer: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
-        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-                   .public_key(key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - timedelta(minutes=5))
-                   .not_valid_after(now + timedelta(days=1))
-                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True))
+    def certificate(
+        subject: x509.Name,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), True)
+        )
         if not ca:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                False,
+            )
         return builder.sign(signer, hashes.SHA256())
 
     def save(name: str, data: bytes) -> None:
         (directory / name).write_bytes(data)
 
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), \
-        ec.generate_private_key(ec.SECP256R1())
+    ca_key, server_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
     ca_name = name("dmp test CA")
     ca = certificate(ca_name, ca_key, ca_name, ca_key, ca=True)
     server = certificate(name("127.0.0.1"), server_key, ca_name, ca_key, ca=False)
     save("ca.pem", ca.public_bytes(serialization.Encoding.PEM))
     save("server.pem", server.public_bytes(serialization.Encoding.PEM))
-    save("server.key", server_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
+    save(
+        "server.key",
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        ),
+    )
 
 
 def test_tls_with_password(tmp_path: Path) -> None:
@@ -66,12 +84,25 @@ def test_tls_with_password(tmp_path: Path) -> None:
     port = free_port()
     secret = "tls-pa55word"
     # redis_server() also opens a plain port, which the test leaves alone.
-    tls = ["--tls-port", str(port), "--tls-cert-file", str(certs / "server.pem"),
-           "--tls-key-file", str(certs / "server.key"), "--tls-ca-cert-file",
-           str(certs / "ca.pem"), "--tls-auth-clients", "no", "--requirepass", secret]
+    tls = [
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        str(certs / "server.pem"),
+        "--tls-key-file",
+        str(certs / "server.key"),
+        "--tls-ca-cert-file",
+        str(certs / "ca.pem"),
+        "--tls-auth-clients",
+        "no",
+        "--requirepass",
+        secret,
+    ]
     with redis_server(*tls):
-        url = (f"rediss://:{secret}@127.0.0.1:{port}/0?ssl_cert_reqs=required"
-               f"&ssl_ca_certs={certs / 'ca.pem'}")
+        url = (
+            f"rediss://:{secret}@127.0.0.1:{port}/0?ssl_cert_reqs=required"
+            f"&ssl_ca_certs={certs / 'ca.pem'}"
+        )
         work = data.parent
         args = ["manifest", "--create", "--dir", "data"]
         with worker(url, "tls", tmp_path):

@@ -40,14 +40,16 @@ def test_round_trip(site: tuple[Path, Path, dict[str, str]], tmp_path: Path) -> 
     before = dmp("manifest", "--vault", "-m", "manifest.sha256", cwd=work, env=env)
     assert before.returncode == 0
     assert before.stdout.count(b": NOT in the vault\n") == len(FILES)
-    assert any("WARNING: 4 of 4 files are not in the vault" in line
-               for line in stderr_lines(before))
+    assert any(
+        "WARNING: 4 of 4 files are not in the vault" in line for line in stderr_lines(before)
+    )
 
     archived = dmp("manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env)
     assert archived.returncode == 0, archived.stderr
     assert b"data/a.txt: uploaded (6 B)\n" in archived.stdout
-    assert stderr_lines(archived)[-1] == ("dmp: 3 files (100.0 KiB) uploaded, 1 skipped as "
-                                          "already archived, 0 failed")
+    assert stderr_lines(archived)[-1] == (
+        "dmp: 3 files (100.0 KiB) uploaded, 1 skipped as already archived, 0 failed"
+    )
     assert len(listing(vault)) == distinct()
     for data in FILES.values():
         assert vault_path(vault, data).read_bytes() == data
@@ -61,13 +63,11 @@ def test_round_trip(site: tuple[Path, Path, dict[str, str]], tmp_path: Path) -> 
 
     target = tmp_path / "restore"
     target.mkdir()
-    fetched = dmp("manifest", "--fetch", "-m", str(work / "manifest.sha256"), cwd=target,
-                  env=env)
+    fetched = dmp("manifest", "--fetch", "-m", str(work / "manifest.sha256"), cwd=target, env=env)
     assert fetched.returncode == 0, fetched.stderr
     for name, data in FILES.items():
         assert (target / name).read_bytes() == data
-    check = dmp("manifest", "--check", "-m", str(work / "manifest.sha256"), cwd=target,
-                env=env)
+    check = dmp("manifest", "--check", "-m", str(work / "manifest.sha256"), cwd=target, env=env)
     assert check.returncode == 0
 
 
@@ -76,9 +76,16 @@ def test_json_rows(site: tuple[Path, Path, dict[str, str]]) -> None:
     result = dmp("--json", "manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env)
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["type"] for r in rows] == ["file"] * len(FILES) + ["summary"]
-    assert rows[-1] | {"bytes": 0} == {"type": "summary", "files": 4, "uploaded": 3,
-                                        "bytes": 0, "skipped": 1, "failed": 0,
-                                        "dry_run": False, "misformatted": 0}
+    assert rows[-1] | {"bytes": 0} == {
+        "type": "summary",
+        "files": 4,
+        "uploaded": 3,
+        "bytes": 0,
+        "skipped": 1,
+        "failed": 0,
+        "dry_run": False,
+        "misformatted": 0,
+    }
     result = dmp("--json", "manifest", "--vault", "-m", "manifest.sha256", cwd=work, env=env)
     summary = json.loads(result.stdout.splitlines()[-1])
     assert (summary["present"], summary["missing"], summary["distinct"]) == (4, 0, 3)
@@ -86,8 +93,7 @@ def test_json_rows(site: tuple[Path, Path, dict[str, str]]) -> None:
 
 def test_dry_runs_move_nothing(site: tuple[Path, Path, dict[str, str]], tmp_path: Path) -> None:
     work, vault, env = site
-    result = dmp("manifest", "--archive", "--dry-run", "-m", "manifest.sha256", cwd=work,
-                 env=env)
+    result = dmp("manifest", "--archive", "--dry-run", "-m", "manifest.sha256", cwd=work, env=env)
     assert result.returncode == 0
     assert b"data/a.txt: would upload (6 B) to file://" in result.stdout
     assert "3 files (100.0 KiB) would be uploaded" in result.stderr.decode()
@@ -95,8 +101,9 @@ def test_dry_runs_move_nothing(site: tuple[Path, Path, dict[str, str]], tmp_path
     dmp("manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env)
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = dmp("manifest", "--fetch", "-n", "-m", str(work / "manifest.sha256"), cwd=empty,
-                 env=env)
+    result = dmp(
+        "manifest", "--fetch", "-n", "-m", str(work / "manifest.sha256"), cwd=empty, env=env
+    )
     assert result.returncode == 0
     assert "4 files (100.0 KiB) would be fetched" in result.stderr.decode()
     assert os.listdir(empty) == []
@@ -123,26 +130,29 @@ def test_fetch_errors(site: tuple[Path, Path, dict[str, str]], tmp_path: Path) -
     result = dmp("manifest", "--fetch", "-m", "manifest.sha256", cwd=work, env=env)
     assert result.returncode == 1
     lines = stderr_lines(result)
-    assert any("data/a.txt: exists with another checksum" in line and "--overwrite" in line
-               for line in lines)
+    assert any(
+        "data/a.txt: exists with another checksum" in line and "--overwrite" in line
+        for line in lines
+    )
     assert "dmp: data/sub/b.bin: not in the vault" in lines
     assert (work / "data/a.txt").read_bytes() == b"local edit\n"
-    result = dmp("manifest", "--fetch", "--overwrite", "-m", "manifest.sha256", cwd=work,
-                 env=env)
+    result = dmp("manifest", "--fetch", "--overwrite", "-m", "manifest.sha256", cwd=work, env=env)
     assert result.returncode == 1  # b.bin is still missing from the vault
     assert (work / "data/a.txt").read_bytes() == FILES["data/a.txt"]
 
 
-def test_fetch_refuses_unsafe_paths(site: tuple[Path, Path, dict[str, str]],
-                                    tmp_path: Path) -> None:
+def test_fetch_refuses_unsafe_paths(
+    site: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
     work, _vault, env = site
     dmp("manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env)
     digest = sha(FILES["data/a.txt"])
     outside = tmp_path / "outside"
     outside.mkdir()
     manifest = tmp_path / "evil.sha256"
-    manifest.write_text(f'{digest}  "{outside}/abs.txt"\n{digest}  "../escape.txt"\n'
-                        f'{digest}  "link/through.txt"\n')
+    manifest.write_text(
+        f'{digest}  "{outside}/abs.txt"\n{digest}  "../escape.txt"\n{digest}  "link/through.txt"\n'
+    )
     target = tmp_path / "target"
     target.mkdir()
     os.symlink(outside, target / "link")
@@ -153,39 +163,68 @@ def test_fetch_refuses_unsafe_paths(site: tuple[Path, Path, dict[str, str]],
     assert "'..' leaves the working directory" in text
     assert "link is a symbolic link; dmp does not write through it" in text
     assert os.listdir(outside) == [] and not (tmp_path / "escape.txt").exists()
-    result = dmp("manifest", "--fetch", "--absolute-names", "-m", str(manifest), cwd=target,
-                 env=env)
+    result = dmp(
+        "manifest", "--fetch", "--absolute-names", "-m", str(manifest), cwd=target, env=env
+    )
     assert (outside / "abs.txt").exists() and (tmp_path / "escape.txt").exists()
     assert not (outside / "through.txt").exists()  # never through a link, even so
     assert result.returncode == 1
 
 
-def test_archive_with_path_on_a_file_vault(site: tuple[Path, Path, dict[str, str]],
-                                           tmp_path: Path) -> None:
+def test_archive_with_path_on_a_file_vault(
+    site: tuple[Path, Path, dict[str, str]], tmp_path: Path
+) -> None:
     work, vault, env = site
     dest = tmp_path / "dest"
-    result = dmp("manifest", "--archive", "--path", f"file://{dest}/run1", "-m",
-                 "manifest.sha256", cwd=work, env=env)
+    result = dmp(
+        "manifest",
+        "--archive",
+        "--path",
+        f"file://{dest}/run1",
+        "-m",
+        "manifest.sha256",
+        cwd=work,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert (dest / "run1/data/sub/b.bin").read_bytes() == FILES["data/sub/b.bin"]
     assert len(listing(vault)) == distinct()
-    result = dmp("manifest", "--archive", "--all", "--path", f"file://{dest}/run1", "-m",
-                 "manifest.sha256", cwd=work, env=env)
+    result = dmp(
+        "manifest",
+        "--archive",
+        "--all",
+        "--path",
+        f"file://{dest}/run1",
+        "-m",
+        "manifest.sha256",
+        cwd=work,
+        env=env,
+    )
     assert result.returncode == 0
     assert len(listing(dest / "run1")) == len(FILES)
     assert "1 file (6 B) uploaded, 3 skipped" in stderr_lines(result)[-1]
 
 
-@pytest.mark.parametrize(("args", "code", "text"), [
-    (["--archive", "--all"], 2, "--all needs --path"),
-    (["--archive", "--path", "s3://bucket/p"], 2, "another kind of store"),
-    (["--archive", "--path", "ftp://x/y"], 2, "not an s3://bucket/prefix or file:///dir URL"),
-    (["--fetch", "--path", "s3://b/p"], 2, "--path does not apply to --fetch"),
-    (["--vault", "--overwrite"], 2, "--overwrite does not apply to --vault"),
-], ids=["all-without-path", "path-other-kind", "path-bad-url", "path-on-fetch",
-        "overwrite-on-vault"])
-def test_usage_errors(site: tuple[Path, Path, dict[str, str]], args: list[str], code: int,
-                      text: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (["--archive", "--all"], 2, "--all needs --path"),
+        (["--archive", "--path", "s3://bucket/p"], 2, "another kind of store"),
+        (["--archive", "--path", "ftp://x/y"], 2, "not an s3://bucket/prefix or file:///dir URL"),
+        (["--fetch", "--path", "s3://b/p"], 2, "--path does not apply to --fetch"),
+        (["--vault", "--overwrite"], 2, "--overwrite does not apply to --vault"),
+    ],
+    ids=[
+        "all-without-path",
+        "path-other-kind",
+        "path-bad-url",
+        "path-on-fetch",
+        "overwrite-on-vault",
+    ],
+)
+def test_usage_errors(
+    site: tuple[Path, Path, dict[str, str]], args: list[str], code: int, text: str
+) -> None:
     work, _, env = site
     one_error(dmp("manifest", *args, "-m", "manifest.sha256", cwd=work, env=env), code, text)
 
@@ -193,24 +232,34 @@ def test_usage_errors(site: tuple[Path, Path, dict[str, str]], args: list[str], 
 @pytest.mark.parametrize("mode", ["--vault", "--archive", "--fetch"])
 def test_missing_manifest(site: tuple[Path, Path, dict[str, str]], mode: str) -> None:
     work, _, env = site
-    one_error(dmp("manifest", mode, "-m", "nope.sha256", cwd=work, env=env), 1,
-              "nope.sha256: No such file or directory")
+    one_error(
+        dmp("manifest", mode, "-m", "nope.sha256", cwd=work, env=env),
+        1,
+        "nope.sha256: No such file or directory",
+    )
 
 
 @pytest.mark.parametrize("mode", ["--vault", "--archive", "--fetch"])
-def test_missing_vault_directory(site: tuple[Path, Path, dict[str, str]], tmp_path: Path,
-                                 mode: str) -> None:
+def test_missing_vault_directory(
+    site: tuple[Path, Path, dict[str, str]], tmp_path: Path, mode: str
+) -> None:
     work, _, env = site
     env = {**env, "DMP_VAULT": f"file://{tmp_path}/absent"}
-    one_error(dmp("manifest", mode, "-m", "manifest.sha256", cwd=work, env=env), 1,
-              "absent: no such directory")
+    one_error(
+        dmp("manifest", mode, "-m", "manifest.sha256", cwd=work, env=env),
+        1,
+        "absent: no such directory",
+    )
 
 
 def test_manifest_without_entries(site: tuple[Path, Path, dict[str, str]]) -> None:
     work, _, env = site
     (work / "junk").write_text("not a manifest line\n")
-    one_error(dmp("manifest", "--vault", "-m", "junk", cwd=work, env=env), 1,
-              "junk: no properly formatted SHA256 checksum lines found")
+    one_error(
+        dmp("manifest", "--vault", "-m", "junk", cwd=work, env=env),
+        1,
+        "junk: no properly formatted SHA256 checksum lines found",
+    )
 
 
 def test_improperly_formatted_lines(site: tuple[Path, Path, dict[str, str]]) -> None:
@@ -227,8 +276,7 @@ def test_improperly_formatted_lines(site: tuple[Path, Path, dict[str, str]]) -> 
     assert "dmp: WARNING: 1 line is improperly formatted (skipped)" in stderr_lines(archived)
 
 
-def test_a_copy_stands_in_for_a_changed_first_file(site: tuple[Path, Path, dict[str, str]]
-                                                   ) -> None:
+def test_a_copy_stands_in_for_a_changed_first_file(site: tuple[Path, Path, dict[str, str]]) -> None:
     work, vault, env = site
     (work / "data/a.txt").write_bytes(b"edited\n")
     result = dmp("-q", "manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env)
@@ -252,8 +300,13 @@ def _on_a_terminal(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a size
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "dmp_cli", *args], cwd=cwd, env=env,
-                                stdout=subprocess.DEVNULL, stderr=slave)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dmp_cli", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+        )
         os.close(slave)
         drawn = b""
         while True:

@@ -45,8 +45,13 @@ class Site:
 
 @pytest.fixture
 def site(s3_server: Service, tmp_path: Path) -> Iterator[Site]:
-    s3 = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     work = tmp_path / "work"
     work.mkdir()
     make_tree(work)
@@ -70,7 +75,8 @@ def test_archive_vault_fetch(site: Site, tmp_path: Path) -> None:
     archived = run(site, "--archive", "-m", "manifest.sha256")
     assert archived.returncode == 0, archived.stderr
     assert archived.stderr.decode().splitlines()[-1] == (
-        "dmp: 3 files (100.0 KiB) uploaded, 1 skipped as already archived, 0 failed")
+        "dmp: 3 files (100.0 KiB) uploaded, 1 skipped as already archived, 0 failed"
+    )
     assert site.keys() == sorted(site.vault_key(d) for d in set(FILES.values()))
     for data in FILES.values():
         head = site.s3.head_object(Bucket=site.bucket, Key=site.vault_key(data))
@@ -80,8 +86,7 @@ def test_archive_vault_fetch(site: Site, tmp_path: Path) -> None:
     assert "0 files (0 B) uploaded, 4 skipped as already archived" in again.stderr.decode()
 
     after = run(site, "--vault", "-m", "manifest.sha256")
-    assert after.stdout.count(b": in the vault\n") == len(FILES) and b"WARNING" not in \
-        after.stderr
+    assert after.stdout.count(b": in the vault\n") == len(FILES) and b"WARNING" not in after.stderr
 
     restore = tmp_path / "restore"
     restore.mkdir()
@@ -130,32 +135,33 @@ def test_archive_to_path_copies_into_vault(site: Site) -> None:
     assert result.returncode == 0, result.stderr
     # One upload per missing checksum, under its manifest path; the vault by copy.
     assert site.keys(dest) == ["run1/data/a.txt", "run1/data/sub/b.bin"]
-    assert site.keys() == sorted(site.vault_key(d) for d in set(FILES.values())
-                                 if d != FILES['data/odd "name"\n.txt'])
+    assert site.keys() == sorted(
+        site.vault_key(d) for d in set(FILES.values()) if d != FILES['data/odd "name"\n.txt']
+    )
     head = site.s3.head_object(Bucket=site.bucket, Key=site.vault_key(FILES["data/a.txt"]))
     assert head["Metadata"] == {"sha256": sha(FILES["data/a.txt"])}
     again = run(site, "--archive", "--path", f"s3://{dest}/run1", "-m", "manifest.sha256")
     assert "0 files (0 B) uploaded" in again.stderr.decode()
 
-    result = run(site, "--archive", "--all", "--path", f"s3://{dest}/run1", "-m",
-                 "manifest.sha256")
+    result = run(site, "--archive", "--all", "--path", f"s3://{dest}/run1", "-m", "manifest.sha256")
     assert result.returncode == 0
     assert len(site.keys(dest)) == 3  # --all: every file, in the vault or not
     assert "1 file (6 B) uploaded, 2 skipped" in result.stderr.decode()
-    result = run(site, "--archive", "--all", "--path", f"s3://{dest}/run1", "-m",
-                 "manifest.sha256")
+    result = run(site, "--archive", "--all", "--path", f"s3://{dest}/run1", "-m", "manifest.sha256")
     assert "0 files (0 B) uploaded, 3 skipped" in result.stderr.decode()
 
 
 def test_archive_default_destination(site: Site) -> None:
     staging = site.new_bucket()
-    result = run(site, "--archive", "-m", "manifest.sha256",
-                 DMP_ARCHIVE_DEFAULT=f"s3://{staging}/incoming")
+    result = run(
+        site, "--archive", "-m", "manifest.sha256", DMP_ARCHIVE_DEFAULT=f"s3://{staging}/incoming"
+    )
     assert result.returncode == 0, result.stderr
     assert site.keys(staging) == sorted(f"incoming/{sha(d)}" for d in set(FILES.values()))
     assert site.keys() == []
-    result = run(site, "--archive", "-m", "manifest.sha256",
-                 DMP_ARCHIVE_DEFAULT=f"s3://{staging}/incoming")
+    result = run(
+        site, "--archive", "-m", "manifest.sha256", DMP_ARCHIVE_DEFAULT=f"s3://{staging}/incoming"
+    )
     assert "0 files (0 B) uploaded" in result.stderr.decode()
 
 
@@ -165,8 +171,9 @@ def test_dry_run_and_json(site: Site, tmp_path: Path) -> None:
     assert f"to s3://{site.bucket}/object/".encode() in result.stdout
     assert "3 files (100.0 KiB) would be uploaded" in result.stderr.decode()
     assert site.keys() == []
-    result = dmp("--json", "manifest", "--archive", "-m", "manifest.sha256", cwd=site.work,
-                 env=site.env)
+    result = dmp(
+        "--json", "manifest", "--archive", "-m", "manifest.sha256", cwd=site.work, env=site.env
+    )
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert {r["status"] for r in rows[:-1]} == {"uploaded", "skipped"}
     assert rows[-1]["uploaded"] == 3 and rows[-1]["bytes"] == 102_413
@@ -193,45 +200,70 @@ def test_fetch_missing_and_mismatched(site: Site) -> None:
 
 
 def test_checksum_calculation_when_required(site: Site) -> None:
-    result = run(site, "--archive", "-m", "manifest.sha256",
-                 AWS_REQUEST_CHECKSUM_CALCULATION="when_required")
+    result = run(
+        site, "--archive", "-m", "manifest.sha256", AWS_REQUEST_CHECKSUM_CALCULATION="when_required"
+    )
     assert result.returncode == 0, result.stderr
     assert len(site.keys()) == distinct()
 
 
 def test_endpoint_option(site: Site, s3_server: Service) -> None:
     env = {k: v for k, v in site.env.items() if k != "AWS_ENDPOINT_URL"}
-    result = dmp("--endpoint-url", s3_server.url, "manifest", "--archive", "-m",
-                 "manifest.sha256", cwd=site.work, env=env)
+    result = dmp(
+        "--endpoint-url",
+        s3_server.url,
+        "manifest",
+        "--archive",
+        "-m",
+        "manifest.sha256",
+        cwd=site.work,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("mode", ["--vault", "--archive", "--fetch"])
 def test_no_such_bucket(site: Site, mode: str) -> None:
-    one_error(run(site, mode, "-m", "manifest.sha256", DMP_VAULT="s3://dmp-absent-bucket/o"),
-              1, "dmp: s3://dmp-absent-bucket: no such bucket")
+    one_error(
+        run(site, mode, "-m", "manifest.sha256", DMP_VAULT="s3://dmp-absent-bucket/o"),
+        1,
+        "dmp: s3://dmp-absent-bucket: no such bucket",
+    )
 
 
 @pytest.mark.parametrize("mode", ["--vault", "--archive", "--fetch"])
 def test_no_credentials(site: Site, mode: str) -> None:
-    env = {k: v for k, v in site.env.items() if k not in ("AWS_ACCESS_KEY_ID",
-                                                           "AWS_SECRET_ACCESS_KEY")}
-    one_error(dmp("manifest", mode, "-m", "manifest.sha256", cwd=site.work, env=env), 1,
-              "no AWS credentials found")
+    env = {
+        k: v for k, v in site.env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
+    one_error(
+        dmp("manifest", mode, "-m", "manifest.sha256", cwd=site.work, env=env),
+        1,
+        "no AWS credentials found",
+    )
 
 
 def test_unreachable_endpoint(site: Site) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    one_error(run(site, "--vault", "-m", "manifest.sha256", AWS_ENDPOINT_URL=url,
-                  AWS_MAX_ATTEMPTS="1"), 1, f"cannot connect to the S3 endpoint {url}")
+    one_error(
+        run(site, "--vault", "-m", "manifest.sha256", AWS_ENDPOINT_URL=url, AWS_MAX_ATTEMPTS="1"),
+        1,
+        f"cannot connect to the S3 endpoint {url}",
+    )
 
 
 def test_missing_manifest(site: Site) -> None:
-    one_error(run(site, "--archive", "-m", "absent.sha256"), 1,
-              "dmp: absent.sha256: No such file or directory")
+    one_error(
+        run(site, "--archive", "-m", "absent.sha256"),
+        1,
+        "dmp: absent.sha256: No such file or directory",
+    )
     # The manifest is looked at before the store is asked anything.
-    one_error(run(site, "--vault", "-m", "absent.sha256", DMP_VAULT="s3://dmp-absent-b/o"),
-              1, "dmp: absent.sha256: No such file or directory")
+    one_error(
+        run(site, "--vault", "-m", "absent.sha256", DMP_VAULT="s3://dmp-absent-b/o"),
+        1,
+        "dmp: absent.sha256: No such file or directory",
+    )
 
 
 def test_all_without_path(site: Site) -> None:
@@ -245,32 +277,51 @@ def strict_s3() -> Iterator[tuple[str, dict[str, str]]]:
     gets AccessDenied. Yields its URL and that user's credentials."""
     port = free_port()
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_port(port, proc)
         url = f"http://127.0.0.1:{port}"
-        session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                region_name="us-east-1")
+        session = boto3.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        )
         session.client("s3", endpoint_url=url).create_bucket(Bucket="locked")
         iam = session.client("iam", endpoint_url=url)
         iam.create_user(UserName="nobody")
         key = iam.create_access_key(UserName="nobody")["AccessKey"]
-        yield url, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-                    "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+        yield (
+            url,
+            {
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            },
+        )
     finally:
         stop(proc)
 
 
 @pytest.mark.parametrize("mode", ["--vault", "--archive", "--fetch"])
-def test_access_denied(site: Site, strict_s3: tuple[str, dict[str, str]], mode: str,
-                       tmp_path: Path) -> None:
+def test_access_denied(
+    site: Site, strict_s3: tuple[str, dict[str, str]], mode: str, tmp_path: Path
+) -> None:
     url, keys = strict_s3
     empty = tmp_path / "empty"  # so that --fetch has files to ask for
     empty.mkdir()
-    result = run(site, mode, "-m", str(site.work / "manifest.sha256"), cwd=empty,
-                 AWS_ENDPOINT_URL=url, DMP_VAULT="s3://locked/object", **keys)
+    result = run(
+        site,
+        mode,
+        "-m",
+        str(site.work / "manifest.sha256"),
+        cwd=empty,
+        AWS_ENDPOINT_URL=url,
+        DMP_VAULT="s3://locked/object",
+        **keys,
+    )
     one_error(result, 1, "s3://locked/object/")
     assert "access denied" in result.stderr.decode()
 
@@ -278,6 +329,12 @@ def test_access_denied(site: Site, strict_s3: tuple[str, dict[str, str]], mode: 
 def test_credentials_rejected(site: Site, strict_s3: tuple[str, dict[str, str]]) -> None:
     url, _ = strict_s3
     # A PUT, since the answer to a HEAD has no body to name the cause (a bare 403).
-    result = run(site, "--archive", "-m", "manifest.sha256", AWS_ENDPOINT_URL=url,
-                 DMP_VAULT="s3://locked/object")
+    result = run(
+        site,
+        "--archive",
+        "-m",
+        "manifest.sha256",
+        AWS_ENDPOINT_URL=url,
+        DMP_VAULT="s3://locked/object",
+    )
     one_error(result, 1, "credentials rejected (InvalidAccessKeyId)")

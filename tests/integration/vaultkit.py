@@ -30,8 +30,9 @@ def make_tree(root: Path, files: dict[str, bytes] = FILES) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     manifest = root / "manifest.sha256"
-    manifest.write_bytes(b"".join(format_line(Entry(sha(data), name))
-                                  for name, data in files.items()))
+    manifest.write_bytes(
+        b"".join(format_line(Entry(sha(data), name)) for name, data in files.items())
+    )
     return manifest
 
 
@@ -61,5 +62,6 @@ def distinct(files: dict[str, bytes] = FILES) -> int:
 
 
 def listing(root: Path) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, f), root)
-                  for d, _, names in os.walk(root) for f in names)
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, names in os.walk(root) for f in names
+    )

@@ -29,16 +29,27 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_public_names() -> None:
-    assert set(dmp_cli.__all__) >= {"create_manifest", "read_manifest", "check_manifest",
-                                    "CheckResult", "Entry", "DmpError"}
+    assert set(dmp_cli.__all__) >= {
+        "create_manifest",
+        "read_manifest",
+        "check_manifest",
+        "CheckResult",
+        "Entry",
+        "DmpError",
+    }
 
 
 def test_create_returns_entries_in_input_order(tree: Path) -> None:
     odd = os.fsdecode(b"odd name\n\xff")
     entries = create_manifest([odd, "data/*.csv"], dirs=["data"], recursive=True, jobs=2)
-    assert entries == [Entry(sha(b"odd"), odd), Entry(sha(b"a"), "data/a.csv"),
-                       Entry(sha(b"b"), "data/b.csv"), Entry(sha(b"a"), "data/a.csv"),
-                       Entry(sha(b"b"), "data/b.csv"), Entry(sha(b"c"), "data/sub/c.csv")]
+    assert entries == [
+        Entry(sha(b"odd"), odd),
+        Entry(sha(b"a"), "data/a.csv"),
+        Entry(sha(b"b"), "data/b.csv"),
+        Entry(sha(b"a"), "data/a.csv"),
+        Entry(sha(b"b"), "data/b.csv"),
+        Entry(sha(b"c"), "data/sub/c.csv"),
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["dmp", "sha256sum"])
@@ -105,14 +116,24 @@ def test_check_all_ok(tree: Path) -> None:
 
 
 def test_check_reports_failures(tree: Path) -> None:
-    manifest = _write_manifest(tree, f"{sha(b'a')}  data/a.csv\n{sha(b'x')}  data/b.csv\n"
-                                     f"{sha(b'a')}  gone.csv\nnot a line\n{sha(b'a')}  data\n")
+    manifest = _write_manifest(
+        tree,
+        f"{sha(b'a')}  data/a.csv\n{sha(b'x')}  data/b.csv\n"
+        f"{sha(b'a')}  gone.csv\nnot a line\n{sha(b'a')}  data\n",
+    )
     result = check_manifest(manifest)
     assert not result.ok()
     assert [(row["path"], row["status"]) for row in result.failures] == [
-        ("data/b.csv", "failed"), ("gone.csv", "missing"), ("data", "unreadable")]
-    assert (result.counts.matched, result.counts.mismatched, result.counts.unreadable,
-            result.counts.misformatted) == (1, 1, 2, 1)
+        ("data/b.csv", "failed"),
+        ("gone.csv", "missing"),
+        ("data", "unreadable"),
+    ]
+    assert (
+        result.counts.matched,
+        result.counts.mismatched,
+        result.counts.unreadable,
+        result.counts.misformatted,
+    ) == (1, 1, 2, 1)
 
 
 def test_check_strict_and_ignore_missing(tree: Path) -> None:

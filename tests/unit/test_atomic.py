@@ -52,7 +52,8 @@ def test_a_file_that_appears_meanwhile_is_not_clobbered(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("code", [errno.EPERM, errno.EXDEV], ids=["eperm", "exdev"])
 def test_without_hard_links_the_name_is_still_claimed_exclusively(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
     def no_link(source: str, target: str) -> None:
         raise OSError(code, os.strerror(code))
 

@@ -10,8 +10,13 @@ from dmp_cli.errors import StoreError
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS",
-                 "AWS_REQUEST_CHECKSUM_CALCULATION"):
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_PROFILE",
+        "AWS_RETRY_MODE",
+        "AWS_MAX_ATTEMPTS",
+        "AWS_REQUEST_CHECKSUM_CALCULATION",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -39,8 +44,9 @@ def test_endpoint_option_and_variable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("value", ["when_required", "when_supported"])
-def test_checksum_calculation_follows_the_variable(monkeypatch: pytest.MonkeyPatch,
-                                                   value: str) -> None:
+def test_checksum_calculation_follows_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", value)
     assert s3_client({}).meta.config.request_checksum_calculation == value
 

@@ -27,10 +27,23 @@ def counts(*rows: dict[str, object], ignore_missing: bool = False) -> CheckCount
 
 def test_add_classifies_rows() -> None:
     result = CheckCounts()
-    assert [result.add(r) for r in (OK, FAILED, MISSING, UNREADABLE, ERROR, BAD)] == \
-        ["ok", "failed", "unreadable", "unreadable", "unreadable", "misformatted"]
-    assert result == CheckCounts(properly_formatted=5, misformatted=1, unreadable=3,
-                                 mismatched=1, matched=1, ignored=0, bytes=12)
+    assert [result.add(r) for r in (OK, FAILED, MISSING, UNREADABLE, ERROR, BAD)] == [
+        "ok",
+        "failed",
+        "unreadable",
+        "unreadable",
+        "unreadable",
+        "misformatted",
+    ]
+    assert result == CheckCounts(
+        properly_formatted=5,
+        misformatted=1,
+        unreadable=3,
+        mismatched=1,
+        matched=1,
+        ignored=0,
+        bytes=12,
+    )
 
 
 def test_add_ignores_only_missing_files_with_ignore_missing() -> None:
@@ -58,19 +71,33 @@ def test_add_ignores_only_missing_files_with_ignore_missing() -> None:
         ((MISSING, UNREADABLE), False, True, False),
         ((MISSING, OK, BAD), True, True, False),
     ],
-    ids=["nothing", "only-misformatted", "one-ok", "misformatted-tolerated",
-         "misformatted-strict", "strict-clean", "mismatch", "missing", "unreadable",
-         "ignore-missing", "ignore-missing-all-missing", "ignore-missing-only-mismatch",
-         "ignore-missing-unreadable", "strict-and-ignore-missing"],
+    ids=[
+        "nothing",
+        "only-misformatted",
+        "one-ok",
+        "misformatted-tolerated",
+        "misformatted-strict",
+        "strict-clean",
+        "mismatch",
+        "missing",
+        "unreadable",
+        "ignore-missing",
+        "ignore-missing-all-missing",
+        "ignore-missing-only-mismatch",
+        "ignore-missing-unreadable",
+        "strict-and-ignore-missing",
+    ],
 )
-def test_ok_follows_sha256sum_exit_status(rows: tuple[dict[str, object], ...], strict: bool,
-                                          ignore_missing: bool, ok: bool) -> None:
+def test_ok_follows_sha256sum_exit_status(
+    rows: tuple[dict[str, object], ...], strict: bool, ignore_missing: bool, ok: bool
+) -> None:
     result = counts(*rows, ignore_missing=ignore_missing)
     assert result.ok(strict=strict, ignore_missing=ignore_missing) is ok
 
 
-def test_check_manifest_yields_one_row_per_line_in_order(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_manifest_yields_one_row_per_line_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a").write_bytes(b"a")
     (tmp_path / "b").write_bytes(b"changed")
@@ -78,12 +105,18 @@ def test_check_manifest_yields_one_row_per_line_in_order(tmp_path: Path,
     digest_a = hashlib.sha256(b"a").hexdigest()
     digest_b = hashlib.sha256(b"b").hexdigest()
     (tmp_path / "m").write_bytes(
-        f"# comment\n{digest_a}  a\njunk\n\n{digest_b}  b\n{digest_a}  gone\n{digest_a}  d\n"
-        .encode())
+        f"# comment\n{digest_a}  a\njunk\n\n{digest_b}  b\n"
+        f"{digest_a}  gone\n{digest_a}  d\n".encode()
+    )
     with LocalExecutor(2) as executor:
         rows = list(check_manifest("m", executor))
     assert [(row["line"], row["status"]) for row in rows] == [
-        (2, "ok"), (3, "misformatted"), (5, "failed"), (6, "missing"), (7, "unreadable")]
+        (2, "ok"),
+        (3, "misformatted"),
+        (5, "failed"),
+        (6, "missing"),
+        (7, "unreadable"),
+    ]
     assert rows[2]["expected"] == digest_b
     assert rows[2]["digest"] == hashlib.sha256(b"changed").hexdigest()
     assert rows[4]["error"] == "Is a directory"

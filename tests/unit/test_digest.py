@@ -7,8 +7,11 @@ from dmp_cli.digest import CHUNK, FileDigest, digest_fd, digest_file
 from dmp_cli.ops import run_batch
 
 
-@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17],
-                         ids=["empty", "one", "chunk-1", "chunk", "chunk+1", "multi"])
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 17],
+    ids=["empty", "one", "chunk-1", "chunk", "chunk+1", "multi"],
+)
 def test_digest_file_matches_hashlib(tmp_path, size):
     data = os.urandom(size)
     path = tmp_path / "f"
@@ -42,8 +45,14 @@ def test_check_rows_say_failed_for_a_changed_file(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(os.urandom(2 * CHUNK))
     good = hashlib.sha256(path.read_bytes()).hexdigest()
-    rows = run_batch("check", [{"path": str(path), "digest": good, "line": 1},
-                               {"path": str(path), "digest": "0" * 64, "line": 2}], {})
+    rows = run_batch(
+        "check",
+        [
+            {"path": str(path), "digest": good, "line": 1},
+            {"path": str(path), "digest": "0" * 64, "line": 2},
+        ],
+        {},
+    )
     assert [(r["status"], r["line"]) for r in rows] == [("ok", 1), ("failed", 2)]
     assert rows[1]["expected"] == "0" * 64 and rows[1]["digest"] == good
 

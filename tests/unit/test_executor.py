@@ -78,8 +78,9 @@ def files(tmp_path: Path) -> list[tuple[str, str, int]]:
 
 
 @pytest.mark.parametrize("jobs", [1, 2], ids=["serial", "two-processes"])
-def test_hash_rows_come_back_in_input_order(files: list[tuple[str, str, int]],
-                                            jobs: int, tmp_path: Path) -> None:
+def test_hash_rows_come_back_in_input_order(
+    files: list[tuple[str, str, int]], jobs: int, tmp_path: Path
+) -> None:
     given = [{"path": path, "size": size} for path, _, size in files]
     missing = str(tmp_path / "missing")
     given.insert(350, {"path": missing, "size": 0})
@@ -127,13 +128,15 @@ def test_run_batch_turns_an_exception_into_a_row_and_keeps_the_line() -> None:
 
     OPERATIONS["test-explode"] = Operation("test-explode", explode, "cpu")
     try:
-        rows = run_batch("test-explode", [{"path": "good", "line": 3},
-                                          {"path": "bad", "line": 4}], {})
+        rows = run_batch(
+            "test-explode", [{"path": "good", "line": 3}, {"path": "bad", "line": 4}], {}
+        )
     finally:
         del OPERATIONS["test-explode"]
-    assert rows == [{"path": "good", "status": "ok", "line": 3},
-                    {"path": "bad", "status": "error", "bytes": 0,
-                     "error": "ValueError: boom", "line": 4}]
+    assert rows == [
+        {"path": "good", "status": "ok", "line": 3},
+        {"path": "bad", "status": "error", "bytes": 0, "error": "ValueError: boom", "line": 4},
+    ]
 
 
 def test_default_jobs_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

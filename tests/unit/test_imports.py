@@ -19,15 +19,26 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy!r}))
 
 
 def heavy_modules_after(*modules: str) -> list[str]:
-    proc = subprocess.run([sys.executable, "-c", PROBE.format(heavy=set(HEAVY)), *modules],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=set(HEAVY)), *modules],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return list(json.loads(proc.stdout))
 
 
 @pytest.mark.parametrize(
     "module",
-    ["dmp_cli", "dmp_cli.manifest", "dmp_cli.layout", "dmp_cli.digest", "dmp_cli.quoting",
-     "dmp_cli.check", "dmp_cli.api"],
+    [
+        "dmp_cli",
+        "dmp_cli.manifest",
+        "dmp_cli.layout",
+        "dmp_cli.digest",
+        "dmp_cli.quoting",
+        "dmp_cli.check",
+        "dmp_cli.api",
+    ],
 )
 def test_core_module_pulls_in_neither_celery_nor_boto3(module: str) -> None:
     assert heavy_modules_after(module) == []

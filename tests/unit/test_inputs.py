@@ -18,8 +18,11 @@ class Collected:
         self.unmatched: list[tuple[str, str]] = []
 
     def paths(self, inputs: Inputs) -> list[str]:
-        items = expand(inputs, lambda p, r: self.problems.append((p, r)),
-                       lambda p, r: self.unmatched.append((p, r)))
+        items = expand(
+            inputs,
+            lambda p, r: self.problems.append((p, r)),
+            lambda p, r: self.unmatched.append((p, r)),
+        )
         return [item["path"] for item in items]
 
 
@@ -33,8 +36,19 @@ def paths(inputs: Inputs) -> list[str]:
 @pytest.fixture
 def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A small tree, with the working directory at its root."""
-    for name in ["b.txt", "a.txt", "c.csv", "ab.txt", ".hidden.txt", "d/x.txt", "d/e/y.txt",
-                 "d/e/f/z.txt", "d/.h/w.txt", "d/a.dat", "real/r.txt"]:
+    for name in [
+        "b.txt",
+        "a.txt",
+        "c.csv",
+        "ab.txt",
+        ".hidden.txt",
+        "d/x.txt",
+        "d/e/y.txt",
+        "d/e/f/z.txt",
+        "d/.h/w.txt",
+        "d/a.dat",
+        "real/r.txt",
+    ]:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(name.encode() * 3)
@@ -47,14 +61,17 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_names_in_the_order_given_with_sizes(tree: Path) -> None:
     items = list(expand(Inputs(["c.csv", "a.txt", "d/x.txt", "a.txt"]), _fail, _fail))
-    assert items == [{"path": "c.csv", "size": 15}, {"path": "a.txt", "size": 15},
-                     {"path": "d/x.txt", "size": 21}, {"path": "a.txt", "size": 15}]
+    assert items == [
+        {"path": "c.csv", "size": 15},
+        {"path": "a.txt", "size": 15},
+        {"path": "d/x.txt", "size": 21},
+        {"path": "a.txt", "size": 15},
+    ]
 
 
 def test_paths_are_kept_as_given(tree: Path) -> None:
     absolute = str(tree / "a.txt")
-    assert paths(Inputs(["./a.txt", absolute, "d/../b.txt"])) == \
-        ["./a.txt", absolute, "d/../b.txt"]
+    assert paths(Inputs(["./a.txt", absolute, "d/../b.txt"])) == ["./a.txt", absolute, "d/../b.txt"]
 
 
 @pytest.mark.parametrize(
@@ -68,19 +85,43 @@ def test_paths_are_kept_as_given(tree: Path) -> None:
         ("d/*", ["d/a.dat", "d/file-link.txt", "d/x.txt"]),
         ("*/*.txt", ["d/file-link.txt", "d/x.txt", "real/r.txt"]),
         ("d/**/*.txt", ["d/e/f/z.txt", "d/e/y.txt", "d/file-link.txt", "d/x.txt"]),
-        ("**/*.txt", ["a.txt", "ab.txt", "b.txt", "d/e/f/z.txt", "d/e/y.txt",
-                      "d/file-link.txt", "d/x.txt", "real/r.txt"]),
+        (
+            "**/*.txt",
+            [
+                "a.txt",
+                "ab.txt",
+                "b.txt",
+                "d/e/f/z.txt",
+                "d/e/y.txt",
+                "d/file-link.txt",
+                "d/x.txt",
+                "real/r.txt",
+            ],
+        ),
         ("d/**", ["d/a.dat", "d/e/f/z.txt", "d/e/y.txt", "d/file-link.txt", "d/x.txt"]),
         ("d/**/**/z.txt", ["d/e/f/z.txt"]),
         ("**/e/*", ["d/e/y.txt"]),
         ("./d/e/*.txt", ["./d/e/y.txt"]),
     ],
-    ids=["star", "question", "class", "negated-class", "hidden-explicit", "dir-star",
-         "star-dir", "globstar", "globstar-top", "globstar-all", "globstar-twice",
-         "globstar-prefix", "dot-prefix"],
+    ids=[
+        "star",
+        "question",
+        "class",
+        "negated-class",
+        "hidden-explicit",
+        "dir-star",
+        "star-dir",
+        "globstar",
+        "globstar-top",
+        "globstar-all",
+        "globstar-twice",
+        "globstar-prefix",
+        "dot-prefix",
+    ],
 )
-def test_patterns_are_expanded_sorted_to_regular_files(tree: Path, pattern: str,
-                                                        expected: list[str]) -> None:
+def test_patterns_are_expanded_sorted_to_regular_files(
+    tree: Path, pattern: str, expected: list[str]
+) -> None:
     assert paths(Inputs([pattern])) == expected
 
 
@@ -112,8 +153,7 @@ def test_problems_are_reported_not_raised(tree: Path) -> None:
     os.mkfifo(tree / "fifo")
     (tree / "dangling").symlink_to("nowhere")
     collected = Collected()
-    found = collected.paths(Inputs(["missing", "a.txt", "no/dir/x", "fifo", "dangling",
-                                    "a.txt/x"]))
+    found = collected.paths(Inputs(["missing", "a.txt", "no/dir/x", "fifo", "dangling", "a.txt/x"]))
     assert found == ["a.txt"]
     assert collected.problems == [
         ("missing", "No such file or directory"),
@@ -129,13 +169,18 @@ def test_dir_lists_regular_files_directly_in_it_sorted(tree: Path) -> None:
 
 
 def test_dirs_are_taken_in_order_and_may_repeat(tree: Path) -> None:
-    assert paths(Inputs(dirs=["real", "d/e", "real"])) == \
-        ["real/r.txt", "d/e/y.txt", "real/r.txt"]
+    assert paths(Inputs(dirs=["real", "d/e", "real"])) == ["real/r.txt", "d/e/y.txt", "real/r.txt"]
 
 
 def test_recursive_walk_is_sorted_and_skips_symlinked_directories(tree: Path) -> None:
     assert paths(Inputs(dirs=["d"], recursive=True)) == [
-        "d/.h/w.txt", "d/a.dat", "d/e/f/z.txt", "d/e/y.txt", "d/file-link.txt", "d/x.txt"]
+        "d/.h/w.txt",
+        "d/a.dat",
+        "d/e/f/z.txt",
+        "d/e/y.txt",
+        "d/file-link.txt",
+        "d/x.txt",
+    ]
 
 
 def test_recursive_walk_sorts_by_bytes(tmp_path: Path) -> None:
@@ -155,14 +200,15 @@ def test_recursive_walk_is_deterministic(tree: Path) -> None:
 def test_dir_problems(tree: Path) -> None:
     collected = Collected()
     assert collected.paths(Inputs(dirs=["missing", "a.txt", "real"])) == ["real/r.txt"]
-    assert collected.problems == [("missing", "No such file or directory"),
-                                  ("a.txt", "Not a directory")]
+    assert collected.problems == [
+        ("missing", "No such file or directory"),
+        ("a.txt", "Not a directory"),
+    ]
 
 
 def test_names_then_dirs_then_list(tree: Path) -> None:
     (tree / "list").write_bytes(b"c.csv\n")
-    assert paths(Inputs(["a.txt"], ["real"], files_from="list")) == \
-        ["a.txt", "real/r.txt", "c.csv"]
+    assert paths(Inputs(["a.txt"], ["real"], files_from="list")) == ["a.txt", "real/r.txt", "c.csv"]
 
 
 @pytest.mark.parametrize(
@@ -172,16 +218,14 @@ def test_names_then_dirs_then_list(tree: Path) -> None:
 )
 def test_files_from(tree: Path, data: bytes, null: bool) -> None:
     (tree / "list").write_bytes(data)
-    assert paths(Inputs(files_from="list", null_separated=null)) == \
-        ["b.txt", "a.txt", "d/x.txt"]
+    assert paths(Inputs(files_from="list", null_separated=null)) == ["b.txt", "a.txt", "d/x.txt"]
 
 
 def test_files_from_nul_keeps_newlines_and_odd_bytes(tree: Path) -> None:
     name = b"new\nline \xff"
     (tree / os.fsdecode(name)).write_bytes(b"x")
     (tree / "list").write_bytes(name + b"\0a.txt")
-    assert paths(Inputs(files_from="list", null_separated=True)) == \
-        [os.fsdecode(name), "a.txt"]
+    assert paths(Inputs(files_from="list", null_separated=True)) == [os.fsdecode(name), "a.txt"]
 
 
 def test_files_from_stdin(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,8 +234,9 @@ def test_files_from_stdin(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert paths(Inputs(files_from="-", null_separated=True)) == ["a.txt", "c.csv"]
 
 
-def test_files_from_a_long_list_split_across_reads(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_files_from_a_long_list_split_across_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     names = [f"file-{i:05d}-{'x' * 40}" for i in range(3000)]  # about 150 KB of names
     for name in names:

@@ -63,8 +63,24 @@ def test_format_line_is_digest_two_spaces_and_quoted_path() -> None:
         (b"#hash", b'"#hash"'),
         (b" lead and trail ", b'" lead and trail "'),
     ],
-    ids=["plain", "space", "dquote", "backslash", "newline", "cr", "tab", "bell", "escape",
-         "del", "non-utf8", "utf8-e-acute", "truncated-utf8", "star", "hash", "spaces"],
+    ids=[
+        "plain",
+        "space",
+        "dquote",
+        "backslash",
+        "newline",
+        "cr",
+        "tab",
+        "bell",
+        "escape",
+        "del",
+        "non-utf8",
+        "utf8-e-acute",
+        "truncated-utf8",
+        "star",
+        "hash",
+        "spaces",
+    ],
 )
 def test_quote_path_escapes(name: bytes, quoted: bytes) -> None:
     assert quote_path(path_of(name)) == quoted
@@ -73,10 +89,28 @@ def test_quote_path_escapes(name: bytes, quoted: bytes) -> None:
 
 @pytest.mark.parametrize(
     "quoted",
-    [b'"unterminated', b'no quotes', b'"bad \\q escape"', b'"trailing\\"', b'"short \\x4"',
-     b'""', b'"nul \\x00 inside"', b'"two" "strings"', b'"raw " quote"'],
-    ids=["unterminated", "unquoted", "unknown-escape", "escaped-closing-quote", "short-hex",
-         "empty", "nul", "two-strings", "raw-quote"],
+    [
+        b'"unterminated',
+        b"no quotes",
+        b'"bad \\q escape"',
+        b'"trailing\\"',
+        b'"short \\x4"',
+        b'""',
+        b'"nul \\x00 inside"',
+        b'"two" "strings"',
+        b'"raw " quote"',
+    ],
+    ids=[
+        "unterminated",
+        "unquoted",
+        "unknown-escape",
+        "escaped-closing-quote",
+        "short-hex",
+        "empty",
+        "nul",
+        "two-strings",
+        "raw-quote",
+    ],
 )
 def test_unquote_path_rejects(quoted: bytes) -> None:
     assert unquote_path(quoted) is None
@@ -126,7 +160,7 @@ def test_gnu_lines_round_trip_random_byte_names() -> None:
         (b"back\\slash", b"\\" + HB + b"  back\\\\slash\n"),
         (b"new\nline", b"\\" + HB + b"  new\\nline\n"),
         (b"cr\rret", b"\\" + HB + b"  cr\\rret\n"),
-        (b"tab\tq\"\xff", HB + b"  tab\tq\"\xff\n"),
+        (b'tab\tq"\xff', HB + b'  tab\tq"\xff\n'),
     ],
     ids=["plain", "backslash", "newline", "cr", "raw-tab-quote-byte"],
 )
@@ -161,11 +195,28 @@ def test_format_gnu_line(name: bytes, line: bytes) -> None:
         (b"SHA256 () = " + HB, b""),
         (b"SHA256 (x) = " + HB + b"\0junk", b"x"),
     ],
-    ids=["text", "binary-marker", "uppercase-hex", "leading-white", "tab-separator",
-         "leading-space-name", "star-name", "trailing-space", "escaped-backslash",
-         "escaped-newline-cr", "bsd-tag", "bsd-tight", "bsd-last-paren", "bsd-escaped",
-         "bsd-tab-upper", "dmp-quoted", "quote-not-dmp", "nul-truncates", "bsd-empty-name",
-         "bsd-nul-after-digest"],
+    ids=[
+        "text",
+        "binary-marker",
+        "uppercase-hex",
+        "leading-white",
+        "tab-separator",
+        "leading-space-name",
+        "star-name",
+        "trailing-space",
+        "escaped-backslash",
+        "escaped-newline-cr",
+        "bsd-tag",
+        "bsd-tight",
+        "bsd-last-paren",
+        "bsd-escaped",
+        "bsd-tab-upper",
+        "dmp-quoted",
+        "quote-not-dmp",
+        "nul-truncates",
+        "bsd-empty-name",
+        "bsd-nul-after-digest",
+    ],
 )
 def test_parse_accepts(line: bytes, name: bytes) -> None:
     entry = parse(line)
@@ -195,9 +246,25 @@ def test_parse_accepts(line: bytes, name: bytes) -> None:
         b"SHA1 (x) = " + HB,
         b"MD5 (x) = " + HB,
     ],
-    ids=["junk", "digest-only", "digest-space", "short", "long", "not-hex", "no-white",
-         "unknown-escape", "dangling-escape", "escaped-nul", "bsd-two-spaces", "bsd-no-equals",
-         "bsd-trailing-space", "bsd-short", "bsd-junk", "sha1-tag", "md5-tag"],
+    ids=[
+        "junk",
+        "digest-only",
+        "digest-space",
+        "short",
+        "long",
+        "not-hex",
+        "no-white",
+        "unknown-escape",
+        "dangling-escape",
+        "escaped-nul",
+        "bsd-two-spaces",
+        "bsd-no-equals",
+        "bsd-trailing-space",
+        "bsd-short",
+        "bsd-junk",
+        "sha1-tag",
+        "md5-tag",
+    ],
 )
 def test_parse_rejects(line: bytes) -> None:
     assert parse(line) is None
@@ -215,16 +282,18 @@ def test_single_space_lines_are_accepted_until_a_standard_line_is_seen() -> None
 
 
 def test_parse_lines_skips_comments_and_blank_lines_and_drops_cr() -> None:
-    data = b"".join([
-        b"# a comment\n",
-        b"\n",
-        HB + b"  crlf.txt\r\n",
-        b"\r\n",
-        b"junk\n",
-        b"#" + HB + b"  commented\n",
-        b"  # indented comment is not a comment\n",
-        HB + b"  last-without-newline",
-    ])
+    data = b"".join(
+        [
+            b"# a comment\n",
+            b"\n",
+            HB + b"  crlf.txt\r\n",
+            b"\r\n",
+            b"junk\n",
+            b"#" + HB + b"  commented\n",
+            b"  # indented comment is not a comment\n",
+            HB + b"  last-without-newline",
+        ]
+    )
     lines = list(parse_lines(io.BytesIO(data)))
     assert [(line.number, line.entry) for line in lines] == [
         (3, Entry(H, "crlf.txt")),

@@ -16,7 +16,7 @@ AWKWARD = {
     "space": b"a b",
     "apostrophe": b"it's",
     "dquote": b'say "hi"',
-    "both-quotes": b"it's \"x\"",
+    "both-quotes": b'it\'s "x"',
     "tab": b"tab\there",
     "newline": b"new\nline",
     "cr": b"cr\rret",
@@ -74,12 +74,16 @@ AWKWARD = {
 
 def sha256sum_quotes(name: bytes, locale: str, cwd: Path) -> bytes:
     """How sha256sum names a file it cannot open, in its one diagnostic line."""
-    proc = subprocess.run(["sha256sum", "--", name], cwd=cwd, capture_output=True,
-                          env={"LC_ALL": locale, "PATH": os.environ["PATH"]})
+    proc = subprocess.run(
+        ["sha256sum", "--", name],
+        cwd=cwd,
+        capture_output=True,
+        env={"LC_ALL": locale, "PATH": os.environ["PATH"]},
+    )
     assert proc.returncode == 1
     prefix, suffix = b"sha256sum: ", b": No such file or directory\n"
     assert proc.stderr.startswith(prefix) and proc.stderr.endswith(suffix)
-    return proc.stderr[len(prefix):-len(suffix)]
+    return proc.stderr[len(prefix) : -len(suffix)]
 
 
 @pytest.mark.parametrize("name", AWKWARD.values(), ids=AWKWARD.keys())
@@ -102,14 +106,20 @@ def test_quote_name_matches_sha256sum_for_random_names(tmp_path: Path) -> None:
     rng = random.Random(42)
     alphabet = [bytes([b]) for b in range(1, 128) if b != ord("/")]
     alphabet += [b"\xc3\xa9", b"\xff", b"\xe2\x80\x8b", b"\xc2\x85", b"\xe2\x82", b"'"] * 4
-    names = sorted({b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
-                    for _ in range(1500)} - {b".", b"..", b"-"})
+    names = sorted(
+        {b"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 8))) for _ in range(1500)}
+        - {b".", b"..", b"-"}
+    )
     for locale, utf8 in (("C", False), ("C.UTF-8", True)):
-        proc = subprocess.run(["sha256sum", "--", *names], cwd=tmp_path, capture_output=True,
-                              stdin=subprocess.DEVNULL,
-                              env={"LC_ALL": locale, "PATH": os.environ["PATH"]})
+        proc = subprocess.run(
+            ["sha256sum", "--", *names],
+            cwd=tmp_path,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            env={"LC_ALL": locale, "PATH": os.environ["PATH"]},
+        )
         lines = proc.stderr.splitlines()
         assert len(lines) == len(names)
         for name, text in zip(names, lines, strict=True):
-            expected = text[len(b"sha256sum: "):-len(b": No such file or directory")]
+            expected = text[len(b"sha256sum: ") : -len(b": No such file or directory")]
             assert quote_name(name, utf8=utf8) == expected, (locale, name)

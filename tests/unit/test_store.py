@@ -45,18 +45,25 @@ def write(path: Path, data: bytes) -> str:
 # ---------------------------------------------------------------- URLs
 
 
-@pytest.mark.parametrize(("url", "location"), [
-    ("s3://bucket/a/prefix/", Location("s3", "bucket", "a/prefix")),
-    ("s3://bucket", Location("s3", "bucket", "")),
-    ("file:///srv/vault/", Location("file", "", "/srv/vault")),
-    ("file:///a%20b", Location("file", "", "/a b")),
-], ids=["s3-prefix", "s3-bucket-only", "file", "file-quoted"])
+@pytest.mark.parametrize(
+    ("url", "location"),
+    [
+        ("s3://bucket/a/prefix/", Location("s3", "bucket", "a/prefix")),
+        ("s3://bucket", Location("s3", "bucket", "")),
+        ("file:///srv/vault/", Location("file", "", "/srv/vault")),
+        ("file:///a%20b", Location("file", "", "/a b")),
+    ],
+    ids=["s3-prefix", "s3-bucket-only", "file", "file-quoted"],
+)
 def test_parse_url(url: str, location: Location) -> None:
     assert parse_url(url) == location
 
 
-@pytest.mark.parametrize("url", ["s3:///nobucket", "file://host/dir", "http://x/y", "/plain"],
-                         ids=["s3-no-bucket", "file-host", "http", "no-scheme"])
+@pytest.mark.parametrize(
+    "url",
+    ["s3:///nobucket", "file://host/dir", "http://x/y", "/plain"],
+    ids=["s3-no-bucket", "file-host", "http", "no-scheme"],
+)
 def test_parse_url_refuses(url: str) -> None:
     with pytest.raises(UsageError):
         parse_url(url)
@@ -147,7 +154,8 @@ def small_parts() -> TransferConfig:
 def test_s3_single_put_carries_checksum_and_metadata(s3: object, tmp_path: Path) -> None:
     sent: list[dict[str, str]] = []
     s3.meta.events.register(  # type: ignore[attr-defined]
-        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers)))
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers))
+    )
     store = S3Store(s3, "vault", "object")
     data = os.urandom(1000)
     digest = sha(data)
@@ -227,19 +235,27 @@ def test_s3_check_no_such_bucket(s3: object) -> None:
 
 
 def _client_error(code: str, status: int, attempts: int = 0) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "msg"},
-                        "ResponseMetadata": {"HTTPStatusCode": status,
-                                             "RetryAttempts": attempts}}, "HeadObject")
+    return ClientError(
+        {
+            "Error": {"Code": code, "Message": "msg"},
+            "ResponseMetadata": {"HTTPStatusCode": status, "RetryAttempts": attempts},
+        },
+        "HeadObject",
+    )
 
 
-@pytest.mark.parametrize(("code", "status", "kind", "message"), [
-    ("NoSuchBucket", 404, FatalStoreError, "s3://b: no such bucket"),
-    ("AccessDenied", 403, FatalStoreError, "s3://b/k: access denied"),
-    ("InvalidAccessKeyId", 403, FatalStoreError, "credentials rejected"),
-    ("SlowDown", 503, StoreError, "throttled by the server (SlowDown) after 5 attempts"),
-    ("NoSuchKey", 404, StoreError, "s3://b/k: NoSuchKey: msg"),
-    ("InternalError", 500, StoreError, "s3://b/k: InternalError: msg"),
-], ids=["no-bucket", "denied", "bad-key", "throttled", "missing", "other"])
+@pytest.mark.parametrize(
+    ("code", "status", "kind", "message"),
+    [
+        ("NoSuchBucket", 404, FatalStoreError, "s3://b: no such bucket"),
+        ("AccessDenied", 403, FatalStoreError, "s3://b/k: access denied"),
+        ("InvalidAccessKeyId", 403, FatalStoreError, "credentials rejected"),
+        ("SlowDown", 503, StoreError, "throttled by the server (SlowDown) after 5 attempts"),
+        ("NoSuchKey", 404, StoreError, "s3://b/k: NoSuchKey: msg"),
+        ("InternalError", 500, StoreError, "s3://b/k: InternalError: msg"),
+    ],
+    ids=["no-bucket", "denied", "bad-key", "throttled", "missing", "other"],
+)
 def test_client_error_translation(code: str, status: int, kind: type, message: str) -> None:
     """A 404 is ObjectMissing only where absence is the answer (see the GET tests)."""
     error = client_error(_client_error(code, status, attempts=4), "s3://b/k")
@@ -251,7 +267,8 @@ def test_client_error_translation(code: str, status: int, kind: type, message: s
 def test_s3_small_put_if_absent_asks_nothing_first(s3: object, tmp_path: Path) -> None:
     sent: list[str] = []
     s3.meta.events.register(  # type: ignore[attr-defined]
-        "before-send.s3", lambda request, **_: sent.append(request.method))
+        "before-send.s3", lambda request, **_: sent.append(request.method)
+    )
     store = S3Store(s3, "vault", "object")
     data = b"small"
     key = digest_key(sha(data))
@@ -270,8 +287,10 @@ def test_s3_put_if_absent_without_conditional_writes(s3: object, tmp_path: Path)
         if "If-None-Match" not in params["headers"]:
             return None
         refused.append(True)
-        reply = {"Error": {"Code": "NotImplemented", "Message": "no"},
-                 "ResponseMetadata": {"HTTPStatusCode": 501}}
+        reply = {
+            "Error": {"Code": "NotImplemented", "Message": "no"},
+            "ResponseMetadata": {"HTTPStatusCode": 501},
+        }
         return AWSResponse(params["url"], 501, {}, None), reply
 
     s3.meta.events.register("before-call.s3.PutObject", refuse)  # type: ignore[attr-defined]

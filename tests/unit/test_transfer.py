@@ -47,17 +47,24 @@ def run(op: str, items: list[dict[str, Any]], cfg: dict[str, Any]) -> list[dict[
 # ---------------------------------------------------------------- paths
 
 
-@pytest.mark.parametrize(("path", "parts"), [
-    ("a/b/c", ["a", "b", "c"]),
-    ("./a//b/../c", ["a", "c"]),
-    ("x", ["x"]),
-], ids=["plain", "normalised", "bare"])
+@pytest.mark.parametrize(
+    ("path", "parts"),
+    [
+        ("a/b/c", ["a", "b", "c"]),
+        ("./a//b/../c", ["a", "c"]),
+        ("x", ["x"]),
+    ],
+    ids=["plain", "normalised", "bare"],
+)
 def test_target_parts(path: str, parts: list[str]) -> None:
     assert target_parts(path, absolute_names=False) == parts
 
 
-@pytest.mark.parametrize("path", ["/etc/passwd", "../x", "a/../../x", "..", "a/.."],
-                         ids=["absolute", "dotdot", "escaping", "parent", "no-name"])
+@pytest.mark.parametrize(
+    "path",
+    ["/etc/passwd", "../x", "a/../../x", "..", "a/.."],
+    ids=["absolute", "dotdot", "escaping", "parent", "no-name"],
+)
 def test_target_parts_refused(path: str) -> None:
     with pytest.raises(PathRefused):
         target_parts(path, absolute_names=False)
@@ -68,9 +75,11 @@ def test_absolute_names_allow() -> None:
     assert target_parts("../x", absolute_names=True) == ["..", "x"]
 
 
-@pytest.mark.parametrize(("path", "key"), [("a/b", "a/b"), ("/abs/x", "abs/x"),
-                                           ("./a/./b", "a/b")],
-                         ids=["relative", "absolute", "dots"])
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [("a/b", "a/b"), ("/abs/x", "abs/x"), ("./a/./b", "a/b")],
+    ids=["relative", "absolute", "dots"],
+)
 def test_path_key(path: str, key: str) -> None:
     assert path_key(path) == key
 
@@ -86,15 +95,23 @@ def test_path_key_refused(path: str) -> None:
 
 def test_head(work: Path) -> None:
     here = put(work, b"here")
-    rows = run("head", [{"digest": here, "path": "a"}, {"digest": sha(b"gone"), "path": "b"},
-                        {"digest": here, "path": "c", "same": True}], config(work))
+    rows = run(
+        "head",
+        [
+            {"digest": here, "path": "a"},
+            {"digest": sha(b"gone"), "path": "b"},
+            {"digest": here, "path": "c", "same": True},
+        ],
+        config(work),
+    )
     assert [r["status"] for r in rows] == ["present", "missing", "same"]
     assert rows[0]["bytes"] == 4
 
 
 def test_head_fatal_store(work: Path) -> None:
-    [row] = run("head", [{"digest": sha(b"x"), "path": "a"}],
-                {"vault": f"file://{work / 'absent'}"})
+    [row] = run(
+        "head", [{"digest": sha(b"x"), "path": "a"}], {"vault": f"file://{work / 'absent'}"}
+    )
     assert row["status"] == "missing"  # a file vault's absence is found by check(), once
 
 
@@ -133,8 +150,9 @@ def test_upload_of_a_gone_file_already_archived_is_skipped(work: Path) -> None:
 
 def test_upload_dry_run_moves_nothing(work: Path) -> None:
     Path("f").write_bytes(b"data")
-    [row] = run("upload", [{"path": "f", "digest": sha(b"data"), "size": 4}],
-                config(work, dry_run=True))
+    [row] = run(
+        "upload", [{"path": "f", "digest": sha(b"data"), "size": 4}], config(work, dry_run=True)
+    )
     assert (row["status"], row["bytes"]) == ("would-upload", 4)
     assert not any(files for _, _, files in os.walk(work / "vault"))
 
@@ -243,7 +261,9 @@ def test_context_reuses_the_store(work: Path) -> None:
 
 
 def test_pure_core_imports_no_boto3() -> None:
-    code = ("import sys, dmp_cli.vault, dmp_cli.layout, dmp_cli.store, dmp_cli.manifest; "
-            "bad = [m for m in ('boto3', 'botocore', 'celery') if m in sys.modules]; "
-            "sys.exit(bool(bad))")
+    code = (
+        "import sys, dmp_cli.vault, dmp_cli.layout, dmp_cli.store, dmp_cli.manifest; "
+        "bad = [m for m in ('boto3', 'botocore', 'celery') if m in sys.modules]; "
+        "sys.exit(bool(bad))"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -12,15 +12,17 @@ B = hashlib.sha256(b"b").hexdigest()
 
 
 def lines() -> list[Line]:
-    return [Line(1, Entry(A, "x")), Line(2, None), Line(3, Entry(B, "y")),
-            Line(4, Entry(A, "z"))]
+    return [Line(1, Entry(A, "x")), Line(2, None), Line(3, Entry(B, "y")), Line(4, Entry(A, "z"))]
 
 
 def test_plan_asks_each_checksum_once() -> None:
     plan = Plan()
     items = list(plan.items(lines()))
     assert [(i["path"], i.get("same", False)) for i in items] == [
-        ("x", False), ("y", False), ("z", True)]
+        ("x", False),
+        ("y", False),
+        ("z", True),
+    ]
     assert (plan.entries, plan.misformatted) == (3, 1)
 
 
