@@ -1,19 +1,18 @@
 """dmp: sha256 manifests, verified like `sha256sum --check`, archived to a content-addressed
 vault on S3 or a directory.
 
-The Python API, for use from another script::
+The Python API (``dmp_cli.api``), for use from another script::
 
-    import dmp_cli
+    from dmp_cli import api
 
-    entries = dmp_cli.create_manifest(["data"], recursive=True, manifest="data.sha256")
-    for entry in dmp_cli.read_manifest("data.sha256"):
-        print(entry.digest, entry.path)
-    result = dmp_cli.check_manifest("data.sha256")
-    assert result.ok(), result.failures
+    api.create(dirs=["data"], recursive=True, manifest="data.sha256")
+    report = api.archive("data.sha256", on_row=print)
+    assert report.status == 0
 """
 
 __version__ = "0.1.0"
 
+from dmp_cli import api
 from dmp_cli.api import CheckResult, check_manifest, create_manifest, read_manifest
 from dmp_cli.errors import DmpError
 from dmp_cli.manifest import Entry
@@ -23,6 +22,7 @@ __all__ = [
     "DmpError",
     "Entry",
     "__version__",
+    "api",
     "check_manifest",
     "create_manifest",
     "read_manifest",

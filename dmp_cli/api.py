@@ -1,19 +1,282 @@
-"""The Python API: create, read and check manifests from another program."""
+"""The Python API: the five commands, for another program.
+
+Each runs embedded by default (a local pool, no services) and on a fleet when given a
+``broker_url``. Results are streamed: ``on_row`` hears each file's row as it comes back,
+in manifest (or input) order, never a list of the whole tree; ``on_progress`` hears each
+file done with the bytes it read or moved. Each returns the run's report, whose
+``status`` is the command's exit status (0 success, 1 a failure), judged by the same
+rules as the command line. Errors that stop a run (a manifest that cannot be read, a
+vault that cannot be used) are raised as ``DmpError``.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from dmp_cli import runs
 from dmp_cli.check import CheckCounts
-from dmp_cli.check import check_manifest as _check_rows
-from dmp_cli.errors import InputError, ManifestError
-from dmp_cli.executor import Executor, LocalExecutor
-from dmp_cli.fsutil import AtomicFile
-from dmp_cli.inputs import Inputs, expand
-from dmp_cli.manifest import FORMATS, Entry, read_entries
-from dmp_cli.ops import Row
+from dmp_cli.errors import InputError
+from dmp_cli.executor import Executor
+from dmp_cli.inputs import Inputs
+from dmp_cli.manifest import Entry, read_entries
+from dmp_cli.options import Options
+from dmp_cli.rows import Row
+from dmp_cli.rules import Command
+from dmp_cli.runtime import make_executor
+from dmp_cli.settings import DEFAULT_VAULT, Settings
+
+OnRow = Callable[[Row], None]
+OnProgress = Callable[[int, int], None]
+
+
+def _listener(
+    on_row: OnRow | None,
+    on_progress: OnProgress | None,
+    on_bytes: Callable[[int], None] | None = None,
+    on_problem: Callable[[str, str], None] | None = None,
+) -> runs.Listener:
+    listener = runs.Listener(on_bytes=on_bytes)
+    if on_row:
+        listener.on_row = on_row
+    if on_progress:
+        listener.on_progress = on_progress
+    if on_problem:
+        listener.on_problem = on_problem
+    return listener
+
+
+class _Executor:
+    """The executor a call was given, or one made for the call and closed after it."""
+
+    def __init__(self, given: Executor | None, jobs: int | None, broker_url: str | None):
+        self.given = given
+        self.made = None if given else make_executor(broker_url, jobs)
+
+    def __enter__(self) -> Executor:
+        executor = self.given or self.made
+        assert executor is not None
+        return executor
+
+    def __exit__(self, *exc: object) -> None:
+        if self.made is not None:
+            self.made.close()
+
+
+def create(
+    paths: Iterable[str] = (),
+    *,
+    dirs: Iterable[str] = (),
+    recursive: bool = False,
+    files_from: str | None = None,
+    null_separated: bool = False,
+    manifest: str | None = None,
+    fmt: str = "dmp",
+    jobs: int | None = None,
+    broker_url: str | None = None,
+    executor: Executor | None = None,
+    on_row: OnRow | None = None,
+    on_progress: OnProgress | None = None,
+    on_problem: Callable[[str, str], None] | None = None,
+) -> runs.CreateReport:
+    """Hash files (names or patterns, then the files in ``dirs``, then those listed in
+    ``files_from``) and write the manifest ``manifest`` if given: complete or not at all,
+    never over an existing file. ``on_row`` hears each file hashed (``path``,
+    ``digest``, ``bytes``); ``on_problem`` each input that cannot be read."""
+    inputs = Inputs(list(paths), list(dirs), recursive, files_from, null_separated)
+    with _Executor(executor, jobs, broker_url) as runner:
+        return runs.create(
+            inputs,
+            runner,
+            manifest=manifest,
+            fmt=fmt,
+            listener=_listener(on_row, on_progress, on_problem=on_problem),
+        )
+
+
+def check(
+    manifest: str,
+    *,
+    strict: bool = False,
+    ignore_missing: bool = False,
+    jobs: int | None = None,
+    broker_url: str | None = None,
+    executor: Executor | None = None,
+    on_row: OnRow | None = None,
+    on_progress: OnProgress | None = None,
+) -> runs.CheckReport:
+    """Verify every file ``manifest`` names, as `sha256sum --check` does. ``on_row``
+    hears each line's row: ``status`` ok, failed, missing, unreadable or misformatted."""
+    with _Executor(executor, jobs, broker_url) as runner:
+        return runs.check(
+            manifest,
+            runner,
+            strict=strict,
+            ignore_missing=ignore_missing,
+            listener=_listener(on_row, on_progress),
+        )
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where the vault is, and how to reach it (defaults: DMP_VAULT, the AWS_* variables
+    and files, as the command line)."""
+
+    vault: str | None = None
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+
+    def settings(self, jobs: int | None) -> Settings:
+        return Settings(
+            profile=self.profile,
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            jobs=jobs,
+            vault=self.vault or os.environ.get("DMP_VAULT") or DEFAULT_VAULT,
+            archive_default=os.environ.get("DMP_ARCHIVE_DEFAULT") or None,
+        )
+
+
+def _transfer(
+    command: Command,
+    manifest: str,
+    where: Where,
+    options: Options,
+    path: str | None,
+    jobs: int | None,
+    broker_url: str | None,
+    executor: Executor | None,
+    listener: runs.Listener,
+) -> runs.TransferReport:
+    spec, options = runs.transfer_stores(command, where.settings(jobs), options, path)
+    with _Executor(executor, jobs, broker_url) as runner:
+        return runs.transfer(command, manifest, runner, spec, options, listener)
+
+
+def vault(
+    manifest: str,
+    *,
+    where: Where | None = None,
+    strict: bool = False,
+    jobs: int | None = None,
+    broker_url: str | None = None,
+    executor: Executor | None = None,
+    on_row: OnRow | None = None,
+    on_progress: OnProgress | None = None,
+) -> runs.TransferReport:
+    """Ask the vault about each checksum; ``on_row`` hears ``present`` or ``missing``
+    for each entry (a missing object is an answer, not a failure)."""
+    return _transfer(
+        Command.VAULT,
+        manifest,
+        where or Where(),
+        Options(strict=strict),
+        None,
+        jobs,
+        broker_url,
+        executor,
+        _listener(on_row, on_progress),
+    )
+
+
+def archive(
+    manifest: str,
+    *,
+    where: Where | None = None,
+    path: str | None = None,
+    all: bool = False,
+    dry_run: bool = False,
+    jobs: int | None = None,
+    broker_url: str | None = None,
+    executor: Executor | None = None,
+    on_row: OnRow | None = None,
+    on_progress: OnProgress | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> runs.TransferReport:
+    """Upload what the vault lacks (``path``: to PREFIX/<manifest path> too, and the
+    vault by server-side copy; ``all``: every file to ``path``). A rerun uploads nothing."""
+    options = Options(all=all, dry_run=dry_run)
+    return _transfer(
+        Command.ARCHIVE,
+        manifest,
+        where or Where(),
+        options,
+        path,
+        jobs,
+        broker_url,
+        executor,
+        _listener(on_row, on_progress, on_bytes),
+    )
+
+
+def fetch(
+    manifest: str,
+    *,
+    where: Where | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    absolute_names: bool = False,
+    jobs: int | None = None,
+    broker_url: str | None = None,
+    executor: Executor | None = None,
+    on_row: OnRow | None = None,
+    on_progress: OnProgress | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> runs.TransferReport:
+    """Bring each file back from the vault to its manifest path (relative to the
+    working directory), verified; a file already there with the right content is left."""
+    options = Options(overwrite=overwrite, dry_run=dry_run, absolute_names=absolute_names)
+    return _transfer(
+        Command.FETCH,
+        manifest,
+        where or Where(),
+        options,
+        None,
+        jobs,
+        broker_url,
+        executor,
+        _listener(on_row, on_progress, on_bytes),
+    )
+
+
+# ---------------------------------------------------------------- conveniences
+
+
+def read_manifest(manifest: str) -> Iterator[Entry]:
+    """The entries of a manifest in any form dmp or sha256sum writes, streamed."""
+    return read_entries(manifest)
+
+
+def create_manifest(
+    paths: Iterable[str] = (),
+    *,
+    dirs: Iterable[str] = (),
+    recursive: bool = False,
+    manifest: str | None = None,
+    fmt: str = "dmp",
+    jobs: int | None = None,
+    executor: Executor | None = None,
+) -> list[Entry]:
+    """``create``, for a tree small enough to hold: its entries as a list. Raises
+    InputError if any input cannot be read or nothing is found (no manifest is written)."""
+    entries: list[Entry] = []
+    problems: list[str] = []
+    report = create(
+        paths,
+        dirs=dirs,
+        recursive=recursive,
+        manifest=manifest,
+        fmt=fmt,
+        jobs=jobs,
+        executor=executor,
+        on_row=lambda row: entries.append(Entry(row["digest"], row["path"])),
+        on_problem=lambda path, reason: problems.append(f"{path}: {reason}"),
+    )
+    if report.status:
+        raise InputError("; ".join(problems) or str(report.error))
+    return entries
 
 
 @dataclass
@@ -29,61 +292,6 @@ class CheckResult:
         return self.counts.ok(strict=self.strict, ignore_missing=self.ignore_missing)
 
 
-def create_manifest(
-    paths: Iterable[str] = (),
-    *,
-    dirs: Iterable[str] = (),
-    recursive: bool = False,
-    manifest: str | None = None,
-    fmt: str = "dmp",
-    jobs: int | None = None,
-    executor: Executor | None = None,
-) -> list[Entry]:
-    """Hash files (names or patterns) and the files in ``dirs``; write ``manifest`` if given.
-
-    Raises InputError if any input cannot be read or nothing is found; the manifest file
-    is then not written. An existing manifest file is never replaced.
-    """
-    if manifest is not None and os.path.lexists(manifest):
-        raise ManifestError(f"{manifest}: manifest already exists")
-    inputs = Inputs(list(paths), list(dirs), recursive)
-    problems: list[str] = []
-    items = expand(inputs, lambda p, r: problems.append(f"{p}: {r}"), lambda p, r: None)
-    owned = executor is None
-    runner = executor or LocalExecutor(jobs)
-    try:
-        entries = []
-        for row in runner.map("hash", items, {}):
-            if row["status"] == "ok":
-                entries.append(Entry(row["digest"], row["path"]))
-            else:
-                problems.append(f"{row['path']}: {row['error']}")
-    finally:
-        if owned:
-            runner.close()
-    if problems:
-        raise InputError("; ".join(problems))
-    if not entries:
-        raise InputError("no files found in the given inputs")
-    if manifest is not None:
-        try:
-            target = AtomicFile(manifest)
-        except OSError as exc:
-            raise ManifestError(
-                f"{manifest}: cannot create manifest: {exc.strerror or exc}"
-            ) from exc
-        with target:
-            for entry in entries:
-                target.stream.write(FORMATS[fmt](entry.digest, entry.path))
-            target.commit()
-    return entries
-
-
-def read_manifest(manifest: str) -> Iterator[Entry]:
-    """The entries of a manifest in any form dmp or sha256sum writes, streamed."""
-    return read_entries(manifest)
-
-
 def check_manifest(
     manifest: str,
     *,
@@ -92,16 +300,20 @@ def check_manifest(
     ignore_missing: bool = False,
     executor: Executor | None = None,
 ) -> CheckResult:
-    """Verify every file a manifest names; ``result.ok()`` as sha256sum's exit status."""
-    result = CheckResult(CheckCounts(), strict=strict, ignore_missing=ignore_missing)
-    owned = executor is None
-    runner = executor or LocalExecutor(jobs)
-    try:
-        for row in _check_rows(manifest, runner):
-            kind = result.counts.add(row, ignore_missing)
-            if kind in ("failed", "unreadable"):
-                result.failures.append(row)
-    finally:
-        if owned:
-            runner.close()
-    return result
+    """``check``, keeping the rows that were not OK; ``result.ok()`` as sha256sum's
+    exit status."""
+    failures: list[Row] = []
+
+    def keep(row: Row) -> None:
+        if row["status"] not in ("ok", "misformatted"):
+            failures.append(row)
+
+    report = check(
+        manifest,
+        strict=strict,
+        ignore_missing=ignore_missing,
+        jobs=jobs,
+        executor=executor,
+        on_row=keep,
+    )
+    return CheckResult(report.counts, failures, strict, ignore_missing)

@@ -10,7 +10,6 @@ checksums). So only what the user set is passed on: anything more would override
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -18,6 +17,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError
 
 from dmp_cli.errors import StoreError
+from dmp_cli.options import StoreSpec
 
 # Connections a process needs besides the per-file threads: s3transfer's own workers.
 TRANSFER_CONCURRENCY = 10
@@ -50,13 +50,13 @@ def client_config(session: boto3.Session, concurrency: int) -> BotoConfig:
     )
 
 
-def s3_client(config: Mapping[str, Any]) -> Any:
-    """An S3 client for a run's configuration (a plain dict: made again on each worker)."""
-    session = make_session(config.get("profile"), config.get("region"))
-    concurrency = int(config.get("concurrency") or DEFAULT_CONCURRENCY)
+def s3_client(spec: StoreSpec) -> Any:
+    """An S3 client for a run's stores (made again in each process that uses them)."""
+    session = make_session(spec.profile, spec.region)
+    concurrency = spec.concurrency or DEFAULT_CONCURRENCY
     kwargs: dict[str, Any] = {"config": client_config(session, concurrency)}
-    if config.get("endpoint_url"):
-        kwargs["endpoint_url"] = config["endpoint_url"]
+    if spec.endpoint_url:
+        kwargs["endpoint_url"] = spec.endpoint_url
     try:
         return session.client("s3", **kwargs)
     except (BotoCoreError, ValueError) as exc:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from dmp_cli.executor import Executor
-from dmp_cli.manifest import Line, open_manifest, parse_lines
-from dmp_cli.ops import Item, Row
+from dmp_cli.manifest import Line
+from dmp_cli.rows import Item, Row, Status
+from dmp_cli.rules import Command, judge
 
 
 @dataclass
@@ -43,14 +43,22 @@ class CheckCounts:
         self.unreadable += 1
         return "unreadable"
 
+    def statuses(self) -> dict[str, int]:
+        """The counts by status, as ``dmp_cli.rules`` judges them (a missing file that
+        was not ignored counts among the unreadable)."""
+        return {
+            Status.OK: self.matched,
+            Status.FAILED: self.mismatched,
+            Status.UNREADABLE: self.unreadable,
+            Status.MISSING: self.ignored,
+            Status.MISFORMATTED: self.misformatted,
+        }
+
     def ok(self, strict: bool = False, ignore_missing: bool = False) -> bool:
-        return (
-            self.properly_formatted > 0
-            and self.mismatched == 0
-            and self.unreadable == 0
-            and not (strict and self.misformatted)
-            and not (ignore_missing and self.matched == 0)
+        verdict = judge(
+            Command.CHECK, self.statuses(), strict=strict, ignore_missing=ignore_missing
         )
+        return verdict.status == 0
 
 
 def check_items(lines: Iterable[Line]) -> Iterator[Item]:
@@ -61,14 +69,3 @@ def check_items(lines: Iterable[Line]) -> Iterator[Item]:
             yield {"line": line.number, "bad": True}
         else:
             yield {"line": line.number, "path": entry.path, "digest": entry.digest}
-
-
-def check_lines(lines: Iterable[Line], executor: Executor) -> Iterator[Row]:
-    """One row per manifest line (blank and comment lines aside), in manifest order."""
-    return executor.map("check", check_items(lines), {})
-
-
-def check_manifest(manifest: str, executor: Executor) -> Iterator[Row]:
-    """Check every file a manifest names; the manifest is streamed, memory stays flat."""
-    with open_manifest(manifest) as stream:
-        yield from check_lines(parse_lines(stream), executor)

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 
 class DmpError(Exception):
-    """Base of every error dmp raises on purpose. The message is one line for the user."""
+    """Base of every error dmp raises on purpose. The message is one line for the user.
+
+    ``transient`` marks, where the error is raised, a failure that a later attempt may
+    not meet (throttling, a server error, a reset connection, a timeout): the file is
+    tried again, with backoff, before its failure is reported."""
 
     exit_code = 1
+    transient = False
+
+    def __init__(self, message: str = "", *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
 
 
 class UsageError(DmpError):
@@ -42,6 +52,10 @@ class ObjectMissing(StoreError):
 class FatalStoreError(StoreError):
     """The store cannot be used at all (no bucket, no credentials, no endpoint): no later
     request can succeed, so the run stops rather than fail every file alike."""
+
+
+class PathRefused(DmpError):
+    """A manifest path that dmp will not write to (tar's rules; symbolic links)."""
 
 
 class ObjectExists(StoreError):

@@ -15,21 +15,24 @@ from concurrent.futures import Executor as PoolExecutor
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Protocol
 
-from dmp_cli.ops import Config, Item, Row, kind_of, run_batch
+from dmp_cli.ops import kind_of, run_batch
+from dmp_cli.options import Work
+from dmp_cli.rows import Item, Row
+from dmp_cli.store import StorePool
 
 MAX_BATCH_ITEMS = 512
 MAX_BATCH_BYTES = 32 << 20
 
 
 class Executor(Protocol):
+    # The stores of this process, for a run to ask whether they can be used at all
+    # before it sends them work; closed with the executor.
+    stores: StorePool
+
     def map(
-        self,
-        op: str,
-        items: Iterable[Item],
-        config: Config,
-        on_bytes: Callable[[int], None] | None = None,
+        self, work: Work, items: Iterable[Item], on_bytes: Callable[[int], None] | None = None
     ) -> Iterator[Row]:
-        """Run ``op`` on every item; yield one row per item, in the items' order.
+        """Run ``work.op`` on every item; yield one row per item, in the items' order.
         ``on_bytes`` hears of the bytes transfers move, as they move, where the executor
         can tell (else the rows' ``bytes`` are all there is)."""
         ...
@@ -78,13 +81,19 @@ def default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def io_threads_for(jobs: int) -> int:
+    """Threads for network work: it waits on the store, not on a CPU."""
+    return min(64, max(8, 8 * jobs))
+
+
 class LocalExecutor:
     """The embedded executor: a local pool in this process, no services needed."""
 
     def __init__(self, jobs: int | None = None, io_threads: int | None = None) -> None:
         self.jobs = jobs or default_jobs()
-        self.io_threads = io_threads or min(64, max(8, 8 * self.jobs))
+        self.io_threads = io_threads or io_threads_for(self.jobs)
         self._pools: dict[str, PoolExecutor] = {}
+        self.stores = StorePool()  # used by the transfer threads, all in this process
 
     def _pool(self, kind: str) -> PoolExecutor | None:
         if kind == "cpu" and self.jobs == 1:
@@ -98,13 +107,9 @@ class LocalExecutor:
         return self._pools[kind]
 
     def map(
-        self,
-        op: str,
-        items: Iterable[Item],
-        config: Config,
-        on_bytes: Callable[[int], None] | None = None,
+        self, work: Work, items: Iterable[Item], on_bytes: Callable[[int], None] | None = None
     ) -> Iterator[Row]:
-        kind = kind_of(op)
+        kind = kind_of(work.op)
         pool = self._pool(kind)
         # Threads share this process, so they can tell of bytes as they move; the
         # processes of the hashing pool cannot (and hashing reports whole files).
@@ -114,15 +119,17 @@ class LocalExecutor:
             groups = batches(items, max_items=8, max_bytes=MAX_BATCH_BYTES)
         else:
             groups = batches(items)
+        # Hashing needs no stores (and its processes could not share them).
+        stores = self.stores if kind == "io" else None
         if pool is None:
             for batch in groups:
-                yield from run_batch(op, batch, config, threads=False, on_bytes=watch)
+                yield from run_batch(work, batch, stores, threads=False, on_bytes=watch)
             return
         window = 4 * (self.jobs if kind == "cpu" else self.io_threads)
         pending: deque[Future[list[Row]]] = deque()
         try:
             for batch in groups:
-                pending.append(pool.submit(run_batch, op, batch, config, True, watch))
+                pending.append(pool.submit(run_batch, work, batch, stores, True, watch))
                 if len(pending) >= window:
                     yield from pending.popleft().result()
             while pending:
@@ -135,6 +142,7 @@ class LocalExecutor:
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=True)
         self._pools.clear()
+        self.stores.close()
 
     def __enter__(self) -> LocalExecutor:
         return self

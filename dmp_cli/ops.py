@@ -1,51 +1,80 @@
-"""The per-file operations, written once for every executor.
+"""The per-file operations, written once for every executor, and the batch runner.
 
-Each operation takes an item (a dict of plain values: a path, a checksum, a size) and a
-context, and returns a result row (a dict of plain values with at least ``status``).
-A failure of one file is a row, never an exception: an executor runs thousands of them
-and one unreadable file must not cost the others. Operations know nothing of click,
-Celery or boto3; whatever they need from outside comes through the context.
+Each operation takes an item and a context and returns a row. A failure of one file is a
+row, never an exception: an executor runs thousands of them and one unreadable file must
+not cost the others, so ``run_batch`` turns whatever an operation raises into that file's
+error row (``dmp_cli.rows.error_row``), and tries again, with backoff, the files whose
+failure was marked transient where it was raised. Operations know nothing of click,
+Celery or boto3; what they need from outside (stores, the working directory, who hears
+of bytes moving) comes through the context.
 """
 
 from __future__ import annotations
 
-import errno as errno_mod
-import json
 import os
-from collections.abc import Callable, Mapping
+import random
+import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
+from functools import cached_property
 
 from dmp_cli.digest import FileDigest
+from dmp_cli.errors import StoreError
+from dmp_cli.options import Options, StoreSpec, Work
+from dmp_cli.rows import Item, Row, Status, base_row, error_row
+from dmp_cli.store import Store, StorePool
+from dmp_cli.vault import Vault
 
-Item = dict[str, Any]
-Row = dict[str, Any]
-Config = Mapping[str, Any]
+# Pauses before the attempts after the first, for files whose failure was transient;
+# DMP_RETRY_DELAYS (seconds, comma-separated) changes them.
+RETRY_DELAYS = (0.5, 2.0, 8.0)
 
 
 @dataclass
 class Context:
-    """What an operation may use beyond its item: the job's settings, and resources made
-    from them once per process (an object store is made after a worker forks)."""
+    """What an operation may use beyond its item."""
 
-    config: Config
-    resources: dict[str, Any] = field(default_factory=dict)
+    work: Work
+    stores: StorePool | None = None  # the process's stores (transfers only)
     # Set where big files may be finished on a thread of their own (see FileDigest).
     spawn: Callable[[Callable[[], Row]], Future[Row]] | None = None
     # Set where someone watches bytes move as they move (the CLI's progress bar, when
     # transfers run in its own threads); called from those threads.
     on_bytes: Callable[[int], None] | None = None
 
-    def resource(self, name: str, factory: Callable[[Config], Any]) -> Any:
-        if name not in self.resources:
-            self.resources[name] = factory(self.config)
-        return self.resources[name]
+    @cached_property
+    def options(self) -> Options:
+        return self.work.opts()
+
+    @cached_property
+    def spec(self) -> StoreSpec:
+        spec = self.work.spec()
+        if spec is None:
+            raise StoreError(f"the {self.work.op} operation was given no stores")
+        return spec
+
+    def vault(self) -> Vault:
+        assert self.stores is not None, "transfers need the executor's stores"
+        return self.stores.vault(self.spec)
+
+    def dest(self) -> Store:
+        assert self.stores is not None, "transfers need the executor's stores"
+        return self.stores.dest(self.spec)
+
+    def path(self, path: str) -> str:
+        """A manifest path as this process must open it: against the job's directory."""
+        cwd = self.work.cwd
+        return path if cwd is None or path.startswith("/") else os.path.join(cwd, path)
 
 
 # An operation's result: a row, or (for a big file finishing on a thread) its future.
 Result = Row | Future[Row]
-OpFunc = Callable[[Item, "Context"], Result]
+OpFunc = Callable[[Item, Context], Result]
+
+
+def _path_only(item: Item, ctx: Context) -> Row:
+    return base_row(item)
 
 
 @dataclass(frozen=True)
@@ -53,57 +82,41 @@ class Operation:
     name: str
     func: OpFunc
     kind: str  # "cpu": hashing, wants processes; "io": network, wants threads
+    # The fields of every row of an item, failed or not: what a report reads.
+    base: Callable[[Item, Context], Row] = _path_only
 
 
 OPERATIONS: dict[str, Operation] = {}
 
 
-def operation(name: str, kind: str) -> Callable[[OpFunc], OpFunc]:
+def operation(
+    name: str, kind: str, base: Callable[[Item, Context], Row] = _path_only
+) -> Callable[[OpFunc], OpFunc]:
     def register(func: OpFunc) -> OpFunc:
-        OPERATIONS[name] = Operation(name, func, kind)
+        OPERATIONS[name] = Operation(name, func, kind, base)
         return func
 
     return register
 
 
-def os_error_row(path: str, exc: OSError, **extra: Any) -> Row:
-    code = exc.errno or 0
-    status = "missing" if code == errno_mod.ENOENT else "unreadable"
-    return {
-        "path": path,
-        "status": status,
-        "errno": code,
-        "error": exc.strerror or str(exc),
-        "bytes": 0,
-        **extra,
-    }
-
-
-def _digest(item: Item, ctx: Context, row: Callable[[str, int], Row]) -> Row | Future[Row]:
+def _digest(item: Item, ctx: Context, row: Callable[[str, int], Row]) -> Result:
     """Hash the item's file and make its row; a big file may finish on ctx.spawn."""
-    path = item["path"]
-    try:
-        digest = FileDigest(path)
-    except OSError as exc:
-        return os_error_row(path, exc, **_expected(item))
+    digest = FileDigest(ctx.path(item["path"]))
 
     def finish() -> Row:
-        try:
-            return row(*digest.finish())
-        except OSError as exc:
-            return os_error_row(path, exc, **_expected(item))
+        return row(*digest.finish())
 
     if not digest.done and ctx.spawn is not None:
         return ctx.spawn(finish)
     return finish()
 
 
-def _expected(item: Item) -> dict[str, Any]:
-    return {"expected": item["digest"]} if "digest" in item else {}
+def _expected(item: Item, ctx: Context) -> Row:
+    return base_row(item, expected=item["digest"]) if "digest" in item else base_row(item)
 
 
 @operation("hash", kind="cpu")
-def hash_op(item: Item, ctx: Context) -> Row | Future[Row]:
+def hash_op(item: Item, ctx: Context) -> Result:
     path = item["path"]
     return _digest(
         item,
@@ -112,8 +125,8 @@ def hash_op(item: Item, ctx: Context) -> Row | Future[Row]:
     )
 
 
-@operation("check", kind="cpu")
-def check_op(item: Item, ctx: Context) -> Row | Future[Row]:
+@operation("check", kind="cpu", base=_expected)
+def check_op(item: Item, ctx: Context) -> Result:
     if item.get("bad"):
         return {"status": "misformatted", "bytes": 0}
     path, expected = item["path"], item["digest"]
@@ -130,67 +143,77 @@ def check_op(item: Item, ctx: Context) -> Row | Future[Row]:
     )
 
 
-_contexts: dict[str, Context] = {}
-
-
-def context_for(config: Config) -> Context:
-    """One context per distinct configuration and process, so resources are reused."""
-    key = json.dumps(config, sort_keys=True, default=str)
-    ctx = _contexts.get(key)
-    if ctx is None:
-        ctx = _contexts[key] = Context(config)
-    return ctx
-
-
 def run_batch(
-    name: str,
+    work: Work,
     items: list[Item],
-    config: Config,
+    stores: StorePool | None = None,
     threads: bool = True,
     on_bytes: Callable[[int], None] | None = None,
 ) -> list[Row]:
-    """Run one operation over a batch of items in this process. With ``threads``, the big
-    files of a batch are hashed side by side on threads, so that a batch of a few huge
-    files does not leave the other cores idle. ``on_bytes`` hears of the bytes that
-    transfers move, as they move."""
-    op = _operation(name).func
-    ctx = context_for(config)
+    """Run one operation over a batch of items in this process: one row per item, in
+    order, whatever the operation raised. Files whose failure was transient are tried
+    again, with backoff. With ``threads``, the big files of a batch are hashed side by
+    side on threads, so that a batch of a few huge files does not leave the other cores
+    idle. ``on_bytes`` hears of the bytes that transfers move, as they move."""
+    op = operation_named(work.op)
+    ctx = Context(work, stores, on_bytes=on_bytes)
+    unusable = _unusable_cwd(work.cwd)
+    if unusable:
+        return [error_row(op.base(item, ctx), unusable) for item in items]
     if threads and len(items) > 1:
-        ctx = replace(ctx, spawn=_big_file_pool().submit)
-    if on_bytes is not None:
-        ctx = replace(ctx, on_bytes=on_bytes)
+        ctx.spawn = _big_file_pool().submit
+    rows = _attempt(op, items, ctx)
+    for delay in retry_delays():
+        again = [i for i, row in enumerate(rows) if row.get("transient")]
+        if not again:
+            break
+        _sleep(delay)
+        for i, row in zip(again, _attempt(op, [items[i] for i in again], ctx), strict=True):
+            rows[i] = row
+    return rows
+
+
+def _attempt(op: Operation, items: list[Item], ctx: Context) -> list[Row]:
     results = [_run_one(op, item, ctx) for item in items]
-    return [_settle(result, item) for result, item in zip(results, items, strict=True)]
+    return [_settle(op, result, item, ctx) for result, item in zip(results, items, strict=True)]
 
 
-def _run_one(op: OpFunc, item: Item, ctx: Context) -> Result:
+def _run_one(op: Operation, item: Item, ctx: Context) -> Result:
     try:
-        return op(item, ctx)
+        return op.func(item, ctx)
     except Exception as exc:  # one file's surprise must not sink the batch
-        return {
-            "path": item.get("path"),
-            "status": "error",
-            "bytes": 0,
-            "error": f"{type(exc).__name__}: {exc}",
-        }
+        return error_row(op.base(item, ctx), exc)
 
 
-def _settle(result: Row | Future[Row], item: Item) -> Row:
+def _settle(op: Operation, result: Result, item: Item, ctx: Context) -> Row:
     if isinstance(result, Future):
         try:
             row = result.result()
         except Exception as exc:
-            row = {
-                "path": item.get("path"),
-                "status": "error",
-                "bytes": 0,
-                "error": f"{type(exc).__name__}: {exc}",
-            }
+            row = error_row(op.base(item, ctx), exc)
     else:
         row = result
     if "line" in item:
         row["line"] = item["line"]
     return row
+
+
+def _unusable_cwd(cwd: str | None) -> OSError | None:
+    """Why the job's directory cannot be used here (workers share the filesystem)."""
+    if cwd is None or os.path.isdir(cwd):
+        return None
+    return OSError(f"working directory {cwd} not usable on this worker")
+
+
+def retry_delays() -> tuple[float, ...]:
+    raw = os.environ.get("DMP_RETRY_DELAYS")
+    if raw is None:
+        return RETRY_DELAYS
+    return tuple(float(part) for part in raw.split(",") if part.strip())
+
+
+def _sleep(delay: float) -> None:
+    time.sleep(delay * random.uniform(0.75, 1.25))  # jitter: retries of a fleet spread out
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -206,16 +229,16 @@ def _big_file_pool() -> ThreadPoolExecutor:
     return _pool
 
 
-def _operation(name: str) -> Operation:
+def operation_named(name: str) -> Operation:
     """The operation registered under ``name``; those that live beside the stores are
     registered on first use (imported lazily: hashing needs none of them)."""
     if name not in OPERATIONS:
-        try:
-            import dmp_cli.transfer  # noqa: F401
-        except ImportError:
-            pass
+        import dmp_cli.transfer  # noqa: F401
     return OPERATIONS[name]
 
 
 def kind_of(name: str) -> str:
-    return _operation(name).kind
+    return operation_named(name).kind
+
+
+__all__ = ["OPERATIONS", "Context", "Operation", "Status", "kind_of", "operation", "run_batch"]

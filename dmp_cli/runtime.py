@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from dmp_cli.executor import Executor, LocalExecutor
-from dmp_cli.settings import Settings
-
-if TYPE_CHECKING:
-    from dmp_cli.cli.output import Output
 
 
-def make_executor(settings: Settings, out: Output | None = None) -> Executor:
-    if settings.broker_url:
+def make_executor(
+    broker_url: str | None = None,
+    jobs: int | None = None,
+    on_message: Callable[[str], None] | None = None,
+) -> Executor:
+    """The fleet's executor if a broker is given, else the embedded one. ``on_message``
+    hears what a person should know while a fleet job waits (no worker for its queue)."""
+    if broker_url:
         from dmp_tasks.executor import CeleryExecutor
 
-        return CeleryExecutor(settings.broker_url, out=out)
-    return LocalExecutor(settings.jobs)
+        return CeleryExecutor(broker_url, on_message=on_message)
+    return LocalExecutor(jobs)

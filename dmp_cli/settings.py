@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_VAULT = "s3://etx-dmp-vault/object"
@@ -31,10 +31,3 @@ class Settings:
             archive_default=env.get("DMP_ARCHIVE_DEFAULT") or None,
             broker_url=env.get("DMP_BROKER_URL") or None,
         )
-
-    def config(self) -> dict[str, Any]:
-        """The plain values that operations (and remote workers) need."""
-        values = asdict(self)
-        values.pop("broker_url")
-        values.pop("jobs")
-        return values

@@ -1,9 +1,10 @@
 """The vault's per-file operations: head, upload and download, one file (or checksum) each.
 
-Like every operation they take plain values and return a row, so they run the same in
-the CLI's threads and on Celery workers; stores are made from the config once per process.
-A store that cannot be used at all (no bucket, no credentials) gives a row marked
-``fatal``, so that the caller stops instead of failing millions of files alike.
+Like every operation they take an item and return a row, so they run the same in the
+CLI's threads and on Celery workers; the stores come from the executor's pool, made once
+per process. What they raise becomes the file's row in ``dmp_cli.ops.run_batch``; a store
+that cannot be used at all (no bucket, no credentials) gives a row marked ``fatal``, so
+that the run stops instead of failing millions of files alike.
 """
 
 from __future__ import annotations
@@ -13,56 +14,31 @@ import errno
 import os
 import posixpath
 import stat
-import threading
 import uuid
 from collections.abc import Callable
 
 from dmp_cli.digest import digest_fd
-from dmp_cli.errors import (
-    DmpError,
-    FatalStoreError,
-    IntegrityError,
-    ObjectExists,
-    ObjectMissing,
-    StoreError,
-)
-from dmp_cli.layout import digest_key
-from dmp_cli.ops import Context, Item, Row, operation, os_error_row
-from dmp_cli.store import OnBytes, Store, open_store
-
-_lock = threading.Lock()
+from dmp_cli.errors import IntegrityError, ObjectExists, ObjectMissing, PathRefused
+from dmp_cli.ops import Context, operation
+from dmp_cli.rows import Item, Row, base_row
+from dmp_cli.store import OnBytes
+from dmp_cli.vault import Vault
 
 
-class PathRefused(DmpError):
-    """A manifest path that dmp will not write to (tar's rules; symlinks)."""
+def _entry(item: Item, ctx: Context) -> Row:
+    """What every row of a manifest entry carries, failed or not."""
+    return base_row(item, digest=item["digest"])
 
 
-def store_for(ctx: Context, name: str) -> Store:
-    """The run's vault ("vault") or archive destination ("dest"), made once per process."""
-    with _lock:  # the executor's threads all ask at once for the first files
-        store: Store = ctx.resource(name, lambda config: open_store(config[name], config))
-        return store
-
-
-def _guarded(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], Row]:
-    """Turn the expected failures of one file into its row."""
+def _entries(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], Row]:
+    """An operation on a manifest entry: a later entry with the content of an earlier one
+    is answered from the first one's row (each checksum is asked about once)."""
 
     def run(item: Item, ctx: Context) -> Row:
-        base = {"path": item.get("path"), "digest": item["digest"], "bytes": 0}
-        if item.get("same"):  # the manifest named this content before: asked once
+        base = _entry(item, ctx)
+        if item.get("same"):
             return {**base, "status": "same"}
-        try:
-            return {**base, **func(item, ctx)}
-        except FatalStoreError as exc:
-            return {**base, "status": "failed", "error": str(exc), "fatal": True}
-        except ObjectMissing:
-            return {**base, "status": "missing", "error": "not in the vault"}
-        except PathRefused as exc:
-            return {**base, "status": "refused", "error": str(exc)}
-        except (StoreError, IntegrityError) as exc:
-            return {**base, "status": "failed", "error": str(exc)}
-        except OSError as exc:
-            return {**os_error_row(item["path"], exc), "digest": item["digest"]}
+        return {**base, **func(item, ctx)}
 
     run.__name__ = func.__name__
     return run
@@ -71,10 +47,10 @@ def _guarded(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], 
 # ------------------------------------------------------------------ head
 
 
-@operation("head", kind="io")
-@_guarded
+@operation("head", kind="io", base=_entry)
+@_entries
 def head_op(item: Item, ctx: Context) -> Row:
-    info = store_for(ctx, "vault").head(digest_key(item["digest"]))
+    info = ctx.vault().head(item["digest"])
     if info is None:
         return {"status": "missing"}
     return {"status": "present", "bytes": info.size}
@@ -83,63 +59,57 @@ def head_op(item: Item, ctx: Context) -> Row:
 # ------------------------------------------------------------------ upload
 
 
-@operation("upload", kind="io")
-@_guarded
+@operation("upload", kind="io", base=_entry)
+@_entries
 def upload_op(item: Item, ctx: Context) -> Row:
     """Archive one file: skip it if archived, else upload it to the vault, to
     ``DMP_ARCHIVE_DEFAULT`` or under ``--path`` (then into the vault by server-side copy)."""
-    config = ctx.config
-    vault = store_for(ctx, "vault")
+    options = ctx.options
+    vault = ctx.vault()
     digest = item["digest"]
-    vault_key = digest_key(digest)
-    if config.get("dest_mode") is None and not config.get("dry_run"):
-        return _upload_to_vault(item, vault, vault_key, ctx.on_bytes)
-    in_vault = vault.head(vault_key) is not None
-    if in_vault and not config.get("all"):
-        return {"status": "skipped", "to": vault.key_url(vault_key)}
-    target, key = _destination(item, ctx, vault, vault_key)
-    already = target is not vault and target.has(key, digest)
-    row: Row = {"to": target.key_url(key)}
-    if config.get("dry_run"):
-        size = item.get("size") or 0
-        return {
-            **row,
-            "status": "skipped" if already else "would-upload",
-            "bytes": 0 if already else size,
-        }
+    source = ctx.path(item["path"])
+    if options.dest_mode is None and not options.dry_run:
+        return _upload_to_vault(item, source, vault, ctx.on_bytes)
+    in_vault = vault.head(digest) is not None
+    if in_vault and not options.all:
+        return {"status": "skipped", "to": vault.url_of(digest)}
+    if options.dest_mode is None:
+        target, key = vault.store, vault.key(digest)
+    else:
+        target, key = ctx.dest(), _dest_key(item, options.dest_mode)
+    already = target is not vault.store and target.has(key, digest)
+    to = target.key_url(key)
+    if options.dry_run:
+        size = 0 if already else item.get("size") or 0
+        return {"to": to, "status": "skipped" if already else "would-upload", "bytes": size}
     sent = 0
     if not already:
-        sent = target.put_file(key, item["path"], digest, item.get("size") or 0, ctx.on_bytes)
-    if config.get("dest_mode") == "path" and not in_vault:
-        vault.copy(target, key, vault_key, digest)
-    return {**row, "status": "skipped" if already else "uploaded", "bytes": sent}
+        sent = target.put_file(key, source, digest, item.get("size") or 0, ctx.on_bytes)
+    if options.dest_mode == "path" and not in_vault:
+        vault.copy_from(target, key, digest)
+    return {"to": to, "status": "skipped" if already else "uploaded", "bytes": sent}
 
 
-def _upload_to_vault(item: Item, vault: Store, vault_key: str, on_bytes: OnBytes | None) -> Row:
+def _upload_to_vault(item: Item, source: str, vault: Vault, on_bytes: OnBytes | None) -> Row:
     """Straight into the vault: one put-if-absent, no separate question first."""
-    row: Row = {"to": vault.key_url(vault_key)}
+    digest = item["digest"]
+    to = vault.url_of(digest)
     try:
-        sent = vault.put_file(
-            vault_key, item["path"], item["digest"], item.get("size") or 0, on_bytes, if_absent=True
-        )
+        sent = vault.put_file(digest, source, item.get("size") or 0, on_bytes, if_absent=True)
     except ObjectExists:
-        return {**row, "status": "skipped"}
+        return {"to": to, "status": "skipped"}
     except OSError:
         # A file gone since the manifest was made needs no upload if its content is in.
-        if vault.head(vault_key) is not None:
-            return {**row, "status": "skipped"}
+        if vault.head(digest) is not None:
+            return {"to": to, "status": "skipped"}
         raise
-    return {**row, "status": "uploaded", "bytes": sent}
+    return {"to": to, "status": "uploaded", "bytes": sent}
 
 
-def _destination(item: Item, ctx: Context, vault: Store, vault_key: str) -> tuple[Store, str]:
-    mode = ctx.config.get("dest_mode")
-    if mode is None:
-        return vault, vault_key
-    dest = store_for(ctx, "dest")
+def _dest_key(item: Item, mode: str) -> str:
     if mode == "default":  # a staging bucket an ingest pipeline empties into the vault
-        return dest, item["digest"]
-    return dest, path_key(item["path"])
+        return item["digest"]
+    return path_key(item["path"])
 
 
 def path_key(path: str) -> str:
@@ -157,27 +127,27 @@ def path_key(path: str) -> str:
 # ------------------------------------------------------------------ download
 
 
-@operation("download", kind="io")
-@_guarded
+@operation("download", kind="io", base=_entry)
+@_entries
 def download_op(item: Item, ctx: Context) -> Row:
     """Bring one vault object to its manifest path: through a temporary file in the target
     directory, verified, then renamed. A local file with the right content is left alone."""
-    config = ctx.config
+    options = ctx.options
     digest = item["digest"]
-    parts = target_parts(item["path"], bool(config.get("absolute_names")))
-    dir_fd = open_parent(parts, make=not config.get("dry_run"))
+    parts = target_parts(item["path"], options.absolute_names)
+    dir_fd = open_parent(parts, make=not options.dry_run, cwd=ctx.work.cwd)
     try:
         name = parts[-1]
         local = _local_digest(dir_fd, name) if dir_fd is not None else None
         if local == digest:
             return {"status": "present"}
-        if local is not None and not config.get("overwrite"):
+        if local is not None and not options.overwrite:
             raise PathRefused(
                 f"exists with another checksum ({local[:12]}…); use --overwrite to replace it"
             )
-        vault = store_for(ctx, "vault")
-        if config.get("dry_run"):
-            info = vault.head(digest_key(digest))
+        vault = ctx.vault()
+        if options.dry_run:
+            info = vault.head(digest)
             if info is None:
                 raise ObjectMissing(digest)
             return {"status": "would-fetch", "bytes": info.size}
@@ -206,10 +176,11 @@ def target_parts(path: str, absolute_names: bool) -> list[str]:
     return (["/"] if absolute else []) + parts
 
 
-def open_parent(parts: list[str], make: bool) -> int | None:
+def open_parent(parts: list[str], make: bool, cwd: str | None = None) -> int | None:
     """A descriptor of the target's directory, walked one component at a time without
-    following symlinks; missing directories are made (or, if not ``make``, None)."""
-    start, parts = (parts[0], parts[1:]) if parts[0] == "/" else (".", parts)
+    following symlinks from ``cwd`` (else this process's directory); missing directories
+    are made (or, if not ``make``, None)."""
+    start, parts = (parts[0], parts[1:]) if parts[0] == "/" else (cwd or ".", parts)
     fd = os.open(start, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     for index, part in enumerate(parts[:-1]):
@@ -266,7 +237,7 @@ def _local_digest(dir_fd: int, name: str) -> str | None:
 
 
 def _fetch_into(
-    vault: Store,
+    vault: Vault,
     digest: str,
     dir_fd: int,
     name: str,
@@ -282,7 +253,7 @@ def _fetch_into(
     )
     try:
         with os.fdopen(fd, "w+b") as stream:
-            vault.get_file(digest_key(digest), stream, on_bytes)
+            vault.get_file(digest, stream, on_bytes)
             stream.flush()
             os.fsync(stream.fileno())
             stream.seek(0)

@@ -1,119 +1,49 @@
-"""Vault, archive and fetch as streams: manifest lines in, per-file items out, rows counted.
+"""The vault: a content-addressed store, where the object for a file is its sha256.
 
-Nothing here talks to a store: the operations in ``dmp_cli.transfer`` do, under an
-executor. Each distinct checksum is asked about (and uploaded) once: later entries with
-the same content become ``same`` items, answered from the first one's row.
+``Vault`` owns the key layout (``dmp_cli.layout``): callers speak of checksums, never of
+keys, so that the layout is written down once. It knows nothing of S3 or directories: the
+store beneath is passed in.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from typing import BinaryIO
 
-from dmp_cli.manifest import Line
-from dmp_cli.ops import Item, Row
-
-# How a row counts, by mode.
-FAILED = frozenset({"failed", "missing", "refused", "unreadable", "error"})
+from dmp_cli.layout import digest_key
+from dmp_cli.store import ObjectInfo, OnBytes, Store
 
 
-@dataclass
-class Plan:
-    """Items for one mode from a manifest's lines; counts the lines as it goes."""
+class Vault:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.url = store.url
 
-    dedupe: bool = True
-    with_size: bool = False
-    entries: int = 0
-    misformatted: int = 0
-    _seen: set[bytes] = field(default_factory=set)
+    def key(self, digest: str) -> str:
+        return digest_key(digest)
 
-    def items(self, lines: Iterable[Line]) -> Iterator[Item]:
-        for line in lines:
-            entry = line.entry
-            if entry is None:
-                self.misformatted += 1
-                continue
-            self.entries += 1
-            item: Item = {"line": line.number, "path": entry.path, "digest": entry.digest}
-            if self.dedupe:
-                key = bytes.fromhex(entry.digest)
-                if key in self._seen:
-                    item["same"] = True
-                else:
-                    self._seen.add(key)
-            if self.with_size and not item.get("same"):
-                item["size"] = _size(entry.path)
-            yield item
+    def url_of(self, digest: str) -> str:
+        """The address of a checksum's object, for messages."""
+        return self.store.key_url(digest_key(digest))
 
+    def check(self) -> None:
+        self.store.check()
 
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0  # the upload reports why
+    def head(self, digest: str) -> ObjectInfo | None:
+        return self.store.head(digest_key(digest))
 
+    def put_file(
+        self,
+        digest: str,
+        path: str,
+        size: int,
+        on_bytes: OnBytes | None = None,
+        if_absent: bool = False,
+    ) -> int:
+        return self.store.put_file(digest_key(digest), path, digest, size, on_bytes, if_absent)
 
-@dataclass
-class Tally:
-    """What a vault, archive or fetch run did, by status; ``nbytes`` moved (or present).
+    def get_file(self, digest: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
+        return self.store.get_file(digest_key(digest), stream, on_bytes)
 
-    A ``same`` row (content the manifest named before) takes the first row's status: in
-    --vault each file is reported; in --archive the content was moved once, so a copy of
-    it is "skipped". If the first one failed (it changed, or cannot be read), the copy
-    may still hold the content: ``needs_retry`` says so, and the caller tries it itself.
-    """
-
-    archive: bool = False
-    dedupe: bool = True
-    counts: dict[str, int] = field(default_factory=dict)
-    nbytes: int = 0
-    distinct: int = 0
-    _first: dict[bytes, tuple[str, str | None]] = field(default_factory=dict)
-
-    def needs_retry(self, row: Row) -> bool:
-        """An --archive copy of content whose first file failed: not counted yet."""
-        if not (self.archive and row["status"] == "same"):
-            return False
-        status, _ = self._first.get(bytes.fromhex(row["digest"]), ("missing", None))
-        return status in FAILED
-
-    def add(self, row: Row) -> Row:
-        """Count one row; returns it, a ``same`` row resolved."""
-        if row["status"] == "same":
-            key = bytes.fromhex(row["digest"])
-            status, error = self._first.get(key, ("missing", None))
-            if self.archive and status not in FAILED:
-                status = "skipped"
-            row = {**row, "status": status, "error": error, "same": True}
-        else:
-            key = bytes.fromhex(row["digest"])
-            if key not in self._first:
-                self.distinct += 1
-            if self.dedupe:
-                self._first[key] = (row["status"], row.get("error"))
-            self.nbytes += row.get("bytes") or 0
-        self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
-        return row
-
-    def __getitem__(self, status: str) -> int:
-        return self.counts.get(status, 0)
-
-    @property
-    def failed(self) -> int:
-        return sum(n for status, n in self.counts.items() if status in FAILED)
-
-
-def retry_items(rows: Iterable[Row], with_size: bool) -> Iterator[Item]:
-    """Items for the copies whose first file failed: again the first of each checksum
-    for real, the others ``same``."""
-    seen: set[str] = set()
-    for row in rows:
-        item: Item = {"line": row.get("line"), "path": row["path"], "digest": row["digest"]}
-        if row["digest"] in seen:
-            item["same"] = True
-        else:
-            seen.add(row["digest"])
-            if with_size:
-                item["size"] = _size(row["path"])
-        yield item
+    def copy_from(self, source: Store, source_key: str, digest: str) -> None:
+        """A server-side copy of ``source``'s object into this checksum's place."""
+        self.store.copy(source, source_key, digest_key(digest), digest)

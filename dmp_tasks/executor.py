@@ -30,8 +30,10 @@ from celery.result import AsyncResult
 
 from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.executor import batches
-from dmp_cli.ops import Config, Item, Row
-from dmp_tasks.app import app as default_app
+from dmp_cli.options import Work
+from dmp_cli.rows import Item, Row
+from dmp_cli.store import StorePool
+from dmp_tasks.app import client_app
 from dmp_tasks.config import safe_url
 from dmp_tasks.jobs import JobStore, broker_errors
 from dmp_tasks.routing import (
@@ -42,12 +44,10 @@ from dmp_tasks.routing import (
     callback_queue,
     queue_for,
 )
-from dmp_tasks.tasks import batch_signature, window_done
+from dmp_tasks.tasks import batch_signature
 
 if TYPE_CHECKING:
     from celery import Celery
-
-    from dmp_cli.cli.output import Output
 
 # What the CLI keeps in flight: its memory holds the paths, and the rows that arrive out
 # of order, of this many files at most (plus one chord's worth).
@@ -108,18 +108,17 @@ class _Submitter:
         app: Celery,
         store: JobStore,
         job: str,
-        op: str,
+        work: Work,
         groups: Iterator[list[Item]],
-        config: Config,
         stream: bool,
         per_chord: int = BATCHES_PER_CHORD,
         tally: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
-        self.app, self.store, self.job, self.op = app, store, job, op
+        self.app, self.store, self.job, self.op = app, store, job, work.op
         self.groups = groups
-        self.config = dict(config)
+        self.config = {"stores": work.stores, "options": work.options}
         self.stream = stream
-        self.cwd = os.getcwd()
+        self.cwd = work.cwd or os.getcwd()
         self.batches = self.items = self.windows = 0
         self.exhausted = False
         self.per_chord = per_chord
@@ -146,7 +145,9 @@ class _Submitter:
             )
             return
         header = [
-            batch_signature(self.op, self.job, index, batch, self.config, self.stream, self.cwd)
+            batch_signature(
+                self.op, self.job, index, batch, self.config, self.stream, self.cwd, self.app
+            )
             # A short argsrepr: Celery would otherwise repr every batch for the logs,
             # which costs the submitter more than encoding it.
             .set(
@@ -155,7 +156,9 @@ class _Submitter:
             )
             for index, batch in enumerate(window, start=self.batches)
         ]
-        callback = window_done.s(self.job, self.windows).set(queue=callback_queue(self.op))
+        callback = self.app.signature("dmp.window_done", args=(self.job, self.windows)).set(
+            queue=callback_queue(self.op)
+        )
         try:
             result = chord(header, callback, app=self.app).apply_async()
         except Exception as exc:  # kombu's OperationalError and redis-py's errors
@@ -206,12 +209,15 @@ class _Submitter:
 
 
 class CeleryExecutor:
-    """Runs operations on `dmp worker` processes through Redis; rows come back in order."""
+    """Runs operations on `dmp worker` processes through Redis; rows come back in order.
+
+    It prints nothing: ``on_message`` hears what a person should know (no worker takes
+    from the job's queue). It sends through an app of its own (``client_app``)."""
 
     def __init__(
         self,
         broker_url: str,
-        out: Output | None = None,
+        on_message: Callable[[str], None] | None = None,
         *,
         in_flight: int = BATCHES_IN_FLIGHT,
         per_chord: int = BATCHES_PER_CHORD,
@@ -219,10 +225,11 @@ class CeleryExecutor:
         label: str | None = None,
     ) -> None:
         self.broker_url = broker_url
-        self.out = out
-        self.app = default_app
-        if self.app.conf.broker_url != broker_url:
-            self.app.conf.broker_url = broker_url
+        self.on_message = on_message
+        self.app = client_app(broker_url)
+        # For a run to ask whether the stores can be used before it sends work; the
+        # workers make their own.
+        self.stores = StorePool()
         self.store = JobStore(broker_url)
         self.store.ping()  # an unreachable broker is an error now, not a hang later
         self.in_flight = max(in_flight, per_chord)
@@ -233,18 +240,14 @@ class CeleryExecutor:
 
     # the Executor protocol -------------------------------------------------
     def map(
-        self,
-        op: str,
-        items: Iterable[Item],
-        config: Config,
-        on_bytes: Callable[[int], None] | None = None,
+        self, work: Work, items: Iterable[Item], on_bytes: Callable[[int], None] | None = None
     ) -> Iterator[Row]:
         # Workers elsewhere tell of bytes in their rows only: ``on_bytes`` hears nothing.
         job = new_job_id()
         finished = False
         try:  # from the start: an interrupt at any point cancels the job
-            self._create(job, op)
-            submitter = self._submitter(job, op, items, config, stream=True)
+            self._create(job, work.op)
+            submitter = self._submitter(job, work, items, stream=True)
             yield from self._gather(job, submitter)
             submitter.wait()
             finished = True
@@ -253,6 +256,7 @@ class CeleryExecutor:
                 self._abandon(job)
 
     def close(self) -> None:
+        self.stores.close()
         self.store.client.close()
 
     def __enter__(self) -> CeleryExecutor:
@@ -264,9 +268,8 @@ class CeleryExecutor:
     # detached jobs ---------------------------------------------------------
     def submit(
         self,
-        op: str,
+        work: Work,
         items: Iterable[Item],
-        config: Config,
         rules: Mapping[str, bool] | None = None,
         tally: Callable[[], Mapping[str, int]] | None = None,
     ) -> str:
@@ -277,9 +280,9 @@ class CeleryExecutor:
         """
         job = new_job_id()
         try:
-            self._create(job, op, {rule: 1 for rule, on in (rules or {}).items() if on})
-            self._warn_if_no_worker(job, op)
-            submitter = self._submitter(job, op, items, config, stream=False, tally=tally)
+            self._create(job, work.op, {rule: 1 for rule, on in (rules or {}).items() if on})
+            self._warn_if_no_worker(job, work.op)
+            submitter = self._submitter(job, work, items, stream=False, tally=tally)
             while not submitter.exhausted:
                 submitter.submit_window()
         except BaseException:
@@ -296,12 +299,12 @@ class CeleryExecutor:
     def _submitter(
         self,
         job: str,
-        op: str,
+        work: Work,
         items: Iterable[Item],
-        config: Config,
         stream: bool,
         tally: Callable[[], Mapping[str, int]] | None = None,
     ) -> _Submitter:
+        op = work.op
         most = batch_items(op)
         # A row's bytes are what was read or moved; asking the vault reads nothing (its
         # rows' bytes are the sizes of the objects), so its batches are bounded by count.
@@ -310,7 +313,7 @@ class CeleryExecutor:
         # A chord goes out whole: at most half the files in flight, so that the window
         # overshoots its bound by no more than that.
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * most)))
-        return _Submitter(self.app, self.store, job, op, groups, config, stream, per_chord, tally)
+        return _Submitter(self.app, self.store, job, work, groups, stream, per_chord, tally)
 
     def _gather(self, job: str, submitter: _Submitter) -> Iterator[Row]:
         """Keep the window full, read rows as batches finish, yield them in item order."""
@@ -367,12 +370,12 @@ class CeleryExecutor:
     def _warn_if_no_worker(self, job: str, op: str) -> None:
         """Say so if no live worker takes from the queue the job's batches go to (asked
         once: see ``no_worker_message``)."""
-        if self._checked_workers or self.out is None:
+        if self._checked_workers or self.on_message is None:
             return
         self._checked_workers = True
         message = no_worker_message(self.app, self.broker_url, job, op)
         if message:
-            self.out.info(message)
+            self.on_message(message)
 
     def _abandon(self, job: str) -> None:
         """The CLI stopped before the end (an error, Ctrl-C): workers skip the rest."""

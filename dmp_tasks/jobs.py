@@ -27,33 +27,13 @@ from urllib.parse import urlsplit
 import redis
 
 from dmp_cli.errors import BrokerError
+from dmp_cli.rows import Status
+from dmp_cli.rules import Command, Reason, Verdict, judge
 from dmp_tasks.config import safe_url
 
 JOB_TTL = 7 * 24 * 3600
 ERRORS_KEPT = 1000
 JOBS_KEY = "dmp:jobs"
-
-# Statuses of a file that went well; any other fails the job (exit 1 in `dmp job watch`)
-# and is kept among its errors. An improperly formatted line is a warning, as in coreutils.
-SUCCEEDED = frozenset(
-    {
-        "ok",
-        "present",
-        "same",
-        "skipped",
-        "uploaded",
-        "would-upload",
-        "fetched",
-        "would-fetch",
-        "misformatted",
-    }
-)
-
-
-def is_failure(op: str, status: str) -> bool:
-    """Whether a row's status fails the job; asking the vault, "missing" is an answer."""
-    return status not in SUCCEEDED and not (op == "head" and status == "missing")
-
 
 # Finishing: when the submitter has said how many batches and chords there are, and
 # either every batch has recorded itself or every chord's callback has run, the job is
@@ -303,20 +283,41 @@ def status_counts(info: dict[str, str]) -> dict[str, int]:
     return {k[2:]: int(v) for k, v in info.items() if k.startswith("s:")}
 
 
-def rule_failure(info: dict[str, str]) -> str | None:
-    """Why a finished job fails by the rules of the command that submitted it (--strict,
-    --ignore-missing, sha256sum's rules for a check), though no file failed; else None."""
+def _verdict(info: dict[str, str]) -> Verdict:
+    """A job judged as the command that submitted it judges a run (``dmp_cli.rules``):
+    its counts, the lines skipped while submitting, and the files of batches that never
+    recorded themselves, counted as lost."""
     counts = status_counts(info)
-    misformatted = counts.get("misformatted", 0) + int(info.get("misformatted", 0))
-    if info.get("strict") and misformatted:
-        lines = "line is" if misformatted == 1 else "lines are"
-        return f"{misformatted} {lines} improperly formatted (--strict)"
-    if info.get("op") != "check" or info.get("state") != "done":
+    counts[Status.MISFORMATTED] = counts.get(Status.MISFORMATTED, 0) + int(
+        info.get("misformatted", 0)
+    )
+    if info.get("state") == "done":
+        unrecorded = int(info.get("items_total", 0)) - int(info.get("files", 0))
+        if unrecorded > 0:
+            counts[Status.LOST] = counts.get(Status.LOST, 0) + unrecorded
+    return judge(
+        Command.of_operation(info.get("op", "hash")),
+        counts,
+        strict=bool(info.get("strict")),
+        ignore_missing=bool(info.get("ignore_missing")),
+    )
+
+
+def rule_failure(info: dict[str, str]) -> str | None:
+    """Why a job fails by the rules of the command that submitted it (--strict,
+    --ignore-missing, sha256sum's rules for a check), though no file failed; else None.
+    Until the job is done, only what cannot change: lines that --strict refuses."""
+    reason = _verdict(info).reason
+    if reason is Reason.MISFORMATTED:
+        lines = int(info.get("misformatted", 0)) + status_counts(info).get("misformatted", 0)
+        said = "line is" if lines == 1 else "lines are"
+        why = "--strict" if info.get("strict") else "skipped"
+        return f"{lines} {said} improperly formatted ({why})"
+    if info.get("state") != "done":
         return None
-    files = int(info.get("files", 0))
-    if files and files == counts.get("misformatted", 0):
+    if reason is Reason.NO_LINES:
         return "no properly formatted checksum lines found"
-    if info.get("ignore_missing") and not counts.get("ok"):
+    if reason is Reason.NOTHING_VERIFIED:
         return "no file was verified (--ignore-missing)"
     return None
 
@@ -324,13 +325,7 @@ def rule_failure(info: dict[str, str]) -> str | None:
 def job_failed(info: dict[str, str]) -> bool:
     if info.get("state") == "cancelled":
         return True
-    if info.get("state") == "done" and int(info.get("files", 0)) < int(info.get("items_total", 0)):
-        return True  # some batch never recorded its files
-    if rule_failure(info):
-        return True
-    op = info.get("op", "")
-    ignored = {"missing"} if info.get("ignore_missing") else set()
-    return any(
-        n and is_failure(op, status) and status not in ignored
-        for status, n in status_counts(info).items()
-    )
+    verdict = _verdict(info)
+    if info.get("state") != "done":  # so far: files failed, or lines --strict refuses
+        return verdict.failed > 0 or verdict.reason is Reason.MISFORMATTED
+    return verdict.status != 0

@@ -1,94 +1,81 @@
 """The fleet's tasks: thin wrappers of ``dmp_cli.ops.run_batch``, and the chord callback.
 
 A task never raises: a header task that raises fails the whole chord and loses its
-summary (DESIGN.md, section 5). A file's failure is a row; transient ones are retried here,
-with backoff, before they become rows.
+summary (DESIGN.md, section 5). A file's failure is a row; the batch runner retries the
+transient ones, with backoff, before they become rows. Stores are made from the job's
+spec once per worker process (after the fork: clients are not fork-safe), kept for the
+batches that follow, and closed when the process ends.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
-from celery import Signature
+from celery import Celery, Signature
+from celery.signals import worker_process_shutdown
 
-from dmp_cli.ops import Config, Item, Row
+from dmp_cli.ops import Context, operation_named
 from dmp_cli.ops import run_batch as run_local
+from dmp_cli.options import Work
+from dmp_cli.rows import Item, Row, Status
+from dmp_cli.rules import Command, failing
+from dmp_cli.store import StorePool
 from dmp_tasks.app import app
-from dmp_tasks.jobs import ERRORS_KEPT, JobStore, is_failure
+from dmp_tasks.jobs import ERRORS_KEPT, JobStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-RETRY_DELAYS = (0.5, 2.0, 8.0)
-TRANSIENT_ERRNOS = frozenset(
-    {
-        errno.EAGAIN,
-        errno.EINTR,
-        errno.ESTALE,
-        errno.ETIMEDOUT,
-        errno.EIO,
-        errno.ENOTCONN,
-        errno.ECONNRESET,
-    }
-)
-TRANSIENT_ERRORS = (
-    "ConnectionError",
-    "EndpointConnectionError",
-    "ConnectTimeoutError",
-    "ReadTimeoutError",
-    "ConnectionClosedError",
-    "SlowDown",
-    "Throttling",
-)
+# Pauses between attempts to write a batch's record while Redis is away.
+PERSIST_DELAYS = (0.5, 2.0, 8.0)
 
-_stores: dict[int, JobStore] = {}
-_cwd_lock = threading.Lock()
+
+class _Process:
+    """What a worker process makes once, after the fork, and keeps: its Redis client and
+    its stores."""
+
+    pid = 0
+    jobs: JobStore | None = None
+    stores: StorePool | None = None
+
+    @classmethod
+    def current(cls) -> type[_Process]:
+        if cls.pid != os.getpid():
+            cls.pid, cls.jobs, cls.stores = os.getpid(), None, None
+        return cls
 
 
 def job_store() -> JobStore:
-    """This process's store: made after the worker forks, as Redis clients are not fork-safe."""
-    pid = os.getpid()
-    if pid not in _stores:
-        _stores.clear()
-        _stores[pid] = JobStore(app.conf.broker_url)
-    return _stores[pid]
+    """This process's job store (Redis clients are not fork-safe)."""
+    process = _Process.current()
+    if process.jobs is None:
+        process.jobs = JobStore(app.conf.broker_url)
+    return process.jobs
 
 
-def is_transient(row: Row) -> bool:
-    if row["status"] == "ok":
-        return False
-    if row.get("transient"):
-        return True
-    if row.get("errno") in TRANSIENT_ERRNOS:
-        return True
-    return row["status"] == "error" and str(row.get("error", "")).startswith(TRANSIENT_ERRORS)
+def store_pool() -> StorePool:
+    process = _Process.current()
+    if process.stores is None:
+        process.stores = StorePool()
+    return process.stores
+
+
+@worker_process_shutdown.connect
+def _close_stores(**_: Any) -> None:
+    if _Process.pid == os.getpid() and _Process.stores is not None:
+        _Process.stores.close()
 
 
 def _sleep(delay: float) -> None:
     time.sleep(delay * random.uniform(0.75, 1.25))  # jitter: retries of a fleet spread out
-
-
-def run_with_retries(op: str, items: list[Item], config: Config) -> list[Row]:
-    """Run a batch; rerun the items whose failure looks transient, backing off between."""
-    rows = run_local(op, items, config)
-    for delay in RETRY_DELAYS:
-        again = [i for i, row in enumerate(rows) if row["status"] != "ok" and is_transient(row)]
-        if not again:
-            break
-        _sleep(delay)
-        for i, row in zip(again, run_local(op, [items[i] for i in again], config), strict=True):
-            rows[i] = row
-    return rows
 
 
 def count_rows(rows: list[Row]) -> dict[str, int]:
@@ -99,7 +86,8 @@ def count_rows(rows: list[Row]) -> dict[str, int]:
 
 
 def failures(op: str, rows: list[Row]) -> list[Row]:
-    return [row for row in rows if row["status"] != "ok" and is_failure(op, row["status"])]
+    command = Command.of_operation(op)
+    return [row for row in rows if row["status"] != "ok" and failing(command, row["status"])]
 
 
 def elide_paths(rows: list[Row], items: list[Item]) -> list[Row]:
@@ -108,28 +96,21 @@ def elide_paths(rows: list[Row], items: list[Item]) -> list[Row]:
     unambiguous)."""
     for row, item in zip(rows, items, strict=True):
         if row.get("path") == item.get("path") is not None:
-            row["path"] = 0
+            row["path"] = 0  # type: ignore[typeddict-item]
     return rows
 
 
-def _cancelled(items: list[Item]) -> list[Row]:
-    rows = []
-    for item in items:
-        row = {
-            "path": item.get("path"),
-            "status": "cancelled",
-            "bytes": 0,
-            "error": "job cancelled",
-        }
-        if "line" in item:
-            row["line"] = item["line"]
-        rows.append(row)
-    return rows
+def _cancelled(work: Work, items: list[Item]) -> list[Row]:
+    op, ctx = operation_named(work.op), Context(work)
+    return [
+        {**op.base(item, ctx), "status": Status.CANCELLED, "error": "job cancelled"}
+        for item in items
+    ]
 
 
 def _persist(action: Callable[[], T]) -> T:
     """Redis calls from a task: ride out a short outage rather than lose a batch's rows."""
-    for delay in RETRY_DELAYS:
+    for delay in PERSIST_DELAYS:
         try:
             return action()
         except redis.RedisError as exc:
@@ -138,43 +119,22 @@ def _persist(action: Callable[[], T]) -> T:
     return action()
 
 
-def _run(op: str, items: list[Item], config: Config, cwd: str) -> list[Row]:
-    """Run in the submitter's working directory, so that relative paths mean the same
-    files here as there and in the rows (workers share the filesystem).
-
-    The working directory belongs to the process: the lock keeps a worker started with a
-    thread pool (`-P threads`) correct, if serial; a prefork process runs one task at a
-    time and never waits on it.
-    """
-    with _cwd_lock:
-        try:
-            os.chdir(cwd)
-        except OSError as exc:
-            reason = f"working directory {cwd} not usable on this worker: {exc.strerror}"
-            return [
-                {
-                    "path": item.get("path"),
-                    "status": "error",
-                    "bytes": 0,
-                    "error": reason,
-                    **({"line": item["line"]} if "line" in item else {}),
-                }
-                for item in items
-            ]
-        return run_with_retries(op, items, config)
-
-
 def run_batch(
     job: str, index: int, op: str, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
 ) -> dict[str, int]:
     """Run one batch of ``op``, publish its rows once, and return its counts for the
-    chord. The tasks below, one for each kind of work, are this with their operation."""
+    chord. The tasks below, one for each kind of work, are this with their operation.
+    ``config`` holds the job's stores and options as JSON (see ``Work``); relative paths
+    mean what they mean in ``cwd``, the submitter's directory (workers share the
+    filesystem; the process's own directory is never changed)."""
     try:
         store = job_store()
+        work = Work(op, cwd, config.get("stores"), config.get("options"))
         if _persist(lambda: store.state(job)) == "cancelled":
-            rows = _cancelled(items)
+            rows = _cancelled(work, items)
         else:
-            rows = _run(op, items, config, cwd)
+            needs_stores = operation_named(op).kind == "io"
+            rows = run_local(work, items, store_pool() if needs_stores else None)
         counts = count_rows(rows)
         failed = [json.dumps(row) for row in failures(op, rows)[:ERRORS_KEPT]]
         rows_json = json.dumps(elide_paths(rows, items)) if stream else None  # last: in place
@@ -228,14 +188,31 @@ def download_batch(
     return run_batch(job, index, "download", items, config, stream, cwd)
 
 
+TASKS = {
+    "hash": "dmp.hash_batch",
+    "check": "dmp.hash_batch",
+    "head": "dmp.head_batch",
+    "upload": "dmp.upload_batch",
+    "download": "dmp.download_batch",
+}
+
+
 def batch_signature(
-    op: str, job: str, index: int, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
+    op: str,
+    job: str,
+    index: int,
+    items: list[Item],
+    config: dict[str, Any],
+    stream: bool,
+    cwd: str,
+    sender: Celery | None = None,
 ) -> Signature:
-    """The task that runs a batch of ``op``, with its arguments."""
+    """The task that runs a batch of ``op``, with its arguments, to be sent by ``sender``
+    (an app of the submitter's own; by default the fleet's)."""
+    args: tuple[Any, ...] = (job, index, items, config, stream, cwd)
     if op in ("hash", "check"):
-        return hash_batch.si(job, index, items, config, stream, cwd, op == "check")
-    task = {"head": head_batch, "upload": upload_batch, "download": download_batch}[op]
-    return task.si(job, index, items, config, stream, cwd)
+        args += (op == "check",)
+    return (sender or app).signature(TASKS[op], args=args, immutable=True)
 
 
 @app.task(name="dmp.window_done")

@@ -13,6 +13,7 @@ import pytest
 from kombu.serialization import dumps, loads
 
 from dmp_cli import ops
+from dmp_cli.options import Work
 from dmp_cli.cli.worker import worker_argv
 from dmp_cli.errors import BrokerError
 from dmp_tasks import tasks
@@ -108,13 +109,14 @@ def flaky(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return {"path": item["path"], "status": "ok", "bytes": 1}
 
     monkeypatch.setitem(ops.OPERATIONS, "flaky", ops.Operation("flaky", op, "cpu"))
-    monkeypatch.setattr(tasks, "_sleep", lambda delay: None)
+    monkeypatch.setattr(ops, "_sleep", lambda delay: None)
     yield calls
 
 
-def test_transient_failures_are_retried_in_the_task(flaky: list[str]) -> None:
+def test_transient_failures_are_retried_in_the_batch(flaky: list[str]) -> None:
+    """The batch runner every executor uses (embedded, and in the fleet's tasks)."""
     items = [{"path": "a", "line": 1}, {"path": "permanent", "line": 2}, {"path": "b"}]
-    rows = tasks.run_with_retries("flaky", items, {})
+    rows = ops.run_batch(Work("flaky"), items)  # type: ignore[arg-type]
     assert [row["status"] for row in rows] == ["ok", "missing", "ok"]
     assert rows[0]["line"] == 1 and rows[1]["line"] == 2
     assert sorted(flaky) == ["a", "a", "b", "b", "permanent"]  # the missing file: once

@@ -29,7 +29,7 @@ class App:
     def executor(self) -> Executor:
         from dmp_cli.runtime import make_executor
 
-        return make_executor(self.settings, self.out)
+        return make_executor(self.settings.broker_url, self.settings.jobs, self.out.info)
 
 
 class StdoutClosed(Exception):

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from dmp_cli.errors import DmpError, UsageError
-from dmp_cli.ops import Config, Item
 
 if TYPE_CHECKING:
     from dmp_cli.cli import App
+    from dmp_tasks.executor import CeleryExecutor
     from dmp_tasks.jobs import JobStore
 
 WATCH_INTERVAL = 0.5
@@ -27,20 +27,12 @@ def require_broker(app: App) -> str:
     return app.settings.broker_url
 
 
-def detach(
-    app: App,
-    op: str,
-    items: Iterable[Item],
-    config: Config,
-    rules: Mapping[str, bool] | None = None,
-    tally: Callable[[], Mapping[str, int]] | None = None,
-) -> int:
-    """Submit a job to the fleet and print its id (`--detach`). ``rules`` and ``tally``
-    decide, with the job's counts, whether it failed (see ``CeleryExecutor.submit``)."""
+def detach(app: App, submit: Callable[[CeleryExecutor], str]) -> int:
+    """Submit a job to the fleet with ``submit`` and print its id (`--detach`)."""
     from dmp_tasks.executor import CeleryExecutor
 
-    with CeleryExecutor(require_broker(app), out=app.out) as executor:
-        job = executor.submit(op, items, config, rules, tally)
+    with CeleryExecutor(require_broker(app), on_message=app.out.info) as executor:
+        job = submit(executor)
     if app.out.json:
         app.out.record("job", id=job)
     else:
@@ -196,11 +188,10 @@ def watch(app: App, job_id: str) -> int:
 
 
 def _say_if_no_worker(app: App, broker_url: str, job_id: str, op: str) -> None:
-    from dmp_tasks.app import app as celery_app
+    from dmp_tasks.app import client_app
     from dmp_tasks.executor import no_worker_message
 
-    celery_app.conf.broker_url = broker_url
-    message = no_worker_message(celery_app, broker_url, job_id, op)
+    message = no_worker_message(client_app(broker_url), broker_url, job_id, op)
     if message:
         app.out.info(message)
 

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from itertools import chain
-from typing import TYPE_CHECKING, BinaryIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
-from dmp_cli.check import CheckCounts, check_items
+from dmp_cli import runs
 from dmp_cli.cli.output import Output, human_bytes, plural
-from dmp_cli.errors import DmpError, InputError, ManifestError, UsageError
-from dmp_cli.fsutil import AtomicFile
-from dmp_cli.inputs import Inputs, expand
-from dmp_cli.manifest import (
-    FORMATS,
-    Line,
-    count_lines,
-    open_manifest,
-    parse_lines,
-)
-from dmp_cli.ops import Item
-from dmp_cli.quoting import quote_name
+from dmp_cli.errors import DmpError, UsageError
+from dmp_cli.inputs import Inputs
+from dmp_cli.manifest import FORMATS, count_lines
+from dmp_cli.rows import Row
 
 if TYPE_CHECKING:
     from dmp_cli.cli import App
@@ -224,104 +215,27 @@ def create(
     if null and not files_from:
         raise UsageError("-0/--null needs --files-from FILE")
     out: Output = app.out
-    target = _open_target(manifest_path)
-    stream = target.stream if target else (None if out.json else out.stdout)
-    line = FORMATS[fmt or "dmp"]
-    problems = files = nbytes = 0
 
-    def on_problem(path: str, reason: str) -> None:
-        nonlocal problems
-        problems += 1
-        out.file_error(path, reason)
+    def on_row(row: Row) -> None:
+        out.record("file", path=row["path"], digest=row["digest"], bytes=row["bytes"], status="ok")
 
-    unmatched: list[tuple[str, str]] = []
-
-    def on_no_match(pattern: str, reason: str) -> None:
-        unmatched.append((pattern, reason))  # a warning, unless nothing is found at all
-
-    try:
-        with app.executor() as executor, out.progress("hashing") as bar:
-            items = expand(inputs, on_problem, on_no_match)
-            if target:
-                items = _without_temp(items, target.temp)
-            for row in executor.map("hash", items, {}):
-                bar.update(1, row.get("bytes", 0))
-                if row["status"] != "ok":
-                    on_problem(row["path"], row["error"])
-                    continue
-                files += 1
-                nbytes += row["bytes"]
-                if stream is not None:
-                    stream.write(line(row["digest"], row["path"]))
-                if out.json:
-                    out.record(
-                        "file",
-                        path=row["path"],
-                        digest=row["digest"],
-                        bytes=row["bytes"],
-                        status="ok",
-                    )
-        if files == 0 and not problems:
-            raise InputError(f"no files found in {_describe(inputs)}")
-        for pattern, reason in unmatched:
-            out.file_error(pattern, f"warning: {reason}")
-        if problems:
-            where = "no manifest written" if target or not files else "the manifest is incomplete"
-            raise InputError(f"{plural(problems, 'input', 'inputs')} could not be read; {where}")
-        if target:
-            target.commit()
-    except BaseException:
-        if target:
-            target.abort()
-        raise
-    out.record("summary", files=files, bytes=nbytes, manifest=manifest_path)
-    out.debug(f"{plural(files, 'file', 'files')}, {human_bytes(nbytes)} hashed")
-    return 0
-
-
-def _without_temp(items: Iterator[Item], temp: str) -> Iterator[Item]:
-    """Leave out the manifest's own temporary file, which a walk of its directory finds."""
-    name = os.path.basename(temp)
-    for item in items:
-        path = item["path"]
-        if os.path.basename(path) == name and _same_file(path, temp):
-            continue
-        yield item
-
-
-def _same_file(path: str, other: str) -> bool:
-    try:
-        return os.path.samefile(path, other)
-    except OSError:  # gone meanwhile: hashing it will report that
-        return False
-
-
-def _describe(inputs: Inputs, limit: int = 3) -> str:
-    """The inputs, quoted, for a one-line message: the first few, then how many more."""
-    names = [
-        quote_name(name).decode("utf-8", "surrogateescape")
-        for name in (*inputs.patterns, *inputs.dirs, inputs.files_from)
-        if name
-    ]
-    if inputs.files_from == "-":
-        names[-1] = "standard input"
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _open_target(manifest_path: str | None) -> AtomicFile | None:
-    if not manifest_path or manifest_path == "-":
-        return None
-    name = quote_name(manifest_path).decode("utf-8", "surrogateescape")
-    if os.path.lexists(manifest_path):
-        raise ManifestError(
-            f"{name}: manifest already exists (dmp never overwrites one; "
-            "remove it or choose another name)"
+    with app.executor() as executor, out.progress("hashing") as bar:
+        report = runs.create(
+            inputs,
+            executor,
+            manifest=manifest_path,
+            stream=None if out.json else out.stdout,
+            fmt=fmt or "dmp",
+            listener=runs.Listener(
+                on_row=on_row, on_progress=bar.update, on_problem=out.file_error
+            ),
         )
-    try:
-        return AtomicFile(manifest_path)
-    except OSError as exc:
-        raise ManifestError(f"{name}: cannot create manifest: {exc.strerror or exc}") from exc
+    if report.error:
+        out.error(report.error)
+        return report.status
+    out.record("summary", files=report.files, bytes=report.bytes, manifest=manifest_path)
+    out.debug(f"{plural(report.files, 'file', 'files')}, {human_bytes(report.bytes)} hashed")
+    return report.status
 
 
 def _check_name(path: str, escape: bool) -> bytes:
@@ -346,126 +260,78 @@ def check(
     **_: object,
 ) -> int:
     """`sha256sum --check`, byte for byte: the same lines, warnings and exit status."""
-    # sha256sum calls its stdin "standard input" in messages (quoted: it has a space)
-    shown = quote_name("standard input" if manifest_path == "-" else manifest_path).decode(
-        "utf-8", "surrogateescape"
-    )
     if detach:
-        return _detach_check(
-            app, manifest_path, shown, strict=strict, ignore_missing=ignore_missing
-        )
+        return _detach_check(app, manifest_path, strict=strict, ignore_missing=ignore_missing)
     out: Output = app.out
     given = click.get_current_context().meta.get(_VERBOSITY)
     if given:
         last = given[-1]
         check_quiet, status, warn = (last == "check_quiet", last == "status", last == "warn")
     quiet = check_quiet or out.quiet
-    counts = CheckCounts()
-    stream = open_manifest(manifest_path, shown)
+    shown = runs.shown_name("standard input" if manifest_path == "-" else manifest_path)
+    on_row = _check_printer(out, shown, quiet=quiet, status=status, warn=warn)
     total = count_lines(manifest_path) if out.wants_progress() else None
-    try:
-        _check_rows(
-            app,
-            stream,
-            counts,
-            total,
-            quiet=quiet,
-            status=status,
-            warn=warn,
-            ignore_missing=ignore_missing,
-            shown=shown,
-            from_stdin=manifest_path == "-",
+    with app.executor() as executor, out.progress("checking", total) as bar:
+        listener = runs.Listener(on_row=on_row, on_progress=bar.update)
+        report = runs.check(
+            manifest_path, executor, strict=strict, ignore_missing=ignore_missing, listener=listener
         )
-    except ManifestError as exc:  # the manifest could be opened but not read to the end
-        reason = str(exc).rpartition(": ")[2]
-        raise ManifestError(f"{shown}: {reason}") from None
-    _check_summary(out, counts, shown, status=status, ignore_missing=ignore_missing)
-    return 0 if counts.ok(strict=strict, ignore_missing=ignore_missing) else 1
+    _check_summary(out, report, status=status)
+    return report.status
 
 
-def _check_rows(
-    app,
-    stream: BinaryIO,
-    counts: CheckCounts,
-    total: int | None,
-    *,
-    quiet: bool,
-    status: bool,
-    warn: bool,
-    ignore_missing: bool,
-    shown: str,
-    from_stdin: bool,
-) -> None:
-    out: Output = app.out
-    lines = parse_lines(stream)
-    if from_stdin:
-        lines = _without_stdin_entries(lines)
-    with stream, app.executor() as executor, out.progress("checking", total) as bar:
-        for row in executor.map("check", check_items(lines), {}):
-            bar.update(1, row.get("bytes", 0))
-            kind = counts.add(row, ignore_missing)
-            if kind == "misformatted":
-                if warn:
-                    out.error(f"{shown}: {row['line']}: improperly formatted SHA256 checksum line")
-                continue
-            if kind == "ignored":
-                continue
-            if out.json:
-                out.record(
-                    "file",
-                    path=row["path"],
-                    status=kind,
-                    digest=row.get("digest"),
-                    expected=row.get("expected"),
-                    bytes=row.get("bytes", 0),
-                    error=row.get("error"),
-                )
-                continue
-            if kind == "unreadable":
-                out.file_error(row["path"], row["error"])
-            if status or (kind == "ok" and quiet):
-                continue
-            verdict = {
-                "ok": b": OK\n",
-                "failed": b": FAILED\n",
-                "unreadable": b": FAILED open or read\n",
-            }[kind]
-            out.write(_check_name(row["path"], escape=True) + verdict)
+def _check_printer(
+    out: Output, shown: str, *, quiet: bool, status: bool, warn: bool
+) -> Callable[[Row], None]:
+    """What `sha256sum --check` prints for a line, as a row comes back."""
+
+    def on_row(row: Row) -> None:
+        kind = _CHECK_KINDS.get(row["status"], "unreadable")
+        if kind == "misformatted":
+            if warn:
+                out.error(f"{shown}: {row['line']}: improperly formatted SHA256 checksum line")
+            return
+        path = str(row["path"])
+        if out.json:
+            out.record(
+                "file",
+                path=path,
+                status=kind,
+                digest=row.get("digest"),
+                expected=row.get("expected"),
+                bytes=row.get("bytes", 0),
+                error=row.get("error"),
+            )
+            return
+        if kind == "unreadable":
+            out.file_error(path, str(row.get("error")))
+        if status or (kind == "ok" and quiet):
+            return
+        out.write(_check_name(path, escape=True) + _VERDICTS[kind])
+
+    return on_row
 
 
-def _without_stdin_entries(lines: Iterator[Line]) -> Iterator[Line]:
-    """With the manifest on stdin, a line naming '-' (stdin) is improperly formatted, as in
-    sha256sum."""
-    for line in lines:
-        yield Line(line.number, None) if line.entry and line.entry.path == "-" else line
+# How a check row counts (every other status: the file could not be read), and its line.
+_CHECK_KINDS = {"ok": "ok", "failed": "failed", "misformatted": "misformatted"}
+_VERDICTS = {"ok": b": OK\n", "failed": b": FAILED\n", "unreadable": b": FAILED open or read\n"}
 
 
-def _detach_check(
-    app: App, manifest_path: str, shown: str, *, strict: bool, ignore_missing: bool
-) -> int:
+def _detach_check(app: App, manifest_path: str, *, strict: bool, ignore_missing: bool) -> int:
     """Submit the check to the fleet; `dmp job watch ID` follows it to the end, and fails
     it by the same rules as an attached check (--strict, --ignore-missing)."""
-    from dmp_cli.cli.job import detach, require_broker
+    from dmp_cli.cli.job import detach
 
-    require_broker(app)
-    stream = open_manifest(manifest_path, shown)
-    with stream:
-        items = check_items(parse_lines(stream))
-        first = next(items, None)  # an empty manifest is an error, not an empty job
-        if first is None:
-            raise ManifestError(f"{shown}: no properly formatted checksum lines found")
-        return detach(
-            app,
-            "check",
-            chain([first], items),
-            {},
-            rules={"strict": strict, "ignore_missing": ignore_missing},
-        )
+    return detach(
+        app,
+        lambda executor: runs.submit_check(
+            manifest_path, executor, strict=strict, ignore_missing=ignore_missing
+        ),
+    )
 
 
-def _check_summary(
-    out: Output, counts: CheckCounts, shown: str, *, status: bool, ignore_missing: bool
-) -> None:
+def _check_summary(out: Output, report: runs.CheckReport, *, status: bool) -> None:
+    counts = report.counts
     out.record(
         "summary",
         ok=counts.matched,
@@ -476,7 +342,7 @@ def _check_summary(
         bytes=counts.bytes,
     )
     if counts.properly_formatted == 0:
-        out.error(f"{shown}: no properly formatted checksum lines found")
+        out.error(str(report.error))
         return
     if status:
         return
@@ -488,8 +354,8 @@ def _check_summary(
         out.warning(
             plural(counts.mismatched, "computed checksum", "computed checksums"), " did NOT match"
         )
-    if ignore_missing and counts.matched == 0:
-        out.error(f"{shown}: no file was verified")
+    if report.error:
+        out.error(report.error)
 
 
 __all__ = ["DmpError", "manifest"]

@@ -7,21 +7,21 @@ the executor over the items that dmp_cli/vault.py makes from the manifest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from itertools import chain
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any
 
+from dmp_cli import runs
 from dmp_cli.cli.job import detach as submit_job
 from dmp_cli.cli.job import require_broker
 from dmp_cli.cli.output import Output, human_bytes, plural
-from dmp_cli.errors import FatalStoreError, ManifestError, UsageError
-from dmp_cli.executor import default_jobs
-from dmp_cli.manifest import count_lines, open_manifest, parse_lines
-from dmp_cli.ops import Item, Row
+from dmp_cli.errors import UsageError
+from dmp_cli.manifest import count_lines
+from dmp_cli.options import Options, StoreSpec
+from dmp_cli.plan import Plan, Tally
 from dmp_cli.quoting import quote_name
-from dmp_cli.vault import Plan, Tally, retry_items
+from dmp_cli.rows import Row
+from dmp_cli.rules import Command, failing
 
-OPERATION = {"vault": "head", "archive": "upload", "fetch": "download"}
 LABEL = {"vault": "asking the vault", "archive": "archiving", "fetch": "fetching"}
 
 
@@ -39,154 +39,57 @@ def run(
     strict: bool = False,
     **_: object,
 ) -> int:
-    _check_options(app, mode, path=path, all_files=all_files, detach=detach)
-    config = _config(
-        app,
-        mode,
-        path=path,
-        all=all_files,
-        overwrite=overwrite,
-        dry_run=dry_run,
-        absolute_names=absolute_names,
-    )
-    _check_urls(config)
-    shown = _shown(manifest_path)
-    stream = open_manifest(manifest_path, shown)
-    # Attached, a later entry with the same content is answered from the first one's row
-    # (uploaded once). A detached job's rows are counted, never gathered, so each entry
-    # there is asked about on its own; a copy finds its content archived and is skipped.
-    plan = Plan(
-        dedupe=not detach and (mode == "vault" or (mode == "archive" and not all_files)),
-        with_size=mode == "archive",
-    )
-    if detach:
-        _preflight(config)
-        return _detach(app, mode, plan, stream, config, shown, strict=strict)
-    with stream:
-        _preflight(config)
-        tally = _execute(
-            app,
-            mode,
-            plan,
-            plan.items(parse_lines(stream)),
-            config,
-            count_lines(manifest_path) if app.out.wants_progress() else None,
-        )
-    return _finish(app.out, mode, plan, tally, shown, strict=strict, dry_run=dry_run)
-
-
-def _detach(
-    app: Any,
-    mode: str,
-    plan: Plan,
-    stream: BinaryIO,
-    config: dict[str, Any],
-    shown: str,
-    *,
-    strict: bool,
-) -> int:
-    """Submit the items and config an attached run would use; `dmp job watch ID` follows
-    the job to the end."""
-    with stream:
-        items = plan.items(parse_lines(stream))
-        first = next(items, None)  # an empty manifest is an error, not an empty job
-        if first is None:
-            raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
-        status = submit_job(
-            app,
-            OPERATION[mode],
-            chain([first], items),
-            config,
-            rules={"strict": strict},
-            tally=lambda: {"misformatted": plan.misformatted},
-        )
-    if plan.misformatted:
-        app.out.warning(
-            plural(plan.misformatted, "line is", "lines are"),
-            " improperly formatted",
-            "" if mode == "vault" else " (skipped)",
-        )
-    return status
-
-
-def _execute(
-    app: Any,
-    mode: str,
-    plan: Plan,
-    items: Iterable[Item],
-    config: dict[str, Any],
-    total: int | None,
-) -> Tally:
-    """Run the mode's operation over the items, printing each row as it comes back."""
-    out: Output = app.out
-    tally = Tally(archive=mode == "archive", dedupe=plan.dedupe)
-    report = REPORTERS[mode]
-    dry_run = bool(config.get("dry_run"))
-    with app.executor() as executor, out.progress(LABEL[mode], total) as bar:
-        while True:
-            retries: list[Row] = []
-            for raw in executor.map(OPERATION[mode], items, config, on_bytes=bar.moved):
-                if raw.get("fatal"):
-                    raise FatalStoreError(raw["error"])
-                if tally.needs_retry(raw):
-                    retries.append(raw)
-                    continue
-                row = tally.add(raw)
-                bar.update(1, raw.get("bytes") or 0)
-                report(out, row, dry_run)
-            if not retries:
-                return tally
-            # Each round retries only copies of content whose first file failed in the
-            # round before, so the rounds end.
-            items = retry_items(retries, with_size=True)
-
-
-def _check_options(app: Any, mode: str, *, path: str | None, all_files: bool, detach: bool) -> None:
+    command = Command(mode)
     if all_files and not path:
         raise UsageError("--all needs --path s3://bucket/prefix: say where to put everything")
     if detach:
         require_broker(app)
-
-
-def _config(app: Any, mode: str, **flags: Any) -> dict[str, Any]:
-    """The plain values the operations need (they may run on other machines)."""
-    settings = app.settings
-    config = settings.config()
-    config.update({k: v for k, v in flags.items() if v and k != "path"})
-    # Sizes the connection pool: one connection per executor thread (LocalExecutor's rule).
-    config["concurrency"] = min(64, max(8, 8 * (settings.jobs or default_jobs())))
-    if mode == "archive" and flags.get("path"):
-        config.update(dest=flags["path"], dest_mode="path")
-    elif mode == "archive" and settings.archive_default:
-        config.update(dest=settings.archive_default, dest_mode="default")
-    return config
-
-
-def _check_urls(config: dict[str, Any]) -> None:
-    """Usage errors first: a bad URL, or a --path that cannot get a server-side copy."""
-    from dmp_cli.store import parse_url, same_kind
-
-    for url in (config["vault"], config.get("dest")):
-        if url:
-            parse_url(url)
-    if config.get("dest_mode") == "path" and not same_kind(config["dest"], config["vault"]):
-        raise UsageError(
-            f"--path {config['dest']}: the vault ({config['vault']}) is another "
-            "kind of store, so it cannot get a server-side copy"
+    spec, options = runs.transfer_stores(
+        command,
+        app.settings,
+        path=path,
+        options=Options(
+            strict=strict,
+            all=all_files,
+            overwrite=overwrite,
+            dry_run=dry_run,
+            absolute_names=absolute_names,
+        ),
+    )
+    if detach:
+        return _detach(app, command, manifest_path, spec, options)
+    out: Output = app.out
+    report_row = REPORTERS[mode]
+    total = count_lines(manifest_path) if out.wants_progress() else None
+    with app.executor() as executor, out.progress(LABEL[mode], total) as bar:
+        listener = runs.Listener(
+            on_row=lambda row: report_row(out, row), on_progress=bar.update, on_bytes=bar.moved
         )
+        report = runs.transfer(command, manifest_path, executor, spec, options, listener)
+    _summary(out, report)
+    return report.status
 
 
-def _preflight(config: dict[str, Any]) -> None:
-    """One clear line now, rather than the same failure for every file. The stores are
-    the ones the operations will use in this process (their clients made once)."""
-    from dmp_cli.ops import context_for
-    from dmp_cli.transfer import store_for
+def _detach(
+    app: Any, command: Command, manifest_path: str, spec: StoreSpec, options: Options
+) -> int:
+    """Submit the items an attached run would use; `dmp job watch ID` follows the job to
+    the end."""
+    skipped = 0
 
-    context = context_for(config)
-    store_for(context, "vault").check()
-    if config.get("dest"):
-        # Like a prefix in a bucket, an archive directory is made by the first upload.
-        store_for(context, "dest").check(create=True)
+    def submit(executor: Any) -> str:
+        nonlocal skipped
+        job, skipped = runs.submit_transfer(command, manifest_path, executor, spec, options)
+        return job
+
+    status = submit_job(app, submit)
+    if skipped:
+        app.out.warning(
+            plural(skipped, "line is", "lines are"),
+            " improperly formatted",
+            "" if command is Command.VAULT else " (skipped)",
+        )
+    return status
 
 
 # ---------------------------------------------------------------- per-file lines
@@ -206,15 +109,8 @@ def _line(out: Output, row: Row, text: str) -> None:
         out.write(quote_name(row["path"]) + b": " + text.encode() + b"\n")
 
 
-def _failure(out: Output, row: Row) -> bool:
-    if row["status"] in (
-        "present",
-        "uploaded",
-        "skipped",
-        "fetched",
-        "would-upload",
-        "would-fetch",
-    ):
+def _failure(out: Output, row: Row, command: Command) -> bool:
+    if not failing(command, row["status"]):
         return False
     error = row.get("error") or row["status"]
     out.record(
@@ -224,17 +120,17 @@ def _failure(out: Output, row: Row) -> bool:
     return True
 
 
-def _report_vault(out: Output, row: Row, dry_run: bool) -> None:
+def _report_vault(out: Output, row: Row) -> None:
     if row["status"] == "present":
         _line(out, row, "in the vault")
     elif row["status"] == "missing":
         _line(out, row, "NOT in the vault")
     else:
-        _failure(out, row)
+        _failure(out, row, Command.VAULT)
 
 
-def _report_archive(out: Output, row: Row, dry_run: bool) -> None:
-    if _failure(out, row):
+def _report_archive(out: Output, row: Row) -> None:
+    if _failure(out, row, Command.ARCHIVE):
         return
     status = row["status"]
     size = human_bytes(row.get("bytes") or 0)
@@ -248,8 +144,8 @@ def _report_archive(out: Output, row: Row, dry_run: bool) -> None:
     _line(out, row, text)
 
 
-def _report_fetch(out: Output, row: Row, dry_run: bool) -> None:
-    if _failure(out, row):
+def _report_fetch(out: Output, row: Row) -> None:
+    if _failure(out, row, Command.FETCH):
         return
     size = human_bytes(row.get("bytes") or 0)
     text = {
@@ -260,7 +156,7 @@ def _report_fetch(out: Output, row: Row, dry_run: bool) -> None:
     _line(out, row, text)
 
 
-REPORTERS: dict[str, Callable[[Output, Row, bool], None]] = {
+REPORTERS: dict[str, Callable[[Output, Row], None]] = {
     "vault": _report_vault,
     "archive": _report_archive,
     "fetch": _report_fetch,
@@ -270,34 +166,28 @@ REPORTERS: dict[str, Callable[[Output, Row, bool], None]] = {
 # ---------------------------------------------------------------- summaries
 
 
-def _finish(
-    out: Output, mode: str, plan: Plan, tally: Tally, shown: str, *, strict: bool, dry_run: bool
-) -> int:
-    if plan.entries == 0:
-        raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
+def _summary(out: Output, report: runs.TransferReport) -> None:
+    plan, tally = report.plan, report.tally
     if plan.misformatted:
         out.warning(
             plural(plan.misformatted, "line is", "lines are"),
             " improperly formatted",
-            "" if mode == "vault" else " (skipped)",
+            "" if report.command is Command.VAULT else " (skipped)",
         )
-    if mode == "vault":
-        _vault_summary(out, plan, tally)
+    if report.command is Command.VAULT:
+        _vault_summary(out, plan, tally, report.verdict.failed)
     else:
-        _move_summary(mode, out, plan, tally, dry_run)
-    if mode == "vault":
-        return 1 if tally.failed - tally["missing"] or (strict and plan.misformatted) else 0
-    return 1 if tally.failed or plan.misformatted else 0
+        _move_summary(report.command, out, plan, tally, report.dry_run)
 
 
-def _vault_summary(out: Output, plan: Plan, tally: Tally) -> None:
+def _vault_summary(out: Output, plan: Plan, tally: Tally, failed: int) -> None:
     out.record(
         "summary",
         files=plan.entries,
         distinct=tally.distinct,
         present=tally["present"],
         missing=tally["missing"],
-        failed=tally.failed - tally["missing"],
+        failed=failed,
         misformatted=plan.misformatted,
     )
     if tally["missing"]:
@@ -319,8 +209,8 @@ _MOVES = {
 }
 
 
-def _move_summary(mode: str, out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
-    done, would, kept, kept_words = _MOVES[mode]
+def _move_summary(command: Command, out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
+    done, would, kept, kept_words = _MOVES[command]
     moved = tally[would] if dry_run else tally[done]
     out.record(
         "summary",
@@ -337,7 +227,3 @@ def _move_summary(mode: str, out: Output, plan: Plan, tally: Tally, dry_run: boo
         f"{plural(moved, 'file', 'files')} ({human_bytes(tally.nbytes)}) {verb}, "
         f"{tally[kept]} {kept_words}, {tally.failed} failed"
     )
-
-
-def _shown(path: str) -> str:
-    return quote_name(path).decode("utf-8", "surrogateescape")

@@ -7,12 +7,18 @@ per-file operations are written against ``Store`` and know neither.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 from dmp_cli.errors import UsageError
+from dmp_cli.options import StoreSpec
+
+if TYPE_CHECKING:
+    from dmp_cli.vault import Vault
 
 # Called with a number of bytes as they move, from any thread.
 OnBytes = Callable[[int], None]
@@ -66,6 +72,10 @@ class Store(Protocol):
         """Copy an object of ``source`` (a store of the same kind) to ``key``, server-side."""
         ...
 
+    def close(self) -> None:
+        """Let go of clients, connections and threads."""
+        ...
+
 
 @dataclass(frozen=True)
 class Location:
@@ -88,8 +98,8 @@ def parse_url(url: str) -> Location:
     raise UsageError(f"{url}: not an s3://bucket/prefix or file:///dir URL")
 
 
-def open_store(url: str, config: Mapping[str, Any]) -> Store:
-    """The store for a URL, its clients made from ``config`` (the run's plain settings)."""
+def open_store(url: str, spec: StoreSpec) -> Store:
+    """The store for a URL, its clients made from ``spec``."""
     location = parse_url(url)
     if location.scheme == "file":
         from dmp_cli.store.local import FileStore
@@ -97,7 +107,52 @@ def open_store(url: str, config: Mapping[str, Any]) -> Store:
         return FileStore(location.prefix)
     from dmp_cli.store.s3 import S3Store
 
-    return S3Store.from_config(location.netloc, location.prefix, config)
+    return S3Store.from_spec(location.netloc, location.prefix, spec)
+
+
+class StorePool:
+    """The stores of one process, made from their specs on first use and kept for the
+    batches that follow: at most ``bound`` stores (a worker serves many jobs, each with
+    a vault and perhaps a destination), the oldest closed when another comes, and all of
+    them by ``close``. Thread-safe: the
+    threads of a run all ask at once for the first files."""
+
+    def __init__(self, bound: int = 8) -> None:
+        self.bound = bound
+        self._stores: OrderedDict[tuple[StoreSpec, str], Store] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, spec: StoreSpec, url: str) -> Store:
+        key = (spec, url)
+        with self._lock:
+            store = self._stores.get(key)
+            if store is not None:
+                self._stores.move_to_end(key)
+                return store
+            store = self._stores[key] = open_store(url, spec)
+            evicted = []
+            while len(self._stores) > self.bound:
+                evicted.append(self._stores.popitem(last=False)[1])
+        for old in evicted:
+            old.close()
+        return store
+
+    def vault(self, spec: StoreSpec) -> Vault:
+        from dmp_cli.vault import Vault
+
+        return Vault(self.get(spec, spec.vault))
+
+    def dest(self, spec: StoreSpec) -> Store:
+        if not spec.dest:
+            raise UsageError("no archive destination was given")
+        return self.get(spec, spec.dest)
+
+    def close(self) -> None:
+        with self._lock:
+            stores = list(self._stores.values())
+            self._stores.clear()
+        for store in stores:
+            store.close()
 
 
 def same_kind(a: str, b: str) -> bool:

@@ -31,6 +31,9 @@ class FileStore:
         self.root = root
         self.url = f"file://{root}"
 
+    def close(self) -> None:  # nothing held between requests
+        pass
+
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *key.split("/"))
 

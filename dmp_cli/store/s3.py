@@ -16,7 +16,7 @@ import base64
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, cast
 
@@ -24,8 +24,16 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from s3transfer.exceptions import (
+    RetriesExceededError,
+    S3DownloadFailedError,
+    S3UploadFailedError,
 )
 from s3transfer.manager import TransferConfig, TransferManager
 from s3transfer.subscribers import BaseSubscriber
@@ -39,6 +47,7 @@ from dmp_cli.errors import (
     StoreError,
 )
 from dmp_cli.layout import join_key
+from dmp_cli.options import StoreSpec
 from dmp_cli.store import ObjectInfo, OnBytes, Store
 
 MiB = 1 << 20
@@ -96,15 +105,22 @@ class S3Store:
         self._conditional = True  # put-if-absent (If-None-Match: *) until refused
 
     @classmethod
-    def from_config(cls, bucket: str, prefix: str, config: Mapping[str, Any]) -> S3Store:
+    def from_spec(cls, bucket: str, prefix: str, spec: StoreSpec) -> S3Store:
         with translated(f"s3://{bucket}"):
-            client = s3_client(config)
+            client = s3_client(spec)
         transfer_config = TransferConfig(
-            multipart_threshold=int(config.get("multipart_threshold") or MULTIPART_THRESHOLD),
-            multipart_chunksize=int(config.get("multipart_chunksize") or MULTIPART_CHUNKSIZE),
+            multipart_threshold=spec.multipart_threshold or MULTIPART_THRESHOLD,
+            multipart_chunksize=spec.multipart_chunksize or MULTIPART_CHUNKSIZE,
             max_request_concurrency=TRANSFER_CONCURRENCY,
         )
         return cls(client, bucket, prefix, transfer_config)
+
+    def close(self) -> None:
+        with self._lock:
+            manager, self._manager = self._manager, None
+        if manager is not None:
+            manager.shutdown()
+        self.client.close()
 
     @property
     def manager(self) -> TransferManager:
@@ -349,10 +365,29 @@ def translated(url: str, missing: str | None = None) -> Iterator[None]:
             "--profile)"
         ) from exc
     except EndpointConnectionError as exc:
+        # Fatal if it lasts: tried again first, in case the network only blinked.
         endpoint = exc.kwargs.get("endpoint_url", "")
-        raise FatalStoreError(f"{url}: cannot connect to the S3 endpoint {endpoint}") from exc
+        raise FatalStoreError(
+            f"{url}: cannot connect to the S3 endpoint {endpoint}", transient=True
+        ) from exc
     except BotoCoreError as exc:
-        raise StoreError(f"{url}: {exc}") from exc
+        raise StoreError(f"{url}: {exc}", transient=_transient(exc)) from exc
+    except (RetriesExceededError, S3DownloadFailedError, S3UploadFailedError) as exc:
+        # s3transfer's own retries of a body cut short, a reset, a timeout ran out.
+        cause = getattr(exc, "last_exception", None) or exc.__cause__ or exc
+        raise StoreError(f"{url}: {_describe(cause)}", transient=True) from exc
+    except (ConnectionError, TimeoutError) as exc:  # sockets, below botocore's own errors
+        raise StoreError(f"{url}: {_describe(exc)}", transient=True) from exc
+
+
+def _transient(exc: BotoCoreError) -> bool:
+    """A connection refused, reset or timed out, a response cut short: worth a retry."""
+    return isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) if not isinstance(exc, OSError) else (exc.strerror or str(exc))
+    return text or type(exc).__name__
 
 
 def client_error(exc: ClientError, url: str, missing: str | None = None) -> StoreError:
@@ -373,8 +408,10 @@ def client_error(exc: ClientError, url: str, missing: str | None = None) -> Stor
     if code in _BAD_CREDENTIALS:
         return FatalStoreError(f"{url}: credentials rejected ({code})")
     if code in _THROTTLED:
-        return StoreError(f"{url}: throttled by the server ({code}) after {attempts} attempts")
-    message = error.get("Message") or exc.response.get("ResponseMetadata", {}).get(
-        "HTTPStatusCode", ""
-    )
-    return StoreError(f"{url}: {code}: {message}".rstrip(": "))
+        return StoreError(
+            f"{url}: throttled by the server ({code}) after {attempts} attempts", transient=True
+        )
+    http = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    message = error.get("Message") or http or ""
+    server_side = (isinstance(http, int) and http >= 500) or code.startswith("5")
+    return StoreError(f"{url}: {code}: {message}".rstrip(": "), transient=server_side)

@@ -6,6 +6,7 @@ import pytest
 
 from dmp_cli.aws import TRANSFER_CONCURRENCY, s3_client
 from dmp_cli.errors import StoreError
+from dmp_cli.options import StoreSpec
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +24,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_standard_retries_and_pool_sized_to_concurrency() -> None:
-    client = s3_client({"concurrency": 24})
+    client = s3_client(StoreSpec("s3://v", concurrency=24))
     assert client.meta.config.retries["mode"] == "standard"
     assert client.meta.config.max_pool_connections == 24 + TRANSFER_CONCURRENCY
 
@@ -31,15 +32,15 @@ def test_standard_retries_and_pool_sized_to_concurrency() -> None:
 def test_user_retry_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "7")
-    retries = s3_client({}).meta.config.retries
+    retries = s3_client(StoreSpec("s3://v")).meta.config.retries
     assert retries["mode"] == "adaptive"
     assert retries["total_max_attempts"] == 7
 
 
 def test_endpoint_option_and_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    assert s3_client({}).meta.endpoint_url == "http://127.0.0.1:9"
-    client = s3_client({"endpoint_url": "http://127.0.0.1:10"})
+    assert s3_client(StoreSpec("s3://v")).meta.endpoint_url == "http://127.0.0.1:9"
+    client = s3_client(StoreSpec("s3://v", endpoint_url="http://127.0.0.1:10"))
     assert client.meta.endpoint_url == "http://127.0.0.1:10"
 
 
@@ -48,9 +49,9 @@ def test_checksum_calculation_follows_the_variable(
     monkeypatch: pytest.MonkeyPatch, value: str
 ) -> None:
     monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", value)
-    assert s3_client({}).meta.config.request_checksum_calculation == value
+    assert s3_client(StoreSpec("s3://v")).meta.config.request_checksum_calculation == value
 
 
 def test_unknown_profile_is_one_line() -> None:
     with pytest.raises(StoreError, match=r"AWS configuration: .*nosuch"):
-        s3_client({"profile": "nosuch"})
+        s3_client(StoreSpec("s3://v", profile="nosuch"))

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dmp_cli.check import CheckCounts, check_manifest
+from dmp_cli import runs
+from dmp_cli.check import CheckCounts
 from dmp_cli.executor import LocalExecutor
+from dmp_cli.rows import Row
 
 OK = {"status": "ok", "bytes": 5}
 FAILED = {"status": "failed", "bytes": 7}
@@ -108,8 +110,9 @@ def test_check_manifest_yields_one_row_per_line_in_order(
         f"# comment\n{digest_a}  a\njunk\n\n{digest_b}  b\n"
         f"{digest_a}  gone\n{digest_a}  d\n".encode()
     )
+    rows: list[Row] = []
     with LocalExecutor(2) as executor:
-        rows = list(check_manifest("m", executor))
+        runs.check("m", executor, listener=runs.Listener(on_row=rows.append))
     assert [(row["line"], row["status"]) for row in rows] == [
         (2, "ok"),
         (3, "misformatted"),

@@ -5,6 +5,7 @@ import pytest
 
 from dmp_cli.digest import CHUNK, FileDigest, digest_fd, digest_file
 from dmp_cli.ops import run_batch
+from dmp_cli.options import Work
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,7 @@ def test_big_files_of_a_batch_hash_on_threads_in_order(tmp_path):
         path.write_bytes(blob)
         items.append({"path": str(path)})
     items.insert(2, {"path": str(tmp_path / "missing")})
-    rows = run_batch("hash", items, {})
+    rows = run_batch(Work("hash"), items)
     assert [r["path"] for r in rows] == [i["path"] for i in items]
     assert rows[2]["status"] == "missing"
     got = [(r["digest"], r["bytes"]) for r in rows if r["status"] == "ok"]
@@ -46,12 +47,11 @@ def test_check_rows_say_failed_for_a_changed_file(tmp_path):
     path.write_bytes(os.urandom(2 * CHUNK))
     good = hashlib.sha256(path.read_bytes()).hexdigest()
     rows = run_batch(
-        "check",
+        Work("check"),
         [
             {"path": str(path), "digest": good, "line": 1},
             {"path": str(path), "digest": "0" * 64, "line": 2},
         ],
-        {},
     )
     assert [(r["status"], r["line"]) for r in rows] == [("ok", 1), ("failed", 2)]
     assert rows[1]["expected"] == "0" * 64 and rows[1]["digest"] == good

@@ -12,6 +12,7 @@ import pytest
 
 from dmp_cli.executor import LocalExecutor, batches, default_jobs
 from dmp_cli.ops import OPERATIONS, Context, Operation, run_batch
+from dmp_cli.options import Work
 
 
 def items(sizes: list[int | None]) -> list[dict[str, object]]:
@@ -85,7 +86,7 @@ def test_hash_rows_come_back_in_input_order(
     missing = str(tmp_path / "missing")
     given.insert(350, {"path": missing, "size": 0})
     with LocalExecutor(jobs) as executor:
-        rows = list(executor.map("hash", iter(given), {}))
+        rows = list(executor.map(Work("hash"), iter(given)))
     assert [row["path"] for row in rows] == [item["path"] for item in given]
     by_path = {row["path"]: row for row in rows}
     for path, digest, size in files:
@@ -105,7 +106,7 @@ def test_map_streams_without_reading_all_items(tmp_path: Path) -> None:
             yield {"path": str(tmp_path / f"none{i}"), "size": 0}
 
     with LocalExecutor(2) as executor:
-        rows = executor.map("hash", endless(), {})
+        rows = executor.map(Work("hash"), endless())
         first = list(itertools.islice(rows, 10))
         rows.close()  # type: ignore[attr-defined]  # a generator, whatever the Protocol says
     assert [row["status"] for row in first] == ["missing"] * 10
@@ -116,7 +117,7 @@ def test_map_reuses_the_pool_across_calls(tmp_path: Path) -> None:
     (tmp_path / "a").write_bytes(b"a")
     with LocalExecutor(2) as executor:
         for _ in range(3):
-            rows = list(executor.map("hash", [{"path": str(tmp_path / "a"), "size": 1}], {}))
+            rows = list(executor.map(Work("hash"), [{"path": str(tmp_path / "a"), "size": 1}]))
             assert rows[0]["digest"] == hashlib.sha256(b"a").hexdigest()
 
 
@@ -129,7 +130,7 @@ def test_run_batch_turns_an_exception_into_a_row_and_keeps_the_line() -> None:
     OPERATIONS["test-explode"] = Operation("test-explode", explode, "cpu")
     try:
         rows = run_batch(
-            "test-explode", [{"path": "good", "line": 3}, {"path": "bad", "line": 4}], {}
+            Work("test-explode"), [{"path": "good", "line": 3}, {"path": "bad", "line": 4}]
         )
     finally:
         del OPERATIONS["test-explode"]

@@ -26,6 +26,7 @@ from dmp_cli.errors import (
     UsageError,
 )
 from dmp_cli.layout import digest_key
+from dmp_cli.options import StoreSpec
 from dmp_cli.store import Location, open_store, parse_url, same_kind
 from dmp_cli.store.local import FileStore
 from dmp_cli.store.s3 import S3Store, client_error
@@ -81,7 +82,7 @@ def test_same_kind() -> None:
 def fstore(tmp_path: Path) -> FileStore:
     root = tmp_path / "vault"
     root.mkdir()
-    store = open_store(f"file://{root}", {})
+    store = open_store(f"file://{root}", StoreSpec(f"file://{root}"))
     assert isinstance(store, FileStore)
     return store
 
@@ -225,13 +226,15 @@ def test_s3_copy_between_buckets(s3: object, tmp_path: Path) -> None:
 
 def test_s3_get_missing(s3: object) -> None:
     with pytest.raises(ObjectMissing):
-        open_store("s3://vault/object", {}).get_file(digest_key(sha(b"x")), BytesIO())
+        open_store("s3://vault/object", StoreSpec("s3://vault/object")).get_file(
+            digest_key(sha(b"x")), BytesIO()
+        )
 
 
 def test_s3_check_no_such_bucket(s3: object) -> None:
     with pytest.raises(FatalStoreError, match=r"^s3://absent: no such bucket$"):
-        open_store("s3://absent/object", {}).check()
-    open_store("s3://vault/object", {}).check()
+        open_store("s3://absent/object", StoreSpec("s3://absent/object")).check()
+    open_store("s3://vault/object", StoreSpec("s3://vault/object")).check()
 
 
 def _client_error(code: str, status: int, attempts: int = 0) -> ClientError:

@@ -13,6 +13,9 @@ import pytest
 
 from dmp_cli.layout import digest_key
 from dmp_cli.ops import Context, run_batch
+from dmp_cli.options import Options, StoreSpec, Work
+from dmp_cli.store import StorePool
+from dmp_cli.store.local import FileStore
 from dmp_cli.transfer import PathRefused, path_key, target_parts
 
 
@@ -41,7 +44,14 @@ def put(work: Path, data: bytes) -> str:
 
 
 def run(op: str, items: list[dict[str, Any]], cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    return run_batch(op, items, cfg)
+    """Run a batch with the stores and options that ``cfg`` names (in one flat dict)."""
+    spec = StoreSpec(**{k: v for k, v in cfg.items() if k in ("vault", "dest")})
+    options = Options(**{k: v for k, v in cfg.items() if k not in ("vault", "dest")})
+    stores = StorePool()
+    try:
+        return run_batch(Work.of(op, spec, options), items, stores)  # type: ignore[arg-type, return-value]
+    finally:
+        stores.close()
 
 
 # ---------------------------------------------------------------- paths
@@ -253,11 +263,26 @@ def test_fetch_dry_run(work: Path) -> None:
     assert fetch(work, "new/f", b"absent", dry_run=True)["status"] == "missing"
 
 
-def test_context_reuses_the_store(work: Path) -> None:
-    from dmp_cli.transfer import store_for
+def test_the_pool_reuses_the_store(work: Path) -> None:
+    pool, spec = StorePool(), StoreSpec(**config(work))
+    ctx = Context(Work.of("head", spec, Options()), pool)
+    assert ctx.vault().store is ctx.vault().store
 
-    ctx = Context(config(work))
-    assert store_for(ctx, "vault") is store_for(ctx, "vault")
+
+def test_the_pool_is_bounded_and_closes_what_it_lets_go(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[str] = []
+    monkeypatch.setattr(FileStore, "close", lambda self: closed.append(self.root))
+    pool = StorePool(bound=2)
+    specs = [StoreSpec(f"file://{work / name}") for name in ("a", "b", "c")]
+    first = pool.vault(specs[0]).store
+    pool.vault(specs[1])
+    assert pool.vault(specs[0]).store is first  # used again: now the newest
+    pool.vault(specs[2])  # the oldest, b, is let go and closed
+    assert closed == [str(work / "b")]
+    pool.close()
+    assert sorted(closed) == sorted(str(work / name) for name in ("a", "b", "c"))
 
 
 def test_pure_core_imports_no_boto3() -> None:

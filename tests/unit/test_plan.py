@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from dmp_cli.manifest import Entry, Line
-from dmp_cli.vault import Plan, Tally, retry_items
+from dmp_cli.plan import Plan, Tally, retry_items
 
 A = hashlib.sha256(b"a").hexdigest()
 B = hashlib.sha256(b"b").hexdigest()

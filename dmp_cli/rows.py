@@ -1,0 +1,116 @@
+"""What flows through a run: items in, one row out per item, each row with a status.
+
+Items and rows are plain dicts (they travel as JSON to workers and back), typed here so
+that every path builds them alike. A failure of one file is a row made by ``error_row``,
+the one constructor every path uses, so no row lacks what a report reads.
+"""
+
+from __future__ import annotations
+
+import errno
+from enum import StrEnum
+from typing import Required, TypedDict
+
+from dmp_cli.errors import DmpError, FatalStoreError, ObjectMissing, PathRefused
+
+
+class Status(StrEnum):
+    """A file's outcome. Which of them fail which command is ``dmp_cli.rules``'s table."""
+
+    OK = "ok"  # hashed (--create) or matched (--check)
+    FAILED = "failed"  # the checksum did not match, or a transfer failed
+    MISSING = "missing"  # no such file; or, asking the vault, no such object
+    UNREADABLE = "unreadable"  # the file could not be read
+    REFUSED = "refused"  # a path dmp will not write to (tar's rules)
+    ERROR = "error"  # anything unforeseen, for this file alone
+    MISFORMATTED = "misformatted"  # an improperly formatted manifest line
+    PRESENT = "present"  # in the vault (--vault); already in place (--fetch)
+    SAME = "same"  # content the manifest named before: answered from the first
+    SKIPPED = "skipped"  # already archived
+    UPLOADED = "uploaded"
+    WOULD_UPLOAD = "would-upload"
+    FETCHED = "fetched"
+    WOULD_FETCH = "would-fetch"
+    CANCELLED = "cancelled"  # its job was cancelled before it ran
+    LOST = "lost"  # a fleet batch that could not record its rows
+
+
+class Item(TypedDict, total=False):
+    """One unit of work: a file to hash, or a manifest entry to check or move."""
+
+    path: str
+    digest: str  # the manifest's checksum
+    line: int  # the manifest line it came from
+    size: int  # bytes, where known without reading
+    same: bool  # a later entry with the content of an earlier one
+    bad: bool  # an improperly formatted line (checked, to keep the line order)
+
+
+class Row(TypedDict, total=False):
+    """One item's outcome (every item but an improperly formatted line has a path)."""
+
+    status: Required[str]
+    path: str
+    digest: str  # computed (--create, --check) or the entry's (vault commands)
+    expected: str  # --check: the manifest's checksum
+    bytes: int
+    line: int
+    error: str | None
+    errno: int
+    to: str  # where a file went, or would go
+    same: bool
+    fatal: bool  # the store cannot be used at all: the run stops
+    transient: bool  # may succeed if tried again (throttling, a reset, ESTALE)
+
+
+# Failures that a later attempt may not see: a stale NFS handle, a reset, a timeout.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.EAGAIN,
+        errno.EINTR,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.EIO,
+        errno.ENOTCONN,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+    }
+)
+
+
+def base_row(item: Item, **fields: object) -> Row:
+    """The fields every row of ``item`` carries: its path and, if it has one, its line."""
+    row: Row = {"status": Status.ERROR, "bytes": 0}
+    if "path" in item:
+        row["path"] = item["path"]
+    if "line" in item:
+        row["line"] = item["line"]
+    row.update(fields)  # type: ignore[typeddict-item]
+    return row
+
+
+def error_row(base: Row, exc: BaseException) -> Row:
+    """The row of a file whose operation raised ``exc``: how it counts, and one line
+    that says why. ``base`` holds what the operation's rows always carry."""
+    row: Row = {**base, "bytes": 0}
+    if isinstance(exc, OSError) and not isinstance(exc, DmpError):
+        code = exc.errno or 0
+        row["status"] = Status.MISSING if code == errno.ENOENT else Status.UNREADABLE
+        row["errno"] = code
+        row["error"] = exc.strerror or str(exc) or type(exc).__name__
+        if code in TRANSIENT_ERRNOS or isinstance(exc, ConnectionError | TimeoutError):
+            row["transient"] = True
+        return row
+    if isinstance(exc, ObjectMissing):
+        row["status"], row["error"] = Status.MISSING, "not in the vault"
+    elif isinstance(exc, PathRefused):
+        row["status"], row["error"] = Status.REFUSED, str(exc)
+    elif isinstance(exc, DmpError):
+        row["status"], row["error"] = Status.FAILED, str(exc)
+        if isinstance(exc, FatalStoreError):
+            row["fatal"] = True
+    else:
+        row["status"], row["error"] = Status.ERROR, f"{type(exc).__name__}: {exc}"
+    if getattr(exc, "transient", False):
+        row["transient"] = True
+    return row

@@ -1,0 +1,445 @@
+"""Whole runs of the five commands: create, check, vault, archive, fetch.
+
+Each takes its inputs, an executor and a ``Listener`` (callbacks for each file's row,
+for progress, for bytes as they move), and returns a report with one verdict: its exit
+status, judged by the table in ``dmp_cli.rules``. The CLI, the Python API and jobs on
+the fleet all call these; none of them prints (``Listener`` is how a caller hears).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from itertools import chain
+from typing import TYPE_CHECKING, BinaryIO
+
+from dmp_cli.check import CheckCounts, check_items
+from dmp_cli.errors import FatalStoreError, ManifestError
+from dmp_cli.executor import Executor, default_jobs, io_threads_for
+from dmp_cli.fsutil import AtomicFile
+from dmp_cli.inputs import Inputs, expand
+from dmp_cli.manifest import FORMATS, Line, open_manifest, parse_lines
+from dmp_cli.options import Options, StoreSpec, Work
+from dmp_cli.plan import Plan, Tally, retry_items
+from dmp_cli.quoting import quote_name
+from dmp_cli.rows import Item, Row, Status
+from dmp_cli.rules import Command, Verdict, judge
+from dmp_cli.settings import Settings
+from dmp_cli.store import StorePool
+
+if TYPE_CHECKING:
+    from dmp_tasks.executor import CeleryExecutor
+
+
+def _nothing(*_: object) -> None:
+    pass
+
+
+@dataclass
+class Listener:
+    """How a caller hears of a run as it goes; every callback is optional."""
+
+    # A file's outcome (a --vault, --archive or --fetch row with its copies resolved;
+    # for --check every line but those --ignore-missing skips; for --create the files
+    # hashed). Called in manifest (or input) order.
+    on_row: Callable[[Row], None] = _nothing
+    # Each item done, with the bytes it read or moved: for a progress bar.
+    on_progress: Callable[[int, int], None] = _nothing
+    # Bytes as they move, from transfer threads, where the executor can tell.
+    on_bytes: Callable[[int], None] | None = None
+    # --create: an input that cannot be used (path, reason), and patterns that matched
+    # nothing ("warning: ..."), said once the walk is over.
+    on_problem: Callable[[str, str], None] = _nothing
+
+
+@dataclass
+class Report:
+    command: Command
+    verdict: Verdict
+    error: str | None = None  # why the run failed as a whole, in one line (no file named)
+
+    @property
+    def status(self) -> int:
+        """The run's exit status: 0 success, 1 a failure."""
+        return self.verdict.status
+
+
+@dataclass
+class CreateReport(Report):
+    files: int = 0
+    bytes: int = 0
+    problems: int = 0
+
+
+@dataclass
+class CheckReport(Report):
+    counts: CheckCounts = field(default_factory=CheckCounts)
+
+
+@dataclass
+class TransferReport(Report):
+    plan: Plan = field(default_factory=Plan)
+    tally: Tally = field(default_factory=Tally)
+    dry_run: bool = False
+
+
+def shown_name(path: str) -> str:
+    """A file name as messages show it: quoted as coreutils quotes it."""
+    return quote_name(path).decode("utf-8", "surrogateescape")
+
+
+def _shown_manifest(path: str) -> str:
+    # sha256sum calls its stdin "standard input" in messages (quoted: it has a space)
+    return shown_name("standard input" if path == "-" else path)
+
+
+# ---------------------------------------------------------------- create
+
+
+def create(
+    inputs: Inputs,
+    executor: Executor,
+    *,
+    manifest: str | None = None,
+    stream: BinaryIO | None = None,
+    fmt: str = "dmp",
+    listener: Listener | None = None,
+) -> CreateReport:
+    """Hash the files ``inputs`` name, in their order, and write their manifest lines to
+    the file ``manifest`` (made complete or not at all, never over an existing file) or
+    to ``stream``. If any input cannot be read, no manifest file is written."""
+    hear = listener or Listener()
+    target = manifest_target(manifest) if manifest and manifest != "-" else None
+    out = target.stream if target else stream
+    line = FORMATS[fmt]
+    files = nbytes = problems = 0
+    unmatched: list[tuple[str, str]] = []
+
+    def on_problem(path: str, reason: str) -> None:
+        nonlocal problems
+        problems += 1
+        hear.on_problem(path, reason)
+
+    try:
+        items = expand(inputs, on_problem, lambda pattern, why: unmatched.append((pattern, why)))
+        if target:
+            items = _without_temp(items, target.temp)
+        for row in executor.map(Work(Command.CREATE.operation), items):
+            hear.on_progress(1, row.get("bytes", 0))
+            if row["status"] != Status.OK:
+                on_problem(str(row["path"]), str(row.get("error")))
+                continue
+            files += 1
+            nbytes += row["bytes"]
+            if out is not None:
+                out.write(line(row["digest"], row["path"]))
+            hear.on_row(row)
+        error = None
+        if files == 0 and not problems:
+            error = f"no files found in {_describe(inputs)}"
+        else:
+            for pattern, reason in unmatched:  # a warning, unless nothing is found at all
+                hear.on_problem(pattern, f"warning: {reason}")
+            if problems:
+                where = (
+                    "no manifest written" if target or not files else "the manifest is incomplete"
+                )
+                error = f"{problems} input{'' if problems == 1 else 's'} could not be read; {where}"
+        if error is None and target:
+            target.commit()
+    except BaseException:
+        if target:
+            target.abort()
+        raise
+    if error is not None and target:
+        target.abort()
+    verdict = Verdict(1 if error else 0, problems)
+    return CreateReport(Command.CREATE, verdict, error, files, nbytes, problems)
+
+
+def manifest_target(path: str) -> AtomicFile:
+    """A new manifest file, written beside its name and linked into place when complete;
+    an existing one is an error, left untouched."""
+    name = shown_name(path)
+    if os.path.lexists(path):
+        raise ManifestError(
+            f"{name}: manifest already exists (dmp never overwrites one; "
+            "remove it or choose another name)"
+        )
+    try:
+        return AtomicFile(path)
+    except OSError as exc:
+        raise ManifestError(f"{name}: cannot create manifest: {exc.strerror or exc}") from exc
+
+
+def _without_temp(items: Iterator[Item], temp: str) -> Iterator[Item]:
+    """Leave out the manifest's own temporary file, which a walk of its directory finds."""
+    name = os.path.basename(temp)
+    for item in items:
+        path = item["path"]
+        if os.path.basename(path) == name and _same_file(path, temp):
+            continue
+        yield item
+
+
+def _same_file(path: str, other: str) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # gone meanwhile: hashing it will report that
+        return False
+
+
+def _describe(inputs: Inputs, limit: int = 3) -> str:
+    """The inputs, quoted, for a one-line message: the first few, then how many more."""
+    names = [
+        shown_name(name) for name in (*inputs.patterns, *inputs.dirs, inputs.files_from) if name
+    ]
+    if inputs.files_from == "-":
+        names[-1] = "standard input"
+    if not names:
+        return "the given inputs"
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+# ---------------------------------------------------------------- check
+
+
+def check(
+    manifest: str,
+    executor: Executor,
+    *,
+    strict: bool = False,
+    ignore_missing: bool = False,
+    listener: Listener | None = None,
+) -> CheckReport:
+    """Verify every file ``manifest`` names (``-`` is stdin) as `sha256sum --check` does:
+    every line is checked, whatever fails before it."""
+    hear = listener or Listener()
+    shown = _shown_manifest(manifest)
+    counts = CheckCounts()
+    stream = open_manifest(manifest, shown)
+    try:
+        with stream:
+            for row in executor.map(Work(Command.CHECK.operation), _check_items(manifest, stream)):
+                hear.on_progress(1, row.get("bytes", 0))
+                if counts.add(row, ignore_missing) != "ignored":
+                    hear.on_row(row)
+    except ManifestError as exc:  # the manifest could be opened but not read to the end
+        reason = str(exc).rpartition(": ")[2]
+        raise ManifestError(f"{shown}: {reason}") from None
+    verdict = judge(Command.CHECK, counts.statuses(), strict=strict, ignore_missing=ignore_missing)
+    error = None
+    if counts.properly_formatted == 0:
+        error = f"{shown}: no properly formatted checksum lines found"
+    elif ignore_missing and counts.matched == 0:
+        error = f"{shown}: no file was verified"
+    return CheckReport(Command.CHECK, verdict, error, counts)
+
+
+def _check_items(manifest: str, stream: BinaryIO) -> Iterator[Item]:
+    lines = parse_lines(stream)
+    if manifest == "-":
+        lines = _without_stdin_entries(lines)
+    return check_items(lines)
+
+
+def _without_stdin_entries(lines: Iterator[Line]) -> Iterator[Line]:
+    """With the manifest on stdin, a line naming '-' (stdin) is improperly formatted, as in
+    sha256sum."""
+    for line in lines:
+        yield Line(line.number, None) if line.entry and line.entry.path == "-" else line
+
+
+# ---------------------------------------------------------------- vault, archive, fetch
+
+
+def vault(
+    manifest: str,
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options | None = None,
+    listener: Listener | None = None,
+) -> TransferReport:
+    """Ask the vault about each checksum ``manifest`` names, once per checksum."""
+    return transfer(Command.VAULT, manifest, executor, spec, options or Options(), listener)
+
+
+def archive(
+    manifest: str,
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options | None = None,
+    listener: Listener | None = None,
+) -> TransferReport:
+    """Upload each checksum the vault lacks (or, with ``options.dest_mode``, to another
+    destination); a rerun uploads nothing."""
+    return transfer(Command.ARCHIVE, manifest, executor, spec, options or Options(), listener)
+
+
+def fetch(
+    manifest: str,
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options | None = None,
+    listener: Listener | None = None,
+) -> TransferReport:
+    """Bring each file ``manifest`` names back from the vault, verified."""
+    return transfer(Command.FETCH, manifest, executor, spec, options or Options(), listener)
+
+
+def transfer(
+    command: Command,
+    manifest: str,
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options,
+    listener: Listener | None = None,
+) -> TransferReport:
+    """--vault, --archive or --fetch: the per-file rows in manifest order, a later copy of
+    content answered from the first one's row, then the verdict."""
+    hear = listener or Listener()
+    options.validated(spec.validated())
+    shown = _shown_manifest(manifest)
+    stream = open_manifest(manifest, shown)
+    plan = _plan(command, options, detached=False)
+    with stream:
+        preflight(executor.stores, spec)
+        tally = _execute(
+            command, plan, plan.items(parse_lines(stream)), executor, spec, options, hear
+        )
+    if plan.entries == 0:
+        raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
+    counts = {**tally.counts, Status.MISFORMATTED: plan.misformatted}
+    verdict = judge(command, counts, strict=options.strict)
+    return TransferReport(command, verdict, None, plan, tally, options.dry_run)
+
+
+def transfer_stores(
+    command: Command, settings: Settings, options: Options, path: str | None = None
+) -> tuple[StoreSpec, Options]:
+    """Where the stores of a vault command are (the settings, and --path for an archive)
+    and what it does, validated: a bad URL or combination is a usage error now."""
+    dest, mode = None, None
+    if command is Command.ARCHIVE and path:
+        dest, mode = path, "path"
+    elif command is Command.ARCHIVE and settings.archive_default:
+        dest, mode = settings.archive_default, "default"
+    spec = StoreSpec(
+        vault=settings.vault,
+        dest=dest,
+        profile=settings.profile,
+        region=settings.region,
+        endpoint_url=settings.endpoint_url,
+        # One connection per transfer thread (the embedded executor's rule).
+        concurrency=io_threads_for(settings.jobs or default_jobs()),
+    ).validated()
+    return spec, replace(options, dest_mode=mode).validated(spec)
+
+
+def _plan(command: Command, options: Options, detached: bool) -> Plan:
+    # Attached, a later entry with the same content is answered from the first one's row
+    # (uploaded once). A detached job's rows are counted, never gathered, so each entry
+    # there is asked about on its own; a copy finds its content archived and is skipped.
+    dedupe = not detached and (
+        command is Command.VAULT or (command is Command.ARCHIVE and not options.all)
+    )
+    return Plan(dedupe=dedupe, with_size=command is Command.ARCHIVE)
+
+
+def preflight(stores: StorePool, spec: StoreSpec) -> None:
+    """One clear line now, rather than the same failure for every file. The stores are
+    the ones the operations will use in this process (their clients made once)."""
+    stores.vault(spec).check()
+    if spec.dest:
+        # Like a prefix in a bucket, an archive directory is made by the first upload.
+        stores.dest(spec).check(create=True)
+
+
+def _execute(
+    command: Command,
+    plan: Plan,
+    items: Iterable[Item],
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options,
+    hear: Listener,
+) -> Tally:
+    tally = Tally(archive=command is Command.ARCHIVE, dedupe=plan.dedupe)
+    work = Work.of(command.operation, spec, options)
+    while True:
+        retries: list[Row] = []
+        for raw in executor.map(work, items, on_bytes=hear.on_bytes):
+            if raw.get("fatal"):
+                raise FatalStoreError(str(raw.get("error")))
+            if tally.needs_retry(raw):
+                retries.append(raw)
+                continue
+            row = tally.add(raw)
+            hear.on_progress(1, raw.get("bytes") or 0)
+            hear.on_row(row)
+        if not retries:
+            return tally
+        # Each round retries only copies of content whose first file failed in the
+        # round before, so the rounds end.
+        items = retry_items(retries, with_size=True)
+
+
+# ---------------------------------------------------------------- detached jobs
+
+
+def submit_check(
+    manifest: str,
+    executor: CeleryExecutor,
+    *,
+    strict: bool = False,
+    ignore_missing: bool = False,
+) -> str:
+    """Submit a check to the fleet; its job is judged by the same rules as ``check``."""
+    shown = _shown_manifest(manifest)
+    with open_manifest(manifest, shown) as stream:
+        items = _nonempty(
+            _check_items(manifest, stream), f"{shown}: no properly formatted checksum lines found"
+        )
+        return executor.submit(
+            Work(Command.CHECK.operation),
+            items,
+            rules={"strict": strict, "ignore_missing": ignore_missing},
+        )
+
+
+def submit_transfer(
+    command: Command,
+    manifest: str,
+    executor: CeleryExecutor,
+    spec: StoreSpec,
+    options: Options,
+) -> tuple[str, int]:
+    """Submit --vault, --archive or --fetch to the fleet: the job id, and the improperly
+    formatted lines skipped on the way."""
+    options.validated(spec.validated())
+    preflight(executor.stores, spec)
+    shown = _shown_manifest(manifest)
+    plan = _plan(command, options, detached=True)
+    with open_manifest(manifest, shown) as stream:
+        items = _nonempty(
+            plan.items(parse_lines(stream)),
+            f"{shown}: no properly formatted SHA256 checksum lines found",
+        )
+        job = executor.submit(
+            Work.of(command.operation, spec, options),
+            items,
+            rules={"strict": options.strict},
+            tally=lambda: {Status.MISFORMATTED: plan.misformatted},
+        )
+    return job, plan.misformatted
+
+
+def _nonempty(items: Iterator[Item], error: str) -> Iterator[Item]:
+    """The items, or ManifestError now if there are none: an empty job is refused before
+    anything is submitted."""
+    first = next(items, None)
+    if first is None:
+        raise ManifestError(error)
+    return chain([first], items)
