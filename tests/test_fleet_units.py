@@ -13,9 +13,9 @@ import pytest
 from kombu.serialization import dumps, loads
 
 from dmp_cli import ops
-from dmp_cli.options import Work
 from dmp_cli.cli.worker import worker_argv
 from dmp_cli.errors import BrokerError
+from dmp_cli.options import Work
 from dmp_tasks import tasks
 from dmp_tasks.config import BIG_QUEUE, HASH_QUEUE, TRANSFER_QUEUE, celery_config, safe_url
 from dmp_tasks.routing import BIG_FILE_BYTES, queue_for
