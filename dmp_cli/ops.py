@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from dmp_cli.digest import FileDigest
-from dmp_cli.errors import StoreError
+from dmp_cli.errors import DmpError, StoreError
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.rows import Item, Row, Status, base_row, error_row
 from dmp_cli.store import Store, StorePool
@@ -84,16 +84,29 @@ class Operation:
     kind: str  # "cpu": hashing, wants processes; "io": network, wants threads
     # The fields of every row of an item, failed or not: what a report reads.
     base: Callable[[Item, Context], Row] = _path_only
+    # The object an item's work is about, for the message of an unforeseen error.
+    where: Callable[[Item, Context], str | None] = lambda item, ctx: None
+
+    def failed(self, item: Item, ctx: Context, exc: BaseException) -> Row:
+        """The row of an item whose work raised ``exc``."""
+        try:
+            where = self.where(item, ctx) if not isinstance(exc, OSError | DmpError) else None
+        except Exception:  # the object cannot even be named: the error says enough
+            where = None
+        return error_row(self.base(item, ctx), exc, where)
 
 
 OPERATIONS: dict[str, Operation] = {}
 
 
 def operation(
-    name: str, kind: str, base: Callable[[Item, Context], Row] = _path_only
+    name: str,
+    kind: str,
+    base: Callable[[Item, Context], Row] = _path_only,
+    where: Callable[[Item, Context], str | None] | None = None,
 ) -> Callable[[OpFunc], OpFunc]:
     def register(func: OpFunc) -> OpFunc:
-        OPERATIONS[name] = Operation(name, func, kind, base)
+        OPERATIONS[name] = Operation(name, func, kind, base, where or Operation.where)
         return func
 
     return register
@@ -159,7 +172,7 @@ def run_batch(
     ctx = Context(work, stores, on_bytes=on_bytes)
     unusable = _unusable_cwd(work.cwd)
     if unusable:
-        return [error_row(op.base(item, ctx), unusable) for item in items]
+        return [op.failed(item, ctx, unusable) for item in items]
     if threads and len(items) > 1:
         ctx.spawn = _big_file_pool().submit
     rows = _attempt(op, items, ctx)
@@ -182,7 +195,7 @@ def _run_one(op: Operation, item: Item, ctx: Context) -> Result:
     try:
         return op.func(item, ctx)
     except Exception as exc:  # one file's surprise must not sink the batch
-        return error_row(op.base(item, ctx), exc)
+        return op.failed(item, ctx, exc)
 
 
 def _settle(op: Operation, result: Result, item: Item, ctx: Context) -> Row:
@@ -190,7 +203,7 @@ def _settle(op: Operation, result: Result, item: Item, ctx: Context) -> Row:
         try:
             row = result.result()
         except Exception as exc:
-            row = error_row(op.base(item, ctx), exc)
+            row = op.failed(item, ctx, exc)
     else:
         row = result
     if "line" in item:

@@ -89,9 +89,10 @@ def base_row(item: Item, **fields: object) -> Row:
     return row
 
 
-def error_row(base: Row, exc: BaseException) -> Row:
+def error_row(base: Row, exc: BaseException, where: str | None = None) -> Row:
     """The row of a file whose operation raised ``exc``: how it counts, and one line
-    that says why. ``base`` holds what the operation's rows always carry."""
+    that says why. ``base`` holds what the operation's rows always carry; ``where``
+    names the object an unforeseen error happened at (dmp's own errors name theirs)."""
     row: Row = {**base, "bytes": 0}
     if isinstance(exc, OSError) and not isinstance(exc, DmpError):
         code = exc.errno or 0
@@ -110,7 +111,8 @@ def error_row(base: Row, exc: BaseException) -> Row:
         if isinstance(exc, FatalStoreError):
             row["fatal"] = True
     else:
-        row["status"], row["error"] = Status.ERROR, f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {exc}"
+        row["status"], row["error"] = Status.ERROR, f"{where}: {text}" if where else text
     if getattr(exc, "transient", False):
         row["transient"] = True
     return row

@@ -30,6 +30,11 @@ def _entry(item: Item, ctx: Context) -> Row:
     return base_row(item, digest=item["digest"])
 
 
+def _object(item: Item, ctx: Context) -> str:
+    """The vault object of a manifest entry, named in the message of an unforeseen error."""
+    return ctx.vault().url_of(item["digest"])
+
+
 def _entries(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], Row]:
     """An operation on a manifest entry: a later entry with the content of an earlier one
     is answered from the first one's row (each checksum is asked about once)."""
@@ -47,7 +52,7 @@ def _entries(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], 
 # ------------------------------------------------------------------ head
 
 
-@operation("head", kind="io", base=_entry)
+@operation("head", kind="io", base=_entry, where=_object)
 @_entries
 def head_op(item: Item, ctx: Context) -> Row:
     info = ctx.vault().head(item["digest"])
@@ -59,7 +64,7 @@ def head_op(item: Item, ctx: Context) -> Row:
 # ------------------------------------------------------------------ upload
 
 
-@operation("upload", kind="io", base=_entry)
+@operation("upload", kind="io", base=_entry, where=_object)
 @_entries
 def upload_op(item: Item, ctx: Context) -> Row:
     """Archive one file: skip it if archived, else upload it to the vault, to
@@ -127,7 +132,7 @@ def path_key(path: str) -> str:
 # ------------------------------------------------------------------ download
 
 
-@operation("download", kind="io", base=_entry)
+@operation("download", kind="io", base=_entry, where=_object)
 @_entries
 def download_op(item: Item, ctx: Context) -> Row:
     """Bring one vault object to its manifest path: through a temporary file in the target

@@ -42,9 +42,11 @@ def worker(
     celery: bool = False,
     concurrency: int = 1,
     queues: str | None = None,
+    module: list[str] | None = None,
     **env: str,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker subprocess in its own session; `celery=True` starts it the Celery way."""
+    """A worker subprocess in its own session; `celery=True` starts it the Celery way;
+    ``module`` runs `python -m ...` of another entry point than dmp_cli's (same options)."""
     if celery:
         cmd = [
             sys.executable,
@@ -67,8 +69,7 @@ def worker(
     else:
         cmd = [
             sys.executable,
-            "-m",
-            "dmp_cli",
+            *(module or ["-m", "dmp_cli"]),
             "worker",
             "-c",
             str(concurrency),
