@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import chain
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -255,52 +256,20 @@ def _without_stdin_entries(lines: Iterator[Line]) -> Iterator[Line]:
 # ---------------------------------------------------------------- vault, archive, fetch
 
 
-def vault(
-    manifest: str,
-    executor: Executor,
-    spec: StoreSpec,
-    options: Options | None = None,
-    listener: Listener | None = None,
-) -> TransferReport:
-    """Ask the vault about each checksum ``manifest`` names, once per checksum."""
-    return transfer(Command.VAULT, manifest, executor, spec, options or Options(), listener)
-
-
-def archive(
-    manifest: str,
-    executor: Executor,
-    spec: StoreSpec,
-    options: Options | None = None,
-    listener: Listener | None = None,
-) -> TransferReport:
-    """Upload each checksum the vault lacks (or, with ``options.dest_mode``, to another
-    destination); a rerun uploads nothing."""
-    return transfer(Command.ARCHIVE, manifest, executor, spec, options or Options(), listener)
-
-
-def fetch(
-    manifest: str,
-    executor: Executor,
-    spec: StoreSpec,
-    options: Options | None = None,
-    listener: Listener | None = None,
-) -> TransferReport:
-    """Bring each file ``manifest`` names back from the vault, verified."""
-    return transfer(Command.FETCH, manifest, executor, spec, options or Options(), listener)
-
-
 def transfer(
     command: Command,
     manifest: str,
     executor: Executor,
     spec: StoreSpec,
-    options: Options,
+    options: Options | None = None,
     listener: Listener | None = None,
 ) -> TransferReport:
-    """--vault, --archive or --fetch: the per-file rows in manifest order, a later copy of
-    content answered from the first one's row, then the verdict."""
+    """--vault (ask the vault about each checksum, once per checksum), --archive (upload
+    each checksum the vault lacks, or to another destination: a rerun uploads nothing) or
+    --fetch (bring each file back, verified): the per-file rows in manifest order, a later
+    copy of content answered from the first one's row, then the verdict."""
     hear = listener or Listener()
-    options.validated(spec.validated())
+    options = (options or Options()).validated(spec.validated())
     shown = _shown_manifest(manifest)
     stream = open_manifest(manifest, shown)
     plan = _plan(command, options, detached=False)
@@ -314,6 +283,11 @@ def transfer(
     counts = {**tally.counts, Status.MISFORMATTED: plan.misformatted}
     verdict = judge(command, counts, strict=options.strict)
     return TransferReport(command, verdict, None, plan, tally, options.dry_run)
+
+
+vault = partial(transfer, Command.VAULT)
+archive = partial(transfer, Command.ARCHIVE)
+fetch = partial(transfer, Command.FETCH)
 
 
 def transfer_stores(

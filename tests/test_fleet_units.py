@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from itertools import islice
+from pathlib import Path
 
 import pytest
 from kombu.serialization import dumps, loads
@@ -228,3 +229,27 @@ def test_asking_the_vault_is_batched_by_count_alone() -> None:
 
     plan = _BatchPlan(_Job([]), "job", most=32, by_bytes=False)  # type: ignore[arg-type]
     assert [plan() for _ in range(3)] == [(32, 0)] * 3  # and Redis never asked
+
+
+def test_a_submitter_leaves_the_workers_app_alone() -> None:
+    from dmp_tasks.app import app, client_app
+
+    before = app.conf.broker_url
+    client = client_app("redis://127.0.0.1:1/5")
+    assert client is not app and client.conf.broker_url == "redis://127.0.0.1:1/5"
+    assert client.conf.task_serializer == "json" and client.conf.task_acks_late
+    assert app.conf.broker_url == before
+    assert client_app("redis://127.0.0.1:1/5") is client  # made once per URL
+    signature = tasks.batch_signature("upload", "job", 0, [], {}, False, "/w", client)
+    assert signature.app is client and signature.task == "dmp.upload_batch"
+
+
+def test_a_batch_resolves_paths_against_the_jobs_directory(tmp_path: Path) -> None:
+    """Workers never change directory: a relative path means what it meant where the job
+    was submitted; a directory a worker cannot see fails each file, saying why."""
+    (tmp_path / "f").write_bytes(b"x")
+    [row] = ops.run_batch(Work("hash", cwd=str(tmp_path)), [{"path": "f"}])
+    assert (row["status"], row["path"]) == ("ok", "f")
+    [row] = ops.run_batch(Work("hash", cwd=str(tmp_path / "nowhere")), [{"path": "f", "line": 3}])
+    assert row["status"] == "unreadable" and row["line"] == 3
+    assert row["error"] == f"working directory {tmp_path / 'nowhere'} not usable on this worker"

@@ -371,7 +371,7 @@ def translated(url: str, missing: str | None = None) -> Iterator[None]:
             f"{url}: cannot connect to the S3 endpoint {endpoint}", transient=True
         ) from exc
     except BotoCoreError as exc:
-        raise StoreError(f"{url}: {exc}", transient=_transient(exc)) from exc
+        raise StoreError(f"{url}: {_describe(exc)}", transient=_transient(exc)) from exc
     except (RetriesExceededError, S3DownloadFailedError, S3UploadFailedError) as exc:
         # s3transfer's own retries of a body cut short, a reset, a timeout ran out.
         cause = getattr(exc, "last_exception", None) or exc.__cause__ or exc
@@ -386,8 +386,9 @@ def _transient(exc: BotoCoreError) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
+    """The error in one line (some of botocore's messages run over several)."""
     text = str(exc) if not isinstance(exc, OSError) else (exc.strerror or str(exc))
-    return text or type(exc).__name__
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def client_error(exc: ClientError, url: str, missing: str | None = None) -> StoreError:

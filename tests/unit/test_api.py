@@ -163,3 +163,70 @@ def test_check_and_read_an_unreadable_manifest(tree: Path, make: str) -> None:
 
 def test_errors_share_one_base() -> None:
     assert issubclass(ManifestError, DmpError) and issubclass(InputError, DmpError)
+
+
+# ---------------------------------------------------------------- the five commands
+
+
+def test_the_five_commands_stream_rows_and_judge_as_the_cli(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """create, check, vault, archive and fetch: rows heard one by one, in manifest order,
+    progress per file, and each report's status the command's exit status."""
+    from dmp_cli import api
+
+    vault_dir = tmp_path / "vault"
+    vault_dir.mkdir()
+    where = api.Where(vault=f"file://{vault_dir}")
+    rows: list[tuple[str, str]] = []
+    progress: list[int] = []
+
+    def hear(row: dict[str, object]) -> None:
+        rows.append((str(row["path"]), str(row["status"])))
+
+    created = api.create(
+        dirs=["data"],
+        recursive=True,
+        manifest="m",
+        on_row=hear,
+        on_progress=lambda n, b: progress.append(b),
+    )
+    assert created.status == 0 and created.files == 3 and progress == [1, 1, 1]
+    assert rows == [("data/a.csv", "ok"), ("data/b.csv", "ok"), ("data/sub/c.csv", "ok")]
+
+    rows.clear()
+    assert api.check("m", on_row=hear).status == 0
+    assert [status for _, status in rows] == ["ok"] * 3
+
+    rows.clear()
+    asked = api.vault("m", where=where, on_row=hear)
+    assert asked.status == 0  # missing objects are an answer, not a failure
+    assert [status for _, status in rows] == ["missing"] * 3
+
+    rows.clear()
+    archived = api.archive("m", where=where, on_row=hear)
+    assert archived.status == 0 and archived.tally["uploaded"] == 3
+    assert rows == [(p, "uploaded") for p in ("data/a.csv", "data/b.csv", "data/sub/c.csv")]
+    assert api.archive("m", where=where).tally["skipped"] == 3  # a rerun uploads nothing
+
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    monkeypatch.chdir(restore)
+    rows.clear()
+    moved: list[int] = []
+    fetched = api.fetch(str(tree / "m"), where=where, on_row=hear, on_bytes=moved.append)
+    assert fetched.status == 0 and [s for _, s in rows] == ["fetched"] * 3
+    assert sum(moved) == 3 and (restore / "data" / "sub" / "c.csv").read_bytes() == b"c"
+
+
+def test_a_failed_file_fails_the_run_by_the_same_rules(tree: Path, tmp_path: Path) -> None:
+    from dmp_cli import api
+
+    where = api.Where(vault=f"file://{tmp_path}")
+    (tree / "m").write_text(f"{sha(b'a')}  data/a.csv\n{sha(b'zz')}  gone.csv\nnot a line\n")
+    archived = api.archive("m", where=where)
+    assert archived.status == 1 and archived.verdict.failed == 1  # the missing file
+    assert api.vault("m", where=where).status == 0  # a misformatted line: not --strict
+    assert api.vault("m", where=where, strict=True).status == 1
+    assert api.check("m", ignore_missing=True).status == 0
+    assert api.check("m", ignore_missing=True, strict=True).status == 1

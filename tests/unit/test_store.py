@@ -13,8 +13,14 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
 from moto import mock_aws
+from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError
 from s3transfer.manager import TransferConfig
 
 from dmp_cli.errors import (
@@ -29,7 +35,7 @@ from dmp_cli.layout import digest_key
 from dmp_cli.options import StoreSpec
 from dmp_cli.store import Location, open_store, parse_url, same_kind
 from dmp_cli.store.local import FileStore
-from dmp_cli.store.s3 import S3Store, client_error
+from dmp_cli.store.s3 import S3Store, client_error, translated
 
 MiB = 1 << 20
 
@@ -265,6 +271,64 @@ def test_client_error_translation(code: str, status: int, kind: type, message: s
     assert type(error) is kind
     assert message in str(error)
     assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "transient"),
+    [
+        ("SlowDown", 503, True),
+        ("InternalError", 500, True),
+        ("ServiceUnavailable", 503, True),
+        ("NoSuchKey", 404, False),
+        ("AccessDenied", 403, False),
+        ("InvalidRequest", 400, False),
+    ],
+    ids=["throttled", "500", "503", "404", "denied", "400"],
+)
+def test_transient_server_answers_are_marked(code: str, status: int, transient: bool) -> None:
+    assert client_error(_client_error(code, status), "s3://b/k").transient is transient
+
+
+@pytest.mark.parametrize(
+    ("raised", "kind", "transient", "text"),
+    [
+        (
+            RetriesExceededError(ConnectionResetError(104, "Connection reset by peer")),
+            StoreError,
+            True,
+            "s3://b/k: Connection reset by peer",
+        ),
+        (S3DownloadFailedError("body cut short"), StoreError, True, "s3://b/k: body cut short"),
+        (ConnectionResetError(104, "Connection reset by peer"), StoreError, True, "reset"),
+        (TimeoutError("timed out"), StoreError, True, "s3://b/k: timed out"),
+        (ReadTimeoutError(endpoint_url="http://x"), StoreError, True, "Read timeout"),
+        (
+            EndpointConnectionError(endpoint_url="http://x"),
+            FatalStoreError,
+            True,
+            "cannot connect to the S3 endpoint http://x",
+        ),
+        (ParamValidationError(report="bad"), StoreError, False, "s3://b/k: Parameter"),
+    ],
+    ids=[
+        "retries-exceeded",
+        "download-failed",
+        "reset",
+        "timeout",
+        "read-timeout",
+        "no-endpoint",
+        "invalid",
+    ],
+)
+def test_transfer_and_socket_errors_become_store_errors(
+    raised: Exception, kind: type, transient: bool, text: str
+) -> None:
+    """s3transfer's and the sockets' errors, not only botocore's, are translated, and
+    marked transient where a later attempt may succeed."""
+    with pytest.raises(kind) as caught, translated("s3://b/k"):
+        raise raised
+    assert caught.value.transient is transient
+    assert text in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_s3_small_put_if_absent_asks_nothing_first(s3: object, tmp_path: Path) -> None:
