@@ -3,7 +3,7 @@
 ``app`` is the workers' app: `celery -A dmp_tasks worker` (or `dmp worker`) runs it,
 configured from DMP_* variables once, at import. A process that submits work makes an
 app of its own for the broker it was given (``client_app``), so that no submitter
-changes the configuration the workers' app was made with.
+changes the configuration the workers' app was made with (nor needs DMP_BROKER_URL set).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ def client_app(broker_url: str) -> Celery:
         client = _clients.get(broker_url)
         if client is None:
             config = celery_config({**os.environ, "DMP_BROKER_URL": broker_url})
-            client = _clients[broker_url] = Celery("dmp_client", set_as_current=False)
+            # The current app of this process: results that Celery makes inside a chord
+            # take the current app's backend, which must be this one.
+            client = _clients[broker_url] = Celery("dmp_client")
             client.conf.update(config)
         return client

@@ -202,7 +202,8 @@ def test_detach_of_an_empty_manifest_submits_nothing(
 
 
 def test_detach_warns_of_misformatted_lines(fleet: str, work: Path, tmp_path: Path) -> None:
-    """They are skipped, as attached; the warning comes when the job is submitted."""
+    """They are skipped, and fail the job, as attached (a line that names no file is a
+    file not archived); the warning comes when the job is submitted."""
     vault = new_vault("file", tmp_path)
     with open(work / "manifest.sha256", "ab") as stream:
         stream.write(b"not a manifest line\n")
@@ -212,7 +213,8 @@ def test_detach_warns_of_misformatted_lines(fleet: str, work: Path, tmp_path: Pa
     assert submitted.returncode == 0, submitted.stderr
     assert submitted.stderr.endswith(b"dmp: WARNING: 1 line is improperly formatted (skipped)\n")
     code, err, counts = watch(fleet, vault, work, submitted.stdout.decode().strip())
-    assert (code, counts) == (0, {"uploaded": 3, "skipped": 1}), err
+    assert (code, counts) == (1, {"uploaded": 3, "skipped": 1}), err
+    assert "dmp: 1 line is improperly formatted (skipped)\n" in err
     assert vault.objects() == OBJECTS
 
 
