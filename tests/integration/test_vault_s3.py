@@ -338,3 +338,35 @@ def test_credentials_rejected(site: Site, strict_s3: tuple[str, dict[str, str]])
         DMP_VAULT="s3://locked/object",
     )
     one_error(result, 1, "credentials rejected (InvalidAccessKeyId)")
+
+
+def test_fetch_through_a_network_that_cuts_every_body_short(
+    site: Site, s3_server: Service, tmp_path: Path
+) -> None:
+    """Each file fails on its own, with one line naming it, after the retries; the run
+    goes on to the summary, and no partial file is left (it once ended the whole run
+    with `KeyError: 'digest'`, no file named)."""
+    from dmp_cli.quoting import quote_name
+    from tests.integration.s3proxy import spoiling_proxy
+
+    assert dmp("manifest", "--archive", "-m", "manifest.sha256", cwd=site.work, env=site.env)
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    manifest = str(site.work / "manifest.sha256")
+    with spoiling_proxy(s3_server.url) as (url, proxy):
+        env = {
+            **site.env,
+            "AWS_ENDPOINT_URL": url,
+            "AWS_MAX_ATTEMPTS": "2",
+            "DMP_RETRY_DELAYS": "0.01",
+        }
+        result = dmp("manifest", "--fetch", "-m", manifest, cwd=restore, env=env)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.decode("utf-8", "surrogateescape").splitlines()
+    assert lines[-1] == f"dmp: 0 files (0 B) fetched, 0 already present, {len(FILES)} failed"
+    for name in FILES:
+        shown = quote_name(name).decode("utf-8", "surrogateescape")
+        assert sum(line.startswith(f"dmp: {shown}: s3://") for line in lines) == 1, lines
+    assert len(lines) == len(FILES) + 1
+    assert proxy.spoiled >= 2 * len(FILES)  # every body was cut, and tried again
+    assert [p for p in restore.rglob("*") if p.is_file()] == []
