@@ -97,6 +97,9 @@ def _kill_and_rescue(
     """Once ``doomed`` is stuck opening the pipe, SIGKILL it whole, start a second worker
     ("rescuer"), feed the pipe, and let ``proc`` finish: its stdout and stderr."""
     _stuck_in_pipe(doomed.pid)
+    # Let ``proc`` ask its one question about live workers (after a second with no
+    # rows) while this one still lives to answer, however loaded the machine is.
+    time.sleep(3)
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait()
     with worker(url, "rescuer", logs, **env):
