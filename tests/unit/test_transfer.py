@@ -260,6 +260,7 @@ def test_context_reuses_the_store(work: Path) -> None:
     assert store_for(ctx, "vault") is store_for(ctx, "vault")
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_pure_core_imports_no_boto3() -> None:
     code = (
         "import sys, dmp_cli.vault, dmp_cli.layout, dmp_cli.store, dmp_cli.manifest; "
