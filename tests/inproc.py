@@ -10,8 +10,9 @@ It saves a Python start and the imports of click, boto3 and friends per call. Wh
 cannot do is die of a signal, which is how dmp ends on ^C and on a closed stdout: a test
 of that runs dmp as a real process (``run_dmp(..., subprocess=True)``). A run that
 would end so here raises ``EndedBySignal`` instead of taking the test process with it.
-A run that leaves the working directory, a signal handler or the Celery app's broker
-changed raises ``LeakedState``: such a test needs a process of its own, and says why.
+A run that changes the working directory, the environment, the locale, a signal
+handler or the Celery app's broker raises ``LeakedState`` (the runner puts back what it
+set itself, which would hide such a change): such a test needs a process of its own.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ def run_in_process(
     from dmp_cli import cli
 
     argv = [os.fsdecode(arg) for arg in args]
-    before = _global_state()
     with (
         _environment(env),
         _working_directory(cwd),
@@ -64,9 +64,10 @@ def run_in_process(
         _deadline(timeout, argv),
         _no_death_by_signal(cli),
     ):
+        before = _process_state()
         returncode = _status_of(cli.main, argv)
-    after = _global_state()
-    if after != before:
+        after = _process_state()
+    if after != before:  # the runner has put it back; it would mislead the next run
         changed = [name for name in before if before[name] != after[name]]
         raise LeakedState(
             f"dmp {' '.join(argv)} changed {', '.join(changed)} of the test process: "
@@ -99,10 +100,12 @@ def _no_death_by_signal(cli: Any) -> contextlib.AbstractContextManager[Any]:
     return mock.patch.object(cli, "_die_of", ended_by)
 
 
-def _global_state() -> dict[str, object]:
+def _process_state() -> dict[str, object]:
     """What a run must leave as it found it: a subprocess would take it along when it ends."""
     state: dict[str, object] = {
         "the working directory": os.getcwd(),
+        "the environment": dict(os.environ),
+        "the locale": locale.setlocale(locale.LC_CTYPE),
         "signal handlers": [signal.getsignal(sig) for sig in WATCHED_SIGNALS],
     }
     celery = sys.modules.get("dmp_tasks.app")  # made from the environment it was imported in
