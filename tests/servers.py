@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from subprocess import CompletedProcess
+from subprocess import run as run_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -148,12 +150,21 @@ def run_dmp(
     env: dict[str, str] | None = None,
     input: bytes | None = None,
     timeout: float = 300,
-) -> subprocess.CompletedProcess[bytes]:
-    """Run the real `dmp` command line as a subprocess; stdout and stderr as bytes."""
-    return subprocess.run(
+    subprocess: bool = False,
+) -> CompletedProcess[bytes]:
+    """Run the real `dmp` command line; its status, stdout and stderr (bytes) as a
+    subprocess would give them. In this process by default (tests/inproc.py); with
+    ``subprocess=True`` as `python -m dmp_cli` in a process of its own, for what only a
+    process shows: death by a signal, a closed stdout, state that would leak."""
+    env = env if env is not None else dmp_env()
+    if not subprocess:
+        from tests.inproc import run_in_process
+
+        return run_in_process(list(args), cwd=cwd, env=env, input=input, timeout=timeout)
+    return run_process(
         [sys.executable, "-m", "dmp_cli", *args],
         cwd=cwd,
-        env=env if env is not None else dmp_env(),
+        env=env,
         input=input,
         capture_output=True,
         timeout=timeout,

@@ -119,6 +119,7 @@ def test_systemd_unit() -> None:
 SBATCH = ROOT / "deploy" / "slurm" / "dmp-workers.sbatch"
 
 
+@pytest.mark.integration  # runs bash -n
 def test_sbatch_directives() -> None:
     directives = [
         line.split()[1] for line in SBATCH.read_text().splitlines() if line.startswith("#SBATCH ")
@@ -143,6 +144,7 @@ def _stand_ins(bin_dir: Path, record: Path) -> None:
         path.chmod(0o755)
 
 
+@pytest.mark.integration  # runs the batch script
 def test_sbatch_runs_workers_and_requeues_at_walltime(tmp_path: Path) -> None:
     bin_dir, logs, record = tmp_path / "bin", tmp_path / "logs", tmp_path / "record"
     bin_dir.mkdir()

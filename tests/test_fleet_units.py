@@ -124,6 +124,7 @@ def test_transient_failures_are_retried_in_the_batch(flaky: list[str]) -> None:
     assert tasks.count_rows(rows) == {"s:ok": 2, "s:missing": 1, "files": 3, "bytes": 2}
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_cli_imports_no_celery_until_it_needs_the_fleet() -> None:
     code = (
         "import sys, dmp_cli.cli, dmp_cli.cli.job, dmp_cli.cli.worker;"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.servers import REPO, dmp_env, stop
+from tests.servers import REPO, dmp_env, run_dmp, stop
 
 
 def fleet_env(broker_url: str | None, **overrides: str | None) -> dict[str, str]:
@@ -97,13 +97,17 @@ def worker(
 def run(
     *args: str | bytes, cwd: Path, broker_url: str | None, timeout: float = 120, **env: str
 ) -> subprocess.CompletedProcess[bytes]:
-    """`dmp ARGS` in ``cwd``, distributed if ``broker_url`` is given, else embedded."""
-    return subprocess.run(
-        [sys.executable, "-m", "dmp_cli", *args],
+    """`dmp ARGS` in ``cwd``, distributed if ``broker_url`` is given, else embedded.
+
+    Embedded, it runs in this process. Distributed, in a process of its own: the Celery
+    executor and `dmp job` set the broker on the one global Celery app of dmp_tasks,
+    whose connections and result backend then outlive the run."""
+    return run_dmp(
+        *args,
         cwd=cwd,
         env=fleet_env(broker_url, **env),
-        capture_output=True,
         timeout=timeout,
+        subprocess=broker_url is not None,
     )
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from tests.servers import dmp_env, run_dmp
 
@@ -35,16 +36,21 @@ AWKWARD_NAMES: dict[str, bytes] = {
 
 
 def dmp(
-    *args: str | bytes, cwd: Path, input: bytes | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    proc = run_dmp(*args, cwd=cwd, input=input, env=env, timeout=120)
+    *args: str | bytes,
+    cwd: Path,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    subprocess: bool = False,
+) -> CompletedProcess[bytes]:
+    """`dmp ARGS` in this process, or with ``subprocess=True`` in one of its own."""
+    proc = run_dmp(*args, cwd=cwd, input=input, env=env, timeout=120, subprocess=subprocess)
     assert b"Traceback" not in proc.stderr, proc.stderr.decode(errors="replace")
     return proc
 
 
 def sha256sum(
     *args: str | bytes, cwd: Path, input: bytes | None = None, locale: str = "C"
-) -> subprocess.CompletedProcess[bytes]:
+) -> CompletedProcess[bytes]:
     return subprocess.run(
         ["sha256sum", *args],
         cwd=cwd,
@@ -60,7 +66,7 @@ def as_dmp(stderr: bytes) -> bytes:
     return re.sub(rb"(?m)^sha256sum: ", b"dmp: ", stderr)
 
 
-def stderr_lines(proc: subprocess.CompletedProcess[bytes]) -> list[bytes]:
+def stderr_lines(proc: CompletedProcess[bytes]) -> list[bytes]:
     return proc.stderr.splitlines()
 
 

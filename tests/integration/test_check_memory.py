@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.servers import dmp_env
+
+pytestmark = pytest.mark.integration
 
 # Runs dmp as its child, then prints the peak RSS (KiB) of dmp and of the processes dmp
 # waited for (its pool workers): RUSAGE_CHILDREN covers every waited-for descendant.

@@ -21,6 +21,8 @@ from tests.integration.manifest_helpers import (
     sha256sum,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def sha(data: bytes) -> bytes:
     return hashlib.sha256(data).hexdigest().encode()

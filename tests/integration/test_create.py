@@ -21,6 +21,8 @@ from tests.integration.manifest_helpers import (
     temp_files,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

@@ -15,6 +15,8 @@ import pytest
 
 from tests.integration.manifest_helpers import as_dmp, dmp, dmp_env, sha256sum, temp_files
 
+pytestmark = pytest.mark.integration
+
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

@@ -1,4 +1,4 @@
-"""`dmp manifest --vault/--archive/--fetch` as a subprocess, on a file:// vault."""
+"""`dmp manifest --vault/--archive/--fetch` on a file:// vault."""
 
 from __future__ import annotations
 

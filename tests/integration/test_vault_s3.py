@@ -1,4 +1,4 @@
-"""`dmp manifest --vault/--archive/--fetch` as a subprocess against moto's S3 server."""
+"""`dmp manifest --vault/--archive/--fetch` against moto's S3 server (a real HTTP endpoint)."""
 
 from __future__ import annotations
 
@@ -62,8 +62,12 @@ def site(s3_server: Service, tmp_path: Path) -> Iterator[Site]:
     s3.close()
 
 
-def run(site: Site, *args: str, cwd: Path | None = None, **env: str) -> Any:
-    return dmp("manifest", *args, cwd=cwd or site.work, env={**site.env, **env})
+def run(
+    site: Site, *args: str, cwd: Path | None = None, subprocess: bool = False, **env: str
+) -> Any:
+    return dmp(
+        "manifest", *args, cwd=cwd or site.work, env={**site.env, **env}, subprocess=subprocess
+    )
 
 
 def test_archive_vault_fetch(site: Site, tmp_path: Path) -> None:
@@ -224,8 +228,16 @@ def test_endpoint_option(site: Site, s3_server: Service) -> None:
 
 @pytest.mark.parametrize("mode", ["--vault", "--archive", "--fetch"])
 def test_no_such_bucket(site: Site, mode: str) -> None:
+    # A process: dmp_cli.ops caches an S3 client per configuration, and tests share this vault.
     one_error(
-        run(site, mode, "-m", "manifest.sha256", DMP_VAULT="s3://dmp-absent-bucket/o"),
+        run(
+            site,
+            mode,
+            "-m",
+            "manifest.sha256",
+            DMP_VAULT="s3://dmp-absent-bucket/o",
+            subprocess=True,
+        ),
         1,
         "dmp: s3://dmp-absent-bucket: no such bucket",
     )
@@ -320,6 +332,7 @@ def test_access_denied(
         cwd=empty,
         AWS_ENDPOINT_URL=url,
         DMP_VAULT="s3://locked/object",
+        subprocess=True,  # dmp_cli.ops caches this vault's S3 client with the first keys seen
         **keys,
     )
     one_error(result, 1, "s3://locked/object/")
@@ -336,6 +349,7 @@ def test_credentials_rejected(site: Site, strict_s3: tuple[str, dict[str, str]])
         "manifest.sha256",
         AWS_ENDPOINT_URL=url,
         DMP_VAULT="s3://locked/object",
+        subprocess=True,  # dmp_cli.ops caches this vault's S3 client with the first keys seen
     )
     one_error(result, 1, "credentials rejected (InvalidAccessKeyId)")
 

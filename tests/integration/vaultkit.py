@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from pathlib import Path
+from subprocess import CompletedProcess
 
 from dmp_cli.layout import digest_key
 from dmp_cli.manifest import Entry, format_line
@@ -36,17 +36,20 @@ def make_tree(root: Path, files: dict[str, bytes] = FILES) -> Path:
     return manifest
 
 
-def dmp(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
-    result = run_dmp(*args, cwd=cwd, env=env, timeout=120)
+def dmp(
+    *args: str, cwd: Path, env: dict[str, str], subprocess: bool = False
+) -> CompletedProcess[bytes]:
+    """`dmp ARGS` in this process, or with ``subprocess=True`` in one of its own."""
+    result = run_dmp(*args, cwd=cwd, env=env, timeout=120, subprocess=subprocess)
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     return result
 
 
-def stderr_lines(result: subprocess.CompletedProcess[bytes]) -> list[str]:
+def stderr_lines(result: CompletedProcess[bytes]) -> list[str]:
     return result.stderr.decode("utf-8", "replace").splitlines()
 
 
-def one_error(result: subprocess.CompletedProcess[bytes], code: int, text: str) -> None:
+def one_error(result: CompletedProcess[bytes], code: int, text: str) -> None:
     """Exactly one stderr line, ``dmp: ...``, containing ``text``; and the exit status."""
     lines = stderr_lines(result)
     assert result.returncode == code, result.stderr.decode()

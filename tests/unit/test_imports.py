@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.integration  # each test runs a fresh interpreter
+
 HEAVY = ("celery", "kombu", "boto3", "botocore", "s3transfer", "redis")
 
 PROBE = """

@@ -86,11 +86,13 @@ def sha256sum_quotes(name: bytes, locale: str, cwd: Path) -> bytes:
     return proc.stderr[len(prefix) : -len(suffix)]
 
 
+@pytest.mark.integration  # runs sha256sum
 @pytest.mark.parametrize("name", AWKWARD.values(), ids=AWKWARD.keys())
 def test_quote_name_matches_sha256sum_in_the_c_locale(name: bytes, tmp_path: Path) -> None:
     assert quote_name(os.fsdecode(name), utf8=False) == sha256sum_quotes(name, "C", tmp_path)
 
 
+@pytest.mark.integration  # runs sha256sum
 @pytest.mark.parametrize("name", AWKWARD.values(), ids=AWKWARD.keys())
 def test_quote_name_matches_sha256sum_in_a_utf8_locale(name: bytes, tmp_path: Path) -> None:
     expected = sha256sum_quotes(name, "C.UTF-8", tmp_path)
@@ -102,6 +104,7 @@ def test_quote_name_accepts_bytes_and_quotes_the_empty_name() -> None:
     assert quote_name("", utf8=False) == b"''"
 
 
+@pytest.mark.integration  # runs sha256sum
 def test_quote_name_matches_sha256sum_for_random_names(tmp_path: Path) -> None:
     rng = random.Random(42)
     alphabet = [bytes([b]) for b in range(1, 128) if b != ord("/")]

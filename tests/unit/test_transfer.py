@@ -285,6 +285,7 @@ def test_the_pool_is_bounded_and_closes_what_it_lets_go(
     assert sorted(closed) == sorted(str(work / name) for name in ("a", "b", "c"))
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_pure_core_imports_no_boto3() -> None:
     code = (
         "import sys, dmp_cli.vault, dmp_cli.layout, dmp_cli.store, dmp_cli.manifest; "
