@@ -18,6 +18,7 @@ set itself, which would hide such a change): such a test needs a process of its 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import locale
 import os
 import signal
@@ -108,9 +109,10 @@ def _process_state() -> dict[str, object]:
         "the locale": locale.setlocale(locale.LC_CTYPE),
         "signal handlers": [signal.getsignal(sig) for sig in WATCHED_SIGNALS],
     }
-    celery = sys.modules.get("dmp_tasks.app")  # made from the environment it was imported in
-    conf = celery.app.conf if celery is not None else None
-    state["the Celery app's broker"] = conf and (conf.broker_url, conf.result_backend)
+    # The workers' app, made from the environment it is first imported in: imported here,
+    # so that a run can only change it, not make it.
+    conf = importlib.import_module("dmp_tasks.app").app.conf
+    state["the Celery app's broker"] = (conf.broker_url, conf.result_backend)
     return state
 
 

@@ -99,9 +99,9 @@ def run(
 ) -> subprocess.CompletedProcess[bytes]:
     """`dmp ARGS` in ``cwd``, distributed if ``broker_url`` is given, else embedded.
 
-    Embedded, it runs in this process. Distributed, in a process of its own: the Celery
-    executor and `dmp job` set the broker on the one global Celery app of dmp_tasks,
-    whose connections and result backend then outlive the run."""
+    Embedded, it runs in this process. Distributed, in a process of its own: a Celery
+    client leaves threads and connections behind in its process, and the embedded runs
+    that follow fork their hashing pools from this one."""
     return run_dmp(
         *args,
         cwd=cwd,

@@ -228,7 +228,6 @@ def test_endpoint_option(site: Site, s3_server: Service) -> None:
 
 @pytest.mark.parametrize("mode", ["--vault", "--archive", "--fetch"])
 def test_no_such_bucket(site: Site, mode: str) -> None:
-    # A process: dmp_cli.ops caches an S3 client per configuration, and tests share this vault.
     one_error(
         run(
             site,
@@ -236,7 +235,6 @@ def test_no_such_bucket(site: Site, mode: str) -> None:
             "-m",
             "manifest.sha256",
             DMP_VAULT="s3://dmp-absent-bucket/o",
-            subprocess=True,
         ),
         1,
         "dmp: s3://dmp-absent-bucket: no such bucket",
@@ -332,7 +330,6 @@ def test_access_denied(
         cwd=empty,
         AWS_ENDPOINT_URL=url,
         DMP_VAULT="s3://locked/object",
-        subprocess=True,  # dmp_cli.ops caches this vault's S3 client with the first keys seen
         **keys,
     )
     one_error(result, 1, "s3://locked/object/")
@@ -349,7 +346,6 @@ def test_credentials_rejected(site: Site, strict_s3: tuple[str, dict[str, str]])
         "manifest.sha256",
         AWS_ENDPOINT_URL=url,
         DMP_VAULT="s3://locked/object",
-        subprocess=True,  # dmp_cli.ops caches this vault's S3 client with the first keys seen
     )
     one_error(result, 1, "credentials rejected (InvalidAccessKeyId)")
 
