@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Hashing speed of `dmp manifest --create` and `--check` against sha256sum, rclone, hashdeep.
 
-    python bench/bench_hash.py [--data DIR] [--runs 3]
+    python bench/bench_hash.py [--data DIR] [--runs 3] [--baseline CHECKOUT]
 
-Makes (once) 8 files of 256 MiB and 100,000 files of 4 KiB in 100 directories, reads
-them once so they are page-cached, then times each command `--runs` times and prints the
-medians as a Markdown table, with each dmp time as a ratio of the best peer measured in
-the same run. Also reports the peak RSS of `--check` over a 1,000,000-line manifest.
+Makes (once) 8 files of 256 MiB and 100,000 files of 4 KiB in 100 directories, then times
+each command `--runs` times, the commands taking turns in each round and the tree read
+into the page cache before every timed command (a memory-hungry peer can push it out),
+and prints the medians as a Markdown table, with each dmp time as a ratio of the best
+peer measured in the same run. ``--baseline`` times the dmp of another checkout (an
+earlier commit, say) in the same rounds, for a before-and-after. Also reports the peak
+RSS of `--check` over a 1,000,000-line manifest.
 """
 
 from __future__ import annotations
@@ -44,16 +47,24 @@ def make_tree(data: str) -> tuple[str, str]:
     return big, small
 
 
-def timed(cmd: str, runs: int, cwd: str, fresh: str | None = None) -> float:
-    """Median wall time of a shell command; ``fresh`` is a file removed before each run."""
-    times = []
+def warm(tree: str, cwd: str) -> None:
+    """Read the whole tree, so that the next command finds it page-cached."""
+    subprocess.run(
+        f"find {tree} -type f -print0 | xargs -0 cat > /dev/null", shell=True, cwd=cwd, check=True
+    )
+
+
+def rounds(commands: dict[str, str], runs: int, cwd: str, tree: str) -> dict[str, float]:
+    """Median wall time of each shell command, the commands taking turns in each round,
+    the tree warmed before each."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
-        if fresh and os.path.exists(fresh):
-            os.unlink(fresh)
-        start = time.perf_counter()
-        subprocess.run(cmd, shell=True, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, cmd in commands.items():
+            warm(tree, cwd)
+            start = time.perf_counter()
+            subprocess.run(cmd, shell=True, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def peers(tree: str, big: bool) -> dict[str, str]:
@@ -102,35 +113,51 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.path.join(HERE, "data"))
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--baseline", metavar="CHECKOUT", help="also time the dmp of this checkout, alongside"
+    )
     args = parser.parse_args()
     make_tree(args.data)
-    dmp = f"{sys.executable} -m dmp_cli"
+    dmps = {"dmp": f"{sys.executable} -m dmp_cli"}
+    if args.baseline:
+        dmps["baseline"] = f"PYTHONPATH={os.path.abspath(args.baseline)} {dmps['dmp']}"
     print(
-        f"| work | dmp --create | dmp --check | peers (median of {args.runs}) | "
-        "--create / best peer | --check / best peer |"
+        f"| work | {' | '.join(f'{who} --create | {who} --check' for who in dmps)} | "
+        f"peers (median of {args.runs}) | "
+        f"{' | '.join(f'{who} --create / best peer | {who} --check / best peer' for who in dmps)} |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|" + "---|" * (4 * len(dmps) + 1))
     for label, tree, is_big in (
         ("8 × 256 MiB", "big", True),
         ("100,000 × 4 KiB, 100 dirs", "small", False),
     ):
-        # Read everything once, so that every command finds it page-cached.
-        timed(f"find {tree} -type f -print0 | xargs -0 cat > /dev/null", 1, args.data)
-        create = timed(
-            f"{dmp} manifest --create --dir {tree} -r -m {MANIFEST}",
-            args.runs,
-            args.data,
-            fresh=MANIFEST,
+        # Made once for --check: each dmp's --create writes it again, to the same bytes.
+        subprocess.run(
+            f"{dmps['dmp']} manifest --create --dir {tree} -r -m {MANIFEST}.new",
+            shell=True,
+            cwd=args.data,
+            check=True,
         )
-        check = timed(f"{dmp} manifest --check -m {MANIFEST}", args.runs, args.data)
-        results = {
-            name: timed(cmd, args.runs, args.data) for name, cmd in peers(tree, is_big).items()
-        }
-        best = min(results.values())
-        shown = ", ".join(f"{name} {t:.2f} s" for name, t in results.items())
+        os.replace(f"{MANIFEST}.new", MANIFEST)
+        commands: dict[str, str] = {}
+        for who, dmp in dmps.items():
+            commands[f"{who} create"] = (
+                f"{dmp} manifest --create --dir {tree} -r -m {MANIFEST}.{who} && "
+                f"rm {MANIFEST}.{who}"
+            )
+            commands[f"{who} check"] = f"{dmp} manifest --check -m {MANIFEST}"
+        found = peers(tree, is_big)
+        commands.update(found)
+        medians = rounds(commands, args.runs, args.data, tree)
+        best = min(medians[name] for name in found)
+        shown = ", ".join(f"{name} {medians[name]:.2f} s" for name in found)
+        ours = [(medians[f"{who} create"], medians[f"{who} check"]) for who in dmps]
         print(
-            f"| {label} | {create:.2f} s | {check:.2f} s | {shown} | "
-            f"{create / best:.2f} × | {check / best:.2f} × |",
+            f"| {label} | "
+            + " | ".join(f"{create:.2f} s | {check:.2f} s" for create, check in ours)
+            + f" | {shown} | "
+            + " | ".join(f"{create / best:.2f} × | {check / best:.2f} ×" for create, check in ours)
+            + " |",
             flush=True,
         )
     print(f"\n`--check` of a 1,000,000-line manifest: peak RSS {check_rss(args.data):.0f} MB")
