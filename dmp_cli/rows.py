@@ -64,13 +64,14 @@ class Row(TypedDict, total=False):
 
 
 # Failures that a later attempt may not see: a stale NFS handle, a reset, a timeout.
+# Not EIO: on a local disk it is a bad block, which waiting does not mend, and every
+# unreadable file would cost the pauses between attempts.
 TRANSIENT_ERRNOS = frozenset(
     {
         errno.EAGAIN,
         errno.EINTR,
         errno.ESTALE,
         errno.ETIMEDOUT,
-        errno.EIO,
         errno.ENOTCONN,
         errno.ECONNRESET,
         errno.ECONNABORTED,

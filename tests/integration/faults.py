@@ -33,6 +33,8 @@ def error(name: str) -> BaseException:
         return KeyError("digest")
     if name == "EIO":
         return OSError(errno.EIO, "Input/output error (injected)")
+    if name == "ESTALE":
+        return OSError(errno.ESTALE, "Stale file handle (injected)")
     if name == "ConnectionResetError":
         return ConnectionResetError(errno.ECONNRESET, "Connection reset by peer (injected)")
     return RuntimeError("injected fault")

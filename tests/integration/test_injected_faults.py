@@ -1,7 +1,7 @@
 """No exception escapes a file: one injected into an operation or a store method, for one
 file, fails that file alone, with one line naming it, for all five commands, embedded and
 on the fleet; the rest of the run goes on and the summary counts it. A transient one
-(a reset connection, EIO) is tried again, with backoff, and the file then goes through.
+(a reset connection, ESTALE) is tried again, with backoff, and the file then goes through.
 
 The real `dmp` runs as a subprocess through ``tests.integration.faults``, which wraps the
 stores and operations so that they raise as a plan file says (see that module).
@@ -61,14 +61,15 @@ CASES = {
     "fetch-get-reset": Case("fetch", "store.get_file", "ConnectionResetError"),
     # Transient, once: tried again, and then it goes through.
     "archive-put-reset-once": Case("archive", "store.put_file", "ConnectionResetError", 1),
-    "fetch-get-eio-once": Case("fetch", "store.get_file", "EIO", 1),
-    "check-op-eio-once": Case("check", "op.check", "EIO", 1),
+    "fetch-get-estale-once": Case("fetch", "store.get_file", "ESTALE", 1),
+    "check-op-estale-once": Case("check", "op.check", "ESTALE", 1),
 }
 
 TEXT = {
     "RuntimeError": "RuntimeError: injected fault",
     "KeyError": "KeyError: 'digest'",
     "EIO": "Input/output error (injected)",
+    "ESTALE": "Stale file handle (injected)",
     "ConnectionResetError": "Connection reset by peer (injected)",
 }
 
@@ -185,7 +186,7 @@ def _check_outcome(site: Site, case: Case, result: subprocess.CompletedProcess[b
         about = [line for line in lines if "victim" in line]
         assert len(about) == 1 and about[0].startswith(f"dmp: {VICTIM}: "), lines
         assert TEXT[case.error] in about[0], about
-        unforeseen = case.error not in ("EIO", "ConnectionResetError")
+        unforeseen = case.error not in ("EIO", "ESTALE", "ConnectionResetError")
         if unforeseen and case.target.startswith("op.") and case.command in TRANSFERS:
             assert digest_key(sha(FILES[VICTIM])) in about[0], about  # names the object too
         named = OTHERS
