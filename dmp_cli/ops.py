@@ -22,7 +22,7 @@ from functools import cached_property
 from dmp_cli.digest import FileDigest
 from dmp_cli.errors import DmpError, StoreError
 from dmp_cli.options import Options, StoreSpec, Work
-from dmp_cli.rows import Item, Row, Status, base_row, error_row
+from dmp_cli.rows import Item, Row, base_row, error_row
 from dmp_cli.store import Store, StorePool
 from dmp_cli.vault import Vault
 
@@ -254,4 +254,4 @@ def kind_of(name: str) -> str:
     return operation_named(name).kind
 
 
-__all__ = ["OPERATIONS", "Context", "Operation", "Status", "kind_of", "operation", "run_batch"]
+__all__ = ["OPERATIONS", "Context", "Operation", "kind_of", "operation", "run_batch"]

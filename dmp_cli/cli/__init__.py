@@ -139,8 +139,37 @@ def _register() -> None:
 _register()
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP (`timeout`, `kill`, a dropped ssh session): unwound as ^C is (a
+    fleet job cancelled, a half-written file removed), then dmp ends by that signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signal.Signals(signum)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+# What ends an attached run as ^C does; nohup's "ignore SIGHUP" is kept.
+_ENDING = (signal.SIGTERM, signal.SIGHUP)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; the one place where exceptions become messages and exit statuses."""
+    saved = {sig: signal.getsignal(sig) for sig in _ENDING}
+    for sig, handler in saved.items():
+        if handler == signal.SIG_DFL:
+            signal.signal(sig, _terminated)
+    try:
+        _main(argv)
+    finally:  # a caller in the same process (tests) gets its handlers back
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> None:
     show_traceback = "--traceback" in (sys.argv[1:] if argv is None else argv)
     try:
         status = cli.main(args=argv, prog_name="dmp", standalone_mode=False)
@@ -154,6 +183,9 @@ def main(argv: list[str] | None = None) -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("dmp: interrupted", err=True)
         _die_of(signal.SIGINT)
+    except Terminated as exc:
+        click.echo(f"dmp: stopped by {exc.signum.name}", err=True)
+        _die_of(exc.signum)
     except DmpError as exc:
         sys.stdout.flush()
         click.echo(f"dmp: {exc}", err=True)

@@ -5,6 +5,7 @@ Distributed runs must print exactly what embedded runs print, byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -392,17 +393,73 @@ def test_same_job_digest_as_hashlib(fleet: str, tmp_path: Path) -> None:
     assert result.stdout == hashlib.sha256(big.read_bytes()).hexdigest().encode() + b'  "big.bin"\n'
 
 
-def test_interrupt_cancels_the_job(redis: Service, tree: Path) -> None:
+@pytest.mark.parametrize(
+    ("sig", "said"),
+    [
+        (signal.SIGINT, b"dmp: interrupted\n"),
+        (signal.SIGTERM, b"dmp: stopped by SIGTERM\n"),
+        (signal.SIGHUP, b"dmp: stopped by SIGHUP\n"),
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
+)
+def test_interrupt_cancels_the_job(redis: Service, tree: Path, sig: int, said: bytes) -> None:
+    """^C, `timeout`/`kill` and a dropped ssh session alike: the attached job is
+    cancelled (nobody would read its results), and dmp ends by that signal."""
     url = redis.url.rsplit("/", 1)[0] + "/7"  # no worker: the CLI waits
     with _waiting_check(url, tree) as (proc, line):
         assert line.startswith(b"dmp: no worker answers")
         time.sleep(0.5)  # into the wait for results, where a user's Ctrl-C lands
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
-    assert (proc.returncode, out) == (-signal.SIGINT, b"")  # 130 in a shell
-    assert err.endswith(b"dmp: interrupted\n") and b"Traceback" not in err
+    assert (proc.returncode, out) == (-sig, b"")  # 128 + the signal in a shell
+    assert err.endswith(said) and b"Traceback" not in err
     listed = run("--json", "job", "list", cwd=tree, broker_url=url)
     assert json.loads(listed.stdout.splitlines()[0])["state"] == "cancelled"
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["hangup", "nohup"])
+def test_a_hangup_ends_an_embedded_run_unless_ignored(tree: Path, ignored: bool) -> None:
+    """A dropped terminal ends an embedded run too (nothing half-written is left); under
+    `nohup`, which ignores SIGHUP, dmp leaves it ignored and the run goes on."""
+
+    def nohup() -> None:
+        if ignored:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dmp_cli", "manifest", "--create", "--files-from", "-", "-m", "m"],
+        cwd=tree,
+        env=fleet_env(None),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=nohup,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(b"data/d0/f000\n")
+        proc.stdin.flush()
+        time.sleep(1.5)  # dmp is reading the list, waiting for more
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+        proc.wait(timeout=30)
+        assert proc.stdout is not None and proc.stderr is not None
+        err = proc.stderr.read()
+    finally:
+        stop(proc)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    if ignored:
+        assert proc.returncode == 0, err
+        assert (tree / "m").read_bytes().endswith(b'  "data/d0/f000"\n')
+    else:
+        assert (proc.returncode, err) == (-signal.SIGHUP, b"dmp: stopped by SIGHUP\n")
+        assert not (tree / "m").exists()
+    assert not [name for name in os.listdir(tree) if name.endswith(".dmp-tmp")]
 
 
 def test_worker_errors_are_one_line(tmp_path: Path) -> None:
