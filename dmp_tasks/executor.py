@@ -120,6 +120,7 @@ class _Submitter:
         self.stream = stream
         self.cwd = work.cwd or os.getcwd()
         self.batches = self.items = self.windows = 0
+        self.nbytes, self.sized = 0, True  # the files' sizes, while every item has one
         self.exhausted = False
         self.per_chord = per_chord
         self.tally = tally
@@ -141,7 +142,7 @@ class _Submitter:
                 self.windows,
                 self.batches,
                 self.items,
-                self.tally() if self.tally else None,
+                {**(self.tally() if self.tally else {}), **self._bytes_total()},
             )
             return
         header = [
@@ -171,10 +172,19 @@ class _Submitter:
             for index, batch in enumerate(window, start=self.batches):
                 self.paths[index] = [item.get("path") for item in batch]
         items = sum(len(batch) for batch in window)
+        for batch in window:
+            for item in batch:
+                known = item.get("size")
+                self.sized = self.sized and known is not None
+                self.nbytes += known or 0
         self.store.submitted(self.job, len(window), items)
         self.batches += len(window)
         self.items += items
         self.windows += 1
+
+    def _bytes_total(self) -> dict[str, int]:
+        """The job's bytes, for an ETA by bytes, if every file's size was known."""
+        return {"bytes_total": self.nbytes} if self.sized and self.items else {}
 
     def window_of(self, batch: int) -> int:
         return bisect_right(self.starts, batch) - 1

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from dmp_cli.cli.output import human_bytes
 from dmp_cli.errors import DmpError, UsageError
 
 if TYPE_CHECKING:
@@ -64,10 +65,16 @@ def _show_errors(app: App, store: JobStore, job_id: str) -> None:
         app.out.file_error(row.get("path") or "?", _reason(row))
 
 
+class NoSuchJob(DmpError):
+    """No record of the job (exit 2, apart from a job that failed, 1)."""
+
+    exit_code = 2
+
+
 def _info(store: JobStore, job: str) -> dict[str, str]:
     info = store.info(job)
     if info is None:
-        raise DmpError(f"no job {job} (finished jobs are kept for 7 days)")
+        raise NoSuchJob(f"no job {job} (finished jobs are kept for 7 days)")
     return info
 
 
@@ -77,22 +84,39 @@ def _when(stamp: str | None) -> str:
     return datetime.fromtimestamp(float(stamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _state(info: dict[str, str]) -> str:
-    """What a person wants to know: waiting, running, done, cancelled."""
+def _state(info: dict[str, str], failed: bool) -> str:
+    """What a person wants to know: submitting, queued, running, done, failed, cancelled."""
     state = info.get("state", "?")
     if state == "active":
         if "items_total" not in info:
             return "submitting"
         return "running" if int(info.get("batches_done", 0)) else "queued"
-    return state
+    return "failed" if state == "done" and failed else state
+
+
+def _elapsed(info: dict[str, str]) -> float:
+    """Seconds from submission to the end, or to now for a job still going."""
+    start = float(info.get("created") or time.time())
+    return max(0.0, float(info.get("finished") or time.time()) - start)
+
+
+def _duration(seconds: float) -> str:
+    """``2h 03m 04s``, ``3m 04s``, ``4.2 s``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
 def _summary(info: dict[str, str]) -> dict[str, Any]:
     from dmp_tasks.jobs import job_failed, rule_failure, status_counts
 
     total = info.get("items_total")
+    failed = job_failed(info)
+    elapsed = _elapsed(info)
     return {
-        "state": _state(info),
+        "state": _state(info, failed),
         "op": info.get("op"),
         "command": info.get("command"),
         "host": info.get("host"),
@@ -101,8 +125,10 @@ def _summary(info: dict[str, str]) -> dict[str, Any]:
         "files": int(info.get("files", 0)),
         "total": int(total) if total else None,
         "bytes": int(info.get("bytes", 0)),
+        "bytes_total": int(info["bytes_total"]) if "bytes_total" in info else None,
+        "elapsed": round(elapsed, 3),
         "counts": status_counts(info),
-        "failed": job_failed(info),
+        "failed": failed,
         "reason": rule_failure(info),
     }
 
@@ -121,33 +147,39 @@ def job() -> None:
 @click.argument("job_id", metavar="ID")
 @click.pass_obj
 def status(app: App, job_id: str) -> int:
-    """Show a job's state and counts, and the files that failed."""
+    """Show a job's state, counts and speed, and the files that failed; exit 1 if the
+    job failed, 2 if there is no such job."""
     store = _store(app)
     summary = _summary(_info(store, job_id))
+    status = 1 if summary["failed"] else 0
     if app.out.json:
         app.out.record("job", id=job_id, **summary)
         for row in store.errors(job_id):
             app.out.record("file", **row)
-        return 0
+        return status
+    elapsed = max(summary["elapsed"], 1e-3)
     done = f"{summary['files']}/{summary['total'] if summary['total'] is not None else '?'}"
+    of = f" of {human_bytes(summary['bytes_total'])}" if summary["bytes_total"] else ""
     lines = [
         f"job:      {job_id}",
         f"state:    {summary['state']}",
         f"command:  {summary['command']}",
         f"host:     {summary['host']}",
         f"created:  {summary['created']}",
-        f"files:    {done}",
-        f"bytes:    {summary['bytes']}",
+        f"files:    {done} ({summary['files'] / elapsed:,.0f} files/s)",
+        f"bytes:    {human_bytes(summary['bytes'])}{of} "
+        f"({human_bytes(int(summary['bytes'] / elapsed))}/s)",
     ]
     if summary["finished"]:
         lines.append(f"finished: {summary['finished']}")
+    lines.append(f"elapsed:  {_duration(summary['elapsed'])}")
     counts = _counts_text(summary)
     lines.append(f"results:  {counts or '-'}")
     if summary["reason"]:
         lines.append(f"failed:   {summary['reason']}")
     app.out.write(("\n".join(lines) + "\n").encode())
     _show_errors(app, store, job_id)
-    return 0
+    return status
 
 
 @job.command()
@@ -158,16 +190,20 @@ def watch(app: App, job_id: str) -> int:
     store = _store(app)
     info = _info(store, job_id)
     total = int(info["items_total"]) if "items_total" in info else None
-    with app.out.progress(f"job {job_id}", total) as bar:
-        seen = 0
+    # What was done before the watch began counts in the bar, not in its rate.
+    seen, seen_bytes = int(info.get("files", 0)), int(info.get("bytes", 0))
+    by_bytes = int(info["bytes_total"]) if "bytes_total" in info else None
+    with app.out.progress(
+        f"job {job_id}", total, initial=(seen, seen_bytes), bytes_total=by_bytes
+    ) as bar:
         moved, asked = time.monotonic(), False
         while True:
             info = _info(store, job_id)
-            files = int(info.get("files", 0))
-            bar.update(files - seen)
+            files, nbytes = int(info.get("files", 0)), int(info.get("bytes", 0))
+            bar.update(files - seen, nbytes - seen_bytes)
             if files != seen:
                 moved = time.monotonic()
-            seen = files
+            seen, seen_bytes = files, nbytes
             if info.get("state") != "active":
                 break
             if not asked and time.monotonic() - moved >= STALLED_S:
@@ -204,7 +240,7 @@ def cancel(app: App, job_id: str) -> int:
     store = _store(app)
     info = _info(store, job_id)
     if not store.cancel(job_id):
-        raise DmpError(f"job {job_id} has already ended ({_state(info)})")
+        raise DmpError(f"job {job_id} has already ended ({_summary(info)['state']})")
     app.out.record("job", id=job_id, state="cancelled")
     app.out.info(f"job {job_id} cancelled")
     return 0
@@ -223,14 +259,20 @@ def cancel(app: App, job_id: str) -> int:
 def list_jobs(app: App, limit: int) -> int:
     """List the newest jobs, from any node."""
     store = _store(app)
+    if not app.out.json:
+        app.out.write(_LIST_ROW.format("JOB", "CREATED", "STATE", "FILES", "COMMAND").encode())
     for job_id, info in store.jobs(limit):
         summary = _summary(info)
         if app.out.json:
             app.out.record("job", id=job_id, **summary)
             continue
         total = summary["total"] if summary["total"] is not None else "?"
-        app.out.write(
-            f"{job_id}  {summary['created']}  {summary['state']:<10}  "
-            f"{summary['files']}/{total}  {summary['command']}\n".encode()
+        files = f"{summary['files']}/{total}"
+        row = _LIST_ROW.format(
+            job_id, summary["created"], summary["state"], files, summary["command"]
         )
+        app.out.write(row.encode())
     return 0
+
+
+_LIST_ROW = "{:<12}  {:<20}  {:<10}  {:>15}  {}\n"

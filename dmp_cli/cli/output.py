@@ -113,9 +113,18 @@ class Output:
 
     @contextmanager
     def progress(
-        self, description: str, total: int | None = None, unit: str = " files"
+        self,
+        description: str,
+        total: int | None = None,
+        unit: str = " files",
+        initial: tuple[int, int] = (0, 0),
+        bytes_total: int | None = None,
     ) -> Iterator[Progress]:
-        bar = Progress(description, total, unit) if self.wants_progress() else None
+        bar = (
+            Progress(description, total, unit, initial, bytes_total)
+            if self.wants_progress()
+            else None
+        )
         try:
             yield bar or _NO_PROGRESS
         finally:
@@ -124,34 +133,68 @@ class Output:
 
 
 class Progress:
-    """A progress bar on stderr: files counted, bytes shown alongside. Bytes come with
-    each file done (``update``), and, where transfers run in this process, as they move
-    (``moved``, from any thread), so that one huge file does not look stuck."""
+    """A progress bar on stderr: files counted, bytes and bytes/s shown alongside; or,
+    with ``bytes_total``, bytes counted (so its ETA is by bytes), files alongside. Bytes
+    come with each file done (``update``), and, where transfers run in this process, as
+    they move (``moved``, from any thread), so that one huge file does not look stuck.
+    ``initial`` (files, bytes) were done before the bar began: counted, not in the rate."""
 
     REDRAW_S = 0.5  # bytes that move redraw the bar at most this often
 
-    def __init__(self, description: str, total: int | None, unit: str) -> None:
+    def __init__(
+        self,
+        description: str,
+        total: int | None,
+        unit: str,
+        initial: tuple[int, int] = (0, 0),
+        bytes_total: int | None = None,
+    ) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(
-            total=total,
-            desc=description,
-            unit=unit,
-            file=sys.stderr,
-            dynamic_ncols=True,
-            leave=False,
-            smoothing=0.1,
-        )
-        self._bytes = 0  # of the files done
+        common: dict[str, Any] = {
+            "desc": description,
+            "file": sys.stderr,
+            "dynamic_ncols": True,
+            "leave": False,
+            "smoothing": 0.1,
+        }
+        self._by_bytes = bytes_total is not None
+        if self._by_bytes:
+            self._bar = tqdm(
+                total=bytes_total,
+                initial=initial[1],
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                **common,
+            )
+        else:
+            self._bar = tqdm(total=total, initial=initial[0], unit=unit, **common)
+        self._total = total
+        self._files, self._bytes = initial  # done so far, with the files' bytes
+        self._initial_bytes = initial[1]
+        self._start = time.monotonic()
         self._moved = 0  # as they moved, counted by ``moved``
         self._lock = threading.Lock()
         self._drawn = 0.0
 
     def update(self, files: int = 1, nbytes: int = 0) -> None:
         self._bytes += nbytes
+        self._files += files
+        if self._by_bytes:
+            total = self._total if self._total is not None else "?"
+            self._bar.set_postfix_str(f"{self._files}/{total} files", refresh=False)
+            self._bar.update(nbytes)
+            return
         self._bar.update(files)
-        if nbytes and self._bar.n % 64 == 0:
-            self._bar.set_postfix_str(_human(max(self._bytes, self._moved)), refresh=False)
+        if nbytes and (self._bar.n % 64 == 0 or files > 1):
+            self._bar.set_postfix_str(self._bytes_text(), refresh=False)
+
+    def _bytes_text(self) -> str:
+        """The bytes done and their rate since the bar began."""
+        done = max(self._bytes, self._initial_bytes + self._moved)
+        seconds = max(time.monotonic() - self._start, 1e-3)
+        return f"{_human(done)}, {_human((done - self._initial_bytes) / seconds)}/s"
 
     def moved(self, nbytes: int) -> None:
         with self._lock:
@@ -160,8 +203,9 @@ class Progress:
             if now - self._drawn < self.REDRAW_S:
                 return
             self._drawn = now
-            shown = max(self._bytes, self._moved)
-        self._bar.set_postfix_str(_human(shown))  # and redraw: no file may be done yet
+        if self._by_bytes:
+            return  # the bar itself counts bytes, as each file is done
+        self._bar.set_postfix_str(self._bytes_text())  # and redraw: no file may be done yet
 
     def close(self) -> None:
         self._bar.close()

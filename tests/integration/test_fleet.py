@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,8 +146,9 @@ def test_detach_then_watch(fleet: str, tree: Path) -> None:
     assert b"dmp: data/d2/f010: No such file or directory\n" in watched.stderr
 
     status = _job(fleet, tree, "--json", "job", "status", job)
+    assert status.returncode == 1  # the job failed
     record = json.loads(status.stdout.splitlines()[0])
-    assert record["state"] == "done"
+    assert record["state"] == "failed" and record["failed"] is True
     assert record["files"] == record["total"] == len(NAMES) + 121
     assert record["counts"] == {
         "ok": len(NAMES) + 118,
@@ -154,9 +156,18 @@ def test_detach_then_watch(fleet: str, tree: Path) -> None:
         "missing": 1,
         "misformatted": 1,
     }
-    listed = _job(fleet, tree, "job", "list")
-    assert listed.stdout.decode().splitlines()[0].startswith(f"{job}  ")
-    assert b"done" in listed.stdout
+    listed = _job(fleet, tree, "job", "list").stdout.decode().splitlines()
+    assert listed[0].split() == ["JOB", "CREATED", "STATE", "FILES", "COMMAND"]
+    assert listed[1].startswith(f"{job}  ") and listed[1].split()[2] == "failed"
+
+    text = _job(fleet, tree, "job", "status", job)
+    assert text.returncode == 1
+    fields = dict(line.split(":", 1) for line in text.stdout.decode().splitlines())
+    assert fields["state"].strip() == "failed"
+    files = len(NAMES) + 121
+    assert re.fullmatch(rf" +{files}/{files} \([\d,]+ files/s\)", fields["files"])
+    assert re.fullmatch(r" +[\d.]+ (B|KiB) \([\d.]+ (B|KiB|MiB)/s\)", fields["bytes"])
+    assert re.fullmatch(r"[\d.]+ s|\d+m \d\ds|\d+h \d\dm \d\ds", fields["elapsed"].strip())
 
 
 def test_detach_good_job_watch_exits_zero(fleet: str, tree: Path) -> None:
@@ -224,9 +235,11 @@ def test_detach_needs_a_broker(tree: Path) -> None:
     )
 
 
-def test_unknown_job(fleet: str, tree: Path) -> None:
-    result = _job(fleet, tree, "job", "status", "0123456789ab")
-    assert result.returncode == 1
+@pytest.mark.parametrize("command", ["status", "watch", "cancel"])
+def test_unknown_job(fleet: str, tree: Path, command: str) -> None:
+    """No such job: exit 2, apart from a job that failed (1)."""
+    result = _job(fleet, tree, "job", command, "0123456789ab")
+    assert result.returncode == 2
     assert result.stderr == b"dmp: no job 0123456789ab (finished jobs are kept for 7 days)\n"
 
 

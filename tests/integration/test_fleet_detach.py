@@ -74,7 +74,8 @@ def watch(
     watched = dmp(fleet, vault, cwd, "job", "watch", job)
     status = dmp(fleet, vault, cwd, "--json", "job", "status", job)
     record = json.loads(status.stdout.splitlines()[0])
-    assert record["state"] == "done"
+    assert record["state"] == ("failed" if record["failed"] else "done")
+    assert status.returncode == watched.returncode  # status and watch say the same
     assert record["files"] == record["total"] == files
     return watched.returncode, watched.stderr.decode(), record["counts"]
 
@@ -88,6 +89,9 @@ def test_detached_archive_equals_attached(
     # The manifest names a.txt's content twice: uploaded once, the copy skipped, as attached.
     assert counts == {"uploaded": 3, "skipped": 1}
     assert vault.objects() == OBJECTS
+    status = dmp(fleet, vault, work, "--json", "job", "status", job)
+    record = json.loads(status.stdout.splitlines()[0])
+    assert record["bytes_total"] == sum(len(data) for data in FILES.values())  # an ETA by bytes
 
     attached = new_vault(
         "file" if vault.url.startswith("file:") else "s3", tmp_path, vault.endpoint
