@@ -28,6 +28,7 @@ from dmp_cli.rows import Item, Row, Status
 from dmp_cli.rules import Command, Verdict, judge
 from dmp_cli.settings import Settings
 from dmp_cli.store import StorePool
+from dmp_cli.words import plural
 
 if TYPE_CHECKING:
     from dmp_tasks.executor import CeleryExecutor
@@ -90,7 +91,7 @@ def shown_name(path: str) -> str:
     return quote_name(path).decode("utf-8", "surrogateescape")
 
 
-def _shown_manifest(path: str) -> str:
+def shown_manifest(path: str) -> str:
     # sha256sum calls its stdin "standard input" in messages (quoted: it has a space)
     return shown_name("standard input" if path == "-" else path)
 
@@ -146,7 +147,7 @@ def create(
                 where = (
                     "no manifest written" if target or not files else "the manifest is incomplete"
                 )
-                error = f"{problems} input{'' if problems == 1 else 's'} could not be read; {where}"
+                error = f"{plural(problems, 'input', 'inputs')} could not be read; {where}"
         if error is None and target:
             target.commit()
     except BaseException:
@@ -218,7 +219,7 @@ def check(
     """Verify every file ``manifest`` names (``-`` is stdin) as `sha256sum --check` does:
     every line is checked, whatever fails before it."""
     hear = listener or Listener()
-    shown = _shown_manifest(manifest)
+    shown = shown_manifest(manifest)
     counts = CheckCounts()
     stream = open_manifest(manifest, shown)
     try:
@@ -270,7 +271,7 @@ def transfer(
     copy of content answered from the first one's row, then the verdict."""
     hear = listener or Listener()
     options = (options or Options()).validated(spec.validated())
-    shown = _shown_manifest(manifest)
+    shown = shown_manifest(manifest)
     stream = open_manifest(manifest, shown)
     plan = _plan(command, options, detached=False)
     with stream:
@@ -371,7 +372,7 @@ def submit_check(
     ignore_missing: bool = False,
 ) -> str:
     """Submit a check to the fleet; its job is judged by the same rules as ``check``."""
-    shown = _shown_manifest(manifest)
+    shown = shown_manifest(manifest)
     with open_manifest(manifest, shown) as stream:
         items = _nonempty(
             _check_items(manifest, stream), f"{shown}: no properly formatted checksum lines found"
@@ -394,7 +395,7 @@ def submit_transfer(
     formatted lines skipped on the way."""
     options.validated(spec.validated())
     preflight(executor.stores, spec)
-    shown = _shown_manifest(manifest)
+    shown = shown_manifest(manifest)
     plan = _plan(command, options, detached=True)
     with open_manifest(manifest, shown) as stream:
         items = _nonempty(

@@ -29,6 +29,7 @@ import redis
 from dmp_cli.errors import BrokerError
 from dmp_cli.rows import Status
 from dmp_cli.rules import Command, Reason, Verdict, judge
+from dmp_cli.words import plural
 from dmp_tasks.config import safe_url
 
 JOB_TTL = 7 * 24 * 3600
@@ -283,10 +284,10 @@ def status_counts(info: dict[str, str]) -> dict[str, int]:
     return {k[2:]: int(v) for k, v in info.items() if k.startswith("s:")}
 
 
-def _verdict(info: dict[str, str]) -> Verdict:
-    """A job judged as the command that submitted it judges a run (``dmp_cli.rules``):
-    its counts, the lines skipped while submitting, and the files of batches that never
-    recorded themselves, counted as lost."""
+def _counts(info: dict[str, str]) -> dict[str, int]:
+    """A job's counts as ``dmp_cli.rules`` judges them: by status, with the lines skipped
+    while submitting among the improperly formatted, and the files of batches that never
+    recorded themselves, once the job is done, counted as lost."""
     counts = status_counts(info)
     counts[Status.MISFORMATTED] = counts.get(Status.MISFORMATTED, 0) + int(
         info.get("misformatted", 0)
@@ -295,6 +296,11 @@ def _verdict(info: dict[str, str]) -> Verdict:
         unrecorded = int(info.get("items_total", 0)) - int(info.get("files", 0))
         if unrecorded > 0:
             counts[Status.LOST] = counts.get(Status.LOST, 0) + unrecorded
+    return counts
+
+
+def _verdict(info: dict[str, str], counts: dict[str, int]) -> Verdict:
+    """A job judged as the command that submitted it judges a run."""
     return judge(
         Command.of_operation(info.get("op", "hash")),
         counts,
@@ -307,12 +313,12 @@ def rule_failure(info: dict[str, str]) -> str | None:
     """Why a job fails by the rules of the command that submitted it (--strict,
     --ignore-missing, sha256sum's rules for a check), though no file failed; else None.
     Until the job is done, only what cannot change: lines that --strict refuses."""
-    reason = _verdict(info).reason
+    counts = _counts(info)
+    reason = _verdict(info, counts).reason
     if reason is Reason.MISFORMATTED:
-        lines = int(info.get("misformatted", 0)) + status_counts(info).get("misformatted", 0)
-        said = "line is" if lines == 1 else "lines are"
+        lines = counts[Status.MISFORMATTED]
         why = "--strict" if info.get("strict") else "skipped"
-        return f"{lines} {said} improperly formatted ({why})"
+        return f"{plural(lines, 'line is', 'lines are')} improperly formatted ({why})"
     if info.get("state") != "done":
         return None
     if reason is Reason.NO_LINES:
@@ -325,7 +331,7 @@ def rule_failure(info: dict[str, str]) -> str | None:
 def job_failed(info: dict[str, str]) -> bool:
     if info.get("state") == "cancelled":
         return True
-    verdict = _verdict(info)
+    verdict = _verdict(info, _counts(info))
     if info.get("state") != "done":  # so far: files failed, or lines --strict refuses
         return verdict.failed > 0 or verdict.reason is Reason.MISFORMATTED
     return verdict.status != 0

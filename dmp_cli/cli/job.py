@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from dmp_cli.cli.output import human_bytes
 from dmp_cli.errors import DmpError, UsageError
+from dmp_cli.words import human_bytes
 
 if TYPE_CHECKING:
     from dmp_cli.cli import App

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 import click
 
 from dmp_cli import runs
-from dmp_cli.cli.output import Output, human_bytes, plural
+from dmp_cli.cli.output import Output
 from dmp_cli.errors import DmpError, UsageError
 from dmp_cli.inputs import Inputs
 from dmp_cli.manifest import FORMATS, count_lines
 from dmp_cli.rows import Row
+from dmp_cli.words import human_bytes, plural
 
 if TYPE_CHECKING:
     from dmp_cli.cli import App
@@ -268,7 +269,7 @@ def check(
         last = given[-1]
         check_quiet, status, warn = (last == "check_quiet", last == "status", last == "warn")
     quiet = check_quiet or out.quiet
-    shown = runs.shown_name("standard input" if manifest_path == "-" else manifest_path)
+    shown = runs.shown_manifest(manifest_path)
     on_row = _check_printer(out, shown, quiet=quiet, status=status, warn=warn)
     total = count_lines(manifest_path) if out.wants_progress() else None
     with app.executor() as executor, out.progress("checking", total) as bar:

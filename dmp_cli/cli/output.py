@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from dmp_cli.quoting import quote_name
+from dmp_cli.words import human_bytes
 
 PROG = "dmp"
 
@@ -194,7 +195,7 @@ class Progress:
         """The bytes done and their rate since the bar began."""
         done = max(self._bytes, self._initial_bytes + self._moved)
         seconds = max(time.monotonic() - self._start, 1e-3)
-        return f"{_human(done)}, {_human((done - self._initial_bytes) / seconds)}/s"
+        return f"{human_bytes(done)}, {human_bytes((done - self._initial_bytes) / seconds)}/s"
 
     def moved(self, nbytes: int) -> None:
         with self._lock:
@@ -226,19 +227,3 @@ class _NoProgress(Progress):
 
 
 _NO_PROGRESS = _NoProgress()
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} PiB"
-
-
-def human_bytes(n: int) -> str:
-    return _human(n)
-
-
-def plural(n: int, singular: str, plural_form: str) -> str:
-    return f"{n} {singular if n == 1 else plural_form}"

@@ -13,7 +13,7 @@ from typing import Any
 from dmp_cli import runs
 from dmp_cli.cli.job import detach as submit_job
 from dmp_cli.cli.job import require_broker
-from dmp_cli.cli.output import Output, human_bytes, plural
+from dmp_cli.cli.output import Output
 from dmp_cli.errors import UsageError
 from dmp_cli.manifest import count_lines
 from dmp_cli.options import Options, StoreSpec
@@ -21,6 +21,7 @@ from dmp_cli.plan import Plan, Tally
 from dmp_cli.quoting import quote_name
 from dmp_cli.rows import Row
 from dmp_cli.rules import Command, failing
+from dmp_cli.words import human_bytes, plural
 
 LABEL = {"vault": "asking the vault", "archive": "archiving", "fetch": "fetching"}
 
