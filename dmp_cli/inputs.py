@@ -33,18 +33,27 @@ class Inputs:
         return bool(self.patterns or self.dirs or self.files_from)
 
 
-def _file_item(path: str, on_problem: OnProblem) -> Item | None:
+def problem(path: str, reason: str, code: int | None = None) -> Item:
+    """An input that cannot be hashed, as an item: its row says why, in its place."""
+    item: Item = {"path": path, "problem": reason}
+    if code is not None:
+        item["errno"] = code
+    return item
+
+
+def _oserror(path: str, exc: OSError) -> Item:
+    return problem(path, exc.strerror or str(exc), exc.errno)
+
+
+def _file_item(path: str) -> Item:
     try:
         st = os.stat(path)
     except OSError as exc:
-        on_problem(path, exc.strerror or str(exc))
-        return None
+        return _oserror(path, exc)
     if stat.S_ISDIR(st.st_mode):
-        on_problem(path, "Is a directory (use --dir to include its files)")
-        return None
+        return problem(path, "Is a directory (use --dir to include its files)")
     if not stat.S_ISREG(st.st_mode):
-        on_problem(path, "Not a regular file")
-        return None
+        return problem(path, "Not a regular file")
     return {"path": path, "size": st.st_size}
 
 
@@ -110,18 +119,16 @@ def _subtree(directory: str) -> Iterator[str]:
             yield entry.name
 
 
-def _expand_pattern(pattern: str, on_problem: OnProblem, on_no_match: OnProblem) -> Iterator[Item]:
+def _expand_pattern(pattern: str, on_no_match: OnProblem) -> Iterator[Item]:
     if not glob.has_magic(pattern) or os.path.lexists(pattern):
-        item = _file_item(pattern, on_problem)
-        if item is not None:
-            yield item
+        yield _file_item(pattern)
         return
     matched = False
     for path in sorted({path for path in _iglob(pattern) if path}, key=os.fsencode):
         try:
             st = os.stat(path)
         except OSError as exc:
-            on_problem(path, exc.strerror or str(exc))
+            yield _oserror(path, exc)
             continue
         if stat.S_ISREG(st.st_mode):
             matched = True
@@ -130,34 +137,68 @@ def _expand_pattern(pattern: str, on_problem: OnProblem, on_no_match: OnProblem)
         on_no_match(pattern, "no regular file matches this pattern")
 
 
-def _walk(directory: str, recursive: bool, on_problem: OnProblem) -> Iterator[Item]:
+@dataclass
+class Listing:
+    """One directory's entries, sorted by name: (name, kind, detail), where kind is
+    ``d`` (a real directory), ``f`` (a regular file, or a link to one; detail its size
+    if asked for, else None) or ``x`` (an entry that could not be looked at; detail
+    why); or, if the directory could not be listed, ``error`` and ``errno``."""
+
+    entries: list[tuple[str, str, int | str | None]] = field(default_factory=list)
+    error: str | None = None
+    errno: int | None = None
+
+
+def list_dir(directory: str, sizes: bool = False) -> Listing:
+    """List ``directory`` as a walk needs it; with ``sizes``, the files' sizes from the
+    same pass (a stat each)."""
     try:
         with os.scandir(directory) as scan:
-            entries = sorted(scan, key=attrgetter("name"))
+            found = sorted(scan, key=attrgetter("name"))
     except OSError as exc:
-        on_problem(directory, exc.strerror or str(exc))
-        return
-    for entry in entries:
+        return Listing(error=exc.strerror or str(exc), errno=exc.errno)
+    entries: list[tuple[str, str, int | str | None]] = []
+    for entry in found:
         try:
             if entry.is_dir(follow_symlinks=False):
-                if recursive:
-                    yield from _walk(entry.path, recursive, on_problem)
-                continue
-            if entry.is_file():  # a symlink to a file counts, as sha256sum would read it
-                # No size: a stat per file would cost the walk more than the hashing.
-                yield {"path": entry.path}
+                entries.append((entry.name, "d", None))
+            elif entry.is_file():  # a symlink to a file counts, as sha256sum would read it
+                entries.append((entry.name, "f", entry.stat().st_size if sizes else None))
         except OSError as exc:
-            on_problem(entry.path, exc.strerror or str(exc))
+            entries.append((entry.name, "x", exc.strerror or str(exc)))
+    return Listing(entries)
 
 
-def _listed(files_from: str, null_separated: bool, on_problem: OnProblem) -> Iterator[Item]:
+# What a walk asks for each directory it enters: its listing (here, or from a worker).
+Lister = Callable[[str], Listing]
+
+
+def _walk(directory: str, recursive: bool, lister: Lister) -> Iterator[Item]:
+    listing = lister(directory)
+    if listing.error is not None:
+        yield problem(directory, listing.error, listing.errno)
+        return
+    for name, kind, detail in listing.entries:
+        path = os.path.join(directory, name)
+        if kind == "d":
+            if recursive:
+                yield from _walk(path, recursive, lister)
+        elif kind == "f":
+            # No size unless the lister stats: a stat per file costs an embedded walk
+            # more than the hashing gains from knowing it.
+            yield {"path": path} if detail is None else {"path": path, "size": int(detail)}
+        else:
+            yield problem(path, str(detail))
+
+
+def _listed(files_from: str, null_separated: bool) -> Iterator[Item]:
     import sys
 
     separator = b"\0" if null_separated else b"\n"
     try:
         stream = sys.stdin.buffer if files_from == "-" else open(files_from, "rb")  # noqa: SIM115
     except OSError as exc:
-        on_problem(files_from, exc.strerror or str(exc))
+        yield _oserror(files_from, exc)
         return
     try:
         pending = b""
@@ -166,30 +207,41 @@ def _listed(files_from: str, null_separated: bool, on_problem: OnProblem) -> Ite
             *names, pending = pending.split(separator)
             for name in names:
                 if name:
-                    item = _file_item(os.fsdecode(name), on_problem)
-                    if item is not None:
-                        yield item
+                    yield _file_item(os.fsdecode(name))
         if pending:
-            item = _file_item(os.fsdecode(pending), on_problem)
-            if item is not None:
-                yield item
+            yield _file_item(os.fsdecode(pending))
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
 
 
-def expand(inputs: Inputs, on_problem: OnProblem, on_no_match: OnProblem) -> Iterator[Item]:
-    """The files to hash, as items with their sizes: names and patterns in the order given,
-    then each directory, then the list file. Problems are reported, not raised."""
+def walk_items(
+    inputs: Inputs, on_no_match: OnProblem, lister: Lister | None = None
+) -> Iterator[Item]:
+    """The files to hash, in a deterministic order: names and patterns in the order
+    given, then each directory, then the list file. An input that cannot be used is an
+    item with a ``problem``, in its place, so that its row comes in order like any
+    other. ``lister`` lists the directories of --dir walks (by default, here)."""
+    lister = lister or list_dir
     for pattern in inputs.patterns:
-        yield from _expand_pattern(pattern, on_problem, on_no_match)
+        yield from _expand_pattern(pattern, on_no_match)
     for directory in inputs.dirs:
         if not os.path.isdir(directory):
             reason = (
                 "Not a directory" if os.path.lexists(directory) else "No such file or directory"
             )
-            on_problem(directory, reason)
+            yield problem(directory, reason)
             continue
-        yield from _walk(directory, inputs.recursive, on_problem)
+        yield from _walk(directory, inputs.recursive, lister)
     if inputs.files_from is not None:
-        yield from _listed(inputs.files_from, inputs.null_separated, on_problem)
+        yield from _listed(inputs.files_from, inputs.null_separated)
+
+
+def expand(inputs: Inputs, on_problem: OnProblem, on_no_match: OnProblem) -> Iterator[Item]:
+    """The files to hash, as ``walk_items`` finds them, with each input that cannot be
+    used told to ``on_problem`` instead."""
+    for item in walk_items(inputs, on_no_match):
+        if "problem" in item:
+            on_problem(item["path"], item["problem"])
+        else:
+            yield item

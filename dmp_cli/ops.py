@@ -22,7 +22,7 @@ from functools import cached_property
 from dmp_cli.digest import FileDigest
 from dmp_cli.errors import DmpError, StoreError
 from dmp_cli.options import Options, StoreSpec, Work
-from dmp_cli.rows import Item, Row, base_row, error_row
+from dmp_cli.rows import Item, Row, base_row, error_row, problem_row
 from dmp_cli.store import Store, StorePool
 from dmp_cli.vault import Vault
 
@@ -130,6 +130,8 @@ def _expected(item: Item, ctx: Context) -> Row:
 
 @operation("hash", kind="cpu")
 def hash_op(item: Item, ctx: Context) -> Result:
+    if "problem" in item:
+        return problem_row(item)
     path = item["path"]
     return _digest(
         item,

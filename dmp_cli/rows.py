@@ -44,6 +44,8 @@ class Item(TypedDict, total=False):
     size: int  # bytes, where known without reading
     same: bool  # a later entry with the content of an earlier one
     bad: bool  # an improperly formatted line (checked, to keep the line order)
+    problem: str  # --create: an input that cannot be hashed, and why (its row says so)
+    errno: int  # the problem's errno, where it has one
 
 
 class Row(TypedDict, total=False):
@@ -87,6 +89,16 @@ def base_row(item: Item, **fields: object) -> Row:
     if "line" in item:
         row["line"] = item["line"]
     row.update(fields)  # type: ignore[typeddict-item]
+    return row
+
+
+def problem_row(item: Item) -> Row:
+    """The row of an input the walk could not use (``Item.problem``), as hashing it
+    would have failed: missing or unreadable, with the walk's reason."""
+    code = item.get("errno") or 0
+    exc = OSError(code, item["problem"]) if code else OSError(item["problem"])
+    row = error_row(base_row(item), exc)
+    row.pop("transient", None)  # the walk is over: asking again finds the same
     return row
 
 

@@ -19,7 +19,7 @@ from dmp_cli.check import CheckCounts, check_items
 from dmp_cli.errors import FatalStoreError, ManifestError
 from dmp_cli.executor import Executor, default_jobs, io_threads_for
 from dmp_cli.fsutil import AtomicFile
-from dmp_cli.inputs import Inputs, expand
+from dmp_cli.inputs import Inputs, Lister, walk_items
 from dmp_cli.manifest import FORMATS, Line, open_manifest, parse_lines
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.plan import Plan, Tally, retry_items
@@ -99,6 +99,16 @@ def shown_manifest(path: str) -> str:
 # ---------------------------------------------------------------- create
 
 
+@dataclass
+class CreateCounts:
+    """What a --create has done so far: files hashed, their bytes, inputs that could not
+    be used. A run picked up where another left off starts from the counts it saved."""
+
+    files: int = 0
+    bytes: int = 0
+    problems: int = 0
+
+
 def create(
     inputs: Inputs,
     executor: Executor,
@@ -107,37 +117,39 @@ def create(
     stream: BinaryIO | None = None,
     fmt: str = "dmp",
     listener: Listener | None = None,
+    target: AtomicFile | None = None,
+    counts: CreateCounts | None = None,
+    lister: Lister | None = None,
 ) -> CreateReport:
     """Hash the files ``inputs`` name, in their order, and write their manifest lines to
-    the file ``manifest`` (made complete or not at all, never over an existing file) or
-    to ``stream``. If any input cannot be read, no manifest file is written."""
+    the file ``manifest`` (made complete or not at all, never over an existing file; or
+    ``target``, one already begun) or to ``stream``. If any input cannot be read, no
+    manifest file is written. ``counts`` is updated as the run goes; ``lister`` lists
+    the directories of the walk (by default, in this process)."""
     hear = listener or Listener()
-    target = manifest_target(manifest) if manifest and manifest != "-" else None
+    if target is None and manifest and manifest != "-":
+        target = manifest_target(manifest)
     out = target.stream if target else stream
     line = FORMATS[fmt]
-    files = nbytes = problems = 0
+    counts = counts if counts is not None else CreateCounts()
     unmatched: list[tuple[str, str]] = []
-
-    def on_problem(path: str, reason: str) -> None:
-        nonlocal problems
-        problems += 1
-        hear.on_problem(path, reason)
-
     try:
-        items = expand(inputs, on_problem, lambda pattern, why: unmatched.append((pattern, why)))
+        items = walk_items(inputs, lambda pattern, why: unmatched.append((pattern, why)), lister)
         if target:
             items = _without_temp(items, target.temp)
         for row in executor.map(Work(Command.CREATE.operation), items):
             hear.on_progress(1, row.get("bytes", 0))
             if row["status"] != Status.OK:
-                on_problem(str(row["path"]), str(row.get("error")))
+                counts.problems += 1
+                hear.on_problem(str(row["path"]), str(row.get("error")))
                 continue
-            files += 1
-            nbytes += row["bytes"]
+            counts.files += 1
+            counts.bytes += row["bytes"]
             if out is not None:
                 out.write(line(row["digest"], row["path"]))
             hear.on_row(row)
         error = None
+        files, problems = counts.files, counts.problems
         if files == 0 and not problems:
             error = f"no files found in {_describe(inputs)}"
         else:
@@ -157,7 +169,7 @@ def create(
     if error is not None and target:
         target.abort()
     verdict = Verdict(1 if error else 0, problems)
-    return CreateReport(Command.CREATE, verdict, error, files, nbytes, problems)
+    return CreateReport(Command.CREATE, verdict, error, files, counts.bytes, problems)
 
 
 def manifest_target(path: str) -> AtomicFile:
