@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from itertools import chain
 from typing import TYPE_CHECKING, BinaryIO
@@ -276,16 +276,19 @@ def transfer(
     spec: StoreSpec,
     options: Options | None = None,
     listener: Listener | None = None,
+    detached: bool = False,
 ) -> TransferReport:
     """--vault (ask the vault about each checksum, once per checksum), --archive (upload
     each checksum the vault lacks, or to another destination: a rerun uploads nothing) or
     --fetch (bring each file back, verified): the per-file rows in manifest order, a later
-    copy of content answered from the first one's row, then the verdict."""
+    copy of content answered from the first one's row (unless ``detached``: a job's
+    coordinator, which can be taken over, asks about each entry on its own), then the
+    verdict."""
     hear = listener or Listener()
     options = (options or Options()).validated(spec.validated())
     shown = shown_manifest(manifest)
     stream = open_manifest(manifest, shown)
-    plan = _plan(command, options, detached=False)
+    plan = _plan(command, options, detached=detached)
     with stream:
         preflight(executor.stores, spec)
         tally = _execute(
@@ -383,17 +386,12 @@ def submit_check(
     strict: bool = False,
     ignore_missing: bool = False,
 ) -> str:
-    """Submit a check to the fleet; its job is judged by the same rules as ``check``."""
-    shown = shown_manifest(manifest)
-    with open_manifest(manifest, shown) as stream:
-        items = _nonempty(
-            _check_items(manifest, stream), f"{shown}: no properly formatted checksum lines found"
-        )
-        return executor.submit(
-            Work(Command.CHECK.operation),
-            items,
-            rules={"strict": strict, "ignore_missing": ignore_missing},
-        )
+    """Submit a check to the fleet: its coordinator runs ``check`` there, and the job is
+    judged by the same rules. Only the manifest's first entry is read here."""
+    _first_entry(manifest, _check_items)
+    plan = {"command": "check", "cwd": os.getcwd(), "manifest": manifest}
+    rules = {"strict": strict, "ignore_missing": ignore_missing}
+    return executor.submit_job(Command.CHECK.operation, {**plan, **rules}, rules)
 
 
 def submit_transfer(
@@ -402,25 +400,61 @@ def submit_transfer(
     executor: CeleryExecutor,
     spec: StoreSpec,
     options: Options,
-) -> tuple[str, int]:
-    """Submit --vault, --archive or --fetch to the fleet: the job id, and the improperly
-    formatted lines skipped on the way."""
+) -> str:
+    """Submit --vault, --archive or --fetch to the fleet, once its stores answer: its
+    coordinator runs ``transfer`` there."""
     options.validated(spec.validated())
     preflight(executor.stores, spec)
-    shown = shown_manifest(manifest)
     plan = _plan(command, options, detached=True)
+    _first_entry(manifest, lambda _, stream: plan.items(parse_lines(stream)), "SHA256 ")
+    work = Work.of(command.operation, spec, options)
+    job_plan = {
+        "command": command.value,
+        "cwd": os.getcwd(),
+        "manifest": manifest,
+        "stores": work.stores,
+        "options": work.options,
+    }
+    return executor.submit_job(command.operation, job_plan, {"strict": options.strict})
+
+
+def submit_create(
+    inputs: Inputs, manifest: str, executor: CeleryExecutor, *, fmt: str = "dmp"
+) -> str:
+    """Submit a --create to the fleet: its coordinator walks the inputs, and the
+    manifest is written beside ``manifest`` on the shared filesystem and linked into
+    place when complete, byte for byte what ``create`` would write here."""
+    if inputs.files_from == "-":
+        raise ManifestError("--detach cannot read the list of files from standard input")
+    target = manifest_target(manifest)  # the temporary file, made now: its coordinator
+    target.stream.close()  # writes it, and takes it over if the coordinator dies
+    plan = {
+        "command": "create",
+        "cwd": os.getcwd(),
+        "inputs": asdict(inputs),
+        "output": manifest,
+        "temp": target.temp,
+        "fmt": fmt,
+    }
+    try:
+        return executor.submit_job(Command.CREATE.operation, plan, {})
+    except BaseException:
+        target.abort()
+        raise
+
+
+def _first_entry(
+    manifest: str, items: Callable[[str, BinaryIO], Iterator[Item]], kind: str = ""
+) -> None:
+    """Refuse a manifest on stdin, one that cannot be opened or has no entry, before a
+    job is submitted: its coordinator reads it on the fleet."""
+    if manifest == "-":
+        raise ManifestError("--detach needs a manifest file (the fleet cannot read stdin)")
+    shown = shown_manifest(manifest)
     with open_manifest(manifest, shown) as stream:
-        items = _nonempty(
-            plan.items(parse_lines(stream)),
-            f"{shown}: no properly formatted SHA256 checksum lines found",
+        _nonempty(
+            items(manifest, stream), f"{shown}: no properly formatted {kind}checksum lines found"
         )
-        job = executor.submit(
-            Work.of(command.operation, spec, options),
-            items,
-            rules={"strict": options.strict},
-            tally=lambda: {Status.MISFORMATTED: plan.misformatted},
-        )
-    return job, plan.misformatted
 
 
 def _nonempty(items: Iterator[Item], error: str) -> Iterator[Item]:

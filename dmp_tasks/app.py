@@ -15,7 +15,7 @@ from celery import Celery
 
 from dmp_tasks.config import celery_config
 
-app = Celery("dmp_tasks", include=["dmp_tasks.tasks"])
+app = Celery("dmp_tasks", include=["dmp_tasks.tasks", "dmp_tasks.coordinator"])
 app.conf.update(celery_config())
 
 _clients: dict[str, Celery] = {}

@@ -20,7 +20,9 @@ DEFAULT_REDELIVERY_TIMEOUT = 3600
 HASH_QUEUE = "dmp.hash"
 TRANSFER_QUEUE = "dmp.transfer"
 BIG_QUEUE = "dmp.big"
-QUEUES = (HASH_QUEUE, TRANSFER_QUEUE, BIG_QUEUE)
+# Detached jobs' coordinators: long tasks that mostly wait on Redis (dmp_tasks.coordinator).
+COORD_QUEUE = "dmp.coord"
+QUEUES = (HASH_QUEUE, TRANSFER_QUEUE, BIG_QUEUE, COORD_QUEUE)
 
 
 def safe_url(url: str) -> str:

@@ -18,11 +18,14 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
+import zlib
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from itertools import islice
+from dataclasses import dataclass, field
+from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
 
 from celery import chord
@@ -34,8 +37,8 @@ from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
 from dmp_cli.store import StorePool
 from dmp_tasks.app import client_app
-from dmp_tasks.config import safe_url
-from dmp_tasks.jobs import JobStore, broker_errors
+from dmp_tasks.config import COORD_QUEUE, QUEUES, safe_url
+from dmp_tasks.jobs import JobCancelled, JobGone, JobStore, LeaseLost, broker_errors
 from dmp_tasks.routing import (
     BATCH_BYTES,
     BLIND_BATCH_ITEMS,
@@ -71,6 +74,48 @@ def restore_paths(rows: list[Row], paths: list[str | None]) -> list[Row]:
         if type(row.get("path")) is int:
             row["path"] = path
     return rows
+
+
+def flight_entry(batch: list[Item]) -> str:
+    """What the flight record keeps of a batch: its count, and a hash of its paths that
+    tells whether a coordinator taking over made the same batch."""
+    paths = "\0".join(str(item.get("path")) for item in batch)
+    return f"{len(batch)}:{zlib.crc32(paths.encode('utf-8', 'surrogateescape')):08x}"
+
+
+@dataclass
+class Coordination:
+    """A detached job as its coordinator runs it: where the last checkpoint left it,
+    and how to save more.
+
+    ``next_batch`` and ``items``: the batches, and the items in them, gathered before
+    the checkpoint; ``flight``: the batches sent after it (index: flight entry), sent
+    again as they were; ``save``: the run's own state, saved with each checkpoint;
+    ``lost``: set when the lease is lost (the heartbeat could not renew it)."""
+
+    job: str
+    owner: str
+    next_batch: int = 0
+    items: int = 0
+    flight: dict[int, str] = field(default_factory=dict)
+    save: Callable[[], Mapping[str, Any]] = dict
+    lost: threading.Event = field(default_factory=threading.Event)
+    every: float = 1.0  # seconds between checkpoints at most
+
+    def resent(self, items: Iterator[Item]) -> Iterator[list[Item]]:
+        """The batches in flight at the checkpoint, made again from ``items`` (which
+        follow the checkpoint), exactly as they were; then nothing."""
+        index = self.next_batch
+        while index in self.flight:
+            entry = self.flight[index]
+            batch = list(islice(items, int(entry.partition(":")[0])))
+            if not batch or flight_entry(batch) != entry:
+                raise DmpError(
+                    f"job {self.job}: its input changed while the job was taken over "
+                    f"(batch {index} is not what it was); run the command again"
+                )
+            yield batch
+            index += 1
 
 
 class _BatchPlan:
@@ -113,13 +158,19 @@ class _Submitter:
         stream: bool,
         per_chord: int = BATCHES_PER_CHORD,
         tally: Callable[[], Mapping[str, int]] | None = None,
+        coordination: Coordination | None = None,
     ) -> None:
         self.app, self.store, self.job, self.op = app, store, job, work.op
+        # A detached job's coordinator records each batch before sending it (so that a
+        # coordinator taking over sends the same ones), and ends the job itself.
+        self.coordination = coordination
         self.groups = groups
         self.config = {"stores": work.stores, "options": work.options}
         self.stream = stream
         self.cwd = work.cwd or os.getcwd()
         self.batches = self.items = self.windows = 0
+        if coordination:
+            self.batches, self.items = coordination.next_batch, coordination.items
         self.nbytes, self.sized = 0, True  # the files' sizes, while every item has one
         self.exhausted = False
         self.per_chord = per_chord
@@ -137,6 +188,10 @@ class _Submitter:
         window = list(islice(self.groups, size))
         if not window:
             self.exhausted = True
+            if self.coordination:
+                extra = {**(self.tally() if self.tally else {}), **self._bytes_total()}
+                self.store.set_items_total(self.job, self.items, extra)
+                return
             self.store.set_total(
                 self.job,
                 self.windows,
@@ -157,9 +212,16 @@ class _Submitter:
             )
             for index, batch in enumerate(window, start=self.batches)
         ]
-        callback = self.app.signature("dmp.window_done", args=(self.job, self.windows)).set(
+        # A coordinator's chords are not counted by their callbacks: it ends the job.
+        record = self.coordination is None
+        callback = self.app.signature("dmp.window_done", args=(self.job, self.windows, record)).set(
             queue=callback_queue(self.op)
         )
+        if self.coordination:
+            self.store.add_flight(
+                self.job,
+                {i: flight_entry(batch) for i, batch in enumerate(window, start=self.batches)},
+            )
         try:
             result = chord(header, callback, app=self.app).apply_async()
         except Exception as exc:  # kombu's OperationalError and redis-py's errors
@@ -177,7 +239,8 @@ class _Submitter:
                 known = item.get("size")
                 self.sized = self.sized and known is not None
                 self.nbytes += known or 0
-        self.store.submitted(self.job, len(window), items)
+        if not self.coordination:
+            self.store.submitted(self.job, len(window), items)
         self.batches += len(window)
         self.items += items
         self.windows += 1
@@ -233,10 +296,15 @@ class CeleryExecutor:
         per_chord: int = BATCHES_PER_CHORD,
         files_in_flight: int = FILES_IN_FLIGHT,
         label: str | None = None,
+        app: Celery | None = None,
+        coordination: Coordination | None = None,
     ) -> None:
         self.broker_url = broker_url
         self.on_message = on_message
-        self.app = client_app(broker_url)
+        # A coordinator sends with its worker's own app (``app``); anyone else with one
+        # of its own.
+        self.app = app or client_app(broker_url)
+        self.coordination = coordination
         # For a run to ask whether the stores can be used before it sends work; the
         # workers make their own.
         self.stores = StorePool()
@@ -246,13 +314,16 @@ class CeleryExecutor:
         self.files_in_flight = files_in_flight
         self.per_chord = per_chord
         self.label = label or " ".join(["dmp", *sys.argv[1:]])[:500]
-        self._checked_workers = False
+        self._checked_workers = self._said = False
 
     # the Executor protocol -------------------------------------------------
     def map(
         self, work: Work, items: Iterable[Item], on_bytes: Callable[[int], None] | None = None
     ) -> Iterator[Row]:
         # Workers elsewhere tell of bytes in their rows only: ``on_bytes`` hears nothing.
+        if self.coordination:
+            yield from self._map_coordinated(work, items, self.coordination)
+            return
         job = new_job_id()
         finished = False
         try:  # from the start: an interrupt at any point cancels the job
@@ -275,35 +346,67 @@ class CeleryExecutor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # detached jobs ---------------------------------------------------------
-    def submit(
-        self,
-        work: Work,
-        items: Iterable[Item],
-        rules: Mapping[str, bool] | None = None,
-        tally: Callable[[], Mapping[str, int]] | None = None,
-    ) -> str:
-        """Submit a whole job and return its id; the rows are counted, not streamed.
+    def _map_coordinated(
+        self, work: Work, items: Iterable[Item], coordination: Coordination
+    ) -> Iterator[Row]:
+        """A detached job's run on its coordinator: from its last checkpoint, the
+        batches in flight then sent again as they were, a checkpoint every second."""
+        job = coordination.job
+        source = iter(items)
+        skipped = sum(1 for _ in islice(source, coordination.items))
+        if skipped < coordination.items:
+            raise DmpError(
+                f"job {job}: its input has {skipped} entries, fewer than the "
+                f"{coordination.items} already done; it changed meanwhile"
+            )
+        plan = _BatchPlan(self.store, job, batch_items(work.op), by_bytes=work.op != "head")
+        groups = chain(
+            coordination.resent(source), batches(source, max_bytes=BATCH_BYTES, plan=plan)
+        )
+        per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * plan.most)))
+        submitter = _Submitter(
+            self.app, self.store, job, work, groups, True, per_chord, coordination=coordination
+        )
+        yield from self._gather(job, submitter, coordination)
+        submitter.wait()
 
-        ``rules`` (strict, ignore_missing) are kept with the job, for its verdict at the
-        end; ``tally`` gives counts made while submitting (lines skipped), kept likewise.
-        """
+    # detached jobs ---------------------------------------------------------
+    def submit_job(self, op: str, plan: Mapping[str, Any], rules: Mapping[str, bool]) -> str:
+        """Submit a detached job: its record (``plan``: what its coordinator runs) and its
+        coordinator, queued on a queue of its own. Returns the job's id at once, however
+        big the job; ``rules`` (strict, ignore_missing) judge it at the end."""
         job = new_job_id()
+        fields = {rule: 1 for rule, on in rules.items() if on}
+        self._create(job, op, {**fields, "plan": json.dumps(plan)}, coordinated=True)
         try:
-            self._create(job, work.op, {rule: 1 for rule, on in (rules or {}).items() if on})
-            self._warn_if_no_worker(job, work.op)
-            submitter = self._submitter(job, work, items, stream=False, tally=tally)
-            while not submitter.exhausted:
-                submitter.submit_window()
-        except BaseException:
+            # Coordinators first, then the workers its batches need.
+            for queue in (COORD_QUEUE, callback_queue(op)):
+                self._checked_workers = False
+                self._warn_if_no_worker(job, queue)
+                if self._said:
+                    break
+            self.app.signature("dmp.coordinate", args=(job,)).set(queue=COORD_QUEUE).apply_async()
+        except BaseException as exc:
             self._abandon(job)
+            if isinstance(exc, Exception) and not isinstance(exc, DmpError):
+                raise BrokerError(
+                    f"cannot submit to the broker at {safe_url(self.broker_url)}: {exc}"
+                ) from None
             raise
         return job
 
     # internals -------------------------------------------------------------
-    def _create(self, job: str, op: str, fields: Mapping[str, int] | None = None) -> None:
+    def _create(
+        self,
+        job: str,
+        op: str,
+        fields: Mapping[str, int | str] | None = None,
+        coordinated: bool = False,
+    ) -> None:
         self.store.create(
-            job, {"op": op, "host": socket.gethostname(), "command": self.label, **(fields or {})}
+            job,
+            {"op": op, "host": socket.gethostname(), "command": self.label, **(fields or {})},
+            coordinated,
         )
 
     def _submitter(
@@ -325,10 +428,16 @@ class CeleryExecutor:
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * most)))
         return _Submitter(self.app, self.store, job, work, groups, stream, per_chord, tally)
 
-    def _gather(self, job: str, submitter: _Submitter) -> Iterator[Row]:
-        """Keep the window full, read rows as batches finish, yield them in item order."""
-        pending: dict[int, list[Row]] = {}
-        next_batch = gathered = 0
+    def _gather(
+        self, job: str, submitter: _Submitter, coordination: Coordination | None = None
+    ) -> Iterator[Row]:
+        """Keep the window full, read rows as batches finish, yield them in item order.
+        A coordinator's rows stay in Redis until its checkpoint (every second), which
+        records how far it got once the rows before it have been used."""
+        pending: dict[int, tuple[bytes, list[Row]]] = {}
+        next_batch, gathered = submitter.batches, submitter.items
+        used_ids: list[bytes] = []
+        checkpointed = time.monotonic()
         cursor = b"0-0"
         while True:
             while not submitter.exhausted and (
@@ -336,9 +445,19 @@ class CeleryExecutor:
                 and submitter.items - gathered < self.files_in_flight
             ):
                 submitter.submit_window()
+            if coordination and (
+                time.monotonic() - checkpointed >= coordination.every
+                or (submitter.exhausted and next_batch >= submitter.batches)
+            ):
+                self._checkpoint(coordination, next_batch, gathered, used_ids)
+                checkpointed = time.monotonic()
             if submitter.exhausted and next_batch >= submitter.batches:
                 return
-            cursor, arrived = self.store.read_rows(job, cursor, READ_BLOCK_MS)
+            if coordination and coordination.lost.is_set():
+                raise LeaseLost(f"job {job} is coordinated elsewhere now")
+            cursor, arrived = self.store.read_entries(job, cursor, READ_BLOCK_MS)
+            if not coordination:
+                self.store.delete_entries(job, [entry for entry, _, _ in arrived])
             if not arrived:
                 # Nothing for a while: say so if it is because no worker is there (asked
                 # only now, as the question costs a round trip to the workers).
@@ -346,25 +465,41 @@ class CeleryExecutor:
                 self._check_cancelled(job)
                 cursor, arrived = self._check_lost(job, submitter, next_batch, cursor)
             submitter.reap(next_batch)
-            for index, encoded in arrived:
+            for entry, index, encoded in arrived:
                 # A batch run twice is published once (the store dedupes), but be safe.
                 if index >= next_batch and index not in pending:
-                    pending[index] = restore_paths(json.loads(encoded), submitter.paths.pop(index))
+                    rows = restore_paths(json.loads(encoded), submitter.paths.pop(index))
+                    pending[index] = (entry, rows)
+                elif coordination:  # from a batch gathered before: not needed any more
+                    used_ids.append(entry)
             while next_batch in pending:
-                rows = pending.pop(next_batch)
+                entry, rows = pending.pop(next_batch)
                 gathered += len(rows)
                 yield from rows
+                used_ids.append(entry)
                 next_batch += 1
+
+    def _checkpoint(
+        self, coordination: Coordination, next_batch: int, items: int, used_ids: list[bytes]
+    ) -> None:
+        """Save how far the job got: every row before ``next_batch`` has been used."""
+        state = {"next_batch": next_batch, "items": items, "run": dict(coordination.save())}
+        done = list(range(coordination.next_batch, next_batch))
+        self.store.checkpoint(coordination.job, coordination.owner, state, used_ids, done)
+        coordination.next_batch, coordination.items = next_batch, items
+        used_ids.clear()
 
     def _check_lost(
         self, job: str, submitter: _Submitter, next_batch: int, cursor: bytes
-    ) -> tuple[bytes, list[tuple[int, str]]]:
+    ) -> tuple[bytes, list[tuple[bytes, int, str]]]:
         """A chord's callback runs after every batch of it has recorded its rows; if it ran
         and the rows of the batch awaited are not here, a worker could not record them."""
         if not submitter.finished(submitter.window_of(next_batch)):
             return cursor, []
-        cursor, arrived = self.store.read_rows(job, cursor, 10, count=2 * self.in_flight)
-        if not any(index == next_batch for index, _ in arrived):
+        cursor, arrived = self.store.read_entries(job, cursor, 10, count=2 * self.in_flight)
+        if not self.coordination:
+            self.store.delete_entries(job, [entry for entry, _, _ in arrived])
+        if not any(index == next_batch for _, index, _ in arrived):
             raise BrokerError(
                 f"the results of batch {next_batch} of job {job} were lost "
                 "(see the workers' logs); run the command again"
@@ -375,16 +510,22 @@ class CeleryExecutor:
         with broker_errors(self.broker_url, "reading the job"):
             state = self.store.state(job)
         if state == "cancelled":
-            raise DmpError(f"job {job} was cancelled")
+            raise JobCancelled(f"job {job} was cancelled")
+        if state is None:
+            raise JobGone(
+                f"job {job} is gone from the broker at {safe_url(self.broker_url)} "
+                "(expired, deleted, or Redis lost its data); run the command again"
+            )
 
     def _warn_if_no_worker(self, job: str, op: str) -> None:
-        """Say so if no live worker takes from the queue the job's batches go to (asked
-        once: see ``no_worker_message``)."""
+        """Say so if no live worker takes from the queue the job's batches (or, for
+        ``op`` a queue's name, that queue) go to; asked once: see ``no_worker_message``."""
         if self._checked_workers or self.on_message is None:
             return
         self._checked_workers = True
         message = no_worker_message(self.app, self.broker_url, job, op)
         if message:
+            self._said = True
             self.on_message(message)
 
     def _abandon(self, job: str) -> None:
@@ -394,10 +535,10 @@ class CeleryExecutor:
 
 
 def no_worker_message(app: Celery, broker_url: str, job: str, op: str) -> str | None:
-    """What to tell the user if no live worker takes from the queue of ``op``'s batches,
-    else None. Asking costs a round trip to the workers, and a second if none of them
-    takes from that queue."""
-    queue = callback_queue(op)
+    """What to tell the user if no live worker takes from the queue of ``op``'s batches
+    (or from queue ``op`` itself, for a queue's name), else None. Asking costs a round
+    trip to the workers, and a second if none of them takes from that queue."""
+    queue = op if op in QUEUES else callback_queue(op)
     queues = _worker_queues(app, queue)
     if queues is None or queue in queues:
         return None

@@ -9,7 +9,12 @@ Keys of a job ``ID`` (all expire ``JOB_TTL`` after their last write):
                           that reads and deletes them as they come
 - ``dmp:job:ID:errors``   capped stream of the rows that failed, for `dmp job status`
 - ``dmp:job:ID:windows``  hash of each chord's summed counts (written by its callback)
+- ``dmp:job:ID:lease``    the owner of a detached job's coordinator, expiring unless
+                          its heartbeat renews it (at most one coordinates at a time)
+- ``dmp:job:ID:flight``   hash: for each batch a coordinator sent and has not yet
+                          checkpointed, its item count and a hash of its paths
 - ``dmp:jobs``            sorted set of job ids by submission time, for `dmp job list`
+- ``dmp:coordinated``     set of the detached jobs still going, for the workers' watchdog
 
 Every update that must happen once is a Lua script: Redis runs it atomically, so a worker
 killed halfway leaves either all of it or none.
@@ -26,7 +31,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from dmp_cli.errors import BrokerError
+from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.rows import Status
 from dmp_cli.rules import Command, Reason, Verdict, judge
 from dmp_cli.words import plural
@@ -60,6 +65,7 @@ end
 _RECORD_BATCH = (
     _FINISH
     + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('GETBIT', KEYS[2], ARGV[1]) == 1 then return 0 end
 local ttl = tonumber(ARGV[4])
 if ARGV[2] ~= '' then
@@ -104,6 +110,61 @@ finish(KEYS[1], ARGV[4])
 return 1
 """
 )
+
+
+# A coordinator's checkpoint: only while it holds the lease, and the job is still there
+# and going. The batches it has gathered leave the flight record and the row stream.
+_CHECKPOINT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return -2 end
+redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2])
+local ids = tonumber(ARGV[3])
+for i = 4, 3 + ids do redis.call('XDEL', KEYS[3], ARGV[i]) end
+for i = 4 + ids, #ARGV do redis.call('HDEL', KEYS[4], ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], {JOB_TTL})
+return 1
+""".replace("{JOB_TTL}", str(JOB_TTL))
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# The end of a detached job, written by its coordinator while it holds the lease: its
+# totals and how it ended (a cancelled job stays cancelled).
+_END_JOB = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if redis.call('HGET', KEYS[1], 'state') == 'active' then
+  redis.call('HSET', KEYS[1], 'state', 'done')
+end
+redis.call('HSETNX', KEYS[1], 'finished', ARGV[2])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[2])
+redis.call('SREM', KEYS[5], KEYS[6])
+return 1
+"""
+
+COORDINATED_KEY = "dmp:coordinated"
+
+
+class JobGone(BrokerError):
+    """The job's record is not in Redis: it expired, or Redis lost its data."""
+
+
+class JobCancelled(DmpError):
+    """The job was cancelled (`dmp job cancel`, or its attached command ended)."""
+
+
+class LeaseLost(DmpError):
+    """Another coordinator has taken the job over; this one must stop at once."""
 
 
 def job_key(job: str, part: str = "") -> str:
@@ -156,13 +217,19 @@ class JobStore:
         self._record = self.client.register_script(_RECORD_BATCH)
         self._finish_window = self.client.register_script(_FINISH_WINDOW)
         self._set_total = self.client.register_script(_SET_TOTAL)
+        self._checkpoint = self.client.register_script(_CHECKPOINT)
+        self._renew = self.client.register_script(_RENEW)
+        self._release = self.client.register_script(_RELEASE)
+        self._end_job = self.client.register_script(_END_JOB)
 
     def ping(self) -> None:
         with broker_errors(self.url, "connecting"):
             self.client.ping()
 
     # submitting ----------------------------------------------------------
-    def create(self, job: str, fields: dict[str, Any]) -> None:
+    def create(self, job: str, fields: dict[str, Any], coordinated: bool = False) -> None:
+        """Register a job; a ``coordinated`` one (detached: a coordinator on the fleet runs
+        it) is also watched by the workers, which take it over if its coordinator dies."""
         now = time.time()
         with broker_errors(self.url, "registering the job"):
             pipe = self.client.pipeline()
@@ -172,6 +239,8 @@ class JobStore:
             )
             pipe.expire(job_key(job), JOB_TTL)
             pipe.zadd(JOBS_KEY, {job: now})
+            if coordinated:
+                pipe.sadd(COORDINATED_KEY, job)
             pipe.execute()
 
     def submitted(self, job: str, batches: int, items: int) -> None:
@@ -197,6 +266,86 @@ class JobStore:
         with broker_errors(self.url, "submitting"):
             self._set_total(keys=[job_key(job)], args=args)
 
+    def add_flight(self, job: str, batches: Mapping[int, str]) -> None:
+        """Record the batches about to be sent (count and paths' hash of each), so that a
+        coordinator taking the job over sends the same ones again."""
+        with broker_errors(self.url, "submitting"):
+            pipe = self.client.pipeline()
+            pipe.hset(job_key(job, "flight"), mapping=dict(batches))
+            pipe.expire(job_key(job, "flight"), JOB_TTL)
+            pipe.execute()
+
+    def flight(self, job: str) -> dict[int, str]:
+        with broker_errors(self.url, "reading the job"):
+            raw = self.client.hgetall(job_key(job, "flight"))
+        return {int(k): v.decode() for k, v in raw.items()}
+
+    # coordinators --------------------------------------------------------
+    def take_lease(self, job: str, owner: str, ttl_ms: int) -> bool:
+        """Become the job's coordinator, unless a live one is (its lease not expired)."""
+        with broker_errors(self.url, "taking the job"):
+            if not self.client.set(job_key(job, "lease"), owner, nx=True, px=ttl_ms):
+                return False
+            pipe = self.client.pipeline()
+            pipe.hset(job_key(job), "coordinator", owner)
+            pipe.hincrby(job_key(job), "coordinations", 1)
+            pipe.execute()
+            return True
+
+    def renew_lease(self, job: str, owner: str, ttl_ms: int) -> bool:
+        return bool(self._renew(keys=[job_key(job, "lease")], args=[owner, ttl_ms]))
+
+    def release_lease(self, job: str, owner: str) -> None:
+        self._release(keys=[job_key(job, "lease")], args=[owner])
+
+    def checkpoint(
+        self, job: str, owner: str, state: Mapping[str, Any], ids: list[bytes], batches: list[int]
+    ) -> None:
+        """Save how far the coordinator got; the rows and flight records of the batches
+        gathered (stream ``ids``, batch indices ``batches``) go with it."""
+        keys = [job_key(job), job_key(job, "lease"), job_key(job, "rows"), job_key(job, "flight")]
+        args: list[Any] = [owner, json.dumps(state), len(ids), *ids, *batches]
+        with broker_errors(self.url, "saving the job's progress"):
+            done = self._checkpoint(keys=keys, args=args)
+        _check_held(self.url, job, done)
+
+    def end_job(self, job: str, owner: str, fields: Mapping[str, Any]) -> None:
+        """The job is over: its totals, its state (done, unless cancelled) and the end of
+        its coordination."""
+        keys = [
+            job_key(job),
+            job_key(job, "lease"),
+            job_key(job, "flight"),
+            job_key(job, "rows"),
+            COORDINATED_KEY,
+            job,
+        ]
+        args: list[Any] = [owner, time.time()]
+        for field, value in fields.items():
+            args += [field, value]
+        with broker_errors(self.url, "ending the job"):
+            done = self._end_job(keys=keys, args=args)
+        _check_held(self.url, job, done)
+
+    def coordinated(self) -> list[str]:
+        """The detached jobs still going (for the watchdog); those whose record is gone or
+        over are dropped from the set."""
+        with broker_errors(self.url, "listing jobs"):
+            jobs = [j.decode() for j in self.client.smembers(COORDINATED_KEY)]
+            going = []
+            for job in jobs:
+                state, started = self.client.hmget(job_key(job), "state", "coordinator")
+                if state != b"active":
+                    self.client.srem(COORDINATED_KEY, job)
+                elif started is not None and not self.client.exists(job_key(job, "lease")):
+                    going.append(job)
+            return going
+
+    def claim_restart(self, job: str, ttl_ms: int) -> bool:
+        """True for one caller in ``ttl_ms``: it sends the job a new coordinator."""
+        with broker_errors(self.url, "taking the job"):
+            return bool(self.client.set(job_key(job, "restart"), 1, nx=True, px=ttl_ms))
+
     def cancel(self, job: str) -> bool:
         """Mark a job cancelled; False if it had already ended."""
         with broker_errors(self.url, "cancelling"):
@@ -209,8 +358,9 @@ class JobStore:
     # workers -------------------------------------------------------------
     def record_batch(
         self, job: str, index: int, counts: dict[str, int], rows_json: str | None, errors: list[str]
-    ) -> bool:
-        """Count a finished batch once; False if it was counted before (a redelivery)."""
+    ) -> int:
+        """Count a finished batch once: 1 if counted now, 0 if it was before (a
+        redelivery), -1 if the job is gone (its record is never made again here)."""
         keys = [job_key(job), job_key(job, "seen"), job_key(job, "rows"), job_key(job, "errors")]
         args: list[str | int | float] = [
             index,
@@ -221,7 +371,7 @@ class JobStore:
             time.time(),
             *errors,
         ]
-        return bool(self._record(keys=keys, args=args))
+        return int(self._record(keys=keys, args=args))
 
     def finish_window(self, job: str, window: int, counts: dict[str, int]) -> bool:
         keys = [job_key(job), job_key(job, "windows")]
@@ -239,6 +389,30 @@ class JobStore:
         return value.decode() if value is not None else None
 
     # reading -------------------------------------------------------------
+    def read_entries(
+        self, job: str, after: bytes, block_ms: int, count: int = 64
+    ) -> tuple[bytes, list[tuple[bytes, int, str]]]:
+        """Batches of rows published since stream id ``after``, with their ids; kept in
+        the stream until a checkpoint deletes them."""
+        key = job_key(job, "rows")
+        with broker_errors(self.url, "reading results"):
+            reply = self.client.xread({key: after}, count=count, block=block_ms)
+        if not reply:
+            return after, []
+        entries = reply[0][1]
+        found = [(i, int(fields[b"b"]), fields[b"r"].decode()) for i, fields in entries]
+        return entries[-1][0], found
+
+    def delete_entries(self, job: str, ids: list[bytes]) -> None:
+        if ids:
+            with broker_errors(self.url, "reading results"):
+                self.client.xdel(job_key(job, "rows"), *ids)
+
+    def set_items_total(self, job: str, items: int, extra: Mapping[str, int]) -> None:
+        """A detached job's size, once its coordinator has read all its input."""
+        with broker_errors(self.url, "submitting"):
+            self.client.hset(job_key(job), mapping={"items_total": items, **extra})
+
     def read_rows(
         self, job: str, after: bytes, block_ms: int, count: int = 64
     ) -> tuple[bytes, list[tuple[int, str]]]:
@@ -279,6 +453,18 @@ class JobStore:
         return found
 
 
+def _check_held(url: str, job: str, answer: int) -> None:
+    if answer == -1:
+        raise JobGone(
+            f"job {job} is gone from the broker at {safe_url(url)} (expired, deleted, or "
+            "Redis lost its data); run the command again to finish the work"
+        )
+    if answer == -2:
+        raise JobCancelled(f"job {job} was cancelled")
+    if answer == 0:
+        raise LeaseLost(f"job {job} is coordinated elsewhere now")
+
+
 def status_counts(info: dict[str, str]) -> dict[str, int]:
     """The per-status file counts of a job hash (fields ``s:STATUS``)."""
     return {k[2:]: int(v) for k, v in info.items() if k.startswith("s:")}
@@ -312,7 +498,10 @@ def _verdict(info: dict[str, str], counts: dict[str, int]) -> Verdict:
 def rule_failure(info: dict[str, str]) -> str | None:
     """Why a job fails by the rules of the command that submitted it (--strict,
     --ignore-missing, sha256sum's rules for a check), though no file failed; else None.
-    Until the job is done, only what cannot change: lines that --strict refuses."""
+    Until the job is done, only what cannot change: lines that --strict refuses. A job
+    that failed as a whole (its coordinator could not go on) says why."""
+    if info.get("error"):
+        return info["error"]
     counts = _counts(info)
     reason = _verdict(info, counts).reason
     if reason is Reason.MISFORMATTED:
@@ -329,7 +518,7 @@ def rule_failure(info: dict[str, str]) -> str | None:
 
 
 def job_failed(info: dict[str, str]) -> bool:
-    if info.get("state") == "cancelled":
+    if info.get("state") == "cancelled" or info.get("error"):
         return True
     verdict = _verdict(info, _counts(info))
     if info.get("state") != "done":  # so far: files failed, or lines --strict refuses

@@ -119,6 +119,12 @@ def _persist(action: Callable[[], T]) -> T:
     return action()
 
 
+_GONE = (
+    "job %s is gone from Redis (expired, deleted, or Redis lost its data): batch %d "
+    "not recorded; run the command again to finish the work"
+)
+
+
 def run_batch(
     job: str, index: int, op: str, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
 ) -> dict[str, int]:
@@ -130,7 +136,11 @@ def run_batch(
     try:
         store = job_store()
         work = Work(op, cwd, config.get("stores"), config.get("options"))
-        if _persist(lambda: store.state(job)) == "cancelled":
+        state = _persist(lambda: store.state(job))
+        if state is None:
+            log.error(_GONE, job, index)
+            return {"files": len(items), "s:lost": len(items), "bytes": 0}
+        if state == "cancelled":
             rows = _cancelled(work, items)
         else:
             needs_stores = operation_named(op).kind == "io"
@@ -138,7 +148,8 @@ def run_batch(
         counts = count_rows(rows)
         failed = [json.dumps(row) for row in failures(op, rows)[:ERRORS_KEPT]]
         rows_json = json.dumps(elide_paths(rows, items)) if stream else None  # last: in place
-        _persist(lambda: store.record_batch(job, index, counts, rows_json, failed))
+        if _persist(lambda: store.record_batch(job, index, counts, rows_json, failed)) < 0:
+            log.error(_GONE, job, index)
         return counts
     except Exception:  # never fail the chord; the job's record shows the loss
         log.exception("job %s batch %d could not be recorded", job, index)
@@ -216,13 +227,16 @@ def batch_signature(
 
 
 @app.task(name="dmp.window_done")
-def window_done(results: list[Any], job: str, window: int) -> dict[str, int]:
-    """The chord callback: sum the counts of its batches, record them once for the job."""
+def window_done(results: list[Any], job: str, window: int, record: bool = True) -> dict[str, int]:
+    """The chord callback: sum the counts of its batches, record them once for the job
+    (unless the job's coordinator ends it: ``record`` false)."""
     total: Counter[str] = Counter()
     for counts in results:
         if isinstance(counts, dict):
             total.update(counts)
     summed = dict(total)
+    if not record:
+        return summed
     try:
         _persist(lambda: job_store().finish_window(job, window, summed))
     except Exception:

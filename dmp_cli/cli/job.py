@@ -60,9 +60,11 @@ def _reason(row: dict[str, Any]) -> str:
     return str(row["status"])
 
 
-def _show_errors(app: App, store: JobStore, job_id: str) -> None:
+def _show_errors(app: App, store: JobStore, job_id: str, info: dict[str, str]) -> None:
     for row in store.errors(job_id):
         app.out.file_error(row.get("path") or "?", _reason(row))
+    for warning in filter(None, info.get("warnings", "").split("\n")):
+        app.out.error(warning)
 
 
 class NoSuchJob(DmpError):
@@ -87,6 +89,8 @@ def _when(stamp: str | None) -> str:
 def _state(info: dict[str, str], failed: bool) -> str:
     """What a person wants to know: submitting, queued, running, done, failed, cancelled."""
     state = info.get("state", "?")
+    if state == "active" and "plan" in info:  # detached: its coordinator runs it
+        return "running" if "coordinator" in info else "queued"
     if state == "active":
         if "items_total" not in info:
             return "submitting"
@@ -150,7 +154,8 @@ def status(app: App, job_id: str) -> int:
     """Show a job's state, counts and speed, and the files that failed; exit 1 if the
     job failed, 2 if there is no such job."""
     store = _store(app)
-    summary = _summary(_info(store, job_id))
+    info = _info(store, job_id)
+    summary = _summary(info)
     status = 1 if summary["failed"] else 0
     if app.out.json:
         app.out.record("job", id=job_id, **summary)
@@ -178,7 +183,7 @@ def status(app: App, job_id: str) -> int:
     if summary["reason"]:
         lines.append(f"failed:   {summary['reason']}")
     app.out.write(("\n".join(lines) + "\n").encode())
-    _show_errors(app, store, job_id)
+    _show_errors(app, store, job_id, info)
     return status
 
 
@@ -211,7 +216,7 @@ def watch(app: App, job_id: str) -> int:
                 _say_if_no_worker(app, store.url, job_id, info.get("op", ""))
             time.sleep(WATCH_INTERVAL)
     summary = _summary(info)
-    _show_errors(app, store, job_id)
+    _show_errors(app, store, job_id, info)
     if summary["reason"]:
         app.out.error(summary["reason"])
     app.out.record("job", id=job_id, **summary)

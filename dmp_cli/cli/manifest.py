@@ -23,7 +23,7 @@ MODES = ("create", "check", "vault", "archive", "fetch")
 
 # Which options belong to which mode; any other combination is a usage error.
 MODE_OPTIONS = {
-    "create": {"dirs", "recursive", "files_from", "null", "fmt"},
+    "create": {"dirs", "recursive", "files_from", "null", "fmt", "detach"},
     "check": {"check_quiet", "status", "strict", "ignore_missing", "warn", "detach"},
     "vault": {"strict", "detach"},
     "archive": {"path", "all_files", "dry_run", "detach"},
@@ -156,7 +156,9 @@ def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool
 @click.option(
     "--detach",
     is_flag=True,
-    help="With DMP_BROKER_URL: submit the job, print its id and return (see `dmp job`).",
+    help="With DMP_BROKER_URL: submit the job, print its id and return; a coordinator "
+    "on the fleet runs it, and another takes over if it dies (see `dmp job`). "
+    "--create --detach needs --manifest FILE.",
 )
 @click.argument("patterns", nargs=-1, metavar="[FILE|PATTERN]...")
 @click.pass_obj
@@ -206,6 +208,7 @@ def create(
     files_from: str | None,
     null: bool,
     fmt: str | None,
+    detach: bool = False,
     **_: object,
 ) -> int:
     inputs = Inputs(list(patterns), list(dirs), recursive, files_from, null)
@@ -215,6 +218,21 @@ def create(
         raise UsageError("--recursive needs --dir DIR")
     if null and not files_from:
         raise UsageError("-0/--null needs --files-from FILE")
+    if detach:
+        from dmp_cli.cli.job import detach as submit_job
+        from dmp_cli.cli.job import require_broker
+
+        require_broker(app)
+        if not manifest_path or manifest_path == "-":
+            raise UsageError("--create --detach needs --manifest FILE (the fleet writes it)")
+        if files_from == "-":
+            raise UsageError("--create --detach cannot read --files-from standard input")
+        return submit_job(
+            app,
+            lambda executor: runs.submit_create(
+                inputs, manifest_path, executor, fmt=fmt or "dmp"
+            ),
+        )
     out: Output = app.out
 
     def on_row(row: Row) -> None:

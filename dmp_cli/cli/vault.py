@@ -74,23 +74,11 @@ def run(
 def _detach(
     app: Any, command: Command, manifest_path: str, spec: StoreSpec, options: Options
 ) -> int:
-    """Submit the items an attached run would use; `dmp job watch ID` follows the job to
-    the end."""
-    skipped = 0
-
-    def submit(executor: Any) -> str:
-        nonlocal skipped
-        job, skipped = runs.submit_transfer(command, manifest_path, executor, spec, options)
-        return job
-
-    status = submit_job(app, submit)
-    if skipped:
-        app.out.warning(
-            plural(skipped, "line is", "lines are"),
-            " improperly formatted",
-            "" if command is Command.VAULT else " (skipped)",
-        )
-    return status
+    """Submit the job; its coordinator runs it on the fleet, and `dmp job watch ID`
+    follows it to the end."""
+    return submit_job(
+        app, lambda executor: runs.submit_transfer(command, manifest_path, executor, spec, options)
+    )
 
 
 # ---------------------------------------------------------------- per-file lines

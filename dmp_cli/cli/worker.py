@@ -12,8 +12,9 @@ if TYPE_CHECKING:
     from dmp_cli.cli import App
 
 from dmp_cli.errors import BrokerError
+from dmp_cli.executor import default_jobs
 
-ALL_QUEUES = "dmp.hash,dmp.transfer,dmp.big"
+ALL_QUEUES = "dmp.hash,dmp.transfer,dmp.big,dmp.coord"
 
 
 def worker_argv(
@@ -35,6 +36,10 @@ def worker_argv(
         "--without-mingle",
         "--without-gossip",
     ]
+    if not concurrency and "dmp.coord" in queues.split(","):
+        # A coordinator holds a process for its job's life, mostly waiting on Redis:
+        # one more process than CPUs keeps them all busy with batches meanwhile.
+        concurrency = default_jobs() + 1
     if concurrency:
         argv += ["--concurrency", str(concurrency)]
     if queues == "dmp.big":
@@ -50,7 +55,7 @@ def worker_argv(
     "--concurrency",
     type=click.IntRange(min=1),
     metavar="N",
-    help="Worker processes (default: the number of CPUs).",
+    help="Worker processes (default: the number of CPUs, plus one with dmp.coord).",
 )
 @click.option(
     "-Q",
@@ -59,7 +64,7 @@ def worker_argv(
     show_default=True,
     metavar="Q[,Q...]",
     help="Queues to take work from: dmp.hash (hashing), dmp.transfer (S3), "
-    "dmp.big (huge files, one at a time).",
+    "dmp.big (huge files, one at a time), dmp.coord (detached jobs' coordinators).",
 )
 @click.option(
     "-n",

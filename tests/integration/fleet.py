@@ -60,7 +60,7 @@ def worker(
             "-n",
             f"{name}@%h",
             "-Q",
-            "dmp.hash,dmp.transfer,dmp.big",
+            "dmp.hash,dmp.transfer,dmp.big,dmp.coord",
             "--without-mingle",
             "--without-gossip",
             "-l",

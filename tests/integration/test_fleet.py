@@ -278,22 +278,29 @@ def test_no_worker_job_waits_then_runs(redis: Service, tree: Path, tmp_path: Pat
     assert out.count(b": OK\n") == len(NAMES) + 120
 
 
-def test_no_worker_for_the_jobs_queue_says_so(redis: Service, tree: Path, tmp_path: Path) -> None:
-    """A worker for transfers only does not hash: a check submitted then says it waits."""
+@pytest.mark.parametrize(
+    ("queues", "missing"),
+    [("dmp.transfer", "dmp.coord"), ("dmp.transfer,dmp.coord", "dmp.hash")],
+)
+def test_no_worker_for_the_jobs_queue_says_so(
+    redis: Service, tree: Path, tmp_path: Path, queues: str, missing: str
+) -> None:
+    """A detached check needs a coordinator (dmp.coord) and workers that hash: without
+    either, the submission says what the job waits for."""
     url = redis.url.rsplit("/", 1)[0] + "/8"
     assert run(*CREATE, "-m", "m.sha256", cwd=tree, broker_url=None).returncode == 0
-    with worker(url, "transfers", tmp_path, queues="dmp.transfer"):
+    with worker(url, "partial", tmp_path, queues=queues):
         submitted = run(
             "manifest", "--check", "--detach", "-m", "m.sha256", cwd=tree, broker_url=url
         )
+        job = submitted.stdout.decode().strip()
+        assert run("job", "cancel", job, cwd=tree, broker_url=url).returncode == 0
     assert submitted.returncode == 0, submitted.stderr
-    job = submitted.stdout.decode().strip()
     assert (
-        f"dmp: no worker at {url} takes from dmp.hash (the live ones take from "
-        f"dmp.transfer); job {job} waits in Redis until a `dmp worker` for dmp.hash "
-        "starts\n" in submitted.stderr.decode()
+        f"dmp: no worker at {url} takes from {missing} (the live ones take from "
+        f"{', '.join(sorted(queues.split(',')))}); job {job} waits in Redis until a "
+        f"`dmp worker` for {missing} starts\n" in submitted.stderr.decode()
     )
-    assert run("job", "cancel", job, cwd=tree, broker_url=url).returncode == 0
 
 
 def test_watch_of_a_job_no_worker_takes_says_so(redis: Service, tree: Path) -> None:

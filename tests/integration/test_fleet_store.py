@@ -28,8 +28,8 @@ def test_a_batch_recorded_twice_counts_once(store: JobStore) -> None:
     job = new_job(store)
     rows = json.dumps([{"path": "a", "status": "ok", "bytes": 3}])
     counts = {"files": 1, "bytes": 3, "s:ok": 1}
-    assert store.record_batch(job, 0, counts, rows, []) is True
-    assert store.record_batch(job, 0, counts, rows, []) is False  # a redelivered batch
+    assert store.record_batch(job, 0, counts, rows, []) == 1
+    assert store.record_batch(job, 0, counts, rows, []) == 0  # a redelivered batch
     info = store.info(job)
     assert info is not None
     assert (info["files"], info["bytes"], info["batches_done"]) == ("1", "3", "1")

@@ -1,0 +1,337 @@
+"""A detached job's coordinator: the job's whole run, on a worker, able to die.
+
+Submitting a detached job writes its record (command, options, working directory, the
+manifest's path or the walk's inputs) and queues ``dmp.coordinate`` on a queue of its own
+(``dmp.coord``). The coordinator runs the same core run as an attached command
+(``dmp_cli.runs``), with a Celery executor that keeps the same bounded window of batches
+in flight, so Redis holds the window, never the job. Every second it checkpoints how far
+it got: the batches gathered, the items in them, and the run's own state (for --create,
+the manifest's bytes written and its counts).
+
+At most one coordinator runs a job: it holds a lease in Redis that its heartbeat renews
+(every third of ``DMP_LEASE_SECONDS``, 30 by default). If its worker dies, the lease
+expires, and the watchdog of any live worker (every few seconds) queues the job a new
+coordinator, which goes on from the checkpoint: it reads the input again up to that
+point, sends again the batches that were in flight (each batch is counted once however
+often it runs), and carries on. A redelivered ``dmp.coordinate`` finds the lease held and
+ends at once. A coordinator that loses its lease stops before it writes anything more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict
+from typing import Any
+
+import redis
+from celery import bootsteps
+
+from dmp_cli import runs
+from dmp_cli.errors import BrokerError, DmpError
+from dmp_cli.fsutil import AtomicFile
+from dmp_cli.inputs import Inputs
+from dmp_cli.options import Options, StoreSpec
+from dmp_cli.rules import Command
+from dmp_tasks.app import app
+from dmp_tasks.config import COORD_QUEUE
+from dmp_tasks.executor import CeleryExecutor, Coordination
+from dmp_tasks.jobs import JobCancelled, JobGone, JobStore, LeaseLost
+from dmp_tasks.tasks import job_store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_SECONDS = 30.0
+# How long a coordinator rides out a broker that is away (restarting) before it leaves
+# the job to the watchdogs.
+BROKER_PATIENCE_S = 600.0
+
+
+def lease_seconds() -> float:
+    raw = os.environ.get("DMP_LEASE_SECONDS")
+    return max(1.0, float(raw)) if raw else DEFAULT_LEASE_SECONDS
+
+
+class _Heartbeat:
+    """Renews the lease every third of its life; sets ``lost`` if it cannot."""
+
+    def __init__(self, store: JobStore, job: str, owner: str, ttl_s: float) -> None:
+        self.store, self.job, self.owner, self.ttl_s = store, job, owner, ttl_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"dmp-lease-{job}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(redis.RedisError):
+            self.store.release_lease(self.job, self.owner)
+
+    def _run(self) -> None:
+        renewed = time.monotonic()
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                if not self.store.renew_lease(self.job, self.owner, int(self.ttl_s * 1000)):
+                    log.error("job %s: lease lost to another coordinator; stopping", self.job)
+                    self.lost.set()
+                    return
+                renewed = time.monotonic()
+            except redis.RedisError as exc:
+                if time.monotonic() - renewed > self.ttl_s:
+                    log.error("job %s: lease not renewed in %.0f s (%s)", self.job, self.ttl_s, exc)
+                    self.lost.set()
+                    return
+
+
+class JobFile(AtomicFile):
+    """The manifest a detached --create writes: the temporary file made at submission,
+    cut back to the last checkpoint and written on from there. Only the coordinator that
+    ends the job removes it (``discard``); ``abort`` just closes it."""
+
+    def __init__(self, target: str, temp: str, offset: int) -> None:
+        self.target, self.temp = target, temp
+        try:
+            fd = os.open(temp, os.O_WRONLY)
+        except FileNotFoundError:
+            if os.path.lexists(target):
+                raise _Committed from None  # linked into place by a coordinator that died
+            raise DmpError(f"{temp}: the manifest being written is gone") from None
+        os.ftruncate(fd, offset)
+        os.lseek(fd, offset, os.SEEK_SET)
+        self.stream = os.fdopen(fd, "wb", buffering=1 << 20)
+
+    def mark(self) -> int:
+        """Everything written so far, on disk; its length."""
+        self.stream.flush()
+        os.fsync(self.stream.fileno())
+        return self.stream.tell()
+
+    def abort(self) -> None:
+        if not self.stream.closed:
+            self.stream.close()
+
+    def discard(self) -> None:
+        self.abort()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp)
+
+
+class _Committed(Exception):
+    """The manifest was linked into place before the last coordinator died."""
+
+
+@contextlib.contextmanager
+def _in_directory(cwd: str) -> Iterator[None]:
+    """Run in the job's directory, where its relative paths mean what they meant to the
+    submitter (this process runs nothing else meanwhile)."""
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _discard_output(plan: Mapping[str, Any]) -> None:
+    if plan.get("temp"):
+        with contextlib.suppress(OSError):
+            os.unlink(plan["temp"])
+
+
+@app.task(name="dmp.coordinate", bind=True, acks_late=True)
+def coordinate(self: Any, job: str) -> str:
+    """Run detached job ``job`` to its end, from its last checkpoint; returns how it ended."""
+    store = job_store()
+    try:
+        info = store.info(job)
+    except BrokerError as exc:
+        log.warning("job %s: %s; trying again in 5 s", job, exc)
+        raise self.retry(countdown=5, max_retries=None) from None
+    if info is None:
+        log.error("job %s is gone from Redis (expired, deleted, or Redis lost its data)", job)
+        return "gone"
+    if info.get("state") != "active":
+        return str(info.get("state"))
+    owner = f"{self.request.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    ttl = lease_seconds()
+    if not store.take_lease(job, owner, int(ttl * 1000)):
+        log.info("job %s is coordinated by another worker", job)
+        return "elsewhere"
+    log.info("job %s: coordinating (%s)", job, info.get("op"))
+    with _Heartbeat(store, job, owner, ttl) as heartbeat:
+        return _coordinate(store, job, owner, heartbeat.lost)
+
+
+def _coordinate(store: JobStore, job: str, owner: str, lost: threading.Event) -> str:
+    patience = time.monotonic() + BROKER_PATIENCE_S
+    plan: dict[str, Any] = {}
+    while True:
+        try:
+            info = store.info(job)
+            if info is None:
+                raise JobGone(f"job {job} is gone from Redis (expired, deleted, or lost)")
+            plan = json.loads(info["plan"])
+            checkpoint = json.loads(info.get("checkpoint") or "{}")
+            fields = _run(store, job, owner, plan, checkpoint, lost)
+            store.end_job(job, owner, fields)
+            log.info("job %s: ended", job)
+            return "done"
+        except LeaseLost as exc:
+            log.error("%s; this coordinator stops", exc)
+            return "lost"
+        except JobGone as exc:
+            log.error("%s", exc)
+            _discard_output(plan)
+            return "gone"
+        except JobCancelled:
+            _discard_output(plan)
+            with contextlib.suppress(DmpError, redis.RedisError):
+                store.end_job(job, owner, {})
+            log.info("job %s: cancelled", job)
+            return "cancelled"
+        except (BrokerError, redis.RedisError) as exc:
+            if time.monotonic() > patience or lost.is_set():
+                log.error("job %s: %s; left to another coordinator", job, exc)
+                return "broker"
+            log.warning("job %s: %s; going on from its last checkpoint in 5 s", job, exc)
+            time.sleep(5)
+        except DmpError as exc:  # the job cannot go on: it ends, failed, saying why
+            log.error("job %s failed: %s", job, exc)
+            _discard_output(plan)
+            with contextlib.suppress(DmpError, redis.RedisError):
+                store.end_job(job, owner, {"error": str(exc)})
+            return "failed"
+
+
+def _run(
+    store: JobStore,
+    job: str,
+    owner: str,
+    plan: Mapping[str, Any],
+    checkpoint: Mapping[str, Any],
+    lost: threading.Event,
+) -> dict[str, Any]:
+    """The job's core run, from ``checkpoint``; the fields that end its record."""
+    command = Command(plan["command"])
+    coordination = Coordination(
+        job,
+        owner,
+        next_batch=int(checkpoint.get("next_batch", 0)),
+        items=int(checkpoint.get("items", 0)),
+        flight=store.flight(job),
+        lost=lost,
+    )
+    saved = checkpoint.get("run", {})
+    executor = CeleryExecutor(store.url, app=app, coordination=coordination)
+    with executor, _in_directory(plan["cwd"]):
+        if command is Command.CREATE:
+            return _create(executor, coordination, plan, saved)
+        if command is Command.CHECK:
+            runs.check(
+                plan["manifest"],
+                executor,
+                strict=bool(plan.get("strict")),
+                ignore_missing=bool(plan.get("ignore_missing")),
+            )
+            return {}
+        report = runs.transfer(
+            command,
+            plan["manifest"],
+            executor,
+            StoreSpec.from_json(plan["stores"]),
+            Options.from_json(plan["options"]),
+            detached=True,
+        )
+        return {"misformatted": report.plan.misformatted}
+
+
+def _create(
+    executor: CeleryExecutor,
+    coordination: Coordination,
+    plan: Mapping[str, Any],
+    saved: Mapping[str, Any],
+) -> dict[str, Any]:
+    counts = runs.CreateCounts(
+        **{key: int(saved[key]) for key in ("files", "bytes", "problems") if key in saved}
+    )
+    try:
+        target = JobFile(plan["output"], plan["temp"], int(saved.get("offset", 0)))
+    except _Committed:
+        return {}
+    coordination.save = lambda: {"offset": target.mark(), **asdict(counts)}
+    warnings: list[str] = []
+
+    def on_problem(path: str, reason: str) -> None:
+        if reason.startswith("warning: "):
+            warnings.append(f"{runs.shown_name(path)}: {reason}")
+
+    report = runs.create(
+        Inputs(**plan["inputs"]),
+        executor,
+        target=target,
+        fmt=plan.get("fmt", "dmp"),
+        counts=counts,
+        listener=runs.Listener(on_problem=on_problem),
+    )
+    fields: dict[str, Any] = {"files_written": report.files}
+    if warnings:
+        fields["warnings"] = "\n".join(warnings)
+    if report.error:
+        target.discard()  # no manifest: nor its temporary file
+        fields["error"] = report.error
+    return fields
+
+
+# ---------------------------------------------------------------- the watchdog
+
+
+class Watchdog(bootsteps.StartStopStep):
+    """In every worker: every third of the lease's life, a detached job whose
+    coordinator's lease has expired gets a new coordinator (one worker sends it)."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.tref: Any = None
+        self.store: JobStore | None = None
+
+    def start(self, worker: Any) -> None:
+        consumed = worker.app.amqp.queues.consume_from or {}
+        if COORD_QUEUE not in consumed:
+            return  # only the workers that coordinate watch the coordinators
+        self.tref = worker.timer.call_repeatedly(
+            max(1.0, lease_seconds() / 3), self.scan, priority=10
+        )
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+
+    def scan(self) -> None:
+        try:
+            if self.store is None:
+                self.store = JobStore(app.conf.broker_url)
+            ttl_ms = int(lease_seconds() * 1000)
+            for job in self.store.coordinated():
+                if self.store.claim_restart(job, ttl_ms):
+                    log.warning("job %s: its coordinator is gone; sending another", job)
+                    coordinate.apply_async((job,), queue=COORD_QUEUE)
+        except Exception as exc:  # the worker goes on; the next scan tries again
+            log.warning("watchdog: %s", str(exc).split("\n")[0])
+
+
+app.steps["worker"].add(Watchdog)
+
+
+__all__ = ["JobFile", "coordinate", "lease_seconds"]
