@@ -167,7 +167,7 @@ def coordinate(self: Any, job: str) -> str:
     if not store.take_lease(job, owner, int(ttl * 1000)):
         log.info("job %s is coordinated by another worker", job)
         return "elsewhere"
-    log.info("job %s: coordinating (%s)", job, info.get("op"))
+    log.info("job %s: coordinating (%s) as %s", job, info.get("op"), owner)
     with _Heartbeat(store, job, owner, ttl) as heartbeat:
         return _coordinate(store, job, owner, heartbeat.lost)
 
@@ -205,11 +205,16 @@ def _coordinate(store: JobStore, job: str, owner: str, lost: threading.Event) ->
                 return "broker"
             log.warning("job %s: %s; going on from its last checkpoint in 5 s", job, exc)
             time.sleep(5)
-        except DmpError as exc:  # the job cannot go on: it ends, failed, saying why
-            log.error("job %s failed: %s", job, exc)
+        except Exception as exc:  # the job cannot go on: it ends, failed, saying why
+            if isinstance(exc, DmpError):
+                error = str(exc)
+                log.error("job %s failed: %s", job, error)
+            else:  # not foreseen: a new coordinator would meet it again
+                error = f"the job's coordinator failed: {type(exc).__name__}: {exc}"
+                log.exception("job %s failed", job)
             _discard_output(plan)
             with contextlib.suppress(DmpError, redis.RedisError):
-                store.end_job(job, owner, {"error": str(exc)})
+                store.end_job(job, owner, {"error": error})
             return "failed"
 
 
@@ -231,6 +236,15 @@ def _run(
         flight=store.flight(job),
         lost=lost,
     )
+    if coordination.items:
+        log.info(
+            "job %s: going on from its checkpoint: item %d (batch %d); %d batches that "
+            "were in flight are sent again",
+            job,
+            coordination.items,
+            coordination.next_batch,
+            len(coordination.flight),
+        )
     saved = checkpoint.get("run", {})
     executor = CeleryExecutor(store.url, app=app, coordination=coordination)
     with executor, _in_directory(plan["cwd"]):
@@ -324,7 +338,8 @@ class Watchdog(bootsteps.StartStopStep):
                 self.store = JobStore(app.conf.broker_url)
             ttl_ms = int(lease_seconds() * 1000)
             for job in self.store.coordinated():
-                if self.store.claim_restart(job, ttl_ms):
+                # One new coordinator in ten leases: it may wait in the queue a while.
+                if self.store.claim_restart(job, 10 * ttl_ms):
                     log.warning("job %s: its coordinator is gone; sending another", job)
                     coordinate.apply_async((job,), queue=COORD_QUEUE)
         except Exception as exc:  # the worker goes on; the next scan tries again

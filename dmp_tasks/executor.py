@@ -164,6 +164,9 @@ class _Submitter:
         # A detached job's coordinator records each batch before sending it (so that a
         # coordinator taking over sends the same ones), and ends the job itself.
         self.coordination = coordination
+        # Batches whose rows are in already (a coordinator taking over finds those of
+        # the batches in flight that finished): not sent again.
+        self.has_rows: Callable[[int], bool] = lambda index: False
         self.groups = groups
         self.config = {"stores": work.stores, "options": work.options}
         self.stream = stream
@@ -211,6 +214,7 @@ class _Submitter:
                 argsrepr=f"(job={self.job}, batch={index}, {len(batch)} items)",
             )
             for index, batch in enumerate(window, start=self.batches)
+            if not self.has_rows(index)
         ]
         # A coordinator's chords are not counted by their callbacks: it ends the job.
         record = self.coordination is None
@@ -223,12 +227,12 @@ class _Submitter:
                 {i: flight_entry(batch) for i, batch in enumerate(window, start=self.batches)},
             )
         try:
-            result = chord(header, callback, app=self.app).apply_async()
+            if header:
+                self.callbacks[self.windows] = chord(header, callback, app=self.app).apply_async()
         except Exception as exc:  # kombu's OperationalError and redis-py's errors
             raise BrokerError(
                 f"cannot submit to the broker at {safe_url(self.store.url)}: {exc}"
             ) from None
-        self.callbacks[self.windows] = result
         self.starts.append(self.batches)
         if self.stream:
             for index, batch in enumerate(window, start=self.batches):
@@ -434,11 +438,18 @@ class CeleryExecutor:
         """Keep the window full, read rows as batches finish, yield them in item order.
         A coordinator's rows stay in Redis until its checkpoint (every second), which
         records how far it got once the rows before it have been used."""
-        pending: dict[int, tuple[bytes, list[Row]]] = {}
+        pending: dict[int, tuple[bytes, str]] = {}  # rows as they came, by batch
         next_batch, gathered = submitter.batches, submitter.items
         used_ids: list[bytes] = []
         checkpointed = time.monotonic()
         cursor = b"0-0"
+        if coordination:  # the rows that batches in flight before a takeover left
+            submitter.has_rows = pending.__contains__
+            while True:
+                cursor, arrived = self.store.read_entries(job, cursor, 0, count=1024, block=False)
+                if not arrived:
+                    break
+                self._arrived(arrived, next_batch, pending, used_ids)
         while True:
             while not submitter.exhausted and (
                 submitter.batches - next_batch < self.in_flight
@@ -455,29 +466,41 @@ class CeleryExecutor:
                 return
             if coordination and coordination.lost.is_set():
                 raise LeaseLost(f"job {job} is coordinated elsewhere now")
-            cursor, arrived = self.store.read_entries(job, cursor, READ_BLOCK_MS)
-            if not coordination:
-                self.store.delete_entries(job, [entry for entry, _, _ in arrived])
-            if not arrived:
-                # Nothing for a while: say so if it is because no worker is there (asked
-                # only now, as the question costs a round trip to the workers).
-                self._warn_if_no_worker(job, submitter.op)
-                self._check_cancelled(job)
-                cursor, arrived = self._check_lost(job, submitter, next_batch, cursor)
+            if next_batch not in pending:
+                cursor, arrived = self.store.read_entries(job, cursor, READ_BLOCK_MS)
+                if not coordination:
+                    self.store.delete_entries(job, [entry for entry, _, _ in arrived])
+                if not arrived:
+                    # Nothing for a while: say so if it is because no worker is there
+                    # (asked only now, as the question costs a round trip to the workers).
+                    self._warn_if_no_worker(job, submitter.op)
+                    self._check_cancelled(job)
+                    cursor, arrived = self._check_lost(job, submitter, next_batch, cursor)
+                self._arrived(arrived, next_batch, pending, used_ids if coordination else None)
             submitter.reap(next_batch)
-            for entry, index, encoded in arrived:
-                # A batch run twice is published once (the store dedupes), but be safe.
-                if index >= next_batch and index not in pending:
-                    rows = restore_paths(json.loads(encoded), submitter.paths.pop(index))
-                    pending[index] = (entry, rows)
-                elif coordination:  # from a batch gathered before: not needed any more
-                    used_ids.append(entry)
-            while next_batch in pending:
-                entry, rows = pending.pop(next_batch)
+            # In order; a batch's paths are known once it is submitted (rows that came
+            # before, from a coordinator that died, wait for that).
+            while next_batch in pending and next_batch in submitter.paths:
+                entry, encoded = pending.pop(next_batch)
+                rows = restore_paths(json.loads(encoded), submitter.paths.pop(next_batch))
                 gathered += len(rows)
                 yield from rows
                 used_ids.append(entry)
                 next_batch += 1
+
+    @staticmethod
+    def _arrived(
+        arrived: list[tuple[bytes, int, str]],
+        next_batch: int,
+        pending: dict[int, tuple[bytes, str]],
+        stale: list[bytes] | None,
+    ) -> None:
+        for entry, index, encoded in arrived:
+            # A batch run twice is published once (the store dedupes), but be safe.
+            if index >= next_batch and index not in pending:
+                pending[index] = (entry, encoded)
+            elif stale is not None:  # from a batch gathered before: not needed any more
+                stale.append(entry)
 
     def _checkpoint(
         self, coordination: Coordination, next_batch: int, items: int, used_ids: list[bytes]

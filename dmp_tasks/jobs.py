@@ -289,6 +289,7 @@ class JobStore:
             pipe = self.client.pipeline()
             pipe.hset(job_key(job), "coordinator", owner)
             pipe.hincrby(job_key(job), "coordinations", 1)
+            pipe.delete(job_key(job, "restart"))  # taken: the next death sends another
             pipe.execute()
             return True
 
@@ -390,13 +391,13 @@ class JobStore:
 
     # reading -------------------------------------------------------------
     def read_entries(
-        self, job: str, after: bytes, block_ms: int, count: int = 64
+        self, job: str, after: bytes, block_ms: int, count: int = 64, block: bool = True
     ) -> tuple[bytes, list[tuple[bytes, int, str]]]:
-        """Batches of rows published since stream id ``after``, with their ids; kept in
-        the stream until a checkpoint deletes them."""
+        """Batches of rows published since stream id ``after``, with their ids (waiting
+        up to ``block_ms`` for some, if ``block``)."""
         key = job_key(job, "rows")
         with broker_errors(self.url, "reading results"):
-            reply = self.client.xread({key: after}, count=count, block=block_ms)
+            reply = self.client.xread({key: after}, count=count, block=block_ms if block else None)
         if not reply:
             return after, []
         entries = reply[0][1]

@@ -140,6 +140,8 @@ def run_batch(
         if state is None:
             log.error(_GONE, job, index)
             return {"files": len(items), "s:lost": len(items), "bytes": 0}
+        if state == "done":  # a late copy of a batch (redelivered): already counted
+            return {"files": len(items), "bytes": 0}
         if state == "cancelled":
             rows = _cancelled(work, items)
         else:

@@ -80,6 +80,19 @@ def _info(store: JobStore, job: str) -> dict[str, str]:
     return info
 
 
+def _still_there(store: JobStore, job: str) -> dict[str, str]:
+    """A job's record, which was there a moment ago: gone now, Redis lost it."""
+    info = store.info(job)
+    if info is None:
+        from dmp_tasks.config import safe_url
+
+        raise DmpError(
+            f"job {job} is gone from the broker at {safe_url(store.url)} (Redis restarted "
+            "without its data?); run the command again to finish the work"
+        )
+    return info
+
+
 def _when(stamp: str | None) -> str:
     if not stamp:
         return "-"
@@ -203,7 +216,7 @@ def watch(app: App, job_id: str) -> int:
     ) as bar:
         moved, asked = time.monotonic(), False
         while True:
-            info = _info(store, job_id)
+            info = _still_there(store, job_id)
             files, nbytes = int(info.get("files", 0)), int(info.get("bytes", 0))
             bar.update(files - seen, nbytes - seen_bytes)
             if files != seen:

@@ -7,7 +7,8 @@ operation or one store method, for one file.
 The plan file says where to raise and for which file: ``{"target": "store.put_file",
 "victim": "NAME", "error": "KeyError"}``; it is read at each call, so that one worker
 serves many cases. Targets: ``op.NAME`` (the per-file operation NAME raises for the item
-whose path ends in the victim) and ``store.METHOD`` (the file:// and s3:// stores raise
+whose path ends in the victim, or, with ``"delay": SECONDS``, waits that long first
+instead) and ``store.METHOD`` (the file:// and s3:// stores raise
 when an argument names the victim's path or its content's key).
 """
 
@@ -19,6 +20,7 @@ import functools
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from dmp_cli.layout import digest_key
@@ -105,8 +107,11 @@ def _operation(name: str) -> None:
     def faulty(item: Any, ctx: Any) -> Any:
         plan = _plan()
         victim = str(item.get("path", "")).endswith(plan.get("victim", "\0"))
-        if plan.get("target") == f"op.{name}" and victim and _strikes(plan):
-            raise error(plan.get("error", ""))
+        if plan.get("target") == f"op.{name}" and victim:
+            if plan.get("delay"):  # a slow filesystem or store: every victim waits
+                time.sleep(float(plan["delay"]))
+            elif _strikes(plan):
+                raise error(plan.get("error", ""))
         return original(item, ctx)
 
     REGISTERED[name] = dataclasses.replace(op, func=faulty)

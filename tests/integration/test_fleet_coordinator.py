@@ -1,0 +1,385 @@
+"""Detached jobs live on the fleet: a coordinator on a worker runs each, and it can die.
+
+Real redis-server, real worker processes (with a delay injected into each file's work,
+so that a job is still going when it is struck), SIGKILL of whole workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+
+from dmp_cli.layout import digest_key
+from tests.integration.fleet import new_vault, run, worker
+from tests.servers import free_port, redis_server, redis_server_path, stop, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+FAULTS = ["-m", "tests.integration.faults"]
+
+
+def _slow(tmp_path: Path, op: str, delay: float) -> dict[str, str]:
+    """The environment of workers whose every ``op`` waits ``delay`` seconds a file, with
+    short leases (a dead coordinator is replaced in seconds) and small batches."""
+    plan = tmp_path / "slow.json"
+    plan.write_text(json.dumps({"target": f"op.{op}", "victim": "", "delay": delay}))
+    return {"DMP_TEST_FAULTS": str(plan), "DMP_LEASE_SECONDS": "2", "DMP_BATCH_ITEMS": "8"}
+
+
+def _files(root: Path, count: int, nested: bool = False) -> dict[str, bytes]:
+    contents = {}
+    for i in range(count):
+        name = f"d{i % 7}/sub{i % 3}/f{i:04}" if nested else f"f{i:04}"
+        data = f"content {i}\n".encode() * (1 + i % 5)
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        contents[name] = data
+    return contents
+
+
+def _manifest(work: Path) -> None:
+    made = run("manifest", "--create", "f*", "-m", "m.sha256", cwd=work, broker_url=None)
+    assert made.returncode == 0, made.stderr
+
+
+def _job(client: redis.Redis, job: str) -> dict[str, str]:
+    raw = client.hgetall(f"dmp:job:{job}")
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _wait(what: Callable[[], bool], timeout: float = 90.0, why: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {why}")
+        time.sleep(0.1)
+
+
+class Fleet:
+    """Workers by name, started and SIGKILLed at will; all stopped at the end."""
+
+    def __init__(self, url: str, logs: Path, env: dict[str, str], stack: ExitStack) -> None:
+        self.url, self.logs, self.env, self.stack = url, logs, env, stack
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.client = redis.Redis.from_url(url)
+        stack.callback(self.client.close)
+
+    def start(self, name: str) -> None:
+        self.procs[name] = self.stack.enter_context(
+            worker(self.url, name, self.logs, concurrency=2, module=FAULTS, **self.env)
+        )
+
+    def coordinator(self, job: str) -> str:
+        """The name of the worker whose process coordinates ``job``."""
+        owner = _job(self.client, job).get("coordinator", "")
+        return owner.partition("@")[0]
+
+    def kill_coordinator(self, job: str) -> str:
+        name = self.coordinator(job)
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return name
+
+    def log(self) -> str:
+        return "".join(path.read_text(errors="replace") for path in self.logs.glob("*.log"))
+
+
+@contextmanager
+def fleet(tmp_path: Path, env: dict[str, str], *names: str) -> Iterator[Fleet]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with ExitStack() as stack:
+        server = stack.enter_context(redis_server())
+        crew = Fleet(server.url, logs, env, stack)
+        for name in names:
+            crew.start(name)
+        yield crew
+
+
+def _submit(crew: Fleet, cwd: Path, *args: str) -> str:
+    submitted = run("manifest", *args, "--detach", cwd=cwd, broker_url=crew.url, **crew.env)
+    assert submitted.returncode == 0, submitted.stderr
+    return submitted.stdout.decode().strip()
+
+
+def _watch(crew: Fleet, cwd: Path, job: str) -> tuple[int, dict[str, object]]:
+    watched = run("job", "watch", job, cwd=cwd, broker_url=crew.url, timeout=180)
+    status = run("--json", "job", "status", job, cwd=cwd, broker_url=crew.url)
+    return watched.returncode, json.loads(status.stdout.splitlines()[0])
+
+
+def _files_done(crew: Fleet, job: str, at_least: int) -> Callable[[], bool]:
+    return lambda: int(_job(crew.client, job).get("files", 0)) >= at_least
+
+
+def _checkpointed(crew: Fleet, job: str, at_least: int) -> Callable[[], bool]:
+    def check() -> bool:
+        saved = json.loads(_job(crew.client, job).get("checkpoint") or "{}")
+        return int(saved.get("items", 0)) >= at_least
+
+    return check
+
+
+def _coordinated(crew: Fleet, job: str, times: int) -> Callable[[], bool]:
+    def check() -> bool:
+        info = _job(crew.client, job)
+        return int(info.get("coordinations", 0)) >= times and "coordinator" in info
+
+    return check
+
+
+def test_coordinator_killed_twice_archive_completes_counted_once(tmp_path: Path) -> None:
+    """SIGKILL of the coordinator's whole worker, twice: each time another worker takes
+    the job over from its checkpoint (not from the start); every file is counted once
+    and the vault holds every content under its key."""
+    work = tmp_path / "work"
+    contents = _files(work, 480)
+    _manifest(work)
+    vault = new_vault("file", tmp_path)
+    env = {**_slow(tmp_path, "upload", 0.05), **vault.env}
+    with fleet(tmp_path, env, "a", "b") as crew:
+        job = _submit(crew, work, "--archive", "-m", "m.sha256")
+        _wait(_checkpointed(crew, job, 40), why="a checkpoint past 40 files")
+        assert _job(crew.client, job)["state"] == "active"
+        first = crew.kill_coordinator(job)
+        crew.start("c")
+        _wait(_coordinated(crew, job, 2), why="a second coordinator")
+        _wait(_checkpointed(crew, job, 240), why="a checkpoint past 240 files")
+        assert _job(crew.client, job)["state"] == "active"
+        second = crew.kill_coordinator(job)
+        assert second != first
+        crew.start("d")
+        code, status = _watch(crew, work, job)
+        info = _job(crew.client, job)
+        log = crew.log()
+    assert code == 0, status
+    assert status["state"] == "done"
+    assert status["files"] == status["total"] == len(contents)
+    counts = status["counts"]
+    assert isinstance(counts, dict)
+    assert set(counts) <= {"uploaded", "skipped"}
+    assert sum(counts.values()) == len(contents)
+    assert info["coordinations"] == "3"
+    # Each new coordinator went on from a checkpoint past the start.
+    resumed = [
+        int(line.split("checkpoint: item ")[1].split(" ")[0])
+        for line in sorted(log.splitlines())  # by time: each line begins with it
+        if "going on from its checkpoint" in line
+    ]
+    assert len(resumed) == 2 and 0 < resumed[0] < resumed[1] < len(contents), resumed
+    stored = vault.objects()
+    for data in contents.values():
+        assert stored[digest_key(hashlib.sha256(data).hexdigest())] == data
+
+
+def test_create_detach_is_byte_identical_to_embedded_also_after_a_kill(tmp_path: Path) -> None:
+    """The fleet writes the manifest on the shared filesystem: linked into place when
+    complete, byte for byte what an embedded --create writes, though its first
+    coordinator was killed halfway."""
+    work = tmp_path / "work"
+    _files(work, 300, nested=True)
+    (work / "d1" / 'odd "name"\nwith a newline').write_bytes(b"odd\n")
+    embedded = run(
+        "manifest", "--create", "--dir", "d0", "--dir", "d1", "-r", "d2/sub*/f00*",
+        "-m", "embedded.sha256", cwd=work, broker_url=None,
+    )  # fmt: skip
+    assert embedded.returncode == 0, embedded.stderr
+    env = _slow(tmp_path, "hash", 0.03)
+    with fleet(tmp_path, env, "a", "b") as crew:
+        args = ["--create", "--dir", "d0", "--dir", "d1", "-r", "d2/sub*/f00*"]
+        job = _submit(crew, work, *args, "-m", "fleet.sha256")
+        _wait(_checkpointed(crew, job, 40), why="a checkpoint past 40 files")
+        assert not (work / "fleet.sha256").exists()  # not before it is complete
+        crew.kill_coordinator(job)
+        crew.start("c")
+        code, status = _watch(crew, work, job)
+        again = _submit(crew, work, *args, "-m", "again.sha256")
+        assert _watch(crew, work, again)[0] == 0
+    assert code == 0, status
+    expected = (work / "embedded.sha256").read_bytes()
+    assert (work / "fleet.sha256").read_bytes() == expected
+    assert (work / "again.sha256").read_bytes() == expected
+    assert not [p for p in os.listdir(work) if p.endswith(".dmp-tmp")]
+
+
+def test_create_detach_never_writes_over_a_file(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    _files(work, 5)
+    (work / "taken.sha256").write_bytes(b"mine\n")
+    with fleet(tmp_path, {}, "a") as crew:
+        refused = run(
+            "manifest", "--create", "f*", "-m", "taken.sha256", "--detach",
+            cwd=work, broker_url=crew.url,
+        )  # fmt: skip
+        unreadable = _submit(
+            crew, work, "--create", "f0000", "nothing-here", "-m", "partial.sha256"
+        )
+        code, status = _watch(crew, work, unreadable)
+    assert refused.returncode == 1
+    assert b"taken.sha256: manifest already exists" in refused.stderr
+    assert (work / "taken.sha256").read_bytes() == b"mine\n"
+    assert code == 1
+    assert status["reason"] == "1 input could not be read; no manifest written"
+    assert not (work / "partial.sha256").exists()
+    assert not [p for p in os.listdir(work) if p.endswith(".dmp-tmp")]
+
+
+def test_a_job_longer_than_the_redelivery_timeout_is_coordinated_once(tmp_path: Path) -> None:
+    """The broker hands the coordinator's task out again after DMP_REDELIVERY_TIMEOUT;
+    the copy finds the lease held and ends at once."""
+    work = tmp_path / "work"
+    contents = _files(work, 160)
+    _manifest(work)
+    env = {**_slow(tmp_path, "check", 0.05), "DMP_REDELIVERY_TIMEOUT": "2"}
+    with fleet(tmp_path, env, "a", "b") as crew:
+        job = _submit(crew, work, "--check", "-m", "m.sha256")
+        code, status = _watch(crew, work, job)
+        info = _job(crew.client, job)
+        log = crew.log()
+    assert code == 0, status
+    assert status["counts"] == {"ok": len(contents)}
+    assert info["coordinations"] == "1"
+    assert f"job {job} is coordinated by another worker" in log
+
+
+def test_submitting_reads_only_the_first_entry(tmp_path: Path) -> None:
+    """With no worker alive, a detached check of 100,000 lines leaves its record and one
+    coordinator's task in Redis, and no batch: the coordinator reads the manifest."""
+    work = tmp_path / "work"
+    work.mkdir()
+    line = b"0" * 64 + b'  "missing"\n'
+    (work / "big.sha256").write_bytes(line * 100_000)
+    with redis_server() as server:
+        client = redis.Redis.from_url(server.url)
+        submitted = run(
+            "manifest", "--check", "-m", "big.sha256", "--detach", cwd=work, broker_url=server.url
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        job = submitted.stdout.decode().strip()
+        queued = {key.decode(): client.llen(key) for key in client.keys("dmp.*")}
+        held = sum(client.memory_usage(key) or 0 for key in client.keys("*"))
+        listed = run("job", "list", cwd=work, broker_url=server.url)
+        client.close()
+    assert queued == {"dmp.coord": 1}
+    assert held < 20_000  # the 100,000 lines would take megabytes
+    assert f"{job}  " in listed.stdout.decode() and " queued " in listed.stdout.decode()
+
+
+@contextmanager
+def _aof_redis(workdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    exe = redis_server_path()
+    assert exe is not None
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir),
+         "--appendonly", "yes", "--appendfsync", "always"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, proc)
+        yield proc
+    finally:
+        stop(proc)
+
+
+def test_redis_restarted_with_aof_mid_job_the_job_goes_on(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    contents = _files(work, 240)
+    _manifest(work)
+    data = tmp_path / "redis"
+    data.mkdir()
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    env = _slow(tmp_path, "check", 0.03)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with ExitStack() as stack:
+        first = stack.enter_context(_aof_redis(data, port))
+        crew = Fleet(url, logs, env, stack)
+        crew.start("a")
+        crew.start("b")
+        job = _submit(crew, work, "--check", "-m", "m.sha256")
+        _wait(_files_done(crew, job, 60), why="60 files checked")
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        time.sleep(2)
+        stack.enter_context(_aof_redis(data, port))
+        code, status = _watch(crew, work, job)
+    assert code == 0, status
+    assert status["counts"] == {"ok": len(contents)}
+    assert status["files"] == status["total"] == len(contents)
+
+
+def test_redis_that_lost_its_data_is_said_and_a_rerun_finishes(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    contents = _files(work, 240)
+    _manifest(work)
+    vault = new_vault("file", tmp_path)
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {**_slow(tmp_path, "upload", 0.03), **vault.env}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    empty = tmp_path / "redis"
+    empty.mkdir()
+    with ExitStack() as stack:
+        first = stack.enter_context(_aof_redis(empty, port))
+        crew = Fleet(url, logs, env, stack)
+        crew.start("a")
+        job = _submit(crew, work, "--archive", "-m", "m.sha256")
+        _wait(_files_done(crew, job, 40), why="40 files archived")
+        watcher = subprocess.Popen(
+            [*_dmp(), "job", "watch", job], cwd=work, env=_env(url),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        stack.callback(stop, watcher)
+        time.sleep(1)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        for name in os.listdir(empty):  # its data gone with it
+            path = empty / name
+            if path.is_dir():
+                for inner in path.iterdir():
+                    inner.unlink()
+                path.rmdir()
+            else:
+                path.unlink()
+        stack.enter_context(_aof_redis(empty, port))
+        _, err = watcher.communicate(timeout=60)
+        _wait(lambda: "is gone from Redis" in crew.log(), why="a worker says the job is gone")
+        rerun = _submit(crew, work, "--archive", "-m", "m.sha256")
+        code, status = _watch(crew, work, rerun)
+    assert watcher.returncode == 1
+    lines = err.decode().splitlines()
+    assert lines[-1] == (
+        f"dmp: job {job} is gone from the broker at {url} (Redis restarted without its "
+        "data?); run the command again to finish the work"
+    ), err
+    assert code == 0, status
+    assert sum(status["counts"].values()) == len(contents)  # type: ignore[attr-defined]
+    stored = vault.objects()
+    for data in contents.values():
+        assert stored[digest_key(hashlib.sha256(data).hexdigest())] == data
+
+
+def _dmp() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "dmp_cli"]
+
+
+def _env(url: str) -> dict[str, str]:
+    from tests.integration.fleet import fleet_env
+
+    return fleet_env(url)
