@@ -15,6 +15,7 @@ from concurrent.futures import Executor as PoolExecutor
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Protocol
 
+from dmp_cli.inputs import Inputs, Lister
 from dmp_cli.ops import kind_of, run_batch
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
@@ -35,6 +36,11 @@ class Executor(Protocol):
         """Run ``work.op`` on every item; yield one row per item, in the items' order.
         ``on_bytes`` hears of the bytes transfers move, as they move, where the executor
         can tell (else the rows' ``bytes`` are all there is)."""
+        ...
+
+    def lister(self, inputs: Inputs) -> Lister | None:
+        """What lists the directories of a --create walk of ``inputs``, if not this
+        process (the fleet's workers list them, ahead of the walk)."""
         ...
 
     def close(self) -> None: ...
@@ -137,6 +143,9 @@ class LocalExecutor:
         finally:
             for future in pending:
                 future.cancel()
+
+    def lister(self, inputs: Inputs) -> Lister | None:
+        return None  # walks list their directories here, as they go
 
     def close(self) -> None:
         for pool in self._pools.values():

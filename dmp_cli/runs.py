@@ -134,6 +134,7 @@ def create(
     counts = counts if counts is not None else CreateCounts()
     unmatched: list[tuple[str, str]] = []
     try:
+        lister = lister or executor.lister(inputs)
         items = walk_items(inputs, lambda pattern, why: unmatched.append((pattern, why)), lister)
         if target:
             items = _without_temp(items, target.temp)

@@ -33,6 +33,7 @@ from celery.result import AsyncResult
 
 from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.executor import batches
+from dmp_cli.inputs import Inputs
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
 from dmp_cli.store import StorePool
@@ -48,6 +49,7 @@ from dmp_tasks.routing import (
     queue_for,
 )
 from dmp_tasks.tasks import batch_signature
+from dmp_tasks.walk import FleetLister
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -279,7 +281,12 @@ class _Submitter:
             result = self.callbacks.pop(window)
             remaining = max(0.1, deadline - time.monotonic())
             try:
-                result.get(timeout=remaining, follow_parents=False, propagate=False)
+                result.get(
+                    timeout=remaining,
+                    follow_parents=False,
+                    propagate=False,
+                    disable_sync_subtasks=False,  # a coordinator waits on its chords
+                )
             except Exception:  # the rows are all in; a late callback only delays the record
                 return
             result.forget()
@@ -309,6 +316,8 @@ class CeleryExecutor:
         # of its own.
         self.app = app or client_app(broker_url)
         self.coordination = coordination
+        self._listers: list[FleetLister] = []
+        self._job: str | None = None  # the attached job going on, for messages
         # For a run to ask whether the stores can be used before it sends work; the
         # workers make their own.
         self.stores = StorePool()
@@ -328,7 +337,7 @@ class CeleryExecutor:
         if self.coordination:
             yield from self._map_coordinated(work, items, self.coordination)
             return
-        job = new_job_id()
+        job = self._job = new_job_id()
         finished = False
         try:  # from the start: an interrupt at any point cancels the job
             self._create(job, work.op)
@@ -340,7 +349,29 @@ class CeleryExecutor:
             if not finished:
                 self._abandon(job)
 
+    def lister(self, inputs: Inputs) -> FleetLister | None:
+        """The workers list the directories of a --dir walk, ahead of it."""
+        if not inputs.dirs:
+            return None
+        lister = FleetLister(
+            self.app, os.getcwd(), list(inputs.dirs), inputs.recursive, self._listing_wait
+        )
+        self._listers.append(lister)
+        return lister
+
+    def _listing_wait(self) -> None:
+        """While a listing is awaited: stop if the job can go no further."""
+        coordination = self.coordination
+        if coordination is None:
+            self._warn_if_no_worker(self._job or "?", "hash")
+            return
+        if coordination.lost.is_set():
+            raise LeaseLost(f"job {coordination.job} is coordinated elsewhere now")
+        self._check_cancelled(coordination.job)
+
     def close(self) -> None:
+        for lister in self._listers:
+            lister.close()
         self.stores.close()
         self.store.client.close()
 

@@ -22,6 +22,7 @@ import redis
 from celery import Celery, Signature
 from celery.signals import worker_process_shutdown
 
+from dmp_cli import inputs
 from dmp_cli.ops import Context, operation_named
 from dmp_cli.ops import run_batch as run_local
 from dmp_cli.options import Work
@@ -226,6 +227,15 @@ def batch_signature(
     if op in ("hash", "check"):
         args += (op == "check",)
     return (sender or app).signature(TASKS[op], args=args, immutable=True)
+
+
+@app.task(name="dmp.list_dir")
+def list_dir(directory: str, cwd: str) -> dict[str, Any]:
+    """List a directory of a --create walk, with its files' sizes (``dmp_cli.inputs``):
+    the walk itself stays with its coordinator, which merges the listings in order."""
+    path = directory if os.path.isabs(directory) else os.path.join(cwd, directory)
+    listing = inputs.list_dir(path, sizes=True)
+    return {"entries": listing.entries, "error": listing.error, "errno": listing.errno}
 
 
 @app.task(name="dmp.window_done")

@@ -229,9 +229,7 @@ def create(
             raise UsageError("--create --detach cannot read --files-from standard input")
         return submit_job(
             app,
-            lambda executor: runs.submit_create(
-                inputs, manifest_path, executor, fmt=fmt or "dmp"
-            ),
+            lambda executor: runs.submit_create(inputs, manifest_path, executor, fmt=fmt or "dmp"),
         )
     out: Output = app.out
 
