@@ -55,8 +55,10 @@ def batches(
     max_items: int = MAX_BATCH_ITEMS,
     max_bytes: int = MAX_BATCH_BYTES,
     plan: Callable[[], tuple[int, int]] | None = None,
+    alone_bytes: int | None = None,
 ) -> Iterator[list[Item]]:
-    """Group items into batches bounded by count and by bytes; a huge file goes alone.
+    """Group items into batches bounded by count and by bytes; a huge file goes alone
+    (one over ``max_bytes``, or of ``alone_bytes`` or more).
 
     ``plan``, if given, is asked before each batch for its bound on the count (instead of
     ``max_items``) and for the bytes to assume for an item of unknown size (else 0): the
@@ -67,8 +69,9 @@ def batches(
     limit, guess = plan() if plan else (max_items, 0)
     for item in items:
         known = item.get("size")
+        alone = alone_bytes is not None and known is not None and known >= alone_bytes
         if batch and (
-            len(batch) >= limit or size + (guess if known is None else known) > max_bytes
+            alone or len(batch) >= limit or size + (guess if known is None else known) > max_bytes
         ):
             yield batch
             batch, size = [], 0
@@ -76,6 +79,11 @@ def batches(
                 limit, guess = plan()
         batch.append(item)
         size += guess if known is None else known
+        if alone:
+            yield batch
+            batch, size = [], 0
+            if plan:
+                limit, guess = plan()
     if batch:
         yield batch
 

@@ -45,6 +45,7 @@ from dmp_tasks.routing import (
     BLIND_BATCH_ITEMS,
     FIRST_BATCH_ITEMS,
     batch_items,
+    big_file_bytes,
     callback_queue,
     queue_for,
 )
@@ -396,7 +397,8 @@ class CeleryExecutor:
             )
         plan = _BatchPlan(self.store, job, batch_items(work.op), by_bytes=work.op != "head")
         groups = chain(
-            coordination.resent(source), batches(source, max_bytes=BATCH_BYTES, plan=plan)
+            coordination.resent(source),
+            batches(source, max_bytes=BATCH_BYTES, plan=plan, alone_bytes=big_file_bytes()),
         )
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * plan.most)))
         submitter = _Submitter(
@@ -457,7 +459,7 @@ class CeleryExecutor:
         # A row's bytes are what was read or moved; asking the vault reads nothing (its
         # rows' bytes are the sizes of the objects), so its batches are bounded by count.
         plan = _BatchPlan(self.store, job, most, by_bytes=op != "head")
-        groups = batches(items, max_bytes=BATCH_BYTES, plan=plan)
+        groups = batches(items, max_bytes=BATCH_BYTES, plan=plan, alone_bytes=big_file_bytes())
         # A chord goes out whole: at most half the files in flight, so that the window
         # overshoots its bound by no more than that.
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * most)))

@@ -72,6 +72,34 @@ def test_queues(io_op: str) -> None:
     assert queue_for("hash", huge) == queue_for(io_op, huge) == BIG_QUEUE
 
 
+def test_big_files_go_alone_to_the_big_queue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of DMP_BIG_FILE_BYTES or more is a batch of its own, in its place, however
+    roomy the batch it interrupts; the files around it batch as before."""
+    from dmp_cli.executor import batches
+
+    monkeypatch.setenv("DMP_BIG_FILE_BYTES", "1000")
+    items = [
+        {"path": "a", "size": 10},
+        {"path": "big1", "size": 1000},
+        {"path": "big2", "size": 5000},
+        {"path": "b", "size": 999},
+        {"path": "c"},
+    ]
+    groups = list(batches(items, max_items=10, max_bytes=1 << 30, alone_bytes=1000))
+    assert [[item["path"] for item in group] for group in groups] == [
+        ["a"],
+        ["big1"],
+        ["big2"],
+        ["b", "c"],
+    ]
+    assert [queue_for("hash", group) for group in groups] == [
+        HASH_QUEUE,
+        BIG_QUEUE,
+        BIG_QUEUE,
+        HASH_QUEUE,
+    ]
+
+
 def test_worker_argv() -> None:
     argv = worker_argv(4, "dmp.hash", None, "INFO", None)
     name = argv[argv.index("--hostname") + 1]

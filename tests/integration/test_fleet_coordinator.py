@@ -383,3 +383,38 @@ def _env(url: str) -> dict[str, str]:
     from tests.integration.fleet import fleet_env
 
     return fleet_env(url)
+
+
+def test_walk_listed_by_workers_big_files_spread_over_them(tmp_path: Path) -> None:
+    """A --dir walk on the fleet: the workers list the directories (with sizes), so the
+    job knows its bytes from the start, and the huge files go one to a batch to dmp.big,
+    where each worker takes one at a time: both workers hash one. The manifest is the
+    embedded one."""
+    work = tmp_path / "work"
+    contents = _files(work / "tree", 20, nested=True)
+    big = 3 << 20
+    for i in range(3):
+        (work / "tree" / f"h{i}.big").write_bytes(bytes([i]) * big)
+    embedded = run(
+        "manifest", "--create", "--dir", "tree", "-r", "-m", "embedded.sha256",
+        cwd=work, broker_url=None,
+    )  # fmt: skip
+    assert embedded.returncode == 0, embedded.stderr
+    plan = tmp_path / "slow.json"
+    plan.write_text(json.dumps({"target": "op.hash", "victim": ".big", "delay": 1.0}))
+    env = {"DMP_TEST_FAULTS": str(plan), "DMP_BIG_FILE_BYTES": str(2 << 20)}
+    with fleet(tmp_path, env, "a", "b") as crew:
+        job = _submit(crew, work, "--create", "--dir", "tree", "-r", "-m", "fleet.sha256")
+        code, status = _watch(crew, work, job)
+        logs = {name: (crew.logs / f"{name}.log").read_text() for name in ("a", "b")}
+    assert code == 0, status
+    assert (work / "fleet.sha256").read_bytes() == (work / "embedded.sha256").read_bytes()
+    assert status["bytes_total"] == sum(map(len, contents.values())) + 3 * big
+    directories = 1 + sum(len(dirs) for _, dirs, _ in os.walk(work / "tree"))
+    listed = sum(
+        1 for log in logs.values() for line in log.splitlines()
+        if "Task dmp.list_dir[" in line and " succeeded " in line
+    )  # fmt: skip
+    assert listed == directories
+    alone = f"{{'s:ok': 1, 'files': 1, 'bytes': {big}}}"
+    assert all(alone in log for log in logs.values()), logs
