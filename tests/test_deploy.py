@@ -19,7 +19,7 @@ from dmp_cli.cli.worker import worker as worker_command
 from tests.servers import REPO
 
 ROOT = Path(REPO)
-QUEUES = {"dmp.hash", "dmp.transfer", "dmp.big"}
+QUEUES = {"dmp.hash", "dmp.transfer", "dmp.big", "dmp.coord"}
 
 
 @pytest.fixture(scope="module")
