@@ -1,0 +1,237 @@
+"""Benchmark of jobs that live on the fleet, on this machine.
+
+    PYTHONPATH=. python bench/bench_jobs.py [--sizes 100000,1000000,10000000] [--tree 1000000]
+
+1. A detached `--check` of synthetic manifests (lines naming files that do not exist, so
+   that the workers do next to nothing and the fleet's own costs show), for each size:
+   the time `--detach` takes to return (median of 3 submissions), then one job run to its
+   end by 2 local workers: Redis's peak memory above idle while it runs (it must stay
+   flat as the job grows), the coordinator's peak RSS, and files per second end to end.
+2. A `--create` walk of a tree of TREE empty files (1000 to a directory): embedded, and
+   attached to 2 local workers that list its directories and hash its files (median of 3
+   each, in turn), and the walk alone, listed here or by the workers.
+
+Starts its own redis-server and workers on loopback and stops them at the end; writes
+JSON to bench/results/jobs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = str(Path(__file__).resolve().parent.parent)
+sys.path.insert(0, REPO)
+
+import redis  # noqa: E402
+
+from tests.integration.fleet import fleet_env, worker  # noqa: E402
+from tests.servers import redis_server  # noqa: E402
+
+DATA = Path(REPO) / "bench" / "data"
+RESULTS = Path(REPO) / "bench" / "results"
+
+
+def synthetic_manifest(items: int) -> Path:
+    path = DATA / f"synthetic-{items}.sha256"
+    if not path.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(".tmp")
+        digest = "0" * 64
+        with open(temp, "w") as stream:
+            for start in range(0, items, 100_000):
+                stream.write(
+                    "".join(
+                        f'{digest}  "synthetic/d{i // 1000:05}/f{i:08}"\n'
+                        for i in range(start, min(items, start + 100_000))
+                    )
+                )
+        temp.rename(path)
+    return path
+
+
+def empty_tree(files: int) -> Path:
+    tree = DATA / f"empty-tree-{files}"
+    if (tree / ".complete").exists():
+        return tree
+    for i in range(files):
+        if i % 1000 == 0:
+            directory = tree / f"d{i // 1000:05}"
+            directory.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(directory / f"f{i:07}", os.O_CREAT | os.O_WRONLY, 0o644))
+    (tree / ".complete").touch()
+    return tree
+
+
+def warm(path: Path) -> None:
+    """Read the file, or list the tree, so that the page cache holds it."""
+    if path.is_file():
+        with open(path, "rb") as stream:
+            while stream.read(1 << 20):
+                pass
+    else:
+        for _ in os.walk(path):
+            pass
+
+
+def dmp(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "dmp_cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    return time.perf_counter() - started, done.stdout.decode().strip()
+
+
+class Sampler:
+    """Samples Redis's used memory, and a process's RSS once it is known, in a thread."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.base = self.redis_peak = int(client.info("memory")["used_memory"])
+        self.pid: int | None = None
+        self.rss_peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.redis_peak = max(self.redis_peak, int(self.client.info("memory")["used_memory"]))
+            if self.pid:
+                try:
+                    for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            self.rss_peak = max(self.rss_peak, int(line.split()[1]) * 1024)
+                except OSError:
+                    pass
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def job_info(client: Any, job: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in client.hgetall(f"dmp:job:{job}").items()}
+
+
+def bench_detached(url: str, items: int) -> dict[str, Any]:
+    manifest = synthetic_manifest(items)
+    env = fleet_env(url)
+    client = redis.Redis.from_url(url)
+    args = ["manifest", "--check", "--detach", "-m", manifest.name]
+    submits = []
+    for _ in range(3):  # submitted and cancelled: the time to return is what is measured
+        warm(manifest)
+        seconds, job = dmp(args, manifest.parent, env)
+        submits.append(seconds)
+        dmp(["job", "cancel", job], manifest.parent, env)
+    time.sleep(2)  # the cancelled jobs' coordinators end
+    warm(manifest)
+    with Sampler(client) as sampler:
+        _, job = dmp(args, manifest.parent, env)
+        while True:
+            info = job_info(client, job)
+            owner = info.get("coordinator")
+            if owner and sampler.pid is None:
+                sampler.pid = int(owner.split(":")[1])
+            if info.get("state") != "active":
+                break
+            time.sleep(0.2)
+    info = job_info(client, job)
+    elapsed = float(info["finished"]) - float(info["created"])
+    client.close()
+    return {
+        "items": items,
+        "submit_s": statistics.median(submits),
+        "submit_runs": submits,
+        "redis_peak_mb": (sampler.redis_peak - sampler.base) / 2**20,
+        "coordinator_rss_mb": sampler.rss_peak / 2**20,
+        "files": int(info.get("files", 0)),
+        "seconds": elapsed,
+        "files_per_s": int(info.get("files", 0)) / elapsed,
+    }
+
+
+def bench_walk(url: str, files: int, runs: int) -> dict[str, Any]:
+    tree = empty_tree(files)
+    args = ["manifest", "--create", "--dir", tree.name, "--recursive"]
+    embedded, fleet = [], []
+    for _ in range(runs):
+        warm(tree)
+        embedded.append(dmp(args, tree.parent, fleet_env(None))[0])
+        warm(tree)
+        fleet.append(dmp(args, tree.parent, fleet_env(url))[0])
+    from dmp_cli.inputs import Inputs, walk_items
+    from dmp_tasks.executor import CeleryExecutor
+
+    inputs = Inputs(dirs=[tree.name], recursive=True)
+    here, listed = [], []
+    cwd = os.getcwd()
+    os.chdir(tree.parent)
+    try:
+        for _ in range(runs):
+            warm(tree)
+            started = time.perf_counter()
+            count = sum(1 for _ in walk_items(inputs, lambda *_: None))
+            here.append(time.perf_counter() - started)
+            warm(tree)
+            with CeleryExecutor(url) as executor:
+                started = time.perf_counter()
+                walk = walk_items(inputs, lambda *_: None, executor.lister(inputs))
+                assert sum(1 for _ in walk) == count
+                listed.append(time.perf_counter() - started)
+    finally:
+        os.chdir(cwd)
+    return {
+        "files": count,
+        "create_embedded_s": statistics.median(embedded),
+        "create_fleet_s": statistics.median(fleet),
+        "walk_here_s": statistics.median(here),
+        "walk_by_workers_s": statistics.median(listed),
+        "runs": {"embedded": embedded, "fleet": fleet, "here": here, "listed": listed},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="100000,1000000,10000000")
+    parser.add_argument("--tree", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=3)
+    options = parser.parse_args()
+    results: dict[str, Any] = {"detached": [], "walk": None}
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        redis_server() as server,
+        worker(server.url, "bench1", Path(logs), concurrency=2),
+        worker(server.url, "bench2", Path(logs), concurrency=2),
+    ):
+        for size in map(int, options.sizes.split(",")) if options.sizes else []:
+            found = bench_detached(server.url, size)
+            print(json.dumps(found), flush=True)
+            results["detached"].append(found)
+        if options.tree:
+            results["walk"] = bench_walk(server.url, options.tree, options.runs)
+            print(json.dumps(results["walk"]), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "jobs.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
