@@ -22,13 +22,13 @@ import redis
 from celery import Celery, Signature
 from celery.signals import worker_process_shutdown
 
-from dmp_cli import inputs
 from dmp_cli.ops import Context, operation_named
 from dmp_cli.ops import run_batch as run_local
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row, Status
 from dmp_cli.rules import Command, failing
 from dmp_cli.store import StorePool
+from dmp_tasks import walk
 from dmp_tasks.app import app
 from dmp_tasks.jobs import ERRORS_KEPT, JobStore
 
@@ -229,13 +229,12 @@ def batch_signature(
     return (sender or app).signature(TASKS[op], args=args, immutable=True)
 
 
-@app.task(name="dmp.list_dir")
-def list_dir(directory: str, cwd: str) -> dict[str, Any]:
-    """List a directory of a --create walk, with its files' sizes (``dmp_cli.inputs``):
-    the walk itself stays with its coordinator, which merges the listings in order."""
-    path = directory if os.path.isabs(directory) else os.path.join(cwd, directory)
-    listing = inputs.list_dir(path, sizes=True)
-    return {"entries": listing.entries, "error": listing.error, "errno": listing.errno}
+@app.task(name="dmp.list_dirs")
+def list_dirs(directories: list[str], cwd: str, budget: int) -> list[Any]:
+    """List directories of a --create walk, with their files' sizes, and (within
+    ``budget`` entries) the directories below them: the walk itself stays with its
+    coordinator, which merges the listings in order (``dmp_tasks.walk``)."""
+    return walk.list_dirs(directories, cwd, budget)
 
 
 @app.task(name="dmp.window_done")
