@@ -178,8 +178,9 @@ def _walk(directory: str, recursive: bool, lister: Lister) -> Iterator[Item]:
     if listing.error is not None:
         yield problem(directory, listing.error, listing.errno)
         return
+    prefix = directory if directory.endswith("/") else directory + "/"
     for name, kind, detail in listing.entries:
-        path = os.path.join(directory, name)
+        path = prefix + name  # os.path.join's result (a name has no "/"), faster
         if kind == "d":
             if recursive:
                 yield from _walk(path, recursive, lister)

@@ -64,8 +64,14 @@ class Context:
 
     def path(self, path: str) -> str:
         """A manifest path as this process must open it: against the job's directory."""
+        if self._prefix is None or path.startswith("/"):
+            return path
+        return self._prefix + path  # os.path.join's result, at a tenth of its cost
+
+    @cached_property
+    def _prefix(self) -> str | None:
         cwd = self.work.cwd
-        return path if cwd is None or path.startswith("/") else os.path.join(cwd, path)
+        return None if cwd is None else cwd if cwd.endswith("/") else cwd + "/"
 
 
 # An operation's result: a row, or (for a big file finishing on a thread) its future.

@@ -127,13 +127,21 @@ _GONE = (
 
 
 def run_batch(
-    job: str, index: int, op: str, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
+    job: str,
+    index: int,
+    op: str,
+    batch: list[Item] | str,
+    config: dict[str, Any],
+    stream: bool,
+    cwd: str,
 ) -> dict[str, int]:
     """Run one batch of ``op``, publish its rows once, and return its counts for the
     chord. The tasks below, one for each kind of work, are this with their operation.
-    ``config`` holds the job's stores and options as JSON (see ``Work``); relative paths
-    mean what they mean in ``cwd``, the submitter's directory (workers share the
-    filesystem; the process's own directory is never changed)."""
+    ``batch`` is the items, as JSON (see ``batch_signature``); ``config`` holds the
+    job's stores and options as JSON (see ``Work``); relative paths mean what they mean
+    in ``cwd``, the submitter's directory (workers share the filesystem; the process's
+    own directory is never changed)."""
+    items: list[Item] = json.loads(batch) if isinstance(batch, str) else batch
     try:
         store = job_store()
         work = Work(op, cwd, config.get("stores"), config.get("options"))
@@ -168,7 +176,7 @@ def run_batch(
 def hash_batch(
     job: str,
     index: int,
-    items: list[Item],
+    items: list[Item] | str,
     config: dict[str, Any],
     stream: bool,
     cwd: str,
@@ -180,7 +188,12 @@ def hash_batch(
 
 @app.task(name="dmp.head_batch")
 def head_batch(
-    job: str, index: int, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
+    job: str,
+    index: int,
+    items: list[Item] | str,
+    config: dict[str, Any],
+    stream: bool,
+    cwd: str,
 ) -> dict[str, int]:
     """Ask the vault whether it holds each checksum of a batch (--vault)."""
     return run_batch(job, index, "head", items, config, stream, cwd)
@@ -188,7 +201,12 @@ def head_batch(
 
 @app.task(name="dmp.upload_batch")
 def upload_batch(
-    job: str, index: int, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
+    job: str,
+    index: int,
+    items: list[Item] | str,
+    config: dict[str, Any],
+    stream: bool,
+    cwd: str,
 ) -> dict[str, int]:
     """Archive a batch of files to the vault (--archive)."""
     return run_batch(job, index, "upload", items, config, stream, cwd)
@@ -196,7 +214,12 @@ def upload_batch(
 
 @app.task(name="dmp.download_batch")
 def download_batch(
-    job: str, index: int, items: list[Item], config: dict[str, Any], stream: bool, cwd: str
+    job: str,
+    index: int,
+    items: list[Item] | str,
+    config: dict[str, Any],
+    stream: bool,
+    cwd: str,
 ) -> dict[str, int]:
     """Fetch a batch of files from the vault, verified (--fetch)."""
     return run_batch(job, index, "download", items, config, stream, cwd)
@@ -223,7 +246,9 @@ def batch_signature(
 ) -> Signature:
     """The task that runs a batch of ``op``, with its arguments, to be sent by ``sender``
     (an app of the submitter's own; by default the fleet's)."""
-    args: tuple[Any, ...] = (job, index, items, config, stream, cwd)
+    # The items go as a JSON string: kombu's decoder calls a hook for every object it
+    # meets, which costs the workers more than hashing a small file; a string is one.
+    args: tuple[Any, ...] = (job, index, json.dumps(items), config, stream, cwd)
     if op in ("hash", "check"):
         args += (op == "check",)
     return (sender or app).signature(TASKS[op], args=args, immutable=True)
