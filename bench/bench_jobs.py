@@ -7,9 +7,10 @@
    the time `--detach` takes to return (median of 3 submissions), then one job run to its
    end by 2 local workers: Redis's peak memory above idle while it runs (it must stay
    flat as the job grows), the coordinator's peak RSS, and files per second end to end.
-2. A `--create` walk of a tree of TREE empty files (1000 to a directory): embedded, and
-   attached to 2 local workers that list its directories and hash its files (median of 3
-   each, in turn), and the walk alone, listed here or by the workers.
+2. A `--create` of a tree of TREE empty files (1000 to a directory): embedded, and
+   detached to 2 local workers, whose coordinator has them list the directories, and
+   which hash the files (median of 3 each, in turn; the manifests compared), and the walk
+   alone, listed here or by the workers.
 
 Starts its own redis-server and workers on loopback and stops them at the end; writes
 JSON to bench/results/jobs.json.
@@ -170,16 +171,36 @@ def bench_detached(url: str, items: int) -> dict[str, Any]:
 
 
 def bench_walk(url: str, files: int, runs: int) -> dict[str, Any]:
+    """A --create of the tree: embedded, and detached (its coordinator's walk listed by
+    the workers), in turn; then the walk alone, here and listed by the workers."""
     tree = empty_tree(files)
     args = ["manifest", "--create", "--dir", tree.name, "--recursive"]
+    client = redis.Redis.from_url(url)
     embedded, fleet = [], []
-    for _ in range(runs):
+    for run in range(runs):
         warm(tree)
-        embedded.append(dmp(args, tree.parent, fleet_env(None))[0])
+        embedded.append(
+            dmp([*args, "-m", f"/tmp/walk-e{run}.sha256"], tree.parent, fleet_env(None))[0]
+        )
         warm(tree)
-        fleet.append(dmp(args, tree.parent, fleet_env(url))[0])
+        _, job = dmp(
+            [*args, "--detach", "-m", f"/tmp/walk-f{run}.sha256"], tree.parent, fleet_env(url)
+        )
+        while job_info(client, job).get("state") == "active":
+            time.sleep(0.2)
+        info = job_info(client, job)
+        fleet.append(float(info["finished"]) - float(info["created"]))
+        same = (
+            Path(f"/tmp/walk-e{run}.sha256").read_bytes()
+            == Path(f"/tmp/walk-f{run}.sha256").read_bytes()
+        )
+        assert same, "the fleet's manifest differs"
+        for name in (f"/tmp/walk-e{run}.sha256", f"/tmp/walk-f{run}.sha256"):
+            os.unlink(name)
+    client.close()
     from dmp_cli.inputs import Inputs, walk_items
-    from dmp_tasks.executor import CeleryExecutor
+    from dmp_tasks.app import client_app
+    from dmp_tasks.walk import FleetLister
 
     inputs = Inputs(dirs=[tree.name], recursive=True)
     here, listed = [], []
@@ -192,17 +213,16 @@ def bench_walk(url: str, files: int, runs: int) -> dict[str, Any]:
             count = sum(1 for _ in walk_items(inputs, lambda *_: None))
             here.append(time.perf_counter() - started)
             warm(tree)
-            with CeleryExecutor(url) as executor:
-                started = time.perf_counter()
-                walk = walk_items(inputs, lambda *_: None, executor.lister(inputs))
-                assert sum(1 for _ in walk) == count
-                listed.append(time.perf_counter() - started)
+            lister = FleetLister(client_app(url), str(tree.parent), inputs.dirs, True)
+            started = time.perf_counter()
+            assert sum(1 for _ in walk_items(inputs, lambda *_: None, lister)) == count
+            listed.append(time.perf_counter() - started)
     finally:
         os.chdir(cwd)
     return {
         "files": count,
         "create_embedded_s": statistics.median(embedded),
-        "create_fleet_s": statistics.median(fleet),
+        "create_detached_s": statistics.median(fleet),
         "walk_here_s": statistics.median(here),
         "walk_by_workers_s": statistics.median(listed),
         "runs": {"embedded": embedded, "fleet": fleet, "here": here, "listed": listed},
