@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from celery import chord
 from celery.result import AsyncResult
 
-from dmp_cli.errors import BrokerError, DmpError
+from dmp_cli.errors import BrokerError, DmpError, UsageError
 from dmp_cli.executor import batches
 from dmp_cli.inputs import Inputs
 from dmp_cli.options import Work
@@ -62,6 +62,19 @@ BATCHES_IN_FLIGHT = 32
 BATCHES_PER_CHORD = 16
 RAMP_CHORDS = 3
 READ_BLOCK_MS = 1000
+
+
+def _setting(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < 1:
+        raise UsageError(f"{name} must be at least 1")
+    return value
 
 
 class _Answered(Exception):
@@ -304,9 +317,9 @@ class CeleryExecutor:
         broker_url: str,
         on_message: Callable[[str], None] | None = None,
         *,
-        in_flight: int = BATCHES_IN_FLIGHT,
+        in_flight: int | None = None,
         per_chord: int = BATCHES_PER_CHORD,
-        files_in_flight: int = FILES_IN_FLIGHT,
+        files_in_flight: int | None = None,
         label: str | None = None,
         app: Celery | None = None,
         coordination: Coordination | None = None,
@@ -323,8 +336,11 @@ class CeleryExecutor:
         self.stores = StorePool()
         self.store = JobStore(broker_url)
         self.store.ping()  # an unreachable broker is an error now, not a hang later
+        # The window: DMP_BATCHES_IN_FLIGHT and DMP_FILES_IN_FLIGHT, for a fleet with more
+        # processes than the default keeps busy (see the README's estimate).
+        in_flight = in_flight or _setting("DMP_BATCHES_IN_FLIGHT", BATCHES_IN_FLIGHT)
         self.in_flight = max(in_flight, per_chord)
-        self.files_in_flight = files_in_flight
+        self.files_in_flight = files_in_flight or _setting("DMP_FILES_IN_FLIGHT", FILES_IN_FLIGHT)
         self.per_chord = per_chord
         self.label = label or " ".join(["dmp", *sys.argv[1:]])[:500]
         self._checked_workers = self._said = False

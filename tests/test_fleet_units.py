@@ -282,3 +282,18 @@ def test_a_batch_resolves_paths_against_the_jobs_directory(tmp_path: Path) -> No
     [row] = ops.run_batch(Work("hash", cwd=str(tmp_path / "nowhere")), [{"path": "f", "line": 3}])
     assert row["status"] == "unreadable" and row["line"] == 3
     assert row["error"] == f"working directory {tmp_path / 'nowhere'} not usable on this worker"
+
+
+def test_window_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DMP_BATCHES_IN_FLIGHT and DMP_FILES_IN_FLIGHT size the window; nonsense is a
+    usage error that names the setting."""
+    from dmp_cli.errors import UsageError
+    from dmp_tasks.executor import BATCHES_IN_FLIGHT, FILES_IN_FLIGHT, _setting
+
+    assert _setting("DMP_BATCHES_IN_FLIGHT", BATCHES_IN_FLIGHT) == BATCHES_IN_FLIGHT
+    monkeypatch.setenv("DMP_FILES_IN_FLIGHT", "100000")
+    assert _setting("DMP_FILES_IN_FLIGHT", FILES_IN_FLIGHT) == 100_000
+    for bad in ("lots", "0"):
+        monkeypatch.setenv("DMP_BATCHES_IN_FLIGHT", bad)
+        with pytest.raises(UsageError, match="DMP_BATCHES_IN_FLIGHT must"):
+            _setting("DMP_BATCHES_IN_FLIGHT", BATCHES_IN_FLIGHT)
