@@ -281,7 +281,7 @@ class _Submitter:
         self._reaped = now
         for window in [w for w in self.callbacks if w < self.window_of(next_batch)]:
             if self.callbacks[window].ready():
-                self.callbacks.pop(window).forget()
+                self.callbacks.pop(window).forget()  # and its batches' results
 
     def finished(self, window: int) -> bool:
         result = self.callbacks.get(window)
@@ -507,6 +507,7 @@ class CeleryExecutor:
                 submitter.submit_window()
             if coordination and (
                 time.monotonic() - checkpointed >= coordination.every
+                or len(used_ids) >= self.in_flight  # the rows kept for a takeover: bounded
                 or (submitter.exhausted and next_batch >= submitter.batches)
             ):
                 self._checkpoint(coordination, next_batch, gathered, used_ids)
