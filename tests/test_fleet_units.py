@@ -248,7 +248,7 @@ def test_each_kind_of_work_has_its_task(
     calls: list[tuple[object, ...]] = []
     monkeypatch.setattr(tasks, "run_batch", lambda *args: calls.append(args) or {"files": 1})
     assert tasks.app.tasks[name](*signature.args) == {"files": 1}
-    assert calls == [("job", 3, op, items, {}, True, "/work")]
+    assert calls == [("job", 3, op, json.dumps(items), {}, True, "/work")]  # items as JSON
 
 
 def test_asking_the_vault_is_batched_by_count_alone() -> None:
