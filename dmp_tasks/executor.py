@@ -343,7 +343,7 @@ class CeleryExecutor:
         self.files_in_flight = files_in_flight or _setting("DMP_FILES_IN_FLIGHT", FILES_IN_FLIGHT)
         self.per_chord = per_chord
         self.label = label or " ".join(["dmp", *sys.argv[1:]])[:500]
-        self._checked_workers = self._said = False
+        self._checked_workers = False
 
     # the Executor protocol -------------------------------------------------
     def map(
@@ -432,12 +432,13 @@ class CeleryExecutor:
         fields = {rule: 1 for rule, on in rules.items() if on}
         self._create(job, op, {**fields, "plan": json.dumps(plan)}, coordinated=True)
         try:
-            # Coordinators first, then the workers its batches need.
-            for queue in (COORD_QUEUE, callback_queue(op)):
-                self._checked_workers = False
-                self._warn_if_no_worker(job, queue)
-                if self._said:
-                    break
+            # Coordinators first, then the workers its batches need: the first missing.
+            if self.on_message is not None:
+                for queue in (COORD_QUEUE, callback_queue(op)):
+                    message = no_worker_message(self.app, self.broker_url, job, queue)
+                    if message:
+                        self.on_message(message)
+                        break
             self.app.signature("dmp.coordinate", args=(job,)).set(queue=COORD_QUEUE).apply_async()
         except BaseException as exc:
             self._abandon(job)
@@ -591,14 +592,13 @@ class CeleryExecutor:
             )
 
     def _warn_if_no_worker(self, job: str, op: str) -> None:
-        """Say so if no live worker takes from the queue the job's batches (or, for
-        ``op`` a queue's name, that queue) go to; asked once: see ``no_worker_message``."""
+        """Say so if no live worker takes from the queue the job's batches go to (asked
+        once: see ``no_worker_message``)."""
         if self._checked_workers or self.on_message is None:
             return
         self._checked_workers = True
         message = no_worker_message(self.app, self.broker_url, job, op)
         if message:
-            self._said = True
             self.on_message(message)
 
     def _abandon(self, job: str) -> None:
