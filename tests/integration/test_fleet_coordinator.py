@@ -417,3 +417,23 @@ def test_walk_listed_by_workers_big_files_spread_over_them(tmp_path: Path) -> No
     assert listed  # by the workers, not by the coordinator
     alone = f"{{'s:ok': 1, 'files': 1, 'bytes': {big}}}"
     assert all(alone in log for log in logs.values()), logs
+
+
+def test_cancelled_detached_create_leaves_nothing_behind(tmp_path: Path) -> None:
+    """`dmp job cancel` of a --create --detach: its coordinator stops at its next
+    checkpoint, and neither the manifest nor its temporary file is left."""
+    work = tmp_path / "work"
+    _files(work, 200)
+    with fleet(tmp_path, _slow(tmp_path, "hash", 0.05), "a") as crew:
+        job = _submit(crew, work, "--create", "f*", "-m", "out.sha256")
+        _wait(_checkpointed(crew, job, 8), why="a checkpoint")
+        assert any(name.endswith(".dmp-tmp") for name in os.listdir(work))
+        cancelled = run("job", "cancel", job, cwd=work, broker_url=crew.url)
+        assert cancelled.returncode == 0, cancelled.stderr
+        _wait(lambda: not crew.client.sismember("dmp:coordinated", job), why="the end")
+        watched = run("job", "watch", job, cwd=work, broker_url=crew.url)
+        log = crew.log()
+    assert watched.returncode == 1
+    assert f"job {job}: cancelled" in log
+    assert not (work / "out.sha256").exists()
+    assert not [name for name in os.listdir(work) if name.endswith(".dmp-tmp")]
