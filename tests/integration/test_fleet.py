@@ -235,6 +235,35 @@ def test_detach_needs_a_broker(tree: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--create", "a"),
+            b"dmp: --detach needs DMP_BROKER_URL (a fleet of workers to run the job)\n",
+        ),
+        (
+            ("--check", "-m", "-"),
+            b"dmp: --detach needs a manifest file (the fleet cannot read stdin)\n",
+        ),
+    ],
+)
+def test_detach_usage(tree: Path, args: tuple[str, ...], message: bytes) -> None:
+    broker = None if args[0] == "--create" else "redis://127.0.0.1:1/0"
+    result = run("manifest", *args, "--detach", cwd=tree, broker_url=broker)
+    assert result.stderr == message
+    assert result.returncode == 2
+
+
+def test_create_detach_needs_a_manifest_file(fleet: str, tree: Path) -> None:
+    for where in ([], ["-m", "-"]):
+        result = run("manifest", "--create", "a", *where, "--detach", cwd=tree, broker_url=fleet)
+        assert result.returncode == 2
+        assert (
+            result.stderr == b"dmp: --create --detach needs --manifest FILE (the fleet writes it)\n"
+        )
+
+
 @pytest.mark.parametrize("command", ["status", "watch", "cancel"])
 def test_unknown_job(fleet: str, tree: Path, command: str) -> None:
     """No such job: exit 2, apart from a job that failed (1)."""
