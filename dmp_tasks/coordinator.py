@@ -42,55 +42,14 @@ from dmp_cli.rules import Command
 from dmp_tasks.app import app
 from dmp_tasks.config import COORD_QUEUE
 from dmp_tasks.executor import CeleryExecutor, Coordination
-from dmp_tasks.jobs import JobCancelled, JobGone, JobStore, LeaseLost
+from dmp_tasks.jobs import Heartbeat, JobCancelled, JobGone, JobStore, LeaseLost, lease_seconds
 from dmp_tasks.tasks import job_store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_SECONDS = 30.0
 # How long a coordinator rides out a broker that is away (restarting) before it leaves
 # the job to the watchdogs.
 BROKER_PATIENCE_S = 600.0
-
-
-def lease_seconds() -> float:
-    raw = os.environ.get("DMP_LEASE_SECONDS")
-    return max(1.0, float(raw)) if raw else DEFAULT_LEASE_SECONDS
-
-
-class _Heartbeat:
-    """Renews the lease every third of its life; sets ``lost`` if it cannot."""
-
-    def __init__(self, store: JobStore, job: str, owner: str, ttl_s: float) -> None:
-        self.store, self.job, self.owner, self.ttl_s = store, job, owner, ttl_s
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"dmp-lease-{job}", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        with contextlib.suppress(redis.RedisError):
-            self.store.release_lease(self.job, self.owner)
-
-    def _run(self) -> None:
-        renewed = time.monotonic()
-        while not self._stop.wait(self.ttl_s / 3):
-            try:
-                if not self.store.renew_lease(self.job, self.owner, int(self.ttl_s * 1000)):
-                    log.error("job %s: lease lost to another coordinator; stopping", self.job)
-                    self.lost.set()
-                    return
-                renewed = time.monotonic()
-            except redis.RedisError as exc:
-                if time.monotonic() - renewed > self.ttl_s:
-                    log.error("job %s: lease not renewed in %.0f s (%s)", self.job, self.ttl_s, exc)
-                    self.lost.set()
-                    return
 
 
 class JobFile(AtomicFile):
@@ -168,7 +127,7 @@ def coordinate(self: Any, job: str) -> str:
         log.info("job %s is coordinated by another worker", job)
         return "elsewhere"
     log.info("job %s: coordinating (%s) as %s", job, info.get("op"), owner)
-    with _Heartbeat(store, job, owner, ttl) as heartbeat:
+    with Heartbeat(store, job, owner, ttl) as heartbeat:
         return _coordinate(store, job, owner, heartbeat.lost)
 
 
@@ -310,8 +269,10 @@ def _create(
 
 
 class Watchdog(bootsteps.StartStopStep):
-    """In every worker: every third of the lease's life, a detached job whose
-    coordinator's lease has expired gets a new coordinator (one worker sends it)."""
+    """In every worker that coordinates: every third of the lease's life, a detached
+    job whose coordinator's lease has expired gets a new coordinator (one worker sends
+    it), and an attached job whose command's lease has expired is marked abandoned (its
+    batches not yet run are skipped)."""
 
     requires = ("celery.worker.components:Timer",)
 
@@ -342,6 +303,8 @@ class Watchdog(bootsteps.StartStopStep):
                 if self.store.claim_restart(job, 10 * ttl_ms):
                     log.warning("job %s: its coordinator is gone; sending another", job)
                     coordinate.apply_async((job,), queue=COORD_QUEUE)
+            for job in self.store.abandon_orphans():
+                log.warning("job %s: its command is gone; the job is abandoned", job)
         except Exception as exc:  # the worker goes on; the next scan tries again
             log.warning("watchdog: %s", str(exc).split("\n")[0])
 

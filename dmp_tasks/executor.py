@@ -39,7 +39,15 @@ from dmp_cli.rows import Item, Row
 from dmp_cli.store import StorePool
 from dmp_tasks.app import client_app
 from dmp_tasks.config import COORD_QUEUE, QUEUES, safe_url
-from dmp_tasks.jobs import JobCancelled, JobGone, JobStore, LeaseLost, broker_errors
+from dmp_tasks.jobs import (
+    Heartbeat,
+    JobCancelled,
+    JobGone,
+    JobStore,
+    LeaseLost,
+    broker_errors,
+    lease_seconds,
+)
 from dmp_tasks.routing import (
     BATCH_BYTES,
     BLIND_BATCH_ITEMS,
@@ -355,11 +363,15 @@ class CeleryExecutor:
             return
         job = new_job_id()
         finished = False
+        # The command holds the job's lease while it runs: if it vanishes (SIGKILL, a
+        # node lost) the lease expires and the job ends as abandoned, not going for ever.
+        owner, ttl = f"submitter:{socket.gethostname()}:{os.getpid()}", lease_seconds()
         try:  # from the start: an interrupt at any point cancels the job
-            self._create(job, work.op)
-            submitter = self._submitter(job, work, items, stream=True)
-            yield from self._gather(job, submitter)
-            submitter.wait()
+            self._create(job, work.op, submitter=(owner, int(ttl * 1000)))
+            with Heartbeat(self.store, job, owner, ttl):
+                submitter = self._submitter(job, work, items, stream=True)
+                yield from self._gather(job, submitter)
+                submitter.wait()
             finished = True
         finally:
             if not finished:
@@ -456,11 +468,13 @@ class CeleryExecutor:
         op: str,
         fields: Mapping[str, int | str] | None = None,
         coordinated: bool = False,
+        submitter: tuple[str, int] | None = None,
     ) -> None:
         self.store.create(
             job,
             {"op": op, "host": socket.gethostname(), "command": self.label, **(fields or {})},
             coordinated,
+            submitter,
         )
 
     def _submitter(
@@ -583,8 +597,8 @@ class CeleryExecutor:
     def _check_cancelled(self, job: str) -> None:
         with broker_errors(self.broker_url, "reading the job"):
             state = self.store.state(job)
-        if state == "cancelled":
-            raise JobCancelled(f"job {job} was cancelled")
+        if state in ("cancelled", "abandoned"):
+            raise JobCancelled(f"job {job} was {state}")
         if state is None:
             raise JobGone(
                 f"job {job} is gone from the broker at {safe_url(self.broker_url)} "

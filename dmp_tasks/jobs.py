@@ -22,7 +22,11 @@ killed halfway leaves either all of it or none.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -37,7 +41,10 @@ from dmp_cli.rules import Command, Reason, Verdict, judge
 from dmp_cli.words import plural
 from dmp_tasks.config import safe_url
 
+log = logging.getLogger(__name__)
+
 JOB_TTL = 7 * 24 * 3600
+DEFAULT_LEASE_SECONDS = 30.0
 ERRORS_KEPT = 1000
 JOBS_KEY = "dmp:jobs"
 
@@ -153,6 +160,19 @@ return 1
 """
 
 COORDINATED_KEY = "dmp:coordinated"
+ATTACHED_KEY = "dmp:attached"
+
+# An attached job whose submitter's lease has expired is abandoned: nobody reads its rows.
+_ABANDON = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'active' then
+  redis.call('SREM', KEYS[3], ARGV[2])
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'abandoned', 'finished', ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[2])
+return 1
+"""
 
 
 class JobGone(BrokerError):
@@ -221,15 +241,24 @@ class JobStore:
         self._renew = self.client.register_script(_RENEW)
         self._release = self.client.register_script(_RELEASE)
         self._end_job = self.client.register_script(_END_JOB)
+        self._abandon = self.client.register_script(_ABANDON)
 
     def ping(self) -> None:
         with broker_errors(self.url, "connecting"):
             self.client.ping()
 
     # submitting ----------------------------------------------------------
-    def create(self, job: str, fields: dict[str, Any], coordinated: bool = False) -> None:
+    def create(
+        self,
+        job: str,
+        fields: dict[str, Any],
+        coordinated: bool = False,
+        submitter: tuple[str, int] | None = None,
+    ) -> None:
         """Register a job; a ``coordinated`` one (detached: a coordinator on the fleet runs
-        it) is also watched by the workers, which take it over if its coordinator dies."""
+        it) is also watched by the workers, which take it over if its coordinator dies.
+        An attached one is created with its ``submitter``'s lease (owner, milliseconds),
+        which the submitter's heartbeat renews: when it expires, the job is abandoned."""
         now = time.time()
         with broker_errors(self.url, "registering the job"):
             pipe = self.client.pipeline()
@@ -241,6 +270,10 @@ class JobStore:
             pipe.zadd(JOBS_KEY, {job: now})
             if coordinated:
                 pipe.sadd(COORDINATED_KEY, job)
+            if submitter:
+                pipe.set(job_key(job, "lease"), submitter[0], px=submitter[1])
+                pipe.hset(job_key(job), "attached", 1)
+                pipe.sadd(ATTACHED_KEY, job)
             pipe.execute()
 
     def submitted(self, job: str, batches: int, items: int) -> None:
@@ -342,6 +375,20 @@ class JobStore:
                     going.append(job)
             return going
 
+    def abandon_orphans(self) -> list[str]:
+        """Attached jobs whose submitter's lease has expired: marked abandoned (their
+        batches not yet run are skipped); returns them."""
+        with broker_errors(self.url, "listing jobs"):
+            jobs = [j.decode() for j in self.client.smembers(ATTACHED_KEY)]
+            now = time.time()
+            return [
+                job
+                for job in jobs
+                if self._abandon(
+                    keys=[job_key(job), job_key(job, "lease"), ATTACHED_KEY], args=[now, job]
+                )
+            ]
+
     def claim_restart(self, job: str, ttl_ms: int) -> bool:
         """True for one caller in ``ttl_ms``: it sends the job a new coordinator."""
         with broker_errors(self.url, "taking the job"):
@@ -429,11 +476,20 @@ class JobStore:
         return entries[-1][0], batches
 
     def info(self, job: str) -> dict[str, str] | None:
+        """A job's record; an attached job whose submitter's lease has expired shows as
+        abandoned, whether or not a worker's watchdog has marked it yet."""
         with broker_errors(self.url, "reading the job"):
             raw = self.client.hgetall(job_key(job))
-        if not raw:
-            return None
-        return {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+            if not raw:
+                return None
+            info = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+            if (
+                info.get("state") == "active"
+                and info.get("attached")
+                and not self.client.exists(job_key(job, "lease"))
+            ):
+                info["state"] = "abandoned"
+        return info
 
     def errors(self, job: str, limit: int = ERRORS_KEPT) -> list[dict[str, Any]]:
         with broker_errors(self.url, "reading the job"):
@@ -464,6 +520,49 @@ def _check_held(url: str, job: str, answer: int) -> None:
         raise JobCancelled(f"job {job} was cancelled")
     if answer == 0:
         raise LeaseLost(f"job {job} is coordinated elsewhere now")
+
+
+class Heartbeat:
+    """Renews a job's lease every third of its life, on a thread of its own; sets
+    ``lost`` if it cannot (another holds it, or Redis has been away for a lease's life).
+    A detached job's coordinator holds the lease; so does an attached command, so that
+    a job whose submitter vanished ends as abandoned."""
+
+    def __init__(self, store: JobStore, job: str, owner: str, ttl_s: float) -> None:
+        self.store, self.job, self.owner, self.ttl_s = store, job, owner, ttl_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"dmp-lease-{job}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(redis.RedisError):
+            self.store.release_lease(self.job, self.owner)
+
+    def _run(self) -> None:
+        renewed = time.monotonic()
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                if not self.store.renew_lease(self.job, self.owner, int(self.ttl_s * 1000)):
+                    log.error("job %s: lease lost; stopping", self.job)
+                    self.lost.set()
+                    return
+                renewed = time.monotonic()
+            except redis.RedisError as exc:
+                if time.monotonic() - renewed > self.ttl_s:
+                    log.error("job %s: lease not renewed in %.0f s (%s)", self.job, self.ttl_s, exc)
+                    self.lost.set()
+                    return
+
+
+def lease_seconds() -> float:
+    raw = os.environ.get("DMP_LEASE_SECONDS")
+    return max(1.0, float(raw)) if raw else DEFAULT_LEASE_SECONDS
 
 
 def status_counts(info: dict[str, str]) -> dict[str, int]:
@@ -503,6 +602,11 @@ def rule_failure(info: dict[str, str]) -> str | None:
     that failed as a whole (its coordinator could not go on) says why."""
     if info.get("error"):
         return info["error"]
+    if info.get("state") == "abandoned":
+        return (
+            "its command stopped before the job was complete (killed, or it lost the "
+            "broker); run the command again to finish the work"
+        )
     counts = _counts(info)
     reason = _verdict(info, counts).reason
     if reason is Reason.MISFORMATTED:
@@ -519,7 +623,7 @@ def rule_failure(info: dict[str, str]) -> str | None:
 
 
 def job_failed(info: dict[str, str]) -> bool:
-    if info.get("state") == "cancelled" or info.get("error"):
+    if info.get("state") in ("cancelled", "abandoned") or info.get("error"):
         return True
     verdict = _verdict(info, _counts(info))
     if info.get("state") != "done":  # so far: files failed, or lines --strict refuses

@@ -151,7 +151,7 @@ def run_batch(
             return {"files": len(items), "s:lost": len(items), "bytes": 0}
         if state == "done":  # a late copy of a batch (redelivered): already counted
             return {"files": len(items), "bytes": 0}
-        if state == "cancelled":
+        if state in ("cancelled", "abandoned"):
             rows = _cancelled(work, items)
         else:
             needs_stores = operation_named(op).kind == "io"

@@ -437,3 +437,47 @@ def test_cancelled_detached_create_leaves_nothing_behind(tmp_path: Path) -> None
     assert f"job {job}: cancelled" in log
     assert not (work / "out.sha256").exists()
     assert not [name for name in os.listdir(work) if name.endswith(".dmp-tmp")]
+
+
+def test_a_job_whose_command_vanished_ends_as_abandoned(tmp_path: Path) -> None:
+    """An attached command SIGKILLed mid-job cannot cancel its job: its lease expires, the
+    job ends as abandoned (never `submitting` for ever), `dmp job watch` says so and exits
+    1, and the workers skip its batches not yet run."""
+    import sys
+
+    work = tmp_path / "work"
+    contents = _files(work, 400)
+    _manifest(work)
+    env = _slow(tmp_path, "check", 0.05)
+    with fleet(tmp_path, env, "a") as crew:
+        attached = subprocess.Popen(
+            [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"],
+            cwd=work,
+            env=_env(crew.url) | env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            _wait(lambda: bool(crew.client.smembers("dmp:attached")), why="the attached job")
+            job = crew.client.smembers("dmp:attached").pop().decode()
+            _wait(_files_done(crew, job, 16), why="some files checked")
+        finally:
+            os.killpg(attached.pid, signal.SIGKILL)
+            attached.wait()
+        watched = run("job", "watch", job, cwd=work, broker_url=crew.url, timeout=60)
+        listed = run("job", "list", cwd=work, broker_url=crew.url)
+        _wait(lambda: _job(crew.client, job).get("state") == "abandoned", why="the watchdog")
+        status = json.loads(
+            run("--json", "job", "status", job, cwd=work, broker_url=crew.url).stdout.splitlines()[
+                0
+            ]
+        )
+    assert watched.returncode == 1
+    assert watched.stderr.decode().splitlines()[0] == (
+        "dmp: its command stopped before the job was complete (killed, or it lost the "
+        "broker); run the command again to finish the work"
+    )
+    assert f"{job}  " in listed.stdout.decode() and " abandoned " in listed.stdout.decode()
+    assert status["state"] == "abandoned" and status["failed"]
+    assert status["counts"].get("ok", 0) < len(contents)
