@@ -244,13 +244,22 @@ class S3Store:
             )
         copy_source = {"Bucket": source.bucket, "Key": source._key(source_key)}
         with translated(self.key_url(key)):
-            self.manager.copy(
-                copy_source,
-                self.bucket,
-                self._key(key),
-                source_client=source.client,
-                extra_args={"Metadata": {META_KEY: digest}, "MetadataDirective": "REPLACE"},
-            ).result()
+            try:
+                self.manager.copy(
+                    copy_source,
+                    self.bucket,
+                    self._key(key),
+                    source_client=source.client,
+                    extra_args={"Metadata": {META_KEY: digest}, "MetadataDirective": "REPLACE"},
+                ).result()
+            except ClientError as exc:
+                # A copy needs no destination: a missing key is always the source.
+                if _code(exc) in _MISSING:
+                    raise StoreError(
+                        f"{source.key_url(source_key)}: no such object to copy to "
+                        f"{self.key_url(key)}"
+                    ) from exc
+                raise
 
 
 class _HashingReader:

@@ -230,6 +230,20 @@ def test_s3_copy_between_buckets(s3: object, tmp_path: Path) -> None:
     assert vault.has(digest_key(digest), digest)
 
 
+def test_s3_copy_of_a_missing_source_names_the_source(s3: object) -> None:
+    s3.create_bucket(Bucket="staging")  # type: ignore[attr-defined]
+    dest = S3Store(s3, "staging", "run1", small_parts())
+    vault = S3Store(s3, "vault", "object", small_parts())
+    digest = sha(b"never uploaded")
+    with pytest.raises(StoreError) as raised:
+        vault.copy(dest, "data/gone.bin", digest_key(digest), digest)
+    assert not isinstance(raised.value, ObjectMissing)  # the vault lacks nothing: it failed
+    assert str(raised.value) == (
+        f"s3://staging/run1/data/gone.bin: no such object to copy to "
+        f"s3://vault/object/{digest_key(digest)}"
+    )
+
+
 def test_s3_get_missing(s3: object) -> None:
     with pytest.raises(ObjectMissing):
         open_store("s3://vault/object", StoreSpec("s3://vault/object")).get_file(
