@@ -6,6 +6,7 @@ shell's argument limit. Walks are sorted by name and never descend symlinked dir
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import os
@@ -196,6 +197,9 @@ def _listed(files_from: str, null_separated: bool) -> Iterator[Item]:
     import sys
 
     separator = b"\0" if null_separated else b"\n"
+    if files_from == "-" and sys.stdin is None:  # stdin closed (`<&-`)
+        yield problem("standard input", os.strerror(errno.EBADF), errno.EBADF)
+        return
     try:
         stream = sys.stdin.buffer if files_from == "-" else open(files_from, "rb")  # noqa: SIM115
     except OSError as exc:

@@ -279,7 +279,10 @@ def open_manifest(path: str, shown: str | None = None) -> BinaryIO:
     if path == "-":
         import sys
 
-        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+        try:
+            return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+        except (AttributeError, OSError, ValueError):  # stdin closed (`<&-`): no stdin
+            raise ManifestError("'standard input': read error") from None
     try:
         stream = open(path, "rb")  # noqa: SIM115 - the caller closes it
         if os.path.isdir(path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
 import json
 import os
 import sys
@@ -10,8 +12,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
+from dmp_cli.errors import DmpError
 from dmp_cli.quoting import quote_name
 from dmp_cli.words import human_bytes
 
@@ -26,6 +29,57 @@ def _buffered_stdout() -> BinaryIO:
     except (AttributeError, OSError, ValueError):  # a stand-in stdout, as in tests
         return sys.stdout.buffer
     return open(fd, "wb", buffering=1 << 16, closefd=False)
+
+
+class WriteError(DmpError):
+    """Results could not be written to stdout (a full disk, a quota): said as coreutils
+    say it, `dmp: write error`."""
+
+    def __init__(self) -> None:
+        super().__init__("write error")
+
+
+class _Results(io.RawIOBase):
+    """stdout for results: a write that fails (other than a reader gone, which ends dmp
+    by SIGPIPE) is a WriteError, and what is left unwritten goes nowhere, so that the
+    flush at exit does not fail again."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.stream.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self._give_up()
+            raise WriteError from exc
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self._give_up()
+            raise WriteError from exc
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    def _give_up(self) -> None:
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.stream.fileno())
+            os.close(null)
 
 
 def _is_utf8(name: str) -> bool:
@@ -54,7 +108,7 @@ class Output:
         self.json = json_mode
         self.quiet = quiet
         self.verbose = verbose
-        self.stdout = stdout or _buffered_stdout()
+        self.stdout: BinaryIO = cast(BinaryIO, _Results(stdout or _buffered_stdout()))
         self.stderr = stderr or sys.stderr.buffer
         # On a terminal each line shows as it is made; into a pipe or file, output goes
         # in blocks (a write per line costs more than the hashing of a small file).
