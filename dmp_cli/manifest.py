@@ -87,7 +87,9 @@ def format_line(entry: Entry) -> bytes:
 def gnu_line(digest: str, path: str) -> bytes:
     """The line `sha256sum` writes for this file (text mode), newline included."""
     name = os.fsencode(path)
-    if b"\\" in name or b"\n" in name or b"\r" in name:
+    # A name in double quotes would read back as dmp's quoted form: the escaped form
+    # (a leading backslash, which sha256sum accepts for any name) keeps it a plain name.
+    if b"\\" in name or b"\n" in name or b"\r" in name or name[:1] == b'"':
         name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
         return b"\\" + digest.encode("ascii") + b"  " + name + b"\n"
     return digest.encode("ascii") + b"  " + name + b"\n"

@@ -48,6 +48,16 @@ def dmp(
     return proc
 
 
+def as_dmp_writes_gnu(listing: bytes) -> bytes:
+    """What `--format sha256sum` writes, from what `sha256sum` writes: the same, except
+    that a name in double quotes takes the escaped form (a leading backslash, which
+    sha256sum accepts), as dmp's own reader would otherwise read it as quoted."""
+    lines = listing.splitlines(keepends=True)
+    return b"".join(
+        b"\\" + line if line[:1] != b"\\" and line[66:67] == b'"' else line for line in lines
+    )
+
+
 def sha256sum(
     *args: str | bytes, cwd: Path, input: bytes | None = None, locale: str = "C"
 ) -> CompletedProcess[bytes]:

@@ -15,6 +15,7 @@ import pytest
 from tests.integration.manifest_helpers import (
     AWKWARD_NAMES,
     as_dmp,
+    as_dmp_writes_gnu,
     dmp,
     dmp_env,
     make_files,
@@ -292,7 +293,7 @@ def test_sha256sum_accepts_dmp_sha256sum_format(tmp_path: Path) -> None:
     names = list(AWKWARD_NAMES.values())
     created = dmp("manifest", "--create", "--format", "sha256sum", "--", *names, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
-    assert created.stdout == sha256sum("--", *names, cwd=tmp_path).stdout
+    assert created.stdout == as_dmp_writes_gnu(sha256sum("--", *names, cwd=tmp_path).stdout)
     (tmp_path / "m").write_bytes(created.stdout)
     checked = sha256sum("--check", "--strict", "m", cwd=tmp_path)
     assert checked.returncode == 0, checked.stderr

@@ -15,6 +15,7 @@ import pytest
 from dmp_cli.manifest import read_entries
 from tests.integration.manifest_helpers import (
     AWKWARD_NAMES,
+    as_dmp_writes_gnu,
     dmp,
     make_files,
     sha256sum,
@@ -376,7 +377,7 @@ def test_random_byte_names_round_trip_and_match_sha256sum(tmp_path: Path) -> Non
         input=listed,
     )
     assert (gnu.returncode, gnu.stderr) == (0, b"")
-    assert gnu.stdout == sha256sum("--", *names, cwd=tmp_path).stdout
+    assert gnu.stdout == as_dmp_writes_gnu(sha256sum("--", *names, cwd=tmp_path).stdout)
     ours = dmp(
         "manifest",
         "--create",
