@@ -545,17 +545,19 @@ class Heartbeat:
             self.store.release_lease(self.job, self.owner)
 
     def _run(self) -> None:
+        # Logged at info only: whoever holds the lease says what happened, in one line
+        # (a command's stderr must not get a second one from this thread).
         renewed = time.monotonic()
         while not self._stop.wait(self.ttl_s / 3):
             try:
                 if not self.store.renew_lease(self.job, self.owner, int(self.ttl_s * 1000)):
-                    log.error("job %s: lease lost; stopping", self.job)
+                    log.info("job %s: lease lost; stopping", self.job)
                     self.lost.set()
                     return
                 renewed = time.monotonic()
             except redis.RedisError as exc:
                 if time.monotonic() - renewed > self.ttl_s:
-                    log.error("job %s: lease not renewed in %.0f s (%s)", self.job, self.ttl_s, exc)
+                    log.info("job %s: lease not renewed in %.0f s (%s)", self.job, self.ttl_s, exc)
                     self.lost.set()
                     return
 
