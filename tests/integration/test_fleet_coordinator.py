@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -20,7 +21,7 @@ import pytest
 import redis
 
 from dmp_cli.layout import digest_key
-from tests.integration.fleet import new_vault, run, worker
+from tests.integration.fleet import fleet_env, new_vault, run, worker
 from tests.servers import free_port, redis_server, redis_server_path, stop, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -340,7 +341,7 @@ def test_redis_that_lost_its_data_is_said_and_a_rerun_finishes(tmp_path: Path) -
         job = _submit(crew, work, "--archive", "-m", "m.sha256")
         _wait(_files_done(crew, job, 40), why="40 files archived")
         watcher = subprocess.Popen(
-            [*_dmp(), "job", "watch", job], cwd=work, env=_env(url),
+            [*_dmp(), "job", "watch", job], cwd=work, env=fleet_env(url),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         stack.callback(stop, watcher)
@@ -374,15 +375,7 @@ def test_redis_that_lost_its_data_is_said_and_a_rerun_finishes(tmp_path: Path) -
 
 
 def _dmp() -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "dmp_cli"]
-
-
-def _env(url: str) -> dict[str, str]:
-    from tests.integration.fleet import fleet_env
-
-    return fleet_env(url)
 
 
 def test_walk_listed_by_workers_big_files_spread_over_them(tmp_path: Path) -> None:
@@ -443,8 +436,6 @@ def test_a_job_whose_command_vanished_ends_as_abandoned(tmp_path: Path) -> None:
     """An attached command SIGKILLed mid-job cannot cancel its job: its lease expires, the
     job ends as abandoned (never `submitting` for ever), `dmp job watch` says so and exits
     1, and the workers skip its batches not yet run."""
-    import sys
-
     work = tmp_path / "work"
     contents = _files(work, 400)
     _manifest(work)
@@ -453,7 +444,7 @@ def test_a_job_whose_command_vanished_ends_as_abandoned(tmp_path: Path) -> None:
         attached = subprocess.Popen(
             [sys.executable, "-m", "dmp_cli", "manifest", "--check", "-m", "m.sha256"],
             cwd=work,
-            env=_env(crew.url) | env,
+            env=fleet_env(crew.url) | env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
