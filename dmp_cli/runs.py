@@ -125,7 +125,8 @@ def create(
     the file ``manifest`` (made complete or not at all, never over an existing file; or
     ``target``, one already begun) or to ``stream``. If any input cannot be read, no
     manifest file is written. ``counts`` is updated as the run goes; ``lister`` lists
-    the directories of the walk (by default, in this process)."""
+    the directories of the walk (by default the executor's: a detached job's workers,
+    else this process)."""
     hear = listener or Listener()
     if target is None and manifest and manifest != "-":
         target = manifest_target(manifest)
