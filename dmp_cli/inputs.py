@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 
+from dmp_cli.fsutil import dir_prefix
 from dmp_cli.ops import Item
 
 OnProblem = Callable[[str, str], None]
@@ -179,9 +180,9 @@ def _walk(directory: str, recursive: bool, lister: Lister) -> Iterator[Item]:
     if listing.error is not None:
         yield problem(directory, listing.error, listing.errno)
         return
-    prefix = directory if directory.endswith("/") else directory + "/"
+    prefix = dir_prefix(directory)
     for name, kind, detail in listing.entries:
-        path = prefix + name  # os.path.join's result (a name has no "/"), faster
+        path = prefix + name
         if kind == "d":
             if recursive:
                 yield from _walk(path, recursive, lister)

@@ -21,6 +21,7 @@ from functools import cached_property
 
 from dmp_cli.digest import FileDigest
 from dmp_cli.errors import DmpError, StoreError
+from dmp_cli.fsutil import dir_prefix
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.rows import Item, Row, base_row, error_row, problem_row
 from dmp_cli.store import Store, StorePool
@@ -66,12 +67,11 @@ class Context:
         """A manifest path as this process must open it: against the job's directory."""
         if self._prefix is None or path.startswith("/"):
             return path
-        return self._prefix + path  # os.path.join's result, at a tenth of its cost
+        return self._prefix + path
 
     @cached_property
     def _prefix(self) -> str | None:
-        cwd = self.work.cwd
-        return None if cwd is None else cwd if cwd.endswith("/") else cwd + "/"
+        return None if self.work.cwd is None else dir_prefix(self.work.cwd)
 
 
 # An operation's result: a row, or (for a big file finishing on a thread) its future.

@@ -54,8 +54,9 @@ BROKER_PATIENCE_S = 600.0
 
 class JobFile(AtomicFile):
     """The manifest a detached --create writes: the temporary file made at submission,
-    cut back to the last checkpoint and written on from there. Only the coordinator that
-    ends the job removes it (``discard``); ``abort`` just closes it."""
+    cut back to the last checkpoint and written on from there. ``abort`` only closes it:
+    the coordinator that ends the job removes it (``_discard_output``), a coordinator
+    that stops early leaves it to the next."""
 
     def __init__(self, target: str, temp: str, offset: int) -> None:
         self.target, self.temp = target, temp
@@ -79,11 +80,6 @@ class JobFile(AtomicFile):
         if not self.stream.closed:
             self.stream.close()
 
-    def discard(self) -> None:
-        self.abort()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.temp)
-
 
 class _Committed(Exception):
     """The manifest was linked into place before the last coordinator died."""
@@ -102,6 +98,7 @@ def _in_directory(cwd: str) -> Iterator[None]:
 
 
 def _discard_output(plan: Mapping[str, Any]) -> None:
+    """The end of a --create job with no manifest: its temporary file goes too."""
     if plan.get("temp"):
         with contextlib.suppress(OSError):
             os.unlink(plan["temp"])
@@ -142,6 +139,8 @@ def _coordinate(store: JobStore, job: str, owner: str, lost: threading.Event) ->
             plan = json.loads(info["plan"])
             checkpoint = json.loads(info.get("checkpoint") or "{}")
             fields = _run(store, job, owner, plan, checkpoint, lost)
+            if "error" in fields:
+                _discard_output(plan)
             store.end_job(job, owner, fields)
             log.info("job %s: ended", job)
             return "done"
@@ -260,7 +259,6 @@ def _create(
     if warnings:
         fields["warnings"] = "\n".join(warnings)
     if report.error:
-        target.discard()  # no manifest: nor its temporary file
         fields["error"] = report.error
     return fields
 

@@ -510,7 +510,9 @@ class CeleryExecutor:
         if coordination:  # the rows that batches in flight before a takeover left
             submitter.has_rows = pending.__contains__
             while True:
-                cursor, arrived = self.store.read_entries(job, cursor, 0, count=1024, block=False)
+                cursor, arrived = self.store.read_rows(
+                    job, cursor, 0, count=1024, keep=True, block=False
+                )
                 if not arrived:
                     break
                 self._arrived(arrived, next_batch, pending, used_ids)
@@ -532,9 +534,9 @@ class CeleryExecutor:
             if coordination and coordination.lost.is_set():
                 raise LeaseLost(f"job {job} is coordinated elsewhere now")
             if next_batch not in pending:
-                cursor, arrived = self.store.read_entries(job, cursor, READ_BLOCK_MS)
-                if not coordination:
-                    self.store.delete_entries(job, [entry for entry, _, _ in arrived])
+                cursor, arrived = self.store.read_rows(
+                    job, cursor, READ_BLOCK_MS, keep=coordination is not None
+                )
                 if not arrived:
                     # Nothing for a while: say so if it is because no worker is there
                     # (asked only now, as the question costs a round trip to the workers).
@@ -584,9 +586,9 @@ class CeleryExecutor:
         and the rows of the batch awaited are not here, a worker could not record them."""
         if not submitter.finished(submitter.window_of(next_batch)):
             return cursor, []
-        cursor, arrived = self.store.read_entries(job, cursor, 10, count=2 * self.in_flight)
-        if not self.coordination:
-            self.store.delete_entries(job, [entry for entry, _, _ in arrived])
+        cursor, arrived = self.store.read_rows(
+            job, cursor, 10, count=2 * self.in_flight, keep=self.coordination is not None
+        )
         if not any(index == next_batch for _, index, _ in arrived):
             raise BrokerError(
                 f"the results of batch {next_batch} of job {job} were lost "

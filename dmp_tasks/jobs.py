@@ -437,43 +437,33 @@ class JobStore:
         return value.decode() if value is not None else None
 
     # reading -------------------------------------------------------------
-    def read_entries(
-        self, job: str, after: bytes, block_ms: int, count: int = 64, block: bool = True
-    ) -> tuple[bytes, list[tuple[bytes, int, str]]]:
-        """Batches of rows published since stream id ``after``, with their ids (waiting
-        up to ``block_ms`` for some, if ``block``)."""
-        key = job_key(job, "rows")
-        with broker_errors(self.url, "reading results"):
-            reply = self.client.xread({key: after}, count=count, block=block_ms if block else None)
-        if not reply:
-            return after, []
-        entries = reply[0][1]
-        found = [(i, int(fields[b"b"]), fields[b"r"].decode()) for i, fields in entries]
-        return entries[-1][0], found
-
-    def delete_entries(self, job: str, ids: list[bytes]) -> None:
-        if ids:
-            with broker_errors(self.url, "reading results"):
-                self.client.xdel(job_key(job, "rows"), *ids)
-
     def set_items_total(self, job: str, items: int, extra: Mapping[str, int]) -> None:
         """A detached job's size, once its coordinator has read all its input."""
         with broker_errors(self.url, "submitting"):
             self.client.hset(job_key(job), mapping={"items_total": items, **extra})
 
     def read_rows(
-        self, job: str, after: bytes, block_ms: int, count: int = 64
-    ) -> tuple[bytes, list[tuple[int, str]]]:
-        """Batches of rows published since stream id ``after``; deleted once read."""
+        self,
+        job: str,
+        after: bytes,
+        block_ms: int,
+        count: int = 64,
+        keep: bool = False,
+        block: bool = True,
+    ) -> tuple[bytes, list[tuple[bytes, int, str]]]:
+        """Batches of rows published since stream id ``after``, as (stream id, batch,
+        rows), waiting up to ``block_ms`` for some if ``block``; deleted once read, unless
+        ``keep`` (a coordinator keeps them for a takeover until its checkpoint)."""
         key = job_key(job, "rows")
         with broker_errors(self.url, "reading results"):
-            reply = self.client.xread({key: after}, count=count, block=block_ms)
+            reply = self.client.xread({key: after}, count=count, block=block_ms if block else None)
             if not reply:
                 return after, []
             entries = reply[0][1]
-            self.client.xdel(key, *[entry_id for entry_id, _ in entries])
-        batches = [(int(fields[b"b"]), fields[b"r"].decode()) for _, fields in entries]
-        return entries[-1][0], batches
+            if not keep:
+                self.client.xdel(key, *[entry_id for entry_id, _ in entries])
+        found = [(i, int(fields[b"b"]), fields[b"r"].decode()) for i, fields in entries]
+        return entries[-1][0], found
 
     def info(self, job: str) -> dict[str, str] | None:
         """A job's record; an attached job whose submitter's lease has expired shows as

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from celery.exceptions import TimeoutError as CeleryTimeout
 
 from dmp_cli.errors import BrokerError, DmpError
+from dmp_cli.fsutil import dir_prefix
 from dmp_cli.inputs import Listing
 from dmp_tasks.config import HASH_QUEUE, safe_url
 
@@ -35,7 +36,9 @@ WAIT_S = 1.0
 
 
 def _subdirs(directory: str, listing: Listing) -> list[str]:
-    return [os.path.join(directory, name) for name, kind, _ in listing.entries if kind == "d"]
+    """The paths of a listing's directories, joined as the walk joins them."""
+    prefix = dir_prefix(directory)
+    return [prefix + name for name, kind, _ in listing.entries if kind == "d"]
 
 
 class FleetLister:

@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, cast
 
@@ -52,17 +52,14 @@ class _Results(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        try:
-            return self.stream.write(data)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            self._give_up()
-            raise WriteError from exc
+        return self._guarded(self.stream.write, data)
 
     def flush(self) -> None:
+        self._guarded(self.stream.flush)
+
+    def _guarded(self, action: Callable[..., Any], *args: Any) -> Any:
         try:
-            self.stream.flush()
+            return action(*args)
         except BrokenPipeError:
             raise
         except OSError as exc:
