@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = str(Path(__file__).resolve().parent.parent)
 sys.path.insert(0, REPO)
@@ -55,12 +55,22 @@ def make_tree(root: Path, files: int, dirs: int = 100) -> Path:
 
 
 def make_synthetic_manifest(root: Path, items: int) -> Path:
+    """ITEMS lines naming files that do not exist, written once (complete, or not at all:
+    a run stopped halfway leaves no short manifest to be used next time)."""
     manifest = root / f"synthetic-{items}.sha256"
     if not manifest.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        temp = manifest.with_suffix(".tmp")
         digest = "0" * 64
-        with open(manifest, "w") as stream:
-            for i in range(items):
-                stream.write(f'{digest}  "synthetic/d{i // 1000:04}/f{i:07}"\n')
+        with open(temp, "w") as stream:
+            for start in range(0, items, 100_000):
+                stream.write(
+                    "".join(
+                        f'{digest}  "synthetic/d{i // 1000:04}/f{i:07}"\n'
+                        for i in range(start, min(items, start + 100_000))
+                    )
+                )
+        temp.rename(manifest)
     return manifest
 
 
@@ -112,9 +122,12 @@ class RedisMemory:
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            self.peak = max(self.peak, int(self.client.info("memory")["used_memory"]))
+            self.sample()
 
-    def __enter__(self) -> RedisMemory:
+    def sample(self) -> None:
+        self.peak = max(self.peak, int(self.client.info("memory")["used_memory"]))
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,26 +37,9 @@ import redis  # noqa: E402
 from tests.integration.fleet import fleet_env, worker  # noqa: E402
 from tests.servers import redis_server  # noqa: E402
 
-DATA = Path(REPO) / "bench" / "data"
-RESULTS = Path(REPO) / "bench" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def synthetic_manifest(items: int) -> Path:
-    path = DATA / f"synthetic-{items}.sha256"
-    if not path.exists():
-        DATA.mkdir(parents=True, exist_ok=True)
-        temp = path.with_suffix(".tmp")
-        digest = "0" * 64
-        with open(temp, "w") as stream:
-            for start in range(0, items, 100_000):
-                stream.write(
-                    "".join(
-                        f'{digest}  "synthetic/d{i // 1000:05}/f{i:08}"\n'
-                        for i in range(start, min(items, start + 100_000))
-                    )
-                )
-        temp.rename(path)
-    return path
+from bench_fleet import DATA, RESULTS, RedisMemory, make_synthetic_manifest  # noqa: E402
 
 
 def empty_tree(files: int) -> Path:
@@ -97,35 +79,23 @@ def dmp(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     return time.perf_counter() - started, done.stdout.decode().strip()
 
 
-class Sampler:
-    """Samples Redis's used memory, and a process's RSS once it is known, in a thread."""
+class Sampler(RedisMemory):
+    """Redis's used memory, and a process's RSS once its pid is set, sampled in a thread."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self.base = self.redis_peak = int(client.info("memory")["used_memory"])
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
         self.pid: int | None = None
         self.rss_peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.redis_peak = max(self.redis_peak, int(self.client.info("memory")["used_memory"]))
-            if self.pid:
-                try:
-                    for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            self.rss_peak = max(self.rss_peak, int(line.split()[1]) * 1024)
-                except OSError:
-                    pass
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        super().sample()
+        if self.pid:
+            try:
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        self.rss_peak = max(self.rss_peak, int(line.split()[1]) * 1024)
+            except OSError:
+                pass
 
 
 def job_info(client: Any, job: str) -> dict[str, str]:
@@ -133,7 +103,7 @@ def job_info(client: Any, job: str) -> dict[str, str]:
 
 
 def bench_detached(url: str, items: int) -> dict[str, Any]:
-    manifest = synthetic_manifest(items)
+    manifest = make_synthetic_manifest(DATA, items)
     env = fleet_env(url)
     client = redis.Redis.from_url(url)
     args = ["manifest", "--check", "--detach", "-m", manifest.name]
@@ -145,7 +115,7 @@ def bench_detached(url: str, items: int) -> dict[str, Any]:
         dmp(["job", "cancel", job], manifest.parent, env)
     time.sleep(2)  # the cancelled jobs' coordinators end
     warm(manifest)
-    with Sampler(client) as sampler:
+    with Sampler(url) as sampler:
         _, job = dmp(args, manifest.parent, env)
         while True:
             info = job_info(client, job)
@@ -162,7 +132,7 @@ def bench_detached(url: str, items: int) -> dict[str, Any]:
         "items": items,
         "submit_s": statistics.median(submits),
         "submit_runs": submits,
-        "redis_peak_mb": (sampler.redis_peak - sampler.base) / 2**20,
+        "redis_peak_mb": (sampler.peak - sampler.base) / 2**20,
         "coordinator_rss_mb": sampler.rss_peak / 2**20,
         "files": int(info.get("files", 0)),
         "seconds": elapsed,

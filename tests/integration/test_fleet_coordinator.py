@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -278,44 +279,61 @@ def test_submitting_reads_only_the_first_entry(tmp_path: Path) -> None:
     assert f"{job}  " in listed.stdout.decode() and " queued " in listed.stdout.decode()
 
 
+class _AofRedis:
+    """A redis-server with AOF (every write on disk at once) on a fixed port, that a test
+    can SIGKILL and start again, with its data or without."""
+
+    def __init__(self, workdir: Path, stack: ExitStack) -> None:
+        self.workdir, self.stack = workdir, stack
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        exe = redis_server_path()
+        assert exe is not None
+        self.workdir.mkdir(exist_ok=True)
+        proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--dir", str(self.workdir), "--appendonly", "yes", "--appendfsync", "always"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        self.stack.callback(stop, proc)
+        wait_for_port(self.port, proc)
+        return proc
+
+    def crash_and_restart(self, keep_data: bool, down_s: float = 0.0) -> None:
+        """SIGKILL it; start it again ``down_s`` seconds later, from its AOF or empty."""
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        if not keep_data:
+            shutil.rmtree(self.workdir)
+        time.sleep(down_s)
+        self.proc = self._start()
+
+
 @contextmanager
-def _aof_redis(workdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    exe = redis_server_path()
-    assert exe is not None
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir),
-         "--appendonly", "yes", "--appendfsync", "always"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_for_port(port, proc)
-        yield proc
-    finally:
-        stop(proc)
+def _aof_fleet(
+    tmp_path: Path, env: dict[str, str], *names: str
+) -> Iterator[tuple[Fleet, _AofRedis]]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    with ExitStack() as stack:
+        server = _AofRedis(tmp_path / "redis", stack)
+        crew = Fleet(server.url, logs, env, stack)
+        for name in names:
+            crew.start(name)
+        yield crew, server
 
 
 def test_redis_restarted_with_aof_mid_job_the_job_goes_on(tmp_path: Path) -> None:
     work = tmp_path / "work"
     contents = _files(work, 240)
     _manifest(work)
-    data = tmp_path / "redis"
-    data.mkdir()
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    env = _slow(tmp_path, "check", 0.03)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    with ExitStack() as stack:
-        first = stack.enter_context(_aof_redis(data, port))
-        crew = Fleet(url, logs, env, stack)
-        crew.start("a")
-        crew.start("b")
+    with _aof_fleet(tmp_path, _slow(tmp_path, "check", 0.03), "a", "b") as (crew, server):
         job = _submit(crew, work, "--check", "-m", "m.sha256")
         _wait(_files_done(crew, job, 60), why="60 files checked")
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        time.sleep(2)
-        stack.enter_context(_aof_redis(data, port))
+        server.crash_and_restart(keep_data=True, down_s=2)
         code, status = _watch(crew, work, job)
     assert code == 0, status
     assert status["counts"] == {"ok": len(contents)}
@@ -327,36 +345,17 @@ def test_redis_that_lost_its_data_is_said_and_a_rerun_finishes(tmp_path: Path) -
     contents = _files(work, 240)
     _manifest(work)
     vault = new_vault("file", tmp_path)
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
     env = {**_slow(tmp_path, "upload", 0.03), **vault.env}
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    empty = tmp_path / "redis"
-    empty.mkdir()
-    with ExitStack() as stack:
-        first = stack.enter_context(_aof_redis(empty, port))
-        crew = Fleet(url, logs, env, stack)
-        crew.start("a")
+    with _aof_fleet(tmp_path, env, "a") as (crew, server):
         job = _submit(crew, work, "--archive", "-m", "m.sha256")
         _wait(_files_done(crew, job, 40), why="40 files archived")
         watcher = subprocess.Popen(
-            [*_dmp(), "job", "watch", job], cwd=work, env=fleet_env(url),
+            [*_dmp(), "job", "watch", job], cwd=work, env=fleet_env(crew.url),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
-        stack.callback(stop, watcher)
+        crew.stack.callback(stop, watcher)
         time.sleep(1)
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait()
-        for name in os.listdir(empty):  # its data gone with it
-            path = empty / name
-            if path.is_dir():
-                for inner in path.iterdir():
-                    inner.unlink()
-                path.rmdir()
-            else:
-                path.unlink()
-        stack.enter_context(_aof_redis(empty, port))
+        server.crash_and_restart(keep_data=False)  # its data gone with it
         _, err = watcher.communicate(timeout=60)
         _wait(lambda: "is gone from Redis" in crew.log(), why="a worker says the job is gone")
         rerun = _submit(crew, work, "--archive", "-m", "m.sha256")
@@ -364,7 +363,7 @@ def test_redis_that_lost_its_data_is_said_and_a_rerun_finishes(tmp_path: Path) -
     assert watcher.returncode == 1
     lines = err.decode().splitlines()
     assert lines[-1] == (
-        f"dmp: job {job} is gone from the broker at {url} (Redis restarted without its "
+        f"dmp: job {job} is gone from the broker at {crew.url} (Redis restarted without its "
         "data?); run the command again to finish the work"
     ), err
     assert code == 0, status
