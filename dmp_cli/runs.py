@@ -16,7 +16,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, BinaryIO
 
 from dmp_cli.check import CheckCounts, check_items
-from dmp_cli.errors import FatalStoreError, ManifestError
+from dmp_cli.errors import FatalStoreError, ManifestError, UsageError
 from dmp_cli.executor import Executor, default_jobs, io_threads_for
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, Lister, walk_items
@@ -445,13 +445,18 @@ def submit_create(
         raise
 
 
+def refuse_stdin(manifest: str) -> None:
+    """A detached job's manifest is read on the fleet, which cannot read this stdin."""
+    if manifest == "-":
+        raise UsageError("--detach needs a manifest file (the fleet cannot read stdin)")
+
+
 def _first_entry(
     manifest: str, items: Callable[[str, BinaryIO], Iterator[Item]], kind: str = ""
 ) -> None:
     """Refuse a manifest on stdin, one that cannot be opened or has no entry, before a
     job is submitted: its coordinator reads it on the fleet."""
-    if manifest == "-":
-        raise ManifestError("--detach needs a manifest file (the fleet cannot read stdin)")
+    refuse_stdin(manifest)
     shown = shown_manifest(manifest)
     with open_manifest(manifest, shown) as stream:
         _nonempty(

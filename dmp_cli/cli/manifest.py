@@ -191,8 +191,8 @@ def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None, **o
         return create(app, patterns, manifest_path, **options)
     if not manifest_path:
         raise UsageError(f"--{mode} needs --manifest FILE")
-    if options.get("detach") and manifest_path == "-":
-        raise UsageError("--detach needs a manifest file (the fleet cannot read stdin)")
+    if options.get("detach"):
+        runs.refuse_stdin(manifest_path)  # said before the broker is asked
     if mode == "check":
         return check(app, manifest_path, **options)
     from dmp_cli.cli import vault
