@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from dmp_cli import ops
 from dmp_cli.cli.worker import worker_argv
 from dmp_cli.errors import BrokerError
 from dmp_cli.options import Work
-from dmp_tasks import tasks
+from dmp_tasks import tasks, wire
 from dmp_tasks.config import BIG_QUEUE, HASH_QUEUE, TRANSFER_QUEUE, celery_config, safe_url
 from dmp_tasks.routing import BIG_FILE_BYTES, queue_for
 from tests.servers import REPO
@@ -178,7 +177,7 @@ def test_paths_elided_on_the_stream_come_back_exactly() -> None:
         {"path": "other", "status": "error", "bytes": 0},
     ]
     expected = copy.deepcopy(rows)
-    sent = json.loads(json.dumps(tasks.elide_paths(rows, items)))
+    sent = wire.unpack(wire.pack(tasks.elide_paths(rows, items)))
     assert [row.get("path") for row in sent] == [0, None, "other"]
     back = restore_paths(sent, [item.get("path") for item in items])
     assert back == expected
@@ -248,7 +247,8 @@ def test_each_kind_of_work_has_its_task(
     calls: list[tuple[object, ...]] = []
     monkeypatch.setattr(tasks, "run_batch", lambda *args: calls.append(args) or {"files": 1})
     assert tasks.app.tasks[name](*signature.args) == {"files": 1}
-    assert calls == [("job", 3, op, json.dumps(items), {}, True, "/work")]  # items as JSON
+    assert calls == [("job", 3, op, wire.pack(items), {}, True, "/work")]  # items as text
+    assert wire.unpack(calls[0][3]) == items
 
 
 def test_asking_the_vault_is_batched_by_count_alone() -> None:
