@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from s3transfer.manager import TransferConfig
 
 from dmp_cli.layout import digest_key
 from dmp_cli.store.s3 import S3Store
-from tests.integration.vaultkit import dmp, one_error, sha
+from tests.integration.vaultkit import dmp, incomplete, one_error, sha, wait_for_a_part
 from tests.servers import Service, dmp_env
 
 pytestmark = pytest.mark.integration
@@ -48,12 +47,6 @@ def bucket(s3: Any) -> str:
     return name
 
 
-def incomplete(s3: Any, bucket: str, key: str = "") -> list[str]:
-    """The ids of the incomplete uploads under ``key``, as the server lists them."""
-    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
-    return [upload["UploadId"] for upload in uploads]
-
-
 # ---------------------------------------------------------------- same key, at once
 
 
@@ -75,17 +68,6 @@ class _Gated:
         self._stream.close()
 
 
-def _wait_for_a_part(s3: Any, bucket: str, key: str) -> None:
-    """Until the server holds an upload of ``key`` with a part in it."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for upload_id in incomplete(s3, bucket, key):
-            if s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts"):
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"no part of {key} reached the server")
-
-
 def test_two_uploads_of_one_object_at_once_both_end_well(
     s3: Any, bucket: str, tmp_path: Path
 ) -> None:
@@ -105,7 +87,7 @@ def test_two_uploads_of_one_object_at_once_both_end_well(
         with ThreadPoolExecutor(1) as pool:
             slow = pool.submit(first._put_multipart, key, source, len(data), digest, None)  # type: ignore[arg-type]
             try:
-                _wait_for_a_part(s3, bucket, f"object/{key}")
+                wait_for_a_part(s3, bucket, f"object/{key}")
                 assert second.put_file(key, str(path), digest, len(data)) == len(data)
                 assert incomplete(s3, bucket, f"object/{key}") == []  # the first's, aborted
             finally:
