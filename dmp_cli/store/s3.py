@@ -244,10 +244,14 @@ class S3Store:
                     subscribers=_subscribers(size, on_bytes),
                 )
                 future.result()
-        except StoreError:
+        except StoreError as exc:
             # Aborted underneath by an uploader of the same content that finished first
             # (S3 says NoSuchUpload; other stores say it otherwise): the object is there.
             if not self._holds(key, digest):
+                # Of other content (a key named by path, not by checksum): try again.
+                cause = exc.__cause__
+                if isinstance(cause, ClientError) and _code(cause) == "NoSuchUpload":
+                    exc.transient = True
                 raise
         self._abort_stale(self._key(key), stale)
         return size

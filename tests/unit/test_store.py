@@ -234,6 +234,35 @@ def test_s3_multipart_upload_aborts_the_stale_uploads_of_its_key_only(
     assert store.has(key, sha(data))
 
 
+@pytest.mark.parametrize("finished", [True, False], ids=["same-content", "other-content"])
+def test_s3_multipart_upload_aborted_underneath(s3: Any, tmp_path: Path, finished: bool) -> None:
+    """Another uploader of the key finished first and aborted this upload (S3 answers its
+    next part NoSuchUpload): with this content there, the file is uploaded; with other
+    content there (a key named by path), the failure is one to try again."""
+    store = S3Store(s3, "vault", "object", small_parts())
+    data = os.urandom(6 * MiB)
+    key = digest_key(sha(data))
+    there = data if finished else b"other content"
+    s3.put_object(Bucket="vault", Key=f"object/{key}", Body=there, Metadata={"sha256": sha(there)})
+
+    def aborted(**kwargs: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        error = {"Code": "NoSuchUpload", "Message": "The specified upload does not exist."}
+        return AWSResponse("https://s3", 404, {}, None), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": 404},
+        }
+
+    s3.meta.events.register("before-call.s3.UploadPart", aborted)
+    path = write(tmp_path / "f", data)
+    if finished:
+        assert store.put_file(key, path, sha(data), len(data)) == len(data)
+    else:
+        with pytest.raises(StoreError, match="NoSuchUpload") as raised:
+            store.put_file(key, path, sha(data), len(data))
+        assert raised.value.transient
+    assert s3.list_multipart_uploads(Bucket="vault").get("Uploads", []) == []
+
+
 @pytest.mark.parametrize(
     ("operation", "code", "status"),
     [
