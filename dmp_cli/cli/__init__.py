@@ -209,6 +209,9 @@ def _register() -> None:
 
     cli.add_command(job.job)
     cli.add_command(worker.worker)
+    from dmp_cli.cli import upkeep
+
+    cli.add_command(upkeep.vault)
 
 
 _register()
