@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from dmp_cli.cli import global_options, quiet_option
 from dmp_cli.options import StoreSpec
 from dmp_cli.store import Upload, open_store
 from dmp_cli.uploads import ABORT_AGE, UploadsReport, parse_duration, sweep
@@ -52,6 +53,8 @@ def vault() -> None:
     "(1d12h). Default: 0 (all) for a listing, 1d with --abort, so that an upload still "
     "in progress is not cut short.",
 )
+@quiet_option
+@global_options
 @click.pass_obj
 def uploads(app: App, abort: bool, older_than: timedelta | None) -> int:
     """List the incomplete multipart uploads under the vault (when each began, its age,
