@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -103,17 +104,74 @@ def test_worker_image() -> None:
         assert source in dockerfile and (ROOT / source).exists()
 
 
-def test_systemd_unit() -> None:
+UNIT = ROOT / "deploy" / "systemd" / "dmp-worker@.service"
+# What the unit's comment and the README run: the queues as an instance, escaped.
+SYSTEMD_QUEUES = "dmp.hash,dmp.transfer,dmp.big,dmp.coord"
+
+
+def _unit() -> configparser.ConfigParser:
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
-    unit.read(ROOT / "deploy" / "systemd" / "dmp-worker@.service")
+    unit.read(UNIT)
+    return unit
+
+
+def test_systemd_unit() -> None:
+    unit = _unit()
     service = unit["Service"]
-    assert service["ExecStart"].split()[1:3] == ["worker", "--queues"]
-    assert "%i" in service["ExecStart"] and "%H" in service["ExecStart"]
+    argv = service["ExecStart"].split()
+    assert argv[1:4] == ["worker", "--queues", "%I"]  # unescaped: commas, not \x2c
+    # What systemd runs, with the instance unescaped and DMP_WORKER_ARGS unset, parses.
+    worker_command.make_context("worker", [SYSTEMD_QUEUES if a == "%I" else a for a in argv[2:-1]])
+    assert argv[-1] == "$DMP_WORKER_ARGS"
     assert service["KillSignal"] == "SIGTERM"
     assert service["EnvironmentFile"] == "/etc/dmp/worker.env"
     assert service["User"] != "root"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+    # Workers see the submitters' paths: nothing hides /tmp or /home or makes them read-only.
+    for hiding in ("PrivateTmp", "ProtectHome", "TemporaryFileSystem", "InaccessiblePaths"):
+        assert hiding not in service, hiding
+    assert service.get("ProtectSystem", "no") in {"no", "yes", "full"}  # /usr, /etc only
+
+
+def test_systemd_unit_documentation_is_installed_by_its_instructions() -> None:
+    (documentation,) = _unit()["Unit"]["Documentation"].split()
+    scheme, _, path = documentation.partition(":")
+    assert scheme == "file"
+    comment = [line for line in UNIT.read_text().splitlines() if line.startswith("#")]
+    assert any(line.split()[-2:] == ["dmp/README.md", path] for line in comment), path
+
+
+@pytest.mark.integration  # runs systemd-escape and systemd-analyze
+def test_systemd_instance_names_the_queues(tmp_path: Path) -> None:
+    """The README's instance, escaped by systemd-escape, is a unit that systemd-analyze
+    verifies without a warning, and %I in it is the list of queues again."""
+    escape, analyze = shutil.which("systemd-escape"), shutil.which("systemd-analyze")
+    if escape is None or analyze is None:
+        pytest.fail("systemd-escape and systemd-analyze are needed (apt-get install systemd)")
+    escaped = subprocess.run(
+        [escape, "--template=dmp-worker@.service", SYSTEMD_QUEUES],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert escaped == "dmp-worker@dmp.hash\\x2cdmp.transfer\\x2cdmp.big\\x2cdmp.coord.service"
+    instance = escaped.removeprefix("dmp-worker@").removesuffix(".service")
+    unescaped = subprocess.run(
+        [escape, "--unescape", instance], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert unescaped == SYSTEMD_QUEUES
+    # systemd-analyze checks that ExecStart's program exists: any program stands in for
+    # /opt/dmp/bin/dmp here.
+    (tmp_path / UNIT.name).write_text(
+        UNIT.read_text().replace("/opt/dmp/bin/dmp", shutil.which("true") or "/bin/true")
+    )
+    verified = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / escaped)],
+        capture_output=True,
+        text=True,
+    )
+    assert (verified.returncode, verified.stderr) == (0, "")
 
 
 SBATCH = ROOT / "deploy" / "slurm" / "dmp-workers.sbatch"
