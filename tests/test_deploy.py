@@ -187,44 +187,58 @@ def test_sbatch_directives() -> None:
     assert subprocess.run(["bash", "-n", str(SBATCH)]).returncode == 0
 
 
-def _stand_ins(bin_dir: Path, record: Path) -> None:
-    """srun runs its command here as task 0; scontrol and dmp write down what they got."""
+def _stand_ins(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """srun runs its command here as task 0; scontrol and dmp write down what they got.
+    dmp is in a directory of its own that DMP_SETUP puts on the PATH, as a module or a
+    virtualenv would. The dmp stand-in runs until SIGTERM, or ends at once with the status
+    in STAND_IN_EXIT."""
+    bin_dir, venv, record = tmp_path / "bin", tmp_path / "venv", tmp_path / "record"
+    bin_dir.mkdir()
+    venv.mkdir()
     scripts = {
-        "srun": 'while [[ "$1" == --* ]]; do shift; done\nexport SLURM_PROCID=0\nexec "$@"\n',
-        "scontrol": f'echo "scontrol $*" >> {record}\n',
-        "dmp": f'echo "dmp $*" >> {record}\n'
+        bin_dir / "srun": 'while [[ "$1" == --* ]]; do shift; done\n'
+        'export SLURM_PROCID=0\nexec "$@"\n',
+        bin_dir / "scontrol": f'echo "scontrol $*" >> {record}\n',
+        venv / "dmp": 'echo "dmp $* idle=$DMP_WORKER_IDLE_EXIT broker=${DMP_BROKER_URL:+set}"'
+        f" >> {record}\n"
+        'if [[ -n "${STAND_IN_EXIT:-}" ]]; then exit "$STAND_IN_EXIT"; fi\n'
         f"trap 'echo dmp-got-TERM >> {record}; exit 0' TERM\n"
         "while true; do sleep 0.05; done\n",
     }
-    for name, body in scripts.items():
-        path = bin_dir / name
+    for path, body in scripts.items():
         path.write_text("#!/bin/bash\n" + body)
         path.chmod(0o755)
-
-
-@pytest.mark.integration  # runs the batch script
-def test_sbatch_runs_workers_and_requeues_at_walltime(tmp_path: Path) -> None:
-    bin_dir, logs, record = tmp_path / "bin", tmp_path / "logs", tmp_path / "record"
-    bin_dir.mkdir()
-    _stand_ins(bin_dir, record)
+    setup = tmp_path / "setup.sh"
+    # As module systems do: an unset variable, and a status that is not 0 on the way.
+    setup.write_text(f'[[ -n "$NOT_SET_ANYWHERE" ]]\nPATH="{venv}:$PATH"\ntrue\n')
     env_file = tmp_path / "fleet.env"
     env_file.write_text("DMP_BROKER_URL=redis://:secret@redis.example:6379/0\n")
-    env = {
+    env = {  # no USER: Slurm does not always set it
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "HOME": str(tmp_path),
-        "USER": "someone",
         "SLURM_JOB_ID": "4242",
         "SLURM_CPUS_PER_TASK": "8",
-        "DMP_LOG_DIR": str(logs),
         "DMP_ENV_FILE": str(env_file),
+        "DMP_SETUP": str(setup),
     }
-    proc = subprocess.Popen(
+    return env, record
+
+
+def _sbatch(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         ["bash", str(SBATCH)],
         env=env,
+        cwd=env["HOME"],
         start_new_session=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+@pytest.mark.integration  # runs the batch script
+def test_sbatch_runs_workers_and_requeues_at_walltime(tmp_path: Path) -> None:
+    env, record = _stand_ins(tmp_path)
+    proc = _sbatch(env)
     try:
         deadline = time.monotonic() + 10
         while not (record.exists() and "dmp worker" in record.read_text()):
@@ -242,8 +256,53 @@ def test_sbatch_runs_workers_and_requeues_at_walltime(tmp_path: Path) -> None:
     assert started[started.index("--concurrency") + 1] == "8"
     name = started[started.index("--name") + 1]
     assert name.startswith("dmp-4242-0-0@")
-    assert started[started.index("--logfile") + 1] == f"{logs}/worker-4242-0.log"
+    # Logs outlive the job: under HOME, not the job's TMPDIR.
+    logs = tmp_path / ".local" / "state" / "dmp" / "slurm"
+    assert started[started.index("--logfile") + 1] == f"{logs}/worker-4242-0-0.log"
     assert logs.is_dir()
+    assert started[-2:] == ["idle=30", "broker=set"]
     assert lines[1:] == ["dmp-got-TERM", "scontrol requeue 4242"]
     assert proc.returncode == 0
     assert b"secret" not in err
+
+
+@pytest.mark.integration  # runs the batch script
+@pytest.mark.parametrize(("status", "message"), [(0, ""), (3, "workers ended with status 3")])
+def test_sbatch_ends_without_requeue_when_workers_stop(
+    tmp_path: Path, status: int, message: str
+) -> None:
+    """Idle workers exit 0 by themselves (--idle-exit): the job ends and gives its nodes
+    back. Failed ones end it too, rather than requeueing it into the same failure."""
+    env, record = _stand_ins(tmp_path)
+    env |= {"STAND_IN_EXIT": str(status), "DMP_WORKER_IDLE_EXIT": "5", "DMP_LOG_DIR": "logs"}
+    proc = _sbatch(env)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == status
+    (line,) = record.read_text().splitlines()  # no scontrol requeue
+    assert line.startswith("dmp worker ") and line.endswith(" idle=5 broker=set")
+    assert err.decode() == (f"dmp-workers: {message}; see logs\n" if message else "")
+
+
+@pytest.mark.integration  # runs the batch script
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (None, "no dmp on the PATH"),
+        ("missing.sh", "DMP_SETUP: {tmp}/missing.sh not readable"),
+        ("broken.sh", "DMP_SETUP: {tmp}/broken.sh failed with status 7"),
+    ],
+    ids=["no-setup", "missing", "failing"],
+)
+def test_sbatch_setup_hook_errors(tmp_path: Path, setup: str | None, message: str) -> None:
+    env, record = _stand_ins(tmp_path)
+    (tmp_path / "broken.sh").write_text("return 7\n")
+    if setup is None:
+        del env["DMP_SETUP"]
+    else:
+        env["DMP_SETUP"] = str(tmp_path / setup)
+    proc = _sbatch(env)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 1
+    (line,) = err.decode().splitlines()
+    assert line.startswith("dmp-workers: " + message.format(tmp=tmp_path))
+    assert not record.exists()  # no worker started
