@@ -39,7 +39,7 @@ class IdleExit(bootsteps.StartStopStep):
         assert self.limit is not None
         self.last_busy = time.monotonic()
         signals.task_received.connect(self._received, weak=False)
-        # Often enough to stop within a few percent of the limit, at most once a second.
+        # Often enough to stop within 5% of the limit; no more than twice a second.
         interval = min(max(self.limit / 20, 0.5), 30.0)
         self._timer = parent.timer.call_repeatedly(interval, self._tick)
 
@@ -55,8 +55,8 @@ class IdleExit(bootsteps.StartStopStep):
     def _tick(self) -> None:
         assert self.limit is not None
         now = time.monotonic()
-        # Reserved requests are those received and not yet done: running or prefetched.
-        if state.reserved_requests or state.active_requests:
+        # Received and not done: running, prefetched, or held for a countdown (a retry).
+        if state.reserved_requests or state.active_requests or state.scheduled_requests:
             self.last_busy = now
         elif now - self.last_busy >= self.limit and not self.stopping:
             self.stopping = True
@@ -71,7 +71,7 @@ def install(app: Celery) -> None:
             ["--idle-exit"],
             type=click.FloatRange(min=0),
             metavar="MINUTES",
-            help="Stop (exit 0) after MINUTES with no task received or running.",
+            help="Stop (exit 0) after MINUTES with no task received or running (0: never).",
         )
     )
     app.steps["worker"].add(IdleExit)
