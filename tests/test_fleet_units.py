@@ -108,6 +108,20 @@ def test_worker_argv() -> None:
     big = worker_argv(None, BIG_QUEUE, "big@node", "INFO", "/tmp/w.log")
     assert big[big.index("--prefetch-multiplier") + 1] == "1"
     assert big[big.index("--hostname") + 1] == "big@node"
+    assert "--idle-exit" not in big and "--idle-exit" not in worker_argv(
+        None, BIG_QUEUE, None, "INFO", None, 0
+    )
+    idle = worker_argv(None, "dmp.hash", None, "INFO", None, 30)
+    assert idle[idle.index("--idle-exit") + 1] == "30"
+
+
+def test_celery_workers_of_the_app_take_idle_exit() -> None:
+    """`celery -A dmp_tasks worker --idle-exit N` is what `dmp worker` passes on."""
+    from dmp_tasks import app
+    from dmp_tasks.idle import IdleExit
+
+    assert "idle_exit" in {option.name for option in app.user_options["worker"]}
+    assert IdleExit in app.steps["worker"]
 
 
 def test_non_utf8_paths_survive_the_json_serializer() -> None:
