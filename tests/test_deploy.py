@@ -320,7 +320,7 @@ def test_compose_config_accepts_the_file_with_passwords_set(tmp_path: Path) -> N
     example until its passwords are set."""
     command = _compose_command()
     if command is None:
-        pytest.skip("neither docker-compose nor `docker compose` is installed")
+        pytest.fail("docker-compose is needed (apt-get install --no-install-recommends docker-compose)")
     env_file = tmp_path / "site.env"
     example = _env_example()
     env_file.write_text("".join(f"{k}={v}\n" for k, v in {**example, **SET}.items()))
@@ -553,3 +553,12 @@ def test_sbatch_setup_hook_errors(tmp_path: Path, setup: str | None, message: st
     (line,) = err.decode().splitlines()
     assert line.startswith("dmp-workers: " + message.format(tmp=tmp_path))
     assert not record.exists()  # no worker started
+
+
+def test_the_readme_runs_the_commands_checked_here() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert f"systemd-escape --template=dmp-worker@.service {SYSTEMD_QUEUES})" in readme
+    assert "dmp-worker@dmp.hash,dmp" not in readme  # an unescaped instance: never as a unit
+    # The fleet.env lines work on a fresh account: the directory is made first.
+    made = readme.index("install -d -m 700 ~/.config/dmp\n")
+    assert made < readme.index("install -m 600 /dev/null ~/.config/dmp/fleet.env")
