@@ -320,7 +320,7 @@ def test_compose_config_accepts_the_file_with_passwords_set(tmp_path: Path) -> N
     example until its passwords are set."""
     command = _compose_command()
     if command is None:
-        pytest.fail("docker-compose is needed (apt-get install --no-install-recommends docker-compose)")
+        pytest.fail("docker-compose is needed (apt-get install docker-compose)")
     env_file = tmp_path / "site.env"
     example = _env_example()
     env_file.write_text("".join(f"{k}={v}\n" for k, v in {**example, **SET}.items()))
