@@ -15,6 +15,21 @@ from dmp_cli.errors import BrokerError
 from dmp_cli.executor import default_jobs
 
 ALL_QUEUES = "dmp.hash,dmp.transfer,dmp.big,dmp.coord"
+KNOWN_QUEUES = ALL_QUEUES.split(",")
+
+
+def _known_queues(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The queues, if dmp sends to each: a worker on a misspelt queue would start,
+    say it is ready, and idle for ever."""
+    names = [name.strip() for name in value.split(",")]
+    for name in names:
+        if name not in KNOWN_QUEUES:
+            escaped = "\\x2c" in name
+            why = " (a comma escaped by systemd: the unit must pass %I)" if escaped else ""
+            raise click.BadParameter(
+                f"no queue {name!r}{why}; dmp's queues are {', '.join(KNOWN_QUEUES)}"
+            )
+    return ",".join(dict.fromkeys(names))
 
 
 def worker_argv(
@@ -69,6 +84,7 @@ def worker_argv(
     "--queues",
     default=ALL_QUEUES,
     show_default=True,
+    callback=_known_queues,
     metavar="Q[,Q...]",
     help="Queues to take work from: dmp.hash (hashing), dmp.transfer (S3), "
     "dmp.big (huge files, one at a time), dmp.coord (detached jobs' coordinators).",

@@ -575,3 +575,27 @@ def test_a_global_option_after_a_command_without_it_says_where_it_goes(
         f"dmp: worker has no {option} option; {option} is a global option: "
         f"dmp {option} worker ...\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("queues", "named"),
+    [
+        ("dmp.hsh", "'dmp.hsh'"),
+        ("dmp.hash\\x2cdmp.big", "(a comma escaped by systemd: the unit must pass %I)"),
+        ("dmp.hash,", "''"),
+    ],
+    ids=["typo", "systemd-escaped", "empty"],
+)
+def test_a_worker_refuses_a_queue_nobody_sends_to(work: Path, queues: str, named: str) -> None:
+    proc = dmp("worker", "--queues", queues, cwd=work, env=dmp_env(DMP_BROKER_URL="redis://x:1"))
+    assert proc.returncode == 2
+    [line] = proc.stderr.decode().splitlines()
+    assert named in line
+    assert "dmp.hash, dmp.transfer, dmp.big, dmp.coord" in line
+
+
+def test_the_worker_knows_the_fleets_queues() -> None:
+    from dmp_cli.cli.worker import KNOWN_QUEUES
+    from dmp_tasks.config import QUEUES
+
+    assert list(QUEUES) == KNOWN_QUEUES
