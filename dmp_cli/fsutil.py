@@ -58,7 +58,7 @@ NAMED_TEMPORARIES = "DMP_NAMED_TEMPORARIES"
 _NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 # Named temporaries a target may have at once: writers of one target at the same time
 # (a batch redelivered while its first run still lives) are rare, so a few suffice.
-SLOTS = 8
+SLOTS = 4
 
 
 def unnamed_temporaries() -> bool:
@@ -154,17 +154,18 @@ def _unnamed(dir_fd: int, mode: int) -> int | None:
 def temporary_names(name: str) -> list[str]:
     """The names a pending file of ``name`` may have: hidden, dmp's, and the same for
     every writer, so that each finds what the others left."""
-    raw = os.fsencode(name)
-    return [
-        f".{name[:100]}.{hashlib.sha256(b'%d/' % slot + raw).hexdigest()[:8]}.dmp-tmp"
-        for slot in range(SLOTS)
-    ]
+    stem = f".{name[:100]}.{hashlib.sha256(os.fsencode(name)).hexdigest()[:7]}"
+    return [f"{stem}{slot}.dmp-tmp" for slot in range(SLOTS)]
 
 
 def clear_if_dead(temp: str, dir_fd: int) -> bool:
     """Remove the temporary ``temp`` if its writer is gone (its lock free); whether the
     name is free now. A live writer's file, a file that is not a regular file, and one
     whose lock cannot be asked about (no flock here) are left alone."""
+    try:  # most often there is none: a cheap question first
+        os.stat(temp, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return True
     try:
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         fd = os.open(temp, flags, dir_fd=dir_fd)
