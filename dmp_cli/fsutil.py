@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 import stat
@@ -63,11 +64,12 @@ SLOTS = 4
 
 def unnamed_temporaries() -> bool:
     """Whether to try O_TMPFILE first: Linux, with /proc to link the file from."""
-    return (
-        hasattr(os, "O_TMPFILE")
-        and os.environ.get(NAMED_TEMPORARIES, "") in ("", "0")
-        and os.path.isdir("/proc/self/fd")
-    )
+    return os.environ.get(NAMED_TEMPORARIES, "") in ("", "0") and _can_link_unnamed()
+
+
+@functools.cache
+def _can_link_unnamed() -> bool:
+    return hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 
 
 class PendingFile:
