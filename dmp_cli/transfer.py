@@ -26,6 +26,7 @@ from dmp_cli.errors import (
 )
 from dmp_cli.fsutil import PendingFile
 from dmp_cli.ops import Context, operation
+from dmp_cli.quoting import quote_name
 from dmp_cli.rows import Item, Row, base_row
 from dmp_cli.store import OnBytes
 from dmp_cli.vault import Vault
@@ -157,8 +158,10 @@ def download_op(item: Item, ctx: Context) -> Row:
     except OSError as exc:
         if exc.errno not in TARGET_UNUSABLE:
             raise
+        # Said by the run as it stops, so the name is quoted here as the CLI quotes names.
+        name = quote_name(item["path"]).decode("utf-8", "surrogateescape")
         raise TargetUnusable(
-            f"{item['path']}: {exc.strerror}; fetch stopped, as no later file could be written"
+            f"{name}: {exc.strerror}; fetch stopped, as no later file could be written"
         ) from exc
 
 
