@@ -8,10 +8,12 @@ class DmpError(Exception):
 
     ``transient`` marks, where the error is raised, a failure that a later attempt may
     not meet (throttling, a server error, a reset connection, a timeout): the file is
-    tried again, with backoff, before its failure is reported."""
+    tried again, with backoff, before its failure is reported. ``fatal`` marks a failure
+    that no later file of the run can escape: the run stops at the first."""
 
     exit_code = 1
     transient = False
+    fatal = False
 
     def __init__(self, message: str = "", *, transient: bool | None = None) -> None:
         super().__init__(message)
@@ -52,6 +54,19 @@ class ObjectMissing(StoreError):
 class FatalStoreError(StoreError):
     """The store cannot be used at all (no bucket, no credentials, no endpoint): no later
     request can succeed, so the run stops rather than fail every file alike."""
+
+    fatal = True
+
+
+class TargetUnusable(DmpError):
+    """The filesystem a fetch writes to takes no more files (full, over quota, read-only):
+    the run stops rather than fail every later file alike. The message names the file."""
+
+    fatal = True
+
+
+class RunStopped(DmpError):
+    """A run ended early by a failure that every later file would meet too."""
 
 
 class PathRefused(DmpError):

@@ -11,7 +11,7 @@ import errno
 from enum import StrEnum
 from typing import Any, Required, TypedDict
 
-from dmp_cli.errors import DmpError, FatalStoreError, ObjectMissing, PathRefused
+from dmp_cli.errors import DmpError, ObjectMissing, PathRefused
 
 
 class Status(StrEnum):
@@ -65,7 +65,7 @@ class Row(TypedDict, total=False):
     errno: int
     to: str  # where a file went, or would go
     same: bool
-    fatal: bool  # the store cannot be used at all: the run stops
+    fatal: bool  # no later file can succeed (no store, a full target): the run stops
     transient: bool  # may succeed if tried again (throttling, a reset, ESTALE)
 
 
@@ -125,7 +125,7 @@ def error_row(base: Row, exc: BaseException, where: str | None = None) -> Row:
         row["status"], row["error"] = Status.REFUSED, str(exc)
     elif isinstance(exc, DmpError):
         row["status"], row["error"] = Status.FAILED, str(exc)
-        if isinstance(exc, FatalStoreError):
+        if exc.fatal:
             row["fatal"] = True
     else:
         text = f"{type(exc).__name__}: {exc}"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from dmp_cli.check import CheckCounts, check_items
 from dmp_cli.digest import digest_stream
-from dmp_cli.errors import FatalStoreError, ManifestError, UsageError
+from dmp_cli.errors import ManifestError, RunStopped, UsageError
 from dmp_cli.executor import Executor, default_jobs, io_threads_for
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, Lister, walk_items
@@ -386,7 +386,7 @@ def _execute(
         retries: list[Row] = []
         for raw in executor.map(work, items, on_bytes=hear.on_bytes):
             if raw.get("fatal"):
-                raise FatalStoreError(str(raw.get("error")))
+                raise RunStopped(str(raw.get("error")))
             if tally.needs_retry(raw):
                 retries.append(raw)
                 continue

@@ -14,12 +14,19 @@ import errno
 import os
 import posixpath
 import stat
-import uuid
 from collections.abc import Callable
 
 from dmp_cli.digest import digest_fd
-from dmp_cli.errors import IntegrityError, ObjectExists, ObjectMissing, PathRefused
+from dmp_cli.errors import (
+    IntegrityError,
+    ObjectExists,
+    ObjectMissing,
+    PathRefused,
+    TargetUnusable,
+)
+from dmp_cli.fsutil import PendingFile
 from dmp_cli.ops import Context, operation
+from dmp_cli.quoting import quote_name
 from dmp_cli.rows import Item, Row, base_row
 from dmp_cli.store import OnBytes
 from dmp_cli.vault import Vault
@@ -132,11 +139,33 @@ def path_key(path: str) -> str:
 # ------------------------------------------------------------------ download
 
 
+# A target that takes no more files fails every later file alike, so a fetch stops at the
+# first such failure (as it does when the vault has no bucket) rather than grind through
+# a million files: a full filesystem (ENOSPC) or quota (EDQUOT) does not empty itself
+# while dmp runs, and a read-only one (EROFS) stays so. The files already fetched stay,
+# and a fetch run again once there is room skips them. A permission denied (EACCES,
+# EPERM) fails that file alone: permissions differ from directory to directory.
+TARGET_UNUSABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
 @operation("download", kind="io", base=_entry, where=_object)
 @_entries
 def download_op(item: Item, ctx: Context) -> Row:
-    """Bring one vault object to its manifest path: through a temporary file in the target
-    directory, verified, then renamed. A local file with the right content is left alone."""
+    """Bring one vault object to its manifest path: through a pending file in the target
+    directory, verified, then named. A local file with the right content is left alone."""
+    try:
+        return _download(item, ctx)
+    except OSError as exc:
+        if exc.errno not in TARGET_UNUSABLE:
+            raise
+        # Said by the run as it stops, so the name is quoted here as the CLI quotes names.
+        name = quote_name(item["path"]).decode("utf-8", "surrogateescape")
+        raise TargetUnusable(
+            f"{name}: {exc.strerror}; fetch stopped, as no later file could be written"
+        ) from exc
+
+
+def _download(item: Item, ctx: Context) -> Row:
     options = ctx.options
     digest = item["digest"]
     parts = target_parts(item["path"], options.absolute_names)
@@ -249,15 +278,8 @@ def _fetch_into(
     replace: bool,
     on_bytes: OnBytes | None = None,
 ) -> int:
-    temp = f".{name[:100]}.{uuid.uuid4().hex[:8]}.dmp-tmp"
-    fd = os.open(
-        temp,
-        os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o666,
-        dir_fd=dir_fd,
-    )
-    try:
-        with os.fdopen(fd, "w+b") as stream:
+    with PendingFile(dir_fd, name) as pending:
+        with os.fdopen(pending.fd, "w+b", closefd=False) as stream:
             vault.get_file(digest, stream, on_bytes)
             stream.flush()
             os.fsync(stream.fileno())
@@ -265,33 +287,11 @@ def _fetch_into(
             got, size = digest_fd(stream.fileno())
         if got != digest:
             raise IntegrityError(f"the vault's object hashes to {got}, not to its key; not fetched")
-        _move_into_place(temp, name, dir_fd, replace)
-    except BaseException:
-        _unlink_at(temp, dir_fd)
-        raise
+        try:  # never clobber a file that appeared while we fetched
+            pending.publish(replace)
+        except FileExistsError:
+            raise PathRefused("appeared while it was being fetched; left untouched") from None
     return size
-
-
-def _move_into_place(temp: str, name: str, dir_fd: int, replace: bool) -> None:
-    if replace:  # a rename replaces a link itself, never what it points to
-        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        return
-    try:  # never clobber a file that appeared while we fetched
-        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-    except FileExistsError:
-        raise PathRefused("appeared while it was being fetched; left untouched") from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dir_fd))
-        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        return
-    _unlink_at(temp, dir_fd)
-
-
-def _unlink_at(name: str, dir_fd: int) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(name, dir_fd=dir_fd)
 
 
 __all__ = ["PathRefused", "download_op", "head_op", "path_key", "target_parts", "upload_op"]

@@ -1,13 +1,13 @@
 """The vault on a filesystem: ``file:///dir``, the same key layout as on S3.
 
-Every object is written to a temporary file beside its final name, hashed as it is
-copied, synced, and renamed into place only if the bytes hash to the expected sha256, so
-a reader never sees a partial or wrong object, whatever is interrupted.
+Every object is written to a pending file beside its final name (unnamed where the
+filesystem can: ``dmp_cli.fsutil.PendingFile``), hashed as it is copied, synced, and
+renamed into place only if the bytes hash to the expected sha256, so a reader never sees
+a partial or wrong object, whatever is interrupted, and a killed writer leaves nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -21,7 +21,7 @@ from dmp_cli.errors import (
     ObjectMissing,
     StoreError,
 )
-from dmp_cli.fsutil import temp_beside
+from dmp_cli.fsutil import PendingFile
 from dmp_cli.store import ObjectInfo, OnBytes, Store, Upload
 
 
@@ -89,16 +89,17 @@ class FileStore:
         if if_absent and self.head(key) is not None:
             raise ObjectExists(f"{self.key_url(key)}: already there")
         # The source is opened first: a worker that blocks or dies opening it must not
-        # leave a temporary file behind in the vault.
+        # leave a temporary file behind in the vault (nor does one that dies later: see
+        # PendingFile). Objects are private to the vault's owner, as they always were.
         source = open(path, "rb")  # noqa: SIM115 - closed below
         try:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            fd, temp = temp_beside(target)
+            pending = PendingFile.beside(target, 0o600)
         except OSError as exc:
             source.close()
             raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
         try:
-            with source, os.fdopen(fd, "wb") as out:
+            with pending, source, os.fdopen(pending.fd, "wb", closefd=False) as out:
                 sent, got = _copy_hashing(source, out, on_bytes)
                 if got != digest:
                     raise IntegrityError(
@@ -106,10 +107,9 @@ class FileStore:
                     )
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(temp, target)
-        except BaseException as exc:
-            _unlink(temp)
-            if isinstance(exc, OSError) and exc.filename != path:
+                pending.publish(replace=True)
+        except OSError as exc:
+            if exc.filename != path:
                 raise StoreError(f"{self.key_url(key)}: {exc.strerror or exc}") from exc
             raise
         return sent
@@ -150,8 +150,3 @@ def _copy_hashing(source: BinaryIO, out: BinaryIO, on_bytes: OnBytes | None) -> 
         if on_bytes:
             on_bytes(len(chunk))
     return total, hasher.hexdigest()
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -39,6 +39,9 @@ def error(name: str) -> BaseException:
         return OSError(errno.EIO, "Input/output error (injected)")
     if name == "ESTALE":
         return OSError(errno.ESTALE, "Stale file handle (injected)")
+    if name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES"):  # a target that takes no more
+        code = getattr(errno, name)
+        return OSError(code, f"{os.strerror(code)} (injected)")
     if name == "ConnectionResetError":
         return ConnectionResetError(errno.ECONNRESET, "Connection reset by peer (injected)")
     return RuntimeError("injected fault")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import subprocess
@@ -207,6 +208,35 @@ def test_fetch_makes_parents(work: Path) -> None:
     assert Path("a/b/c.txt").read_bytes() == b"data"
     assert fetch(work, "a/b/c.txt", b"data")["status"] == "present"
     assert os.listdir("a/b") == ["c.txt"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("code", "fatal"),
+    [(errno.ENOSPC, True), (errno.EDQUOT, True), (errno.EROFS, True), (errno.EACCES, False)],
+    ids=["ENOSPC", "EDQUOT", "EROFS", "EACCES"],
+)
+def test_fetch_into_a_target_that_takes_no_more(
+    work: Path, monkeypatch: pytest.MonkeyPatch, code: int, fatal: bool
+) -> None:
+    """Full, over quota, read-only: the row stops the run, saying which file (quoted,
+    on one line); a permission denied is that file's alone. Nothing is left behind."""
+
+    def refuse(self: FileStore, key: str, stream: object, on_bytes: object = None) -> int:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(FileStore, "get_file", refuse)
+    put(work, b"data")
+    row = fetch(work, "d/new\nline", b"data")
+    assert row.get("fatal", False) is fatal
+    if fatal:
+        assert row["status"] == "failed"
+        assert row["error"] == (
+            f"'d/new'$'\\n''line': {os.strerror(code)}; fetch stopped, as no later file "
+            "could be written"
+        )
+    else:
+        assert (row["status"], row["error"]) == ("unreadable", os.strerror(code))
+    assert os.listdir("d") == []
 
 
 def test_fetch_wrong_local_file(work: Path) -> None:

@@ -1,0 +1,189 @@
+"""--fetch into a target that takes no more files: full (ENOSPC), over quota (EDQUOT) or
+read-only (EROFS) stops the run at the first file, with one line naming it, as a missing
+bucket does; a permission denied (EACCES) fails that file alone. No partial file either
+way, and what was fetched before the stop is whole and stays.
+
+Real filesystems: a 1 MiB tmpfs mounted for the test (full; read-only), and a fetch run
+as nobody into a directory that nobody may not write. EDQUOT is injected with
+``tests.integration.faults``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from dmp_cli.manifest import Entry, format_line
+from tests.integration.fleet import fleet_env, run, worker
+from tests.integration.vaultkit import sha, stderr_lines, vault_path
+from tests.servers import REPO, Service, dmp_env, run_dmp
+
+pytestmark = pytest.mark.integration
+
+# Thirty files of 100 KiB, ten to a directory: about ten fit in a 1 MiB tmpfs.
+FILES = {f"d{i // 10}/f{i:02}": bytes([i]) * (100 << 10) for i in range(30)}
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@contextmanager
+def tmpfs(where: Path, *options: str) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted at ``where`` for the test (root needed: CI runs as root)."""
+    where.mkdir(exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", ",".join(("size=1m", *options)), "tmpfs", str(where)]
+    done = subprocess.run(mount, capture_output=True)
+    if done.returncode:
+        pytest.fail(f"cannot mount a tmpfs at {where}: {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        if subprocess.run(["umount", str(where)], capture_output=True).returncode:
+            subprocess.run(["umount", "--lazy", str(where)], check=True)
+
+
+def stock(root: Path, files: dict[str, bytes] = FILES) -> tuple[Path, Path]:
+    """A file:// vault under ``root`` holding the files' content, and their manifest."""
+    vault = root / "vault"
+    for data in files.values():
+        path = vault_path(vault, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    manifest = root / "m.sha256"
+    manifest.write_bytes(b"".join(format_line(Entry(sha(d), n)) for n, d in files.items()))
+    return vault, manifest
+
+
+def fetched_whole(target: Path) -> list[str]:
+    """The files under ``target``, each checked whole; no temporary among them."""
+    names = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    for name in names:
+        assert (target / name).read_bytes() == FILES[name], name
+    return names
+
+
+def stopped_at(err: list[str], reason: str) -> str:
+    """The one line of a stopped fetch: the file it stopped at."""
+    assert len(err) == 1, err
+    found = re.fullmatch(
+        rf"dmp: (d\d/f\d\d): {re.escape(reason)}; fetch stopped, as no later file could be "
+        "written",
+        err[0],
+    )
+    assert found, err
+    return found[1]
+
+
+@pytest.fixture(params=["embedded", "fleet"])
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    if request.param == "embedded":
+        yield None
+        return
+    redis: Service = request.getfixturevalue("redis")
+    with worker(redis.url, "fetcher", tmp_path):
+        yield redis.url
+
+
+def test_full_disk_stops_the_fetch(tmp_path: Path, broker: str | None) -> None:
+    vault, manifest = stock(tmp_path)
+    env = {"DMP_VAULT": f"file://{vault}"}
+    with tmpfs(tmp_path / "full") as target:
+        args = ["manifest", "--fetch", "-m", str(manifest)]
+        result = run(*args, cwd=target, broker_url=broker, **env)
+        failed = stopped_at(stderr_lines(result), "No space left on device")
+        assert result.returncode == 1
+        names = fetched_whole(target)
+        assert failed not in names  # no partial file
+        assert 0 < len(names) < len(FILES) // 2
+        shown = result.stdout.decode().splitlines()
+        assert set(shown) <= {f"{n}: fetched (100.0 KiB)" for n in names}, shown
+        if broker is None:  # once there is room, a fetch again brings the rest
+            subprocess.run(["mount", "-o", "remount,size=4m", str(target)], check=True)
+            again = run(*args, cwd=target, broker_url=None, **env)
+            assert again.returncode == 0, again.stderr
+            assert stderr_lines(again)[-1].endswith(
+                f" fetched, {len(names)} already present, 0 failed"
+            )
+            assert fetched_whole(target) == sorted(FILES)
+
+
+def test_read_only_target_stops_the_fetch_at_the_first_file(tmp_path: Path) -> None:
+    vault, manifest = stock(tmp_path)
+    env = fleet_env(None, DMP_VAULT=f"file://{vault}")
+    with tmpfs(tmp_path / "ro", "ro") as target:
+        result = run_dmp("manifest", "--fetch", "-m", str(manifest), cwd=target, env=env)
+        assert stopped_at(stderr_lines(result), "Read-only file system") == "d0/f00"
+        assert (result.returncode, result.stdout) == (1, b"")
+        assert os.listdir(target) == []
+
+
+def test_quota_exceeded_stops_the_fetch(tmp_path: Path) -> None:
+    vault, manifest = stock(tmp_path)
+    plan = tmp_path / "plan.json"
+    victim = "d1/f15"
+    fault = {"target": "store.get_file", "victim": "f15", "error": "EDQUOT"}
+    plan.write_text(json.dumps({**fault, "digest": sha(FILES[victim])}))
+    target = tmp_path / "restore"
+    target.mkdir()
+    env = fleet_env(None, DMP_VAULT=f"file://{vault}", DMP_TEST_FAULTS=str(plan), DMP_JOBS="1")
+    faulty = [sys.executable, "-m", "tests.integration.faults"]
+    result = subprocess.run(
+        [*faulty, "manifest", "--fetch", "-m", str(manifest)],
+        cwd=target,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert stopped_at(stderr_lines(result), "Disk quota exceeded (injected)") == victim
+    names = fetched_whole(target)
+    assert victim not in names
+    assert names[:15] == sorted(FILES)[:15]  # those before it, in order, all fetched
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory that another user may reach (pytest's are private to root)."""
+    root = Path(tempfile.mkdtemp(prefix="dmp-eacces-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root)
+
+
+def test_permission_denied_fails_only_that_directory(shared: Path) -> None:
+    files = {name: FILES[name] for name in ("d0/f00", "d0/f01", "d1/f10", "d1/f11", "d2/f20")}
+    vault, manifest = stock(shared, files)
+    for path in [vault, *vault.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    manifest.chmod(0o644)
+    target = shared / "restore"
+    target.mkdir(mode=0o777)
+    target.chmod(0o777)
+    (target / "d1").mkdir(mode=0o755)  # root's: nobody may not write in it
+    env = dmp_env(DMP_VAULT=f"file://{vault}", PYTHONPATH=REPO, HOME=str(shared))
+    result = subprocess.run(
+        [*NOBODY, sys.executable, "-m", "dmp_cli", "manifest", "--fetch", "-m", str(manifest)],
+        cwd=target,
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    err = stderr_lines(result)
+    assert result.returncode == 1, err
+    assert err == [
+        "dmp: d1/f10: Permission denied",
+        "dmp: d1/f11: Permission denied",
+        "dmp: 3 files (300.0 KiB) fetched, 0 already present, 2 failed",
+    ]
+    assert os.listdir(target / "d1") == []
+    assert sorted(p.name for p in target.rglob("f*")) == ["f00", "f01", "f20"]
