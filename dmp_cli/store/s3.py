@@ -16,8 +16,9 @@ import base64
 import hashlib
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, cast
 
 from botocore.exceptions import (
@@ -60,8 +61,10 @@ MULTIPART_FILES = 1
 META_KEY = "sha256"  # sent as x-amz-meta-sha256
 # Below this size a put-if-absent replaces the HEAD that would precede the PUT: one
 # request instead of two. The PUT goes with "Expect: 100-continue", so a store that
-# already has the object refuses it (412) before the body is sent.
+# already has the object refuses it (412) before the body is sent. Only on a store that
+# has shown it refuses (see _ConditionalPuts): some accept the header and overwrite.
 CONDITIONAL_PUT_MAX = 1 << 20
+PROBE_NAME = ".dmp-conditional-put-probe"
 
 _THROTTLED = {
     "SlowDown",
@@ -81,6 +84,7 @@ _BAD_CREDENTIALS = {
     "TokenRefreshRequired",
 }
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+_PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 
 
 class S3Store:
@@ -88,7 +92,13 @@ class S3Store:
     by the threads of a process (both are thread-safe; neither survives a fork)."""
 
     def __init__(
-        self, client: Any, bucket: str, prefix: str, transfer_config: TransferConfig | None = None
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        transfer_config: TransferConfig | None = None,
+        conditional_put: str = "auto",
+        learned: ConditionalPuts | None = None,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -102,7 +112,11 @@ class S3Store:
         self._manager: TransferManager | None = None
         self._lock = threading.Lock()
         self._big_files = threading.BoundedSemaphore(MULTIPART_FILES)
-        self._conditional = True  # put-if-absent (If-None-Match: *) until refused
+        # Put-if-absent (If-None-Match: *): "auto" once the store has shown that it
+        # refuses one for a key that exists, "on" trusted, "off" never used.
+        self.conditional_put = conditional_put
+        self._learned = learned or LEARNED
+        self._conditional = conditional_put != "off"  # until a store answers 501
 
     @classmethod
     def from_spec(cls, bucket: str, prefix: str, spec: StoreSpec) -> S3Store:
@@ -113,7 +127,7 @@ class S3Store:
             multipart_chunksize=spec.multipart_chunksize or MULTIPART_CHUNKSIZE,
             max_request_concurrency=TRANSFER_CONCURRENCY,
         )
-        return cls(client, bucket, prefix, transfer_config)
+        return cls(client, bucket, prefix, transfer_config, spec.conditional_put)
 
     def close(self) -> None:
         with self._lock:
@@ -173,7 +187,7 @@ class S3Store:
     ) -> int:
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
-            if if_absent and (size >= CONDITIONAL_PUT_MAX or not self._conditional):
+            if if_absent and (size >= CONDITIONAL_PUT_MAX or not self._trusts_conditional_put(key)):
                 # Asking first is cheap beside sending a big file.
                 if self.head(key) is not None:
                     raise ObjectExists(f"{self.key_url(key)}: already there")
@@ -201,16 +215,61 @@ class S3Store:
                     **args,
                 )
         except StoreError as exc:
-            code = _code(exc.__cause__) if isinstance(exc.__cause__, ClientError) else ""
-            if if_absent and code in ("PreconditionFailed", "412"):
+            cause = exc.__cause__
+            code = _code(cause) if isinstance(cause, ClientError) else ""
+            if if_absent and code in _PRECONDITION_FAILED:
+                if _retried(cast(ClientError, cause)):
+                    # botocore tried again after an attempt whose answer was lost (a
+                    # reset, a timeout): that attempt most likely wrote the object.
+                    return self._sent(len(data), on_bytes)
                 raise ObjectExists(f"{self.key_url(key)}: already there") from None
             if if_absent and code in ("NotImplemented", "501"):
                 self._conditional = False  # a store without conditional writes: ask first
                 return self.put_file(key, source.name, digest, len(data), on_bytes, True)
             raise
+        return self._sent(len(data), on_bytes)
+
+    @staticmethod
+    def _sent(size: int, on_bytes: OnBytes | None) -> int:
         if on_bytes:
-            on_bytes(len(data))
-        return len(data)
+            on_bytes(size)
+        return size
+
+    def _trusts_conditional_put(self, key: str) -> bool:
+        if not self._conditional or self.conditional_put == "on":
+            return self._conditional
+        where = (self.client.meta.endpoint_url, self.bucket)
+        return self._learned.learn(where, lambda: self._probe(self.key_url(key)))
+
+    def _probe(self, url: str) -> bool:
+        """Whether this store refuses a conditional PUT of a key that exists: a tiny
+        object put twice with If-None-Match, the second must be refused (412). An answer
+        that cannot tell (an error, a refusal of the first) is a no: then ask first. A
+        store that cannot be used at all (credentials rejected) is said now, as the
+        failure of the object ``url`` that was to be put."""
+        key = self._key(f"{PROBE_NAME}-{uuid.uuid4().hex}")
+        try:
+            with translated(url):
+                taken = self._probe_put(key)
+            return taken and not self._probe_put(key)
+        except FatalStoreError:
+            raise
+        except (StoreError, ClientError, BotoCoreError, OSError):
+            return False
+        finally:
+            # A store that refuses the delete keeps a 4-byte object; nothing to say.
+            with suppress(ClientError, BotoCoreError, OSError):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def _probe_put(self, key: str) -> bool:
+        """Whether a conditional PUT of ``key`` was taken (False: refused, 412)."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"dmp\n", IfNoneMatch="*")
+        except ClientError as exc:
+            if _code(exc) in _PRECONDITION_FAILED and not _retried(exc):
+                return False
+            raise
+        return True
 
     def _put_multipart(
         self, key: str, source: BinaryIO, size: int, digest: str, on_bytes: OnBytes | None
@@ -358,6 +417,33 @@ def _changed(got: str) -> IntegrityError:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _retried(exc: ClientError) -> bool:
+    """Whether botocore's answer came after attempts whose own answers were lost."""
+    return bool(exc.response.get("ResponseMetadata", {}).get("RetryAttempts"))
+
+
+class ConditionalPuts:
+    """What each store (endpoint and bucket) has shown of put-if-absent, learned once per
+    process, whichever thread asks first; the others wait for its answer."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], bool] = {}
+        self._lock = threading.Lock()
+
+    def learn(self, where: tuple[str, str], probe: Callable[[], bool]) -> bool:
+        known = self._known.get(where)
+        if known is not None:
+            return known
+        with self._lock:
+            known = self._known.get(where)
+            if known is None:
+                known = self._known[where] = probe()
+            return known
+
+
+LEARNED = ConditionalPuts()  # the process's
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from dmp_cli.layout import digest_key
 from dmp_cli.options import StoreSpec
 from dmp_cli.store import Location, open_store, parse_url, same_kind
 from dmp_cli.store.local import FileStore
-from dmp_cli.store.s3 import S3Store, client_error, translated
+from dmp_cli.store.s3 import ConditionalPuts, S3Store, client_error, translated
 
 MiB = 1 << 20
 
@@ -350,14 +350,77 @@ def test_s3_small_put_if_absent_asks_nothing_first(s3: object, tmp_path: Path) -
     s3.meta.events.register(  # type: ignore[attr-defined]
         "before-send.s3", lambda request, **_: sent.append(request.method)
     )
-    store = S3Store(s3, "vault", "object")
+    learned = ConditionalPuts()
+    store = S3Store(s3, "vault", "object", learned=learned)
     data = b"small"
     key = digest_key(sha(data))
     path = write(tmp_path / "f", data)
     assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    assert sent == ["PUT", "PUT", "DELETE", "PUT"]  # the probe first, once
     with pytest.raises(ObjectExists):
         store.put_file(key, path, sha(data), 5, if_absent=True)
-    assert sent == ["PUT", "PUT"]  # one request each: no HEAD before
+    other = S3Store(s3, "vault", "object", learned=learned)  # same endpoint and bucket
+    with pytest.raises(ObjectExists):
+        other.put_file(key, path, sha(data), 5, if_absent=True)
+    assert sent[4:] == ["PUT", "PUT"]  # one request each: no HEAD before, no probe again
+    listed = s3.list_objects_v2(Bucket="vault")["Contents"]  # type: ignore[attr-defined]
+    assert [obj["Key"] for obj in listed] == [f"object/{key}"]  # no probe left
+
+
+def _strip_if_none_match(params: dict[str, Any], **_: object) -> None:
+    params["headers"].pop("If-None-Match", None)  # a store that accepts it and overwrites
+
+
+@pytest.mark.parametrize(
+    ("mode", "overwrites", "heads"),
+    [("auto", True, 1), ("auto", False, 0), ("on", True, 0), ("off", False, 1)],
+    ids=["auto-overwriting-store", "auto-honouring-store", "on-trusts", "off-asks"],
+)
+def test_s3_put_if_absent_trusted_only_where_shown(
+    s3: object, tmp_path: Path, mode: str, overwrites: bool, heads: int
+) -> None:
+    """auto: a store that overwrites despite If-None-Match is asked first (HEAD), and
+    the second put of an object finds it there; on: trusted without a probe."""
+    if overwrites:
+        s3.meta.events.register("before-call.s3.PutObject", _strip_if_none_match)  # type: ignore[attr-defined]
+    sent: list[str] = []
+    s3.meta.events.register(  # type: ignore[attr-defined]
+        "before-send.s3", lambda request, **_: sent.append(request.method)
+    )
+    store = S3Store(s3, "vault", "object", conditional_put=mode, learned=ConditionalPuts())
+    data = b"small"
+    key = digest_key(sha(data))
+    path = write(tmp_path / "f", data)
+    store.put_file(key, path, sha(data), 5, if_absent=True)
+    sent.clear()
+    if mode == "on" and overwrites:  # what was asked for: the store's word is taken
+        assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    else:
+        with pytest.raises(ObjectExists):
+            store.put_file(key, path, sha(data), 5, if_absent=True)
+    assert sent == ["HEAD"] * heads + ["PUT"] * (1 - heads)
+
+
+def test_s3_probe_that_cannot_tell_means_asking_first(s3: object, tmp_path: Path) -> None:
+    """An error during the probe (here the second PUT is denied, as a write-once
+    policy might) is not a yes; the probe object is deleted all the same."""
+    puts: list[int] = []
+
+    def deny_second(params: dict[str, Any], **_: object) -> tuple[Any, dict[str, Any]] | None:
+        puts.append(1)
+        if len(puts) != 2:
+            return None
+        reply = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+        return AWSResponse(params["url"], 403, {}, None), reply
+
+    s3.meta.events.register("before-call.s3.PutObject", deny_second)  # type: ignore[attr-defined]
+    store = S3Store(s3, "vault", "object", learned=ConditionalPuts())
+    data = b"small"
+    path = write(tmp_path / "f", data)
+    assert store.put_file(digest_key(sha(data)), path, sha(data), 5, if_absent=True) == 5
+    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket="vault")["Contents"]]  # type: ignore[attr-defined]
+    assert keys == [f"object/{digest_key(sha(data))}"]
+    assert store._trusts_conditional_put("k") is False
 
 
 def test_s3_put_if_absent_without_conditional_writes(s3: object, tmp_path: Path) -> None:
@@ -375,7 +438,7 @@ def test_s3_put_if_absent_without_conditional_writes(s3: object, tmp_path: Path)
         return AWSResponse(params["url"], 501, {}, None), reply
 
     s3.meta.events.register("before-call.s3.PutObject", refuse)  # type: ignore[attr-defined]
-    store = S3Store(s3, "vault", "object")
+    store = S3Store(s3, "vault", "object", conditional_put="on")
     data = b"small"
     key = digest_key(sha(data))
     path = write(tmp_path / "f", data)
