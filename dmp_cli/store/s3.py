@@ -116,6 +116,9 @@ class S3Store:
         # refuses one for a key that exists, "on" trusted, "off" never used.
         self.conditional_put = conditional_put
         self._learned = learned or LEARNED
+        # Put-if-absent uploads that failed transiently: their answer may have been lost
+        # after the store wrote the object, so finding it there next time is no surprise.
+        self._unanswered = _Keys()
         self._conditional = conditional_put != "off"  # until a store answers 501
 
     @classmethod
@@ -187,14 +190,22 @@ class S3Store:
     ) -> int:
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
+            asked = False
             if if_absent and (size >= CONDITIONAL_PUT_MAX or not self._trusts_conditional_put(key)):
                 # Asking first is cheap beside sending a big file.
                 if self.head(key) is not None:
+                    if self._unanswered.pop(key):  # as a 412 in _put_single
+                        return self._sent(size, on_bytes)
                     raise ObjectExists(f"{self.key_url(key)}: already there")
-                if_absent = False
-            if size < self.config.multipart_threshold:
-                return self._put_single(key, source, digest, on_bytes, if_absent)
-            return self._put_multipart(key, source, size, digest, on_bytes)
+                if_absent, asked = False, True
+            try:
+                if size < self.config.multipart_threshold:
+                    return self._put_single(key, source, digest, on_bytes, if_absent)
+                return self._put_multipart(key, source, size, digest, on_bytes)
+            except StoreError as exc:
+                if asked and exc.transient:
+                    self._unanswered.add(key)
+                raise
 
     def _put_single(
         self, key: str, source: BinaryIO, digest: str, on_bytes: OnBytes | None, if_absent: bool
@@ -217,16 +228,21 @@ class S3Store:
         except StoreError as exc:
             cause = exc.__cause__
             code = _code(cause) if isinstance(cause, ClientError) else ""
+            unanswered = self._unanswered.pop(key)
             if if_absent and code in _PRECONDITION_FAILED:
-                if _retried(cast(ClientError, cause)):
-                    # botocore tried again after an attempt whose answer was lost (a
-                    # reset, a timeout): that attempt most likely wrote the object.
+                if unanswered or _retried(cast(ClientError, cause)):
+                    # Tried again (by botocore, or by dmp after botocore's attempts)
+                    # after a PUT whose answer was lost (a reset, a timeout): that PUT
+                    # most likely wrote the object, so this run uploaded it.
                     return self._sent(len(data), on_bytes)
                 raise ObjectExists(f"{self.key_url(key)}: already there") from None
             if if_absent and code in ("NotImplemented", "501"):
                 self._conditional = False  # a store without conditional writes: ask first
                 return self.put_file(key, source.name, digest, len(data), on_bytes, True)
+            if if_absent and exc.transient:
+                self._unanswered.add(key)
             raise
+        self._unanswered.pop(key)
         return self._sent(len(data), on_bytes)
 
     @staticmethod
@@ -359,6 +375,26 @@ class _HashingReader:
             raise _changed(got)
         if self._on_end:
             self._on_end()
+
+
+class _Keys:
+    """A thread-safe set of keys, bounded: past ``bound`` the oldest are forgotten."""
+
+    def __init__(self, bound: int = 4096) -> None:
+        self._keys: dict[str, None] = {}
+        self._bound = bound
+        self._lock = threading.Lock()
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self._keys[key] = None
+            if len(self._keys) > self._bound:
+                del self._keys[next(iter(self._keys))]
+
+    def pop(self, key: str) -> bool:
+        """Whether ``key`` was there (it is not, after)."""
+        with self._lock:
+            return self._keys.pop(key, False) is None
 
 
 class _Turn:

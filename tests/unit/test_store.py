@@ -15,6 +15,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import (
     ClientError,
+    ConnectionClosedError,
     EndpointConnectionError,
     ParamValidationError,
     ReadTimeoutError,
@@ -465,3 +466,31 @@ def test_file_put_if_absent(fstore: FileStore, tmp_path: Path) -> None:
     fstore.put_file(digest_key(sha(data)), path, sha(data), 1, if_absent=True)
     with pytest.raises(ObjectExists):
         fstore.put_file(digest_key(sha(data)), path, sha(data), 1, if_absent=True)
+
+
+@pytest.mark.parametrize("mode", ["on", "off"], ids=["conditional-put", "asking-first"])
+def test_s3_put_whose_answer_was_lost_counts_as_uploaded(
+    s3: Any, tmp_path: Path, mode: str
+) -> None:
+    """The server wrote the object but its answer never came (a reset), past botocore's
+    retries: dmp's own retry finds the object this run wrote (a 412, or a HEAD) and says
+    uploaded; a later put of it is refused as already there."""
+    data = b"small"
+    key = digest_key(sha(data))
+    lost: list[bool] = [True]
+
+    def write_then_drop(request: Any, **_: object) -> None:
+        if lost[0] and request.method == "PUT" and key in request.url:
+            raise ConnectionClosedError(endpoint_url=request.url)
+
+    s3.meta.events.register("before-send.s3", write_then_drop)
+    store = S3Store(s3, "vault", "object", conditional_put=mode)
+    path = write(tmp_path / "f", data)
+    with pytest.raises(StoreError) as caught:
+        store.put_file(key, path, sha(data), 5, if_absent=True)
+    assert caught.value.transient
+    lost[0] = False
+    s3.put_object(Bucket="vault", Key=f"object/{key}", Body=data)  # what that PUT did
+    assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    with pytest.raises(ObjectExists):
+        store.put_file(key, path, sha(data), 5, if_absent=True)
