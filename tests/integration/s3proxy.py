@@ -78,6 +78,7 @@ class Counts:
     seen: Counter[tuple[str, str]] = field(default_factory=Counter)
     conditional_puts: int = 0  # PUTs that carried If-None-Match: *
     puts: Counter[str] = field(default_factory=Counter)  # PUTs forwarded, by key
+    log: list[tuple[str, str, str]] = field(default_factory=list)  # (method, target, fault)
 
     @property
     def retries(self) -> int:
@@ -143,9 +144,10 @@ class FaultProxy:
                 return None
             return self._random.choice(self.kinds)
 
-    def faulted(self, kind: str) -> None:
+    def faulted(self, kind: str, method: str, target: str) -> None:
         with self._lock:
             self.counts.faulted[kind] += 1
+            self.counts.log.append((method, target, kind))
 
     def note_put(self, target: str, conditional: bool) -> None:
         with self._lock:
@@ -164,10 +166,10 @@ class _Handler(BaseHTTPRequestHandler):
         conditional = self.command == "PUT" and self.headers.get("If-None-Match") == "*"
         kind = proxy.draw(self.command, self.path)
         if kind in ("slowdown", "internal"):
-            proxy.faulted(kind)
+            proxy.faulted(kind, self.command, self.path)
             return self._error(kind)
         if kind == "reset-before":
-            proxy.faulted(kind)
+            proxy.faulted(kind, self.command, self.path)
             return self._reset()
         if conditional and proxy.conditional == "refuse":
             return self._error("refuse")
@@ -180,14 +182,14 @@ class _Handler(BaseHTTPRequestHandler):
             proxy.note_put(self.path, conditional)
         status, reason, reply_headers, data = self._forward(headers, body)
         if kind == "reset-after":
-            proxy.faulted(kind)
+            proxy.faulted(kind, self.command, self.path)
             return self._reset()
         if kind == "latency":
-            proxy.faulted(kind)
+            proxy.faulted(kind, self.command, self.path)
             time.sleep(proxy.latency)
         cut = kind == "cut" and self.command == "GET" and len(data) > 1 and status < 300
         if cut:
-            proxy.faulted(kind)
+            proxy.faulted(kind, self.command, self.path)
         self.send_response(status, reason)
         kept = HOP_BY_HOP if self.command == "HEAD" else HOP_BY_HOP | {"content-length"}
         for name, value in reply_headers:
