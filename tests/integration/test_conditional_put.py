@@ -15,8 +15,7 @@ from dmp_cli.layout import digest_key
 from dmp_cli.store.s3 import PROBE_NAME
 from tests.integration.fleet import Vault, fleet_env, new_vault
 from tests.integration.s3proxy import FaultProxy, fault_proxy
-from tests.integration.test_s3_faults import small_tree
-from tests.integration.vaultkit import make_tree, one_error, sha
+from tests.integration.vaultkit import make_tree, one_error, sha, small_tree
 from tests.servers import Service, run_dmp
 
 pytestmark = pytest.mark.integration

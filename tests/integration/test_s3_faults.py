@@ -21,16 +21,17 @@ from dmp_cli.quoting import quote_name
 from dmp_cli.store.s3 import PROBE_NAME
 from tests.integration.fleet import Vault, fleet_env, new_vault, worker
 from tests.integration.s3proxy import FAULTS, FaultProxy, fault_proxy
-from tests.integration.vaultkit import listing, make_tree, sha, stderr_lines
+from tests.integration.vaultkit import listing, make_tree, sha, small_tree, stderr_lines
 from tests.servers import Service, run_dmp
 
 pytestmark = pytest.mark.integration
 
 MiB = 1 << 20
-# Through the proxy, moto serves roughly 150-250 requests a second on this 2-core machine,
-# and a file costs about four (archive, vault, fetch: PUT, HEAD, HEAD and GET) plus the
-# retries: 520 files a run, twice (embedded and on the fleet), keeps this file near 40 s
-# while more than a thousand files meet the faults.
+# A file costs about four requests (archive, vault, fetch: PUT, HEAD, HEAD and GET) plus
+# the retries, and moto behind the proxy is the bottleneck: 520 files a tree, one tree
+# embedded and one on the fleet (1,040 files), took 21 s and 16 s on this 2-core machine
+# when it was quiet (about twice that while others ran tests), so this file stays near
+# 40 s while more than a thousand files meet the faults.
 SMALL_FILES = 520
 BIG_FILES = {"big/two-parts.bin": 6 * MiB + 1, "big/three-parts.bin": 11 * MiB}
 ENV = {
@@ -41,17 +42,6 @@ ENV = {
     "DMP_RETRY_DELAYS": "0.05,0.2,0.5",
     "DMP_BATCH_ITEMS": "64",
 }
-
-
-def small_tree(count: int, seed: int) -> dict[str, bytes]:
-    """``count`` files of 16 B to 3 KiB (some the same content), in a few directories."""
-    rng = random.Random(seed)
-    files = {
-        f"d{i % 7}/f{i:04}.dat": rng.randbytes(rng.randint(16, 3072)) for i in range(count - 5)
-    }
-    for i in range(5):  # the same content under other names: one object each
-        files[f"copies/c{i}"] = files[f"d{i % 7}/f{i:04}.dat"]
-    return files
 
 
 @dataclass
@@ -160,6 +150,7 @@ def _round_trip(site: Site, tmp_path: Path, where: str, broker: str | None) -> N
     wrong = [
         key for key, data in stored.items() if key not in probes and digest_key(sha(data)) != key
     ]
+    print(json.dumps({"run": f"{where} vault", "objects": len(stored), "wrong": len(wrong)}))
     assert wrong == [] and set(stored) - set(probes) == site.expected()
     assert len(probes) <= 1  # a probe whose delete failed after the retries: said nothing
 
