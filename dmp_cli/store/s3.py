@@ -85,6 +85,7 @@ _BAD_CREDENTIALS = {
 }
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
+_TAKEN, _REFUSED, _REFUSED_ON_RETRY = "taken", "refused", "refused on a retry"
 
 
 class S3Store:
@@ -260,14 +261,18 @@ class S3Store:
     def _probe(self, url: str) -> bool:
         """Whether this store refuses a conditional PUT of a key that exists: a tiny
         object put twice with If-None-Match, the second must be refused (412). An answer
-        that cannot tell (an error, a refusal of the first) is a no: then ask first. A
-        store that cannot be used at all (credentials rejected) is said now, as the
-        failure of the object ``url`` that was to be put."""
+        that cannot tell (an error, the first refused although the key is new) is a no:
+        then ask first. A store that cannot be used at all (credentials rejected) is
+        said now, as the failure of the object ``url`` that was to be put."""
         key = self._key(f"{PROBE_NAME}-{uuid.uuid4().hex}")
         try:
             with translated(url):
-                taken = self._probe_put(key)
-            return taken and not self._probe_put(key)
+                first = self._probe_put(key)
+            # A 412 that answered botocore's retry refused the object the first
+            # attempt wrote (its answer lost): that is the refusal sought, early.
+            return first == _REFUSED_ON_RETRY or (
+                first == _TAKEN and self._probe_put(key) != _TAKEN
+            )
         except FatalStoreError:
             raise
         except (StoreError, ClientError, BotoCoreError, OSError):
@@ -277,15 +282,16 @@ class S3Store:
             with suppress(ClientError, BotoCoreError, OSError):
                 self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def _probe_put(self, key: str) -> bool:
-        """Whether a conditional PUT of ``key`` was taken (False: refused, 412)."""
+    def _probe_put(self, key: str) -> str:
+        """How a conditional PUT of ``key`` was answered: taken, or refused (412) at
+        once or on a retry."""
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=b"dmp\n", IfNoneMatch="*")
         except ClientError as exc:
-            if _code(exc) in _PRECONDITION_FAILED and not _retried(exc):
-                return False
+            if _code(exc) in _PRECONDITION_FAILED:
+                return _REFUSED_ON_RETRY if _retried(exc) else _REFUSED
             raise
-        return True
+        return _TAKEN
 
     def _put_multipart(
         self, key: str, source: BinaryIO, size: int, digest: str, on_bytes: OnBytes | None

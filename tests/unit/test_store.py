@@ -494,3 +494,25 @@ def test_s3_put_whose_answer_was_lost_counts_as_uploaded(
     assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
     with pytest.raises(ObjectExists):
         store.put_file(key, path, sha(data), 5, if_absent=True)
+
+
+def test_s3_probe_whose_first_answer_was_lost(s3: Any, tmp_path: Path) -> None:
+    """The probe's first PUT wrote its object but botocore tried again (the answer was
+    lost): the retry's 412 is the refusal sought, and the store is trusted."""
+    retried: list[bool] = []
+
+    def retry_first(attempts: int, **_: object) -> float | None:
+        if not retried:
+            retried.append(True)
+            return 0.0  # as if the first answer had never come
+        return None
+
+    s3.meta.events.register("needs-retry.s3.PutObject", retry_first)
+    learned = ConditionalPuts()
+    store = S3Store(s3, "vault", "object", learned=learned)
+    data = b"small"
+    path = write(tmp_path / "f", data)
+    assert store.put_file(digest_key(sha(data)), path, sha(data), 5, if_absent=True) == 5
+    assert retried and store._trusts_conditional_put("k") is True
+    listed = s3.list_objects_v2(Bucket="vault")["Contents"]
+    assert [obj["Key"] for obj in listed] == [f"object/{digest_key(sha(data))}"]
