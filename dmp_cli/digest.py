@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from typing import BinaryIO
 
 CHUNK = 1 << 20
 _local = threading.local()
@@ -74,6 +75,16 @@ def digest_fd(fd: int) -> tuple[str, int]:
     while n := os.readv(fd, [view]):
         hasher.update(view[:n])
         total += n
+    return hasher.hexdigest(), total
+
+
+def digest_stream(stream: BinaryIO) -> tuple[str, int]:
+    """Hash what is left to read on a stream (stdin): (hex digest, bytes read)."""
+    hasher = hashlib.sha256()
+    total = 0
+    while data := stream.read(CHUNK):
+        hasher.update(data)
+        total += len(data)
     return hasher.hexdigest(), total
 
 

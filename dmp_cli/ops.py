@@ -151,6 +151,17 @@ def check_op(item: Item, ctx: Context) -> Result:
     if item.get("bad"):
         return {"status": "misformatted", "bytes": 0}
     path, expected = item["path"], item["digest"]
+    if "stdin_error" in item:  # an entry '-': stdin, read by the run (runs.check)
+        raise OSError(*item["stdin_error"])
+    if "stdin" in item:
+        digest, size = item["stdin"]
+        return {
+            "path": path,
+            "status": "ok" if digest == expected else "failed",
+            "digest": digest,
+            "expected": expected,
+            "bytes": size,
+        }
     return _digest(
         item,
         ctx,

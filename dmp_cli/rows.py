@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 from enum import StrEnum
-from typing import Required, TypedDict
+from typing import Any, Required, TypedDict
 
 from dmp_cli.errors import DmpError, FatalStoreError, ObjectMissing, PathRefused
 
@@ -46,6 +46,10 @@ class Item(TypedDict, total=False):
     bad: bool  # an improperly formatted line (checked, to keep the line order)
     problem: str  # --create: an input that cannot be hashed, and why (its row says so)
     errno: int  # the problem's errno, where it has one
+    # --check, an entry '-' of a manifest file: what stdin held, read by the run, as
+    # [digest, size]; or why it could not be read, as [errno, strerror]
+    stdin: list[Any]
+    stdin_error: list[Any]
 
 
 class Row(TypedDict, total=False):

@@ -8,7 +8,9 @@ the fleet all call these; none of them prints (``Listener`` is how a caller hear
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -16,6 +18,7 @@ from itertools import chain
 from typing import TYPE_CHECKING, BinaryIO
 
 from dmp_cli.check import CheckCounts, check_items
+from dmp_cli.digest import digest_stream
 from dmp_cli.errors import FatalStoreError, ManifestError, UsageError
 from dmp_cli.executor import Executor, default_jobs, io_threads_for
 from dmp_cli.fsutil import AtomicFile
@@ -229,16 +232,20 @@ def check(
     strict: bool = False,
     ignore_missing: bool = False,
     listener: Listener | None = None,
+    stdin: bool = True,
 ) -> CheckReport:
     """Verify every file ``manifest`` names (``-`` is stdin) as `sha256sum --check` does:
-    every line is checked, whatever fails before it."""
+    every line is checked, whatever fails before it. An entry named ``-`` in a manifest
+    file is what is left of stdin, read when its line comes; without ``stdin`` (a detached
+    job has none), such an entry cannot be read."""
     hear = listener or Listener()
     shown = shown_manifest(manifest)
     counts = CheckCounts()
     stream = open_manifest(manifest, shown)
     try:
         with stream:
-            for row in executor.map(Work(Command.CHECK.operation), _check_items(manifest, stream)):
+            items = _check_items(manifest, stream, stdin)
+            for row in executor.map(Work(Command.CHECK.operation), items):
                 hear.on_progress(1, row.get("bytes", 0))
                 if counts.add(row, ignore_missing) != "ignored":
                     hear.on_row(row)
@@ -254,11 +261,26 @@ def check(
     return CheckReport(Command.CHECK, verdict, error, counts)
 
 
-def _check_items(manifest: str, stream: BinaryIO) -> Iterator[Item]:
+def _check_items(manifest: str, stream: BinaryIO, stdin: bool) -> Iterator[Item]:
     lines = parse_lines(stream)
     if manifest == "-":
-        lines = _without_stdin_entries(lines)
-    return check_items(lines)
+        return check_items(_without_stdin_entries(lines))
+    return _with_stdin_read(check_items(lines), stdin)
+
+
+def _with_stdin_read(items: Iterator[Item], stdin: bool) -> Iterator[Item]:
+    """An entry named '-' in a manifest file is stdin, as in sha256sum: hashed here, in
+    order, since no other process (a pool's, a worker's) reads this one's stdin; the item
+    carries the digest, or the error, to the check operation."""
+    for item in items:
+        if item.get("path") == "-":
+            try:
+                if not stdin or sys.stdin is None:  # none, or closed (`<&-`)
+                    raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+                item["stdin"] = list(digest_stream(sys.stdin.buffer))
+            except OSError as exc:
+                item["stdin_error"] = [exc.errno or errno.EIO, exc.strerror or str(exc)]
+        yield item
 
 
 def _without_stdin_entries(lines: Iterator[Line]) -> Iterator[Line]:
@@ -393,7 +415,7 @@ def submit_check(
 ) -> str:
     """Submit a check to the fleet: its coordinator runs ``check`` there, and the job is
     judged by the same rules. Only the manifest's first entry is read here."""
-    _first_entry(manifest, _check_items)
+    _first_entry(manifest, lambda name, stream: _check_items(name, stream, stdin=False))
     plan = {"command": "check", "cwd": os.getcwd(), "manifest": manifest}
     rules = {"strict": strict, "ignore_missing": ignore_missing}
     return executor.submit_job(Command.CHECK.operation, {**plan, **rules}, rules)

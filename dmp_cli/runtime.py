@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dmp_cli.executor import Executor, LocalExecutor
+from dmp_cli.settings import broker_url as check_broker_url
 
 
 def make_executor(
@@ -14,8 +15,9 @@ def make_executor(
 ) -> Executor:
     """The fleet's executor if a broker is given, else the embedded one. ``on_message``
     hears what a person should know while a fleet job waits (no worker for its queue)."""
-    if broker_url:
+    url = check_broker_url(broker_url, "broker_url")
+    if url:
         from dmp_tasks.executor import CeleryExecutor
 
-        return CeleryExecutor(broker_url, on_message=on_message)
+        return CeleryExecutor(url, on_message=on_message)
     return LocalExecutor(jobs)

@@ -43,7 +43,7 @@ class Settings:
             jobs=options.get("jobs"),
             vault=env.get("DMP_VAULT") or DEFAULT_VAULT,
             archive_default=env.get("DMP_ARCHIVE_DEFAULT") or None,
-            broker_url=env.get("DMP_BROKER_URL") or None,
+            broker_url=broker_url(env.get("DMP_BROKER_URL") or None),
             **store_settings(env),
         )
 
@@ -76,3 +76,21 @@ def _size(env: Mapping[str, str], name: str) -> int | None:
     if value < MIN_PART_SIZE:
         raise UsageError(f"{name} must be at least {MIN_PART_SIZE} bytes (5 MiB), not {value}")
     return value
+
+
+BROKER_SCHEMES = ("redis", "rediss", "unix")
+
+
+def broker_url(url: str | None, name: str = "DMP_BROKER_URL") -> str | None:
+    """The broker URL if dmp can use it: Redis (the job records live there too, so
+    another Celery broker will not do); anything else is a usage error naming the setting
+    (and not the URL, which may hold a password)."""
+    if url is None:
+        return None
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in BROKER_SCHEMES:  # as redis-py reads them: lower case
+        given = f"not {scheme}://..." if scheme else "and this one has no scheme"
+        raise UsageError(
+            f"{name} must be a Redis URL (redis://host:6379/0, rediss:// or unix://), {given}"
+        )
+    return url

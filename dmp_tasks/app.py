@@ -13,10 +13,12 @@ import threading
 
 from celery import Celery
 
+from dmp_tasks import idle
 from dmp_tasks.config import celery_config
 
 app = Celery("dmp_tasks", include=["dmp_tasks.tasks", "dmp_tasks.coordinator"])
 app.conf.update(celery_config())
+idle.install(app)
 
 _clients: dict[str, Celery] = {}
 _lock = threading.Lock()

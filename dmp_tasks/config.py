@@ -96,7 +96,10 @@ def celery_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         },
         "result_expires": 24 * 3600,
         "result_extended": False,
-        "worker_send_task_events": False,
+        # Task events on, so that Flower, `celery events` and Prometheus (through
+        # Flower's /metrics) see the batches from the start: a few small messages per
+        # batch of up to thousands of files. Sent events would come from every submitter.
+        "worker_send_task_events": True,
         "task_send_sent_event": False,
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": True,

@@ -214,6 +214,7 @@ def _run(
                 executor,
                 strict=bool(plan.get("strict")),
                 ignore_missing=bool(plan.get("ignore_missing")),
+                stdin=False,
             )
             return {}
         report = runs.transfer(

@@ -26,7 +26,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from celery import chord
 from celery.result import AsyncResult
@@ -37,6 +37,7 @@ from dmp_cli.inputs import Inputs
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
 from dmp_cli.store import StorePool
+from dmp_tasks import wire
 from dmp_tasks.app import client_app
 from dmp_tasks.config import COORD_QUEUE, QUEUES, safe_url
 from dmp_tasks.jobs import (
@@ -549,7 +550,8 @@ class CeleryExecutor:
             # before, from a coordinator that died, wait for that).
             while next_batch in pending and next_batch in submitter.paths:
                 entry, encoded = pending.pop(next_batch)
-                rows = restore_paths(json.loads(encoded), submitter.paths.pop(next_batch))
+                rows = cast(list[Row], wire.unpack(encoded))
+                restore_paths(rows, submitter.paths.pop(next_batch))
                 gathered += len(rows)
                 yield from rows
                 used_ids.append(entry)

@@ -16,7 +16,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis
 from celery import Celery, Signature
@@ -28,7 +28,7 @@ from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row, Status
 from dmp_cli.rules import Command, failing
 from dmp_cli.store import StorePool
-from dmp_tasks import walk
+from dmp_tasks import walk, wire
 from dmp_tasks.app import app
 from dmp_tasks.jobs import ERRORS_KEPT, JobStore
 
@@ -141,7 +141,7 @@ def run_batch(
     job's stores and options as JSON (see ``Work``); relative paths mean what they mean
     in ``cwd``, the submitter's directory (workers share the filesystem; the process's
     own directory is never changed)."""
-    items: list[Item] = json.loads(batch) if isinstance(batch, str) else batch
+    items = cast(list[Item], wire.unpack(batch)) if isinstance(batch, str) else batch
     try:
         store = job_store()
         work = Work(op, cwd, config.get("stores"), config.get("options"))
@@ -158,7 +158,7 @@ def run_batch(
             rows = run_local(work, items, store_pool() if needs_stores else None)
         counts = count_rows(rows)
         failed = [json.dumps(row) for row in failures(op, rows)[:ERRORS_KEPT]]
-        rows_json = json.dumps(elide_paths(rows, items)) if stream else None  # last: in place
+        rows_json = wire.pack(elide_paths(rows, items)) if stream else None  # last: in place
         if _persist(lambda: store.record_batch(job, index, counts, rows_json, failed)) < 0:
             log.error(_GONE, job, index)
         return counts
@@ -248,7 +248,7 @@ def batch_signature(
     (an app of the submitter's own; by default the fleet's)."""
     # The items go as a JSON string: kombu's decoder calls a hook for every object it
     # meets, which costs the workers more than hashing a small file; a string is one.
-    args: tuple[Any, ...] = (job, index, json.dumps(items), config, stream, cwd)
+    args: tuple[Any, ...] = (job, index, wire.pack(items), config, stream, cwd)
     if op in ("hash", "check"):
         args += (op == "check",)
     return (sender or app).signature(TASKS[op], args=args, immutable=True)

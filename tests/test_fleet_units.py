@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from dmp_cli import ops
 from dmp_cli.cli.worker import worker_argv
 from dmp_cli.errors import BrokerError
 from dmp_cli.options import Work
-from dmp_tasks import tasks
+from dmp_tasks import tasks, wire
 from dmp_tasks.config import BIG_QUEUE, HASH_QUEUE, TRANSFER_QUEUE, celery_config, safe_url
 from dmp_tasks.routing import BIG_FILE_BYTES, queue_for
 from tests.servers import REPO
@@ -109,6 +108,20 @@ def test_worker_argv() -> None:
     big = worker_argv(None, BIG_QUEUE, "big@node", "INFO", "/tmp/w.log")
     assert big[big.index("--prefetch-multiplier") + 1] == "1"
     assert big[big.index("--hostname") + 1] == "big@node"
+    assert "--idle-exit" not in big and "--idle-exit" not in worker_argv(
+        None, BIG_QUEUE, None, "INFO", None, 0
+    )
+    idle = worker_argv(None, "dmp.hash", None, "INFO", None, 30)
+    assert idle[idle.index("--idle-exit") + 1] == "30"
+
+
+def test_celery_workers_of_the_app_take_idle_exit() -> None:
+    """`celery -A dmp_tasks worker --idle-exit N` is what `dmp worker` passes on."""
+    from dmp_tasks import app
+    from dmp_tasks.idle import IdleExit
+
+    assert "idle_exit" in {option.name for option in app.user_options["worker"]}
+    assert IdleExit in app.steps["worker"]
 
 
 def test_non_utf8_paths_survive_the_json_serializer() -> None:
@@ -178,7 +191,7 @@ def test_paths_elided_on_the_stream_come_back_exactly() -> None:
         {"path": "other", "status": "error", "bytes": 0},
     ]
     expected = copy.deepcopy(rows)
-    sent = json.loads(json.dumps(tasks.elide_paths(rows, items)))
+    sent = wire.unpack(wire.pack(tasks.elide_paths(rows, items)))
     assert [row.get("path") for row in sent] == [0, None, "other"]
     back = restore_paths(sent, [item.get("path") for item in items])
     assert back == expected
@@ -248,7 +261,8 @@ def test_each_kind_of_work_has_its_task(
     calls: list[tuple[object, ...]] = []
     monkeypatch.setattr(tasks, "run_batch", lambda *args: calls.append(args) or {"files": 1})
     assert tasks.app.tasks[name](*signature.args) == {"files": 1}
-    assert calls == [("job", 3, op, json.dumps(items), {}, True, "/work")]  # items as JSON
+    assert calls == [("job", 3, op, wire.pack(items), {}, True, "/work")]  # items as text
+    assert wire.unpack(calls[0][3]) == items
 
 
 def test_asking_the_vault_is_batched_by_count_alone() -> None:

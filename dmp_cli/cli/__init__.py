@@ -7,7 +7,8 @@ import select
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import click
@@ -25,6 +26,10 @@ class App:
 
     settings: Settings
     out: Output
+
+    def set(self, **settings: Any) -> None:
+        """Change settings (a global option given after the command)."""
+        self.settings = replace(self.settings, **settings)
 
     def executor(self) -> Executor:
         from dmp_cli.runtime import make_executor
@@ -66,39 +71,107 @@ def _flush_at_close(out: Output) -> None:
         raise StdoutClosed from None
 
 
+# The global options, given before the command (`dmp -q manifest ...`) or after it (`dmp
+# manifest -q ...`): one meaning either way. Each is (its flags, click's settings, how it
+# changes the run's App when given after the command).
+_GLOBALS: list[tuple[tuple[str, ...], dict[str, Any], Callable[[App, Any], None]]] = [
+    (
+        ("--profile",),
+        {"metavar": "NAME", "help": "AWS profile to use (as in the AWS CLI)."},
+        lambda app, value: app.set(profile=value),
+    ),
+    (
+        ("--region",),
+        {"metavar": "REGION", "help": "AWS region (default: from the profile or AWS_REGION)."},
+        lambda app, value: app.set(region=value),
+    ),
+    (
+        ("--endpoint-url",),
+        {
+            "metavar": "URL",
+            "help": "S3 endpoint, for MinIO, Ceph or another S3-compatible store "
+            "(default: AWS_ENDPOINT_URL).",
+        },
+        lambda app, value: app.set(endpoint_url=value),
+    ),
+    (
+        ("-j", "--jobs"),
+        {
+            "type": click.IntRange(min=1),
+            "metavar": "N",
+            "help": "Local parallelism (default: DMP_JOBS, else the number of CPUs).",
+        },
+        lambda app, value: app.set(jobs=value),
+    ),
+    (
+        ("--json", "json_mode"),
+        {
+            "is_flag": True,
+            "help": "Write JSON Lines on stdout: one object per file, then a summary object.",
+        },
+        lambda app, value: setattr(app.out, "json", True),
+    ),
+    (
+        ("-v", "--verbose"),
+        {"count": True, "help": "More detail on stderr."},
+        lambda app, value: setattr(app.out, "verbose", app.out.verbose + value),
+    ),
+    (
+        ("--traceback", "show_traceback"),
+        {
+            "is_flag": True,
+            "hidden": True,
+            "help": "Show the Python traceback of an unexpected error.",
+        },
+        lambda app, value: None,  # read from the command line by _main
+    ),
+]
+GLOBAL_FLAGS = {flag for flags, _, _ in _GLOBALS for flag in flags if flag.startswith("-")}
+GLOBAL_FLAGS |= {"-q", "--quiet"}
+QUIET_HELP = (
+    "No progress bars or informational messages; with --check, no OK line for each "
+    "verified file either (sha256sum's --quiet)."
+)
+VERBOSITY = "dmp.check_verbosity"  # --quiet, --status, --warn in the order given
+
+
+def global_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept the global options after a command too: each applies to the run as it
+    would before the command (`dmp manifest --json -j 4 ...`)."""
+    for flags, settings, apply in reversed(_GLOBALS):
+        names = [flag for flag in flags if flag.startswith("-")]
+
+        def callback(ctx: click.Context, param: click.Parameter, value: Any, apply=apply) -> None:
+            if value:
+                apply(ctx.ensure_object(App), value)
+
+        command = click.option(*names, expose_value=False, callback=callback, **settings)(command)
+    return command
+
+
+def quiet_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """-q/--quiet after a command: the global option, which --check also hears in order
+    with --status and --warn (in sha256sum the last of these wins)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value:
+            ctx.ensure_object(App).out.quiet = True
+            ctx.meta.setdefault(VERBOSITY, []).append("quiet")
+
+    return click.option(
+        "-q", "--quiet", is_flag=True, expose_value=False, callback=callback, help=QUIET_HELP
+    )(command)
+
+
+def _before(command: Callable[..., Any]) -> Callable[..., Any]:
+    for flags, settings, _ in reversed(_GLOBALS):
+        command = click.option(*flags, **settings)(command)
+    return click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)(command)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dmp")
-@click.option("--profile", metavar="NAME", help="AWS profile to use (as in the AWS CLI).")
-@click.option(
-    "--region", metavar="REGION", help="AWS region (default: from the profile or AWS_REGION)."
-)
-@click.option(
-    "--endpoint-url",
-    metavar="URL",
-    help="S3 endpoint, for MinIO, Ceph or another S3-compatible store (default: AWS_ENDPOINT_URL).",
-)
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    metavar="N",
-    help="Local parallelism (default: DMP_JOBS, else the number of CPUs).",
-)
-@click.option(
-    "--json",
-    "json_mode",
-    is_flag=True,
-    help="Write JSON Lines on stdout: one object per file, then a summary object.",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars or informational messages.")
-@click.option("-v", "--verbose", count=True, help="More detail on stderr.")
-@click.option(
-    "--traceback",
-    "show_traceback",
-    is_flag=True,
-    hidden=True,
-    help="Show the Python traceback of an unexpected error.",
-)
+@_before
 @click.pass_context
 def cli(
     ctx: click.Context,
@@ -122,6 +195,8 @@ def cli(
     )
     out = Output(json_mode=json_mode, quiet=quiet, verbose=verbose)
     ctx.obj = App(settings, out)
+    if quiet:
+        ctx.meta[VERBOSITY] = ["quiet"]  # first: a --status or --warn after it wins
     ctx.call_on_close(lambda: _flush_at_close(out))
     ctx.meta["dmp.traceback"] = show_traceback
 
@@ -134,6 +209,9 @@ def _register() -> None:
 
     cli.add_command(job.job)
     cli.add_command(worker.worker)
+    from dmp_cli.cli import upkeep
+
+    cli.add_command(upkeep.vault)
 
 
 _register()
@@ -173,6 +251,15 @@ def _main(argv: list[str] | None) -> None:
     show_traceback = "--traceback" in (sys.argv[1:] if argv is None else argv)
     try:
         status = cli.main(args=argv, prog_name="dmp", standalone_mode=False)
+    except click.NoSuchOption as exc:
+        message = exc.format_message()
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        if exc.ctx and exc.option_name in GLOBAL_FLAGS:  # after a command that lacks it
+            command, option = exc.ctx.command_path.removeprefix("dmp "), exc.option_name
+            message = f"{command} has no {option} option"
+            hint = f"; {option} is a global option: dmp {option} {command} ..."
+        click.echo(f"dmp: {message}{hint}", err=True)
+        status = 2
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         click.echo(f"dmp: {exc.format_message()}{hint}", err=True)

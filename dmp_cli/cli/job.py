@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from dmp_cli.cli import global_options, quiet_option
 from dmp_cli.errors import DmpError, UsageError
 from dmp_cli.words import human_bytes
 
@@ -162,6 +163,8 @@ def job() -> None:
 
 @job.command()
 @click.argument("job_id", metavar="ID")
+@quiet_option
+@global_options
 @click.pass_obj
 def status(app: App, job_id: str) -> int:
     """Show a job's state, counts and speed, and the files that failed; exit 1 if the
@@ -202,6 +205,8 @@ def status(app: App, job_id: str) -> int:
 
 @job.command()
 @click.argument("job_id", metavar="ID")
+@quiet_option
+@global_options
 @click.pass_obj
 def watch(app: App, job_id: str) -> int:
     """Show a job's progress until it ends; exit 0 if every file went well, else 1."""
@@ -252,6 +257,8 @@ def _say_if_no_worker(app: App, broker_url: str, job_id: str, op: str) -> None:
 
 @job.command()
 @click.argument("job_id", metavar="ID")
+@quiet_option
+@global_options
 @click.pass_obj
 def cancel(app: App, job_id: str) -> int:
     """Cancel a job: workers skip the batches they have not started."""
@@ -273,6 +280,8 @@ def cancel(app: App, job_id: str) -> int:
     show_default=True,
     help="How many of the newest jobs to show.",
 )
+@quiet_option
+@global_options
 @click.pass_obj
 def list_jobs(app: App, limit: int) -> int:
     """List the newest jobs, from any node."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from dmp_cli import runs
+from dmp_cli.cli import VERBOSITY, global_options, quiet_option
 from dmp_cli.cli.output import Output
 from dmp_cli.errors import DmpError, UsageError
 from dmp_cli.inputs import Inputs
@@ -24,7 +25,7 @@ MODES = ("create", "check", "vault", "archive", "fetch")
 # Which options belong to which mode; any other combination is a usage error.
 MODE_OPTIONS = {
     "create": {"dirs", "recursive", "files_from", "null", "fmt", "detach"},
-    "check": {"check_quiet", "status", "strict", "ignore_missing", "warn", "detach"},
+    "check": {"status", "strict", "ignore_missing", "warn", "detach"},
     "vault": {"strict", "detach"},
     "archive": {"path", "all_files", "dry_run", "detach"},
     "fetch": {"overwrite", "dry_run", "absolute_names", "detach"},
@@ -35,7 +36,6 @@ OPTION_NAMES = {
     "files_from": "--files-from",
     "null": "-0/--null",
     "fmt": "--format",
-    "check_quiet": "--quiet",
     "status": "--status",
     "strict": "--strict",
     "ignore_missing": "--ignore-missing",
@@ -48,15 +48,13 @@ OPTION_NAMES = {
     "absolute_names": "--absolute-names",
 }
 
-_VERBOSITY = "dmp.check_verbosity"
-
 
 def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     """Note the order of --quiet, --status and --warn: in sha256sum the last one given wins.
 
-    click runs these callbacks in command-line order."""
+    click runs these callbacks in command-line order (-q/--quiet: see cli.quiet_option)."""
     if value:
-        ctx.meta.setdefault(_VERBOSITY, []).append(param.name)
+        ctx.meta.setdefault(VERBOSITY, []).append(param.name)
     return value
 
 
@@ -108,13 +106,6 @@ def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool
     "GNU sha256sum writes).",
 )
 @click.option(
-    "--quiet",
-    "check_quiet",
-    is_flag=True,
-    callback=_last_verbosity_wins,
-    help="--check: don't print OK for each verified file.",
-)
-@click.option(
     "--status",
     is_flag=True,
     callback=_last_verbosity_wins,
@@ -160,6 +151,8 @@ def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool
     "on the fleet runs it, and another takes over if it dies (see `dmp job`). "
     "--create --detach needs --manifest FILE.",
 )
+@quiet_option
+@global_options
 @click.argument("patterns", nargs=-1, metavar="[FILE|PATTERN]...")
 @click.pass_obj
 def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None, **options) -> int:
@@ -279,7 +272,6 @@ def check(
     app: App,
     manifest_path: str,
     *,
-    check_quiet: bool,
     status: bool,
     strict: bool,
     ignore_missing: bool,
@@ -291,11 +283,9 @@ def check(
     if detach:
         return _detach_check(app, manifest_path, strict=strict, ignore_missing=ignore_missing)
     out: Output = app.out
-    given = click.get_current_context().meta.get(_VERBOSITY)
-    if given:
-        last = given[-1]
-        check_quiet, status, warn = (last == "check_quiet", last == "status", last == "warn")
-    quiet = check_quiet or out.quiet
+    given = click.get_current_context().meta.get(VERBOSITY)
+    last = given[-1] if given else None
+    quiet, status, warn = (last == "quiet", last == "status", last == "warn")
     shown = runs.shown_manifest(manifest_path)
     on_row = _check_printer(out, shown, quiet=quiet, status=status, warn=warn)
     total = count_lines(manifest_path) if out.wants_progress() else None

@@ -15,10 +15,30 @@ from dmp_cli.errors import BrokerError
 from dmp_cli.executor import default_jobs
 
 ALL_QUEUES = "dmp.hash,dmp.transfer,dmp.big,dmp.coord"
+KNOWN_QUEUES = ALL_QUEUES.split(",")
+
+
+def _known_queues(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The queues, if dmp sends to each: a worker on a misspelt queue would start,
+    say it is ready, and idle for ever."""
+    names = [name.strip() for name in value.split(",")]
+    for name in names:
+        if name not in KNOWN_QUEUES:
+            escaped = "\\x2c" in name
+            why = " (a comma escaped by systemd: the unit must pass %I)" if escaped else ""
+            raise click.BadParameter(
+                f"no queue {name!r}{why}; dmp's queues are {', '.join(KNOWN_QUEUES)}"
+            )
+    return ",".join(dict.fromkeys(names))
 
 
 def worker_argv(
-    concurrency: int | None, queues: str, name: str | None, loglevel: str, logfile: str | None
+    concurrency: int | None,
+    queues: str,
+    name: str | None,
+    loglevel: str,
+    logfile: str | None,
+    idle_exit: float | None = None,
 ) -> list[str]:
     """The celery command line for these options."""
     # A unique default name: two workers on one node must not share one (Celery then
@@ -46,6 +66,8 @@ def worker_argv(
         argv += ["--prefetch-multiplier", "1"]
     if logfile:
         argv += ["--logfile", logfile]
+    if idle_exit:
+        argv += ["--idle-exit", str(idle_exit)]
     return argv
 
 
@@ -62,6 +84,7 @@ def worker_argv(
     "--queues",
     default=ALL_QUEUES,
     show_default=True,
+    callback=_known_queues,
     metavar="Q[,Q...]",
     help="Queues to take work from: dmp.hash (hashing), dmp.transfer (S3), "
     "dmp.big (huge files, one at a time), dmp.coord (detached jobs' coordinators).",
@@ -81,6 +104,15 @@ def worker_argv(
     help="Log level.",
 )
 @click.option("-f", "--logfile", metavar="FILE", help="Log to FILE (default: stderr).")
+@click.option(
+    "--idle-exit",
+    type=click.FloatRange(min=0),
+    envvar="DMP_WORKER_IDLE_EXIT",
+    show_envvar=True,
+    metavar="MINUTES",
+    help="Stop cleanly (exit 0) after MINUTES with no task received or running, so that "
+    "a batch job gives its nodes back when the queues are empty (default: never).",
+)
 @click.pass_obj
 def worker(
     app: App,
@@ -89,6 +121,7 @@ def worker(
     name: str | None,
     loglevel: str,
     logfile: str | None,
+    idle_exit: float | None,
 ) -> None:
     """Run a worker of the fleet: it takes batches of files from Redis (DMP_BROKER_URL)
     and hashes, checks or transfers them. Workers must see the same filesystem paths as
@@ -99,4 +132,6 @@ def worker(
     from dmp_tasks.jobs import JobStore
 
     JobStore(app.settings.broker_url).ping()  # a clear error now rather than retries
-    celery_app.worker_main(worker_argv(concurrency, queues, name, loglevel.upper(), logfile))
+    celery_app.worker_main(
+        worker_argv(concurrency, queues, name, loglevel.upper(), logfile, idle_exit)
+    )

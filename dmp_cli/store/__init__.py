@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -30,8 +31,21 @@ class ObjectInfo:
     digest: str | None = None  # the sha256 recorded with the object, if the store keeps one
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A multipart upload begun and neither completed nor aborted: its parts are kept,
+    and billed, until one or the other."""
+
+    key: str
+    upload_id: str
+    initiated: datetime  # as the store reports it, timezone-aware
+
+
 class Store(Protocol):
     url: str
+    # Whether the store takes objects in parts, which an uploader killed midway leaves
+    # behind: S3 does, a directory does not.
+    multipart: bool
 
     def key_url(self, key: str) -> str:
         """The object's address, for messages."""
@@ -70,6 +84,15 @@ class Store(Protocol):
 
     def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
         """Copy an object of ``source`` (a store of the same kind) to ``key``, server-side."""
+        ...
+
+    def uploads(self) -> Iterator[Upload]:
+        """The multipart uploads under the store's prefix that are still incomplete."""
+        ...
+
+    def abort_upload(self, upload: Upload) -> bool:
+        """Abort an incomplete upload and free its parts; False if it had already ended
+        (completed or aborted by someone else)."""
         ...
 
     def close(self) -> None:

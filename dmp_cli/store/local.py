@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from dmp_cli.digest import CHUNK, digest_file, new_hasher
@@ -21,11 +22,13 @@ from dmp_cli.errors import (
     StoreError,
 )
 from dmp_cli.fsutil import temp_beside
-from dmp_cli.store import ObjectInfo, OnBytes, Store
+from dmp_cli.store import ObjectInfo, OnBytes, Store, Upload
 
 
 class FileStore:
     """Objects as files below ``root``; keys are ``/``-separated relative paths."""
+
+    multipart = False  # an object is one file, written whole and renamed into place
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -33,6 +36,12 @@ class FileStore:
 
     def close(self) -> None:  # nothing held between requests
         pass
+
+    def uploads(self) -> Iterator[Upload]:
+        return iter(())
+
+    def abort_upload(self, upload: Upload) -> bool:
+        return False
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *key.split("/"))

@@ -7,6 +7,11 @@ into the parts it sends, so the reader sees exactly the uploaded bytes and can f
 upload (s3transfer then aborts it) before it is completed. Multipart SHA-256 checksums
 are composite, so every object also carries its sha256 as ``x-amz-meta-sha256``.
 
+A process killed mid-upload leaves its multipart upload incomplete, billed until aborted.
+The next upload of that key (a redelivered batch, a rerun) aborts the ones it found when
+it began, once its own is complete: keys are checksums, so an upload it cuts short was
+sending the very object now there, and its uploader, finding it, counts its file as done.
+
 botocore's errors are translated here, and nowhere else, into one-line StoreErrors.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import threading
 import uuid
@@ -49,7 +55,9 @@ from dmp_cli.errors import (
 )
 from dmp_cli.layout import join_key
 from dmp_cli.options import StoreSpec
-from dmp_cli.store import ObjectInfo, OnBytes, Store
+from dmp_cli.store import ObjectInfo, OnBytes, Store, Upload
+
+log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 MULTIPART_THRESHOLD = 16 * MiB
@@ -86,11 +94,15 @@ _BAD_CREDENTIALS = {
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _PRECONDITION_FAILED = {"PreconditionFailed", "412"}
 _TAKEN, _REFUSED, _REFUSED_ON_RETRY = "taken", "refused", "refused on a retry"
+# A store (or a user's policy) without ListMultipartUploads or AbortMultipartUpload.
+_NO_UPLOAD_LISTING = _DENIED | {"NotImplemented", "501", "MethodNotAllowed", "405"}
 
 
 class S3Store:
     """Objects under ``prefix`` in ``bucket``; one client and one transfer manager, shared
     by the threads of a process (both are thread-safe; neither survives a fork)."""
+
+    multipart = True
 
     def __init__(
         self,
@@ -121,6 +133,7 @@ class S3Store:
         # after the store wrote the object, so finding it there next time is no surprise.
         self._unanswered = _Keys()
         self._conditional = conditional_put != "off"  # until a store answers 501
+        self._tidy = True  # abort the stale uploads of a key, until the store refuses
 
     @classmethod
     def from_spec(cls, bucket: str, prefix: str, spec: StoreSpec) -> S3Store:
@@ -296,19 +309,100 @@ class S3Store:
     def _put_multipart(
         self, key: str, source: BinaryIO, size: int, digest: str, on_bytes: OnBytes | None
     ) -> int:
-        with _Turn(self._big_files) as turn, translated(self.key_url(key)):
-            # The next big file may start once this one's parts are all read and sent
-            # off, while the server is still receiving and assembling them.
-            reader = _HashingReader(source, size, digest, on_end=turn.release)
-            future = self.manager.upload(
-                cast(BinaryIO, reader),
-                self.bucket,
-                self._key(key),
-                extra_args={"Metadata": {META_KEY: digest}},
-                subscribers=_subscribers(size, on_bytes),
-            )
-            future.result()
+        # Listed before this upload begins, so never this one: a killed uploader's, or
+        # a live one of the same content (another batch), which ours makes needless.
+        stale = self._incomplete(self._key(key))
+        try:
+            with _Turn(self._big_files) as turn, translated(self.key_url(key)):
+                # The next big file may start once this one's parts are all read and sent
+                # off, while the server is still receiving and assembling them.
+                reader = _HashingReader(source, size, digest, on_end=turn.release)
+                future = self.manager.upload(
+                    cast(BinaryIO, reader),
+                    self.bucket,
+                    self._key(key),
+                    extra_args={"Metadata": {META_KEY: digest}},
+                    subscribers=_subscribers(size, on_bytes),
+                )
+                future.result()
+        except StoreError as exc:
+            # Aborted underneath by an uploader of the same content that finished first
+            # (S3 says NoSuchUpload; other stores say it otherwise): the object is there.
+            if not self._holds(key, digest):
+                # Of other content (a key named by path, not by checksum): try again.
+                cause = exc.__cause__
+                if isinstance(cause, ClientError) and _code(cause) == "NoSuchUpload":
+                    exc.transient = True
+                raise
+        self._abort_stale(self._key(key), stale)
         return size
+
+    def _holds(self, key: str, digest: str) -> bool:
+        try:
+            return self.has(key, digest)
+        except StoreError:
+            return False
+
+    def uploads(self) -> Iterator[Upload]:
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        with translated(self.url, missing="no such bucket"):
+            for upload in self._list_uploads(prefix):
+                yield Upload(upload["Key"][len(prefix) :], upload["UploadId"], upload["Initiated"])
+
+    def abort_upload(self, upload: Upload) -> bool:
+        with translated(self.key_url(upload.key), missing="no such bucket"):
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self._key(upload.key), UploadId=upload.upload_id
+                )
+            except ClientError as exc:
+                if _code(exc) == "NoSuchUpload":
+                    return False
+                raise
+        return True
+
+    def _list_uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
+        pages = self.client.get_paginator("list_multipart_uploads")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
+            yield from page.get("Uploads", [])
+
+    def _incomplete(self, key: str) -> list[str]:
+        """The ids of the incomplete uploads of exactly ``key`` (a full key): none if the
+        store will not say, since tidying up is a courtesy, not the upload's business."""
+        if not self._tidy:
+            return []
+        try:
+            return [u["UploadId"] for u in self._list_uploads(key) if u["Key"] == key]
+        except (ClientError, BotoCoreError) as exc:
+            self._untidy(exc)
+            return []
+
+    def _abort_stale(self, key: str, upload_ids: list[str]) -> None:
+        for upload_id in upload_ids:
+            if not self._tidy:
+                return
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except (ClientError, BotoCoreError) as exc:
+                # NoSuchUpload: it ended meanwhile (completed, or aborted by another).
+                if not (isinstance(exc, ClientError) and _code(exc) == "NoSuchUpload"):
+                    self._untidy(exc)
+
+    def _untidy(self, exc: ClientError | BotoCoreError) -> None:
+        """A refusal stops the tidying for good, said once; anything else, each time."""
+        refused = isinstance(exc, ClientError) and _code(exc) in _NO_UPLOAD_LISTING
+        if not refused:
+            log.debug("%s: stale multipart uploads left: %s", self.url, _describe(exc))
+            return
+        with self._lock:
+            said, self._tidy = not self._tidy, False
+        if not said:
+            log.debug(
+                "%s: the store refuses to list or abort multipart uploads (%s); stale ones "
+                "are left to the bucket's lifecycle rule",
+                self.url,
+                _code(exc),
+            )
 
     def get_file(self, key: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
         with translated(self.key_url(key), missing="not in the vault"):

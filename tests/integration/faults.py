@@ -8,8 +8,10 @@ The plan file says where to raise and for which file: ``{"target": "store.put_fi
 "victim": "NAME", "error": "KeyError"}``; it is read at each call, so that one worker
 serves many cases. Targets: ``op.NAME`` (the per-file operation NAME raises for the item
 whose path ends in the victim, or, with ``"delay": SECONDS``, waits that long first
-instead) and ``store.METHOD`` (the file:// and s3:// stores raise
-when an argument names the victim's path or its content's key).
+instead), ``store.METHOD`` (the file:// and s3:// stores raise
+when an argument names the victim's path or its content's key) and ``s3.parts`` (a
+multipart upload of the victim's content waits ``delay`` seconds once its first part is
+read, so that the part is sent and the upload left incomplete, for a test to kill).
 """
 
 from __future__ import annotations
@@ -117,6 +119,37 @@ def _operation(name: str) -> None:
     REGISTERED[name] = dataclasses.replace(op, func=faulty)
 
 
+class _Stalling:
+    """A source whose reads wait ``delay`` seconds once ``after`` bytes are read."""
+
+    def __init__(self, source: Any, after: int, delay: float) -> None:
+        self._source = source
+        self._after = after
+        self._delay = delay
+
+    def read(self, amount: int = -1) -> bytes:
+        if self._delay and self._source.tell() >= self._after:
+            time.sleep(self._delay)
+            self._delay = 0
+        data: bytes = self._source.read(amount)
+        return data
+
+
+def _stalled_parts(owner: Any) -> None:
+    original = owner._put_multipart
+
+    @functools.wraps(original)
+    def stalled(self: Any, key: str, source: Any, *args: Any) -> Any:
+        plan = _plan()
+        named = key.endswith(tuple(_names(plan))) if plan.get("target") == "s3.parts" else False
+        if named and _strikes(plan):
+            chunk = self.config.multipart_chunksize
+            source = _Stalling(source, chunk, float(plan.get("delay") or 0))
+        return original(self, key, source, *args)
+
+    owner._put_multipart = stalled
+
+
 def install() -> None:
     from dmp_cli.store.local import FileStore
     from dmp_cli.store.s3 import S3Store
@@ -124,6 +157,7 @@ def install() -> None:
     for owner in (FileStore, S3Store):
         for method in STORE_METHODS:
             _store_method(owner, method)
+    _stalled_parts(S3Store)
     for name in OPERATIONS:
         _operation(name)
 

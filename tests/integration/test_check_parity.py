@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -413,3 +414,62 @@ def test_random_manifest_lines_are_read_as_sha256sum_reads_them(tmp_path: Path, 
         assert_same(ours, theirs)
     assert b": OK\n" in theirs.stdout and b": FAILED open or read\n" in theirs.stdout
     assert b"improperly formatted" in theirs.stderr
+
+
+# An entry named '-' in a manifest file is stdin, for sha256sum: what is left of it when
+# its line comes (so a second '-' reads nothing), and unreadable when stdin is closed.
+STDIN_CASES = {
+    "stdin-matches": b"ok1\n",
+    "stdin-differs": b"other\n",
+    "stdin-empty": b"",
+}
+
+
+@pytest.mark.parametrize("data", STDIN_CASES.values(), ids=STDIN_CASES.keys())
+def test_an_entry_named_dash_in_a_manifest_file_reads_stdin(tmp_path: Path, data: bytes) -> None:
+    ok1 = sha(b"ok1\n")
+    (tmp_path / "ok1").write_bytes(b"ok1\n")
+    (tmp_path / "-").write_bytes(b"ok1\n")  # a file named '-' is not what is read
+    (tmp_path / "m").write_bytes(ok1 + b"  -\n" + ok1 + b"  ok1\n" + ok1 + b"  -\n")
+    theirs = sha256sum("--check", "m", cwd=tmp_path, input=data)
+    ours = dmp("manifest", "--check", "--manifest", "m", cwd=tmp_path, input=data)
+    assert_same(ours, theirs)
+    if data == b"ok1\n":
+        assert ours.stdout == b"-: OK\nok1: OK\n-: FAILED\n"
+
+
+def test_an_entry_named_dash_with_stdin_closed_cannot_be_read(tmp_path: Path) -> None:
+    ok1 = sha(b"ok1\n")
+    (tmp_path / "ok1").write_bytes(b"ok1\n")
+    (tmp_path / "-").write_bytes(b"ok1\n")
+    (tmp_path / "m").write_bytes(ok1 + b"  -\n" + ok1 + b"  ok1\n")
+    shell = 'exec "$@" <&-'
+    theirs = subprocess.run(
+        ["sh", "-c", shell, "sh", "sha256sum", "--check", "m"],
+        cwd=tmp_path,
+        capture_output=True,
+        env={"LC_ALL": "C", "PATH": os.environ["PATH"]},
+        timeout=60,
+    )
+    ours = subprocess.run(
+        [
+            "sh",
+            "-c",
+            shell,
+            "sh",
+            sys.executable,
+            "-m",
+            "dmp_cli",
+            *("manifest", "--check", "-m", "m"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        env=dmp_env(),
+        timeout=60,
+    )
+    assert ours.stdout == theirs.stdout == b"-: FAILED open or read\nok1: OK\n"
+    assert ours.returncode == theirs.returncode == 1
+    # sha256sum adds a last line as it closes stdin at exit; the rest is the same
+    closing = b"sha256sum: standard input: Bad file descriptor\n"
+    assert theirs.stderr.endswith(closing)
+    assert ours.stderr == as_dmp(theirs.stderr[: -len(closing)])

@@ -478,3 +478,124 @@ def test_a_reader_that_leaves_ends_it_by_sigpipe(tmp_path: Path, sha256sum_too: 
         status, line, err = read_one_line_and_leave(cmd, tmp_path, dmp_env())
     assert line.startswith(sha(b"0\n").encode())
     assert (status, err) == (-13, b"")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["amqp://guest:secret@mq:5672//", "sqs://", "REDIS://host:6379/0", "host:6379"],
+)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("manifest", "--check", "-m", "m"),
+        ("manifest", "--create", "--dir", "."),
+        ("job", "list"),
+        ("worker",),
+    ],
+    ids=["check", "create", "job-list", "worker"],
+)
+def test_a_broker_url_dmp_cannot_use_is_a_usage_error(
+    work: Path, url: str, args: tuple[str, ...]
+) -> None:
+    (work / "m").write_text(f"{sha(b'x')}  x\n")
+    proc = dmp(*args, cwd=work, env=dmp_env(DMP_BROKER_URL=url))
+    assert proc.returncode == 2
+    [line] = proc.stderr.decode().splitlines()
+    assert line.startswith("dmp: DMP_BROKER_URL must be a Redis URL"), line
+    assert "secret" not in line and proc.stdout == b""
+
+
+def test_the_api_refuses_a_broker_url_it_cannot_use(work: Path) -> None:
+    from dmp_cli import api
+    from dmp_cli.errors import UsageError
+
+    (work / "m").write_text(f"{sha(b'x')}  x\n")
+    with pytest.raises(UsageError, match="broker_url must be a Redis URL"):
+        api.check(str(work / "m"), broker_url="amqp://mq//")
+
+
+def _checked(work: Path) -> None:
+    (work / "a.txt").write_bytes(b"alpha\n")
+    alpha = sha(b"alpha\n")
+    (work / "m").write_text(f"{alpha}  a.txt\n{sha(b'x')}  gone.txt\n")
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (("--json",), ("--json",)),
+        (("-q",), ("-q",)),
+        (("-q",), ("--quiet",)),
+        (("-j", "1", "-v"), ("-v", "--jobs", "1")),
+        (("--json", "-q"), ("-q", "--json")),
+    ],
+    ids=["json", "q", "quiet", "jobs-verbose", "json-quiet"],
+)
+def test_global_options_mean_the_same_after_manifest(
+    work: Path, before: tuple[str, ...], after: tuple[str, ...]
+) -> None:
+    _checked(work)
+    first = dmp(*before, "manifest", "--check", "-m", "m", cwd=work)
+    then = dmp("manifest", "--check", "-m", "m", *after, cwd=work)
+    assert (then.stdout, then.stderr, then.returncode) == (
+        first.stdout,
+        first.stderr,
+        first.returncode,
+    )
+    assert first.returncode == 1 and b"gone.txt" in first.stdout + first.stderr
+    if "-q" in before:
+        assert b"a.txt: OK" not in first.stdout  # sha256sum's --quiet: no OK lines
+
+
+def test_the_last_of_quiet_status_and_warn_wins_wherever_quiet_is_given(work: Path) -> None:
+    _checked(work)
+    (work / "m").write_bytes((work / "m").read_bytes() + b"junk\n")
+    proc = dmp("-q", "manifest", "--check", "-m", "m", "--warn", cwd=work)
+    assert b"a.txt: OK\n" in proc.stdout  # --warn came last: OK lines again
+    assert b"improperly formatted" in proc.stderr
+    proc = dmp("manifest", "--check", "-m", "m", "--warn", "-q", cwd=work)
+    assert b"a.txt: OK" not in proc.stdout
+
+
+def test_quiet_applies_to_every_mode(work: Path) -> None:
+    (work / "a.txt").write_bytes(b"alpha\n")
+    proc = dmp("manifest", "--create", "a.txt", "--quiet", cwd=work)
+    alpha = sha(b"alpha\n")
+    assert proc.returncode == 0 and proc.stdout == f'{alpha}  "a.txt"\n'.encode()
+
+
+@pytest.mark.parametrize("option", ["--json", "-q", "-v", "--profile"])
+def test_a_global_option_after_a_command_without_it_says_where_it_goes(
+    work: Path, option: str
+) -> None:
+    args = (option, "x") if option == "--profile" else (option,)
+    proc = dmp("worker", *args, cwd=work, env=dmp_env(DMP_BROKER_URL="redis://127.0.0.1:1/0"))
+    assert proc.returncode == 2
+    assert proc.stderr.decode() == (
+        f"dmp: worker has no {option} option; {option} is a global option: "
+        f"dmp {option} worker ...\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("queues", "named"),
+    [
+        ("dmp.hsh", "'dmp.hsh'"),
+        ("dmp.hash\\x2cdmp.big", "(a comma escaped by systemd: the unit must pass %I)"),
+        ("dmp.hash,", "''"),
+    ],
+    ids=["typo", "systemd-escaped", "empty"],
+)
+def test_a_worker_refuses_a_queue_nobody_sends_to(work: Path, queues: str, named: str) -> None:
+    proc = dmp("worker", "--queues", queues, cwd=work, env=dmp_env(DMP_BROKER_URL="redis://x:1"))
+    assert proc.returncode == 2
+    [line] = proc.stderr.decode().splitlines()
+    assert named in line
+    assert "dmp.hash, dmp.transfer, dmp.big, dmp.coord" in line
+
+
+def test_the_worker_knows_the_fleets_queues() -> None:
+    from dmp_cli.cli.worker import KNOWN_QUEUES
+    from dmp_tasks.config import QUEUES
+
+    assert list(QUEUES) == KNOWN_QUEUES

@@ -18,11 +18,13 @@ import pytest
 from dmp_cli.layout import digest_key
 from dmp_cli.manifest import Entry, format_line
 from tests.integration.fleet import Vault, fleet_env, new_vault, run, worker
-from tests.servers import redis_server, stop
+from tests.integration.vaultkit import incomplete, wait_for_a_part
+from tests.servers import Service, redis_server, stop
 
 pytestmark = pytest.mark.integration
 
 FAST_REDELIVERY = {"DMP_REDELIVERY_TIMEOUT": "3"}
+MiB = 1 << 20
 FIFO_CONTENT = b"what the pipe finally says\n"
 
 
@@ -230,3 +232,62 @@ def test_sigkilled_worker_mid_archive_second_worker_finishes(tmp_path: Path, vau
         b"dmp: 0 files (0 B) uploaded, 21 skipped as already archived, 0 failed\n"
     )
     assert _keyed(vault) == objects
+
+
+def test_sigkilled_mid_multipart_upload_the_retry_aborts_what_it_left(
+    tmp_path: Path, s3_server: Service
+) -> None:
+    """The worker dies with a big file's first part sent: its upload stays incomplete in
+    the bucket until the second worker, uploading the file again, aborts it."""
+    vault = new_vault("s3", tmp_path, s3_server.url)
+    bucket, _, prefix = vault.url.removeprefix("s3://").partition("/")
+    work = tmp_path / "work"
+    work.mkdir()
+    big = os.urandom(17 * MiB)  # two parts, 16 MiB and 1 MiB
+    small = b"small\n"
+    (work / "big.bin").write_bytes(big)
+    (work / "small.txt").write_bytes(small)
+    digest = hashlib.sha256(big).hexdigest()
+    entries = [Entry(digest, "big.bin"), Entry(hashlib.sha256(small).hexdigest(), "small.txt")]
+    (work / "m.sha256").write_bytes(b"".join(map(format_line, entries)))
+    key = f"{prefix}/{digest_key(digest)}"
+    plan = tmp_path / "plan.json"
+    plan.write_text(
+        json.dumps({"target": "s3.parts", "victim": "big.bin", "digest": digest, "delay": 600})
+    )
+    env = {**ENV, **vault.env}
+    faulty = ["-m", "tests.integration.faults"]
+    s3 = vault._client()
+    with (
+        redis_server() as server,
+        worker(
+            server.url, "doomed", tmp_path, module=faulty, DMP_TEST_FAULTS=str(plan), **env
+        ) as doomed,
+    ):
+        archive = subprocess.Popen(
+            ARCHIVE,
+            cwd=work,
+            env=fleet_env(server.url, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            wait_for_a_part(s3, bucket, key)
+            os.killpg(doomed.pid, signal.SIGKILL)
+            doomed.wait()
+            [_left] = incomplete(s3, bucket, key)  # the killed worker's, with its part
+            with worker(server.url, "rescuer", tmp_path, **env):
+                out, err = archive.communicate(timeout=120)
+        finally:
+            stop(archive)
+    try:
+        assert archive.returncode == 0, err
+        assert sorted(out.decode().splitlines()) == [
+            "big.bin: uploaded (17.0 MiB)",
+            "small.txt: uploaded (6 B)",
+        ]
+        assert incomplete(s3, bucket) == []  # the killed worker's, aborted by the retry
+    finally:
+        s3.close()
+    assert _keyed(vault) == {digest_key(digest): big, digest_key(entries[1].digest): small}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +15,7 @@ import pytest
 
 from dmp_cli.layout import digest_key
 from tests.integration.vaultkit import FILES, distinct, dmp, make_tree, one_error, sha
-from tests.servers import Service, dmp_env, free_port, stop, wait_for_port
+from tests.servers import Service, dmp_env, free_port
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
@@ -279,40 +277,6 @@ def test_missing_manifest(site: Site) -> None:
 def test_all_without_path(site: Site) -> None:
     one_error(run(site, "--archive", "--all", "-m", "manifest.sha256"), 2, "--all needs --path")
     assert site.keys() == []
-
-
-@pytest.fixture(scope="module")
-def strict_s3() -> Iterator[tuple[str, dict[str, str]]]:
-    """A moto server that checks IAM: after the setup requests, a user with no policy
-    gets AccessDenied. Yields its URL and that user's credentials."""
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port, proc)
-        url = f"http://127.0.0.1:{port}"
-        session = boto3.Session(
-            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-        )
-        session.client("s3", endpoint_url=url).create_bucket(Bucket="locked")
-        iam = session.client("iam", endpoint_url=url)
-        iam.create_user(UserName="nobody")
-        key = iam.create_access_key(UserName="nobody")["AccessKey"]
-        yield (
-            url,
-            {
-                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
-            },
-        )
-    finally:
-        stop(proc)
 
 
 @pytest.mark.parametrize("mode", ["--vault", "--archive", "--fetch"])

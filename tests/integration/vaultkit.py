@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import time
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
 from dmp_cli.layout import digest_key
 from dmp_cli.manifest import Entry, format_line
@@ -80,3 +82,20 @@ def listing(root: Path) -> list[str]:
     return sorted(
         os.path.relpath(os.path.join(d, f), root) for d, _, names in os.walk(root) for f in names
     )
+
+
+def incomplete(s3: Any, bucket: str, key: str = "") -> list[str]:
+    """The ids of the incomplete uploads under ``key``, as the server lists them."""
+    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+    return [upload["UploadId"] for upload in uploads]
+
+
+def wait_for_a_part(s3: Any, bucket: str, key: str) -> None:
+    """Until the server holds an upload of ``key`` with a part in it."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for upload_id in incomplete(s3, bucket, key):
+            if s3.list_parts(Bucket=bucket, Key=key, UploadId=upload_id).get("Parts"):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no part of {key} reached the server")

@@ -220,6 +220,93 @@ def test_s3_shrunk_file_is_never_stored(s3: object, tmp_path: Path) -> None:
     assert store.head(digest_key(digest)) is None
 
 
+def test_s3_multipart_upload_aborts_the_stale_uploads_of_its_key_only(
+    s3: Any, tmp_path: Path
+) -> None:
+    store = S3Store(s3, "vault", "object", small_parts())
+    data = os.urandom(6 * MiB)
+    key = digest_key(sha(data))
+    others = [f"object/{key}.longer", f"object/{digest_key(sha(b'other'))}"]
+    for name in [f"object/{key}", f"object/{key}", *others]:  # two killed uploaders, and others
+        s3.create_multipart_upload(Bucket="vault", Key=name)
+    store.put_file(key, write(tmp_path / "f", data), sha(data), len(data))
+    left = s3.list_multipart_uploads(Bucket="vault")["Uploads"]
+    assert sorted(upload["Key"] for upload in left) == sorted(others)
+    assert store.has(key, sha(data))
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["same-content", "other-content"])
+def test_s3_multipart_upload_aborted_underneath(s3: Any, tmp_path: Path, finished: bool) -> None:
+    """Another uploader of the key finished first and aborted this upload (S3 answers its
+    next part NoSuchUpload): with this content there, the file is uploaded; with other
+    content there (a key named by path), the failure is one to try again."""
+    store = S3Store(s3, "vault", "object", small_parts())
+    data = os.urandom(6 * MiB)
+    key = digest_key(sha(data))
+    there = data if finished else b"other content"
+    s3.put_object(Bucket="vault", Key=f"object/{key}", Body=there, Metadata={"sha256": sha(there)})
+
+    def aborted(**kwargs: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        error = {"Code": "NoSuchUpload", "Message": "The specified upload does not exist."}
+        return AWSResponse("https://s3", 404, {}, None), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": 404},
+        }
+
+    s3.meta.events.register("before-call.s3.UploadPart", aborted)
+    path = write(tmp_path / "f", data)
+    if finished:
+        assert store.put_file(key, path, sha(data), len(data)) == len(data)
+    else:
+        with pytest.raises(StoreError, match="NoSuchUpload") as raised:
+            store.put_file(key, path, sha(data), len(data))
+        assert raised.value.transient
+    assert s3.list_multipart_uploads(Bucket="vault").get("Uploads", []) == []
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "status"),
+    [
+        ("ListMultipartUploads", "AccessDenied", 403),
+        ("ListMultipartUploads", "NotImplemented", 501),
+        ("AbortMultipartUpload", "AccessDenied", 403),
+    ],
+    ids=["list-denied", "list-not-implemented", "abort-denied"],
+)
+def test_s3_store_that_refuses_upload_upkeep_still_takes_big_files(
+    s3: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    operation: str,
+    code: str,
+    status: int,
+) -> None:
+    """Stale uploads are left to the lifecycle rule, said once at debug level, and the
+    store is not asked again."""
+    asked: list[str] = []
+
+    def refuse(**kwargs: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        asked.append(operation)
+        error = {"Code": code, "Message": "refused"}
+        return AWSResponse("https://s3", status, {}, None), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+
+    s3.meta.events.register(f"before-call.s3.{operation}", refuse)
+    store = S3Store(s3, "vault", "object", small_parts())
+    caplog.set_level("DEBUG", logger="dmp_cli.store.s3")
+    for name in ("one", "two"):
+        data = os.urandom(6 * MiB)
+        key = digest_key(sha(data))
+        s3.create_multipart_upload(Bucket="vault", Key=f"object/{key}")  # a killed one's
+        assert store.put_file(key, write(tmp_path / name, data), sha(data), len(data)) == len(data)
+        assert store.has(key, sha(data))
+    assert asked == [operation]
+    [record] = [r for r in caplog.records if r.name == "dmp_cli.store.s3"]
+    assert record.levelname == "DEBUG" and code in record.getMessage()
+
+
 def test_s3_copy_between_buckets(s3: object, tmp_path: Path) -> None:
     s3.create_bucket(Bucket="staging")  # type: ignore[attr-defined]
     dest = S3Store(s3, "staging", "run1", small_parts())

@@ -1,0 +1,164 @@
+"""`dmp vault`: upkeep of the vault itself, beside the manifest commands that fill it.
+
+`dmp vault uploads` lists the incomplete multipart uploads under the vault (the work is
+dmp_cli/uploads.py) and aborts the old ones; this module reads options and prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, timedelta
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from dmp_cli.cli import global_options, quiet_option
+from dmp_cli.options import StoreSpec
+from dmp_cli.store import Upload, open_store
+from dmp_cli.uploads import ABORT_AGE, UploadsReport, parse_duration, sweep
+from dmp_cli.words import plural
+
+if TYPE_CHECKING:
+    from dmp_cli.cli import App
+
+
+class Duration(click.ParamType):
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def vault() -> None:
+    """Look after the vault itself (DMP_VAULT, or s3://etx-dmp-vault/object)."""
+
+
+@vault.command()
+@click.option(
+    "--abort",
+    is_flag=True,
+    help="Abort the uploads listed, freeing the parts S3 keeps (and bills) for them.",
+)
+@click.option(
+    "--older-than",
+    type=Duration(),
+    metavar="DURATION",
+    help="Only uploads begun at least this long ago: 0, 90s, 30m, 12h, 1d, 2w, or several "
+    "(1d12h). Default: 0 (all) for a listing, 1d with --abort, so that an upload still "
+    "in progress is not cut short.",
+)
+@quiet_option
+@global_options
+@click.pass_obj
+def uploads(app: App, abort: bool, older_than: timedelta | None) -> int:
+    """List the incomplete multipart uploads under the vault (when each began, its age,
+    its key and upload id); with --abort, abort them and say how many.
+
+    A process killed while uploading a file of 16 MiB or more (a worker SIGKILLed, a node
+    lost) leaves its upload incomplete; S3 keeps its parts, and bills them, until it is
+    aborted. dmp aborts such an upload when it uploads the same file again; this command
+    finds the rest. A lifecycle rule on the bucket (AbortIncompleteMultipartUpload) does
+    the same unattended. A file:// vault writes objects whole and has none.
+
+    \b
+    dmp vault uploads                        # all of them
+    dmp vault uploads --abort                # abort those begun over a day ago
+    dmp vault uploads --abort --older-than 0 # abort all (none must be in progress)
+    dmp --json vault uploads                 # one JSON object each, then a summary
+    """
+    if older_than is None:
+        older_than = ABORT_AGE if abort else timedelta(0)
+    settings = app.settings
+    spec = StoreSpec(
+        vault=settings.vault,
+        profile=settings.profile,
+        region=settings.region,
+        endpoint_url=settings.endpoint_url,
+    ).validated()
+    store = open_store(spec.vault, spec)
+    try:
+        if not store.multipart:
+            app.out.record("summary", vault=store.url, **_counts(UploadsReport(), older_than))
+            app.out.info(f"{store.url}: a directory vault writes objects whole: no uploads to list")
+            return 0
+        report = sweep(store, older_than, _Printer(app, store.key_url), abort=abort)
+    finally:
+        store.close()
+    app.out.record("summary", vault=store.url, **_counts(report, older_than))
+    app.out.info(_summary(store.url, report, older_than, abort))
+    return 0
+
+
+class _Printer:
+    """Each upload as it is found: a line on stdout, or a JSON object."""
+
+    def __init__(self, app: App, key_url: Callable[[str], str]) -> None:
+        self._out = app.out
+        self._key_url = key_url
+        self._header = not app.out.json
+
+    def __call__(self, upload: Upload, age: timedelta, state: str) -> None:
+        initiated = upload.initiated.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        url = self._key_url(upload.key)
+        if self._out.json:
+            self._out.record(
+                "upload",
+                key=upload.key,
+                url=url,
+                upload_id=upload.upload_id,
+                initiated=initiated,
+                age=int(age.total_seconds()),
+                state=state,
+            )
+            return
+        if self._header:
+            self._header = False
+            self._out.write(_ROW.format("INITIATED", "AGE", "KEY", "UPLOAD ID").encode())
+        self._out.write(_ROW.format(initiated, age_text(age), url, upload.upload_id).encode())
+
+
+_ROW = "{:<20}  {:>9}  {}  {}\n"
+
+
+def _counts(report: UploadsReport, older_than: timedelta) -> dict[str, int]:
+    return {
+        "uploads": report.older,
+        "aborted": report.aborted,
+        "ended": report.ended,
+        "younger": report.younger,
+        "older_than": int(older_than.total_seconds()),
+    }
+
+
+def _summary(url: str, report: UploadsReport, older_than: timedelta, abort: bool) -> str:
+    found = plural(report.older, "incomplete upload", "incomplete uploads")
+    younger = f"{report.younger} younger than {age_text(older_than)}"
+    if not abort:
+        text = f"{found} under {url}"
+        return text + (f" ({younger} not listed)" if report.younger else "")
+    aborted = plural(report.aborted, "incomplete upload", "incomplete uploads")
+    text = f"aborted {aborted} under {url}"
+    if report.ended:
+        text += f"; {report.ended} had ended meanwhile"
+    return text + (f"; {younger} left alone" if report.younger else "")
+
+
+def age_text(age: timedelta) -> str:
+    """``12s``, ``4m 10s``, ``3h 05m``, ``12d 22h``: the two largest units."""
+    seconds = int(age.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
