@@ -31,8 +31,9 @@ MiB = 1 << 20
 # the retries, and moto behind the proxy is the bottleneck (on the fleet, also botocore's
 # backoff, which a worker process waits out file by file). 520 files a tree, one tree
 # embedded and one on the fleet (1,040 files), is the least that passes a thousand: on
-# this 2-core machine, shared with other test runs (load 5 to 8), the embedded round
-# trip took 20-22 s, the fleet's 34-39 s.
+# this 2-core machine, shared with other test runs (load 3 to 8), the embedded round
+# trip took 20-27 s, the fleet's 34-48 s (more worker processes or smaller batches did
+# not make it faster: the CPU is the limit).
 SMALL_FILES = 520
 BIG_FILES = {"big/two-parts.bin": 6 * MiB + 1, "big/three-parts.bin": 11 * MiB}
 ENV = {
