@@ -25,7 +25,7 @@ from dmp_cli.options import Options
 from dmp_cli.rows import Row
 from dmp_cli.rules import Command
 from dmp_cli.runtime import make_executor
-from dmp_cli.settings import DEFAULT_VAULT, Settings
+from dmp_cli.settings import DEFAULT_VAULT, Settings, store_settings
 
 OnRow = Callable[[Row], None]
 OnProgress = Callable[[int, int], None]
@@ -136,6 +136,7 @@ class Where:
             jobs=jobs,
             vault=self.vault or os.environ.get("DMP_VAULT") or DEFAULT_VAULT,
             archive_default=os.environ.get("DMP_ARCHIVE_DEFAULT") or None,
+            **store_settings(os.environ),
         )
 
 

@@ -43,14 +43,17 @@ class StoreSpec(_Plain):
     concurrency: int = 16  # connections: one per thread that transfers
     multipart_threshold: int | None = None
     multipart_chunksize: int | None = None
+    conditional_put: str = "auto"  # DMP_CONDITIONAL_PUT: trust If-None-Match? auto, on, off
 
     def validated(self) -> StoreSpec:
-        """The spec, if its URLs are ones dmp can use; else a usage error."""
+        """The spec, if its URLs and settings are ones dmp can use; else a usage error."""
+        from dmp_cli.settings import conditional_put_mode
         from dmp_cli.store import parse_url
 
         for url in (self.vault, self.dest):
             if url:
                 parse_url(url)
+        conditional_put_mode(self.conditional_put)
         return self
 
 

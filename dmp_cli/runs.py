@@ -346,6 +346,9 @@ def transfer_stores(
         profile=settings.profile,
         region=settings.region,
         endpoint_url=settings.endpoint_url,
+        conditional_put=settings.conditional_put,
+        multipart_threshold=settings.multipart_threshold,
+        multipart_chunksize=settings.multipart_chunksize,
         # One connection per transfer thread (the embedded executor's rule).
         concurrency=io_threads_for(settings.jobs or default_jobs()),
     ).validated()

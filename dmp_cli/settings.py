@@ -1,14 +1,23 @@
-"""The settings a run is made with: global options first, then DMP_* variables, then defaults."""
+"""The settings a run is made with: global options first, then DMP_* variables, then defaults.
+
+A DMP_* variable with a value dmp cannot use is a usage error naming it, said once, before
+anything is asked of a store.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dmp_cli.errors import UsageError
 
 DEFAULT_VAULT = "s3://etx-dmp-vault/object"
+# Whether a store's put-if-absent (If-None-Match: *) is trusted: learned from the store
+# by a probe (auto), trusted without one (on), or never used, asking first (off).
+CONDITIONAL_PUT_MODES = ("auto", "on", "off")
+MIN_PART_SIZE = 5 << 20  # S3 refuses smaller parts (all but the last)
 
 
 @dataclass(frozen=True)
@@ -20,6 +29,9 @@ class Settings:
     vault: str = DEFAULT_VAULT
     archive_default: str | None = None
     broker_url: str | None = None
+    conditional_put: str = "auto"
+    multipart_threshold: int | None = None
+    multipart_chunksize: int | None = None
 
     @classmethod
     def from_env(cls, **options: Any) -> Settings:
@@ -32,7 +44,38 @@ class Settings:
             vault=env.get("DMP_VAULT") or DEFAULT_VAULT,
             archive_default=env.get("DMP_ARCHIVE_DEFAULT") or None,
             broker_url=broker_url(env.get("DMP_BROKER_URL") or None),
+            **store_settings(env),
         )
+
+
+def store_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """How uploads talk to S3: DMP_CONDITIONAL_PUT, DMP_MULTIPART_THRESHOLD and
+    DMP_MULTIPART_CHUNKSIZE (bytes), validated."""
+    return {
+        "conditional_put": conditional_put_mode(env.get("DMP_CONDITIONAL_PUT") or "auto"),
+        "multipart_threshold": _size(env, "DMP_MULTIPART_THRESHOLD"),
+        "multipart_chunksize": _size(env, "DMP_MULTIPART_CHUNKSIZE"),
+    }
+
+
+def conditional_put_mode(value: str) -> str:
+    mode = value.strip().lower()
+    if mode not in CONDITIONAL_PUT_MODES:
+        raise UsageError(f"DMP_CONDITIONAL_PUT must be auto, on or off, not {value!r}")
+    return mode
+
+
+def _size(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a number of bytes, not {raw!r}") from None
+    if value < MIN_PART_SIZE:
+        raise UsageError(f"{name} must be at least {MIN_PART_SIZE} bytes (5 MiB), not {value}")
+    return value
 
 
 BROKER_SCHEMES = ("redis", "rediss", "unix")

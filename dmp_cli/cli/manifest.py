@@ -170,6 +170,15 @@ def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None, **o
     Patterns are expanded by dmp ('data/*.csv', '**/*.h5'), so quote them when the
     shell's argument list would be too long. Exit status: 0 success, 1 a failed check or
     file error, 2 a usage error.
+
+    Settings (environment): DMP_VAULT, the vault's root (s3://bucket/prefix or
+    file:///dir); DMP_ARCHIVE_DEFAULT, an --archive destination other than the vault;
+    DMP_CONDITIONAL_PUT=auto|on|off, whether --archive trusts the store to refuse a
+    conditional PUT (If-None-Match: *) of an object it has: auto learns it once per
+    process by putting a tiny probe object twice (then deleting it), on trusts the
+    store without a probe, off asks first (HEAD before PUT) always; default auto.
+    DMP_MULTIPART_THRESHOLD and DMP_MULTIPART_CHUNKSIZE, in bytes (at least 5 MiB):
+    files this big go to S3 in parts of that size (default 16 MiB each).
     """
     chosen = [mode for mode in MODES if options.pop(mode)]
     if len(chosen) != 1:

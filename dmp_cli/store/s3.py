@@ -22,8 +22,9 @@ import hashlib
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, cast
 
 from botocore.exceptions import (
@@ -68,8 +69,10 @@ MULTIPART_FILES = 1
 META_KEY = "sha256"  # sent as x-amz-meta-sha256
 # Below this size a put-if-absent replaces the HEAD that would precede the PUT: one
 # request instead of two. The PUT goes with "Expect: 100-continue", so a store that
-# already has the object refuses it (412) before the body is sent.
+# already has the object refuses it (412) before the body is sent. Only on a store that
+# has shown it refuses (see _ConditionalPuts): some accept the header and overwrite.
 CONDITIONAL_PUT_MAX = 1 << 20
+PROBE_NAME = ".dmp-conditional-put-probe"
 
 _THROTTLED = {
     "SlowDown",
@@ -89,6 +92,8 @@ _BAD_CREDENTIALS = {
     "TokenRefreshRequired",
 }
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+_PRECONDITION_FAILED = {"PreconditionFailed", "412"}
+_TAKEN, _REFUSED, _REFUSED_ON_RETRY = "taken", "refused", "refused on a retry"
 # A store (or a user's policy) without ListMultipartUploads or AbortMultipartUpload.
 _NO_UPLOAD_LISTING = _DENIED | {"NotImplemented", "501", "MethodNotAllowed", "405"}
 
@@ -100,7 +105,13 @@ class S3Store:
     multipart = True
 
     def __init__(
-        self, client: Any, bucket: str, prefix: str, transfer_config: TransferConfig | None = None
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        transfer_config: TransferConfig | None = None,
+        conditional_put: str = "auto",
+        learned: ConditionalPuts | None = None,
     ) -> None:
         self.client = client
         self.bucket = bucket
@@ -114,7 +125,14 @@ class S3Store:
         self._manager: TransferManager | None = None
         self._lock = threading.Lock()
         self._big_files = threading.BoundedSemaphore(MULTIPART_FILES)
-        self._conditional = True  # put-if-absent (If-None-Match: *) until refused
+        # Put-if-absent (If-None-Match: *): "auto" once the store has shown that it
+        # refuses one for a key that exists, "on" trusted, "off" never used.
+        self.conditional_put = conditional_put
+        self._learned = learned or LEARNED
+        # Put-if-absent uploads that failed transiently: their answer may have been lost
+        # after the store wrote the object, so finding it there next time is no surprise.
+        self._unanswered = _Keys()
+        self._conditional = conditional_put != "off"  # until a store answers 501
         self._tidy = True  # abort the stale uploads of a key, until the store refuses
 
     @classmethod
@@ -126,7 +144,7 @@ class S3Store:
             multipart_chunksize=spec.multipart_chunksize or MULTIPART_CHUNKSIZE,
             max_request_concurrency=TRANSFER_CONCURRENCY,
         )
-        return cls(client, bucket, prefix, transfer_config)
+        return cls(client, bucket, prefix, transfer_config, spec.conditional_put)
 
     def close(self) -> None:
         with self._lock:
@@ -186,14 +204,22 @@ class S3Store:
     ) -> int:
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
-            if if_absent and (size >= CONDITIONAL_PUT_MAX or not self._conditional):
+            asked = False
+            if if_absent and (size >= CONDITIONAL_PUT_MAX or not self._trusts_conditional_put(key)):
                 # Asking first is cheap beside sending a big file.
                 if self.head(key) is not None:
+                    if self._unanswered.pop(key):  # as a 412 in _put_single
+                        return self._sent(size, on_bytes)
                     raise ObjectExists(f"{self.key_url(key)}: already there")
-                if_absent = False
-            if size < self.config.multipart_threshold:
-                return self._put_single(key, source, digest, on_bytes, if_absent)
-            return self._put_multipart(key, source, size, digest, on_bytes)
+                if_absent, asked = False, True
+            try:
+                if size < self.config.multipart_threshold:
+                    return self._put_single(key, source, digest, on_bytes, if_absent)
+                return self._put_multipart(key, source, size, digest, on_bytes)
+            except StoreError as exc:
+                if asked and exc.transient:
+                    self._unanswered.add(key)
+                raise
 
     def _put_single(
         self, key: str, source: BinaryIO, digest: str, on_bytes: OnBytes | None, if_absent: bool
@@ -214,16 +240,71 @@ class S3Store:
                     **args,
                 )
         except StoreError as exc:
-            code = _code(exc.__cause__) if isinstance(exc.__cause__, ClientError) else ""
-            if if_absent and code in ("PreconditionFailed", "412"):
+            cause = exc.__cause__
+            code = _code(cause) if isinstance(cause, ClientError) else ""
+            unanswered = self._unanswered.pop(key)
+            if if_absent and code in _PRECONDITION_FAILED:
+                if unanswered or _retried(cast(ClientError, cause)):
+                    # Tried again (by botocore, or by dmp after botocore's attempts)
+                    # after a PUT whose answer was lost (a reset, a timeout): that PUT
+                    # most likely wrote the object, so this run uploaded it.
+                    return self._sent(len(data), on_bytes)
                 raise ObjectExists(f"{self.key_url(key)}: already there") from None
             if if_absent and code in ("NotImplemented", "501"):
                 self._conditional = False  # a store without conditional writes: ask first
                 return self.put_file(key, source.name, digest, len(data), on_bytes, True)
+            if if_absent and exc.transient:
+                self._unanswered.add(key)
             raise
+        self._unanswered.pop(key)
+        return self._sent(len(data), on_bytes)
+
+    @staticmethod
+    def _sent(size: int, on_bytes: OnBytes | None) -> int:
         if on_bytes:
-            on_bytes(len(data))
-        return len(data)
+            on_bytes(size)
+        return size
+
+    def _trusts_conditional_put(self, key: str) -> bool:
+        if not self._conditional or self.conditional_put == "on":
+            return self._conditional
+        where = (self.client.meta.endpoint_url, self.bucket)
+        return self._learned.learn(where, lambda: self._probe(self.key_url(key)))
+
+    def _probe(self, url: str) -> bool:
+        """Whether this store refuses a conditional PUT of a key that exists: a tiny
+        object put twice with If-None-Match, the second must be refused (412). An answer
+        that cannot tell (an error, the first refused although the key is new) is a no:
+        then ask first. A store that cannot be used at all (credentials rejected) is
+        said now, as the failure of the object ``url`` that was to be put."""
+        key = self._key(f"{PROBE_NAME}-{uuid.uuid4().hex}")
+        try:
+            with translated(url):
+                first = self._probe_put(key)
+            # A 412 that answered botocore's retry refused the object the first
+            # attempt wrote (its answer lost): that is the refusal sought, early.
+            return first == _REFUSED_ON_RETRY or (
+                first == _TAKEN and self._probe_put(key) != _TAKEN
+            )
+        except FatalStoreError:
+            raise
+        except (StoreError, ClientError, BotoCoreError, OSError):
+            return False
+        finally:
+            # A store that refuses the delete keeps a 4-byte object; nothing to say.
+            with suppress(ClientError, BotoCoreError, OSError):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def _probe_put(self, key: str) -> str:
+        """How a conditional PUT of ``key`` was answered: taken, or refused (412) at
+        once or on a retry."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"dmp\n", IfNoneMatch="*")
+        except ClientError as exc:
+            if _code(exc) in _PRECONDITION_FAILED:
+                return _REFUSED_ON_RETRY if _retried(exc) else _REFUSED
+            raise
+        return _TAKEN
 
     def _put_multipart(
         self, key: str, source: BinaryIO, size: int, digest: str, on_bytes: OnBytes | None
@@ -396,6 +477,26 @@ class _HashingReader:
             self._on_end()
 
 
+class _Keys:
+    """A thread-safe set of keys, bounded: past ``bound`` the oldest are forgotten."""
+
+    def __init__(self, bound: int = 4096) -> None:
+        self._keys: dict[str, None] = {}
+        self._bound = bound
+        self._lock = threading.Lock()
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self._keys[key] = None
+            if len(self._keys) > self._bound:
+                del self._keys[next(iter(self._keys))]
+
+    def pop(self, key: str) -> bool:
+        """Whether ``key`` was there (it is not, after)."""
+        with self._lock:
+            return self._keys.pop(key, False) is None
+
+
 class _Turn:
     """A turn at a semaphore, given back once: early by ``release``, else on exit."""
 
@@ -452,6 +553,33 @@ def _changed(got: str) -> IntegrityError:
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _retried(exc: ClientError) -> bool:
+    """Whether botocore's answer came after attempts whose own answers were lost."""
+    return bool(exc.response.get("ResponseMetadata", {}).get("RetryAttempts"))
+
+
+class ConditionalPuts:
+    """What each store (endpoint and bucket) has shown of put-if-absent, learned once per
+    process, whichever thread asks first; the others wait for its answer."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], bool] = {}
+        self._lock = threading.Lock()
+
+    def learn(self, where: tuple[str, str], probe: Callable[[], bool]) -> bool:
+        known = self._known.get(where)
+        if known is not None:
+            return known
+        with self._lock:
+            known = self._known.get(where)
+            if known is None:
+                known = self._known[where] = probe()
+            return known
+
+
+LEARNED = ConditionalPuts()  # the process's
 
 
 @contextmanager

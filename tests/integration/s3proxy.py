@@ -1,78 +1,303 @@
-"""A loopback HTTP proxy between dmp and an S3 server that spoils its answers.
+"""A loopback HTTP proxy between dmp and an S3 server (moto's) that behaves worse than AWS.
 
-Mode ``cut``: every GET of an object answers with its full Content-Length but only half of
-the body, then closes the connection (a network that drops mid-transfer). Everything else
-goes through untouched.
+Faults, each drawn for a request at random (seeded) with a given rate, or for every
+request that names one key:
+
+- ``slowdown``: 503 SlowDown, with S3's XML error body; the server never sees the request.
+- ``internal``: 500 InternalError, likewise.
+- ``reset-before``: the connection is reset before the request reaches the server.
+- ``reset-after``: the server does the request, then the connection is reset: the client
+  never sees the answer.
+- ``cut``: a successful answer's full Content-Length is promised, half the body sent,
+  then the connection closed (a network that drops mid-transfer). An answer with no body
+  (a HEAD, a PUT) cannot be cut and goes through whole.
+- ``latency``: the answer comes, whole, after a pause.
+
+Apart from faults, ``conditional`` says what the store does with a conditional PUT
+(``If-None-Match: *``): ``honour`` passes it on; ``overwrite`` strips the header before
+forwarding (a store that accepts the header and overwrites); ``refuse`` answers 501
+NotImplemented without forwarding (a store without conditional writes).
+
+Threaded, with keep-alive connections from the client; one fresh connection to the
+server a request (moto is slow, and a fresh connection is never a stale one).
 """
 
 from __future__ import annotations
 
 import http.client
+import random
+import socket
+import struct
 import threading
+import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection"}
+FAULTS = ("slowdown", "internal", "reset-before", "reset-after", "cut", "latency")
+CONDITIONAL_MODES = ("honour", "overwrite", "refuse")
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+}
+_ERRORS = {
+    "slowdown": (503, "Slow Down", "SlowDown", "Please reduce your request rate."),
+    "internal": (
+        500,
+        "Internal Server Error",
+        "InternalError",
+        "We encountered an internal error.",
+    ),
+    "refuse": (
+        501,
+        "Not Implemented",
+        "NotImplemented",
+        "A header you provided implies functionality that is not implemented.",
+    ),
+}
+
+
+@dataclass
+class Counts:
+    """What the proxy saw: requests, faults by kind, and repeats of the same request
+    (method and target): a repeat within a run is a retry by the client."""
+
+    requests: int = 0
+    faulted: Counter[str] = field(default_factory=Counter)
+    seen: Counter[tuple[str, str]] = field(default_factory=Counter)
+    conditional_puts: int = 0  # PUTs that carried If-None-Match: *
+    puts: Counter[str] = field(default_factory=Counter)  # PUTs forwarded, by key
+    log: list[tuple[str, str, str]] = field(default_factory=list)  # (method, target, fault)
+
+    @property
+    def retries(self) -> int:
+        return sum(n - 1 for n in self.seen.values() if n > 1)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "faulted": sum(self.faulted.values()),
+            "by_kind": dict(sorted(self.faulted.items())),
+            "retries": self.retries,
+        }
+
+
+class FaultProxy:
+    """The proxy's settings and counts; ``fault_proxy`` runs it."""
+
+    def __init__(
+        self,
+        upstream_url: str,
+        *,
+        rate: float = 0.0,
+        kinds: tuple[str, ...] = FAULTS,
+        seed: int = 0,
+        key: str | None = None,
+        conditional: str = "honour",
+        latency: float = 0.2,
+        only: tuple[str, ...] = (),
+    ) -> None:
+        unknown = set(kinds) - set(FAULTS)
+        if unknown or conditional not in CONDITIONAL_MODES:
+            raise ValueError(f"unknown fault kinds {unknown} or mode {conditional!r}")
+        parts = urlsplit(upstream_url)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.rate = rate
+        self.kinds = kinds
+        self.key = key
+        self.conditional = conditional
+        self.latency = latency
+        self.only = only  # methods that may be faulted (all if empty)
+        self.counts = Counts()
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self.url = ""
+
+    def reset(self) -> Counts:
+        """The counts so far, and a fresh start (between runs)."""
+        with self._lock:
+            counts, self.counts = self.counts, Counts()
+        return counts
+
+    def draw(self, method: str, target: str) -> str | None:
+        """Count the request, and the fault it meets (None: none)."""
+        with self._lock:
+            self.counts.requests += 1
+            self.counts.seen[(method, target)] += 1
+            if self.only and method not in self.only:
+                return None
+            if self.key is not None:
+                if self.key not in unquote(target):
+                    return None
+            elif self._random.random() >= self.rate:
+                return None
+            return self._random.choice(self.kinds)
+
+    def faulted(self, kind: str, method: str, target: str) -> None:
+        with self._lock:
+            self.counts.faulted[kind] += 1
+            self.counts.log.append((method, target, kind))
+
+    def note_put(self, target: str, conditional: bool) -> None:
+        with self._lock:
+            self.counts.puts[urlsplit(target).path] += 1
+            self.counts.conditional_puts += conditional
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    upstream: tuple[str, int] = ("127.0.0.1", 0)
-    mode = "cut"
-    spoiled = 0
+    proxy: FaultProxy
+    timeout = 120  # an idle keep-alive connection ends in the end
 
     def _relay(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
+        proxy = self.proxy
+        body = self._body()
+        conditional = self.command == "PUT" and self.headers.get("If-None-Match") == "*"
+        kind = proxy.draw(self.command, self.path)
+        if kind in ("slowdown", "internal"):
+            proxy.faulted(kind, self.command, self.path)
+            return self._error(kind)
+        if kind == "reset-before":
+            proxy.faulted(kind, self.command, self.path)
+            return self._reset()
+        if conditional and proxy.conditional == "refuse":
+            return self._error("refuse")
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        upstream = http.client.HTTPConnection(*self.upstream, timeout=30)
-        try:
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            reply = upstream.getresponse()
-            data = reply.read()
-        finally:
-            upstream.close()
-        cut = self.mode == "cut" and self.command == "GET" and len(data) > 1 and reply.status < 300
-        self.send_response(reply.status, reply.reason)
+        if conditional and proxy.conditional == "overwrite":
+            headers = {k: v for k, v in headers.items() if k.lower() != "if-none-match"}
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        if self.command == "PUT":
+            proxy.note_put(self.path, conditional)
+        status, reason, reply_headers, data = self._forward(headers, body)
+        if kind == "reset-after":
+            proxy.faulted(kind, self.command, self.path)
+            return self._reset()
+        if kind == "latency":
+            proxy.faulted(kind, self.command, self.path)
+            time.sleep(proxy.latency)
+        cut = kind == "cut" and self.command == "GET" and len(data) > 1 and status < 300
+        if cut:
+            proxy.faulted(kind, self.command, self.path)
+        self.send_response(status, reason)
         kept = HOP_BY_HOP if self.command == "HEAD" else HOP_BY_HOP | {"content-length"}
-        for key, value in reply.getheaders():
-            if key.lower() not in kept:
-                self.send_header(key, value)
+        for name, value in reply_headers:
+            if name.lower() not in kept:
+                self.send_header(name, value)
         if self.command != "HEAD":
             self.send_header("Content-Length", str(len(data)))
         if cut:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if cut:
-            type(self).spoiled += 1
-            self.wfile.write(data[: len(data) // 2])
             self.close_connection = True
-            return
-        self.wfile.write(data)
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2] if cut else data)
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
+
+    def _body(self) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else None
+
+    def _forward(
+        self, headers: dict[str, str], body: bytes | None
+    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        upstream = http.client.HTTPConnection(*self.proxy.upstream, timeout=120)
+        try:
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            reply = upstream.getresponse()
+            data = reply.read()
+            return reply.status, reply.reason, reply.getheaders(), data
+        finally:
+            upstream.close()
+
+    def _error(self, kind: str) -> None:
+        status, reason, code, message = _ERRORS[kind]
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{message}</Message>"
+            f"<RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>"
+        ).encode()
+        self.send_response(status, reason)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _reset(self) -> None:
+        """Close with a TCP reset (SO_LINGER 0), not a polite FIN."""
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError, OSError):
+            self.close_connection = True  # the client went away (or was reset by us)
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # keep-alive connections do not hold up the shutdown
+    request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that vanished is what this proxy is for
+
+
 @contextmanager
-def spoiling_proxy(upstream_url: str, mode: str = "cut") -> Iterator[tuple[str, type[_Handler]]]:
-    """A proxy on a free loopback port in front of ``upstream_url``: (its URL, its counts)."""
-    parts = urlsplit(upstream_url)
-    handler = type(
-        "Handler",
-        (_Handler,),
-        {"upstream": (parts.hostname, parts.port), "mode": mode, "spoiled": 0},
-    )
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def fault_proxy(upstream_url: str, **settings: Any) -> Iterator[FaultProxy]:
+    """A FaultProxy on a free loopback port in front of ``upstream_url``, stopped after."""
+    proxy = FaultProxy(upstream_url, **settings)
+    handler = type("Handler", (_Handler,), {"proxy": proxy})
+    server = _Server(("127.0.0.1", 0), handler)
+    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+        yield proxy
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@contextmanager
+def spoiling_proxy(upstream_url: str, mode: str = "cut") -> Iterator[tuple[str, _Spoiled]]:
+    """Every GET's body cut short: (the proxy's URL, an object whose ``spoiled`` counts
+    the answers cut)."""
+    with fault_proxy(upstream_url, rate=1.0, kinds=(mode,), only=("GET",)) as proxy:
+        yield proxy.url, _Spoiled(proxy)
+
+
+class _Spoiled:
+    def __init__(self, proxy: FaultProxy) -> None:
+        self._proxy = proxy
+
+    @property
+    def spoiled(self) -> int:
+        return self._proxy.counts.faulted["cut"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import time
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -23,6 +24,17 @@ FILES = {
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def small_tree(count: int, seed: int) -> dict[str, bytes]:
+    """``count`` files of 16 B to 3 KiB (some the same content), in a few directories."""
+    rng = random.Random(seed)
+    files = {
+        f"d{i % 7}/f{i:04}.dat": rng.randbytes(rng.randint(16, 3072)) for i in range(count - 5)
+    }
+    for i in range(5):  # the same content under other names: one object each
+        files[f"copies/c{i}"] = files[f"d{i % 7}/f{i:04}.dat"]
+    return files
 
 
 def make_tree(root: Path, files: dict[str, bytes] = FILES) -> Path:

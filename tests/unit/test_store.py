@@ -15,6 +15,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import (
     ClientError,
+    ConnectionClosedError,
     EndpointConnectionError,
     ParamValidationError,
     ReadTimeoutError,
@@ -35,7 +36,7 @@ from dmp_cli.layout import digest_key
 from dmp_cli.options import StoreSpec
 from dmp_cli.store import Location, open_store, parse_url, same_kind
 from dmp_cli.store.local import FileStore
-from dmp_cli.store.s3 import S3Store, client_error, translated
+from dmp_cli.store.s3 import ConditionalPuts, S3Store, client_error, translated
 
 MiB = 1 << 20
 
@@ -437,14 +438,77 @@ def test_s3_small_put_if_absent_asks_nothing_first(s3: object, tmp_path: Path) -
     s3.meta.events.register(  # type: ignore[attr-defined]
         "before-send.s3", lambda request, **_: sent.append(request.method)
     )
-    store = S3Store(s3, "vault", "object")
+    learned = ConditionalPuts()
+    store = S3Store(s3, "vault", "object", learned=learned)
     data = b"small"
     key = digest_key(sha(data))
     path = write(tmp_path / "f", data)
     assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    assert sent == ["PUT", "PUT", "DELETE", "PUT"]  # the probe first, once
     with pytest.raises(ObjectExists):
         store.put_file(key, path, sha(data), 5, if_absent=True)
-    assert sent == ["PUT", "PUT"]  # one request each: no HEAD before
+    other = S3Store(s3, "vault", "object", learned=learned)  # same endpoint and bucket
+    with pytest.raises(ObjectExists):
+        other.put_file(key, path, sha(data), 5, if_absent=True)
+    assert sent[4:] == ["PUT", "PUT"]  # one request each: no HEAD before, no probe again
+    listed = s3.list_objects_v2(Bucket="vault")["Contents"]  # type: ignore[attr-defined]
+    assert [obj["Key"] for obj in listed] == [f"object/{key}"]  # no probe left
+
+
+def _strip_if_none_match(params: dict[str, Any], **_: object) -> None:
+    params["headers"].pop("If-None-Match", None)  # a store that accepts it and overwrites
+
+
+@pytest.mark.parametrize(
+    ("mode", "overwrites", "heads"),
+    [("auto", True, 1), ("auto", False, 0), ("on", True, 0), ("off", False, 1)],
+    ids=["auto-overwriting-store", "auto-honouring-store", "on-trusts", "off-asks"],
+)
+def test_s3_put_if_absent_trusted_only_where_shown(
+    s3: object, tmp_path: Path, mode: str, overwrites: bool, heads: int
+) -> None:
+    """auto: a store that overwrites despite If-None-Match is asked first (HEAD), and
+    the second put of an object finds it there; on: trusted without a probe."""
+    if overwrites:
+        s3.meta.events.register("before-call.s3.PutObject", _strip_if_none_match)  # type: ignore[attr-defined]
+    sent: list[str] = []
+    s3.meta.events.register(  # type: ignore[attr-defined]
+        "before-send.s3", lambda request, **_: sent.append(request.method)
+    )
+    store = S3Store(s3, "vault", "object", conditional_put=mode, learned=ConditionalPuts())
+    data = b"small"
+    key = digest_key(sha(data))
+    path = write(tmp_path / "f", data)
+    store.put_file(key, path, sha(data), 5, if_absent=True)
+    sent.clear()
+    if mode == "on" and overwrites:  # what was asked for: the store's word is taken
+        assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    else:
+        with pytest.raises(ObjectExists):
+            store.put_file(key, path, sha(data), 5, if_absent=True)
+    assert sent == ["HEAD"] * heads + ["PUT"] * (1 - heads)
+
+
+def test_s3_probe_that_cannot_tell_means_asking_first(s3: object, tmp_path: Path) -> None:
+    """An error during the probe (here the second PUT is denied, as a write-once
+    policy might) is not a yes; the probe object is deleted all the same."""
+    puts: list[int] = []
+
+    def deny_second(params: dict[str, Any], **_: object) -> tuple[Any, dict[str, Any]] | None:
+        puts.append(1)
+        if len(puts) != 2:
+            return None
+        reply = {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+        return AWSResponse(params["url"], 403, {}, None), reply
+
+    s3.meta.events.register("before-call.s3.PutObject", deny_second)  # type: ignore[attr-defined]
+    store = S3Store(s3, "vault", "object", learned=ConditionalPuts())
+    data = b"small"
+    path = write(tmp_path / "f", data)
+    assert store.put_file(digest_key(sha(data)), path, sha(data), 5, if_absent=True) == 5
+    keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket="vault")["Contents"]]  # type: ignore[attr-defined]
+    assert keys == [f"object/{digest_key(sha(data))}"]
+    assert store._trusts_conditional_put("k") is False
 
 
 def test_s3_put_if_absent_without_conditional_writes(s3: object, tmp_path: Path) -> None:
@@ -462,7 +526,7 @@ def test_s3_put_if_absent_without_conditional_writes(s3: object, tmp_path: Path)
         return AWSResponse(params["url"], 501, {}, None), reply
 
     s3.meta.events.register("before-call.s3.PutObject", refuse)  # type: ignore[attr-defined]
-    store = S3Store(s3, "vault", "object")
+    store = S3Store(s3, "vault", "object", conditional_put="on")
     data = b"small"
     key = digest_key(sha(data))
     path = write(tmp_path / "f", data)
@@ -489,3 +553,53 @@ def test_file_put_if_absent(fstore: FileStore, tmp_path: Path) -> None:
     fstore.put_file(digest_key(sha(data)), path, sha(data), 1, if_absent=True)
     with pytest.raises(ObjectExists):
         fstore.put_file(digest_key(sha(data)), path, sha(data), 1, if_absent=True)
+
+
+@pytest.mark.parametrize("mode", ["on", "off"], ids=["conditional-put", "asking-first"])
+def test_s3_put_whose_answer_was_lost_counts_as_uploaded(
+    s3: Any, tmp_path: Path, mode: str
+) -> None:
+    """The server wrote the object but its answer never came (a reset), past botocore's
+    retries: dmp's own retry finds the object this run wrote (a 412, or a HEAD) and says
+    uploaded; a later put of it is refused as already there."""
+    data = b"small"
+    key = digest_key(sha(data))
+    lost: list[bool] = [True]
+
+    def write_then_drop(request: Any, **_: object) -> None:
+        if lost[0] and request.method == "PUT" and key in request.url:
+            raise ConnectionClosedError(endpoint_url=request.url)
+
+    s3.meta.events.register("before-send.s3", write_then_drop)
+    store = S3Store(s3, "vault", "object", conditional_put=mode)
+    path = write(tmp_path / "f", data)
+    with pytest.raises(StoreError) as caught:
+        store.put_file(key, path, sha(data), 5, if_absent=True)
+    assert caught.value.transient
+    lost[0] = False
+    s3.put_object(Bucket="vault", Key=f"object/{key}", Body=data)  # what that PUT did
+    assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    with pytest.raises(ObjectExists):
+        store.put_file(key, path, sha(data), 5, if_absent=True)
+
+
+def test_s3_probe_whose_first_answer_was_lost(s3: Any, tmp_path: Path) -> None:
+    """The probe's first PUT wrote its object but botocore tried again (the answer was
+    lost): the retry's 412 is the refusal sought, and the store is trusted."""
+    retried: list[bool] = []
+
+    def retry_first(attempts: int, **_: object) -> float | None:
+        if not retried:
+            retried.append(True)
+            return 0.0  # as if the first answer had never come
+        return None
+
+    s3.meta.events.register("needs-retry.s3.PutObject", retry_first)
+    learned = ConditionalPuts()
+    store = S3Store(s3, "vault", "object", learned=learned)
+    data = b"small"
+    path = write(tmp_path / "f", data)
+    assert store.put_file(digest_key(sha(data)), path, sha(data), 5, if_absent=True) == 5
+    assert retried and store._trusts_conditional_put("k") is True
+    listed = s3.list_objects_v2(Bucket="vault")["Contents"]
+    assert [obj["Key"] for obj in listed] == [f"object/{digest_key(sha(data))}"]
