@@ -50,6 +50,9 @@ class Item(TypedDict, total=False):
     # [digest, size]; or why it could not be read, as [errno, strerror]
     stdin: list[Any]
     stdin_error: list[Any]
+    # --fetch with a companion file: the entry's recorded metadata, applied where the
+    # file is written (dmp_cli.restore)
+    meta: dict[str, Any]
 
 
 class Row(TypedDict, total=False):

@@ -16,10 +16,12 @@ import posixpath
 import stat
 import uuid
 from collections.abc import Callable
+from functools import partial
 
 from dmp_cli.digest import digest_fd
 from dmp_cli.errors import IntegrityError, ObjectExists, ObjectMissing, PathRefused
 from dmp_cli.ops import Context, operation
+from dmp_cli.restore import apply_at, apply_fd, is_link
 from dmp_cli.rows import Item, Row, base_row
 from dmp_cli.store import OnBytes
 from dmp_cli.vault import Vault
@@ -143,8 +145,13 @@ def download_op(item: Item, ctx: Context) -> Row:
     dir_fd = open_parent(parts, make=not options.dry_run, cwd=ctx.work.cwd)
     try:
         name = parts[-1]
+        meta = item.get("meta")
+        if is_link(meta):  # made at the end of the run, with the other links
+            return {"status": "would-fetch" if options.dry_run else "fetched", "bytes": 0}
         local = _local_digest(dir_fd, name) if dir_fd is not None else None
         if local == digest:
+            if meta and dir_fd is not None and not options.dry_run:
+                apply_at(dir_fd, name, meta, options)
             return {"status": "present"}
         if local is not None and not options.overwrite:
             raise PathRefused(
@@ -158,7 +165,13 @@ def download_op(item: Item, ctx: Context) -> Row:
             return {"status": "would-fetch", "bytes": info.size}
         assert dir_fd is not None
         size = _fetch_into(
-            vault, digest, dir_fd, name, replace=local is not None, on_bytes=ctx.on_bytes
+            vault,
+            digest,
+            dir_fd,
+            name,
+            replace=local is not None,
+            on_bytes=ctx.on_bytes,
+            finish=partial(apply_fd, meta=meta, options=options) if meta else None,
         )
         return {"status": "fetched", "bytes": size}
     finally:
@@ -248,7 +261,10 @@ def _fetch_into(
     name: str,
     replace: bool,
     on_bytes: OnBytes | None = None,
+    finish: Callable[[int], None] | None = None,
 ) -> int:
+    """``finish`` is given the verified file's descriptor before it goes into place (the
+    recorded metadata, applied where the file is written)."""
     temp = f".{name[:100]}.{uuid.uuid4().hex[:8]}.dmp-tmp"
     fd = os.open(
         temp,
@@ -263,6 +279,8 @@ def _fetch_into(
             os.fsync(stream.fileno())
             stream.seek(0)
             got, size = digest_fd(stream.fileno())
+            if got == digest and finish is not None:
+                finish(stream.fileno())
         if got != digest:
             raise IntegrityError(f"the vault's object hashes to {got}, not to its key; not fetched")
         _move_into_place(temp, name, dir_fd, replace)
