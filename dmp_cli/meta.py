@@ -119,14 +119,28 @@ class Recorder:
     (directories, links) before the next file, so that the records come in the walk's
     order although the files' rows come back later, from an executor."""
 
-    def __init__(self, stream: BinaryIO, resume: int = 0) -> None:
+    def __init__(self, stream: BinaryIO, state: Record | None = None) -> None:
         self.stream = stream
         self.manifest = hashlib.sha256()
         self.pending: list[str | None] = []  # a path met, or None: the next file
-        self.records = 0
-        self.entries = 0
-        if resume == 0:
+        self.records = self.entries = 0
+        self.skip = 0  # files whose records were written before a checkpoint
+        if state is None:
             stream.write(_line({"format": FORMAT, "version": VERSION}))
+        else:
+            self.resume(state)
+
+    def state(self) -> Record:
+        """What a run picked up from a checkpoint needs besides the bytes written."""
+        return {"records": self.records, "entries": self.entries}
+
+    def resume(self, state: Record) -> None:
+        """Go on from a checkpoint: ``state`` as ``state()`` gave it, ``manifest`` the
+        manifest's bytes then written, ``files`` the files whose rows were used then
+        (their walk is met again, and left out)."""
+        self.records, self.entries = int(state["records"]), int(state["entries"])
+        self.skip = int(state["files"])
+        self.manifest.update(state["manifest"])
 
     def met(self, path: str) -> None:
         """The walk met a directory or a symbolic link the manifest will not name."""
@@ -142,6 +156,9 @@ class Recorder:
     def row(self, path: str | None) -> None:
         """The next file's row came back: what the walk met before it, then (unless it
         could not be hashed: ``None``) its record."""
+        while self.skip:
+            if self.pending.pop(0) is None:
+                self.skip -= 1
         self._flush_met()
         if path is not None:
             self._write(record(path, entry=True))
