@@ -607,13 +607,17 @@ def submit_transfer(
     executor: CeleryExecutor,
     spec: StoreSpec,
     options: Options,
+    meta: str | None = None,
 ) -> str:
     """Submit --vault, --archive or --fetch to the fleet, once its stores answer: its
-    coordinator runs ``transfer`` there."""
+    coordinator runs ``transfer`` there (with ``meta``, a companion file, checked
+    against the manifest here first)."""
     options.validated(spec.validated())
     preflight(executor.stores, spec)
     plan = _plan(command, options, detached=True)
     _first_entry(manifest, lambda _, stream: plan.items(parse_lines(stream)), "SHA256 ")
+    if meta is not None:
+        open_companion(meta, manifest, shown_name(meta), shown_manifest(manifest))
     work = Work.of(command.operation, spec, options)
     job_plan = {
         "command": command.value,
@@ -621,6 +625,7 @@ def submit_transfer(
         "manifest": manifest,
         "stores": work.stores,
         "options": work.options,
+        **({"meta": meta} if meta else {}),
     }
     return executor.submit_job(command.operation, job_plan, {"strict": options.strict})
 

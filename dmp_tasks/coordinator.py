@@ -219,6 +219,7 @@ def _run(
                 stdin=False,
             )
             return {}
+        problems: list[str] = []
         report = runs.transfer(
             command,
             plan["manifest"],
@@ -226,8 +227,18 @@ def _run(
             StoreSpec.from_json(plan["stores"]),
             Options.from_json(plan["options"]),
             detached=True,
+            meta=plan.get("meta"),
+            listener=runs.Listener(
+                on_problem=lambda path, why: problems.append(f"{runs.shown_name(path)}: {why}")
+            ),
         )
-        return {"misformatted": report.plan.misformatted}
+        fields: dict[str, Any] = {"misformatted": report.plan.misformatted}
+        if problems:  # links and directories, restored at the end: not counted as rows
+            fields["error"] = (
+                f"{len(problems)} links or directories could not be restored "
+                f"(the first: {problems[0]})"
+            )
+        return fields
 
 
 def _create(

@@ -65,12 +65,7 @@ def run(
         ),
     )
     if detach:
-        if meta_path:
-            raise UsageError(
-                f"--{mode} with a companion file of metadata does not apply with --detach "
-                "(--no-meta leaves it out)"
-            )
-        return _detach(app, command, manifest_path, spec, options)
+        return _detach(app, command, manifest_path, spec, options, meta_path)
     out: Output = app.out
     report_row = REPORTERS[mode]
     total = count_lines(manifest_path) if out.wants_progress() else None
@@ -139,12 +134,20 @@ def _companion_summary(out: Output, outcome: runs.CompanionOutcome) -> None:
 
 
 def _detach(
-    app: Any, command: Command, manifest_path: str, spec: StoreSpec, options: Options
+    app: Any,
+    command: Command,
+    manifest_path: str,
+    spec: StoreSpec,
+    options: Options,
+    meta_path: str | None,
 ) -> int:
     """Submit the job; its coordinator runs it on the fleet, and `dmp job watch ID`
     follows it to the end."""
     return submit_job(
-        app, lambda executor: runs.submit_transfer(command, manifest_path, executor, spec, options)
+        app,
+        lambda executor: runs.submit_transfer(
+            command, manifest_path, executor, spec, options, meta_path
+        ),
     )
 
 

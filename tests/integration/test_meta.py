@@ -273,3 +273,20 @@ def test_through_the_fleet_the_same_companion_and_the_same_tree(site: Path, flee
     assert (site / "fleet.sha256.meta").read_bytes() == local
     assert (site / "detached.sha256.meta").read_bytes() == local
     _round_trip(site, env, broker_url=fleet)
+    # A detached fetch: files written (and their metadata applied) by the workers, the
+    # links and directories by its coordinator, at the end.
+    elsewhere = site / "elsewhere"
+    elsewhere.mkdir()
+    detached = run(
+        "manifest",
+        "--fetch",
+        "--detach",
+        "-m",
+        "../t.sha256",
+        cwd=elsewhere,
+        broker_url=fleet,
+        **env,
+    )
+    _ok(detached)
+    _ok(run("job", "watch", detached.stdout.decode().strip(), cwd=site, broker_url=fleet))
+    assert snapshot(elsewhere / "t") == snapshot(site / "restore" / "t")
