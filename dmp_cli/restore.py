@@ -69,7 +69,7 @@ def apply_at(dir_fd: int, name: str, meta: dict[str, Any], options: Options) -> 
 
 def is_link(meta: dict[str, Any] | None) -> bool:
     """An entry recorded as a symbolic link: made as a link at the end of the run."""
-    return bool(meta) and meta is not None and meta.get("type") == "link"
+    return meta is not None and meta.get("type") == "link"
 
 
 @dataclass
@@ -108,16 +108,12 @@ def restore_tree(
     for path, rec in reversed(dirs):
         try:
             parts = _parts(path, options, target_parts)
-            _with_dir(parts, partial(_apply_dir, meta=rec, options=options), make=False)
+            _with_dir(parts, partial(apply_fd, meta=rec, options=options), make=False)
             counts.dirs += 1
         except (OSError, DmpError) as exc:
             counts.failed += 1
             on_problem(path, _reason(exc))
     return counts
-
-
-def _apply_dir(fd: int, meta: Record, options: Options) -> None:
-    apply_fd(fd, meta, options)
 
 
 def _reason(exc: BaseException) -> str:

@@ -71,6 +71,16 @@ class JobFile(AtomicFile):
         os.lseek(fd, offset, os.SEEK_SET)
         self.stream = os.fdopen(fd, "wb", buffering=1 << 20)
 
+    @classmethod
+    def companion(cls, plan: Mapping[str, Any], saved: Mapping[str, Any]) -> JobFile:
+        """The companion of metadata of a --create --meta job, from its checkpoint."""
+        try:
+            return cls(plan["meta_output"], plan["meta_temp"], int(saved.get("meta_offset", 0)))
+        except _Committed:
+            raise DmpError(
+                f"{plan['meta_output']}: the metadata file is in place but its manifest is not"
+            ) from None
+
     def mark(self) -> int:
         """Everything written so far, on disk; its length."""
         self.stream.flush()
@@ -255,12 +265,15 @@ def _create(
         target = JobFile(plan["output"], plan["temp"], offset)
     except _Committed:
         return {}
-    meta = _meta_target(plan, saved, coordination.items, offset) if plan.get("meta_temp") else None
+    meta, meta_file = None, None
+    if plan.get("meta_temp"):
+        meta_file = JobFile.companion(plan, saved)
+        meta = _meta_target(meta_file, plan, saved, coordination.items, offset)
 
     def save() -> dict[str, Any]:
         state = {"offset": target.mark(), **asdict(counts)}
-        if meta is not None:
-            state.update(meta_offset=meta.file.mark(), meta=meta.recorder.state())  # type: ignore[attr-defined]
+        if meta is not None and meta_file is not None:
+            state.update(meta_offset=meta_file.mark(), meta=meta.recorder.state())
         return state
 
     coordination.save = save
@@ -288,17 +301,11 @@ def _create(
 
 
 def _meta_target(
-    plan: Mapping[str, Any], saved: Mapping[str, Any], files: int, offset: int
+    file: JobFile, plan: Mapping[str, Any], saved: Mapping[str, Any], files: int, offset: int
 ) -> runs.MetaTarget:
     """The companion of metadata a --create --meta job writes, from its checkpoint: the
     records of the ``files`` already used are in it, and so is the hash of the
     manifest's first ``offset`` bytes (read again)."""
-    try:
-        file = JobFile(plan["meta_output"], plan["meta_temp"], int(saved.get("meta_offset", 0)))
-    except _Committed:
-        raise DmpError(
-            f"{plan['meta_output']}: the metadata file is in place but its manifest is not"
-        ) from None
     if not saved.get("meta"):
         return runs.MetaTarget(file, Recorder(file.stream))
     with open(plan["temp"], "rb") as stream:

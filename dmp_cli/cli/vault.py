@@ -120,17 +120,12 @@ def _companion_summary(out: Output, outcome: runs.CompanionOutcome) -> None:
             bytes=outcome.bytes,
             checksum_file=outcome.checksum_file,
         )
-        done = {"uploaded": "uploaded", "skipped": "already archived"}.get(
-            outcome.status, "would be uploaded"
-        )
-        out.info(
-            f"metadata {name} {done} as {outcome.digest}"
-            + (
-                f"; {runs.shown_name(outcome.checksum_file or '')} names it"
-                if outcome.status != "would-upload"
-                else ""
-            )
-        )
+        if outcome.status == "would-upload":
+            out.info(f"metadata {name} would be uploaded as {outcome.digest}")
+            return
+        done = "uploaded" if outcome.status == "uploaded" else "already archived"
+        named = runs.shown_name(outcome.checksum_file or "")
+        out.info(f"metadata {name} {done} as {outcome.digest}; {named} names it")
 
 
 def _detach(
