@@ -4,10 +4,13 @@ by --check --meta; embedded on a file:// vault and on moto's S3, and through the
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
+import pwd
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,6 +223,48 @@ def test_a_companion_that_does_not_match_is_one_error_and_nothing_is_written(
         one_error(result, 1, says)
         assert result.stdout == b""
     assert os.listdir(site / "restore") == []
+
+
+def tar_listing(tree: Path) -> list[str]:
+    """What `tar -tv` says of a tree (owners by number): modes, owners, sizes, times to
+    the minute, link targets."""
+    packed = subprocess.run(
+        ["tar", "--numeric-owner", "-C", str(tree.parent), "-cf", "-", tree.name],
+        check=True,
+        capture_output=True,
+    ).stdout
+    listed = subprocess.run(
+        ["tar", "--numeric-owner", "-tvf", "-"], input=packed, check=True, capture_output=True
+    )
+    return sorted(listed.stdout.decode("utf-8", "replace").splitlines())
+
+
+def test_tar_lists_both_trees_alike(site: Path) -> None:
+    _round_trip(site, new_vault("file", site).env)
+    assert tar_listing(site / "restore" / "t") == tar_listing(site / "t")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives files away")
+@pytest.mark.parametrize("by_name", [False, True], ids=["by-number", "by-name"])
+def test_owners_come_back_by_number_or_by_name(site: Path, by_name: bool) -> None:
+    """A record whose number and name disagree on this system (moved between sites):
+    by number unless --owner-names asks for the name."""
+    env = new_vault("file", site).env
+    create = ["manifest", "--create", "--dir", "t", "-r", "-m", "t.sha256", "--meta"]
+    _ok(run(*create, cwd=site, broker_url=None, **env))
+    _ok(run("manifest", "--archive", "-m", "t.sha256", cwd=site, broker_url=None, **env))
+    companion = site / "t.sha256.meta"
+    records = [json.loads(line) for line in companion.read_bytes().splitlines()]
+    for rec in records:
+        if rec.get("path") == "t/tool":
+            rec.update(uid=4242, gid=4343, user="nobody", group="nogroup")
+    companion.write_bytes(b"".join(json.dumps(rec).encode() + b"\n" for rec in records))
+    fetch = ["manifest", "--fetch", "-m", "../t.sha256", *(["--owner-names"] if by_name else [])]
+    _ok(run(*fetch, cwd=site / "restore", broker_url=None, **env))
+    st = os.lstat(site / "restore" / "t" / "tool")
+    nobody = (pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid)
+    assert (st.st_uid, st.st_gid) == (nobody if by_name else (4242, 4343))
+    assert stat.S_IMODE(st.st_mode) == 0o755
 
 
 def test_fetch_again_leaves_everything_as_it_is(site: Path) -> None:
