@@ -175,9 +175,9 @@ def create(
             lister,
             recorder.met if recorder else None,
         )
-        for temp in (target.temp if target else None, meta.file.temp if meta else None):
-            if temp:
-                items = _without_temp(items, temp)
+        temps = [file.temp for file in (target, meta.file if meta else None) if file]
+        if temps:
+            items = _without_temp(items, temps)
         if recorder:
             items = _announced(items, recorder)
         for row in executor.map(Work(Command.CREATE.operation), items):
@@ -286,12 +286,14 @@ def manifest_target(path: str, what: str = "manifest") -> AtomicFile:
         raise ManifestError(f"{name}: cannot create {what}: {exc.strerror or exc}") from exc
 
 
-def _without_temp(items: Iterator[Item], temp: str) -> Iterator[Item]:
-    """Leave out the manifest's own temporary file, which a walk of its directory finds."""
-    name = os.path.basename(temp)
+def _without_temp(items: Iterator[Item], temps: list[str]) -> Iterator[Item]:
+    """Leave out the manifest's own temporary files (and its companion's), which a walk
+    of their directory finds."""
+    names = {os.path.basename(temp): temp for temp in temps}
     for item in items:
         path = item["path"]
-        if os.path.basename(path) == name and _same_file(path, temp):
+        temp = names.get(os.path.basename(path))
+        if temp is not None and _same_file(path, temp):
             continue
         yield item
 
