@@ -264,6 +264,8 @@ def create(
             ),
         )
     out: Output = app.out
+    if meta_path and out.json and (not manifest_path or manifest_path == "-"):
+        raise UsageError("--meta needs a manifest file with --json (stdout holds the JSON)")
 
     def on_row(row: Row) -> None:
         out.record("file", path=row["path"], digest=row["digest"], bytes=row["bytes"], status="ok")
