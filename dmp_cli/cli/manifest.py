@@ -168,8 +168,9 @@ def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool
     "meta",
     default=None,
     help="--create: record modes, times, owners, symbolic links and directories in a "
-    "companion file (MANIFEST.meta); --check: compare them too; --fetch/--archive: "
-    "--no-meta ignores a companion found beside the manifest.",
+    "companion file, MANIFEST.meta (the default for --dir walks into a manifest file); "
+    "--check: compare them too; --fetch/--archive: --no-meta ignores a companion found "
+    "beside the manifest.",
 )
 @click.option(
     "--meta-file",
@@ -241,7 +242,7 @@ def create(
     **_: object,
 ) -> int:
     inputs = Inputs(list(patterns), list(dirs), recursive, files_from, null)
-    meta_path = _create_meta_path(manifest_path, meta, meta_file)
+    meta_path = _create_meta_path(manifest_path, meta, meta_file, walks=bool(dirs))
     if not inputs.given():
         raise UsageError("--create needs files, patterns, --dir DIR or --files-from FILE")
     if recursive and not dirs:
@@ -290,8 +291,12 @@ def create(
     return report.status
 
 
-def _create_meta_path(manifest: str | None, meta: bool | None, meta_file: str | None) -> str | None:
-    """Where --create writes its companion of metadata, if it writes one."""
+def _create_meta_path(
+    manifest: str | None, meta: bool | None, meta_file: str | None, walks: bool
+) -> str | None:
+    """Where --create writes its companion of metadata, if it writes one: by default,
+    for --dir walks into a manifest file (a tree, which a restore should bring back as
+    tar would); else only when asked."""
     if meta is False:
         if meta_file:
             raise UsageError("--meta-file and --no-meta contradict each other")
@@ -300,11 +305,14 @@ def _create_meta_path(manifest: str | None, meta: bool | None, meta_file: str | 
         if meta_file == "-":
             raise UsageError("--meta-file needs a file name (the manifest may use stdout)")
         return meta_file
+    to_file = bool(manifest) and manifest != "-"
+    if meta is None and walks and to_file:
+        return companion_of(str(manifest))
     if not meta:
         return None
-    if not manifest or manifest == "-":
+    if not to_file:
         raise UsageError("--meta with the manifest on stdout needs --meta-file FILE")
-    return companion_of(manifest)
+    return companion_of(str(manifest))
 
 
 def _check_name(path: str, escape: bool) -> bytes:

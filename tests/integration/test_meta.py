@@ -158,6 +158,27 @@ def test_the_companion_records_in_manifest_order(site: Path) -> None:
     assert "t/new\nline" in entries
 
 
+@pytest.mark.parametrize(
+    ("args", "companion"),
+    [
+        (["--dir", "t", "-r", "-m", "x"], "x.meta"),
+        (["--dir", "t", "-m", "x"], "x.meta"),
+        (["--dir", "t", "-r", "-m", "x", "--no-meta"], None),
+        (["t/tool", "-m", "x"], None),
+        (["t/tool", "-m", "x", "--meta"], "x.meta"),
+        (["--dir", "t", "--meta-file", "elsewhere.json"], "elsewhere.json"),
+    ],
+    ids=["dir", "dir-flat", "no-meta", "names", "names-meta", "stdout-meta-file"],
+)
+def test_a_walk_into_a_manifest_file_records_by_default(
+    site: Path, args: list[str], companion: str | None
+) -> None:
+    before = set(os.listdir(site))
+    _ok(run("manifest", "--create", *args, cwd=site, broker_url=None))
+    made = set(os.listdir(site)) - before
+    assert made == ({"x"} if "x" in args else set()) | ({companion} if companion else set())
+
+
 def test_check_meta_reports_what_differs_on_lines_of_its_own(site: Path) -> None:
     create = ["manifest", "--create", "--dir", "t", "-r", "-m", "t.sha256", "--meta"]
     _ok(run(*create, cwd=site, broker_url=None))
