@@ -48,16 +48,6 @@ def companion_of(manifest: str) -> str:
 # ---------------------------------------------------------------- names in JSON
 
 
-def put_name(record: Record, key: str, name: str) -> None:
-    """``name`` under ``key``; one that is not UTF-8 goes as ``KEY_b64``, its bytes in
-    base64 (as ``--json`` does), so that every POSIX name round-trips."""
-    raw = os.fsencode(name)
-    try:
-        record[key] = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        record[key + "_b64"] = base64.b64encode(raw).decode("ascii")
-
-
 def get_name(record: Record, key: str) -> str:
     if key + "_b64" in record:
         return os.fsdecode(base64.b64decode(record[key + "_b64"], validate=True))
@@ -101,11 +91,13 @@ _json = _ENCODER.encode
 
 
 def _name_field(key: str, name: str) -> str:
-    raw = os.fsencode(name)
+    """``name`` under ``key``; one that is not UTF-8 (its str holds surrogates, which
+    strict UTF-8 refuses) goes as ``KEY_b64``, its bytes in base64, as ``--json`` does,
+    so that every POSIX name round-trips."""
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return f'"{key}_b64":"{base64.b64encode(raw).decode("ascii")}"'
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f'"{key}_b64":"{base64.b64encode(os.fsencode(name)).decode("ascii")}"'
     return f'"{key}":{_json(name)}'
 
 
@@ -116,19 +108,39 @@ def _owner_fields(uid: int, gid: int) -> str:
     )
 
 
-def record_line(path: str, entry: bool = False) -> bytes:
-    """``record(path, entry)`` as its line in the companion, written directly (a dict
-    and a general encoder cost three times as much, per file of a walk)."""
+def stat_of(path: str) -> list[Any]:
+    """What a record holds of ``path`` itself (a link is not followed), as plain values
+    that travel in a row: type, mode, mtime, size, owner, group, and a link's target.
+    Taken where the file is hashed (a worker of the fleet, or a pool's process), so that
+    a metadata server is asked in parallel, not once a file by the process that writes."""
     st = os.lstat(path)
     kind = _TYPES.get(stat.S_IFMT(st.st_mode), "other")
+    fields: list[Any] = [
+        kind,
+        stat.S_IMODE(st.st_mode),
+        st.st_mtime_ns,
+        st.st_size,
+        st.st_uid,
+        st.st_gid,
+    ]
+    if kind == "link":
+        fields.append(os.readlink(path))
+    return fields
+
+
+def record_line(path: str, entry: bool = False, fields: list[Any] | None = None) -> bytes:
+    """``record(path, entry)`` as its line in the companion, from ``fields`` (as
+    ``stat_of`` gives them; by default, looked up now). Written directly: a dict and a
+    general encoder cost three times as much, per file of a walk. Owners' names are
+    those of this host's name service, where the companion is written."""
+    kind, mode, mtime_ns, size, uid, gid, *target = fields or stat_of(path)
     flag = ',"entry":true' if entry else ""
     text = (
-        f'{{{_name_field("path", path)},"type":"{kind}"{flag},'
-        f'"mode":"{stat.S_IMODE(st.st_mode):04o}","mtime_ns":{st.st_mtime_ns},'
-        f'"size":{st.st_size},{_owner_fields(st.st_uid, st.st_gid)}'
+        f'{{{_name_field("path", path)},"type":"{kind}"{flag},"mode":"{mode:04o}",'
+        f'"mtime_ns":{mtime_ns},"size":{size},{_owner_fields(uid, gid)}'
     )
-    if kind == "link":
-        text += "," + _name_field("target", os.readlink(path))
+    if target:
+        text += "," + _name_field("target", target[0])
     return (text + "}\n").encode("utf-8", "surrogateescape")
 
 
@@ -175,15 +187,16 @@ class Recorder:
     def manifest_bytes(self, data: bytes) -> None:
         self.manifest.update(data)
 
-    def row(self, path: str | None) -> None:
+    def row(self, path: str | None, fields: list[Any] | None = None) -> None:
         """The next file's row came back: what the walk met before it, then (unless it
-        could not be hashed: ``None``) its record."""
+        could not be hashed: ``None``) its record, from ``fields`` (``stat_of``'s, taken
+        where it was hashed) or else looked up here."""
         while self.skip:
             if self.pending.popleft() is None:
                 self.skip -= 1
         self._flush_met()
         if path is not None:
-            self._write(record_line(path, entry=True))
+            self._write(record_line(path, True, fields))
             self.entries += 1
 
     def _flush_met(self) -> None:

@@ -70,6 +70,7 @@ class Row(TypedDict, total=False):
     same: bool
     fatal: bool  # the store cannot be used at all: the run stops
     transient: bool  # may succeed if tried again (throttling, a reset, ESTALE)
+    stat: list[Any]  # --create with metadata: the file's own, as dmp_cli.meta.stat_of gives it
 
 
 # Failures that a later attempt may not see: a stale NFS handle, a reset, a timeout.

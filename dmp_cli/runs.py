@@ -180,7 +180,10 @@ def create(
             items = _without_temp(items, temps)
         if recorder:
             items = _announced(items, recorder)
-        for row in executor.map(Work(Command.CREATE.operation), items):
+        work = Work(
+            Command.CREATE.operation, options=Options(meta=True).to_json() if meta else None
+        )
+        for row in executor.map(work, items):
             hear.on_progress(1, row.get("bytes", 0))
             if row["status"] == Status.OK and recorder:
                 row = _recorded(row, recorder)
@@ -244,7 +247,7 @@ def _recorded(row: Row, recorder: Recorder) -> Row:
     """A hashed file's row, once its metadata is recorded; a failed row if it cannot be
     looked at any more (gone since it was hashed)."""
     try:
-        recorder.row(row["path"])
+        recorder.row(row["path"], row.pop("stat", None))
     except OSError as exc:
         return error_row(row, exc)
     return row
