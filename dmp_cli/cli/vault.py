@@ -79,9 +79,9 @@ def run(
         report = runs.transfer(
             command, manifest_path, executor, spec, options, listener, meta=meta_path
         )
-    _summary(out, report)
-    if report.companion is not None:
+    if report.companion is not None:  # before the summary, which --json gives last
         _companion_summary(out, report.companion)
+    _summary(out, report)
     return report.status
 
 

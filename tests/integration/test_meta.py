@@ -108,6 +108,7 @@ def _round_trip(site: Path, env: dict[str, str], broker_url: str | None = None) 
         fetched.stderr
     )
     assert snapshot(site / "restore" / "t") == before
+    assert fetched.stderr.endswith(b"dmp: 7 files (62 B) fetched, 0 already present, 0 failed\n")
     assert not (site / "outside").exists()  # the escaping link was made, not written through
     checked = run(
         "manifest", "--check", "--meta", "-m", "../t.sha256", cwd=site / "restore", broker_url=None
