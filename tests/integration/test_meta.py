@@ -322,7 +322,7 @@ def test_a_link_in_the_way_is_not_written_through(site: Path) -> None:
 @pytest.fixture(scope="module")
 def fleet(redis: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     logdir = tmp_path_factory.mktemp("meta-fleet-logs")
-    url = redis.url.rsplit("/", 1)[0] + "/7"
+    url = redis.url.rsplit("/", 1)[0] + "/11"  # a database of its own: no other test's workers
     with worker(url, "meta1", logdir), worker(url, "meta2", logdir):
         yield url
 
