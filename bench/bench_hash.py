@@ -139,11 +139,13 @@ def main() -> None:
             check=True,
         )
         os.replace(f"{MANIFEST}.new", MANIFEST)
+        if os.path.exists(f"{MANIFEST}.new.meta"):  # its companion of metadata
+            os.unlink(f"{MANIFEST}.new.meta")
         commands: dict[str, str] = {}
         for who, dmp in dmps.items():
             commands[f"{who} create"] = (
                 f"{dmp} manifest --create --dir {tree} -r -m {MANIFEST}.{who} && "
-                f"rm {MANIFEST}.{who}"
+                f"rm -f {MANIFEST}.{who} {MANIFEST}.{who}.meta"
             )
             commands[f"{who} check"] = f"{dmp} manifest --check -m {MANIFEST}"
         found = peers(tree, is_big)

@@ -167,6 +167,8 @@ def bench_walk(url: str, files: int, runs: int) -> dict[str, Any]:
         assert same, "the fleet's manifest differs"
         for name in (f"/tmp/walk-e{run}.sha256", f"/tmp/walk-f{run}.sha256"):
             os.unlink(name)
+            if os.path.exists(name + ".meta"):  # the companion of metadata
+                os.unlink(name + ".meta")
     client.close()
     from dmp_cli.inputs import Inputs, walk_items
     from dmp_tasks.app import client_app

@@ -79,11 +79,13 @@ def create(
     on_row: OnRow | None = None,
     on_progress: OnProgress | None = None,
     on_problem: Callable[[str, str], None] | None = None,
+    meta: str | None = None,
 ) -> runs.CreateReport:
     """Hash files (names or patterns, then the files in ``dirs``, then those listed in
     ``files_from``) and write the manifest ``manifest`` if given: complete or not at all,
     never over an existing file. ``on_row`` hears each file hashed (``path``,
-    ``digest``, ``bytes``); ``on_problem`` each input that cannot be read."""
+    ``digest``, ``bytes``); ``on_problem`` each input that cannot be read. ``meta``: the
+    companion file of metadata to write beside it (``dmp_cli.meta``)."""
     inputs = Inputs(list(paths), list(dirs), recursive, files_from, null_separated)
     with _Executor(executor, jobs, broker_url) as runner:
         return runs.create(
@@ -92,6 +94,7 @@ def create(
             manifest=manifest,
             fmt=fmt,
             listener=_listener(on_row, on_progress, on_problem=on_problem),
+            meta=meta,
         )
 
 
@@ -105,16 +108,24 @@ def check(
     executor: Executor | None = None,
     on_row: OnRow | None = None,
     on_progress: OnProgress | None = None,
+    meta: str | None = None,
+    on_meta: Callable[[str, list[str]], None] | None = None,
 ) -> runs.CheckReport:
     """Verify every file ``manifest`` names, as `sha256sum --check` does. ``on_row``
-    hears each line's row: ``status`` ok, failed, missing, unreadable or misformatted."""
+    hears each line's row: ``status`` ok, failed, missing, unreadable or misformatted.
+    With ``meta``, a companion file, its recorded metadata is compared too: ``on_meta``
+    hears each entry that differs, with its differences."""
+    listener = _listener(on_row, on_progress)
+    if on_meta:
+        listener.on_meta = on_meta
     with _Executor(executor, jobs, broker_url) as runner:
         return runs.check(
             manifest,
             runner,
             strict=strict,
             ignore_missing=ignore_missing,
-            listener=_listener(on_row, on_progress),
+            listener=listener,
+            meta=meta,
         )
 
 
@@ -150,10 +161,11 @@ def _transfer(
     broker_url: str | None,
     executor: Executor | None,
     listener: runs.Listener,
+    meta: str | None = None,
 ) -> runs.TransferReport:
     spec, options = runs.transfer_stores(command, where.settings(jobs), options, path)
     with _Executor(executor, jobs, broker_url) as runner:
-        return runs.transfer(command, manifest, runner, spec, options, listener)
+        return runs.transfer(command, manifest, runner, spec, options, listener, meta=meta)
 
 
 def vault(
@@ -195,9 +207,11 @@ def archive(
     on_row: OnRow | None = None,
     on_progress: OnProgress | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    meta: str | None = None,
 ) -> runs.TransferReport:
     """Upload what the vault lacks (``path``: to PREFIX/<manifest path> too, and the
-    vault by server-side copy; ``all``: every file to ``path``). A rerun uploads nothing."""
+    vault by server-side copy; ``all``: every file to ``path``). A rerun uploads nothing.
+    ``meta``: a companion file, stored in the vault too and named in ``META.sha256``."""
     options = Options(all=all, dry_run=dry_run)
     return _transfer(
         Command.ARCHIVE,
@@ -209,6 +223,7 @@ def archive(
         broker_url,
         executor,
         _listener(on_row, on_progress, on_bytes),
+        meta,
     )
 
 
@@ -225,10 +240,21 @@ def fetch(
     on_row: OnRow | None = None,
     on_progress: OnProgress | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    meta: str | None = None,
+    owner_names: bool = False,
+    on_problem: Callable[[str, str], None] | None = None,
 ) -> runs.TransferReport:
     """Bring each file back from the vault to its manifest path (relative to the
-    working directory), verified; a file already there with the right content is left."""
-    options = Options(overwrite=overwrite, dry_run=dry_run, absolute_names=absolute_names)
+    working directory), verified; a file already there with the right content is left.
+    With ``meta``, a companion file, what it records is restored too (owners by name
+    with ``owner_names``, as root); ``on_problem`` hears each link or directory that
+    could not be."""
+    options = Options(
+        overwrite=overwrite,
+        dry_run=dry_run,
+        absolute_names=absolute_names,
+        owner_names=owner_names,
+    )
     return _transfer(
         Command.FETCH,
         manifest,
@@ -238,7 +264,8 @@ def fetch(
         jobs,
         broker_url,
         executor,
-        _listener(on_row, on_progress, on_bytes),
+        _listener(on_row, on_progress, on_bytes, on_problem),
+        meta,
     )
 
 

@@ -143,8 +143,9 @@ def _expand_pattern(pattern: str, on_no_match: OnProblem) -> Iterator[Item]:
 class Listing:
     """One directory's entries, sorted by name: (name, kind, detail), where kind is
     ``d`` (a real directory), ``f`` (a regular file, or a link to one; detail its size
-    if asked for, else None) or ``x`` (an entry that could not be looked at; detail
-    why); or, if the directory could not be listed, ``error`` and ``errno``."""
+    if asked for, else None), ``l`` (any other symbolic link: dangling, or to a
+    directory) or ``x`` (an entry that could not be looked at; detail why); or, if the
+    directory could not be listed, ``error`` and ``errno``."""
 
     entries: list[tuple[str, str, int | str | None]] = field(default_factory=list)
     error: str | None = None
@@ -166,6 +167,8 @@ def list_dir(directory: str, sizes: bool = False) -> Listing:
                 entries.append((entry.name, "d", None))
             elif entry.is_file():  # a symlink to a file counts, as sha256sum would read it
                 entries.append((entry.name, "f", entry.stat().st_size if sizes else None))
+            elif entry.is_symlink():
+                entries.append((entry.name, "l", None))
         except OSError as exc:
             entries.append((entry.name, "x", exc.strerror or str(exc)))
     return Listing(entries)
@@ -173,19 +176,27 @@ def list_dir(directory: str, sizes: bool = False) -> Listing:
 
 # What a walk asks for each directory it enters: its listing (here, or from a worker).
 Lister = Callable[[str], Listing]
+# Told of each directory a walk enters and each symbolic link it passes over (one that
+# is not a link to a file), as it meets them: what a companion of metadata records.
+OnMet = Callable[[str], None]
 
 
-def _walk(directory: str, recursive: bool, lister: Lister) -> Iterator[Item]:
+def _walk(directory: str, recursive: bool, lister: Lister, on_met: OnMet | None) -> Iterator[Item]:
     listing = lister(directory)
     if listing.error is not None:
         yield problem(directory, listing.error, listing.errno)
         return
+    if on_met is not None:
+        on_met(directory)
     prefix = dir_prefix(directory)
     for name, kind, detail in listing.entries:
         path = prefix + name
         if kind == "d":
             if recursive:
-                yield from _walk(path, recursive, lister)
+                yield from _walk(path, recursive, lister, on_met)
+        elif kind == "l":
+            if on_met is not None:
+                on_met(path)
         elif kind == "f":
             # No size unless the lister stats: a stat per file costs an embedded walk
             # more than the hashing gains from knowing it.
@@ -222,12 +233,16 @@ def _listed(files_from: str, null_separated: bool) -> Iterator[Item]:
 
 
 def walk_items(
-    inputs: Inputs, on_no_match: OnProblem, lister: Lister | None = None
+    inputs: Inputs,
+    on_no_match: OnProblem,
+    lister: Lister | None = None,
+    on_met: OnMet | None = None,
 ) -> Iterator[Item]:
     """The files to hash, in a deterministic order: names and patterns in the order
     given, then each directory, then the list file. An input that cannot be used is an
     item with a ``problem``, in its place, so that its row comes in order like any
-    other. ``lister`` lists the directories of --dir walks (by default, here)."""
+    other. ``lister`` lists the directories of --dir walks (by default, here);
+    ``on_met`` hears of their directories and links as the walk meets them."""
     lister = lister or list_dir
     for pattern in inputs.patterns:
         yield from _expand_pattern(pattern, on_no_match)
@@ -238,7 +253,7 @@ def walk_items(
             )
             yield problem(directory, reason)
             continue
-        yield from _walk(directory, inputs.recursive, lister)
+        yield from _walk(directory, inputs.recursive, lister, on_met)
     if inputs.files_from is not None:
         yield from _listed(inputs.files_from, inputs.null_separated)
 

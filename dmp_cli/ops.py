@@ -22,6 +22,7 @@ from functools import cached_property
 from dmp_cli.digest import FileDigest
 from dmp_cli.errors import DmpError, StoreError
 from dmp_cli.fsutil import dir_prefix
+from dmp_cli.meta import stat_of
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.rows import Item, Row, base_row, error_row, problem_row
 from dmp_cli.store import Store, StorePool
@@ -139,10 +140,23 @@ def hash_op(item: Item, ctx: Context) -> Result:
     if "problem" in item:
         return problem_row(item)
     path = item["path"]
+    if not ctx.options.meta:
+        return _digest(
+            item,
+            ctx,
+            lambda digest, size: {"path": path, "status": "ok", "digest": digest, "bytes": size},
+        )
+    fields = stat_of(ctx.path(path))  # before hashing: a change meanwhile shows in --check
     return _digest(
         item,
         ctx,
-        lambda digest, size: {"path": path, "status": "ok", "digest": digest, "bytes": size},
+        lambda digest, size: {
+            "path": path,
+            "status": "ok",
+            "digest": digest,
+            "bytes": size,
+            "stat": fields,
+        },
     )
 
 

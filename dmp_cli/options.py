@@ -68,6 +68,8 @@ class Options(_Plain):
     dry_run: bool = False  # --archive, --fetch
     overwrite: bool = False  # --fetch
     absolute_names: bool = False  # --fetch
+    owner_names: bool = False  # --fetch with a companion, as root: owners by name
+    meta: bool = False  # --create: each file's own metadata in its row (dmp_cli.meta)
 
     def validated(self, spec: StoreSpec | None = None) -> Options:
         """The options, if they make sense together and with ``spec``; else a usage error."""

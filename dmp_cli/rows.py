@@ -50,6 +50,9 @@ class Item(TypedDict, total=False):
     # [digest, size]; or why it could not be read, as [errno, strerror]
     stdin: list[Any]
     stdin_error: list[Any]
+    # --fetch with a companion file: the entry's recorded metadata, applied where the
+    # file is written (dmp_cli.restore)
+    meta: dict[str, Any]
 
 
 class Row(TypedDict, total=False):
@@ -67,6 +70,7 @@ class Row(TypedDict, total=False):
     same: bool
     fatal: bool  # no later file can succeed (no store, a full target): the run stops
     transient: bool  # may succeed if tried again (throttling, a reset, ESTALE)
+    stat: list[Any]  # --create with metadata: the file's own, as dmp_cli.meta.stat_of gives it
 
 
 # Failures that a later attempt may not see: a stale NFS handle, a reset, a timeout.

@@ -8,6 +8,7 @@ the fleet all call these; none of them prints (``Listener`` is how a caller hear
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sys
@@ -19,15 +20,17 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from dmp_cli.check import CheckCounts, check_items
 from dmp_cli.digest import digest_stream
-from dmp_cli.errors import ManifestError, RunStopped, UsageError
+from dmp_cli.errors import ManifestError, ObjectExists, RunStopped, UsageError
 from dmp_cli.executor import Executor, default_jobs, io_threads_for
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, Lister, walk_items
 from dmp_cli.manifest import FORMATS, Line, open_manifest, parse_lines
+from dmp_cli.meta import Companion, Recorder, differences, get_name, open_companion
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.plan import Plan, Tally, retry_items
 from dmp_cli.quoting import quote_name
-from dmp_cli.rows import Item, Row, Status
+from dmp_cli.restore import TreeCounts, owners_settable, restore_tree
+from dmp_cli.rows import Item, Row, Status, error_row
 from dmp_cli.rules import Command, Verdict, judge
 from dmp_cli.settings import Settings
 from dmp_cli.store import StorePool
@@ -56,6 +59,9 @@ class Listener:
     # --create: an input that cannot be used (path, reason), and patterns that matched
     # nothing ("warning: ..."), said once the walk is over.
     on_problem: Callable[[str, str], None] = _nothing
+    # --check with a companion: an entry whose metadata differs (path, differences);
+    # --fetch with one: a link or directory that could not be restored goes to on_problem.
+    on_meta: Callable[[str, list[str]], None] = _nothing
 
 
 @dataclass
@@ -80,6 +86,20 @@ class CreateReport(Report):
 @dataclass
 class CheckReport(Report):
     counts: CheckCounts = field(default_factory=CheckCounts)
+    metadata: int | None = None  # with a companion: entries whose metadata differs
+
+
+@dataclass
+class CompanionOutcome:
+    """What --fetch restored of a companion beyond the files, or how --archive stored
+    the companion itself."""
+
+    path: str
+    tree: TreeCounts | None = None
+    status: str | None = None  # --archive: uploaded, skipped, would-upload
+    digest: str | None = None
+    bytes: int = 0
+    checksum_file: str | None = None  # --archive: the one-line manifest naming it
 
 
 @dataclass
@@ -87,6 +107,7 @@ class TransferReport(Report):
     plan: Plan = field(default_factory=Plan)
     tally: Tally = field(default_factory=Tally)
     dry_run: bool = False
+    companion: CompanionOutcome | None = None
 
 
 def shown_name(path: str) -> str:
@@ -123,27 +144,51 @@ def create(
     target: AtomicFile | None = None,
     counts: CreateCounts | None = None,
     lister: Lister | None = None,
+    meta: str | MetaTarget | None = None,
 ) -> CreateReport:
     """Hash the files ``inputs`` name, in their order, and write their manifest lines to
     the file ``manifest`` (made complete or not at all, never over an existing file; or
     ``target``, one already begun) or to ``stream``. If any input cannot be read, no
     manifest file is written. ``counts`` is updated as the run goes; ``lister`` lists
     the directories of the walk (by default the executor's: a detached job's workers,
-    else this process)."""
+    else this process). With ``meta``, the companion of metadata is written beside
+    (``dmp_cli.meta``), and linked into place with the manifest."""
     hear = listener or Listener()
     if target is None and manifest and manifest != "-":
         target = manifest_target(manifest)
+    if isinstance(meta, str):
+        try:
+            meta = MetaTarget.new(meta)
+        except BaseException:
+            _abort(target, None)
+            raise
     out = target.stream if target else stream
     line = FORMATS[fmt]
     counts = counts if counts is not None else CreateCounts()
     unmatched: list[tuple[str, str]] = []
+    recorder = meta.recorder if meta else None
     try:
         lister = lister or executor.lister(inputs)
-        items = walk_items(inputs, lambda pattern, why: unmatched.append((pattern, why)), lister)
-        if target:
-            items = _without_temp(items, target.temp)
-        for row in executor.map(Work(Command.CREATE.operation), items):
+        items = walk_items(
+            inputs,
+            lambda pattern, why: unmatched.append((pattern, why)),
+            lister,
+            recorder.met if recorder else None,
+        )
+        temps = [file.temp for file in (target, meta.file if meta else None) if file]
+        if temps:
+            items = _without_temp(items, temps)
+        if recorder:
+            items = _announced(items, recorder)
+        work = Work(
+            Command.CREATE.operation, options=Options(meta=True).to_json() if meta else None
+        )
+        for row in executor.map(work, items):
             hear.on_progress(1, row.get("bytes", 0))
+            if row["status"] == Status.OK and recorder:
+                row = _recorded(row, recorder)
+            elif recorder:
+                recorder.row(None)
             if row["status"] != Status.OK:
                 counts.problems += 1
                 hear.on_problem(str(row["path"]), str(row.get("error")))
@@ -151,7 +196,10 @@ def create(
             counts.files += 1
             counts.bytes += row["bytes"]
             if out is not None:
-                out.write(line(row["digest"], row["path"]))
+                data = line(row["digest"], row["path"])
+                out.write(data)
+                if recorder:
+                    recorder.manifest_bytes(data)
             hear.on_row(row)
         error = None
         files, problems = counts.files, counts.problems
@@ -165,39 +213,90 @@ def create(
                     "no manifest written" if target or not files else "the manifest is incomplete"
                 )
                 error = f"{plural(problems, 'input', 'inputs')} could not be read; {where}"
-        if error is None and target:
-            target.commit()
+        if error is None:
+            _commit(target, meta)
     except BaseException:
-        if target:
-            target.abort()
+        _abort(target, meta)
         raise
-    if error is not None and target:
-        target.abort()
+    if error is not None:
+        _abort(target, meta)
     verdict = Verdict(1 if error else 0, problems)
     return CreateReport(Command.CREATE, verdict, error, files, counts.bytes, problems)
 
 
-def manifest_target(path: str) -> AtomicFile:
+@dataclass
+class MetaTarget:
+    """A companion of metadata being written: its file, and what writes it."""
+
+    file: AtomicFile
+    recorder: Recorder
+
+    @classmethod
+    def new(cls, path: str) -> MetaTarget:
+        file = manifest_target(path, "metadata file")
+        return cls(file, Recorder(file.stream))
+
+
+def _announced(items: Iterator[Item], recorder: Recorder) -> Iterator[Item]:
+    for item in items:
+        recorder.file()
+        yield item
+
+
+def _recorded(row: Row, recorder: Recorder) -> Row:
+    """A hashed file's row, once its metadata is recorded; a failed row if it cannot be
+    looked at any more (gone since it was hashed)."""
+    try:
+        recorder.row(row["path"], row.pop("stat", None))
+    except OSError as exc:
+        return error_row(row, exc)
+    return row
+
+
+def _commit(target: AtomicFile | None, meta: MetaTarget | None) -> None:
+    """The companion first, so that a manifest in place has its companion beside it."""
+    if meta:
+        meta.recorder.finish()
+        meta.file.commit()
+    if target:
+        try:
+            target.commit()
+        except BaseException:
+            if meta:
+                with contextlib.suppress(OSError):
+                    os.unlink(meta.file.target)
+            raise
+
+
+def _abort(target: AtomicFile | None, meta: MetaTarget | None) -> None:
+    for file in (target, meta.file if meta else None):
+        if file:
+            file.abort()
+
+
+def manifest_target(path: str, what: str = "manifest") -> AtomicFile:
     """A new manifest file, written beside its name and linked into place when complete;
     an existing one is an error, left untouched."""
     name = shown_name(path)
     if os.path.lexists(path):
         raise ManifestError(
-            f"{name}: manifest already exists (dmp never overwrites one; "
+            f"{name}: {what} already exists (dmp never overwrites one; "
             "remove it or choose another name)"
         )
     try:
         return AtomicFile(path)
     except OSError as exc:
-        raise ManifestError(f"{name}: cannot create manifest: {exc.strerror or exc}") from exc
+        raise ManifestError(f"{name}: cannot create {what}: {exc.strerror or exc}") from exc
 
 
-def _without_temp(items: Iterator[Item], temp: str) -> Iterator[Item]:
-    """Leave out the manifest's own temporary file, which a walk of its directory finds."""
-    name = os.path.basename(temp)
+def _without_temp(items: Iterator[Item], temps: list[str]) -> Iterator[Item]:
+    """Leave out the manifest's own temporary files (and its companion's), which a walk
+    of their directory finds."""
+    names = {os.path.basename(temp): temp for temp in temps}
     for item in items:
         path = item["path"]
-        if os.path.basename(path) == name and _same_file(path, temp):
+        temp = names.get(os.path.basename(path))
+        if temp is not None and _same_file(path, temp):
             continue
         yield item
 
@@ -233,15 +332,18 @@ def check(
     ignore_missing: bool = False,
     listener: Listener | None = None,
     stdin: bool = True,
+    meta: str | None = None,
 ) -> CheckReport:
     """Verify every file ``manifest`` names (``-`` is stdin) as `sha256sum --check` does:
     every line is checked, whatever fails before it. An entry named ``-`` in a manifest
     file is what is left of stdin, read when its line comes; without ``stdin`` (a detached
-    job has none), such an entry cannot be read."""
+    job has none), such an entry cannot be read. With ``meta``, a companion file, the
+    metadata it records is compared too, after the files (``Listener.on_meta``)."""
     hear = listener or Listener()
     shown = shown_manifest(manifest)
     counts = CheckCounts()
     stream = open_manifest(manifest, shown)
+    companion = _companion(meta, manifest, shown, stream)
     try:
         with stream:
             items = _check_items(manifest, stream, stdin)
@@ -253,12 +355,45 @@ def check(
         reason = str(exc).rpartition(": ")[2]
         raise ManifestError(f"{shown}: {reason}") from None
     verdict = judge(Command.CHECK, counts.statuses(), strict=strict, ignore_missing=ignore_missing)
+    differ = None
+    if companion is not None:
+        differ = _compare(companion, hear)
+        if differ:
+            verdict = replace(verdict, status=1, failed=verdict.failed + differ)
     error = None
     if counts.properly_formatted == 0:
         error = f"{shown}: no properly formatted checksum lines found"
     elif ignore_missing and counts.matched == 0:
         error = f"{shown}: no file was verified"
-    return CheckReport(Command.CHECK, verdict, error, counts)
+    return CheckReport(Command.CHECK, verdict, error, counts, differ)
+
+
+def _companion(meta: str | None, manifest: str, shown: str, stream: BinaryIO) -> Companion | None:
+    """The companion ``meta`` of ``manifest``, verified against it before anything is
+    done; the manifest's stream is closed if it is refused."""
+    if meta is None:
+        return None
+    if manifest == "-":
+        stream.close()
+        raise UsageError("a companion file of metadata needs the manifest in a file, not stdin")
+    try:
+        return open_companion(meta, manifest, shown_name(meta), shown)
+    except BaseException:
+        stream.close()
+        raise
+
+
+def _compare(companion: Companion, hear: Listener) -> int:
+    """Each recorded entry, link and directory against what is there now; how many
+    differ. Owners are compared where a restore sets them (as root)."""
+    owners = owners_settable()
+    differ = 0
+    for value in companion.records():
+        found = differences(value, owners)
+        if found:
+            differ += 1
+            hear.on_meta(get_name(value, "path"), found)
+    return differ
 
 
 def _check_items(manifest: str, stream: BinaryIO, stdin: bool) -> Iterator[Item]:
@@ -301,28 +436,81 @@ def transfer(
     options: Options | None = None,
     listener: Listener | None = None,
     detached: bool = False,
+    meta: str | None = None,
 ) -> TransferReport:
     """--vault (ask the vault about each checksum, once per checksum), --archive (upload
     each checksum the vault lacks, or to another destination: a rerun uploads nothing) or
     --fetch (bring each file back, verified): the per-file rows in manifest order, a later
     copy of content answered from the first one's row (unless ``detached``: a job's
     coordinator, which can be taken over, asks about each entry on its own), then the
-    verdict."""
+    verdict. With ``meta``, a companion file of metadata (checked against the manifest
+    first): --fetch restores what it records, --archive stores it in the vault too."""
     hear = listener or Listener()
     options = (options or Options()).validated(spec.validated())
     shown = shown_manifest(manifest)
     stream = open_manifest(manifest, shown)
+    companion = _companion(meta, manifest, shown, stream)
     plan = _plan(command, options, detached=detached)
     with stream:
         preflight(executor.stores, spec)
-        tally = _execute(
-            command, plan, plan.items(parse_lines(stream)), executor, spec, options, hear
-        )
+        items = plan.items(parse_lines(stream))
+        if companion is not None and command is Command.FETCH:
+            items = companion.attach(items)
+        tally = _execute(command, plan, items, executor, spec, options, hear)
     if plan.entries == 0:
         raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
     counts = {**tally.counts, Status.MISFORMATTED: plan.misformatted}
     verdict = judge(command, counts, strict=options.strict)
-    return TransferReport(command, verdict, None, plan, tally, options.dry_run)
+    outcome = None
+    if companion is not None and command is Command.FETCH:
+        outcome = CompanionOutcome(companion.path)
+        if not options.dry_run:
+            outcome.tree = restore_tree(companion.records(), options, hear.on_problem)
+            if outcome.tree.failed:
+                verdict = replace(verdict, status=1, failed=verdict.failed + outcome.tree.failed)
+    elif companion is not None and command is Command.ARCHIVE:
+        outcome = archive_companion(companion.path, executor.stores, spec, options)
+    return TransferReport(command, verdict, None, plan, tally, options.dry_run, outcome)
+
+
+def archive_companion(
+    path: str, stores: StorePool, spec: StoreSpec, options: Options
+) -> CompanionOutcome:
+    """Store a companion file in the vault under its sha256, like any file, and write
+    ``PATH.sha256`` beside it: a one-line manifest of it, which --fetch brings it back
+    with (and sha256sum checks)."""
+    with open(path, "rb") as stream:
+        digest, size = digest_stream(stream)
+    outcome = CompanionOutcome(path, digest=digest, checksum_file=path + ".sha256")
+    vault = stores.vault(spec)
+    if options.dry_run:
+        there = vault.head(digest) is not None
+        outcome.status, outcome.bytes = ("skipped", 0) if there else ("would-upload", size)
+        return outcome
+    try:
+        outcome.bytes = vault.put_file(digest, path, size, None, if_absent=True)
+        outcome.status = "uploaded"
+    except ObjectExists:
+        outcome.status = "skipped"
+    _write_checksum_file(outcome.checksum_file or "", FORMATS["dmp"](digest, path))
+    return outcome
+
+
+def _write_checksum_file(target: str, line: bytes) -> None:
+    """Write ``target`` holding ``line``, unless it already does; another content there
+    is an error, left untouched."""
+    try:
+        with open(target, "rb") as stream:
+            if stream.read() == line:
+                return
+        raise ManifestError(
+            f"{shown_name(target)}: already exists with another content; left untouched"
+        )
+    except FileNotFoundError:
+        pass
+    with AtomicFile(target) as file:
+        file.stream.write(line)
+        file.commit()
 
 
 vault = partial(transfer, Command.VAULT)
@@ -427,13 +615,17 @@ def submit_transfer(
     executor: CeleryExecutor,
     spec: StoreSpec,
     options: Options,
+    meta: str | None = None,
 ) -> str:
     """Submit --vault, --archive or --fetch to the fleet, once its stores answer: its
-    coordinator runs ``transfer`` there."""
+    coordinator runs ``transfer`` there (with ``meta``, a companion file, checked
+    against the manifest here first)."""
     options.validated(spec.validated())
     preflight(executor.stores, spec)
     plan = _plan(command, options, detached=True)
     _first_entry(manifest, lambda _, stream: plan.items(parse_lines(stream)), "SHA256 ")
+    if meta is not None:
+        open_companion(meta, manifest, shown_name(meta), shown_manifest(manifest))
     work = Work.of(command.operation, spec, options)
     job_plan = {
         "command": command.value,
@@ -441,12 +633,18 @@ def submit_transfer(
         "manifest": manifest,
         "stores": work.stores,
         "options": work.options,
+        **({"meta": meta} if meta else {}),
     }
     return executor.submit_job(command.operation, job_plan, {"strict": options.strict})
 
 
 def submit_create(
-    inputs: Inputs, manifest: str, executor: CeleryExecutor, *, fmt: str = "dmp"
+    inputs: Inputs,
+    manifest: str,
+    executor: CeleryExecutor,
+    *,
+    fmt: str = "dmp",
+    meta: str | None = None,
 ) -> str:
     """Submit a --create to the fleet: its coordinator walks the inputs, and the
     manifest is written beside ``manifest`` on the shared filesystem and linked into
@@ -463,10 +661,17 @@ def submit_create(
         "temp": target.temp,
         "fmt": fmt,
     }
+    companion = None
     try:
+        if meta:
+            companion = manifest_target(meta, "metadata file")
+            companion.stream.close()
+            plan.update(meta_output=meta, meta_temp=companion.temp)
         return executor.submit_job(Command.CREATE.operation, plan, {})
     except BaseException:
-        target.abort()
+        _abort(target, None)
+        if companion:
+            companion.abort()
         raise
 
 

@@ -15,6 +15,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable
+from functools import partial
 
 from dmp_cli.digest import digest_fd
 from dmp_cli.errors import (
@@ -27,6 +28,7 @@ from dmp_cli.errors import (
 from dmp_cli.fsutil import PendingFile
 from dmp_cli.ops import Context, operation
 from dmp_cli.quoting import quote_name
+from dmp_cli.restore import apply_at, apply_fd, is_link
 from dmp_cli.rows import Item, Row, base_row
 from dmp_cli.store import OnBytes
 from dmp_cli.vault import Vault
@@ -172,8 +174,13 @@ def _download(item: Item, ctx: Context) -> Row:
     dir_fd = open_parent(parts, make=not options.dry_run, cwd=ctx.work.cwd)
     try:
         name = parts[-1]
+        meta = item.get("meta")
+        if is_link(meta):  # made at the end of the run, with the other links
+            return {"status": "would-fetch" if options.dry_run else "fetched", "bytes": 0}
         local = _local_digest(dir_fd, name) if dir_fd is not None else None
         if local == digest:
+            if meta and dir_fd is not None and not options.dry_run:
+                apply_at(dir_fd, name, meta, options)
             return {"status": "present"}
         if local is not None and not options.overwrite:
             raise PathRefused(
@@ -187,7 +194,13 @@ def _download(item: Item, ctx: Context) -> Row:
             return {"status": "would-fetch", "bytes": info.size}
         assert dir_fd is not None
         size = _fetch_into(
-            vault, digest, dir_fd, name, replace=local is not None, on_bytes=ctx.on_bytes
+            vault,
+            digest,
+            dir_fd,
+            name,
+            replace=local is not None,
+            on_bytes=ctx.on_bytes,
+            finish=partial(apply_fd, meta=meta, options=options) if meta else None,
         )
         return {"status": "fetched", "bytes": size}
     finally:
@@ -277,7 +290,10 @@ def _fetch_into(
     name: str,
     replace: bool,
     on_bytes: OnBytes | None = None,
+    finish: Callable[[int], None] | None = None,
 ) -> int:
+    """``finish`` is given the verified file's descriptor before it goes into place (the
+    recorded metadata, applied where the file is written)."""
     with PendingFile(dir_fd, name) as pending:
         with os.fdopen(pending.fd, "w+b", closefd=False) as stream:
             vault.get_file(digest, stream, on_bytes)
@@ -285,6 +301,8 @@ def _fetch_into(
             os.fsync(stream.fileno())
             stream.seek(0)
             got, size = digest_fd(stream.fileno())
+            if got == digest and finish is not None:
+                finish(stream.fileno())
         if got != digest:
             raise IntegrityError(f"the vault's object hashes to {got}, not to its key; not fetched")
         try:  # never clobber a file that appeared while we fetched

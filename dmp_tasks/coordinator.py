@@ -37,6 +37,7 @@ from dmp_cli import runs
 from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs
+from dmp_cli.meta import Recorder
 from dmp_cli.options import Options, StoreSpec
 from dmp_cli.rules import Command
 from dmp_tasks.app import app
@@ -70,6 +71,16 @@ class JobFile(AtomicFile):
         os.lseek(fd, offset, os.SEEK_SET)
         self.stream = os.fdopen(fd, "wb", buffering=1 << 20)
 
+    @classmethod
+    def companion(cls, plan: Mapping[str, Any], saved: Mapping[str, Any]) -> JobFile:
+        """The companion of metadata of a --create --meta job, from its checkpoint."""
+        try:
+            return cls(plan["meta_output"], plan["meta_temp"], int(saved.get("meta_offset", 0)))
+        except _Committed:
+            raise DmpError(
+                f"{plan['meta_output']}: the metadata file is in place but its manifest is not"
+            ) from None
+
     def mark(self) -> int:
         """Everything written so far, on disk; its length."""
         self.stream.flush()
@@ -98,10 +109,11 @@ def _in_directory(cwd: str) -> Iterator[None]:
 
 
 def _discard_output(plan: Mapping[str, Any]) -> None:
-    """The end of a --create job with no manifest: its temporary file goes too."""
-    if plan.get("temp"):
-        with contextlib.suppress(OSError):
-            os.unlink(plan["temp"])
+    """The end of a --create job with no manifest: its temporary files go too."""
+    for key in ("temp", "meta_temp"):
+        if plan.get(key):
+            with contextlib.suppress(OSError):
+                os.unlink(plan[key])
 
 
 @app.task(name="dmp.coordinate", bind=True, acks_late=True)
@@ -217,6 +229,7 @@ def _run(
                 stdin=False,
             )
             return {}
+        problems: list[str] = []
         report = runs.transfer(
             command,
             plan["manifest"],
@@ -224,8 +237,18 @@ def _run(
             StoreSpec.from_json(plan["stores"]),
             Options.from_json(plan["options"]),
             detached=True,
+            meta=plan.get("meta"),
+            listener=runs.Listener(
+                on_problem=lambda path, why: problems.append(f"{runs.shown_name(path)}: {why}")
+            ),
         )
-        return {"misformatted": report.plan.misformatted}
+        fields: dict[str, Any] = {"misformatted": report.plan.misformatted}
+        if problems:  # links and directories, restored at the end: not counted as rows
+            fields["error"] = (
+                f"{len(problems)} links or directories could not be restored "
+                f"(the first: {problems[0]})"
+            )
+        return fields
 
 
 def _create(
@@ -237,11 +260,23 @@ def _create(
     counts = runs.CreateCounts(
         **{key: int(saved[key]) for key in ("files", "bytes", "problems") if key in saved}
     )
+    offset = int(saved.get("offset", 0))
     try:
-        target = JobFile(plan["output"], plan["temp"], int(saved.get("offset", 0)))
+        target = JobFile(plan["output"], plan["temp"], offset)
     except _Committed:
         return {}
-    coordination.save = lambda: {"offset": target.mark(), **asdict(counts)}
+    meta, meta_file = None, None
+    if plan.get("meta_temp"):
+        meta_file = JobFile.companion(plan, saved)
+        meta = _meta_target(meta_file, plan, saved, coordination.items, offset)
+
+    def save() -> dict[str, Any]:
+        state = {"offset": target.mark(), **asdict(counts)}
+        if meta is not None and meta_file is not None:
+            state.update(meta_offset=meta_file.mark(), meta=meta.recorder.state())
+        return state
+
+    coordination.save = save
     warnings: list[str] = []
 
     def on_problem(path: str, reason: str) -> None:
@@ -255,6 +290,7 @@ def _create(
         fmt=plan.get("fmt", "dmp"),
         counts=counts,
         listener=runs.Listener(on_problem=on_problem),
+        meta=meta,
     )
     fields: dict[str, Any] = {"files_written": report.files}
     if warnings:
@@ -262,6 +298,20 @@ def _create(
     if report.error:
         fields["error"] = report.error
     return fields
+
+
+def _meta_target(
+    file: JobFile, plan: Mapping[str, Any], saved: Mapping[str, Any], files: int, offset: int
+) -> runs.MetaTarget:
+    """The companion of metadata a --create --meta job writes, from its checkpoint: the
+    records of the ``files`` already used are in it, and so is the hash of the
+    manifest's first ``offset`` bytes (read again)."""
+    if not saved.get("meta"):
+        return runs.MetaTarget(file, Recorder(file.stream))
+    with open(plan["temp"], "rb") as stream:
+        written = stream.read(offset)
+    state = {**saved["meta"], "files": files, "manifest": written}
+    return runs.MetaTarget(file, Recorder(file.stream, state))
 
 
 # ---------------------------------------------------------------- the watchdog

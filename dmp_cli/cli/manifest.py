@@ -14,6 +14,7 @@ from dmp_cli.cli.output import Output
 from dmp_cli.errors import DmpError, UsageError
 from dmp_cli.inputs import Inputs
 from dmp_cli.manifest import FORMATS, count_lines
+from dmp_cli.meta import companion_of
 from dmp_cli.rows import Row
 from dmp_cli.words import human_bytes, plural
 
@@ -24,11 +25,19 @@ MODES = ("create", "check", "vault", "archive", "fetch")
 
 # Which options belong to which mode; any other combination is a usage error.
 MODE_OPTIONS = {
-    "create": {"dirs", "recursive", "files_from", "null", "fmt", "detach"},
-    "check": {"status", "strict", "ignore_missing", "warn", "detach"},
+    "create": {"dirs", "recursive", "files_from", "null", "fmt", "detach", "meta", "meta_file"},
+    "check": {"status", "strict", "ignore_missing", "warn", "detach", "meta", "meta_file"},
     "vault": {"strict", "detach"},
-    "archive": {"path", "all_files", "dry_run", "detach"},
-    "fetch": {"overwrite", "dry_run", "absolute_names", "detach"},
+    "archive": {"path", "all_files", "dry_run", "detach", "meta", "meta_file"},
+    "fetch": {
+        "overwrite",
+        "dry_run",
+        "absolute_names",
+        "detach",
+        "meta",
+        "meta_file",
+        "owner_names",
+    },
 }
 OPTION_NAMES = {
     "dirs": "--dir",
@@ -46,6 +55,9 @@ OPTION_NAMES = {
     "detach": "--detach",
     "overwrite": "--overwrite",
     "absolute_names": "--absolute-names",
+    "meta": "--meta/--no-meta",
+    "meta_file": "--meta-file",
+    "owner_names": "--owner-names",
 }
 
 
@@ -151,6 +163,27 @@ def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool
     "on the fleet runs it, and another takes over if it dies (see `dmp job`). "
     "--create --detach needs --manifest FILE.",
 )
+@click.option(
+    "--meta/--no-meta",
+    "meta",
+    default=None,
+    help="--create: record modes, times, owners, symbolic links and directories in a "
+    "companion file, MANIFEST.meta (the default for --dir walks into a manifest file); "
+    "--check: compare them too; --fetch/--archive: --no-meta ignores a companion found "
+    "beside the manifest.",
+)
+@click.option(
+    "--meta-file",
+    metavar="FILE",
+    help="The companion file of metadata (default: the manifest's name + '.meta'); "
+    "with --create, implies --meta.",
+)
+@click.option(
+    "--owner-names",
+    is_flag=True,
+    help="--fetch, as root: give files the recorded owner and group by name, "
+    "not by number (tar's default).",
+)
 @quiet_option
 @global_options
 @click.argument("patterns", nargs=-1, metavar="[FILE|PATTERN]...")
@@ -213,9 +246,12 @@ def create(
     null: bool,
     fmt: str | None,
     detach: bool = False,
+    meta: bool | None = None,
+    meta_file: str | None = None,
     **_: object,
 ) -> int:
     inputs = Inputs(list(patterns), list(dirs), recursive, files_from, null)
+    meta_path = _create_meta_path(manifest_path, meta, meta_file, walks=bool(dirs))
     if not inputs.given():
         raise UsageError("--create needs files, patterns, --dir DIR or --files-from FILE")
     if recursive and not dirs:
@@ -233,9 +269,13 @@ def create(
             raise UsageError("--create --detach cannot read --files-from standard input")
         return submit_job(
             app,
-            lambda executor: runs.submit_create(inputs, manifest_path, executor, fmt=fmt or "dmp"),
+            lambda executor: runs.submit_create(
+                inputs, manifest_path, executor, fmt=fmt or "dmp", meta=meta_path
+            ),
         )
     out: Output = app.out
+    if meta_path and out.json and (not manifest_path or manifest_path == "-"):
+        raise UsageError("--meta needs a manifest file with --json (stdout holds the JSON)")
 
     def on_row(row: Row) -> None:
         out.record("file", path=row["path"], digest=row["digest"], bytes=row["bytes"], status="ok")
@@ -250,6 +290,7 @@ def create(
             listener=runs.Listener(
                 on_row=on_row, on_progress=bar.update, on_problem=out.file_error
             ),
+            meta=meta_path,
         )
     if report.error:
         out.error(report.error)
@@ -257,6 +298,30 @@ def create(
     out.record("summary", files=report.files, bytes=report.bytes, manifest=manifest_path)
     out.debug(f"{plural(report.files, 'file', 'files')}, {human_bytes(report.bytes)} hashed")
     return report.status
+
+
+def _create_meta_path(
+    manifest: str | None, meta: bool | None, meta_file: str | None, walks: bool
+) -> str | None:
+    """Where --create writes its companion of metadata, if it writes one: by default,
+    for --dir walks into a manifest file (a tree, which a restore should bring back as
+    tar would); else only when asked."""
+    if meta is False:
+        if meta_file:
+            raise UsageError("--meta-file and --no-meta contradict each other")
+        return None
+    if meta_file:
+        if meta_file == "-":
+            raise UsageError("--meta-file needs a file name (the manifest may use stdout)")
+        return meta_file
+    to_file = bool(manifest) and manifest != "-"
+    if meta is None and walks and to_file:
+        return companion_of(str(manifest))
+    if not meta:
+        return None
+    if not to_file:
+        raise UsageError("--meta with the manifest on stdout needs --meta-file FILE")
+    return companion_of(str(manifest))
 
 
 def _check_name(path: str, escape: bool) -> bytes:
@@ -277,10 +342,16 @@ def check(
     ignore_missing: bool,
     warn: bool,
     detach: bool = False,
+    meta: bool | None = None,
+    meta_file: str | None = None,
     **_: object,
 ) -> int:
-    """`sha256sum --check`, byte for byte: the same lines, warnings and exit status."""
+    """`sha256sum --check`, byte for byte: the same lines, warnings and exit status;
+    with --meta, a line for each entry whose recorded metadata differs."""
+    meta_path = meta_file or (companion_of(manifest_path) if meta else None)
     if detach:
+        if meta_path:
+            raise UsageError("--check --meta does not apply with --detach")
         return _detach_check(app, manifest_path, strict=strict, ignore_missing=ignore_missing)
     out: Output = app.out
     given = click.get_current_context().meta.get(VERBOSITY)
@@ -290,9 +361,16 @@ def check(
     on_row = _check_printer(out, shown, quiet=quiet, status=status, warn=warn)
     total = count_lines(manifest_path) if out.wants_progress() else None
     with app.executor() as executor, out.progress("checking", total) as bar:
-        listener = runs.Listener(on_row=on_row, on_progress=bar.update)
+        listener = runs.Listener(
+            on_row=on_row, on_progress=bar.update, on_meta=_meta_printer(out, status=status)
+        )
         report = runs.check(
-            manifest_path, executor, strict=strict, ignore_missing=ignore_missing, listener=listener
+            manifest_path,
+            executor,
+            strict=strict,
+            ignore_missing=ignore_missing,
+            listener=listener,
+            meta=meta_path,
         )
     _check_summary(out, report, status=status)
     return report.status
@@ -330,6 +408,20 @@ def _check_printer(
     return on_row
 
 
+def _meta_printer(out: Output, *, status: bool) -> Callable[[str, list[str]], None]:
+    """A line for an entry whose metadata differs from the companion's record: the
+    content lines stay sha256sum's, these have their own word."""
+
+    def on_meta(path: str, found: list[str]) -> None:
+        if out.json:
+            out.record("file", path=path, status="metadata", differences=found)
+        elif not status:
+            out.write(_check_name(path, escape=True) + b": METADATA " + ", ".join(found).encode())
+            out.write(b"\n")
+
+    return on_meta
+
+
 # How a check row counts (every other status: the file could not be read), and its line.
 _CHECK_KINDS = {"ok": "ok", "failed": "failed", "misformatted": "misformatted"}
 _VERDICTS = {"ok": b": OK\n", "failed": b": FAILED\n", "unreadable": b": FAILED open or read\n"}
@@ -358,6 +450,7 @@ def _check_summary(out: Output, report: runs.CheckReport, *, status: bool) -> No
         misformatted=counts.misformatted,
         ignored=counts.ignored,
         bytes=counts.bytes,
+        **({} if report.metadata is None else {"metadata": report.metadata}),
     )
     if counts.properly_formatted == 0:
         out.error(str(report.error))
@@ -371,6 +464,10 @@ def _check_summary(out: Output, report: runs.CheckReport, *, status: bool) -> No
     if counts.mismatched:
         out.warning(
             plural(counts.mismatched, "computed checksum", "computed checksums"), " did NOT match"
+        )
+    if report.metadata:
+        out.warning(
+            plural(report.metadata, "entry's metadata", "entries' metadata"), " did NOT match"
         )
     if report.error:
         out.error(report.error)

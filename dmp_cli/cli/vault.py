@@ -7,6 +7,7 @@ the executor over the items that dmp_cli/vault.py makes from the manifest.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,7 @@ from dmp_cli.cli.job import require_broker
 from dmp_cli.cli.output import Output
 from dmp_cli.errors import UsageError
 from dmp_cli.manifest import count_lines
+from dmp_cli.meta import companion_of
 from dmp_cli.options import Options, StoreSpec
 from dmp_cli.plan import Plan, Tally
 from dmp_cli.quoting import quote_name
@@ -38,9 +40,13 @@ def run(
     absolute_names: bool = False,
     detach: bool = False,
     strict: bool = False,
+    meta: bool | None = None,
+    meta_file: str | None = None,
+    owner_names: bool = False,
     **_: object,
 ) -> int:
     command = Command(mode)
+    meta_path = _companion_path(manifest_path, meta, meta_file)
     if all_files and not path:
         raise UsageError("--all needs --path s3://bucket/prefix: say where to put everything")
     if detach:
@@ -55,29 +61,88 @@ def run(
             overwrite=overwrite,
             dry_run=dry_run,
             absolute_names=absolute_names,
+            owner_names=owner_names,
         ),
     )
     if detach:
-        return _detach(app, command, manifest_path, spec, options)
+        return _detach(app, command, manifest_path, spec, options, meta_path)
     out: Output = app.out
     report_row = REPORTERS[mode]
     total = count_lines(manifest_path) if out.wants_progress() else None
     with app.executor() as executor, out.progress(LABEL[mode], total) as bar:
         listener = runs.Listener(
-            on_row=lambda row: report_row(out, row), on_progress=bar.update, on_bytes=bar.moved
+            on_row=lambda row: report_row(out, row),
+            on_progress=bar.update,
+            on_bytes=bar.moved,
+            on_problem=out.file_error,
         )
-        report = runs.transfer(command, manifest_path, executor, spec, options, listener)
+        report = runs.transfer(
+            command, manifest_path, executor, spec, options, listener, meta=meta_path
+        )
+    if report.companion is not None:  # before the summary, which --json gives last
+        _companion_summary(out, report.companion)
     _summary(out, report)
     return report.status
 
 
+def _companion_path(manifest: str, meta: bool | None, meta_file: str | None) -> str | None:
+    """The companion file of metadata a --fetch or --archive uses: --meta-file, else the
+    one beside the manifest if there is one (unless --no-meta)."""
+    if meta is False:
+        if meta_file:
+            raise UsageError("--meta-file and --no-meta contradict each other")
+        return None
+    if meta_file:
+        return meta_file
+    beside = companion_of(manifest)
+    if manifest != "-" and os.path.lexists(beside):
+        return beside
+    if meta:
+        raise UsageError(f"--meta: no companion file {runs.shown_name(beside)} beside the manifest")
+    return None
+
+
+def _companion_summary(out: Output, outcome: runs.CompanionOutcome) -> None:
+    name = runs.shown_name(outcome.path)
+    if outcome.tree is not None:
+        tree = outcome.tree
+        out.record("metadata", links=tree.links, directories=tree.dirs, failed=tree.failed)
+        out.info(
+            f"metadata restored from {name}: {plural(tree.links, 'link', 'links')}, "
+            f"{plural(tree.dirs, 'directory', 'directories')}, {tree.failed} failed"
+        )
+    elif outcome.status is not None:
+        out.record(
+            "metadata",
+            path=outcome.path,
+            digest=outcome.digest,
+            status=outcome.status,
+            bytes=outcome.bytes,
+            checksum_file=outcome.checksum_file,
+        )
+        if outcome.status == "would-upload":
+            out.info(f"metadata {name} would be uploaded as {outcome.digest}")
+            return
+        done = "uploaded" if outcome.status == "uploaded" else "already archived"
+        named = runs.shown_name(outcome.checksum_file or "")
+        out.info(f"metadata {name} {done} as {outcome.digest}; {named} names it")
+
+
 def _detach(
-    app: Any, command: Command, manifest_path: str, spec: StoreSpec, options: Options
+    app: Any,
+    command: Command,
+    manifest_path: str,
+    spec: StoreSpec,
+    options: Options,
+    meta_path: str | None,
 ) -> int:
     """Submit the job; its coordinator runs it on the fleet, and `dmp job watch ID`
     follows it to the end."""
     return submit_job(
-        app, lambda executor: runs.submit_transfer(command, manifest_path, executor, spec, options)
+        app,
+        lambda executor: runs.submit_transfer(
+            command, manifest_path, executor, spec, options, meta_path
+        ),
     )
 
 

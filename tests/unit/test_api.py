@@ -230,3 +230,40 @@ def test_a_failed_file_fails_the_run_by_the_same_rules(tree: Path, tmp_path: Pat
     assert api.vault("m", where=where, strict=True).status == 1
     assert api.check("m", ignore_missing=True).status == 0
     assert api.check("m", ignore_missing=True, strict=True).status == 1
+
+
+def test_metadata_through_the_api(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """create, archive, fetch and check with a companion file: a mode and a time come
+    back, a difference is heard through ``on_meta`` and fails the check."""
+    from dmp_cli import api
+
+    where = api.Where(vault=f"file://{tmp_path / 'vault'}")
+    (tmp_path / "vault").mkdir()
+    os.chmod(tree / "data" / "a.csv", 0o640)
+    os.utime(tree / "data" / "a.csv", ns=(0, 978_307_200_000_000_001))
+    (tree / "data" / "empty").mkdir()
+    assert (
+        api.create(dirs=["data"], recursive=True, manifest="m", meta="m.meta", jobs=1).status == 0
+    )
+    archived = api.archive("m", where=where, meta="m.meta")
+    assert archived.companion is not None and archived.companion.status == "uploaded"
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    monkeypatch.chdir(restore)
+    fetched = api.fetch(str(tree / "m"), where=where, meta=str(tree / "m.meta"))
+    assert fetched.status == 0 and fetched.companion and fetched.companion.tree
+    assert fetched.companion.tree.dirs == 3  # data, data/empty, data/sub
+    st = os.stat(restore / "data" / "a.csv")
+    assert (st.st_mode & 0o7777, st.st_mtime_ns) == (0o640, 978_307_200_000_000_001)
+    os.chmod(restore / "data" / "a.csv", 0o600)
+    heard: list[tuple[str, list[str]]] = []
+    checked = api.check(
+        str(tree / "m"),
+        meta=str(tree / "m.meta"),
+        jobs=1,
+        on_meta=lambda p, d: heard.append((p, d)),
+    )
+    assert checked.status == 1 and checked.metadata == 1
+    assert heard == [("data/a.csv", ["mode 0640 != 0600"])]
