@@ -340,21 +340,31 @@ def test_redis_restarted_with_aof_mid_job_the_job_goes_on(tmp_path: Path) -> Non
     assert status["files"] == status["total"] == len(contents)
 
 
+def _watching(url: str) -> bool:
+    """Whether `dmp job watch` (its connection named dmp-watch) has read a job."""
+    clients = redis.Redis.from_url(url).client_list()
+    named = [client for client in clients if client.get("name") == "dmp-watch"]
+    return any(client.get("cmd") in ("hgetall", "hget") for client in named)
+
+
 def test_redis_that_lost_its_data_is_said_and_a_rerun_finishes(tmp_path: Path) -> None:
     work = tmp_path / "work"
     contents = _files(work, 240)
     _manifest(work)
     vault = new_vault("file", tmp_path)
-    env = {**_slow(tmp_path, "upload", 0.03), **vault.env}
+    env = {**_slow(tmp_path, "upload", 0.05), **vault.env}
     with _aof_fleet(tmp_path, env, "a") as (crew, server):
         job = _submit(crew, work, "--archive", "-m", "m.sha256")
         _wait(_files_done(crew, job, 40), why="40 files archived")
         watcher = subprocess.Popen(
-            [*_dmp(), "job", "watch", job], cwd=work, env=fleet_env(crew.url),
+            [*_dmp(), "job", "watch", job], cwd=work,
+            env=fleet_env(f"{crew.url}?client_name=dmp-watch"),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
         crew.stack.callback(stop, watcher)
-        time.sleep(1)
+        # The watcher has found the job (it asks Redis again and again) before Redis
+        # loses it: on a busy machine, starting it takes seconds.
+        _wait(lambda: _watching(crew.url), why="the watcher follows the job")
         server.crash_and_restart(keep_data=False)  # its data gone with it
         _, err = watcher.communicate(timeout=60)
         _wait(lambda: "is gone from Redis" in crew.log(), why="a worker says the job is gone")
