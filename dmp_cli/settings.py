@@ -66,15 +66,28 @@ def conditional_put_mode(value: str) -> str:
 
 
 def _size(env: Mapping[str, str], name: str) -> int | None:
+    return whole_number(env, name, MIN_PART_SIZE, "a number of bytes", "bytes (5 MiB)")
+
+
+def whole_number(
+    env: Mapping[str, str],
+    name: str,
+    minimum: int = 1,
+    what: str = "a whole number",
+    unit: str = "",
+) -> int | None:
+    """The setting ``name`` as a whole number of at least ``minimum``, None if unset; a
+    bad value is a usage error that names the setting."""
     raw = env.get(name)
     if not raw:
         return None
     try:
         value = int(raw)
     except ValueError:
-        raise UsageError(f"{name} must be a number of bytes, not {raw!r}") from None
-    if value < MIN_PART_SIZE:
-        raise UsageError(f"{name} must be at least {MIN_PART_SIZE} bytes (5 MiB), not {value}")
+        raise UsageError(f"{name} must be {what}, not {raw!r}") from None
+    if value < minimum:
+        least = f"{minimum} {unit}".rstrip()
+        raise UsageError(f"{name} must be at least {least}, not {value}")
     return value
 
 

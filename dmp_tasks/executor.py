@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any, cast
 from celery import chord
 from celery.result import AsyncResult
 
-from dmp_cli.errors import BrokerError, DmpError, UsageError
+from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.executor import batches
 from dmp_cli.inputs import Inputs
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
+from dmp_cli.settings import whole_number
 from dmp_cli.store import StorePool
 from dmp_tasks import wire
 from dmp_tasks.app import client_app
@@ -74,16 +75,8 @@ READ_BLOCK_MS = 1000
 
 
 def _setting(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UsageError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < 1:
-        raise UsageError(f"{name} must be at least 1")
-    return value
+    value = whole_number(os.environ, name)
+    return default if value is None else value
 
 
 class _Answered(Exception):
