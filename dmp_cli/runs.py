@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -56,6 +57,11 @@ class Listener:
     # --create: an input that cannot be used (path, reason), and patterns that matched
     # nothing ("warning: ..."), said once the walk is over.
     on_problem: Callable[[str, str], None] = _nothing
+    # The whole run's work as now expected (items, and their bytes where every item's
+    # size is known, else None), for a progress bar's totals: told once the input has
+    # been read to its end, then again whenever that changes (a file already archived
+    # moves none of its bytes). Items are counted as ``on_progress`` counts them.
+    on_total: Callable[[int, int | None], None] | None = None
 
 
 @dataclass
@@ -97,6 +103,67 @@ def shown_name(path: str) -> str:
 def shown_manifest(path: str) -> str:
     # sha256sum calls its stdin "standard input" in messages (quoted: it has a space)
     return shown_name("standard input" if path == "-" else path)
+
+
+class _Expected:
+    """What a run expects to do, told to ``Listener.on_total``: the items, counted as
+    the executor takes them, and their bytes where every size is known (a file's
+    ``size``; a copy of content already named, or an input that cannot be used, moves
+    none). Once the input is read to its end, each row that read or moved other than
+    its item's size corrects the bytes expected, so that a bar ends full. Rows come
+    back in the items' order, so the sizes in flight are a queue (as long as the
+    executor's window)."""
+
+    def __init__(self, on_total: Callable[[int, int | None], None]) -> None:
+        self._tell = on_total
+        self.files = 0
+        self.bytes: int | None = 0
+        self._known = False  # the input read to its end
+        self._sizes: deque[int] = deque()
+
+    def items(self, items: Iterable[Item], more_files: bool = True) -> Iterator[Item]:
+        """``items``, counted; ``more_files=False`` for items that stand in for rows
+        not counted (an archive's retries), whose bytes are still to move."""
+        for item in items:
+            size = _expected_size(item)
+            self._sizes.append(size or 0)
+            if more_files:
+                self.files += 1
+            if self.bytes is not None:
+                self.bytes = None if size is None else self.bytes + size
+                if self._known and size:
+                    self._tell(self.files, self.bytes)
+            yield item
+        if not self._known:
+            self._known = True
+            self._tell(self.files, self.bytes)
+
+    def done(self, row: Row) -> None:
+        """The next item's row is back (in order): correct the bytes expected."""
+        size = self._sizes.popleft() if self._sizes else 0
+        nbytes = row.get("bytes") or 0
+        if self.bytes is not None and nbytes != size:
+            self.bytes += nbytes - size
+            if self._known:
+                self._tell(self.files, self.bytes)
+
+
+def _expected_size(item: Item) -> int | None:
+    if item.get("same") or "problem" in item:
+        return 0
+    size = item.get("size")
+    return None if size is None else int(size)
+
+
+def _expecting(
+    hear: Listener, items: Iterable[Item]
+) -> tuple[Iterable[Item], Callable[[Row], None]]:
+    """The items, counted for ``hear.on_total`` if it listens, and what to call with
+    each row as it comes back."""
+    if hear.on_total is None:
+        return items, _nothing
+    expected = _Expected(hear.on_total)
+    return expected.items(items), expected.done
 
 
 # ---------------------------------------------------------------- create
@@ -142,7 +209,9 @@ def create(
         items = walk_items(inputs, lambda pattern, why: unmatched.append((pattern, why)), lister)
         if target:
             items = _without_temp(items, target.temp)
-        for row in executor.map(Work(Command.CREATE.operation), items):
+        counted, done = _expecting(hear, items)
+        for row in executor.map(Work(Command.CREATE.operation), counted):
+            done(row)
             hear.on_progress(1, row.get("bytes", 0))
             if row["status"] != Status.OK:
                 counts.problems += 1
@@ -244,8 +313,9 @@ def check(
     stream = open_manifest(manifest, shown)
     try:
         with stream:
-            items = _check_items(manifest, stream, stdin)
+            items, done = _expecting(hear, _check_items(manifest, stream, stdin))
             for row in executor.map(Work(Command.CHECK.operation), items):
+                done(row)
                 hear.on_progress(1, row.get("bytes", 0))
                 if counts.add(row, ignore_missing) != "ignored":
                     hear.on_row(row)
@@ -382,11 +452,17 @@ def _execute(
 ) -> Tally:
     tally = Tally(archive=command is Command.ARCHIVE, dedupe=plan.dedupe)
     work = Work.of(command.operation, spec, options)
+    expected = _Expected(hear.on_total) if hear.on_total else None
+    first = True
     while True:
         retries: list[Row] = []
+        if expected:
+            items = expected.items(items, more_files=first)
         for raw in executor.map(work, items, on_bytes=hear.on_bytes):
             if raw.get("fatal"):
                 raise FatalStoreError(str(raw.get("error")))
+            if expected:
+                expected.done(raw)
             if tally.needs_retry(raw):
                 retries.append(raw)
                 continue
@@ -398,6 +474,7 @@ def _execute(
         # Each round retries only copies of content whose first file failed in the
         # round before, so the rounds end.
         items = retry_items(retries, with_size=True)
+        first = False
 
 
 # ---------------------------------------------------------------- detached jobs
