@@ -309,16 +309,16 @@ def _main(argv: list[str] | None) -> None:
         status = exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
         session.say("dmp: interrupted")
-        _die_of(signal.SIGINT, session)
+        _killed_by(signal.SIGINT, session)
     except Terminated as exc:
         session.say(f"dmp: stopped by {exc.signum.name}")
-        _die_of(exc.signum, session)
+        _killed_by(exc.signum, session)
     except DmpError as exc:
         sys.stdout.flush()
         session.say(f"dmp: {exc}")
         status = exc.exit_code
     except StdoutClosed:
-        _die_of(signal.SIGPIPE, session)
+        _killed_by(signal.SIGPIPE, session)
     except Exception as exc:
         if show_traceback:
             traceback.print_exc()
@@ -330,18 +330,23 @@ def _main(argv: list[str] | None) -> None:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        _die_of(signal.SIGPIPE, session)
+        _killed_by(signal.SIGPIPE, session)
     session.end(f"exit status {status}")
     sys.exit(status)
 
 
-def _die_of(sig: signal.Signals, session: Session) -> None:
+def _killed_by(sig: signal.Signals, session: Session) -> None:
+    """The log's last line, then death by ``sig``."""
+    session.end(f"ended by {sig.name}")
+    _die_of(sig)
+
+
+def _die_of(sig: signal.Signals) -> None:
     """End as a C tool does on ^C (SIGINT) or when its reader went away (SIGPIPE): killed
     by the signal, so that the shell or script that ran dmp knows (status 130 or 141 in
     a shell; a shell loop stops on ^C). By now whatever was being run has been unwound
     (a temporary file removed, a fleet job cancelled); Python's flush of stdout at exit
     is skipped."""
-    session.end(f"ended by {sig.name}")
     sys.stderr.flush()
     signal.signal(sig, signal.SIG_DFL)
     os.kill(os.getpid(), sig)
