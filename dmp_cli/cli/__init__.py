@@ -230,7 +230,9 @@ def cli(
     session.out, out.command = out, ["dmp", *session.argv]
     if log_file:
         out.open_log(log_file)
-    elif os.environ.get("DMP_LOG_FILE"):
+    elif os.environ.get("DMP_LOG_FILE") and ctx.invoked_subcommand != "worker":
+        # (A worker keeps a log of its own, --logfile: a fleet's environment may well
+        # set DMP_LOG_FILE for the commands run beside it.)
         out.open_log(os.environ["DMP_LOG_FILE"], " (DMP_LOG_FILE)")
     ctx.obj = App(settings, out)
     if quiet:

@@ -429,12 +429,14 @@ class Progress:
             self._bar.set_postfix_str(self._files_text())
             return
         # Counted files so far: count bytes from here, with the same start, so the
-        # elapsed time stays the run's and the ETA is by bytes.
-        started = self._bar.start_t
-        self._bar.close()
-        self._by_bytes = True
-        self._bar = self._open(nbytes)
-        self._bar.start_t = started
+        # elapsed time stays the run's and the ETA is by bytes (with the lock: bytes
+        # that move advance the bar from other threads).
+        with self._lock:
+            started = self._bar.start_t
+            self._bar.close()
+            self._by_bytes = True
+            self._bar = self._open(nbytes)
+            self._bar.start_t = started
 
     def _files_text(self) -> str:
         total = self._total if self._total is not None else "?"
