@@ -144,6 +144,7 @@ class RunLog:
         self._on_error = on_error
         self._tag = f" [{os.getpid()}] ".encode()
         self._second, self._stamp = -1, b""
+        self._millis, self._prefixed = -1, b""
         self._pending: list[bytes] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -157,19 +158,28 @@ class RunLog:
             if self._fd is None:
                 return
             prefix = self._prefix()
-            self._pending.extend(prefix + line + b"\n" for line in data.rstrip(b"\n").split(b"\n"))
+            text = data.rstrip(b"\n")
+            if b"\n" in text:
+                self._pending.extend(prefix + line + b"\n" for line in text.split(b"\n"))
+            else:  # one line: the per-file case, kept cheap
+                self._pending.append(prefix + text + b"\n")
             if flush:
                 failed = self._flush()
         if failed:
             self._on_error(self.path, failed)
 
     def _prefix(self) -> bytes:
+        """The time now and the process id; formatted once a millisecond at most."""
         now = time.time()
-        second = int(now)
-        if second != self._second:  # formatted once a second, not once a line
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
-        return b"%s.%03dZ%s" % (self._stamp, int((now - second) * 1000), self._tag)
+        millis = int(now * 1000)
+        if millis != self._millis:
+            self._millis = millis
+            second, milli = divmod(millis, 1000)
+            if second != self._second:
+                self._second = second
+                self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+            self._prefixed = b"%s.%03dZ%s" % (self._stamp, milli, self._tag)
+        return self._prefixed
 
     def _flush(self) -> OSError | None:
         """Write what is pending (with the lock held); a failure ends the log, and is
