@@ -12,7 +12,7 @@ import errno
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from itertools import chain
@@ -190,13 +190,14 @@ def create(
     target: AtomicFile | None = None,
     counts: CreateCounts | None = None,
     lister: Lister | None = None,
+    leave_out: Sequence[str] = (),
 ) -> CreateReport:
     """Hash the files ``inputs`` name, in their order, and write their manifest lines to
     the file ``manifest`` (made complete or not at all, never over an existing file; or
     ``target``, one already begun) or to ``stream``. If any input cannot be read, no
     manifest file is written. ``counts`` is updated as the run goes; ``lister`` lists
     the directories of the walk (by default the executor's: a detached job's workers,
-    else this process)."""
+    else this process); files in ``leave_out`` (a log being written) are not hashed."""
     hear = listener or Listener()
     if target is None and manifest and manifest != "-":
         target = manifest_target(manifest)
@@ -207,8 +208,9 @@ def create(
     try:
         lister = lister or executor.lister(inputs)
         items = walk_items(inputs, lambda pattern, why: unmatched.append((pattern, why)), lister)
-        if target:
-            items = _without_temp(items, target.temp)
+        own = [target.temp] if target else []
+        if own or leave_out:
+            items = _without(items, [*own, *leave_out])
         counted, done = _expecting(hear, items)
         for row in executor.map(Work(Command.CREATE.operation), counted):
             done(row)
@@ -261,12 +263,14 @@ def manifest_target(path: str) -> AtomicFile:
         raise ManifestError(f"{name}: cannot create manifest: {exc.strerror or exc}") from exc
 
 
-def _without_temp(items: Iterator[Item], temp: str) -> Iterator[Item]:
-    """Leave out the manifest's own temporary file, which a walk of its directory finds."""
-    name = os.path.basename(temp)
+def _without(items: Iterator[Item], files: list[str]) -> Iterator[Item]:
+    """Leave out files that a walk finds but that are the run's own (the manifest's
+    temporary file, a log being written), which would be stale when done."""
+    names = {os.path.basename(path): path for path in files}
     for item in items:
         path = item["path"]
-        if os.path.basename(path) == name and _same_file(path, temp):
+        own = names.get(os.path.basename(path))
+        if own is not None and _same_file(path, own):
             continue
         yield item
 

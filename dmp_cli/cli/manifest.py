@@ -250,6 +250,7 @@ def create(
                 on_problem=out.file_error,
                 on_total=bar.expect if bar.active else None,
             ),
+            leave_out=[out.log.path] if out.log else [],
         )
     if report.error:
         out.error(report.error)

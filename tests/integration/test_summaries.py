@@ -200,6 +200,18 @@ def test_create_logs_the_manifest_lines_it_writes(site: tuple[Path, dict[str, st
     assert sha(FILES["data/a.txt"]) in lines[1]
 
 
+def test_a_log_inside_the_tree_is_not_in_its_manifest(site: tuple[Path, dict[str, str]]) -> None:
+    """It changes as the run goes: its checksum would be stale at once."""
+    work, env = site
+    env = {**env, "DMP_LOG_FILE": "data/run.log"}
+    args = ("manifest", "--create", "--dir", "data", "-r", "-m", "data.sha")
+    created = dmp(*args, cwd=work, env=env)
+    assert created.returncode == 0 and (work / "data" / "run.log").stat().st_size > 0
+    assert b"run.log" not in (work / "data.sha").read_bytes()
+    checked = dmp("manifest", "--check", "-m", "data.sha", cwd=work, env=env)
+    assert checked.returncode == 0 and checked.stdout.count(b": OK\n") == len(FILES)
+
+
 @pytest.mark.parametrize("where", ["before", "after", "env"])
 @pytest.mark.parametrize("bad", ["missing-dir", "a-directory"])
 def test_a_log_that_cannot_be_opened_is_a_usage_error_before_any_work(
