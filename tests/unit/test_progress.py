@@ -6,6 +6,7 @@ counts, but not in its rate; summaries end with the time taken and the rates."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -104,11 +105,12 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _totals(run: object) -> list[tuple[int, int | None]]:
+def _totals(run: Callable[[LocalExecutor, runs.Listener], object]) -> list[tuple[int, int | None]]:
+    """What ``run`` told its listener's ``on_total``, in order."""
     heard: list[tuple[int, int | None]] = []
     listener = runs.Listener(on_total=lambda files, nbytes: heard.append((files, nbytes)))
     with LocalExecutor(jobs=1) as executor:
-        run(executor, listener)  # type: ignore[operator]
+        run(executor, listener)
     return heard
 
 
