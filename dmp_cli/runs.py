@@ -12,7 +12,8 @@ import contextlib
 import errno
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from itertools import chain
@@ -62,6 +63,11 @@ class Listener:
     # --check with a companion: an entry whose metadata differs (path, differences);
     # --fetch with one: a link or directory that could not be restored goes to on_problem.
     on_meta: Callable[[str, list[str]], None] = _nothing
+    # The whole run's work as now expected (items, and their bytes where every item's
+    # size is known, else None), for a progress bar's totals: told once the input has
+    # been read to its end, then again whenever that changes (a file already archived
+    # moves none of its bytes). Items are counted as ``on_progress`` counts them.
+    on_total: Callable[[int, int | None], None] | None = None
 
 
 @dataclass
@@ -120,6 +126,67 @@ def shown_manifest(path: str) -> str:
     return shown_name("standard input" if path == "-" else path)
 
 
+class _Expected:
+    """What a run expects to do, told to ``Listener.on_total``: the items, counted as
+    the executor takes them, and their bytes where every size is known (a file's
+    ``size``; a copy of content already named, or an input that cannot be used, moves
+    none). Once the input is read to its end, each row that read or moved other than
+    its item's size corrects the bytes expected, so that a bar ends full. Rows come
+    back in the items' order, so the sizes in flight are a queue (as long as the
+    executor's window)."""
+
+    def __init__(self, on_total: Callable[[int, int | None], None]) -> None:
+        self._tell = on_total
+        self.files = 0
+        self.bytes: int | None = 0
+        self._known = False  # the input read to its end
+        self._sizes: deque[int] = deque()
+
+    def items(self, items: Iterable[Item], more_files: bool = True) -> Iterator[Item]:
+        """``items``, counted; ``more_files=False`` for items that stand in for rows
+        not counted (an archive's retries), whose bytes are still to move."""
+        for item in items:
+            size = _expected_size(item)
+            self._sizes.append(size or 0)
+            if more_files:
+                self.files += 1
+            if self.bytes is not None:
+                self.bytes = None if size is None else self.bytes + size
+                if self._known and size:
+                    self._tell(self.files, self.bytes)
+            yield item
+        if not self._known:
+            self._known = True
+            self._tell(self.files, self.bytes)
+
+    def done(self, row: Row) -> None:
+        """The next item's row is back (in order): correct the bytes expected."""
+        size = self._sizes.popleft() if self._sizes else 0
+        nbytes = row.get("bytes") or 0
+        if self.bytes is not None and nbytes != size:
+            self.bytes += nbytes - size
+            if self._known:
+                self._tell(self.files, self.bytes)
+
+
+def _expected_size(item: Item) -> int | None:
+    if item.get("same") or "problem" in item:
+        return 0
+    size = item.get("size")
+    return None if size is None else int(size)
+
+
+def _expecting(
+    hear: Listener, items: Iterable[Item]
+) -> tuple[Iterable[Item], Callable[[Row], None]]:
+    """The items, counted for ``hear.on_total`` if it listens, and what to call with
+    each row as it comes back."""
+    if hear.on_total is None:
+        return items, _nothing
+    expected = _Expected(hear.on_total)
+    return expected.items(items), expected.done
+
+
 # ---------------------------------------------------------------- create
 
 
@@ -145,6 +212,7 @@ def create(
     counts: CreateCounts | None = None,
     lister: Lister | None = None,
     meta: str | MetaTarget | None = None,
+    leave_out: Sequence[str] = (),
 ) -> CreateReport:
     """Hash the files ``inputs`` name, in their order, and write their manifest lines to
     the file ``manifest`` (made complete or not at all, never over an existing file; or
@@ -152,7 +220,8 @@ def create(
     manifest file is written. ``counts`` is updated as the run goes; ``lister`` lists
     the directories of the walk (by default the executor's: a detached job's workers,
     else this process). With ``meta``, the companion of metadata is written beside
-    (``dmp_cli.meta``), and linked into place with the manifest."""
+    (``dmp_cli.meta``), and linked into place with the manifest. Files in ``leave_out``
+    (a log being written) are not hashed."""
     hear = listener or Listener()
     if target is None and manifest and manifest != "-":
         target = manifest_target(manifest)
@@ -175,15 +244,17 @@ def create(
             lister,
             recorder.met if recorder else None,
         )
-        temps = [file.temp for file in (target, meta.file if meta else None) if file]
-        if temps:
-            items = _without_temp(items, temps)
+        own = [file.temp for file in (target, meta.file if meta else None) if file]
+        if own or leave_out:
+            items = _without(items, [*own, *leave_out])
         if recorder:
             items = _announced(items, recorder)
+        counted, done = _expecting(hear, items)
         work = Work(
             Command.CREATE.operation, options=Options(meta=True).to_json() if meta else None
         )
-        for row in executor.map(work, items):
+        for row in executor.map(work, counted):
+            done(row)
             hear.on_progress(1, row.get("bytes", 0))
             if row["status"] == Status.OK and recorder:
                 row = _recorded(row, recorder)
@@ -289,14 +360,14 @@ def manifest_target(path: str, what: str = "manifest") -> AtomicFile:
         raise ManifestError(f"{name}: cannot create {what}: {exc.strerror or exc}") from exc
 
 
-def _without_temp(items: Iterator[Item], temps: list[str]) -> Iterator[Item]:
-    """Leave out the manifest's own temporary files (and its companion's), which a walk
-    of their directory finds."""
-    names = {os.path.basename(temp): temp for temp in temps}
+def _without(items: Iterator[Item], files: list[str]) -> Iterator[Item]:
+    """Leave out files that a walk finds but that are the run's own (the manifest's
+    temporary file, a log being written), which would be stale when done."""
+    names = {os.path.basename(path): path for path in files}
     for item in items:
         path = item["path"]
-        temp = names.get(os.path.basename(path))
-        if temp is not None and _same_file(path, temp):
+        own = names.get(os.path.basename(path))
+        if own is not None and _same_file(path, own):
             continue
         yield item
 
@@ -346,8 +417,9 @@ def check(
     companion = _companion(meta, manifest, shown, stream)
     try:
         with stream:
-            items = _check_items(manifest, stream, stdin)
+            items, done = _expecting(hear, _check_items(manifest, stream, stdin))
             for row in executor.map(Work(Command.CHECK.operation), items):
+                done(row)
                 hear.on_progress(1, row.get("bytes", 0))
                 if counts.add(row, ignore_missing) != "ignored":
                     hear.on_row(row)
@@ -573,11 +645,17 @@ def _execute(
 ) -> Tally:
     tally = Tally(archive=command is Command.ARCHIVE, dedupe=plan.dedupe)
     work = Work.of(command.operation, spec, options)
+    expected = _Expected(hear.on_total) if hear.on_total else None
+    first = True
     while True:
         retries: list[Row] = []
+        if expected:
+            items = expected.items(items, more_files=first)
         for raw in executor.map(work, items, on_bytes=hear.on_bytes):
             if raw.get("fatal"):
                 raise RunStopped(str(raw.get("error")))
+            if expected:
+                expected.done(raw)
             if tally.needs_retry(raw):
                 retries.append(raw)
                 continue
@@ -589,6 +667,7 @@ def _execute(
         # Each round retries only copies of content whose first file failed in the
         # round before, so the rounds end.
         items = retry_items(retries, with_size=True)
+        first = False
 
 
 # ---------------------------------------------------------------- detached jobs

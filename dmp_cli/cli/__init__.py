@@ -8,7 +8,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import click
@@ -35,6 +35,27 @@ class App:
         from dmp_cli.runtime import make_executor
 
         return make_executor(self.settings.broker_url, self.settings.jobs, self.out.info)
+
+
+@dataclass
+class Session:
+    """What ``main`` hands the group and gets back: the command line (for the log's
+    first line), and where the run prints (for its last words: an error that ends it,
+    and its exit status, go to the log too)."""
+
+    argv: list[str] = field(default_factory=list)
+    out: Output | None = None
+
+    def say(self, message: str) -> None:
+        """A message of ``main``'s own, on stderr and in the log."""
+        click.echo(message, err=True)
+        if self.out is not None and self.out.log is not None:
+            self.out.log.lines(os.fsencode(message), flush=True)
+
+    def end(self, how: str) -> None:
+        """The log's last line (``exit status 1``, ``ended by SIGINT``), and its close."""
+        if self.out is not None:
+            self.out.close_log(f"dmp: {how}")
 
 
 class StdoutClosed(Exception):
@@ -117,6 +138,16 @@ _GLOBALS: list[tuple[tuple[str, ...], dict[str, Any], Callable[[App, Any], None]
         lambda app, value: setattr(app.out, "verbose", app.out.verbose + value),
     ),
     (
+        ("--log-file",),
+        {
+            "metavar": "PATH",
+            "help": "Append every per-file line, message and summary to PATH, each with "
+            "its time (UTC), whatever -q, --status or --json keep from the terminal "
+            "(default: DMP_LOG_FILE).",
+        },
+        lambda app, value: app.out.open_log(value),
+    ),
+    (
         ("--traceback", "show_traceback"),
         {
             "is_flag": True,
@@ -182,6 +213,7 @@ def cli(
     json_mode: bool,
     quiet: bool,
     verbose: int,
+    log_file: str | None,
     show_traceback: bool,
 ) -> None:
     """dmp: make sha256 manifests of files, verify them, and archive the files they name
@@ -194,6 +226,14 @@ def cli(
         profile=profile, region=region, endpoint_url=endpoint_url, jobs=jobs
     )
     out = Output(json_mode=json_mode, quiet=quiet, verbose=verbose)
+    session = ctx.obj if isinstance(ctx.obj, Session) else Session()
+    session.out, out.command = out, ["dmp", *session.argv]
+    if log_file:
+        out.open_log(log_file)
+    elif os.environ.get("DMP_LOG_FILE") and ctx.invoked_subcommand != "worker":
+        # (A worker keeps a log of its own, --logfile: a fleet's environment may well
+        # set DMP_LOG_FILE for the commands run beside it.)
+        out.open_log(os.environ["DMP_LOG_FILE"], " (DMP_LOG_FILE)")
     ctx.obj = App(settings, out)
     if quiet:
         ctx.meta[VERBOSITY] = ["quiet"]  # first: a --status or --warn after it wins
@@ -248,9 +288,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(argv: list[str] | None) -> None:
-    show_traceback = "--traceback" in (sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    show_traceback = "--traceback" in args
+    session = Session(list(args))
     try:
-        status = cli.main(args=argv, prog_name="dmp", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="dmp", standalone_mode=False, obj=session)
     except click.NoSuchOption as exc:
         message = exc.format_message()
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
@@ -258,41 +300,47 @@ def _main(argv: list[str] | None) -> None:
             command, option = exc.ctx.command_path.removeprefix("dmp "), exc.option_name
             message = f"{command} has no {option} option"
             hint = f"; {option} is a global option: dmp {option} {command} ..."
-        click.echo(f"dmp: {message}{hint}", err=True)
+        session.say(f"dmp: {message}{hint}")
         status = 2
     except click.UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        click.echo(f"dmp: {exc.format_message()}{hint}", err=True)
+        session.say(f"dmp: {exc.format_message()}{hint}")
         status = 2
     except click.ClickException as exc:
-        click.echo(f"dmp: {exc.format_message()}", err=True)
+        session.say(f"dmp: {exc.format_message()}")
         status = exc.exit_code
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("dmp: interrupted", err=True)
-        _die_of(signal.SIGINT)
+        session.say("dmp: interrupted")
+        _killed_by(signal.SIGINT, session)
     except Terminated as exc:
-        click.echo(f"dmp: stopped by {exc.signum.name}", err=True)
-        _die_of(exc.signum)
+        session.say(f"dmp: stopped by {exc.signum.name}")
+        _killed_by(exc.signum, session)
     except DmpError as exc:
         sys.stdout.flush()
-        click.echo(f"dmp: {exc}", err=True)
+        session.say(f"dmp: {exc}")
         status = exc.exit_code
     except StdoutClosed:
-        _die_of(signal.SIGPIPE)
+        _killed_by(signal.SIGPIPE, session)
     except Exception as exc:
         if show_traceback:
             traceback.print_exc()
-        click.echo(
-            f"dmp: unexpected error: {type(exc).__name__}: {exc} "
-            "(run with --traceback for details)",
-            err=True,
+        session.say(
+            f"dmp: unexpected error: {type(exc).__name__}: {exc} (run with --traceback for details)"
         )
         status = 1
+    status = status if isinstance(status, int) else 0
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        _die_of(signal.SIGPIPE)
-    sys.exit(status if isinstance(status, int) else 0)
+        _killed_by(signal.SIGPIPE, session)
+    session.end(f"exit status {status}")
+    sys.exit(status)
+
+
+def _killed_by(sig: signal.Signals, session: Session) -> None:
+    """The log's last line, then death by ``sig``."""
+    session.end(f"ended by {sig.name}")
+    _die_of(sig)
 
 
 def _die_of(sig: signal.Signals) -> None:

@@ -11,7 +11,7 @@ import click
 
 from dmp_cli.cli import global_options, quiet_option
 from dmp_cli.errors import DmpError, UsageError
-from dmp_cli.words import human_bytes
+from dmp_cli.words import duration, human_bytes
 
 if TYPE_CHECKING:
     from dmp_cli.cli import App
@@ -118,15 +118,6 @@ def _elapsed(info: dict[str, str]) -> float:
     return max(0.0, float(info.get("finished") or time.time()) - start)
 
 
-def _duration(seconds: float) -> str:
-    """``2h 03m 04s``, ``3m 04s``, ``4.2 s``."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
-
-
 def _summary(info: dict[str, str]) -> dict[str, Any]:
     from dmp_tasks.jobs import job_failed, rule_failure, status_counts
 
@@ -193,7 +184,7 @@ def status(app: App, job_id: str) -> int:
     ]
     if summary["finished"]:
         lines.append(f"finished: {summary['finished']}")
-    lines.append(f"elapsed:  {_duration(summary['elapsed'])}")
+    lines.append(f"elapsed:  {duration(summary['elapsed'])}")
     counts = _counts_text(summary)
     lines.append(f"results:  {counts or '-'}")
     if summary["reason"]:

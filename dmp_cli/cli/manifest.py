@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
 
 from dmp_cli import runs
+from dmp_cli.check import CheckCounts
 from dmp_cli.cli import VERBOSITY, global_options, quiet_option
-from dmp_cli.cli.output import Output
+from dmp_cli.cli.output import Output, Pace
 from dmp_cli.errors import DmpError, UsageError
 from dmp_cli.inputs import Inputs
 from dmp_cli.manifest import FORMATS, count_lines
@@ -276,9 +278,13 @@ def create(
     out: Output = app.out
     if meta_path and out.json and (not manifest_path or manifest_path == "-"):
         raise UsageError("--meta needs a manifest file with --json (stdout holds the JSON)")
+    started = time.monotonic()
+    manifest_line = FORMATS[fmt or "dmp"]
 
     def on_row(row: Row) -> None:
         out.record("file", path=row["path"], digest=row["digest"], bytes=row["bytes"], status="ok")
+        if out.log:  # the manifest's line, which the run writes itself
+            out.result(manifest_line(row["digest"], row["path"]), show=False)
 
     with app.executor() as executor, out.progress("hashing") as bar:
         report = runs.create(
@@ -288,15 +294,27 @@ def create(
             stream=None if out.json else out.stdout,
             fmt=fmt or "dmp",
             listener=runs.Listener(
-                on_row=on_row, on_progress=bar.update, on_problem=out.file_error
+                on_row=on_row,
+                on_progress=bar.update,
+                on_problem=out.file_error,
+                on_total=bar.expect if bar.active else None,
             ),
             meta=meta_path,
+            leave_out=[out.log.path] if out.log else [],
         )
     if report.error:
         out.error(report.error)
         return report.status
-    out.record("summary", files=report.files, bytes=report.bytes, manifest=manifest_path)
-    out.debug(f"{plural(report.files, 'file', 'files')}, {human_bytes(report.bytes)} hashed")
+    pace = Pace.since(started, report.files, report.bytes)
+    out.record(
+        "summary", files=report.files, bytes=report.bytes, manifest=manifest_path, **pace.fields()
+    )
+    # Like sha256sum, --create says nothing when all is well: the summary is for -v.
+    out.info(
+        f"{plural(report.files, 'file', 'files')}, {human_bytes(report.bytes)} hashed "
+        + pace.text(),
+        show=bool(out.verbose),
+    )
     return report.status
 
 
@@ -359,10 +377,14 @@ def check(
     quiet, status, warn = (last == "quiet", last == "status", last == "warn")
     shown = runs.shown_manifest(manifest_path)
     on_row = _check_printer(out, shown, quiet=quiet, status=status, warn=warn)
+    started = time.monotonic()
     total = count_lines(manifest_path) if out.wants_progress() else None
     with app.executor() as executor, out.progress("checking", total) as bar:
         listener = runs.Listener(
-            on_row=on_row, on_progress=bar.update, on_meta=_meta_printer(out, status=status)
+            on_row=on_row,
+            on_progress=bar.update,
+            on_meta=_meta_printer(out, status=status),
+            on_total=bar.expect if bar.active else None,
         )
         report = runs.check(
             manifest_path,
@@ -372,7 +394,7 @@ def check(
             listener=listener,
             meta=meta_path,
         )
-    _check_summary(out, report, status=status)
+    _check_summary(out, report, started, status=status)
     return report.status
 
 
@@ -384,26 +406,24 @@ def _check_printer(
     def on_row(row: Row) -> None:
         kind = _CHECK_KINDS.get(row["status"], "unreadable")
         if kind == "misformatted":
-            if warn:
-                out.error(f"{shown}: {row['line']}: improperly formatted SHA256 checksum line")
-            return
-        path = str(row["path"])
-        if out.json:
-            out.record(
-                "file",
-                path=path,
-                status=kind,
-                digest=row.get("digest"),
-                expected=row.get("expected"),
-                bytes=row.get("bytes", 0),
-                error=row.get("error"),
+            out.error(
+                f"{shown}: {row['line']}: improperly formatted SHA256 checksum line", show=warn
             )
             return
+        path = str(row["path"])
+        out.record(
+            "file",
+            path=path,
+            status=kind,
+            digest=row.get("digest"),
+            expected=row.get("expected"),
+            bytes=row.get("bytes", 0),
+            error=row.get("error"),
+        )
         if kind == "unreadable":
-            out.file_error(path, str(row.get("error")))
-        if status or (kind == "ok" and quiet):
-            return
-        out.write(_check_name(path, escape=True) + _VERDICTS[kind])
+            out.file_error(path, str(row.get("error")), show=not out.json)
+        line = _check_name(path, escape=True) + _VERDICTS[kind]
+        out.result(line, show=not (status or (kind == "ok" and quiet)))
 
     return on_row
 
@@ -440,8 +460,12 @@ def _detach_check(app: App, manifest_path: str, *, strict: bool, ignore_missing:
     )
 
 
-def _check_summary(out: Output, report: runs.CheckReport, *, status: bool) -> None:
+def _check_summary(out: Output, report: runs.CheckReport, started: float, *, status: bool) -> None:
+    """sha256sum's warnings (none with --status), then dmp's own summary line, which
+    sha256sum has not: in the log, and on stderr with -v."""
     counts = report.counts
+    checked = counts.matched + counts.mismatched + counts.unreadable
+    pace = Pace.since(started, checked, counts.bytes)
     out.record(
         "summary",
         ok=counts.matched,
@@ -451,26 +475,54 @@ def _check_summary(out: Output, report: runs.CheckReport, *, status: bool) -> No
         ignored=counts.ignored,
         bytes=counts.bytes,
         **({} if report.metadata is None else {"metadata": report.metadata}),
+        **pace.fields(),
     )
     if counts.properly_formatted == 0:
         out.error(str(report.error))
         return
-    if status:
-        return
     if counts.misformatted:
-        out.warning(plural(counts.misformatted, "line is", "lines are"), " improperly formatted")
+        out.warning(
+            plural(counts.misformatted, "line is", "lines are"),
+            " improperly formatted",
+            show=not status,
+        )
     if counts.unreadable:
-        out.warning(plural(counts.unreadable, "listed file", "listed files"), " could not be read")
+        out.warning(
+            plural(counts.unreadable, "listed file", "listed files"),
+            " could not be read",
+            show=not status,
+        )
     if counts.mismatched:
         out.warning(
-            plural(counts.mismatched, "computed checksum", "computed checksums"), " did NOT match"
+            plural(counts.mismatched, "computed checksum", "computed checksums"),
+            " did NOT match",
+            show=not status,
         )
     if report.metadata:
         out.warning(
             plural(report.metadata, "entry's metadata", "entries' metadata"), " did NOT match"
         )
     if report.error:
-        out.error(report.error)
+        out.error(report.error, show=not status)
+    out.info(
+        f"{plural(checked, 'file', 'files')} checked ({_check_details(counts)}), "
+        f"{human_bytes(counts.bytes)} read {pace.text()}",
+        show=bool(out.verbose) and not status,
+    )
+
+
+def _check_details(counts: CheckCounts) -> str:
+    """``3 OK, 1 FAILED, 2 could not be read, 1 line improperly formatted``."""
+    details = [f"{counts.matched} OK"]
+    if counts.mismatched:
+        details.append(f"{counts.mismatched} FAILED")
+    if counts.unreadable:
+        details.append(f"{counts.unreadable} could not be read")
+    if counts.ignored:
+        details.append(f"{counts.ignored} missing, ignored")
+    if counts.misformatted:
+        details.append(plural(counts.misformatted, "line", "lines") + " improperly formatted")
+    return ", ".join(details)
 
 
 __all__ = ["DmpError", "manifest"]

@@ -8,13 +8,14 @@ the executor over the items that dmp_cli/vault.py makes from the manifest.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 from dmp_cli import runs
 from dmp_cli.cli.job import detach as submit_job
 from dmp_cli.cli.job import require_broker
-from dmp_cli.cli.output import Output
+from dmp_cli.cli.output import Output, Pace
 from dmp_cli.errors import UsageError
 from dmp_cli.manifest import count_lines
 from dmp_cli.meta import companion_of
@@ -68,6 +69,7 @@ def run(
         return _detach(app, command, manifest_path, spec, options, meta_path)
     out: Output = app.out
     report_row = REPORTERS[mode]
+    started = time.monotonic()
     total = count_lines(manifest_path) if out.wants_progress() else None
     with app.executor() as executor, out.progress(LABEL[mode], total) as bar:
         listener = runs.Listener(
@@ -75,13 +77,14 @@ def run(
             on_progress=bar.update,
             on_bytes=bar.moved,
             on_problem=out.file_error,
+            on_total=bar.expect if bar.active else None,
         )
         report = runs.transfer(
             command, manifest_path, executor, spec, options, listener, meta=meta_path
         )
     if report.companion is not None:  # before the summary, which --json gives last
         _companion_summary(out, report.companion)
-    _summary(out, report)
+    _summary(out, report, started)
     return report.status
 
 
@@ -159,8 +162,7 @@ def _line(out: Output, row: Row, text: str) -> None:
         error=row.get("error"),
         to=row.get("to"),
     )
-    if not out.json and not out.quiet:
-        out.write(quote_name(row["path"]) + b": " + text.encode() + b"\n")
+    out.result(quote_name(row["path"]) + b": " + text.encode() + b"\n", show=not out.quiet)
 
 
 def _failure(out: Output, row: Row, command: Command) -> bool:
@@ -220,7 +222,7 @@ REPORTERS: dict[str, Callable[[Output, Row], None]] = {
 # ---------------------------------------------------------------- summaries
 
 
-def _summary(out: Output, report: runs.TransferReport) -> None:
+def _summary(out: Output, report: runs.TransferReport, started: float) -> None:
     plan, tally = report.plan, report.tally
     if plan.misformatted:
         out.warning(
@@ -229,12 +231,15 @@ def _summary(out: Output, report: runs.TransferReport) -> None:
             "" if report.command is Command.VAULT else " (skipped)",
         )
     if report.command is Command.VAULT:
-        _vault_summary(out, plan, tally, report.verdict.failed)
+        _vault_summary(out, plan, tally, report.verdict.failed, Pace.since(started, plan.entries))
     else:
-        _move_summary(report.command, out, plan, tally, report.dry_run)
+        # Bytes moved, and their rate; a dry run moves none.
+        moved = None if report.dry_run else tally.nbytes
+        pace = Pace.since(started, plan.entries, moved)
+        _move_summary(report.command, out, plan, tally, report.dry_run, pace)
 
 
-def _vault_summary(out: Output, plan: Plan, tally: Tally, failed: int) -> None:
+def _vault_summary(out: Output, plan: Plan, tally: Tally, failed: int, pace: Pace) -> None:
     out.record(
         "summary",
         files=plan.entries,
@@ -243,6 +248,7 @@ def _vault_summary(out: Output, plan: Plan, tally: Tally, failed: int) -> None:
         missing=tally["missing"],
         failed=failed,
         misformatted=plan.misformatted,
+        **pace.fields(),
     )
     if tally["missing"]:
         out.warning(
@@ -251,7 +257,7 @@ def _vault_summary(out: Output, plan: Plan, tally: Tally, failed: int) -> None:
     out.info(
         f"{plural(plan.entries, 'file', 'files')}, "
         f"{plural(tally.distinct, 'distinct checksum', 'distinct checksums')}: "
-        f"{tally['present']} in the vault, {tally['missing']} missing"
+        f"{tally['present']} in the vault, {tally['missing']} missing, {pace.text()}"
     )
 
 
@@ -263,7 +269,9 @@ _MOVES = {
 }
 
 
-def _move_summary(command: Command, out: Output, plan: Plan, tally: Tally, dry_run: bool) -> None:
+def _move_summary(
+    command: Command, out: Output, plan: Plan, tally: Tally, dry_run: bool, pace: Pace
+) -> None:
     done, would, kept, kept_words = _MOVES[command]
     moved = tally[would] if dry_run else tally[done]
     out.record(
@@ -275,9 +283,10 @@ def _move_summary(command: Command, out: Output, plan: Plan, tally: Tally, dry_r
         failed=tally.failed,
         dry_run=dry_run,
         misformatted=plan.misformatted,
+        **pace.fields(),
     )
     verb = f"would be {done}" if dry_run else done
     out.info(
         f"{plural(moved, 'file', 'files')} ({human_bytes(tally.nbytes)}) {verb}, "
-        f"{tally[kept]} {kept_words}, {tally.failed} failed"
+        f"{tally[kept]} {kept_words}, {tally.failed} failed, {pace.text()}"
     )

@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
 
 from tests.servers import dmp_env, run_dmp
+
+# The end of every summary line: the time a run took, and its rates (bytes/s where it read
+# or moved bytes, then files/s).
+PACE = re.compile(
+    r",? in (\d+\.\d+ s|\d+m \d\ds|\d+h \d\dm \d\ds) "
+    r"\((\d+(\.\d)? ([KMGT]i)?B/s, )?\d[\d,]*(\.\d)? files/s\)$"
+)
+PACE_FIELDS = ("seconds", "files_per_second", "bytes_per_second")
+
+
+def without_pace(line: str) -> str:
+    """A summary line without its time and rates, which must be there."""
+    match = PACE.search(line)
+    assert match, f"no time and rates at the end of {line!r}"
+    return line[: match.start()]
+
+
+def without_pace_fields(summary: dict[str, Any]) -> dict[str, Any]:
+    """A JSON summary without its time and rates, which must be there (numbers)."""
+    assert all(isinstance(summary[key], int | float) for key in PACE_FIELDS[:2]), summary
+    return {key: value for key, value in summary.items() if key not in PACE_FIELDS}
+
+
+def untimed(output: bytes) -> bytes:
+    """What dmp wrote, with the time and rates of its summaries taken out, so that two
+    runs can be compared."""
+    lines = []
+    for line in output.decode("utf-8", "surrogateescape").splitlines():
+        if line.startswith('{"type": "summary"'):
+            line = json.dumps({k: v for k, v in json.loads(line).items() if k not in PACE_FIELDS})
+        lines.append(PACE.sub("", line) + "\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
 
 # File names that have broken tools before; every one must survive create -> check.
 AWKWARD_NAMES: dict[str, bytes] = {

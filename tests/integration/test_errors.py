@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.manifest_helpers import as_dmp, dmp, dmp_env, sha256sum, temp_files
+from tests.integration.manifest_helpers import (
+    as_dmp,
+    dmp,
+    dmp_env,
+    sha256sum,
+    temp_files,
+    untimed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -537,9 +544,9 @@ def test_global_options_mean_the_same_after_manifest(
     _checked(work)
     first = dmp(*before, "manifest", "--check", "-m", "m", cwd=work)
     then = dmp("manifest", "--check", "-m", "m", *after, cwd=work)
-    assert (then.stdout, then.stderr, then.returncode) == (
-        first.stdout,
-        first.stderr,
+    assert (untimed(then.stdout), untimed(then.stderr), then.returncode) == (
+        untimed(first.stdout),
+        untimed(first.stderr),
         first.returncode,
     )
     assert first.returncode == 1 and b"gone.txt" in first.stdout + first.stderr

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.fleet import fleet_env, run, worker
+from tests.integration.manifest_helpers import untimed
 from tests.servers import Service, free_port, redis_server, stop
 
 pytestmark = pytest.mark.integration
@@ -63,8 +64,8 @@ def tree(tmp_path: Path) -> Path:
 def same(
     distributed: subprocess.CompletedProcess[bytes], embedded: subprocess.CompletedProcess[bytes]
 ) -> None:
-    assert distributed.stderr == embedded.stderr
-    assert distributed.stdout == embedded.stdout
+    assert untimed(distributed.stderr) == untimed(embedded.stderr)
+    assert untimed(distributed.stdout) == untimed(embedded.stdout)
     assert distributed.returncode == embedded.returncode
 
 
