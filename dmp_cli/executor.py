@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as PoolExecutor
@@ -100,6 +101,14 @@ def io_threads_for(jobs: int) -> int:
     return min(64, max(8, 8 * jobs))
 
 
+def _default_ending_signals() -> None:
+    """A hashing process ends quietly on SIGTERM or SIGHUP (sent to the whole process
+    group: `timeout`, a dropped session): it inherited the CLI's handlers, which unwind
+    the run, and that is the CLI's work alone."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 class LocalExecutor:
     """The embedded executor: a local pool in this process, no services needed."""
 
@@ -115,7 +124,9 @@ class LocalExecutor:
         if kind not in self._pools:
             if kind == "cpu":
                 context = multiprocessing.get_context("fork")
-                self._pools[kind] = ProcessPoolExecutor(self.jobs, mp_context=context)
+                self._pools[kind] = ProcessPoolExecutor(
+                    self.jobs, mp_context=context, initializer=_default_ending_signals
+                )
             else:
                 self._pools[kind] = ThreadPoolExecutor(self.io_threads, "dmp-io")
         return self._pools[kind]

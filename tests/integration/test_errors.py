@@ -4,7 +4,9 @@ line naming the file, the right exit status (1 runtime, 2 usage), never a traceb
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from tests.integration.manifest_helpers import (
     temp_files,
     untimed,
 )
+from tests.servers import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -606,3 +609,48 @@ def test_the_worker_knows_the_fleets_queues() -> None:
     from dmp_tasks.config import QUEUES
 
     assert list(QUEUES) == KNOWN_QUEUES
+
+
+CREATE_HERE = ("manifest", "--create", "--dir", ".")
+
+
+def test_sigterm_to_the_whole_process_group_ends_quietly(tmp_path: Path) -> None:
+    """`timeout`, a dropped session or a batch system signal the whole process group: the
+    hashing processes end without a word, and dmp says once how it was stopped."""
+    for i in range(64):
+        (tmp_path / f"f{i:02}.txt").write_bytes(b"x" * i)
+    plan = tmp_path / "plan.json"  # one file's hashing waits, so the hashers are busy
+    plan.write_text(json.dumps({"target": "op.hash", "victim": "f63.txt", "delay": 60}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.faults", "-j", "2", *CREATE_HERE],
+        cwd=tmp_path,
+        env=dmp_env(DMP_TEST_FAULTS=str(plan), PYTHONPATH=REPO),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_session_processes(proc.pid)) < 3:  # the CLI and its two hashers
+            assert time.monotonic() < deadline, "the hashing processes did not start"
+            time.sleep(0.1)
+        time.sleep(1)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert err == b"dmp: stopped by SIGTERM\n"
+    assert proc.returncode == -signal.SIGTERM
+
+
+def _session_processes(session: int) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getsid(int(pid)) == session:
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
