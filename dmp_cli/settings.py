@@ -92,6 +92,7 @@ def whole_number(
 
 
 BROKER_SCHEMES = ("redis", "rediss", "unix")
+REDIS_URLS = "redis://host:6379/0, rediss:// or unix://"
 
 
 def broker_url(url: str | None, name: str = "DMP_BROKER_URL") -> str | None:
@@ -103,7 +104,11 @@ def broker_url(url: str | None, name: str = "DMP_BROKER_URL") -> str | None:
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in BROKER_SCHEMES:  # as redis-py reads them: lower case
         given = f"not {scheme}://..." if scheme else "and this one has no scheme"
-        raise UsageError(
-            f"{name} must be a Redis URL (redis://host:6379/0, rediss:// or unix://), {given}"
-        )
+        raise UsageError(f"{name} must be a Redis URL ({REDIS_URLS}), {given}")
+    from redis.connection import parse_url  # only with a broker, which needs redis anyway
+
+    try:
+        parse_url(url)
+    except ValueError as exc:  # a port that is not a number, and such
+        raise UsageError(f"{name} must be a Redis URL ({REDIS_URLS}): {exc}") from None
     return url

@@ -492,7 +492,13 @@ def test_a_reader_that_leaves_ends_it_by_sigpipe(tmp_path: Path, sha256sum_too: 
 
 @pytest.mark.parametrize(
     "url",
-    ["amqp://guest:secret@mq:5672//", "sqs://", "REDIS://host:6379/0", "host:6379"],
+    [
+        "amqp://guest:secret@mq:5672//",
+        "sqs://",
+        "REDIS://host:6379/0",
+        "host:6379",
+        "redis://:secret@host:notaport/0",
+    ],
 )
 @pytest.mark.parametrize(
     "args",
