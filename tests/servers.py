@@ -60,6 +60,19 @@ class Service:
     proc: subprocess.Popen[bytes]
 
 
+def session_pids(session: int) -> list[int]:
+    """The processes of a session (one started with ``start_new_session``): a command
+    and whatever it forked, workers and their pool processes alike."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getsid(int(pid)) == session:
+                found.append(int(pid))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
 @contextmanager
 def moto_server() -> Iterator[Service]:
     """moto's S3 server over HTTP on loopback."""

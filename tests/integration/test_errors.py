@@ -23,7 +23,7 @@ from tests.integration.manifest_helpers import (
     temp_files,
     untimed,
 )
-from tests.servers import REPO
+from tests.servers import REPO, session_pids
 
 pytestmark = pytest.mark.integration
 
@@ -637,7 +637,7 @@ def test_sigterm_to_the_whole_process_group_ends_quietly(tmp_path: Path) -> None
     )
     try:
         deadline = time.monotonic() + 60
-        while len(_session_processes(proc.pid)) < 3:  # the CLI and its two hashers
+        while len(session_pids(proc.pid)) < 3:  # the CLI and its two hashers
             assert time.monotonic() < deadline, "the hashing processes did not start"
             time.sleep(0.1)
         time.sleep(1)
@@ -649,14 +649,3 @@ def test_sigterm_to_the_whole_process_group_ends_quietly(tmp_path: Path) -> None
             proc.wait()
     assert err == b"dmp: stopped by SIGTERM\n"
     assert proc.returncode == -signal.SIGTERM
-
-
-def _session_processes(session: int) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.getsid(int(pid)) == session:
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found

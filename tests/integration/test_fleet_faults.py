@@ -20,7 +20,7 @@ from dmp_cli.manifest import Entry, format_line
 from tests.integration.fleet import Vault, fleet_env, new_vault, run, worker
 from tests.integration.manifest_helpers import without_pace
 from tests.integration.vaultkit import incomplete, wait_for_a_part
-from tests.servers import Service, redis_server, stop
+from tests.servers import Service, redis_server, session_pids, stop
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +33,12 @@ def _stuck_in_pipe(session: int, timeout: float = 30.0) -> int:
     """Wait until a process of ``session`` blocks opening a pipe with no writer yet."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
+        for pid in session_pids(session):
             try:
-                if os.getsid(int(pid)) != session:
-                    continue
                 with open(f"/proc/{pid}/wchan") as wchan:
                     if wchan.read() == "wait_for_partner":
-                        return int(pid)
-            except OSError:
+                        return pid
+            except OSError:  # gone meanwhile
                 continue
         time.sleep(0.05)
     raise AssertionError(f"no worker got stuck in the pipe within {timeout} s")

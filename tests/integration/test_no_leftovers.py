@@ -28,7 +28,7 @@ from dmp_cli.fsutil import NAMED_TEMPORARIES, temporary_names
 from dmp_cli.layout import digest_key
 from dmp_cli.manifest import Entry, format_line
 from tests.integration.fleet import fleet_env, worker
-from tests.servers import Service, stop
+from tests.servers import Service, session_pids, stop
 
 pytestmark = pytest.mark.integration
 
@@ -81,17 +81,15 @@ def writing_into(session: int, directory: Path, timeout: float = 60.0) -> tuple[
     a chunk: its pid and what the file is called (``... (deleted)`` if unnamed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
+        for pid in session_pids(session):
             try:
-                if os.getsid(int(pid)) != session:
-                    continue
                 for fd in os.listdir(f"/proc/{pid}/fd"):
                     link = os.readlink(f"/proc/{pid}/fd/{fd}")
                     if not link.startswith(f"{directory}/"):
                         continue
                     if os.stat(f"/proc/{pid}/fd/{fd}").st_size >= CHUNK:
-                        return int(pid), link
-            except OSError:
+                        return pid, link
+            except OSError:  # gone meanwhile
                 continue
         time.sleep(0.05)
     raise AssertionError(f"no worker was writing below {directory} within {timeout} s")
