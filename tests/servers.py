@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from subprocess import CompletedProcess
 from subprocess import run as run_process
+from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,6 +59,21 @@ class Service:
     url: str
     port: int
     proc: subprocess.Popen[bytes]
+
+
+def moto_client(endpoint_url: str | None, **options: Any) -> Any:
+    """A boto3 S3 client of moto's server (its test credentials), as the tests' own
+    hands on the bucket, beside what dmp does; ``options`` go to ``boto3.client``."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        **options,
+    )
 
 
 def session_pids(session: int) -> list[int]:

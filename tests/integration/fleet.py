@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.servers import REPO, dmp_env, run_dmp, stop
+from tests.servers import REPO, dmp_env, moto_client, run_dmp, stop
 
 
 def fleet_env(broker_url: str | None, **overrides: str | None) -> dict[str, str]:
@@ -144,15 +144,7 @@ class Vault:
             s3.close()
 
     def _client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        return moto_client(self.endpoint)
 
 
 def new_vault(kind: str, tmp_path: Path, s3_url: str | None = None) -> Vault:

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from dmp_cli.layout import digest_key
 from tests.integration.manifest_helpers import without_pace
 from tests.integration.vaultkit import FILES, distinct, dmp, make_tree, one_error, sha
-from tests.servers import Service, dmp_env, free_port
+from tests.servers import Service, dmp_env, free_port, moto_client
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
@@ -44,13 +43,7 @@ class Site:
 
 @pytest.fixture
 def site(s3_server: Service, tmp_path: Path) -> Iterator[Site]:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = moto_client(s3_server.url)
     work = tmp_path / "work"
     work.mkdir()
     make_tree(work)

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config
 from s3transfer.manager import TransferConfig
@@ -20,7 +19,7 @@ from s3transfer.manager import TransferConfig
 from dmp_cli.layout import digest_key
 from dmp_cli.store.s3 import S3Store
 from tests.integration.vaultkit import dmp, incomplete, one_error, sha, wait_for_a_part
-from tests.servers import Service, dmp_env
+from tests.servers import Service, dmp_env, moto_client
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
@@ -28,13 +27,8 @@ MiB = 1 << 20
 
 @pytest.fixture
 def s3(s3_server: Service) -> Iterator[Any]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_server.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"mode": "standard", "max_attempts": 2}),
+    client = moto_client(
+        s3_server.url, config=Config(retries={"mode": "standard", "max_attempts": 2})
     )
     yield client
     client.close()
