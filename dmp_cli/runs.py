@@ -178,11 +178,11 @@ def _expected_size(item: Item) -> int | None:
 
 def _expecting(
     hear: Listener, items: Iterable[Item]
-) -> tuple[Iterable[Item], Callable[[Row], None]]:
+) -> tuple[Iterable[Item], Callable[[Row], None] | None]:
     """The items, counted for ``hear.on_total`` if it listens, and what to call with
-    each row as it comes back."""
+    each row as it comes back (None if nobody listens: a call a file saved)."""
     if hear.on_total is None:
-        return items, _nothing
+        return items, None
     expected = _Expected(hear.on_total)
     return expected.items(items), expected.done
 
@@ -254,12 +254,14 @@ def create(
             Command.CREATE.operation, options=Options(meta=True).to_json() if meta else None
         )
         for row in executor.map(work, counted):
-            done(row)
+            if done:
+                done(row)
             hear.on_progress(1, row.get("bytes", 0))
-            if row["status"] == Status.OK and recorder:
-                row = _recorded(row, recorder)
-            elif recorder:
-                recorder.row(None)
+            if recorder:
+                if row["status"] == Status.OK:
+                    row = _recorded(row, recorder)
+                else:
+                    recorder.row(None)
             if row["status"] != Status.OK:
                 counts.problems += 1
                 hear.on_problem(str(row["path"]), str(row.get("error")))
@@ -419,7 +421,8 @@ def check(
         with stream:
             items, done = _expecting(hear, _check_items(manifest, stream, stdin))
             for row in executor.map(Work(Command.CHECK.operation), items):
-                done(row)
+                if done:
+                    done(row)
                 hear.on_progress(1, row.get("bytes", 0))
                 if counts.add(row, ignore_missing) != "ignored":
                     hear.on_row(row)
