@@ -58,7 +58,7 @@ def test_workers_send_task_events_by_default(fleet: str, tmp_path: Path) -> None
 
     def on_event(event: dict[str, object]) -> None:
         seen.append(event)
-        if event.get("type") == "task-succeeded":
+        if event.get("type") == "task-received" and event.get("name") == "dmp.hash_batch":
             done.set()
 
     app = Celery("monitor")
@@ -73,11 +73,16 @@ def test_workers_send_task_events_by_default(fleet: str, tmp_path: Path) -> None
         listening.start()
         try:
             (tmp_path / "a.txt").write_bytes(b"alpha\n")
-            proc = run_dmp(
-                "manifest", "--create", "a.txt", cwd=tmp_path, env=fleet_env(fleet), timeout=60
-            )
-            assert proc.returncode == 0, proc.stderr
-            assert done.wait(30), seen
+            # The receiver subscribes in its own thread, at a moment the test cannot see:
+            # a job run before it listens goes unseen, so run jobs until one is seen.
+            for _ in range(10):
+                proc = run_dmp(
+                    "manifest", "--create", "a.txt", cwd=tmp_path, env=fleet_env(fleet), timeout=60
+                )
+                assert proc.returncode == 0, proc.stderr
+                if done.wait(3):
+                    break
+            assert done.is_set(), seen
         finally:
             receiver.should_stop = True
             listening.join(timeout=10)
