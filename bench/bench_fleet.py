@@ -1,10 +1,16 @@
 """Benchmark of the fleet against the embedded executor, on this machine.
 
-    PYTHONPATH=. python bench/bench_fleet.py [--files 100000] [--synthetic 1000000]
+    PYTHONPATH=. python bench/bench_fleet.py [--files 100000] [--large 400000]
+        [--synthetic 1000000] [--runs 5]
 
 1. `dmp manifest --create` of FILES x 4 KiB files in 100 directories: embedded, then with
-   2 local workers (one process each), median of 3 runs each, and their ratio.
-2. A synthetic job of SYNTHETIC items (`--check` of a manifest naming files that do not
+   2 local workers (one process each), in turn, RUNS times each: the medians of time and of
+   CPU seconds, and their ratios.
+2. CPU per file: the same with LARGE files (400 directories), in turn with the first; what
+   a file costs is the difference over the difference in files (what a command costs
+   whatever its size, such as importing Celery, cancels out); and that fixed cost itself,
+   from a job of one file.
+3. A synthetic job of SYNTHETIC items (`--check` of a manifest naming files that do not
    exist, so that the workers do next to nothing and the fleet's own costs show): the
    CLI's peak RSS, items per second, and Redis memory per file in flight.
 
@@ -14,6 +20,7 @@ Starts its own redis-server and workers on loopback and stops them at the end.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -37,12 +44,13 @@ DATA = Path(REPO) / "bench" / "data"
 RESULTS = Path(REPO) / "bench" / "results"
 
 
-def make_tree(root: Path, files: int, dirs: int = 100) -> Path:
+def make_tree(root: Path, files: int, dirs: int | None = None) -> Path:
     tree = root / f"tree-{files}"
     marker = tree / ".complete"
     if marker.exists():
         return tree
     block = os.urandom(4096 + 256)
+    dirs = dirs or max(1, files // 1000)
     per_dir = max(1, files // dirs)
     for d in range(dirs):
         sub = tree / f"d{d:03}"
@@ -136,34 +144,102 @@ class RedisMemory:
         self._thread.join()
 
 
-def bench_create(tree: Path, url: str, runs: int, services: list[int]) -> dict[str, Any]:
-    """Embedded and distributed runs in turn; seconds, and CPU seconds of everything that
-    worked (the CLI and its pool; or the CLI, the workers and Redis)."""
-    args = ["manifest", "--create", "--dir", tree.name, "--recursive"]
+def warm(tree: Path) -> None:
+    """Read the tree into the page cache (a command after a cold cache runs several times
+    slower, and its CPU seconds grow too)."""
+    find = subprocess.Popen(
+        ["find", tree.name, "-type", "f", "-print0"], cwd=tree.parent, stdout=subprocess.PIPE
+    )
+    subprocess.run(
+        ["xargs", "-0", "cat"],
+        cwd=tree.parent,
+        stdin=find.stdout,
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+    find.wait()
+
+
+def create_args(tree: Path) -> list[str]:
+    return ["manifest", "--create", "--dir", tree.name, "--recursive"]
+
+
+def bench_create(
+    trees: dict[Path, int], url: str, runs: int, services: list[int]
+) -> dict[str, dict[str, Any]]:
+    """For each tree, embedded and distributed runs in turn (and the trees in turn), the
+    tree read into the page cache before each pair; seconds, and CPU seconds of
+    everything that worked (the CLI and its pool; or the CLI, the workers and Redis)."""
     local, fleet = fleet_env(None), fleet_env(url)
-    for env in (local, fleet):  # warm the page cache and the workers
-        assert timed(args, tree.parent, env)[1] == 0
-    embedded, distributed, embedded_cpu, distributed_cpu = [], [], [], []
-    for _ in range(runs):
-        seconds, _, _, cpu = timed(args, tree.parent, local)
-        embedded.append(seconds)
-        embedded_cpu.append(cpu)
-        before = cpu_seconds(services)
-        seconds, _, _, cpu = timed(args, tree.parent, fleet)
-        distributed.append(seconds)
-        distributed_cpu.append(cpu + cpu_seconds(services) - before)
-    e, d = statistics.median(embedded), statistics.median(distributed)
-    # The best runs too: on a shared machine the median moves with others' load.
-    return {
-        "embedded_s": e,
-        "distributed_s": d,
-        "ratio": d / e,
-        "best_ratio": min(distributed) / min(embedded),
-        "embedded_cpu_s": statistics.median(embedded_cpu),
-        "distributed_cpu_s": statistics.median(distributed_cpu),
-        "embedded_runs": embedded,
-        "distributed_runs": distributed,
+    for tree in trees:  # warm the workers, and each tree's listing
+        for env in (local, fleet):
+            assert timed(create_args(tree), tree.parent, env)[1] == 0
+    runs_of: dict[Path, dict[str, list[float]]] = {
+        tree: {"embedded_s": [], "distributed_s": [], "embedded_cpu": [], "distributed_cpu": []}
+        for tree in trees
     }
+    for _ in range(runs):
+        for tree in trees:
+            got = runs_of[tree]
+            warm(tree)
+            seconds, status, _, cpu = timed(create_args(tree), tree.parent, local)
+            assert status == 0
+            got["embedded_s"].append(seconds)
+            got["embedded_cpu"].append(cpu)
+            warm(tree)
+            before = cpu_seconds(services)
+            seconds, status, _, cpu = timed(create_args(tree), tree.parent, fleet)
+            assert status == 0
+            time.sleep(0.3)  # the last chord callback
+            got["distributed_s"].append(seconds)
+            got["distributed_cpu"].append(cpu + cpu_seconds(services) - before)
+    results = {}
+    for tree, got in runs_of.items():
+        e, d = statistics.median(got["embedded_s"]), statistics.median(got["distributed_s"])
+        ecpu, dcpu = (
+            statistics.median(got["embedded_cpu"]),
+            statistics.median(got["distributed_cpu"]),
+        )
+        results[tree.name] = {
+            "files": trees[tree],
+            "embedded_s": e,
+            "distributed_s": d,
+            "ratio": d / e,
+            "embedded_cpu_s": ecpu,
+            "distributed_cpu_s": dcpu,
+            "cpu_ratio": dcpu / ecpu,
+            "runs": got,
+        }
+    return results
+
+
+def bench_fixed(url: str, runs: int, services: list[int]) -> dict[str, float]:
+    """CPU seconds of a job of one file: what a command costs whatever its size."""
+    root = Path(tempfile.mkdtemp(prefix="dmp-bench-one-"))
+    (root / "one").write_bytes(b"x" * 4096)
+    args = ["manifest", "--create", "one"]
+    local, fleet = fleet_env(None), fleet_env(url)
+    embedded, distributed = [], []
+    for _ in range(runs):
+        embedded.append(timed(args, root, local)[3])
+        before = cpu_seconds(services)
+        cpu = timed(args, root, fleet)[3]
+        time.sleep(0.3)
+        distributed.append(cpu + cpu_seconds(services) - before)
+    return {
+        "embedded_cpu_s": statistics.median(embedded),
+        "distributed_cpu_s": statistics.median(distributed),
+    }
+
+
+def per_file(create: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """CPU microseconds a file, from the smallest tree to the largest."""
+    ordered = sorted(create.values(), key=lambda r: int(r["files"]))
+    small, large = ordered[0], ordered[-1]
+    files = large["files"] - small["files"]
+    embedded = (large["embedded_cpu_s"] - small["embedded_cpu_s"]) / files * 1e6
+    distributed = (large["distributed_cpu_s"] - small["distributed_cpu_s"]) / files * 1e6
+    return {"embedded_us": embedded, "distributed_us": distributed, "ratio": distributed / embedded}
 
 
 def bench_synthetic(manifest: Path, url: str) -> dict[str, float]:
@@ -188,43 +264,67 @@ def bench_synthetic(manifest: Path, url: str) -> dict[str, float]:
 
 
 def table(
-    create: dict[str, Any], synthetic: dict[str, float], small: dict[str, float], files: int
+    create: dict[str, dict[str, Any]],
+    fixed: dict[str, float],
+    synthetic: dict[str, float],
+    small: dict[str, float],
 ) -> str:
-    runs = len(create["embedded_runs"])
-    return "\n".join(
-        [
-            "| measurement | result | target |",
-            "|---|---|---|",
-            f"| `--create`, {files:,} x 4 KiB, embedded (median of {runs}) "
-            f"| {create['embedded_s']:.2f} s | |",
-            f"| `--create`, {files:,} x 4 KiB, 2 local workers (median of {runs}) "
-            f"| {create['distributed_s']:.2f} s | |",
-            f"| ratio distributed / embedded (medians) | {create['ratio']:.2f} x | <= 1.25 x |",
-            f"| ratio distributed / embedded (best runs) | {create['best_ratio']:.2f} x | |",
-            f"| CPU seconds, embedded (CLI and its pool) | {create['embedded_cpu_s']:.2f} s | |",
-            f"| CPU seconds, distributed (CLI, workers, Redis) "
-            f"| {create['distributed_cpu_s']:.2f} s | |",
-            f"| synthetic job, {synthetic['items']:,} items: time "
-            f"| {synthetic['seconds']:.1f} s | |",
-            f"| synthetic job: items per second | {synthetic['items_per_s']:,.0f} | |",
-            f"| synthetic job: CLI peak RSS | {synthetic['cli_rss_mb']:.0f} MB | < 200 MB |",
-            f"| the same with {small['items']:,} items: CLI peak RSS (flat with job size) "
-            f"| {small['cli_rss_mb']:.0f} MB | |",
-            f"| synthetic job: Redis peak above idle | {synthetic['redis_peak_mb']:.1f} MB | |",
-            f"| Redis memory per file in flight ({synthetic['in_flight_files']:,} in flight) "
-            f"| {synthetic['redis_bytes_per_in_flight_file']:.0f} B | |",
+    ordered = sorted(create.values(), key=lambda r: int(r["files"]))
+    first, last = ordered[0], ordered[-1]
+    runs = len(first["runs"]["embedded_s"])
+    files = f"{first['files']:,} x 4 KiB"
+    rows = [
+        "| measurement | result | target |",
+        "|---|---|---|",
+        f"| `--create`, {files}, embedded (median of {runs}) | {first['embedded_s']:.2f} s | |",
+        f"| the same with 2 local workers | {first['distributed_s']:.2f} s | |",
+        f"| ratio distributed / embedded, medians | {first['ratio']:.2f} x | <= 1.25 x |",
+        f"| CPU seconds, embedded (the CLI and its pool) | {first['embedded_cpu_s']:.2f} s | |",
+        "| CPU seconds, distributed (the CLI, both workers, Redis) "
+        f"| {first['distributed_cpu_s']:.2f} s | |",
+        f"| CPU, distributed / embedded | {first['cpu_ratio']:.2f} x | |",
+    ]
+    if last is not first:
+        marginal = per_file(create)
+        rows += [
+            f"| the same for {last['files']:,} files: CPU, distributed / embedded "
+            f"| {last['cpu_ratio']:.2f} x | |",
+            f"| CPU per file, embedded (from {first['files']:,} to {last['files']:,} files) "
+            f"| {marginal['embedded_us']:.1f} us | |",
+            f"| CPU per file, distributed | {marginal['distributed_us']:.1f} us | |",
+            f"| CPU per file, distributed / embedded | {marginal['ratio']:.2f} x | <= 1.3 x |",
         ]
-    )
+    rows += [
+        f"| CPU seconds of a job of 1 file, embedded | {fixed['embedded_cpu_s']:.2f} s | |",
+        f"| the same, distributed | {fixed['distributed_cpu_s']:.2f} s | |",
+        f"| synthetic job, {synthetic['items']:,} items: time | {synthetic['seconds']:.1f} s | |",
+        f"| synthetic job: items per second | {synthetic['items_per_s']:,.0f} | |",
+        f"| synthetic job: CLI peak RSS | {synthetic['cli_rss_mb']:.0f} MB | < 200 MB |",
+        f"| the same with {small['items']:,} items: CLI peak RSS (flat with job size) "
+        f"| {small['cli_rss_mb']:.0f} MB | |",
+        f"| synthetic job: Redis peak above idle | {synthetic['redis_peak_mb']:.1f} MB | |",
+        f"| Redis memory per file in flight ({synthetic['in_flight_files']:,} in flight) "
+        f"| {synthetic['redis_bytes_per_in_flight_file']:.0f} B | |",
+    ]
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--large", type=int, default=400_000, help="0: no CPU per file")
     parser.add_argument("--synthetic", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     options = parser.parse_args()
+    # As an installed package is: compiled. Where PYTHONDONTWRITEBYTECODE is set, every
+    # command would otherwise compile each module changed since its last .pyc was written
+    # (about 25 ms of CPU a command for dmp_tasks alone).
+    for package in ("dmp_cli", "dmp_tasks"):
+        compileall.compile_dir(Path(REPO) / package, quiet=1)
     DATA.mkdir(parents=True, exist_ok=True)
-    tree = make_tree(DATA, options.files)
+    trees = {make_tree(DATA, options.files): options.files}
+    if options.large:
+        trees[make_tree(DATA, options.large)] = options.large
     manifest = make_synthetic_manifest(DATA, options.synthetic)
     logs = Path(tempfile.mkdtemp(prefix="dmp-bench-"))
     with (
@@ -232,10 +332,12 @@ def main() -> None:
         worker(server.url, "bench1", logs) as one,
         worker(server.url, "bench2", logs) as two,
     ):
-        create = bench_create(tree, server.url, options.runs, [one.pid, two.pid, server.proc.pid])
+        services = [one.pid, two.pid, server.proc.pid]
+        create = bench_create(trees, server.url, options.runs, services)
+        fixed = bench_fixed(server.url, options.runs, services)
         synthetic = bench_synthetic(manifest, server.url)
         small = bench_synthetic(make_synthetic_manifest(DATA, options.synthetic // 10), server.url)
-    report = table(create, synthetic, small, options.files)
+    report = table(create, fixed, synthetic, small)
     report += f"\n\n(load average {os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs)"
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -244,6 +346,8 @@ def main() -> None:
         json.dumps(
             {
                 "create": create,
+                "per_file": per_file(create) if options.large else None,
+                "fixed": fixed,
                 "synthetic": synthetic,
                 "synthetic_small": small,
                 "cpus": os.cpu_count(),
