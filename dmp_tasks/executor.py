@@ -66,8 +66,9 @@ if TYPE_CHECKING:
     from celery import Celery
 
 # What the CLI keeps in flight: its memory holds the paths, and the rows that arrive out
-# of order, of this many files at most (plus one chord's worth).
-FILES_IN_FLIGHT = 32768
+# of order, of this many files at most (plus one chord's worth). Eight batches of small
+# files (dmp_tasks.routing), so that a chord holds four of them.
+FILES_IN_FLIGHT = 65536
 BATCHES_IN_FLIGHT = 32
 BATCHES_PER_CHORD = 16
 RAMP_CHORDS = 3
