@@ -23,11 +23,11 @@ def big_file_bytes() -> int:
 # keeping it unacknowledged, its events, its acknowledgement), so small files go 8192 to a
 # batch: against 4096, that took a tenth off the fleet's CPU for 100,000 small files, as
 # 1024 to 4096 had taken 15 % off its time (the window of files in flight grew with it,
-# so as many batches are in flight as before). A job's first batch is smaller, so that workers start early, and batches double
-# from there; until some have finished, the files' sizes are unknown (a walk or a
-# manifest does not stat), so they grow no further than BLIND_BATCH_ITEMS, as they may
-# hold huge files. Network work gets smaller batches, as each file waits on S3 rather
-# than on a CPU.
+# so as many batches are in flight as before). A job's first batch is smaller, so that
+# workers start early, and batches double from there; until some have finished, the
+# files' sizes are unknown (a walk or a manifest does not stat), so they grow no further
+# than BLIND_BATCH_ITEMS, as they may hold huge files. Network work gets smaller batches,
+# as each file waits on S3 rather than on a CPU.
 CPU_BATCH_ITEMS = 8192
 FIRST_BATCH_ITEMS = 256
 BLIND_BATCH_ITEMS = 1024
