@@ -47,6 +47,10 @@ class BrokerError(DmpError):
     """The Celery broker or result backend cannot be used."""
 
 
+class BrokerUnreachable(BrokerError):
+    """The broker did not answer (refused, reset or timed out): it may be back soon."""
+
+
 class ObjectMissing(StoreError):
     """The store has no object at the key asked for."""
 

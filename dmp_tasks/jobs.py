@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 import redis
 
-from dmp_cli.errors import BrokerError, DmpError
+from dmp_cli.errors import BrokerError, BrokerUnreachable, DmpError
 from dmp_cli.rows import Status
 from dmp_cli.rules import Command, Reason, Verdict, judge
 from dmp_cli.words import plural
@@ -222,7 +222,7 @@ def broker_errors(url: str, doing: str) -> Iterator[None]:
         raise BrokerError(f"the broker at {safe_url(url)} failed {doing}: {exc}") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         reason = str(exc).split("\n")[0] or type(exc).__name__
-        raise BrokerError(
+        raise BrokerUnreachable(
             f"cannot reach the broker at {safe_url(url)} ({doing}): {reason}"
         ) from None
 

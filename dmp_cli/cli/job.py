@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dmp_cli.cli import global_options, quiet_option
-from dmp_cli.errors import DmpError, UsageError
+from dmp_cli.errors import BrokerUnreachable, DmpError, UsageError
 from dmp_cli.words import duration, human_bytes
 
 if TYPE_CHECKING:
@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from dmp_tasks.jobs import JobStore
 
 WATCH_INTERVAL = 0.5
+# How long `dmp job watch` waits for a broker that stopped answering (restarting, or a
+# network away for a while) before it gives up; the job itself goes on meanwhile.
+WATCH_OUTAGE_S = 300.0
 STALLED_S = 2.0  # with no file done for this long, `dmp job watch` asks if a worker is there
 
 
@@ -200,7 +203,10 @@ def status(app: App, job_id: str) -> int:
 @global_options
 @click.pass_obj
 def watch(app: App, job_id: str) -> int:
-    """Show a job's progress until it ends; exit 0 if every file went well, else 1."""
+    """Show a job's progress until it ends; exit 0 if every file went well, else 1.
+
+    If the broker stops answering (a restart, a network away), watch says so and waits for
+    it up to 5 minutes: the job goes on without it."""
     store = _store(app)
     info = _info(store, job_id)
     total = int(info["items_total"]) if "items_total" in info else None
@@ -211,8 +217,22 @@ def watch(app: App, job_id: str) -> int:
         f"job {job_id}", total, initial=(seen, seen_bytes), bytes_total=by_bytes
     ) as bar:
         moved, asked = time.monotonic(), False
+        lost: float | None = None  # since when the broker has not answered
         while True:
-            info = _still_there(store, job_id)
+            try:
+                info = _still_there(store, job_id)
+            except BrokerUnreachable as exc:
+                now = time.monotonic()
+                if lost is None:
+                    lost = now
+                    app.out.info(f"{exc}; trying again for {WATCH_OUTAGE_S:.0f} s")
+                elif now - lost >= WATCH_OUTAGE_S:
+                    raise
+                time.sleep(WATCH_INTERVAL)
+                continue
+            if lost is not None:
+                lost = None
+                app.out.info(f"the broker answers again; watching job {job_id}")
             files, nbytes = int(info.get("files", 0)), int(info.get("bytes", 0))
             bar.update(files - seen, nbytes - seen_bytes)
             if files != seen:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -23,7 +24,14 @@ import redis
 
 from dmp_cli.layout import digest_key
 from tests.integration.fleet import fleet_env, new_vault, run, worker
-from tests.servers import free_port, redis_server, redis_server_path, stop, wait_for_port
+from tests.servers import (
+    free_port,
+    redis_server,
+    redis_server_path,
+    run_dmp,
+    stop,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -338,6 +346,59 @@ def test_redis_restarted_with_aof_mid_job_the_job_goes_on(tmp_path: Path) -> Non
     assert code == 0, status
     assert status["counts"] == {"ok": len(contents)}
     assert status["files"] == status["total"] == len(contents)
+
+
+def test_watch_waits_out_a_broker_that_stopped_answering(tmp_path: Path) -> None:
+    """Redis away for longer than redis-py's own retries: `dmp job watch` says so once,
+    waits, says when it is back, and follows the job to its end."""
+    work = tmp_path / "work"
+    contents = _files(work, 40)
+    _manifest(work)
+    with _aof_fleet(tmp_path, {}) as (crew, server):  # no worker yet: the job waits
+        job = _submit(crew, work, "--check", "-m", "m.sha256")
+        watcher = subprocess.Popen(
+            [*_dmp(), "job", "watch", job], cwd=work,
+            env=fleet_env(f"{crew.url}?client_name=dmp-watch"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        crew.stack.callback(stop, watcher)
+        _wait(lambda: _watching(crew.url), why="the watcher follows the job")
+        server.crash_and_restart(keep_data=True, down_s=8)
+        crew.start("a")
+        _, err = watcher.communicate(timeout=120)
+        status = run("--json", "job", "status", job, cwd=work, broker_url=crew.url)
+    said = err.decode()
+    assert watcher.returncode == 0, said
+    assert f"cannot reach the broker at {crew.url} (reading the job)" in said, said
+    assert "trying again for 300 s" in said and "the broker answers again" in said, said
+    assert said.count("cannot reach the broker") == 1, said  # said once, not every poll
+    assert json.loads(status.stdout.splitlines()[0])["counts"] == {"ok": len(contents)}
+
+
+def test_watch_gives_up_on_a_broker_gone_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that does not come back: watch says so, waits its while, then ends with
+    the broker's error and exit 1 (never a hang)."""
+    from dmp_cli.cli import job as job_command
+    from dmp_tasks.jobs import JobStore
+
+    monkeypatch.setattr(job_command, "WATCH_OUTAGE_S", 2.0)
+    monkeypatch.setattr(job_command, "STALLED_S", 3600.0)  # no question to the workers
+    with redis_server() as server:
+        JobStore(server.url).create("watched", {"op": "check", "command": "dmp"}, True)
+        gone = threading.Timer(1.5, stop, [server.proc])  # while it watches
+        gone.start()
+        started = time.monotonic()
+        # In this process, so that the shorter wait applies.
+        watched = run_dmp("job", "watch", "watched", cwd=tmp_path, env=fleet_env(server.url))
+        gone.join()
+    lines = watched.stderr.decode().splitlines()
+    assert watched.returncode == 1, lines
+    assert f"cannot reach the broker at {server.url} (reading the job)" in lines[0], lines
+    assert lines[0].endswith("; trying again for 2 s"), lines
+    assert lines[-1].startswith(f"dmp: cannot reach the broker at {server.url}"), lines
+    assert time.monotonic() - started >= 1.5 + 2.0
 
 
 def _watching(url: str) -> bool:
