@@ -29,6 +29,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -37,8 +39,8 @@ sys.path.insert(0, REPO)
 
 import redis  # noqa: E402
 
-from tests.integration.fleet import fleet_env, worker  # noqa: E402
-from tests.servers import redis_server  # noqa: E402
+from tests.integration.fleet import fleet_env, wait_ready, worker  # noqa: E402
+from tests.servers import redis_server, stop  # noqa: E402
 
 DATA = Path(REPO) / "bench" / "data"
 RESULTS = Path(REPO) / "bench" / "results"
@@ -82,12 +84,14 @@ def make_synthetic_manifest(root: Path, items: int) -> Path:
     return manifest
 
 
-def timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, int, float]:
-    """Run dmp; (seconds, exit status, peak RSS in KiB, CPU seconds) of that process (its
-    CPU seconds include its embedded pool's)."""
+def timed(
+    args: list[str], cwd: Path, env: dict[str, str], command: list[str] | None = None
+) -> tuple[float, int, int, float]:
+    """Run dmp (or ``command``, then ARGS); (seconds, exit status, peak RSS in KiB, CPU
+    seconds) of that process (its CPU seconds include its embedded pool's)."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dmp_cli", *args],
+        [*(command or [sys.executable, "-m", "dmp_cli"]), *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -160,17 +164,59 @@ def warm(tree: Path) -> None:
     find.wait()
 
 
+MINIMUM = [sys.executable, str(Path(REPO) / "bench" / "celery_minimum.py")]
+
+
+@contextmanager
+def minimum_workers(url: str, logs: Path) -> Iterator[list[int]]:
+    """Two workers of bench/celery_minimum.py (one process each, as dmp's), on database 1
+    of the same Redis; their pids."""
+    env = fleet_env(None, CELERY_MINIMUM_URL=url)
+    procs = []
+    try:
+        for name in ("minimum1", "minimum2"):
+            log = logs / f"{name}.log"
+            command = [
+                sys.executable, "-m", "celery", "-A", "celery_minimum", "worker", "-c", "1",
+                "-Q", "minimum", "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
+                "-f", str(log), "-l", "INFO",  # as `dmp worker` logs (and says it is ready)
+            ]  # fmt: skip
+            procs.append(
+                subprocess.Popen(
+                    command,
+                    cwd=Path(REPO) / "bench",
+                    env=env,
+                    start_new_session=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            log.touch()
+            wait_ready(log, procs[-1])
+        yield [proc.pid for proc in procs]
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
 def create_args(tree: Path) -> list[str]:
     return ["manifest", "--create", "--dir", tree.name, "--recursive"]
 
 
 def bench_create(
-    trees: dict[Path, int], url: str, runs: int, services: list[int]
+    trees: dict[Path, int],
+    url: str,
+    runs: int,
+    services: list[int],
+    minimum: tuple[str, list[int]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """For each tree, embedded and distributed runs in turn (and the trees in turn), the
-    tree read into the page cache before each pair; seconds, and CPU seconds of
-    everything that worked (the CLI and its pool; or the CLI, the workers and Redis)."""
+    tree read into the page cache before each; seconds, and CPU seconds of everything
+    that worked (the CLI and its pool; or the CLI, the workers and Redis). With
+    ``minimum`` (its Redis URL and workers), the smallest tree is also done by
+    bench/celery_minimum.py in each round."""
     local, fleet = fleet_env(None), fleet_env(url)
+    smallest = min(trees, key=lambda tree: trees[tree])
     for tree in trees:  # warm the workers, and each tree's listing
         for env in (local, fleet):
             assert timed(create_args(tree), tree.parent, env)[1] == 0
@@ -193,6 +239,15 @@ def bench_create(
             time.sleep(0.3)  # the last chord callback
             got["distributed_s"].append(seconds)
             got["distributed_cpu"].append(cpu + cpu_seconds(services) - before)
+            if minimum and tree == smallest:
+                warm(tree)
+                pids = [*minimum[1], services[-1]]  # its workers and Redis
+                before = cpu_seconds(pids)
+                env = fleet_env(None, CELERY_MINIMUM_URL=minimum[0])
+                seconds, status, _, cpu = timed([tree.name], tree.parent, env, MINIMUM)
+                assert status == 0
+                time.sleep(0.3)
+                got.setdefault("minimum_cpu", []).append(cpu + cpu_seconds(pids) - before)
     results = {}
     for tree, got in runs_of.items():
         e, d = statistics.median(got["embedded_s"]), statistics.median(got["distributed_s"])
@@ -215,6 +270,8 @@ def bench_create(
             ),
             "runs": got,
         }
+        if "minimum_cpu" in got:
+            results[tree.name]["minimum_cpu_s"] = statistics.median(got["minimum_cpu"])
     return results
 
 
@@ -295,6 +352,11 @@ def table(
         "| CPU, distributed / embedded: median of each round's ratio "
         f"| {first['cpu_ratio_paired']:.2f} x | |",
     ]
+    if "minimum_cpu_s" in first:
+        rows.append(
+            "| the same job by the simplest Celery fleet (`bench/celery_minimum.py`): CPU "
+            f"| {first['minimum_cpu_s']:.2f} s | |"
+        )
     if last is not first:
         marginal = per_file(create)
         rows += [
@@ -342,9 +404,11 @@ def main() -> None:
         redis_server() as server,
         worker(server.url, "bench1", logs) as one,
         worker(server.url, "bench2", logs) as two,
+        minimum_workers(server.url.rsplit("/", 1)[0] + "/1", logs) as minimum,
     ):
         services = [one.pid, two.pid, server.proc.pid]
-        create = bench_create(trees, server.url, options.runs, services)
+        minimum_url = server.url.rsplit("/", 1)[0] + "/1"
+        create = bench_create(trees, server.url, options.runs, services, (minimum_url, minimum))
         fixed = bench_fixed(server.url, options.runs, services)
         synthetic = bench_synthetic(manifest, server.url)
         small = bench_synthetic(make_synthetic_manifest(DATA, options.synthetic // 10), server.url)
