@@ -356,13 +356,7 @@ def test_watch_waits_out_a_broker_that_stopped_answering(tmp_path: Path) -> None
     _manifest(work)
     with _aof_fleet(tmp_path, {}) as (crew, server):  # no worker yet: the job waits
         job = _submit(crew, work, "--check", "-m", "m.sha256")
-        watcher = subprocess.Popen(
-            [*_dmp(), "job", "watch", job], cwd=work,
-            env=fleet_env(f"{crew.url}?client_name=dmp-watch"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
-        crew.stack.callback(stop, watcher)
-        _wait(lambda: _watching(crew.url), why="the watcher follows the job")
+        watcher = _watcher(crew, work, job)
         server.crash_and_restart(keep_data=True, down_s=8)
         crew.start("a")
         _, err = watcher.communicate(timeout=120)
@@ -408,6 +402,20 @@ def _watching(url: str) -> bool:
     return any(client.get("cmd") in ("hgetall", "hget") for client in named)
 
 
+def _watcher(crew: Fleet, work: Path, job: str) -> subprocess.Popen[bytes]:
+    """`dmp job watch JOB` in a process of its own (stopped with the fleet), once it has
+    found the job: it asks Redis again and again, and on a busy machine starting it takes
+    seconds, so a test that takes Redis away must wait for that first."""
+    watcher = subprocess.Popen(
+        [*_dmp(), "job", "watch", job], cwd=work,
+        env=fleet_env(f"{crew.url}?client_name=dmp-watch"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    crew.stack.callback(stop, watcher)
+    _wait(lambda: _watching(crew.url), why="the watcher follows the job")
+    return watcher
+
+
 def test_redis_that_lost_its_data_is_said_and_a_rerun_finishes(tmp_path: Path) -> None:
     work = tmp_path / "work"
     contents = _files(work, 240)
@@ -417,15 +425,7 @@ def test_redis_that_lost_its_data_is_said_and_a_rerun_finishes(tmp_path: Path) -
     with _aof_fleet(tmp_path, env, "a") as (crew, server):
         job = _submit(crew, work, "--archive", "-m", "m.sha256")
         _wait(_files_done(crew, job, 40), why="40 files archived")
-        watcher = subprocess.Popen(
-            [*_dmp(), "job", "watch", job], cwd=work,
-            env=fleet_env(f"{crew.url}?client_name=dmp-watch"),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
-        crew.stack.callback(stop, watcher)
-        # The watcher has found the job (it asks Redis again and again) before Redis
-        # loses it: on a busy machine, starting it takes seconds.
-        _wait(lambda: _watching(crew.url), why="the watcher follows the job")
+        watcher = _watcher(crew, work, job)
         server.crash_and_restart(keep_data=False)  # its data gone with it
         _, err = watcher.communicate(timeout=60)
         _wait(lambda: "is gone from Redis" in crew.log(), why="a worker says the job is gone")
