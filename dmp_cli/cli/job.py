@@ -225,7 +225,8 @@ def watch(app: App, job_id: str) -> int:
                 now = time.monotonic()
                 if lost is None:
                     lost = now
-                    app.out.info(f"{exc}; trying again for {WATCH_OUTAGE_S:.0f} s")
+                    said = str(exc).rstrip(".")  # redis-py's reasons end with a full stop
+                    app.out.info(f"{said}; trying again for {WATCH_OUTAGE_S:.0f} s")
                 elif now - lost >= WATCH_OUTAGE_S:
                     raise
                 time.sleep(WATCH_INTERVAL)
