@@ -26,7 +26,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from celery import chord
 from celery.result import AsyncResult
@@ -86,13 +86,6 @@ class _Answered(Exception):
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def restore_paths(rows: list[Row], paths: list[str | None]) -> list[Row]:
-    for row, path in zip(rows, paths, strict=True):
-        if type(row.get("path")) is int:
-            row["path"] = path
-    return rows
 
 
 def flight_entry(batch: list[Item]) -> str:
@@ -200,7 +193,7 @@ class _Submitter:
         self.starts: list[int] = []  # the first batch of each chord
         self.callbacks: dict[int, AsyncResult] = {}  # by window, until consumed
         self._reaped = 0.0
-        # The paths of the batches in flight, to restore in their rows (see elide_paths).
+        # The paths of the batches in flight, to put back in their rows (wire.pack_rows).
         self.paths: dict[int, list[str | None]] = {}
 
     def submit_window(self) -> None:
@@ -544,8 +537,7 @@ class CeleryExecutor:
             # before, from a coordinator that died, wait for that).
             while next_batch in pending and next_batch in submitter.paths:
                 entry, encoded = pending.pop(next_batch)
-                rows = cast(list[Row], wire.unpack(encoded))
-                restore_paths(rows, submitter.paths.pop(next_batch))
+                rows = wire.unpack_rows(encoded, submitter.paths.pop(next_batch))
                 gathered += len(rows)
                 yield from rows
                 used_ids.append(entry)

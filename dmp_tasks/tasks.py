@@ -91,16 +91,6 @@ def failures(op: str, rows: list[Row]) -> list[Row]:
     return [row for row in rows if row["status"] != "ok" and failing(command, row["status"])]
 
 
-def elide_paths(rows: list[Row], items: list[Item]) -> list[Row]:
-    """Rows for the stream, in place: each path the submitter sent replaced by 0, as the
-    submitter has them and paths are most of a row's bytes (a path is a str, so 0 is
-    unambiguous)."""
-    for row, item in zip(rows, items, strict=True):
-        if row.get("path") == item.get("path") is not None:
-            row["path"] = 0  # type: ignore[typeddict-item]
-    return rows
-
-
 def _cancelled(work: Work, items: list[Item]) -> list[Row]:
     op, ctx = operation_named(work.op), Context(work)
     return [
@@ -158,7 +148,7 @@ def run_batch(
             rows = run_local(work, items, store_pool() if needs_stores else None)
         counts = count_rows(rows)
         failed = [json.dumps(row) for row in failures(op, rows)[:ERRORS_KEPT]]
-        rows_json = wire.pack(elide_paths(rows, items)) if stream else None  # last: in place
+        rows_json = wire.pack_rows(rows, items) if stream else None  # last: in place
         if _persist(lambda: store.record_batch(job, index, counts, rows_json, failed)) < 0:
             log.error(_GONE, job, index)
         return counts

@@ -5,13 +5,20 @@ at about a microsecond a file each; compact separators make a batch of ``--creat
 7 % smaller than ``json.dumps`` does. (Measured: writing each set of keys once, with
 values as lists, made the text smaller still but cost more to decode in Python than it
 saved.)
+
+Rows go back without the paths the submitter sent (it has them). A batch whose rows are
+all files hashed well, as nearly all of a ``--create``'s are, goes as one string of
+``digest:bytes`` entries: 70 bytes a file rather than 114, and about 1.1 µs of CPU a file
+between the two ends rather than 1.9 (timed on 8,192 rows).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
+
+from dmp_cli.rows import Item, Row
 
 # ensure_ascii stays: a path that is not UTF-8 holds lone surrogates, which only the
 # escaped form carries through (and back) intact.
@@ -27,3 +34,48 @@ def unpack(text: str | bytes) -> list[dict[str, Any]]:
     """The records ``pack`` made, in order."""
     records: list[dict[str, Any]] = json.loads(text)
     return records
+
+
+# The row of a file hashed well, key for key, as `dmp_cli.ops.hash_op` makes it.
+_HASHED = ("path", "status", "digest", "bytes")
+
+
+def _hashed(row: Row, item: Item) -> bool:
+    digest = row.get("digest")
+    return (
+        tuple(row) == _HASHED
+        and row["status"] == "ok"
+        and row["path"] == item.get("path")
+        and type(digest) is str
+        and ":" not in digest
+        and " " not in digest
+        and type(row["bytes"]) is int
+    )
+
+
+def pack_rows(rows: list[Row], items: Sequence[Item]) -> str:
+    """A batch's rows for the stream, ``items`` the batch that made them: as one string of
+    ``digest:bytes`` entries if every row is a file hashed well, else as records with each
+    path the submitter sent replaced by 0 (in place: a path is a str, so 0 is
+    unambiguous). ``unpack_rows`` puts them back."""
+    if rows and all(map(_hashed, rows, items)):
+        return _ENCODER.encode({"hashed": " ".join([f"{r['digest']}:{r['bytes']}" for r in rows])})
+    for row, item in zip(rows, items, strict=True):
+        if row.get("path") == item.get("path") is not None:
+            row["path"] = 0  # type: ignore[typeddict-item]
+    return pack(rows)
+
+
+def unpack_rows(text: str | bytes, paths: Sequence[str | None]) -> list[Row]:
+    """The rows ``pack_rows`` packed, given the paths of the items that made them."""
+    packed = json.loads(text)
+    if type(packed) is dict:  # files hashed well
+        rows = []
+        for entry, path in zip(packed["hashed"].split(" "), paths, strict=True):
+            digest, _, size = entry.partition(":")
+            rows.append({"path": path, "status": "ok", "digest": digest, "bytes": int(size)})
+        return cast(list[Row], rows)
+    for record, path in zip(packed, paths, strict=True):
+        if type(record.get("path")) is int:
+            record["path"] = path
+    return cast(list[Row], packed)

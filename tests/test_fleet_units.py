@@ -182,8 +182,6 @@ def test_cli_imports_no_celery_until_it_needs_the_fleet() -> None:
 
 
 def test_paths_elided_on_the_stream_come_back_exactly() -> None:
-    from dmp_tasks.executor import restore_paths
-
     items = [{"path": "a\udcff", "size": 1}, {"line": 2, "bad": True}, {"path": "b"}]
     rows = [
         {"path": "a\udcff", "status": "ok", "bytes": 1},
@@ -191,9 +189,9 @@ def test_paths_elided_on_the_stream_come_back_exactly() -> None:
         {"path": "other", "status": "error", "bytes": 0},
     ]
     expected = copy.deepcopy(rows)
-    sent = wire.unpack(wire.pack(tasks.elide_paths(rows, items)))
-    assert [row.get("path") for row in sent] == [0, None, "other"]
-    back = restore_paths(sent, [item.get("path") for item in items])
+    sent = wire.pack_rows(rows, items)  # type: ignore[arg-type]
+    assert [row.get("path") for row in wire.unpack(sent)] == [0, None, "other"]
+    back = wire.unpack_rows(sent, [item.get("path") for item in items])  # type: ignore[misc]
     assert back == expected
     assert [list(row) for row in back] == [list(row) for row in expected]  # key order kept
 

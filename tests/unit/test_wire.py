@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmp_tasks.wire import pack, unpack
+from dmp_tasks.wire import pack, pack_rows, unpack, unpack_rows
 
 EXAMPLES = int(os.environ.get("DMP_PROPERTY_EXAMPLES", "300"))
 
@@ -44,3 +45,56 @@ def test_it_is_plain_compact_json() -> None:
     plain = [{"path": "a", "size": 1}, {"path": "b"}]
     assert pack(plain) == '[{"path":"a","size":1},{"path":"b"}]'
     assert unpack(json.dumps(plain)) == plain
+
+
+def _hashed_row(path: str, n: int) -> dict[str, object]:
+    return {"path": path, "status": "ok", "digest": f"{n:064x}", "bytes": n}
+
+
+def test_files_hashed_well_go_as_one_string_and_come_back_exactly() -> None:
+    paths = ["a", "b c:d", os.fsdecode(b"\xff\n")]
+    rows = [_hashed_row(path, n) for n, path in enumerate(paths)]
+    expected = [dict(row) for row in rows]
+    text = pack_rows(rows, [{"path": path} for path in paths])  # type: ignore[arg-type]
+    assert text == '{"hashed":"' + " ".join(f"{n:064x}:{n}" for n in range(3)) + '"}'
+    back = unpack_rows(text.encode(), paths)  # as Redis hands it back
+    assert back == expected
+    assert [list(row) for row in back] == [list(row) for row in expected]  # key order kept
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"path": "x", "status": "missing", "bytes": 0, "error": "No such file or directory"},
+        {**_hashed_row("x", 7), "stat": ["file", 420, 0, 7, 0, 0]},  # with --meta
+        _hashed_row("elsewhere", 7),  # not the item's path
+        {"path": "x", "digest": f"{7:064x}", "status": "ok", "bytes": 7},  # keys reordered
+        {**_hashed_row("x", 7), "digest": "not hex: spaced"},
+    ],
+)
+def test_any_other_row_sends_its_batch_as_records(odd: dict[str, object]) -> None:
+    rows = [_hashed_row("a", 1), odd]
+    expected = [dict(row) for row in rows]
+    paths = ["a", "x"]
+    text = pack_rows(rows, [{"path": path} for path in paths])  # type: ignore[arg-type]
+    assert text.startswith("[")
+    back = unpack_rows(text, paths)
+    assert back == expected
+    assert [list(row) for row in back] == [list(row) for row in expected]
+
+
+hashed_rows = st.builds(
+    lambda path, n, ok: _hashed_row(path, n) if ok else {"path": path, "status": "error"},
+    paths,
+    st.integers(min_value=0, max_value=2**40),
+    st.booleans(),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(hashed_rows, min_size=1, max_size=20))
+def test_rows_round_trip_whatever_the_mix(rows: list[dict[str, object]]) -> None:
+    expected = [dict(row) for row in rows]
+    paths_sent = [str(row["path"]) for row in rows]
+    text = pack_rows(rows, [{"path": path} for path in paths_sent])  # type: ignore[arg-type]
+    assert unpack_rows(text, paths_sent) == expected
