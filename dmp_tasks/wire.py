@@ -9,7 +9,7 @@ saved.)
 Rows go back without the paths the submitter sent (it has them). A batch whose rows are
 all files hashed well, as nearly all of a ``--create``'s are, goes as one string of
 ``digest:bytes`` entries: 70 bytes a file rather than 114, and about 1.1 µs of CPU a file
-between the two ends rather than 1.9 (timed on 8,192 rows).
+between the two ends rather than 2.1 (timed on 8,192 rows).
 """
 
 from __future__ import annotations
