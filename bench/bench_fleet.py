@@ -39,8 +39,8 @@ sys.path.insert(0, REPO)
 
 import redis  # noqa: E402
 
-from tests.integration.fleet import fleet_env, wait_ready, worker  # noqa: E402
-from tests.servers import redis_server, stop  # noqa: E402
+from tests.integration.fleet import fleet_env, worker  # noqa: E402
+from tests.servers import redis_server  # noqa: E402
 
 DATA = Path(REPO) / "bench" / "data"
 RESULTS = Path(REPO) / "bench" / "results"
@@ -169,34 +169,18 @@ MINIMUM = [sys.executable, str(Path(REPO) / "bench" / "celery_minimum.py")]
 
 @contextmanager
 def minimum_workers(url: str, logs: Path) -> Iterator[list[int]]:
-    """Two workers of bench/celery_minimum.py (one process each, as dmp's), on database 1
-    of the same Redis; their pids."""
-    env = fleet_env(None, CELERY_MINIMUM_URL=url)
-    procs = []
-    try:
-        for name in ("minimum1", "minimum2"):
-            log = logs / f"{name}.log"
-            command = [
-                sys.executable, "-m", "celery", "-A", "celery_minimum", "worker", "-c", "1",
-                "-Q", "minimum", "-n", f"{name}@%h", "--without-mingle", "--without-gossip",
-                "-f", str(log), "-l", "INFO",  # as `dmp worker` logs (and says it is ready)
-            ]  # fmt: skip
-            procs.append(
-                subprocess.Popen(
-                    command,
-                    cwd=Path(REPO) / "bench",
-                    env=env,
-                    start_new_session=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            log.touch()
-            wait_ready(log, procs[-1])
-        yield [proc.pid for proc in procs]
-    finally:
-        for proc in procs:
-            stop(proc)
+    """Two workers of bench/celery_minimum.py (one process each, as dmp's), with ``url``
+    for their broker; their pids."""
+    app, queue = "bench.celery_minimum", "minimum"
+    with (
+        worker(
+            url, "minimum1", logs, celery=True, app=app, queues=queue, CELERY_MINIMUM_URL=url
+        ) as one,
+        worker(
+            url, "minimum2", logs, celery=True, app=app, queues=queue, CELERY_MINIMUM_URL=url
+        ) as two,
+    ):
+        yield [one.pid, two.pid]
 
 
 def create_args(tree: Path) -> list[str]:

@@ -1,7 +1,7 @@
 """The simplest Celery fleet that does `dmp manifest --create --dir TREE -r`: a yardstick.
 
     CELERY_MINIMUM_URL=redis://... python bench/celery_minimum.py TREE    # the command
-    CELERY_MINIMUM_URL=redis://... celery -A celery_minimum worker ...    # a worker
+    CELERY_MINIMUM_URL=redis://... celery -A bench.celery_minimum worker -Q minimum
 
 It walks the tree in dmp's order, sends the paths as JSON (the only safe serializer) in
 batches of dmp's largest size, all at once in one group, has the workers hash them with
@@ -9,7 +9,7 @@ dmp's own hashing loop, and prints the digests it gets back through Celery's res
 nothing else. No window (its memory grows with the tree), no job record, no rows stream,
 no retries, no events, no metadata, no quoting of names. Beside dmp's fleet, in
 `bench_fleet.py`, it shows what of the fleet's CPU is Celery's and Redis's, and what is
-dmp's own. The workers run from `bench/`, with the repository on PYTHONPATH.
+dmp's own. Both need the repository on PYTHONPATH.
 """
 
 from __future__ import annotations

@@ -40,27 +40,29 @@ def worker(
     logdir: Path,
     *,
     celery: bool = False,
+    app: str = "dmp_tasks",
     concurrency: int = 1,
     queues: str | None = None,
     module: list[str] | None = None,
     **env: str,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A worker subprocess in its own session; `celery=True` starts it the Celery way;
-    ``module`` runs `python -m ...` of another entry point than dmp_cli's (same options)."""
+    """A worker subprocess in its own session; `celery=True` starts it the Celery way
+    (of ``app``, dmp's by default); ``module`` runs `python -m ...` of another entry
+    point than dmp_cli's (same options)."""
     if celery:
         cmd = [
             sys.executable,
             "-m",
             "celery",
             "-A",
-            "dmp_tasks",
+            app,
             "worker",
             "-c",
             str(concurrency),
             "-n",
             f"{name}@%h",
             "-Q",
-            "dmp.hash,dmp.transfer,dmp.big,dmp.coord",
+            queues or "dmp.hash,dmp.transfer,dmp.big,dmp.coord",
             "--without-mingle",
             "--without-gossip",
             "-l",
