@@ -183,6 +183,22 @@ def minimum_workers(url: str, logs: Path) -> Iterator[list[int]]:
         yield [one.pid, two.pid]
 
 
+def with_services(
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    pids: list[int],
+    command: list[str] | None = None,
+) -> tuple[float, float]:
+    """Run dmp (or ``command``) against a fleet; its seconds, and the CPU seconds of it and
+    of the fleet's processes ``pids`` (counted a moment after, for the last callback)."""
+    before = cpu_seconds(pids)
+    seconds, status, _, cpu = timed(args, cwd, env, command)
+    assert status == 0
+    time.sleep(0.3)
+    return seconds, cpu + cpu_seconds(pids) - before
+
+
 def create_args(tree: Path) -> list[str]:
     return ["manifest", "--create", "--dir", tree.name, "--recursive"]
 
@@ -217,21 +233,15 @@ def bench_create(
             got["embedded_s"].append(seconds)
             got["embedded_cpu"].append(cpu)
             warm(tree)
-            before = cpu_seconds(services)
-            seconds, status, _, cpu = timed(create_args(tree), tree.parent, fleet)
-            assert status == 0
-            time.sleep(0.3)  # the last chord callback
+            seconds, cpu = with_services(create_args(tree), tree.parent, fleet, services)
             got["distributed_s"].append(seconds)
-            got["distributed_cpu"].append(cpu + cpu_seconds(services) - before)
+            got["distributed_cpu"].append(cpu)
             if minimum and tree == smallest:
                 warm(tree)
                 pids = [*minimum[1], services[-1]]  # its workers and Redis
-                before = cpu_seconds(pids)
                 env = fleet_env(None, CELERY_MINIMUM_URL=minimum[0])
-                seconds, status, _, cpu = timed([tree.name], tree.parent, env, MINIMUM)
-                assert status == 0
-                time.sleep(0.3)
-                got.setdefault("minimum_cpu", []).append(cpu + cpu_seconds(pids) - before)
+                _, cpu = with_services([tree.name], tree.parent, env, pids, MINIMUM)
+                got.setdefault("minimum_cpu", []).append(cpu)
     results = {}
     for tree, got in runs_of.items():
         e, d = statistics.median(got["embedded_s"]), statistics.median(got["distributed_s"])
@@ -268,10 +278,7 @@ def bench_fixed(url: str, runs: int, services: list[int]) -> dict[str, float]:
     embedded, distributed = [], []
     for _ in range(runs):
         embedded.append(timed(args, root, local)[3])
-        before = cpu_seconds(services)
-        cpu = timed(args, root, fleet)[3]
-        time.sleep(0.3)
-        distributed.append(cpu + cpu_seconds(services) - before)
+        distributed.append(with_services(args, root, fleet, services)[1])
     return {
         "embedded_cpu_s": statistics.median(embedded),
         "distributed_cpu_s": statistics.median(distributed),
