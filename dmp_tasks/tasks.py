@@ -16,7 +16,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery, Signature
@@ -131,7 +131,7 @@ def run_batch(
     job's stores and options as JSON (see ``Work``); relative paths mean what they mean
     in ``cwd``, the submitter's directory (workers share the filesystem; the process's
     own directory is never changed)."""
-    items = cast(list[Item], wire.unpack(batch)) if isinstance(batch, str) else batch
+    items = wire.unpack_items(batch) if isinstance(batch, str) else batch
     try:
         store = job_store()
         work = Work(op, cwd, config.get("stores"), config.get("options"))
@@ -238,7 +238,7 @@ def batch_signature(
     (an app of the submitter's own; by default the fleet's)."""
     # The items go as a JSON string: kombu's decoder calls a hook for every object it
     # meets, which costs the workers more than hashing a small file; a string is one.
-    args: tuple[Any, ...] = (job, index, wire.pack(items), config, stream, cwd)
+    args: tuple[Any, ...] = (job, index, wire.pack_items(items), config, stream, cwd)
     if op in ("hash", "check"):
         args += (op == "check",)
     return (sender or app).signature(TASKS[op], args=args, immutable=True)

@@ -6,6 +6,10 @@ at about a microsecond a file each; compact separators make a batch of ``--creat
 values as lists, made the text smaller still but cost more to decode in Python than it
 saved.)
 
+A batch of bare paths (a walk's items, nearly every batch of a ``--create``) goes as its
+directories, each followed by the names in it: about 9 bytes a file rather than 35, which
+every hop pays for (the task message is encoded, base64'd and decoded again on its way).
+
 Rows go back without the paths the submitter sent (it has them). A batch whose rows are
 all files hashed well, as nearly all of a ``--create``'s are, goes as one string of
 ``digest:bytes`` entries: 70 bytes a file rather than 114, and about 1.1 µs of CPU a file
@@ -28,6 +32,39 @@ _ENCODER = json.JSONEncoder(check_circular=False, separators=(",", ":"))
 def pack(records: Sequence[Mapping[str, Any]]) -> str:
     """The records as one JSON text."""
     return _ENCODER.encode(records)
+
+
+def pack_items(items: Sequence[Item]) -> str:
+    """A batch's items for a task: ``{"dirs": [prefix, [name, ...], ...]}`` when each is a
+    bare path (a prefix ends in "/", or is empty), else the records as ``pack`` makes them.
+    ``unpack_items`` puts them back."""
+    if not items or not all(len(item) == 1 and type(item.get("path")) is str for item in items):
+        return pack(items)
+    groups: list[Any] = []
+    names: list[str] = []
+    current = None
+    for item in items:
+        path = item["path"]
+        name = path.rpartition("/")[2]
+        prefix = path[: len(path) - len(name)]
+        if prefix != current:
+            current, names = prefix, []
+            groups += (prefix, names)
+        names.append(name)
+    return _ENCODER.encode({"dirs": groups})
+
+
+def unpack_items(text: str | bytes) -> list[Item]:
+    """The items ``pack_items`` packed, in order."""
+    packed = json.loads(text)
+    if type(packed) is not dict:
+        return cast(list[Item], packed)
+    groups = packed["dirs"]
+    return [
+        {"path": prefix + name}
+        for prefix, names in zip(groups[::2], groups[1::2], strict=True)
+        for name in names
+    ]
 
 
 def unpack(text: str | bytes) -> list[dict[str, Any]]:

@@ -259,8 +259,8 @@ def test_each_kind_of_work_has_its_task(
     calls: list[tuple[object, ...]] = []
     monkeypatch.setattr(tasks, "run_batch", lambda *args: calls.append(args) or {"files": 1})
     assert tasks.app.tasks[name](*signature.args) == {"files": 1}
-    assert calls == [("job", 3, op, wire.pack(items), {}, True, "/work")]  # items as text
-    assert wire.unpack(calls[0][3]) == items
+    assert calls == [("job", 3, op, wire.pack_items(items), {}, True, "/work")]  # as text
+    assert wire.unpack_items(calls[0][3]) == items
 
 
 def test_asking_the_vault_is_batched_by_count_alone() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmp_tasks.wire import pack, pack_rows, unpack, unpack_rows
+from dmp_tasks.wire import pack, pack_items, pack_rows, unpack, unpack_items, unpack_rows
 
 EXAMPLES = int(os.environ.get("DMP_PROPERTY_EXAMPLES", "300"))
 
@@ -98,3 +98,35 @@ def test_rows_round_trip_whatever_the_mix(rows: list[dict[str, object]]) -> None
     paths_sent = [str(row["path"]) for row in rows]
     text = pack_rows(rows, [{"path": path} for path in paths_sent])  # type: ignore[arg-type]
     assert unpack_rows(text, paths_sent) == expected
+
+
+def test_bare_paths_go_as_their_directories_and_names() -> None:
+    items = [{"path": p} for p in ("t/d0/a", "t/d0/b", "t/d1/a", "top", "/abs/x", "t/d0/c")]
+    text = pack_items(items)  # type: ignore[arg-type]
+    assert json.loads(text) == {
+        "dirs": ["t/d0/", ["a", "b"], "t/d1/", ["a"], "", ["top"], "/abs/", ["x"], "t/d0/", ["c"]]
+    }
+    assert unpack_items(text.encode()) == items  # in order, as Redis hands it back
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"path": "a", "size": 1},  # a size known
+        {"path": "a", "digest": "00", "line": 3},  # --check
+        {"path": "a", "problem": "Permission denied"},
+        {"digest": "00", "bad": True},  # an improperly formatted line: no path
+    ],
+)
+def test_any_other_item_sends_its_batch_as_records(other: dict[str, object]) -> None:
+    items = [{"path": "d/a"}, other]
+    text = pack_items(items)  # type: ignore[list-item]
+    assert text == pack(items)
+    assert unpack_items(text) == items
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.one_of(paths, st.sampled_from(["", "/", "a/", "//b", "a/b/"])), max_size=30))
+def test_bare_paths_round_trip_whatever_they_hold(names: list[str]) -> None:
+    items = [{"path": name} for name in names]
+    assert unpack_items(pack_items(items)) == items  # type: ignore[arg-type]
