@@ -40,6 +40,7 @@ from dmp_cli.inputs import Inputs
 from dmp_cli.meta import Recorder
 from dmp_cli.options import Options, StoreSpec
 from dmp_cli.rules import Command
+from dmp_tasks import wire
 from dmp_tasks.app import app
 from dmp_tasks.config import COORD_QUEUE
 from dmp_tasks.executor import CeleryExecutor, Coordination
@@ -149,6 +150,9 @@ def _coordinate(store: JobStore, job: str, owner: str, lost: threading.Event) ->
             if info is None:
                 raise JobGone(f"job {job} is gone from Redis (expired, deleted, or lost)")
             plan = json.loads(info["plan"])
+            refused = wire.mismatch(plan, "the job's submitter")
+            if refused:
+                raise DmpError(refused)
             checkpoint = json.loads(info.get("checkpoint") or "{}")
             fields = _run(store, job, owner, plan, checkpoint, lost)
             if "error" in fields:

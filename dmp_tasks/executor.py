@@ -180,7 +180,7 @@ class _Submitter:
         # the batches in flight that finished): not sent again.
         self.has_rows: Callable[[int], bool] = lambda index: False
         self.groups = groups
-        self.config = {"stores": work.stores, "options": work.options}
+        self.config = {"stores": work.stores, "options": work.options, **wire.speaks()}
         self.stream = stream
         self.cwd = work.cwd or os.getcwd()
         self.batches = self.items = self.windows = 0
@@ -430,7 +430,9 @@ class CeleryExecutor:
         big the job; ``rules`` (strict, ignore_missing) judge it at the end."""
         job = new_job_id()
         fields = {rule: 1 for rule, on in rules.items() if on}
-        self._create(job, op, {**fields, "plan": json.dumps(plan)}, coordinated=True)
+        self._create(
+            job, op, {**fields, "plan": json.dumps({**plan, **wire.speaks()})}, coordinated=True
+        )
         try:
             # Coordinators first, then the workers its batches need: the first missing.
             if self.on_message is not None:
@@ -578,6 +580,9 @@ class CeleryExecutor:
             job, cursor, 10, count=2 * self.in_flight, keep=self.coordination is not None
         )
         if not any(index == next_batch for _, index, _ in arrived):
+            refused = self.store.refused(job)
+            if refused:  # not the broker's doing: a coordinator must not try again
+                raise DmpError(f"job {job}: {refused}")
             raise BrokerError(
                 f"the results of batch {next_batch} of job {job} were lost "
                 "(see the workers' logs); run the command again"

@@ -163,6 +163,13 @@ COORDINATED_KEY = "dmp:coordinated"
 ATTACHED_KEY = "dmp:attached"
 
 # An attached job whose submitter's lease has expired is abandoned: nobody reads its rows.
+# A refusal of a job's work, kept with a job that is still there (never made again).
+_REFUSE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSETNX', KEYS[1], 'refused', ARGV[1])
+end
+"""
+
 _ABANDON = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'active' then
   redis.call('SREM', KEYS[3], ARGV[2])
@@ -242,6 +249,7 @@ class JobStore:
         self._release = self.client.register_script(_RELEASE)
         self._end_job = self.client.register_script(_END_JOB)
         self._abandon = self.client.register_script(_ABANDON)
+        self._refuse = self.client.register_script(_REFUSE)
 
     def ping(self) -> None:
         with broker_errors(self.url, "connecting"):
@@ -420,6 +428,17 @@ class JobStore:
             *errors,
         ]
         return int(self._record(keys=keys, args=args))
+
+    def refuse(self, job: str, why: str) -> None:
+        """A worker could not take the job's work: its record says why (the first reason
+        given), if the job is still there."""
+        self._refuse(keys=[job_key(job)], args=[why])
+
+    def refused(self, job: str) -> str | None:
+        """Why a worker refused the job's work, if one did."""
+        with broker_errors(self.url, "reading the job"):
+            value = self.client.hget(job_key(job), "refused")
+        return value.decode() if value is not None else None
 
     def finish_window(self, job: str, window: int, counts: dict[str, int]) -> bool:
         keys = [job_key(job), job_key(job, "windows")]

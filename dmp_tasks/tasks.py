@@ -131,6 +131,9 @@ def run_batch(
     job's stores and options as JSON (see ``Work``); relative paths mean what they mean
     in ``cwd``, the submitter's directory (workers share the filesystem; the process's
     own directory is never changed)."""
+    refused = wire.mismatch(config)
+    if refused:  # its items may not even read as items here
+        return _refuse(job, index, refused)
     items = wire.unpack_items(batch) if isinstance(batch, str) else batch
     try:
         store = job_store()
@@ -155,6 +158,17 @@ def run_batch(
     except Exception:  # never fail the chord; the job's record shows the loss
         log.exception("job %s batch %d could not be recorded", job, index)
         return {"files": len(items), "s:lost": len(items), "bytes": 0}
+
+
+def _refuse(job: str, index: int, why: str) -> dict[str, int]:
+    """Work sent in a form this worker does not speak: not done, and the job's record
+    says why, for the command to tell (its rows never come)."""
+    log.error("job %s batch %d refused: %s", job, index, why)
+    try:
+        _persist(lambda: job_store().refuse(job, why))
+    except Exception:  # the log says it still
+        log.exception("job %s: the refusal could not be recorded", job)
+    return {"files": 0, "bytes": 0}
 
 
 # The four kinds of task, by name: a site can route, rate-limit or watch each on its own

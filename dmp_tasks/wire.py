@@ -22,11 +22,39 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from dmp_cli import __version__
 from dmp_cli.rows import Item, Row
+
+# What a command and the workers send each other (a batch's items and options, its rows,
+# a detached job's plan) changes between versions of dmp. Each side says which form it
+# speaks (``speaks``), and work in another form is refused in one line (``mismatch``),
+# rather than misread. Bumped with any change to those forms.
+PROTOCOL = 2
 
 # ensure_ascii stays: a path that is not UTF-8 holds lone surrogates, which only the
 # escaped form carries through (and back) intact.
 _ENCODER = json.JSONEncoder(check_circular=False, separators=(",", ":"))
+
+
+def speaks() -> dict[str, Any]:
+    """What goes with work sent to the fleet, to say which form it is in."""
+    return {"protocol": PROTOCOL, "dmp": __version__}
+
+
+def mismatch(sent: Mapping[str, Any], sender: str = "the command") -> str | None:
+    """Why this process cannot take work sent with ``sent`` (what ``speaks`` said, in a
+    batch's config or a job's plan), or None if it can."""
+    if sent.get("protocol") == PROTOCOL:
+        return None
+    theirs = (
+        f"dmp {sent.get('dmp')} (protocol {sent['protocol']})"
+        if "protocol" in sent
+        else "an older dmp"
+    )
+    return (
+        f"this worker runs dmp {__version__} (protocol {PROTOCOL}) and {sender} {theirs}: "
+        "run the same version of dmp on the workers and where commands are run"
+    )
 
 
 def pack(records: Sequence[Mapping[str, Any]]) -> str:

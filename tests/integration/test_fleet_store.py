@@ -7,7 +7,14 @@ import uuid
 
 import pytest
 
-from dmp_tasks.jobs import ERRORS_KEPT, JobStore, job_failed, rule_failure, status_counts
+from dmp_tasks.jobs import (
+    ERRORS_KEPT,
+    JobStore,
+    job_failed,
+    job_key,
+    rule_failure,
+    status_counts,
+)
 from tests.servers import Service
 
 pytestmark = pytest.mark.integration
@@ -215,3 +222,15 @@ def test_the_submitting_commands_rules_decide_a_job(
     assert info is not None and info["state"] == "done"
     assert rule_failure(info) == reason
     assert job_failed(info) is (reason is not None)
+
+
+def test_a_refusal_is_kept_once_and_never_makes_a_gone_job_again(store: JobStore) -> None:
+    job = new_job(store)
+    assert store.refused(job) is None
+    store.refuse(job, "the first reason")
+    store.refuse(job, "another")
+    assert store.refused(job) == "the first reason"
+    gone = uuid.uuid4().hex[:12]
+    store.refuse(gone, "too late")
+    assert not store.client.exists(job_key(gone))
+    assert store.refused(gone) is None

@@ -130,3 +130,19 @@ def test_any_other_item_sends_its_batch_as_records(other: dict[str, object]) -> 
 def test_bare_paths_round_trip_whatever_they_hold(names: list[str]) -> None:
     items = [{"path": name} for name in names]
     assert unpack_items(pack_items(items)) == items  # type: ignore[arg-type]
+
+
+def test_work_in_this_protocol_is_taken_and_any_other_refused_saying_why() -> None:
+    from dmp_cli import __version__
+    from dmp_tasks.wire import PROTOCOL, mismatch, speaks
+
+    assert mismatch(speaks()) is None
+    assert mismatch({"stores": None, **speaks()}) is None
+    other = mismatch({"protocol": PROTOCOL + 1, "dmp": "9.9"})
+    assert other == (
+        f"this worker runs dmp {__version__} (protocol {PROTOCOL}) and the command dmp 9.9 "
+        f"(protocol {PROTOCOL + 1}): run the same version of dmp on the workers and where "
+        "commands are run"
+    )
+    older = mismatch({"stores": None, "options": None}, "the job's submitter")
+    assert older is not None and "and the job's submitter an older dmp:" in older
