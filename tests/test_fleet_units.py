@@ -113,6 +113,8 @@ def test_worker_argv() -> None:
     )
     idle = worker_argv(None, "dmp.hash", None, "INFO", None, 30)
     assert idle[idle.index("--idle-exit") + 1] == "30"
+    assert "--task-events" not in idle
+    assert "--task-events" in worker_argv(None, "dmp.hash", None, "INFO", None, task_events=True)
 
 
 def test_celery_workers_of_the_app_take_idle_exit() -> None:

@@ -39,6 +39,7 @@ def worker_argv(
     loglevel: str,
     logfile: str | None,
     idle_exit: float | None = None,
+    task_events: bool = False,
 ) -> list[str]:
     """The celery command line for these options."""
     # A unique default name: two workers on one node must not share one (Celery then
@@ -68,6 +69,8 @@ def worker_argv(
         argv += ["--logfile", logfile]
     if idle_exit:
         argv += ["--idle-exit", str(idle_exit)]
+    if task_events:
+        argv += ["--task-events"]
     return argv
 
 
@@ -113,6 +116,14 @@ def worker_argv(
     help="Stop cleanly (exit 0) after MINUTES with no task received or running, so that "
     "a batch job gives its nodes back when the queues are empty (default: never).",
 )
+@click.option(
+    "-E",
+    "--task-events",
+    is_flag=True,
+    help="Send task events from the start, for `celery events` and other monitors "
+    "(default: from when a monitor asks; Flower asks when it starts, as does "
+    "`celery -A dmp_tasks control enable_events`).",
+)
 @click.pass_obj
 def worker(
     app: App,
@@ -122,6 +133,7 @@ def worker(
     loglevel: str,
     logfile: str | None,
     idle_exit: float | None,
+    task_events: bool,
 ) -> None:
     """Run a worker of the fleet: it takes batches of files from Redis (DMP_BROKER_URL)
     and hashes, checks or transfers them. Workers must see the same filesystem paths as
@@ -133,5 +145,5 @@ def worker(
 
     JobStore(app.settings.broker_url).ping()  # a clear error now rather than retries
     celery_app.worker_main(
-        worker_argv(concurrency, queues, name, loglevel.upper(), logfile, idle_exit)
+        worker_argv(concurrency, queues, name, loglevel.upper(), logfile, idle_exit, task_events)
     )

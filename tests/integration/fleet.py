@@ -44,11 +44,12 @@ def worker(
     concurrency: int = 1,
     queues: str | None = None,
     module: list[str] | None = None,
+    args: list[str] | None = None,
     **env: str,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A worker subprocess in its own session; `celery=True` starts it the Celery way
     (of ``app``, dmp's by default); ``module`` runs `python -m ...` of another entry
-    point than dmp_cli's (same options)."""
+    point than dmp_cli's (same options); ``args`` go on its command line too."""
     if celery:
         cmd = [
             sys.executable,
@@ -79,6 +80,7 @@ def worker(
             f"{name}@%h",
             *(["-Q", queues] if queues else []),
         ]
+    cmd += args or []
     log = logdir / f"{name}.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(
