@@ -162,7 +162,6 @@ return 1
 COORDINATED_KEY = "dmp:coordinated"
 ATTACHED_KEY = "dmp:attached"
 
-# An attached job whose submitter's lease has expired is abandoned: nobody reads its rows.
 # A refusal of a job's work, kept with a job that is still there (never made again).
 _REFUSE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -170,6 +169,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 """
 
+# An attached job whose submitter's lease has expired is abandoned: nobody reads its rows.
 _ABANDON = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'active' then
   redis.call('SREM', KEYS[3], ARGV[2])

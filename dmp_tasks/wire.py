@@ -95,12 +95,6 @@ def unpack_items(text: str | bytes) -> list[Item]:
     ]
 
 
-def unpack(text: str | bytes) -> list[dict[str, Any]]:
-    """The records ``pack`` made, in order."""
-    records: list[dict[str, Any]] = json.loads(text)
-    return records
-
-
 # The row of a file hashed well, key for key, as `dmp_cli.ops.hash_op` makes it.
 _HASHED = ("path", "status", "digest", "bytes")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -192,7 +193,7 @@ def test_paths_elided_on_the_stream_come_back_exactly() -> None:
     ]
     expected = copy.deepcopy(rows)
     sent = wire.pack_rows(rows, items)  # type: ignore[arg-type]
-    assert [row.get("path") for row in wire.unpack(sent)] == [0, None, "other"]
+    assert [row.get("path") for row in json.loads(sent)] == [0, None, "other"]
     back = wire.unpack_rows(sent, [item.get("path") for item in items])  # type: ignore[misc]
     assert back == expected
     assert [list(row) for row in back] == [list(row) for row in expected]  # key order kept
