@@ -65,7 +65,18 @@ def _reason(row: dict[str, Any]) -> str:
 
 
 def _show_errors(app: App, store: JobStore, job_id: str, info: dict[str, str]) -> None:
+    """The files that failed, each in the line the command would have said; a failure
+    that stopped the run (a full target, a vault that cannot be used), which the files
+    in flight then met too, is said once, as the run says it: by the job's error, which
+    its coordinator recorded as it stopped and which is shown after these, or else here
+    (an attached run, which its command stopped)."""
+    stopped = bool(info.get("error"))
     for row in store.errors(job_id):
+        if row.get("fatal"):
+            if not stopped:
+                app.out.error(_reason(row))  # its error names the file
+            stopped = True
+            continue
         app.out.file_error(row.get("path") or "?", _reason(row))
     for warning in filter(None, info.get("warnings", "").split("\n")):
         app.out.error(warning)

@@ -106,6 +106,11 @@ def test_full_disk_stops_the_fetch(tmp_path: Path, broker: str | None) -> None:
         assert 0 < len(names) < len(FILES) // 2
         shown = result.stdout.decode().splitlines()
         assert set(shown) <= {f"{n}: fetched (100.0 KiB)" for n in names}, shown
+        if broker is not None:  # its job, looked at from elsewhere, says the stop once
+            listed = run("--json", "job", "list", cwd=target, broker_url=broker)
+            job = json.loads(listed.stdout.splitlines()[0])["id"]
+            status = run("job", "status", job, cwd=target, broker_url=broker)
+            assert stopped_at(stderr_lines(status), "No space left on device") == failed
         if broker is None:  # once there is room, a fetch again brings the rest
             subprocess.run(["mount", "-o", "remount,size=4m", str(target)], check=True)
             again = run(*args, cwd=target, broker_url=None, **env)
@@ -188,3 +193,38 @@ def test_permission_denied_fails_only_that_directory(shared: Path) -> None:
     ]
     assert os.listdir(target / "d1") == []
     assert sorted(p.name for p in target.rglob("f*")) == ["f00", "f01", "f20"]
+
+
+def test_full_disk_stops_a_detached_fetch(tmp_path: Path, redis: Service) -> None:
+    """Detached, the fetch stops as it does attached: the job fails, and `dmp job watch`
+    says which file it stopped at in the one line the attached command says (not once for
+    every file in flight that met the full disk too), `dmp job status` as its reason; no
+    partial file is left. The coordinator runs on a worker, with a second process for batches."""
+    vault, manifest = stock(tmp_path)
+    env = {"DMP_VAULT": f"file://{vault}"}
+    url = redis.url.rsplit("/", 1)[0] + "/13"  # a database of its own: this worker alone
+    with (
+        worker(url, "coordinator", tmp_path, concurrency=2),
+        tmpfs(tmp_path / "full") as target,
+    ):
+        args = ["manifest", "--fetch", "-m", str(manifest), "--detach"]
+        submitted = run(*args, cwd=target, broker_url=url, **env)
+        assert submitted.returncode == 0, submitted.stderr
+        job = submitted.stdout.decode().strip()
+        watched = run("job", "watch", job, cwd=target, broker_url=url, timeout=120, **env)
+        status = run("job", "status", job, cwd=target, broker_url=url, **env)
+        record = run("--json", "job", "status", job, cwd=target, broker_url=url, **env)
+        names = fetched_whole(target)  # before the tmpfs goes
+    assert (watched.returncode, status.returncode, record.returncode) == (1, 1, 1)
+    said = stderr_lines(watched)
+    assert re.fullmatch(rf"dmp: job {job} failed: 30 files \(.*\)", said[-1]), said
+    failed = stopped_at(said[:-1], "No space left on device")
+    stop = f"{failed}: No space left on device; fetch stopped, as no later file could be written"
+    assert f"failed:   {stop}\n".encode() in status.stdout
+    assert status.stderr == b""  # the stop is its reason, above, not a line a file
+    assert failed not in names  # no partial file
+    assert 0 < len(names) < len(FILES) // 2
+    # Machines still get every file's row, the stop marked on those it stopped.
+    rows = [json.loads(line) for line in record.stdout.splitlines()[1:]]
+    assert rows and all(row["fatal"] for row in rows), rows
+    assert failed in {row["path"] for row in rows}
