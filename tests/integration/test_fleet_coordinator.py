@@ -194,21 +194,22 @@ def test_coordinator_killed_twice_archive_completes_counted_once(tmp_path: Path)
         assert stored[digest_key(hashlib.sha256(data).hexdigest())] == data
 
 
-def test_create_detach_is_byte_identical_to_embedded_also_after_a_kill(tmp_path: Path) -> None:
-    """The fleet writes the manifest on the shared filesystem: linked into place when
-    complete, byte for byte what an embedded --create writes, though its first
+@pytest.mark.parametrize("meta", [[], ["--meta"]], ids=["manifest", "with-companion"])
+def test_create_detach_is_byte_identical_to_embedded_also_after_a_kill(
+    tmp_path: Path, meta: list[str]
+) -> None:
+    """The fleet writes the manifest on the shared filesystem (and with --meta its
+    companion, which a coordinator taking over picks up from the checkpoint): linked into
+    place when complete, byte for byte what an embedded --create writes, though its first
     coordinator was killed halfway."""
     work = tmp_path / "work"
     _files(work, 300, nested=True)
     (work / "d1" / 'odd "name"\nwith a newline').write_bytes(b"odd\n")
-    embedded = run(
-        "manifest", "--create", "--dir", "d0", "--dir", "d1", "-r", "d2/sub*/f00*",
-        "-m", "embedded.sha256", cwd=work, broker_url=None,
-    )  # fmt: skip
+    args = ["--create", "--dir", "d0", "--dir", "d1", "-r", "d2/sub*/f00*", *meta]
+    embedded = run("manifest", *args, "-m", "embedded.sha256", cwd=work, broker_url=None)
     assert embedded.returncode == 0, embedded.stderr
     env = _slow(tmp_path, "hash", 0.03)
     with fleet(tmp_path, env, "a", "b") as crew:
-        args = ["--create", "--dir", "d0", "--dir", "d1", "-r", "d2/sub*/f00*"]
         job = _submit(crew, work, *args, "-m", "fleet.sha256")
         _wait(_checkpointed(crew, job, 40), why="a checkpoint past 40 files")
         assert not (work / "fleet.sha256").exists()  # not before it is complete
@@ -218,9 +219,10 @@ def test_create_detach_is_byte_identical_to_embedded_also_after_a_kill(tmp_path:
         again = _submit(crew, work, *args, "-m", "again.sha256")
         assert _watch(crew, work, again)[0] == 0
     assert code == 0, status
-    expected = (work / "embedded.sha256").read_bytes()
-    assert (work / "fleet.sha256").read_bytes() == expected
-    assert (work / "again.sha256").read_bytes() == expected
+    for suffix in ("", ".meta") if meta else ("",):
+        expected = (work / f"embedded.sha256{suffix}").read_bytes()
+        assert (work / f"fleet.sha256{suffix}").read_bytes() == expected, suffix
+        assert (work / f"again.sha256{suffix}").read_bytes() == expected, suffix
     assert not [p for p in os.listdir(work) if p.endswith(".dmp-tmp")]
 
 
