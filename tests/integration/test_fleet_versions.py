@@ -38,8 +38,8 @@ def work(tmp_path: Path) -> Path:
 
 
 def test_an_attached_command_says_its_workers_run_another_version(other: str, work: Path) -> None:
-    proc = run("manifest", "--create", "a.txt", "b.txt", "-m", "out.sha256", cwd=work,
-               broker_url=other)  # fmt: skip
+    args = ["manifest", "--create", "a.txt", "b.txt", "-m", "out.sha256"]
+    proc = run(*args, cwd=work, broker_url=other)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout == b""
     lines = proc.stderr.decode().splitlines()
@@ -54,14 +54,13 @@ def test_an_attached_command_says_its_workers_run_another_version(other: str, wo
 def test_a_detached_job_fails_saying_its_coordinator_runs_another_version(
     other: str, work: Path
 ) -> None:
-    submitted = run("manifest", "--create", "a.txt", "-m", "out.sha256", "--detach", cwd=work,
-                    broker_url=other)  # fmt: skip
+    args = ["manifest", "--create", "a.txt", "-m", "out.sha256", "--detach"]
+    submitted = run(*args, cwd=work, broker_url=other)
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.decode().split()[-1]
     watched = run("job", "watch", job, cwd=work, broker_url=other, timeout=60)
     assert watched.returncode == 1, watched.stderr
     said = watched.stderr.decode()
-    assert re.search(f"this worker runs {THEIRS} and the job's submitter {OURS}: {ADVICE}", said), (
-        said
-    )
+    why = f"this worker runs {THEIRS} and the job's submitter {OURS}: {ADVICE}"
+    assert re.search(why, said), said
     assert not (work / "out.sha256").exists()
