@@ -682,13 +682,18 @@ def submit_check(
     *,
     strict: bool = False,
     ignore_missing: bool = False,
+    meta: str | None = None,
 ) -> str:
     """Submit a check to the fleet: its coordinator runs ``check`` there, and the job is
-    judged by the same rules. Only the manifest's first entry is read here."""
+    judged by the same rules. Only the manifest's first entry is read here (with
+    ``meta``, a companion file, checked against the manifest here first)."""
     _first_entry(manifest, lambda name, stream: _check_items(name, stream, stdin=False))
+    if meta is not None:
+        open_companion(meta, manifest, shown_name(meta), shown_manifest(manifest))
     plan = {"command": "check", "cwd": os.getcwd(), "manifest": manifest}
     rules = {"strict": strict, "ignore_missing": ignore_missing}
-    return executor.submit_job(Command.CHECK.operation, {**plan, **rules}, rules)
+    extra = {"meta": meta} if meta else {}
+    return executor.submit_job(Command.CHECK.operation, {**plan, **rules, **extra}, rules)
 
 
 def submit_transfer(

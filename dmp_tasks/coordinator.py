@@ -40,11 +40,20 @@ from dmp_cli.inputs import Inputs
 from dmp_cli.meta import Recorder
 from dmp_cli.options import Options, StoreSpec
 from dmp_cli.rules import Command
+from dmp_cli.words import plural
 from dmp_tasks import wire
 from dmp_tasks.app import app
 from dmp_tasks.config import COORD_QUEUE
 from dmp_tasks.executor import CeleryExecutor, Coordination
-from dmp_tasks.jobs import Heartbeat, JobCancelled, JobGone, JobStore, LeaseLost, lease_seconds
+from dmp_tasks.jobs import (
+    ERRORS_KEPT,
+    Heartbeat,
+    JobCancelled,
+    JobGone,
+    JobStore,
+    LeaseLost,
+    lease_seconds,
+)
 from dmp_tasks.tasks import job_store
 
 log = logging.getLogger(__name__)
@@ -225,14 +234,7 @@ def _run(
         if command is Command.CREATE:
             return _create(executor, coordination, plan, saved)
         if command is Command.CHECK:
-            runs.check(
-                plan["manifest"],
-                executor,
-                strict=bool(plan.get("strict")),
-                ignore_missing=bool(plan.get("ignore_missing")),
-                stdin=False,
-            )
-            return {}
+            return _check(executor, plan)
         problems: list[str] = []
         report = runs.transfer(
             command,
@@ -253,6 +255,30 @@ def _run(
                 f"(the first: {problems[0]})"
             )
         return fields
+
+
+def _check(executor: CeleryExecutor, plan: Mapping[str, Any]) -> dict[str, Any]:
+    """A detached check; with a companion, the entries whose metadata differs end its
+    record (the first ERRORS_KEPT of them, as its failed files are kept), and fail it."""
+    differ: list[tuple[str, list[str]]] = []
+
+    def on_meta(path: str, found: list[str]) -> None:
+        if len(differ) < ERRORS_KEPT:
+            differ.append((path, found))
+
+    report = runs.check(
+        plan["manifest"],
+        executor,
+        strict=bool(plan.get("strict")),
+        ignore_missing=bool(plan.get("ignore_missing")),
+        stdin=False,
+        meta=plan.get("meta"),
+        listener=runs.Listener(on_meta=on_meta),
+    )
+    if not report.metadata:
+        return {}
+    entries = plural(report.metadata, "entry's metadata", "entries' metadata")
+    return {"metadata": json.dumps(differ), "error": f"{entries} did NOT match"}
 
 
 def _create(

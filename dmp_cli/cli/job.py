@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -78,8 +79,15 @@ def _show_errors(app: App, store: JobStore, job_id: str, info: dict[str, str]) -
             stopped = True
             continue
         app.out.file_error(row.get("path") or "?", _reason(row))
+    for path, found in _metadata(info):
+        app.out.file_error(path, "METADATA " + ", ".join(found))
     for warning in filter(None, info.get("warnings", "").split("\n")):
         app.out.error(warning)
+
+
+def _metadata(info: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """A detached --check --meta's entries whose metadata differs, with how."""
+    return [(path, found) for path, found in json.loads(info.get("metadata") or "[]")]
 
 
 class NoSuchJob(DmpError):
@@ -182,6 +190,8 @@ def status(app: App, job_id: str) -> int:
         app.out.record("job", id=job_id, **summary)
         for row in store.errors(job_id):
             app.out.record("file", **row)
+        for path, found in _metadata(info):
+            app.out.record("file", path=path, status="metadata", differences=found)
         return status
     elapsed = max(summary["elapsed"], 1e-3)
     done = f"{summary['files']}/{summary['total'] if summary['total'] is not None else '?'}"

@@ -368,9 +368,9 @@ def check(
     with --meta, a line for each entry whose recorded metadata differs."""
     meta_path = meta_file or (companion_of(manifest_path) if meta else None)
     if detach:
-        if meta_path:
-            raise UsageError("--check --meta does not apply with --detach")
-        return _detach_check(app, manifest_path, strict=strict, ignore_missing=ignore_missing)
+        return _detach_check(
+            app, manifest_path, strict=strict, ignore_missing=ignore_missing, meta=meta_path
+        )
     out: Output = app.out
     given = click.get_current_context().meta.get(VERBOSITY)
     last = given[-1] if given else None
@@ -447,15 +447,18 @@ _CHECK_KINDS = {"ok": "ok", "failed": "failed", "misformatted": "misformatted"}
 _VERDICTS = {"ok": b": OK\n", "failed": b": FAILED\n", "unreadable": b": FAILED open or read\n"}
 
 
-def _detach_check(app: App, manifest_path: str, *, strict: bool, ignore_missing: bool) -> int:
+def _detach_check(
+    app: App, manifest_path: str, *, strict: bool, ignore_missing: bool, meta: str | None
+) -> int:
     """Submit the check to the fleet; `dmp job watch ID` follows it to the end, and fails
-    it by the same rules as an attached check (--strict, --ignore-missing)."""
+    it by the same rules as an attached check (--strict, --ignore-missing, and with
+    --meta any entry whose metadata differs)."""
     from dmp_cli.cli.job import detach
 
     return detach(
         app,
         lambda executor: runs.submit_check(
-            manifest_path, executor, strict=strict, ignore_missing=ignore_missing
+            manifest_path, executor, strict=strict, ignore_missing=ignore_missing, meta=meta
         ),
     )
 

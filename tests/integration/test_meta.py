@@ -359,3 +359,36 @@ def test_through_the_fleet_the_same_companion_and_the_same_tree(site: Path, flee
     _ok(detached)
     _ok(run("job", "watch", detached.stdout.decode().strip(), cwd=site, broker_url=fleet))
     assert snapshot(elsewhere / "t") == snapshot(site / "restore" / "t")
+
+
+def test_a_detached_check_meta_says_what_differs_and_fails(site: Path, fleet: str) -> None:
+    """--check --meta --detach: the job passes while nothing differs; else `dmp job watch`
+    says each entry that differs in the line the attached check prints, and the job
+    fails with the attached check's warning."""
+    create = ["manifest", "--create", "--dir", "t", "-r", "-m", "t.sha256", "--meta"]
+    _ok(run(*create, cwd=site, broker_url=None))
+    check = ["manifest", "--check", "--meta", "-m", "t.sha256"]
+
+    def detached() -> tuple[subprocess.CompletedProcess[bytes], str]:
+        submitted = run(*check, "--detach", cwd=site, broker_url=fleet)
+        _ok(submitted)
+        job = submitted.stdout.decode().strip()
+        return run("job", "watch", job, cwd=site, broker_url=fleet), job
+
+    _ok(detached()[0])
+    os.chmod(site / "t" / "shared", 0o644)
+    os.unlink(site / "t" / "dangling")
+    attached = run(*check, cwd=site, broker_url=None)
+    said = [line for line in attached.stdout.splitlines() if b": METADATA " in line]
+    assert len(said) == 3, attached.stdout  # the mode, the link, and t's mtime
+    watched, job = detached()
+    assert watched.returncode == 1
+    err = watched.stderr.splitlines()
+    assert [line for line in err if b": METADATA " in line] == [b"dmp: " + s for s in said]
+    assert b"dmp: 3 entries' metadata did NOT match" in err
+    status = run("--json", "job", "status", job, cwd=site, broker_url=fleet)
+    assert status.returncode == 1
+    rows = [json.loads(line) for line in status.stdout.splitlines()[1:]]
+    assert [row["path"] for row in rows if row["status"] == "metadata"] == [
+        s.partition(b": METADATA")[0].decode() for s in said
+    ]
