@@ -676,6 +676,13 @@ def _execute(
 # ---------------------------------------------------------------- detached jobs
 
 
+def _submitted_companion(meta: str | None, manifest: str) -> None:
+    """A detached job's companion file, if it has one, checked against its manifest as
+    the job is submitted: one clear error now, not a failed job later."""
+    if meta is not None:
+        open_companion(meta, manifest, shown_name(meta), shown_manifest(manifest))
+
+
 def submit_check(
     manifest: str,
     executor: CeleryExecutor,
@@ -688,8 +695,7 @@ def submit_check(
     judged by the same rules. Only the manifest's first entry is read here (with
     ``meta``, a companion file, checked against the manifest here first)."""
     _first_entry(manifest, lambda name, stream: _check_items(name, stream, stdin=False))
-    if meta is not None:
-        open_companion(meta, manifest, shown_name(meta), shown_manifest(manifest))
+    _submitted_companion(meta, manifest)
     plan = {"command": "check", "cwd": os.getcwd(), "manifest": manifest}
     rules = {"strict": strict, "ignore_missing": ignore_missing}
     extra = {"meta": meta} if meta else {}
@@ -711,8 +717,7 @@ def submit_transfer(
     preflight(executor.stores, spec)
     plan = _plan(command, options, detached=True)
     _first_entry(manifest, lambda _, stream: plan.items(parse_lines(stream)), "SHA256 ")
-    if meta is not None:
-        open_companion(meta, manifest, shown_name(meta), shown_manifest(manifest))
+    _submitted_companion(meta, manifest)
     work = Work.of(command.operation, spec, options)
     job_plan = {
         "command": command.value,
