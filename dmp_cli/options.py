@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Self
 
 from dmp_cli.errors import UsageError
+from dmp_cli.settings import conditional_put_mode
+from dmp_cli.urls import parse_url, same_kind
 
 # The modes of an archive's destination: the vault itself; a staging bucket keyed by
 # checksum (DMP_ARCHIVE_DEFAULT); or --path, keyed by manifest path, copied into the vault.
@@ -47,9 +49,6 @@ class StoreSpec(_Plain):
 
     def validated(self) -> StoreSpec:
         """The spec, if its URLs and settings are ones dmp can use; else a usage error."""
-        from dmp_cli.settings import conditional_put_mode
-        from dmp_cli.store import parse_url
-
         for url in (self.vault, self.dest):
             if url:
                 parse_url(url)
@@ -81,14 +80,11 @@ class Options(_Plain):
             return self
         if self.dest_mode and not spec.dest:
             raise UsageError("an archive destination mode needs a destination URL")
-        if self.dest_mode == "path" and spec.dest:
-            from dmp_cli.store import same_kind
-
-            if not same_kind(spec.dest, spec.vault):
-                raise UsageError(
-                    f"--path {spec.dest}: the vault ({spec.vault}) is another "
-                    "kind of store, so it cannot get a server-side copy"
-                )
+        if self.dest_mode == "path" and spec.dest and not same_kind(spec.dest, spec.vault):
+            raise UsageError(
+                f"--path {spec.dest}: the vault ({spec.vault}) is another "
+                "kind of store, so it cannot get a server-side copy"
+            )
         return self
 
 

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, Protocol
-from urllib.parse import unquote, urlsplit
 
 from dmp_cli.errors import UsageError
 from dmp_cli.options import StoreSpec
+from dmp_cli.urls import parse_url
 
 if TYPE_CHECKING:
     from dmp_cli.vault import Vault
@@ -100,27 +100,6 @@ class Store(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Location:
-    scheme: str  # "s3" or "file"
-    netloc: str  # the bucket, for s3
-    prefix: str  # inside the bucket, or the directory for file
-
-
-def parse_url(url: str) -> Location:
-    """``s3://bucket/prefix`` or ``file:///dir``; anything else is a usage error."""
-    parts = urlsplit(url)
-    if parts.scheme == "s3":
-        if not parts.netloc:
-            raise UsageError(f"{url}: an S3 URL needs a bucket (s3://bucket/prefix)")
-        return Location("s3", parts.netloc, parts.path.strip("/"))
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise UsageError(f"{url}: a file URL needs an absolute directory (file:///dir)")
-        return Location("file", "", unquote(parts.path).rstrip("/") or "/")
-    raise UsageError(f"{url}: not an s3://bucket/prefix or file:///dir URL")
-
-
 def open_store(url: str, spec: StoreSpec) -> Store:
     """The store for a URL, its clients made from ``spec``."""
     location = parse_url(url)
@@ -176,8 +155,3 @@ class StorePool:
             self._stores.clear()
         for store in stores:
             store.close()
-
-
-def same_kind(a: str, b: str) -> bool:
-    """Whether a server-side copy between the two URLs is possible."""
-    return parse_url(a).scheme == parse_url(b).scheme

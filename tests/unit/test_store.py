@@ -34,9 +34,10 @@ from dmp_cli.errors import (
 )
 from dmp_cli.layout import digest_key
 from dmp_cli.options import StoreSpec
-from dmp_cli.store import Location, open_store, parse_url, same_kind
+from dmp_cli.store import open_store
 from dmp_cli.store.local import FileStore
 from dmp_cli.store.s3 import ConditionalPuts, S3Store, client_error, translated
+from dmp_cli.urls import Location, parse_url, same_kind
 
 MiB = 1 << 20
 
