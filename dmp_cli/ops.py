@@ -25,8 +25,7 @@ from dmp_cli.fsutil import dir_prefix
 from dmp_cli.meta import stat_of
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.rows import Item, Row, base_row, error_row, problem_row
-from dmp_cli.store import Store, StorePool
-from dmp_cli.vault import Vault
+from dmp_cli.store import Store, StorePool, Vault
 
 # Pauses before the attempts after the first, for files whose failure was transient;
 # DMP_RETRY_DELAYS (seconds, comma-separated) changes them.

@@ -30,8 +30,7 @@ from dmp_cli.ops import Context, operation
 from dmp_cli.quoting import quote_name
 from dmp_cli.restore import apply_at, apply_fd, is_link
 from dmp_cli.rows import Item, Row, base_row
-from dmp_cli.store import OnBytes
-from dmp_cli.vault import Vault
+from dmp_cli.store import OnBytes, Vault
 
 
 def _entry(item: Item, ctx: Context) -> Row:

@@ -2,7 +2,8 @@
 
 Two backends share one small interface and one key layout: ``s3://bucket/prefix`` (boto3)
 and ``file:///dir`` (a directory: a laptop, a shared or tape-backed filesystem). The
-per-file operations are written against ``Store`` and know neither.
+per-file operations are written against ``Store`` and know neither. Over any of them,
+``Vault`` speaks of checksums rather than keys; ``StorePool`` keeps the stores of a process.
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 from dmp_cli.errors import UsageError
+from dmp_cli.layout import digest_key
 from dmp_cli.options import StoreSpec
 from dmp_cli.urls import parse_url
-
-if TYPE_CHECKING:
-    from dmp_cli.vault import Vault
 
 # Called with a number of bytes as they move, from any thread.
 OnBytes = Callable[[int], None]
@@ -100,6 +99,48 @@ class Store(Protocol):
         ...
 
 
+class Vault:
+    """The vault: a content-addressed store, where the object for a file is its sha256.
+
+    It owns the key layout (``dmp_cli.layout``): callers speak of checksums, never of
+    keys, so that the layout is written down once. It knows nothing of S3 or directories:
+    the store beneath is passed in."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.url = store.url
+
+    def key(self, digest: str) -> str:
+        return digest_key(digest)
+
+    def url_of(self, digest: str) -> str:
+        """The address of a checksum's object, for messages."""
+        return self.store.key_url(digest_key(digest))
+
+    def check(self) -> None:
+        self.store.check()
+
+    def head(self, digest: str) -> ObjectInfo | None:
+        return self.store.head(digest_key(digest))
+
+    def put_file(
+        self,
+        digest: str,
+        path: str,
+        size: int,
+        on_bytes: OnBytes | None = None,
+        if_absent: bool = False,
+    ) -> int:
+        return self.store.put_file(digest_key(digest), path, digest, size, on_bytes, if_absent)
+
+    def get_file(self, digest: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
+        return self.store.get_file(digest_key(digest), stream, on_bytes)
+
+    def copy_from(self, source: Store, source_key: str, digest: str) -> None:
+        """A server-side copy of ``source``'s object into this checksum's place."""
+        self.store.copy(source, source_key, digest_key(digest), digest)
+
+
 def open_store(url: str, spec: StoreSpec) -> Store:
     """The store for a URL, its clients made from ``spec``."""
     location = parse_url(url)
@@ -140,8 +181,6 @@ class StorePool:
         return store
 
     def vault(self, spec: StoreSpec) -> Vault:
-        from dmp_cli.vault import Vault
-
         return Vault(self.get(spec, spec.vault))
 
     def dest(self, spec: StoreSpec) -> Store:

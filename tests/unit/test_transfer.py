@@ -318,7 +318,7 @@ def test_the_pool_is_bounded_and_closes_what_it_lets_go(
 @pytest.mark.integration  # a fresh interpreter
 def test_pure_core_imports_no_boto3() -> None:
     code = (
-        "import sys, dmp_cli.vault, dmp_cli.layout, dmp_cli.store, dmp_cli.manifest; "
+        "import sys, dmp_cli.layout, dmp_cli.store, dmp_cli.manifest; "
         "bad = [m for m in ('boto3', 'botocore', 'celery') if m in sys.modules]; "
         "sys.exit(bool(bad))"
     )
