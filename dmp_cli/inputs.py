@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from dmp_cli.fsutil import dir_prefix
-from dmp_cli.ops import Item
+from dmp_cli.rows import Item
 
 OnProblem = Callable[[str, str], None]
 
