@@ -352,7 +352,7 @@ def test_worker_image() -> None:
 
 
 UNIT = ROOT / "deploy" / "systemd" / "dmp-worker@.service"
-# What the unit's comment and the README run: the queues as an instance, escaped.
+# What the unit's comment and docs/fleet.md run: the queues as an instance, escaped.
 SYSTEMD_QUEUES = "dmp.hash,dmp.transfer,dmp.big,dmp.coord"
 
 
@@ -391,8 +391,8 @@ def test_systemd_unit_documentation_is_installed_by_its_instructions() -> None:
 
 @pytest.mark.integration  # runs systemd-escape and systemd-analyze
 def test_systemd_instance_names_the_queues(tmp_path: Path) -> None:
-    """The README's instance, escaped by systemd-escape, is a unit that systemd-analyze
-    verifies without a warning, and %I in it is the list of queues again."""
+    """The instance docs/fleet.md runs, escaped by systemd-escape, is a unit that
+    systemd-analyze verifies without a warning, and %I in it is the list of queues again."""
     escape, analyze = shutil.which("systemd-escape"), shutil.which("systemd-analyze")
     if escape is None or analyze is None:
         pytest.fail("systemd-escape and systemd-analyze are needed (apt-get install systemd)")
@@ -555,10 +555,12 @@ def test_sbatch_setup_hook_errors(tmp_path: Path, setup: str | None, message: st
     assert not record.exists()  # no worker started
 
 
-def test_the_readme_runs_the_commands_checked_here() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert f"systemd-escape --template=dmp-worker@.service {SYSTEMD_QUEUES})" in readme
-    assert "dmp-worker@dmp.hash,dmp" not in readme  # an unescaped instance: never as a unit
+def test_the_docs_run_the_commands_checked_here() -> None:
+    fleet = (ROOT / "docs" / "fleet.md").read_text()  # Running a fleet: the deploy commands
+    assert f"systemd-escape --template=dmp-worker@.service {SYSTEMD_QUEUES})" in fleet
+    for page in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        # an unescaped instance: never as a unit
+        assert "dmp-worker@dmp.hash,dmp" not in page.read_text(), page
     # The fleet.env lines work on a fresh account: the directory is made first.
-    made = readme.index("install -d -m 700 ~/.config/dmp\n")
-    assert made < readme.index("install -m 600 /dev/null ~/.config/dmp/fleet.env")
+    made = fleet.index("install -d -m 700 ~/.config/dmp\n")
+    assert made < fleet.index("install -m 600 /dev/null ~/.config/dmp/fleet.env")

@@ -1,6 +1,6 @@
-"""Celery's own tools work with dmp's workers, as the README's Monitoring section runs
-them: `celery -A dmp_tasks inspect ping`, `inspect active_queues`, and task events, off until
-a monitor turns them on (as Flower does), as `celery events` and Flower read them."""
+"""Celery's own tools work with dmp's workers, as docs/operations.md's Monitoring section
+runs them: `celery -A dmp_tasks inspect ping`, `inspect active_queues`, and task events, off
+until a monitor turns them on (as Flower does), as `celery events` and Flower read them."""
 
 from __future__ import annotations
 
