@@ -45,15 +45,8 @@ from dmp_tasks import wire
 from dmp_tasks.app import app
 from dmp_tasks.config import COORD_QUEUE
 from dmp_tasks.executor import CeleryExecutor, Coordination
-from dmp_tasks.jobs import (
-    ERRORS_KEPT,
-    Heartbeat,
-    JobCancelled,
-    JobGone,
-    JobStore,
-    LeaseLost,
-    lease_seconds,
-)
+from dmp_tasks.jobs import ERRORS_KEPT, JobCancelled, JobGone, JobStore, LeaseLost
+from dmp_tasks.lease import Heartbeat, lease_seconds
 from dmp_tasks.tasks import job_store
 
 log = logging.getLogger(__name__)

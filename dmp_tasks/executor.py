@@ -41,15 +41,8 @@ from dmp_cli.store import StorePool
 from dmp_tasks import wire
 from dmp_tasks.app import client_app
 from dmp_tasks.config import COORD_QUEUE, QUEUES, safe_url
-from dmp_tasks.jobs import (
-    Heartbeat,
-    JobCancelled,
-    JobGone,
-    JobStore,
-    LeaseLost,
-    broker_errors,
-    lease_seconds,
-)
+from dmp_tasks.jobs import JobCancelled, JobGone, JobStore, LeaseLost, broker_errors
+from dmp_tasks.lease import Heartbeat, lease_seconds
 from dmp_tasks.routing import (
     BATCH_BYTES,
     BLIND_BATCH_ITEMS,

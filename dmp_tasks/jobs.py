@@ -16,17 +16,13 @@ Keys of a job ``ID`` (all expire ``JOB_TTL`` after their last write):
 - ``dmp:jobs``            sorted set of job ids by submission time, for `dmp job list`
 - ``dmp:coordinated``     set of the detached jobs still going, for the workers' watchdog
 
-Every update that must happen once is a Lua script: Redis runs it atomically, so a worker
-killed halfway leaves either all of it or none.
+Every update that must happen once is a Lua script (``dmp_tasks.scripts``). A job's lease
+is renewed by ``dmp_tasks.lease``; whether a job failed is ``dmp_cli.job_verdicts``'s to say.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import os
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,150 +32,14 @@ from urllib.parse import urlsplit
 import redis
 
 from dmp_cli.errors import BrokerError, BrokerUnreachable, DmpError
-from dmp_cli.rows import Status
-from dmp_cli.rules import Command, Reason, Verdict, judge
-from dmp_cli.words import plural
+from dmp_tasks import scripts
 from dmp_tasks.config import safe_url
 
-log = logging.getLogger(__name__)
-
 JOB_TTL = 7 * 24 * 3600
-DEFAULT_LEASE_SECONDS = 30.0
 ERRORS_KEPT = 1000
 JOBS_KEY = "dmp:jobs"
-
-# Finishing: when the submitter has said how many batches and chords there are, and
-# either every batch has recorded itself or every chord's callback has run, the job is
-# done (unless it was cancelled meanwhile). Every batch recorded means every count is in;
-# a batch that could not record itself is counted as lost by its chord's callback.
-_FINISH = """
-local function finish(job, now)
-  local function all(done, total)
-    total = redis.call('HGET', job, total)
-    return total and tonumber(total) == tonumber(redis.call('HGET', job, done) or '0')
-  end
-  if all('batches_done', 'batches_total') or all('windows_done', 'windows_total') then
-    if redis.call('HGET', job, 'state') == 'active' then
-      redis.call('HSET', job, 'state', 'done')
-    end
-    redis.call('HSETNX', job, 'finished', now)
-  end
-end
-"""
-
-# Checked first, marked last: if a write fails halfway (Redis out of memory), the batch
-# is not marked, and its retry writes it again (the CLI drops a second copy of its rows).
-_RECORD_BATCH = (
-    _FINISH
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('GETBIT', KEYS[2], ARGV[1]) == 1 then return 0 end
-local ttl = tonumber(ARGV[4])
-if ARGV[2] ~= '' then
-  redis.call('XADD', KEYS[3], '*', 'b', ARGV[1], 'r', ARGV[2])
-  redis.call('EXPIRE', KEYS[3], ttl)
-end
-for i = 7, #ARGV do
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'r', ARGV[i])
-end
-if #ARGV >= 7 then redis.call('EXPIRE', KEYS[4], ttl) end
-for field, n in pairs(cjson.decode(ARGV[3])) do redis.call('HINCRBY', KEYS[1], field, n) end
-redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
-finish(KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('SETBIT', KEYS[2], ARGV[1], 1)
-redis.call('EXPIRE', KEYS[2], ttl)
-return 1
-"""
-)
-
-_FINISH_WINDOW = (
-    _FINISH
-    + """
-if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'windows_done', 1)
--- Files of batches that could not record themselves are counted here, so the job fails.
-local lost = cjson.decode(ARGV[2])['s:lost']
-if lost then redis.call('HINCRBY', KEYS[1], 's:lost', lost) end
-finish(KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
-return 1
-"""
-)
-
-_SET_TOTAL = (
-    _FINISH
-    + """
-redis.call('HSET', KEYS[1], 'windows_total', ARGV[1], 'batches_total', ARGV[2],
-           'items_total', ARGV[3])
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-finish(KEYS[1], ARGV[4])
-return 1
-"""
-)
-
-
-# A coordinator's checkpoint: only while it holds the lease, and the job is still there
-# and going. The batches it has gathered leave the flight record and the row stream.
-_CHECKPOINT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'state') ~= 'active' then return -2 end
-redis.call('HSET', KEYS[1], 'checkpoint', ARGV[2])
-local ids = tonumber(ARGV[3])
-for i = 4, 3 + ids do redis.call('XDEL', KEYS[3], ARGV[i]) end
-for i = 4 + ids, #ARGV do redis.call('HDEL', KEYS[4], ARGV[i]) end
-redis.call('EXPIRE', KEYS[1], {JOB_TTL})
-return 1
-""".replace("{JOB_TTL}", str(JOB_TTL))
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
-
-# The end of a detached job, written by its coordinator while it holds the lease: its
-# totals and how it ended (a cancelled job stays cancelled).
-_END_JOB = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-if redis.call('HGET', KEYS[1], 'state') == 'active' then
-  redis.call('HSET', KEYS[1], 'state', 'done')
-end
-redis.call('HSETNX', KEYS[1], 'finished', ARGV[2])
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[2])
-redis.call('SREM', KEYS[5], KEYS[6])
-return 1
-"""
-
 COORDINATED_KEY = "dmp:coordinated"
 ATTACHED_KEY = "dmp:attached"
-
-# A refusal of a job's work, kept with a job that is still there (never made again).
-_REFUSE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSETNX', KEYS[1], 'refused', ARGV[1])
-end
-"""
-
-# An attached job whose submitter's lease has expired is abandoned: nobody reads its rows.
-_ABANDON = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'active' then
-  redis.call('SREM', KEYS[3], ARGV[2])
-  return 0
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'abandoned', 'finished', ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[2])
-return 1
-"""
 
 
 class JobGone(BrokerError):
@@ -241,15 +101,16 @@ class JobStore:
         self.url = url
         # Any: redis-py's reply types are a union of everything a command can return.
         self.client: Any = client or connect(url)
-        self._record = self.client.register_script(_RECORD_BATCH)
-        self._finish_window = self.client.register_script(_FINISH_WINDOW)
-        self._set_total = self.client.register_script(_SET_TOTAL)
-        self._checkpoint = self.client.register_script(_CHECKPOINT)
-        self._renew = self.client.register_script(_RENEW)
-        self._release = self.client.register_script(_RELEASE)
-        self._end_job = self.client.register_script(_END_JOB)
-        self._abandon = self.client.register_script(_ABANDON)
-        self._refuse = self.client.register_script(_REFUSE)
+        register = self.client.register_script
+        self._record = register(scripts.RECORD_BATCH)
+        self._finish_window = register(scripts.FINISH_WINDOW)
+        self._set_total = register(scripts.SET_TOTAL)
+        self._checkpoint = register(scripts.CHECKPOINT.replace("{JOB_TTL}", str(JOB_TTL)))
+        self._renew = register(scripts.RENEW)
+        self._release = register(scripts.RELEASE)
+        self._end_job = register(scripts.END_JOB)
+        self._abandon = register(scripts.ABANDON)
+        self._refuse = register(scripts.REFUSE)
 
     def ping(self) -> None:
         with broker_errors(self.url, "connecting"):
@@ -529,114 +390,3 @@ def _check_held(url: str, job: str, answer: int) -> None:
         raise JobCancelled(f"job {job} was cancelled")
     if answer == 0:
         raise LeaseLost(f"job {job} is coordinated elsewhere now")
-
-
-class Heartbeat:
-    """Renews a job's lease every third of its life, on a thread of its own; sets
-    ``lost`` if it cannot (another holds it, or Redis has been away for a lease's life).
-    A detached job's coordinator holds the lease; so does an attached command, so that
-    a job whose submitter vanished ends as abandoned."""
-
-    def __init__(self, store: JobStore, job: str, owner: str, ttl_s: float) -> None:
-        self.store, self.job, self.owner, self.ttl_s = store, job, owner, ttl_s
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"dmp-lease-{job}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        with contextlib.suppress(redis.RedisError):
-            self.store.release_lease(self.job, self.owner)
-
-    def _run(self) -> None:
-        # Logged at info only: whoever holds the lease says what happened, in one line
-        # (a command's stderr must not get a second one from this thread).
-        renewed = time.monotonic()
-        while not self._stop.wait(self.ttl_s / 3):
-            try:
-                if not self.store.renew_lease(self.job, self.owner, int(self.ttl_s * 1000)):
-                    log.info("job %s: lease lost; stopping", self.job)
-                    self.lost.set()
-                    return
-                renewed = time.monotonic()
-            except redis.RedisError as exc:
-                if time.monotonic() - renewed > self.ttl_s:
-                    log.info("job %s: lease not renewed in %.0f s (%s)", self.job, self.ttl_s, exc)
-                    self.lost.set()
-                    return
-
-
-def lease_seconds() -> float:
-    raw = os.environ.get("DMP_LEASE_SECONDS")
-    return max(1.0, float(raw)) if raw else DEFAULT_LEASE_SECONDS
-
-
-def status_counts(info: dict[str, str]) -> dict[str, int]:
-    """The per-status file counts of a job hash (fields ``s:STATUS``)."""
-    return {k[2:]: int(v) for k, v in info.items() if k.startswith("s:")}
-
-
-def _counts(info: dict[str, str]) -> dict[str, int]:
-    """A job's counts as ``dmp_cli.rules`` judges them: by status, with the lines skipped
-    while submitting among the improperly formatted, and the files of batches that never
-    recorded themselves, once the job is done, counted as lost."""
-    counts = status_counts(info)
-    counts[Status.MISFORMATTED] = counts.get(Status.MISFORMATTED, 0) + int(
-        info.get("misformatted", 0)
-    )
-    if info.get("state") == "done":
-        unrecorded = int(info.get("items_total", 0)) - int(info.get("files", 0))
-        if unrecorded > 0:
-            counts[Status.LOST] = counts.get(Status.LOST, 0) + unrecorded
-    return counts
-
-
-def _verdict(info: dict[str, str], counts: dict[str, int]) -> Verdict:
-    """A job judged as the command that submitted it judges a run."""
-    return judge(
-        Command.of_operation(info.get("op", "hash")),
-        counts,
-        strict=bool(info.get("strict")),
-        ignore_missing=bool(info.get("ignore_missing")),
-    )
-
-
-def rule_failure(info: dict[str, str]) -> str | None:
-    """Why a job fails by the rules of the command that submitted it (--strict,
-    --ignore-missing, sha256sum's rules for a check), though no file failed; else None.
-    Until the job is done, only what cannot change: lines that --strict refuses. A job
-    that failed as a whole (its coordinator could not go on) says why."""
-    if info.get("error"):
-        return info["error"]
-    if info.get("state") == "abandoned":
-        return (
-            "its command stopped before the job was complete (killed, or it lost the "
-            "broker); run the command again to finish the work"
-        )
-    counts = _counts(info)
-    reason = _verdict(info, counts).reason
-    if reason is Reason.MISFORMATTED:
-        lines = counts[Status.MISFORMATTED]
-        why = "--strict" if info.get("strict") else "skipped"
-        return f"{plural(lines, 'line is', 'lines are')} improperly formatted ({why})"
-    if info.get("state") != "done":
-        return None
-    if reason is Reason.NO_LINES:
-        return "no properly formatted checksum lines found"
-    if reason is Reason.NOTHING_VERIFIED:
-        return "no file was verified (--ignore-missing)"
-    return None
-
-
-def job_failed(info: dict[str, str]) -> bool:
-    if info.get("state") in ("cancelled", "abandoned") or info.get("error"):
-        return True
-    verdict = _verdict(info, _counts(info))
-    if info.get("state") != "done":  # so far: files failed, or lines --strict refuses
-        return verdict.failed > 0 or verdict.reason is Reason.MISFORMATTED
-    return verdict.status != 0

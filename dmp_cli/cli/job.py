@@ -141,7 +141,7 @@ def _elapsed(info: dict[str, str]) -> float:
 
 
 def _summary(info: dict[str, str]) -> dict[str, Any]:
-    from dmp_tasks.jobs import job_failed, rule_failure, status_counts
+    from dmp_cli.job_verdicts import job_failed, rule_failure, status_counts
 
     total = info.get("items_total")
     failed = job_failed(info)

@@ -7,14 +7,8 @@ import uuid
 
 import pytest
 
-from dmp_tasks.jobs import (
-    ERRORS_KEPT,
-    JobStore,
-    job_failed,
-    job_key,
-    rule_failure,
-    status_counts,
-)
+from dmp_cli.job_verdicts import job_failed, rule_failure, status_counts
+from dmp_tasks.jobs import ERRORS_KEPT, JobStore, job_key
 from tests.servers import Service
 
 pytestmark = pytest.mark.integration
