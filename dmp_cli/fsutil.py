@@ -1,4 +1,4 @@
-"""Write, verify, rename: how every file dmp writes comes into being."""
+"""Write, verify, rename: how every file dmp writes comes into being, and where it may go."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import fcntl
 import functools
 import hashlib
 import os
+import posixpath
 import stat
 import tempfile
 import uuid
 from types import TracebackType
 from typing import BinaryIO
 
-from dmp_cli.errors import DmpError
+from dmp_cli.errors import DmpError, PathRefused
 
 
 def dir_prefix(directory: str) -> str:
@@ -304,3 +305,67 @@ class AtomicFile:
     ) -> None:
         if exc_type is not None:
             self.abort()
+
+
+# ---------------------------------------------------------------- paths a run writes to
+# A manifest's paths are data: a fetch or a restore writes only where tar would, and never
+# through a symbolic link, whatever the manifest says.
+
+
+def target_parts(path: str, absolute_names: bool) -> list[str]:
+    """The path's components (an absolute path keeps "/" first), refused by tar's rule: no
+    absolute path or ``..`` out of the working directory unless --absolute-names."""
+    absolute = path.startswith("/")
+    if absolute and not absolute_names:
+        raise PathRefused("absolute path refused (use --absolute-names to allow it)")
+    norm = posixpath.normpath(path)
+    if not absolute and (norm == ".." or norm.startswith("../")) and not absolute_names:
+        raise PathRefused("'..' leaves the working directory (use --absolute-names to allow it)")
+    parts = [part for part in norm.split("/") if part]
+    if not parts or parts[-1] in (".", ".."):
+        raise PathRefused("not a file name")
+    return (["/"] if absolute else []) + parts
+
+
+def open_parent(parts: list[str], make: bool, cwd: str | None = None) -> int | None:
+    """A descriptor of the target's directory, walked one component at a time without
+    following symlinks from ``cwd`` (else this process's directory); missing directories
+    are made (or, if not ``make``, None)."""
+    start, parts = (parts[0], parts[1:]) if parts[0] == "/" else (cwd or ".", parts)
+    fd = os.open(start, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    for index, part in enumerate(parts[:-1]):
+        try:
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                if not make:
+                    os.close(fd)
+                    return None
+                _mkdir(part, fd)
+                child = os.open(part, flags, dir_fd=fd)
+        except OSError as exc:
+            link = exc.errno in (errno.ELOOP, errno.ENOTDIR) and is_link_at(fd, part)
+            os.close(fd)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                where = "/".join(parts[: index + 1])
+                kind = "a symbolic link" if link else "not a directory"
+                raise PathRefused(f"{where} is {kind}; dmp does not write through it") from None
+            raise
+        os.close(fd)
+        fd = child
+    return fd
+
+
+def _mkdir(name: str, dir_fd: int) -> None:
+    # It may have been made meanwhile by another thread fetching beside us.
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, 0o777, dir_fd=dir_fd)
+
+
+def is_link_at(dir_fd: int, name: str) -> bool:
+    """Whether ``name`` in ``dir_fd`` is a symbolic link (not followed)."""
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False

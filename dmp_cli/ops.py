@@ -11,6 +11,7 @@ of bytes moving) comes through the context.
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import time
@@ -102,20 +103,18 @@ class Operation:
         return error_row(self.base(item, ctx), exc, where)
 
 
+# Every operation, by name: the "module:attribute" of its Operation, loaded on first use
+# (as kombu names its transports), so that a run that only hashes never loads the stores.
+TABLE: dict[str, str] = {
+    "hash": "dmp_cli.ops:HASH",
+    "check": "dmp_cli.ops:CHECK",
+    "head": "dmp_cli.transfer:HEAD",
+    "upload": "dmp_cli.transfer:UPLOAD",
+    "download": "dmp_cli.transfer:DOWNLOAD",
+}
+
+# The operations loaded so far, by name.
 OPERATIONS: dict[str, Operation] = {}
-
-
-def operation(
-    name: str,
-    kind: str,
-    base: Callable[[Item, Context], Row] = _path_only,
-    where: Callable[[Item, Context], str | None] | None = None,
-) -> Callable[[OpFunc], OpFunc]:
-    def register(func: OpFunc) -> OpFunc:
-        OPERATIONS[name] = Operation(name, func, kind, base, where or Operation.where)
-        return func
-
-    return register
 
 
 def _digest(item: Item, ctx: Context, row: Callable[[str, int], Row]) -> Result:
@@ -134,7 +133,6 @@ def _expected(item: Item, ctx: Context) -> Row:
     return base_row(item, expected=item["digest"]) if "digest" in item else base_row(item)
 
 
-@operation("hash", kind="cpu")
 def hash_op(item: Item, ctx: Context) -> Result:
     if "problem" in item:
         return problem_row(item)
@@ -159,7 +157,6 @@ def hash_op(item: Item, ctx: Context) -> Result:
     )
 
 
-@operation("check", kind="cpu", base=_expected)
 def check_op(item: Item, ctx: Context) -> Result:
     if item.get("bad"):
         return {"status": "misformatted", "bytes": 0}
@@ -186,6 +183,10 @@ def check_op(item: Item, ctx: Context) -> Result:
             "bytes": size,
         },
     )
+
+
+HASH = Operation("hash", hash_op, "cpu")
+CHECK = Operation("check", check_op, "cpu", base=_expected)
 
 
 def run_batch(
@@ -275,15 +276,16 @@ def _big_file_pool() -> ThreadPoolExecutor:
 
 
 def operation_named(name: str) -> Operation:
-    """The operation registered under ``name``; those that live beside the stores are
-    registered on first use (imported lazily: hashing needs none of them)."""
-    if name not in OPERATIONS:
-        import dmp_cli.transfer  # noqa: F401
-    return OPERATIONS[name]
+    """The operation ``TABLE`` names ``name``, its module imported on first use."""
+    op = OPERATIONS.get(name)
+    if op is None:
+        module, _, attribute = TABLE[name].partition(":")
+        op = OPERATIONS[name] = getattr(importlib.import_module(module), attribute)
+    return op
 
 
 def kind_of(name: str) -> str:
     return operation_named(name).kind
 
 
-__all__ = ["OPERATIONS", "Context", "Operation", "kind_of", "operation", "run_batch"]
+__all__ = ["OPERATIONS", "TABLE", "Context", "Operation", "kind_of", "operation_named", "run_batch"]

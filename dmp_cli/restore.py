@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from dmp_cli.errors import DmpError, PathRefused
+from dmp_cli.fsutil import is_link_at, open_parent, target_parts
 from dmp_cli.meta import Record, get_name, mode_of
 from dmp_cli.options import Options
 
@@ -87,15 +88,12 @@ def restore_tree(
     """The links and directories of a companion, after its files: links made, missing
     directories made, then every directory's owner, mode and times, deepest first.
     Each failure is told to ``on_problem`` (path, reason) and counted."""
-    # Imported here: transfer holds the path rules and pulls in the stores.
-    from dmp_cli.transfer import target_parts
-
     counts = TreeCounts()
     dirs: list[tuple[str, Record]] = []
     for rec in records:
         path = get_name(rec, "path")
         try:
-            parts = _parts(path, options, target_parts)
+            parts = _parts(path, options)
             if rec["type"] == "link":
                 _link(parts, rec, options)
                 counts.links += 1
@@ -107,7 +105,7 @@ def restore_tree(
             on_problem(path, _reason(exc))
     for path, rec in reversed(dirs):
         try:
-            parts = _parts(path, options, target_parts)
+            parts = _parts(path, options)
             _with_dir(parts, partial(apply_fd, meta=rec, options=options), make=False)
             counts.dirs += 1
         except (OSError, DmpError) as exc:
@@ -122,9 +120,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def _parts(
-    path: str, options: Options, target_parts: Callable[[str, bool], list[str]]
-) -> list[str]:
+def _parts(path: str, options: Options) -> list[str]:
     """The path's components by tar's rules; ``[]`` for the working directory itself."""
     if os.path.normpath(path) == ".":
         return []
@@ -132,8 +128,6 @@ def _parts(
 
 
 def _parent(parts: list[str]) -> int:
-    from dmp_cli.transfer import open_parent
-
     fd = open_parent(parts, make=True)
     assert fd is not None
     return fd
@@ -153,7 +147,7 @@ def _with_dir(parts: list[str], use: Callable[[int], None], make: bool) -> None:
             try:
                 fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
             except OSError as exc:
-                if _is_link_at(parent, parts[-1]):
+                if is_link_at(parent, parts[-1]):
                     raise PathRefused("is a symbolic link; dmp does not write through it") from None
                 raise exc
         finally:
@@ -162,13 +156,6 @@ def _with_dir(parts: list[str], use: Callable[[int], None], make: bool) -> None:
         use(fd)
     finally:
         os.close(fd)
-
-
-def _is_link_at(dir_fd: int, name: str) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
 
 
 def _link(parts: list[str], rec: Record, options: Options) -> None:

@@ -9,7 +9,6 @@ that the run stops instead of failing millions of files alike.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import posixpath
@@ -25,8 +24,8 @@ from dmp_cli.errors import (
     PathRefused,
     TargetUnusable,
 )
-from dmp_cli.fsutil import PendingFile
-from dmp_cli.ops import Context, operation
+from dmp_cli.fsutil import PendingFile, open_parent, target_parts
+from dmp_cli.ops import Context, Operation
 from dmp_cli.quoting import quote_name
 from dmp_cli.restore import apply_at, apply_fd, is_link
 from dmp_cli.rows import Item, Row, base_row
@@ -60,7 +59,6 @@ def _entries(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], 
 # ------------------------------------------------------------------ head
 
 
-@operation("head", kind="io", base=_entry, where=_object)
 @_entries
 def head_op(item: Item, ctx: Context) -> Row:
     info = ctx.vault().head(item["digest"])
@@ -72,7 +70,6 @@ def head_op(item: Item, ctx: Context) -> Row:
 # ------------------------------------------------------------------ upload
 
 
-@operation("upload", kind="io", base=_entry, where=_object)
 @_entries
 def upload_op(item: Item, ctx: Context) -> Row:
     """Archive one file: skip it if archived, else upload it to the vault, to
@@ -149,7 +146,6 @@ def path_key(path: str) -> str:
 TARGET_UNUSABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 
-@operation("download", kind="io", base=_entry, where=_object)
 @_entries
 def download_op(item: Item, ctx: Context) -> Row:
     """Bring one vault object to its manifest path: through a pending file in the target
@@ -207,64 +203,6 @@ def _download(item: Item, ctx: Context) -> Row:
             os.close(dir_fd)
 
 
-def target_parts(path: str, absolute_names: bool) -> list[str]:
-    """The path's components (an absolute path keeps "/" first), refused by tar's rule: no
-    absolute path or ``..`` out of the working directory unless --absolute-names."""
-    absolute = path.startswith("/")
-    if absolute and not absolute_names:
-        raise PathRefused("absolute path refused (use --absolute-names to allow it)")
-    norm = posixpath.normpath(path)
-    if not absolute and (norm == ".." or norm.startswith("../")) and not absolute_names:
-        raise PathRefused("'..' leaves the working directory (use --absolute-names to allow it)")
-    parts = [part for part in norm.split("/") if part]
-    if not parts or parts[-1] in (".", ".."):
-        raise PathRefused("not a file name")
-    return (["/"] if absolute else []) + parts
-
-
-def open_parent(parts: list[str], make: bool, cwd: str | None = None) -> int | None:
-    """A descriptor of the target's directory, walked one component at a time without
-    following symlinks from ``cwd`` (else this process's directory); missing directories
-    are made (or, if not ``make``, None)."""
-    start, parts = (parts[0], parts[1:]) if parts[0] == "/" else (cwd or ".", parts)
-    fd = os.open(start, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    for index, part in enumerate(parts[:-1]):
-        try:
-            try:
-                child = os.open(part, flags, dir_fd=fd)
-            except FileNotFoundError:
-                if not make:
-                    os.close(fd)
-                    return None
-                _mkdir(part, fd)
-                child = os.open(part, flags, dir_fd=fd)
-        except OSError as exc:
-            link = exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(part, fd)
-            os.close(fd)
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                where = "/".join(parts[: index + 1])
-                kind = "a symbolic link" if link else "not a directory"
-                raise PathRefused(f"{where} is {kind}; dmp does not write through it") from None
-            raise
-        os.close(fd)
-        fd = child
-    return fd
-
-
-def _mkdir(name: str, dir_fd: int) -> None:
-    # It may have been made meanwhile by another thread fetching beside us.
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(name, 0o777, dir_fd=dir_fd)
-
-
-def _is_link(name: str, dir_fd: int) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
-
-
 def _local_digest(dir_fd: int, name: str) -> str | None:
     """The sha256 of the file already at the target, None if there is none."""
     try:
@@ -311,4 +249,19 @@ def _fetch_into(
     return size
 
 
-__all__ = ["PathRefused", "download_op", "head_op", "path_key", "target_parts", "upload_op"]
+# The operations of this module, as dmp_cli.ops.TABLE names them.
+HEAD = Operation("head", head_op, "io", base=_entry, where=_object)
+UPLOAD = Operation("upload", upload_op, "io", base=_entry, where=_object)
+DOWNLOAD = Operation("download", download_op, "io", base=_entry, where=_object)
+
+
+__all__ = [
+    "DOWNLOAD",
+    "HEAD",
+    "UPLOAD",
+    "PathRefused",
+    "download_op",
+    "head_op",
+    "path_key",
+    "upload_op",
+]

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
+from dmp_cli.fsutil import target_parts
 from dmp_cli.layout import digest_key
 from dmp_cli.ops import Context, run_batch
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.store import StorePool
 from dmp_cli.store.local import FileStore
-from dmp_cli.transfer import PathRefused, path_key, target_parts
+from dmp_cli.transfer import PathRefused, path_key
 
 
 def sha(data: bytes) -> str:
