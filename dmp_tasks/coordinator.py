@@ -122,9 +122,9 @@ def _discard_output(plan: Mapping[str, Any]) -> None:
 @app.task(name="dmp.coordinate", bind=True, acks_late=True)
 def coordinate(self: Any, job: str) -> str:
     """Run detached job ``job`` to its end, from its last checkpoint; returns how it ended."""
-    store = job_store()
+    jobs = job_store()
     try:
-        info = store.info(job)
+        info = jobs.info(job)
     except BrokerError as exc:
         log.warning("job %s: %s; trying again in 5 s", job, exc)
         raise self.retry(countdown=5, max_retries=None) from None
@@ -135,20 +135,20 @@ def coordinate(self: Any, job: str) -> str:
         return str(info.get("state"))
     owner = f"{self.request.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     ttl = lease_seconds()
-    if not store.take_lease(job, owner, int(ttl * 1000)):
+    if not jobs.take_lease(job, owner, int(ttl * 1000)):
         log.info("job %s is coordinated by another worker", job)
         return "elsewhere"
     log.info("job %s: coordinating (%s) as %s", job, info.get("op"), owner)
-    with Heartbeat(store, job, owner, ttl) as heartbeat:
-        return _coordinate(store, job, owner, heartbeat.lost)
+    with Heartbeat(jobs, job, owner, ttl) as heartbeat:
+        return _coordinate(jobs, job, owner, heartbeat.lost)
 
 
-def _coordinate(store: JobStore, job: str, owner: str, lost: threading.Event) -> str:
+def _coordinate(jobs: JobStore, job: str, owner: str, lost: threading.Event) -> str:
     patience = time.monotonic() + BROKER_PATIENCE_S
     plan: dict[str, Any] = {}
     while True:
         try:
-            info = store.info(job)
+            info = jobs.info(job)
             if info is None:
                 raise JobGone(f"job {job} is gone from Redis (expired, deleted, or lost)")
             plan = json.loads(info["plan"])
@@ -156,10 +156,10 @@ def _coordinate(store: JobStore, job: str, owner: str, lost: threading.Event) ->
             if refused:
                 raise DmpError(refused)
             checkpoint = json.loads(info.get("checkpoint") or "{}")
-            fields = _run(store, job, owner, plan, checkpoint, lost)
+            fields = _run(jobs, job, owner, plan, checkpoint, lost)
             if "error" in fields:
                 _discard_output(plan)
-            store.end_job(job, owner, fields)
+            jobs.end_job(job, owner, fields)
             log.info("job %s: ended", job)
             return "done"
         except LeaseLost as exc:
@@ -172,7 +172,7 @@ def _coordinate(store: JobStore, job: str, owner: str, lost: threading.Event) ->
         except JobCancelled:
             _discard_output(plan)
             with contextlib.suppress(DmpError, redis.RedisError):
-                store.end_job(job, owner, {})
+                jobs.end_job(job, owner, {})
             log.info("job %s: cancelled", job)
             return "cancelled"
         except (BrokerError, redis.RedisError) as exc:
@@ -190,12 +190,12 @@ def _coordinate(store: JobStore, job: str, owner: str, lost: threading.Event) ->
                 log.exception("job %s failed", job)
             _discard_output(plan)
             with contextlib.suppress(DmpError, redis.RedisError):
-                store.end_job(job, owner, {"error": error})
+                jobs.end_job(job, owner, {"error": error})
             return "failed"
 
 
 def _run(
-    store: JobStore,
+    jobs: JobStore,
     job: str,
     owner: str,
     plan: Mapping[str, Any],
@@ -209,7 +209,7 @@ def _run(
         owner,
         next_batch=int(checkpoint.get("next_batch", 0)),
         items=int(checkpoint.get("items", 0)),
-        flight=store.flight(job),
+        flight=jobs.flight(job),
         lost=lost,
     )
     if coordination.items:
@@ -222,7 +222,7 @@ def _run(
             len(coordination.flight),
         )
     saved = checkpoint.get("run", {})
-    executor = CeleryExecutor(store.url, app=app, coordination=coordination)
+    executor = CeleryExecutor(jobs.url, app=app, coordination=coordination)
     with executor, _in_directory(plan["cwd"]):
         if command is Command.CREATE:
             return _create(executor, coordination, plan, saved)
@@ -351,7 +351,7 @@ class Watchdog(bootsteps.StartStopStep):
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
         self.tref: Any = None
-        self.store: JobStore | None = None
+        self.jobs: JobStore | None = None
 
     def start(self, worker: Any) -> None:
         consumed = worker.app.amqp.queues.consume_from or {}
@@ -367,15 +367,15 @@ class Watchdog(bootsteps.StartStopStep):
 
     def scan(self) -> None:
         try:
-            if self.store is None:
-                self.store = JobStore(app.conf.broker_url)
+            if self.jobs is None:
+                self.jobs = JobStore(app.conf.broker_url)
             ttl_ms = int(lease_seconds() * 1000)
-            for job in self.store.coordinated():
+            for job in self.jobs.coordinated():
                 # One new coordinator in ten leases: it may wait in the queue a while.
-                if self.store.claim_restart(job, 10 * ttl_ms):
+                if self.jobs.claim_restart(job, 10 * ttl_ms):
                     log.warning("job %s: its coordinator is gone; sending another", job)
                     coordinate.apply_async((job,), queue=COORD_QUEUE)
-            for job in self.store.abandon_orphans():
+            for job in self.jobs.abandon_orphans():
                 log.warning("job %s: its command is gone; the job is abandoned", job)
         except Exception as exc:  # the worker goes on; the next scan tries again
             log.warning("watchdog: %s", str(exc).split("\n")[0])

@@ -131,9 +131,9 @@ class _BatchPlan:
     (``by_bytes`` false: asking the vault) is bounded by the count alone."""
 
     def __init__(
-        self, store: JobStore, job: str, most: int, reread_s: float = 0.01, by_bytes: bool = True
+        self, jobs: JobStore, job: str, most: int, reread_s: float = 0.01, by_bytes: bool = True
     ) -> None:
-        self.store, self.job, self.most = store, job, most
+        self.jobs, self.job, self.most = jobs, job, most
         self.reread_s = reread_s  # how often to ask Redis for the mean (batches can be many)
         self.by_bytes = by_bytes
         self.limit = 0
@@ -143,7 +143,7 @@ class _BatchPlan:
     def __call__(self) -> tuple[int, int]:
         now = time.monotonic()
         if self.by_bytes and (self._read is None or now - self._read >= self.reread_s):
-            self.mean, self._read = self.store.mean_file_size(self.job), now
+            self.mean, self._read = self.jobs.mean_file_size(self.job), now
         mean = self.mean
         cap = min(self.most, BLIND_BATCH_ITEMS) if mean is None else self.most
         self.limit = min(cap, 2 * self.limit if self.limit else FIRST_BATCH_ITEMS)
@@ -156,7 +156,7 @@ class _Submitter:
     def __init__(
         self,
         app: Celery,
-        store: JobStore,
+        jobs: JobStore,
         job: str,
         work: Work,
         groups: Iterator[list[Item]],
@@ -165,7 +165,7 @@ class _Submitter:
         tally: Callable[[], Mapping[str, int]] | None = None,
         coordination: Coordination | None = None,
     ) -> None:
-        self.app, self.store, self.job, self.op = app, store, job, work.op
+        self.app, self.jobs, self.job, self.op = app, jobs, job, work.op
         # A detached job's coordinator records each batch before sending it (so that a
         # coordinator taking over sends the same ones), and ends the job itself.
         self.coordination = coordination
@@ -198,9 +198,9 @@ class _Submitter:
             self.exhausted = True
             if self.coordination:
                 extra = {**(self.tally() if self.tally else {}), **self._bytes_total()}
-                self.store.set_items_total(self.job, self.items, extra)
+                self.jobs.set_items_total(self.job, self.items, extra)
                 return
-            self.store.set_total(
+            self.jobs.set_total(
                 self.job,
                 self.windows,
                 self.batches,
@@ -227,7 +227,7 @@ class _Submitter:
             queue=callback_queue(self.op)
         )
         if self.coordination:
-            self.store.add_flight(
+            self.jobs.add_flight(
                 self.job,
                 {i: flight_entry(batch) for i, batch in enumerate(window, start=self.batches)},
             )
@@ -236,7 +236,7 @@ class _Submitter:
                 self.callbacks[self.windows] = chord(header, callback, app=self.app).apply_async()
         except Exception as exc:  # kombu's OperationalError and redis-py's errors
             raise BrokerError(
-                f"cannot submit to the broker at {safe_url(self.store.url)}: {exc}"
+                f"cannot submit to the broker at {safe_url(self.jobs.url)}: {exc}"
             ) from None
         self.starts.append(self.batches)
         if self.stream:
@@ -249,7 +249,7 @@ class _Submitter:
                 self.sized = self.sized and known is not None
                 self.nbytes += known or 0
         if not self.coordination:
-            self.store.submitted(self.job, len(window), items)
+            self.jobs.submitted(self.job, len(window), items)
         self.batches += len(window)
         self.items += items
         self.windows += 1
@@ -320,11 +320,11 @@ class CeleryExecutor:
         self.app = app or client_app(broker_url)
         self.coordination = coordination
         self._listers: list[FleetLister] = []
-        # For a run to ask whether the stores can be used before it sends work; the
-        # workers make their own.
+        # The object stores, for a run to ask whether they can be used before it sends
+        # work (the workers make their own); and the jobs' records, in Redis.
         self.stores = StorePool()
-        self.store = JobStore(broker_url)
-        self.store.ping()  # an unreachable broker is an error now, not a hang later
+        self.jobs = JobStore(broker_url)
+        self.jobs.ping()  # an unreachable broker is an error now, not a hang later
         # The window: DMP_BATCHES_IN_FLIGHT and DMP_FILES_IN_FLIGHT, for a fleet with more
         # processes than the default keeps busy (see the README's estimate).
         in_flight = in_flight or _setting("DMP_BATCHES_IN_FLIGHT", BATCHES_IN_FLIGHT)
@@ -349,7 +349,7 @@ class CeleryExecutor:
         owner, ttl = f"submitter:{socket.gethostname()}:{os.getpid()}", lease_seconds()
         try:  # from the start: an interrupt at any point cancels the job
             self._create(job, work.op, submitter=(owner, int(ttl * 1000)))
-            with Heartbeat(self.store, job, owner, ttl):
+            with Heartbeat(self.jobs, job, owner, ttl):
                 submitter = self._submitter(job, work, items, stream=True)
                 yield from self._gather(job, submitter)
                 submitter.wait()
@@ -383,7 +383,7 @@ class CeleryExecutor:
         for lister in self._listers:
             lister.close()
         self.stores.close()
-        self.store.client.close()
+        self.jobs.client.close()
 
     def __enter__(self) -> CeleryExecutor:
         return self
@@ -404,14 +404,14 @@ class CeleryExecutor:
                 f"job {job}: its input has {skipped} entries, fewer than the "
                 f"{coordination.items} already done; it changed meanwhile"
             )
-        plan = _BatchPlan(self.store, job, batch_items(work.op), by_bytes=work.op != "head")
+        plan = _BatchPlan(self.jobs, job, batch_items(work.op), by_bytes=work.op != "head")
         groups = chain(
             coordination.resent(source),
             batches(source, max_bytes=BATCH_BYTES, plan=plan, alone_bytes=big_file_bytes()),
         )
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * plan.most)))
         submitter = _Submitter(
-            self.app, self.store, job, work, groups, True, per_chord, coordination=coordination
+            self.app, self.jobs, job, work, groups, True, per_chord, coordination=coordination
         )
         yield from self._gather(job, submitter, coordination)
         submitter.wait()
@@ -453,7 +453,7 @@ class CeleryExecutor:
         coordinated: bool = False,
         submitter: tuple[str, int] | None = None,
     ) -> None:
-        self.store.create(
+        self.jobs.create(
             job,
             {"op": op, "host": socket.gethostname(), "command": self.label, **(fields or {})},
             coordinated,
@@ -472,12 +472,12 @@ class CeleryExecutor:
         most = batch_items(op)
         # A row's bytes are what was read or moved; asking the vault reads nothing (its
         # rows' bytes are the sizes of the objects), so its batches are bounded by count.
-        plan = _BatchPlan(self.store, job, most, by_bytes=op != "head")
+        plan = _BatchPlan(self.jobs, job, most, by_bytes=op != "head")
         groups = batches(items, max_bytes=BATCH_BYTES, plan=plan, alone_bytes=big_file_bytes())
         # A chord goes out whole: at most half the files in flight, so that the window
         # overshoots its bound by no more than that.
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * most)))
-        return _Submitter(self.app, self.store, job, work, groups, stream, per_chord, tally)
+        return _Submitter(self.app, self.jobs, job, work, groups, stream, per_chord, tally)
 
     def _gather(
         self, job: str, submitter: _Submitter, coordination: Coordination | None = None
@@ -493,7 +493,7 @@ class CeleryExecutor:
         if coordination:  # the rows that batches in flight before a takeover left
             submitter.has_rows = pending.__contains__
             while True:
-                cursor, arrived = self.store.read_rows(
+                cursor, arrived = self.jobs.read_rows(
                     job, cursor, 0, count=1024, keep=True, block=False
                 )
                 if not arrived:
@@ -517,7 +517,7 @@ class CeleryExecutor:
             if coordination and coordination.lost.is_set():
                 raise LeaseLost(f"job {job} is coordinated elsewhere now")
             if next_batch not in pending:
-                cursor, arrived = self.store.read_rows(
+                cursor, arrived = self.jobs.read_rows(
                     job, cursor, READ_BLOCK_MS, keep=coordination is not None
                 )
                 if not arrived:
@@ -558,7 +558,7 @@ class CeleryExecutor:
         """Save how far the job got: every row before ``next_batch`` has been used."""
         state = {"next_batch": next_batch, "items": items, "run": dict(coordination.save())}
         done = list(range(coordination.next_batch, next_batch))
-        self.store.checkpoint(coordination.job, coordination.owner, state, used_ids, done)
+        self.jobs.checkpoint(coordination.job, coordination.owner, state, used_ids, done)
         coordination.next_batch, coordination.items = next_batch, items
         used_ids.clear()
 
@@ -569,11 +569,11 @@ class CeleryExecutor:
         and the rows of the batch awaited are not here, a worker could not record them."""
         if not submitter.finished(submitter.window_of(next_batch)):
             return cursor, []
-        cursor, arrived = self.store.read_rows(
+        cursor, arrived = self.jobs.read_rows(
             job, cursor, 10, count=2 * self.in_flight, keep=self.coordination is not None
         )
         if not any(index == next_batch for _, index, _ in arrived):
-            refused = self.store.refused(job)
+            refused = self.jobs.refused(job)
             if refused:  # not the broker's doing: a coordinator must not try again
                 raise DmpError(f"job {job}: {refused}")
             raise BrokerError(
@@ -584,7 +584,7 @@ class CeleryExecutor:
 
     def _check_cancelled(self, job: str) -> None:
         with broker_errors(self.broker_url, "reading the job"):
-            state = self.store.state(job)
+            state = self.jobs.state(job)
         if state in ("cancelled", "abandoned"):
             raise JobCancelled(f"job {job} was {state}")
         if state is None:
@@ -606,7 +606,7 @@ class CeleryExecutor:
     def _abandon(self, job: str) -> None:
         """The CLI stopped before the end (an error, Ctrl-C): workers skip the rest."""
         with contextlib.suppress(Exception):  # the broker may be what failed
-            self.store.cancel(job)
+            self.jobs.cancel(job)
 
 
 def no_worker_message(app: Celery, broker_url: str, job: str, op: str) -> str | None:

@@ -366,7 +366,7 @@ class JobStore:
             entries = self.client.xrange(job_key(job, "errors"), count=limit)
         return [json.loads(fields[b"r"]) for _, fields in entries]
 
-    def jobs(self, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
+    def newest(self, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
         """The newest jobs first; ids whose state expired are dropped from the index."""
         with broker_errors(self.url, "listing jobs"):
             ids = [i.decode() for i in self.client.zrevrange(JOBS_KEY, 0, limit - 1)]

@@ -136,9 +136,9 @@ def run_batch(
         return _refuse(job, index, refused)
     items = wire.unpack_items(batch) if isinstance(batch, str) else batch
     try:
-        store = job_store()
+        jobs = job_store()
         work = Work(op, cwd, config.get("stores"), config.get("options"))
-        state = _persist(lambda: store.state(job))
+        state = _persist(lambda: jobs.state(job))
         if state is None:
             log.error(_GONE, job, index)
             return {"files": len(items), "s:lost": len(items), "bytes": 0}
@@ -152,7 +152,7 @@ def run_batch(
         counts = count_rows(rows)
         failed = [json.dumps(row) for row in failures(op, rows)[:ERRORS_KEPT]]
         rows_json = wire.pack_rows(rows, items) if stream else None  # last: in place
-        if _persist(lambda: store.record_batch(job, index, counts, rows_json, failed)) < 0:
+        if _persist(lambda: jobs.record_batch(job, index, counts, rows_json, failed)) < 0:
             log.error(_GONE, job, index)
         return counts
     except Exception:  # never fail the chord; the job's record shows the loss

@@ -47,14 +47,14 @@ def detach(app: App, submit: Callable[[CeleryExecutor], str]) -> int:
     return 0
 
 
-def _store(app: App) -> JobStore:
+def _jobs(app: App) -> JobStore:
     if not app.settings.broker_url:
         raise UsageError("dmp job needs DMP_BROKER_URL (the Redis that holds the jobs)")
     from dmp_tasks.jobs import JobStore
 
-    store = JobStore(app.settings.broker_url)
-    store.ping()
-    return store
+    jobs = JobStore(app.settings.broker_url)
+    jobs.ping()
+    return jobs
 
 
 def _reason(row: dict[str, Any]) -> str:
@@ -65,14 +65,14 @@ def _reason(row: dict[str, Any]) -> str:
     return str(row["status"])
 
 
-def _show_errors(app: App, store: JobStore, job_id: str, info: dict[str, str]) -> None:
+def _show_errors(app: App, jobs: JobStore, job_id: str, info: dict[str, str]) -> None:
     """The files that failed, each in the line the command would have said; a failure
     that stopped the run (a full target, a vault that cannot be used), which the files
     in flight then met too, is said once, as the run says it: by the job's error, which
     its coordinator recorded as it stopped and which is shown after these, or else here
     (an attached run, which its command stopped)."""
     stopped = bool(info.get("error"))
-    for row in store.errors(job_id):
+    for row in jobs.errors(job_id):
         if row.get("fatal"):
             if not stopped:
                 app.out.error(_reason(row))  # its error names the file
@@ -96,21 +96,21 @@ class NoSuchJob(DmpError):
     exit_code = 2
 
 
-def _info(store: JobStore, job: str) -> dict[str, str]:
-    info = store.info(job)
+def _info(jobs: JobStore, job: str) -> dict[str, str]:
+    info = jobs.info(job)
     if info is None:
         raise NoSuchJob(f"no job {job} (finished jobs are kept for 7 days)")
     return info
 
 
-def _still_there(store: JobStore, job: str) -> dict[str, str]:
+def _still_there(jobs: JobStore, job: str) -> dict[str, str]:
     """A job's record, which was there a moment ago: gone now, Redis lost it."""
-    info = store.info(job)
+    info = jobs.info(job)
     if info is None:
         from dmp_tasks.config import safe_url
 
         raise DmpError(
-            f"job {job} is gone from the broker at {safe_url(store.url)} (Redis restarted "
+            f"job {job} is gone from the broker at {safe_url(jobs.url)} (Redis restarted "
             "without its data?); run the command again to finish the work"
         )
     return info
@@ -182,13 +182,13 @@ def job() -> None:
 def status(app: App, job_id: str) -> int:
     """Show a job's state, counts and speed, and the files that failed; exit 1 if the
     job failed, 2 if there is no such job."""
-    store = _store(app)
-    info = _info(store, job_id)
+    jobs = _jobs(app)
+    info = _info(jobs, job_id)
     summary = _summary(info)
     status = 1 if summary["failed"] else 0
     if app.out.json:
         app.out.record("job", id=job_id, **summary)
-        for row in store.errors(job_id):
+        for row in jobs.errors(job_id):
             app.out.record("file", **row)
         for path, found in _metadata(info):
             app.out.record("file", path=path, status="metadata", differences=found)
@@ -214,7 +214,7 @@ def status(app: App, job_id: str) -> int:
     if summary["reason"]:
         lines.append(f"failed:   {summary['reason']}")
     app.out.write(("\n".join(lines) + "\n").encode())
-    _show_errors(app, store, job_id, info)
+    _show_errors(app, jobs, job_id, info)
     return status
 
 
@@ -228,8 +228,8 @@ def watch(app: App, job_id: str) -> int:
 
     If the broker stops answering (a restart, a network away), watch says so and waits for
     it up to 5 minutes: the job goes on without it."""
-    store = _store(app)
-    info = _info(store, job_id)
+    jobs = _jobs(app)
+    info = _info(jobs, job_id)
     total = int(info["items_total"]) if "items_total" in info else None
     # What was done before the watch began counts in the bar, not in its rate.
     seen, seen_bytes = int(info.get("files", 0)), int(info.get("bytes", 0))
@@ -241,7 +241,7 @@ def watch(app: App, job_id: str) -> int:
         lost: float | None = None  # since when the broker has not answered
         while True:
             try:
-                info = _still_there(store, job_id)
+                info = _still_there(jobs, job_id)
             except BrokerUnreachable as exc:
                 now = time.monotonic()
                 if lost is None:
@@ -264,10 +264,10 @@ def watch(app: App, job_id: str) -> int:
                 break
             if not asked and time.monotonic() - moved >= STALLED_S:
                 asked = True  # once: the answer costs the workers a round trip
-                _say_if_no_worker(app, store.url, job_id, info.get("op", ""))
+                _say_if_no_worker(app, jobs.url, job_id, info.get("op", ""))
             time.sleep(WATCH_INTERVAL)
     summary = _summary(info)
-    _show_errors(app, store, job_id, info)
+    _show_errors(app, jobs, job_id, info)
     if summary["reason"]:
         app.out.error(summary["reason"])
     app.out.record("job", id=job_id, **summary)
@@ -295,9 +295,9 @@ def _say_if_no_worker(app: App, broker_url: str, job_id: str, op: str) -> None:
 @click.pass_obj
 def cancel(app: App, job_id: str) -> int:
     """Cancel a job: workers skip the batches they have not started."""
-    store = _store(app)
-    info = _info(store, job_id)
-    if not store.cancel(job_id):
+    jobs = _jobs(app)
+    info = _info(jobs, job_id)
+    if not jobs.cancel(job_id):
         raise DmpError(f"job {job_id} has already ended ({_summary(info)['state']})")
     app.out.record("job", id=job_id, state="cancelled")
     app.out.info(f"job {job_id} cancelled")
@@ -318,10 +318,10 @@ def cancel(app: App, job_id: str) -> int:
 @click.pass_obj
 def list_jobs(app: App, limit: int) -> int:
     """List the newest jobs, from any node."""
-    store = _store(app)
+    jobs = _jobs(app)
     if not app.out.json:
         app.out.write(_LIST_ROW.format("JOB", "CREATED", "STATE", "FILES", "COMMAND").encode())
-    for job_id, info in store.jobs(limit):
+    for job_id, info in jobs.newest(limit):
         summary = _summary(info)
         if app.out.json:
             app.out.record("job", id=job_id, **summary)

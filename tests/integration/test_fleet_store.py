@@ -119,7 +119,7 @@ def test_missing_objects_do_not_fail_a_vault_query(store: JobStore) -> None:
 
 def test_jobs_listed_newest_first(store: JobStore) -> None:
     first, second = new_job(store), new_job(store)
-    listed = [job for job, _ in store.jobs(limit=1000)]
+    listed = [job for job, _ in store.newest(limit=1000)]
     assert listed.index(second) < listed.index(first)
 
 
