@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from dmp_cli.check import CheckCounts, check_items
 from dmp_cli.digest import digest_stream
-from dmp_cli.errors import ManifestError, ObjectExists, RunStopped, UsageError
+from dmp_cli.errors import ManifestError, ObjectExists, RunStopped, StoreError, UsageError
 from dmp_cli.executor import Executor, default_jobs, io_threads_for
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, Lister, walk_items
@@ -31,6 +31,7 @@ from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.plan import Plan, Tally, retry_items
 from dmp_cli.quoting import quote_name
 from dmp_cli.restore import TreeCounts, owners_settable, restore_tree
+from dmp_cli.retry import with_retries
 from dmp_cli.rows import Item, Row, Status, error_row
 from dmp_cli.rules import Command, Verdict, judge
 from dmp_cli.settings import Settings
@@ -102,8 +103,9 @@ class CompanionOutcome:
 
     path: str
     tree: TreeCounts | None = None
-    status: str | None = None  # --archive: uploaded, skipped, would-upload
+    status: str | None = None  # --archive: uploaded, skipped, would-upload, failed
     digest: str | None = None
+    error: str | None = None  # --archive: why it failed
     bytes: int = 0
     checksum_file: str | None = None  # --archive: the one-line manifest naming it
 
@@ -545,6 +547,8 @@ def transfer(
                 verdict = replace(verdict, status=1, failed=verdict.failed + outcome.tree.failed)
     elif companion is not None and command is Command.ARCHIVE:
         outcome = archive_companion(companion.path, executor.stores, spec, options)
+        if outcome.status == "failed":
+            verdict = replace(verdict, status=1, failed=verdict.failed + 1)
     return TransferReport(command, verdict, None, plan, tally, options.dry_run, outcome)
 
 
@@ -553,20 +557,28 @@ def archive_companion(
 ) -> CompanionOutcome:
     """Store a companion file in the vault under its sha256, like any file, and write
     ``PATH.sha256`` beside it: a one-line manifest of it, which --fetch brings it back
-    with (and sha256sum checks)."""
+    with (and sha256sum checks). Its requests are tried again as a file's are; if they
+    fail all the same, the outcome says so ("failed", and why), for the run to say before
+    its summary, which stays its last line."""
     with open(path, "rb") as stream:
         digest, size = digest_stream(stream)
     outcome = CompanionOutcome(path, digest=digest, checksum_file=path + ".sha256")
     vault = stores.vault(spec)
-    if options.dry_run:
-        there = vault.head(digest) is not None
-        outcome.status, outcome.bytes = ("skipped", 0) if there else ("would-upload", size)
-        return outcome
     try:
-        outcome.bytes = vault.put_file(digest, path, size, None, if_absent=True)
-        outcome.status = "uploaded"
-    except ObjectExists:
-        outcome.status = "skipped"
+        if options.dry_run:
+            there = with_retries(lambda: vault.head(digest)) is not None
+            outcome.status, outcome.bytes = ("skipped", 0) if there else ("would-upload", size)
+            return outcome
+        try:
+            outcome.bytes = with_retries(
+                lambda: vault.put_file(digest, path, size, None, if_absent=True)
+            )
+            outcome.status = "uploaded"
+        except ObjectExists:
+            outcome.status = "skipped"
+    except StoreError as exc:
+        outcome.status, outcome.error = "failed", str(exc)
+        return outcome
     _write_checksum_file(outcome.checksum_file or "", FORMATS["dmp"](digest, path))
     return outcome
 

@@ -94,7 +94,10 @@ def upload_op(item: Item, ctx: Context) -> Row:
         return {"to": to, "status": "skipped" if already else "would-upload", "bytes": size}
     sent = 0
     if not already:
-        sent = target.put_file(key, source, digest, item.get("size") or 0, ctx.on_bytes)
+        try:
+            sent = target.put_file(key, source, digest, item.get("size") or 0, ctx.on_bytes)
+        except ObjectExists:  # another uploader of this content finished first
+            already = True
     if options.dest_mode == "path" and not in_vault:
         vault.copy_from(target, key, digest)
     return {"to": to, "status": "skipped" if already else "uploaded", "bytes": sent}

@@ -122,7 +122,11 @@ def _companion_summary(out: Output, outcome: runs.CompanionOutcome) -> None:
             status=outcome.status,
             bytes=outcome.bytes,
             checksum_file=outcome.checksum_file,
+            error=outcome.error,
         )
+        if outcome.status == "failed":  # the run's summary follows, and fails it
+            out.file_error(outcome.path, f"metadata not archived: {outcome.error}")
+            return
         if outcome.status == "would-upload":
             out.info(f"metadata {name} would be uploaded as {outcome.digest}")
             return
@@ -257,7 +261,8 @@ def _vault_summary(out: Output, plan: Plan, tally: Tally, failed: int, pace: Pac
     out.info(
         f"{plural(plan.entries, 'file', 'files')}, "
         f"{plural(tally.distinct, 'distinct checksum', 'distinct checksums')}: "
-        f"{tally['present']} in the vault, {tally['missing']} missing, {pace.text()}"
+        f"{tally['present']} in the vault, {tally['missing']} missing, {failed} failed, "
+        f"{pace.text()}"
     )
 
 

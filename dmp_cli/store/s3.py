@@ -7,10 +7,16 @@ into the parts it sends, so the reader sees exactly the uploaded bytes and can f
 upload (s3transfer then aborts it) before it is completed. Multipart SHA-256 checksums
 are composite, so every object also carries its sha256 as ``x-amz-meta-sha256``.
 
-A process killed mid-upload leaves its multipart upload incomplete, billed until aborted.
-The next upload of that key (a redelivered batch, a rerun) aborts the ones it found when
-it began, once its own is complete: keys are checksums, so an upload it cuts short was
-sending the very object now there, and its uploader, finding it, counts its file as done.
+A process killed mid-upload leaves its multipart upload incomplete, billed until aborted;
+so does a CreateMultipartUpload whose answer was lost (the SDK, trying again, begins a
+second upload). An upload of a key, once complete, aborts every incomplete upload of that
+key it then finds: keys are checksums, so an upload it cuts short was sending the very
+object now there, and its uploader, finding it, counts its file as already archived.
+
+Every object carries, besides its sha256, the token of the upload that wrote it
+(``x-amz-meta-dmp-upload``): when a put-if-absent is refused after an attempt whose
+answer was lost, the token tells whether that attempt wrote the object (this run
+uploaded it) or it was there before (skipped).
 
 botocore's errors are translated here, and nowhere else, into one-line StoreErrors.
 """
@@ -24,7 +30,8 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
+from functools import partial
 from typing import Any, BinaryIO, cast
 
 from botocore.exceptions import (
@@ -37,6 +44,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.parsers import ResponseParserError
 from s3transfer.exceptions import (
     RetriesExceededError,
     S3DownloadFailedError,
@@ -55,6 +63,7 @@ from dmp_cli.errors import (
 )
 from dmp_cli.layout import join_key
 from dmp_cli.options import StoreSpec
+from dmp_cli.retry import with_retries
 from dmp_cli.store import ObjectInfo, OnBytes, Store, Upload
 
 log = logging.getLogger(__name__)
@@ -67,6 +76,7 @@ MULTIPART_CHUNKSIZE = 16 * MiB  # half the requests of s3transfer's 8 MiB: measu
 # and the parts held in memory stay bounded. Measured faster than two or four at once.
 MULTIPART_FILES = 1
 META_KEY = "sha256"  # sent as x-amz-meta-sha256
+WRITER_KEY = "dmp-upload"  # sent as x-amz-meta-dmp-upload: the upload's token
 # Below this size a put-if-absent replaces the HEAD that would precede the PUT: one
 # request instead of two. The PUT goes with "Expect: 100-continue", so a store that
 # already has the object refuses it (412) before the body is sent. Only on a store that
@@ -129,9 +139,10 @@ class S3Store:
         # refuses one for a key that exists, "on" trusted, "off" never used.
         self.conditional_put = conditional_put
         self._learned = learned or LEARNED
-        # Put-if-absent uploads that failed transiently: their answer may have been lost
-        # after the store wrote the object, so finding it there next time is no surprise.
-        self._unanswered = _Keys()
+        # The tokens of uploads that failed transiently, by key: their answer may have
+        # been lost after the store wrote the object, with this token (tried again, an
+        # upload sends the same one).
+        self._unanswered = _Tokens()
         self._conditional = conditional_put != "off"  # until a store answers 501
         self._tidy = True  # abort the stale uploads of a key, until the store refuses
 
@@ -170,6 +181,9 @@ class S3Store:
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def check(self, create: bool = False) -> None:  # prefixes need no making
+        with_retries(self._check)
+
+    def _check(self) -> None:
         with translated(f"s3://{self.bucket}", missing="no such bucket"):
             try:
                 self.client.head_bucket(Bucket=self.bucket)
@@ -180,14 +194,37 @@ class S3Store:
                     raise
 
     def head(self, key: str) -> ObjectInfo | None:
+        reply = self._head(key)
+        if reply is None:
+            return None
+        return ObjectInfo(reply["ContentLength"], reply["Metadata"].get(META_KEY))
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The HEAD's answer (its size checked, its metadata a dict), None if no object."""
         with translated(self.key_url(key)):
             try:
-                reply = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+                reply: dict[str, Any] = self.client.head_object(
+                    Bucket=self.bucket, Key=self._key(key)
+                )
             except ClientError as exc:
                 if _code(exc) in _MISSING:
                     return None
                 raise
-        return ObjectInfo(reply["ContentLength"], reply.get("Metadata", {}).get(META_KEY))
+        # An answer cut inside its headers can still parse, without the ones cut off.
+        if not isinstance(reply.get("ContentLength"), int):
+            raise StoreError(
+                f"{self.key_url(key)}: the answer to a HEAD came without its Content-Length "
+                "(cut short?)",
+                transient=True,
+            )
+        reply["Metadata"] = reply.get("Metadata") or {}
+        return reply
+
+    def _writer(self, key: str) -> str | None:
+        """The token of the upload that wrote the object at ``key`` (None: no object, or
+        written by something other than dmp)."""
+        reply = self._head(key)
+        return None if reply is None else reply["Metadata"].get(WRITER_KEY)
 
     def has(self, key: str, digest: str) -> bool:
         info = self.head(key)
@@ -202,27 +239,54 @@ class S3Store:
         on_bytes: OnBytes | None = None,
         if_absent: bool = False,
     ) -> int:
+        # Tried again after a transient failure, an upload sends the token it sent then:
+        # that attempt's answer may have been lost after the store wrote the object.
+        lost = self._unanswered.get(key)
+        token = lost or uuid.uuid4().hex
+        try:
+            sent = self._put_file(key, path, digest, token, bool(lost), on_bytes, if_absent)
+        except StoreError as exc:
+            if exc.transient:
+                self._unanswered.add(key, token)
+            else:
+                self._unanswered.pop(key)
+            raise
+        self._unanswered.pop(key)
+        return sent
+
+    def _put_file(
+        self,
+        key: str,
+        path: str,
+        digest: str,
+        token: str,
+        lost: bool,
+        on_bytes: OnBytes | None,
+        if_absent: bool,
+    ) -> int:
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
-            asked = False
             if if_absent and (size >= CONDITIONAL_PUT_MAX or not self._trusts_conditional_put(key)):
                 # Asking first is cheap beside sending a big file.
-                if self.head(key) is not None:
-                    if self._unanswered.pop(key):  # as a 412 in _put_single
-                        return self._sent(size, on_bytes)
+                reply = self._head(key)
+                if reply is not None:
+                    if lost and reply["Metadata"].get(WRITER_KEY) == token:
+                        return self._sent(size, on_bytes)  # as a 412 in _put_single
                     raise ObjectExists(f"{self.key_url(key)}: already there")
-                if_absent, asked = False, True
-            try:
-                if size < self.config.multipart_threshold:
-                    return self._put_single(key, source, digest, on_bytes, if_absent)
-                return self._put_multipart(key, source, size, digest, on_bytes)
-            except StoreError as exc:
-                if asked and exc.transient:
-                    self._unanswered.add(key)
-                raise
+                if_absent = False
+            if size < self.config.multipart_threshold:
+                return self._put_single(key, source, digest, token, lost, on_bytes, if_absent)
+            return self._put_multipart(key, source, size, digest, token, on_bytes)
 
     def _put_single(
-        self, key: str, source: BinaryIO, digest: str, on_bytes: OnBytes | None, if_absent: bool
+        self,
+        key: str,
+        source: BinaryIO,
+        digest: str,
+        token: str,
+        lost: bool,
+        on_bytes: OnBytes | None,
+        if_absent: bool,
     ) -> int:
         data = source.read()
         got = hashlib.sha256(data).hexdigest()
@@ -236,27 +300,27 @@ class S3Store:
                     Key=self._key(key),
                     Body=data,
                     ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"),
-                    Metadata={META_KEY: digest},
+                    Metadata={META_KEY: digest, WRITER_KEY: token},
                     **args,
                 )
         except StoreError as exc:
             cause = exc.__cause__
             code = _code(cause) if isinstance(cause, ClientError) else ""
-            unanswered = self._unanswered.pop(key)
             if if_absent and code in _PRECONDITION_FAILED:
-                if unanswered or _retried(cast(ClientError, cause)):
-                    # Tried again (by botocore, or by dmp after botocore's attempts)
-                    # after a PUT whose answer was lost (a reset, a timeout): that PUT
-                    # most likely wrote the object, so this run uploaded it.
+                # Refused because the object is there. Written by this upload if an
+                # earlier attempt (botocore's, or dmp's before botocore's attempts ran
+                # out) may have reached the store and lost its answer; but a 503, a 500
+                # or a reset may as well have come before the store wrote anything, and
+                # the client cannot tell which. The object's token can: it is this
+                # upload's only if one of its attempts wrote it. Without an earlier
+                # attempt the object was there before: no question asked.
+                if (lost or _retried(cast(ClientError, cause))) and self._writer(key) == token:
                     return self._sent(len(data), on_bytes)
                 raise ObjectExists(f"{self.key_url(key)}: already there") from None
             if if_absent and code in ("NotImplemented", "501"):
                 self._conditional = False  # a store without conditional writes: ask first
-                return self.put_file(key, source.name, digest, len(data), on_bytes, True)
-            if if_absent and exc.transient:
-                self._unanswered.add(key)
+                return self._put_file(key, source.name, digest, token, lost, on_bytes, True)
             raise
-        self._unanswered.pop(key)
         return self._sent(len(data), on_bytes)
 
     @staticmethod
@@ -276,24 +340,53 @@ class S3Store:
         object put twice with If-None-Match, the second must be refused (412). An answer
         that cannot tell (an error, the first refused although the key is new) is a no:
         then ask first. A store that cannot be used at all (credentials rejected) is
-        said now, as the failure of the object ``url`` that was to be put."""
+        said now, as the failure of the object ``url`` that was to be put. Each request
+        is tried again as a file's would be, and the probe's object deleted in the end."""
         key = self._key(f"{PROBE_NAME}-{uuid.uuid4().hex}")
+        lost = False  # an attempt failed transiently: its answer may have been lost
+
+        def put() -> str:
+            nonlocal lost
+            try:
+                with translated(url):
+                    return self._probe_put(key)
+            except StoreError as exc:
+                lost = lost or exc.transient
+                raise
+
         try:
-            with translated(url):
-                first = self._probe_put(key)
-            # A 412 that answered botocore's retry refused the object the first
-            # attempt wrote (its answer lost): that is the refusal sought, early.
-            return first == _REFUSED_ON_RETRY or (
-                first == _TAKEN and self._probe_put(key) != _TAKEN
-            )
+            return self._ask(put, lambda: lost)
+        finally:
+            self._delete_probe(url, key)
+
+    @staticmethod
+    def _ask(put: Callable[[], str], lost: Callable[[], bool]) -> bool:
+        try:
+            first = with_retries(put)
         except FatalStoreError:
             raise
-        except (StoreError, ClientError, BotoCoreError, OSError):
+        except (StoreError, OSError):
             return False
-        finally:
-            # A store that refuses the delete keeps a 4-byte object; nothing to say.
-            with suppress(ClientError, BotoCoreError, OSError):
+        # A 412 that answered a retry refused the object an earlier attempt wrote (its
+        # answer lost): that is the refusal sought, early.
+        if first == _REFUSED_ON_RETRY or (first == _REFUSED and lost()):
+            return True
+        if first != _TAKEN:
+            return False
+        try:
+            return with_retries(put) != _TAKEN
+        except (StoreError, OSError):  # refused, as a write-once policy might: cannot tell
+            return False
+
+    def _delete_probe(self, url: str, key: str) -> None:
+        def delete() -> None:
+            with translated(url):
                 self.client.delete_object(Bucket=self.bucket, Key=key)
+
+        try:
+            with_retries(delete)
+        except StoreError as exc:  # refused, or failing past the retries: a 4-byte object
+            log.warning("%s: the probe object %s is left: %s", self.url, key, exc)
 
     def _probe_put(self, key: str) -> str:
         """How a conditional PUT of ``key`` was answered: taken, or refused (412) at
@@ -307,11 +400,14 @@ class S3Store:
         return _TAKEN
 
     def _put_multipart(
-        self, key: str, source: BinaryIO, size: int, digest: str, on_bytes: OnBytes | None
+        self,
+        key: str,
+        source: BinaryIO,
+        size: int,
+        digest: str,
+        token: str,
+        on_bytes: OnBytes | None,
     ) -> int:
-        # Listed before this upload begins, so never this one: a killed uploader's, or
-        # a live one of the same content (another batch), which ours makes needless.
-        stale = self._incomplete(self._key(key))
         try:
             with _Turn(self._big_files) as turn, translated(self.key_url(key)):
                 # The next big file may start once this one's parts are all read and sent
@@ -321,27 +417,39 @@ class S3Store:
                     cast(BinaryIO, reader),
                     self.bucket,
                     self._key(key),
-                    extra_args={"Metadata": {META_KEY: digest}},
+                    extra_args={"Metadata": {META_KEY: digest, WRITER_KEY: token}},
                     subscribers=_subscribers(size, on_bytes),
                 )
                 future.result()
         except StoreError as exc:
-            # Aborted underneath by an uploader of the same content that finished first
-            # (S3 says NoSuchUpload; other stores say it otherwise): the object is there.
-            if not self._holds(key, digest):
+            # The object may be there all the same: written by this upload, whose answer
+            # to CompleteMultipartUpload was lost (tried again, S3 says NoSuchUpload), or
+            # by an uploader of the same content that finished first and aborted this
+            # one underneath (S3 says NoSuchUpload; other stores say it otherwise).
+            writer = self._holder(key, digest)
+            if writer is None:
                 # Of other content (a key named by path, not by checksum): try again.
                 cause = exc.__cause__
                 if isinstance(cause, ClientError) and _code(cause) == "NoSuchUpload":
                     exc.transient = True
                 raise
-        self._abort_stale(self._key(key), stale)
-        return size
+            self._sweep(self._key(key))
+            if writer != token:
+                raise ObjectExists(f"{self.key_url(key)}: already there") from None
+        else:
+            self._sweep(self._key(key))
+        return size  # its parts' bytes were heard of as they went
 
-    def _holds(self, key: str, digest: str) -> bool:
+    def _holder(self, key: str, digest: str) -> str | None:
+        """The writer's token of the object at ``key`` if it holds ``digest`` ("" if it
+        has none); None if not, or if the store cannot say."""
         try:
-            return self.has(key, digest)
+            reply = self._head(key)
         except StoreError:
-            return False
+            return None
+        if reply is None or reply["Metadata"].get(META_KEY) != digest:
+            return None
+        return str(reply["Metadata"].get(WRITER_KEY) or "")
 
     def uploads(self) -> Iterator[Upload]:
         prefix = f"{self.prefix}/" if self.prefix else ""
@@ -366,34 +474,45 @@ class S3Store:
         for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
             yield from page.get("Uploads", [])
 
+    def _sweep(self, key: str) -> None:
+        """Abort the incomplete uploads of exactly ``key`` (a full key), listed once its
+        object is complete: a killed uploader's; one whose CreateMultipartUpload answer
+        was lost, this very upload's included; a live one of the same content (another
+        batch), which this one makes needless. Tidying up is a courtesy, not the upload's
+        business: a store that will not list or abort is left to its lifecycle rule."""
+        try:
+            for upload_id in with_retries(lambda: self._incomplete(key)):
+                with_retries(partial(self._abort, key, upload_id))
+        except StoreError as exc:
+            log.debug("%s: stale multipart uploads left: %s", self.url, exc)
+
     def _incomplete(self, key: str) -> list[str]:
-        """The ids of the incomplete uploads of exactly ``key`` (a full key): none if the
-        store will not say, since tidying up is a courtesy, not the upload's business."""
         if not self._tidy:
             return []
-        try:
-            return [u["UploadId"] for u in self._list_uploads(key) if u["Key"] == key]
-        except (ClientError, BotoCoreError) as exc:
-            self._untidy(exc)
-            return []
+        with translated(self.url):
+            try:
+                return [u["UploadId"] for u in self._list_uploads(key) if u["Key"] == key]
+            except ClientError as exc:
+                if _code(exc) not in _NO_UPLOAD_LISTING:
+                    raise
+                self._untidy(exc)
+                return []
 
-    def _abort_stale(self, key: str, upload_ids: list[str]) -> None:
-        for upload_id in upload_ids:
-            if not self._tidy:
-                return
+    def _abort(self, key: str, upload_id: str) -> None:
+        if not self._tidy:
+            return
+        with translated(self.url):
             try:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            except (ClientError, BotoCoreError) as exc:
+            except ClientError as exc:
                 # NoSuchUpload: it ended meanwhile (completed, or aborted by another).
-                if not (isinstance(exc, ClientError) and _code(exc) == "NoSuchUpload"):
+                if _code(exc) in _NO_UPLOAD_LISTING:
                     self._untidy(exc)
+                elif _code(exc) != "NoSuchUpload":
+                    raise
 
-    def _untidy(self, exc: ClientError | BotoCoreError) -> None:
-        """A refusal stops the tidying for good, said once; anything else, each time."""
-        refused = isinstance(exc, ClientError) and _code(exc) in _NO_UPLOAD_LISTING
-        if not refused:
-            log.debug("%s: stale multipart uploads left: %s", self.url, _describe(exc))
-            return
+    def _untidy(self, exc: ClientError) -> None:
+        """A refusal stops the tidying for good, said once."""
         with self._lock:
             said, self._tidy = not self._tidy, False
         if not said:
@@ -405,12 +524,23 @@ class S3Store:
             )
 
     def get_file(self, key: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
+        # Asked here rather than by s3transfer, which would take an answer cut short.
+        reply = self._head(key)
+        if reply is None:
+            raise ObjectMissing(f"{self.key_url(key)}: not in the vault")
+        size = reply["ContentLength"]
         with translated(self.key_url(key), missing="not in the vault"):
             future = self.manager.download(
-                self.bucket, self._key(key), stream, subscribers=_subscribers(None, on_bytes)
+                self.bucket, self._key(key), stream, subscribers=_subscribers(size, on_bytes)
             )
             future.result()
-        return int(future.meta.size or 0)
+        got = stream.seek(0, os.SEEK_END)
+        if got != size:  # a GET whose headers were cut before its Content-Length
+            raise StoreError(
+                f"{self.key_url(key)}: {got} bytes of {size} came (the answer was cut short)",
+                transient=True,
+            )
+        return size
 
     def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
         if not isinstance(source, S3Store):
@@ -477,24 +607,28 @@ class _HashingReader:
             self._on_end()
 
 
-class _Keys:
-    """A thread-safe set of keys, bounded: past ``bound`` the oldest are forgotten."""
+class _Tokens:
+    """A thread-safe map of keys to tokens, bounded: past ``bound`` the oldest are
+    forgotten."""
 
     def __init__(self, bound: int = 4096) -> None:
-        self._keys: dict[str, None] = {}
+        self._tokens: dict[str, str] = {}
         self._bound = bound
         self._lock = threading.Lock()
 
-    def add(self, key: str) -> None:
+    def add(self, key: str, token: str) -> None:
         with self._lock:
-            self._keys[key] = None
-            if len(self._keys) > self._bound:
-                del self._keys[next(iter(self._keys))]
+            self._tokens[key] = token
+            if len(self._tokens) > self._bound:
+                del self._tokens[next(iter(self._tokens))]
 
-    def pop(self, key: str) -> bool:
-        """Whether ``key`` was there (it is not, after)."""
+    def get(self, key: str) -> str | None:
         with self._lock:
-            return self._keys.pop(key, False) is None
+            return self._tokens.get(key)
+
+    def pop(self, key: str) -> None:
+        with self._lock:
+            self._tokens.pop(key, None)
 
 
 class _Turn:
@@ -609,6 +743,16 @@ def translated(url: str, missing: str | None = None) -> Iterator[None]:
         raise StoreError(f"{url}: {_describe(cause)}", transient=True) from exc
     except (ConnectionError, TimeoutError) as exc:  # sockets, below botocore's own errors
         raise StoreError(f"{url}: {_describe(exc)}", transient=True) from exc
+    except KeyError as exc:
+        # What these blocks run is requests: a field missing is an answer that did not
+        # parse whole (cut inside its headers, which the HTTP client accepts as ended).
+        raise StoreError(
+            f"{url}: an answer came without its {exc} (cut short?)", transient=True
+        ) from exc
+    except ResponseParserError as exc:
+        raise StoreError(
+            f"{url}: an answer that does not parse: {_describe(exc)}", transient=True
+        ) from exc
 
 
 def _transient(exc: BotoCoreError) -> bool:

@@ -7,11 +7,20 @@ request that names one key:
 - ``internal``: 500 InternalError, likewise.
 - ``reset-before``: the connection is reset before the request reaches the server.
 - ``reset-after``: the server does the request, then the connection is reset: the client
-  never sees the answer.
+  never sees the answer (an answer lost after the store acted).
+- ``headers-cut``: the server does the request; the status line and the first half of the
+  answer's headers are sent (Content-Length among the half left out), then the
+  connection is closed: the HTTP client takes the headers as ended.
 - ``cut``: a successful answer's full Content-Length is promised, half the body sent,
   then the connection closed (a network that drops mid-transfer). An answer with no body
   (a HEAD, a PUT) cannot be cut and goes through whole.
 - ``latency``: the answer comes, whole, after a pause.
+
+A fault may be aimed (``Aim``) instead of drawn at random: at the requests of one kind
+(``request_kind``: ``head-bucket``, ``put``, ``create-multipart``, ``upload-part``,
+``complete-multipart``, ``delete``, ``head``, ...), of one method, naming a key that
+holds a substring, and only the first so many of them, so that a single fault is forced.
+``arm`` aims anew (and counts from zero).
 
 Apart from faults, ``conditional`` says what the store does with a conditional PUT
 (``If-None-Match: *``): ``honour`` passes it on; ``overwrite`` strips the header before
@@ -37,9 +46,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 FAULTS = ("slowdown", "internal", "reset-before", "reset-after", "cut", "latency")
+# Beside FAULTS, not drawn unless asked for (the existing runs keep their mix).
+MORE_FAULTS = ("headers-cut",)
 CONDITIONAL_MODES = ("honour", "overwrite", "refuse")
 HOP_BY_HOP = {
     "connection",
@@ -66,6 +77,48 @@ _ERRORS = {
         "A header you provided implies functionality that is not implemented.",
     ),
 }
+
+
+def request_kind(method: str, target: str) -> str:
+    """What an S3 request (path-style) does: ``head-bucket``, ``list``, ``put``, ``get``,
+    ``head``, ``delete``, ``create-multipart``, ``upload-part``, ``complete-multipart``,
+    ``abort-multipart``, ``list-uploads``, ``copy``, or ``other``."""
+    parts = urlsplit(target)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    has_key = "/" in parts.path.strip("/")
+    if not has_key:
+        if method == "HEAD":
+            return "head-bucket"
+        if method == "GET":
+            return "list-uploads" if "uploads" in query else "list"
+        return "other"
+    if method == "POST":
+        if "uploads" in query:
+            return "create-multipart"
+        return "complete-multipart" if "uploadId" in query else "other"
+    if method == "PUT":
+        return "upload-part" if "partNumber" in query else "put"
+    if method == "DELETE":
+        return "abort-multipart" if "uploadId" in query else "delete"
+    return {"GET": "get", "HEAD": "head"}.get(method, "other")
+
+
+@dataclass(frozen=True)
+class Aim:
+    """Which requests a fault is aimed at: every field given must match. ``first``: only
+    the first so many matching requests meet it (0: all of them)."""
+
+    kind: str | None = None  # a request_kind
+    method: str | None = None
+    key: str | None = None  # a substring of the (unquoted) path
+    first: int = 0
+
+    def matches(self, method: str, target: str) -> bool:
+        if self.method is not None and method != self.method:
+            return False
+        if self.kind is not None and request_kind(method, target) != self.kind:
+            return False
+        return self.key is None or self.key in unquote(urlsplit(target).path)
 
 
 @dataclass
@@ -107,8 +160,9 @@ class FaultProxy:
         conditional: str = "honour",
         latency: float = 0.2,
         only: tuple[str, ...] = (),
+        aim: Aim | None = None,
     ) -> None:
-        unknown = set(kinds) - set(FAULTS)
+        unknown = set(kinds) - set(FAULTS + MORE_FAULTS)
         if unknown or conditional not in CONDITIONAL_MODES:
             raise ValueError(f"unknown fault kinds {unknown} or mode {conditional!r}")
         parts = urlsplit(upstream_url)
@@ -119,10 +173,19 @@ class FaultProxy:
         self.conditional = conditional
         self.latency = latency
         self.only = only  # methods that may be faulted (all if empty)
+        self.aim = aim
+        self.aimed = 0  # requests the aim matched so far
         self.counts = Counts()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self.url = ""
+
+    def arm(self, aim: Aim | None, kinds: tuple[str, ...] | None = None, rate: float = 0.0) -> None:
+        """Aim the faults anew (None: at random, at ``rate``), counting from zero."""
+        with self._lock:
+            self.aim, self.aimed, self.rate = aim, 0, rate
+            if kinds is not None:
+                self.kinds = kinds
 
     def reset(self) -> Counts:
         """The counts so far, and a fresh start (between runs)."""
@@ -137,7 +200,13 @@ class FaultProxy:
             self.counts.seen[(method, target)] += 1
             if self.only and method not in self.only:
                 return None
-            if self.key is not None:
+            if self.aim is not None:
+                if not self.aim.matches(method, target):
+                    return None
+                self.aimed += 1
+                if self.aim.first and self.aimed > self.aim.first:
+                    return None
+            elif self.key is not None:
                 if self.key not in unquote(target):
                     return None
             elif self._random.random() >= self.rate:
@@ -184,6 +253,9 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "reset-after":
             proxy.faulted(kind, self.command, self.path)
             return self._reset()
+        if kind == "headers-cut":
+            proxy.faulted(kind, self.command, self.path)
+            return self._headers_cut(status, reason, reply_headers)
         if kind == "latency":
             proxy.faulted(kind, self.command, self.path)
             time.sleep(proxy.latency)
@@ -244,6 +316,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _headers_cut(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        """The status line and the first half of the headers, Content-Length last (so
+        left out), then the connection closed without the blank line that ends them."""
+        kept = [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP | {"content-length"}]
+        lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in kept[: len(kept) // 2]]
+        self.close_connection = True
+        self.wfile.write("".join(lines).encode("latin-1"))
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_WR)
 
     def _reset(self) -> None:
         """Close with a TCP reset (SO_LINGER 0), not a polite FIN."""

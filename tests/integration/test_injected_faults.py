@@ -197,7 +197,7 @@ def _check_outcome(site: Site, case: Case, result: subprocess.CompletedProcess[b
         "create": None,
         "check": "could not be read" if failed else None,
         "vault": f"{len(FILES)} files, {len(FILES)} distinct checksums: "
-        f"{len(FILES) - failed} in the vault, 0 missing",
+        f"{len(FILES) - failed} in the vault, 0 missing, {failed} failed",
         "archive": f"uploaded, 0 skipped as already archived, {failed} failed",
         "fetch": f"fetched, 0 already present, {failed} failed",
     }[case.command]

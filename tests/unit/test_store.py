@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -171,7 +172,8 @@ def test_s3_single_put_carries_checksum_and_metadata(s3: object, tmp_path: Path)
     key = digest_key(digest)
     store.put_file(key, write(tmp_path / "f", data), digest, len(data))
     reply = s3.head_object(Bucket="vault", Key=f"object/{key}")  # type: ignore[attr-defined]
-    assert reply["Metadata"] == {"sha256": digest}
+    assert reply["Metadata"]["sha256"] == digest
+    assert re.fullmatch(r"[0-9a-f]{32}", reply["Metadata"]["dmp-upload"])  # the upload's token
     [headers] = sent
     assert headers["x-amz-checksum-sha256"] == base64.b64encode(bytes.fromhex(digest))
     info = store.head(key)
@@ -186,7 +188,7 @@ def test_s3_multipart_round_trip(s3: object, tmp_path: Path) -> None:
     store.put_file(key, write(tmp_path / "f", data), digest, len(data))
     reply = s3.head_object(Bucket="vault", Key=f"object/{key}")  # type: ignore[attr-defined]
     assert reply["ETag"].endswith('-3"')  # three parts: it really went multipart
-    assert reply["Metadata"] == {"sha256": digest}
+    assert reply["Metadata"]["sha256"] == digest
     out = BytesIO()
     store.get_file(key, out)
     assert sha(out.getvalue()) == digest
@@ -217,7 +219,7 @@ def test_s3_shrunk_file_is_never_stored(s3: object, tmp_path: Path) -> None:
     os.truncate(path, 7 * MiB)
     # The size seen when the upload began; the file shrinks while it is read.
     with open(path, "rb") as source, pytest.raises(IntegrityError, match="shrank"):
-        store._put_multipart(digest_key(digest), source, reader_size, digest, None)
+        store._put_multipart(digest_key(digest), source, reader_size, digest, "token", None)
     assert store.head(digest_key(digest)) is None
 
 
@@ -239,8 +241,9 @@ def test_s3_multipart_upload_aborts_the_stale_uploads_of_its_key_only(
 @pytest.mark.parametrize("finished", [True, False], ids=["same-content", "other-content"])
 def test_s3_multipart_upload_aborted_underneath(s3: Any, tmp_path: Path, finished: bool) -> None:
     """Another uploader of the key finished first and aborted this upload (S3 answers its
-    next part NoSuchUpload): with this content there, the file is uploaded; with other
-    content there (a key named by path), the failure is one to try again."""
+    next part NoSuchUpload): with this content there, written by that uploader, the file
+    was already there (its uploader says uploaded, not this one); with other content
+    there (a key named by path), the failure is one to try again."""
     store = S3Store(s3, "vault", "object", small_parts())
     data = os.urandom(6 * MiB)
     key = digest_key(sha(data))
@@ -257,7 +260,8 @@ def test_s3_multipart_upload_aborted_underneath(s3: Any, tmp_path: Path, finishe
     s3.meta.events.register("before-call.s3.UploadPart", aborted)
     path = write(tmp_path / "f", data)
     if finished:
-        assert store.put_file(key, path, sha(data), len(data)) == len(data)
+        with pytest.raises(ObjectExists):
+            store.put_file(key, path, sha(data), len(data))
     else:
         with pytest.raises(StoreError, match="NoSuchUpload") as raised:
             store.put_file(key, path, sha(data), len(data))
@@ -566,9 +570,11 @@ def test_s3_put_whose_answer_was_lost_counts_as_uploaded(
     data = b"small"
     key = digest_key(sha(data))
     lost: list[bool] = [True]
+    tokens: list[str] = []
 
     def write_then_drop(request: Any, **_: object) -> None:
         if lost[0] and request.method == "PUT" and key in request.url:
+            tokens.append(request.headers["x-amz-meta-dmp-upload"].decode())
             raise ConnectionClosedError(endpoint_url=request.url)
 
     s3.meta.events.register("before-send.s3", write_then_drop)
@@ -578,8 +584,37 @@ def test_s3_put_whose_answer_was_lost_counts_as_uploaded(
         store.put_file(key, path, sha(data), 5, if_absent=True)
     assert caught.value.transient
     lost[0] = False
-    s3.put_object(Bucket="vault", Key=f"object/{key}", Body=data)  # what that PUT did
+    assert len(set(tokens)) == 1  # botocore's attempts, one upload
+    metadata = {"sha256": sha(data), "dmp-upload": tokens[0]}
+    s3.put_object(Bucket="vault", Key=f"object/{key}", Body=data, Metadata=metadata)  # as it did
     assert store.put_file(key, path, sha(data), 5, if_absent=True) == 5
+    with pytest.raises(ObjectExists):
+        store.put_file(key, path, sha(data), 5, if_absent=True)
+
+
+@pytest.mark.parametrize("mode", ["on", "off"], ids=["conditional-put", "asking-first"])
+def test_s3_put_refused_after_an_attempt_that_wrote_nothing_is_skipped(
+    s3: Any, tmp_path: Path, mode: str
+) -> None:
+    """An attempt failed transiently (a 503, a reset: the client cannot tell whether the
+    store wrote) and the next is refused, the object being there: written before this
+    run (another token), it is already archived, not uploaded."""
+    data = b"small"
+    key = digest_key(sha(data))
+    s3.put_object(Bucket="vault", Key=f"object/{key}", Body=data, Metadata={"sha256": sha(data)})
+    failing: list[bool] = [True]
+
+    def slow_down(request: Any, **_: object) -> None:
+        if failing[0] and request.method in ("PUT", "HEAD") and key in request.url:
+            raise ConnectionClosedError(endpoint_url=request.url)
+
+    s3.meta.events.register("before-send.s3", slow_down)
+    store = S3Store(s3, "vault", "object", conditional_put=mode)
+    path = write(tmp_path / "f", data)
+    with pytest.raises(StoreError) as caught:
+        store.put_file(key, path, sha(data), 5, if_absent=True)
+    assert caught.value.transient
+    failing[0] = False
     with pytest.raises(ObjectExists):
         store.put_file(key, path, sha(data), 5, if_absent=True)
 
