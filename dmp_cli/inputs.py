@@ -208,8 +208,10 @@ def _walk(directory: str, recursive: bool, lister: Lister, on_met: OnMet | None)
 def _listed(files_from: str, null_separated: bool) -> Iterator[Item]:
     import sys
 
+    from dmp_cli.stdio import stdin_closed
+
     separator = b"\0" if null_separated else b"\n"
-    if files_from == "-" and sys.stdin is None:  # stdin closed (`<&-`)
+    if files_from == "-" and stdin_closed():  # `<&-`
         yield problem("standard input", os.strerror(errno.EBADF), errno.EBADF)
         return
     try:

@@ -281,7 +281,11 @@ def open_manifest(path: str, shown: str | None = None) -> BinaryIO:
     if path == "-":
         import sys
 
+        from dmp_cli.stdio import stdin_closed
+
         try:
+            if stdin_closed():  # `<&-`
+                raise ManifestError("'standard input': read error")
             return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
         except (AttributeError, OSError, ValueError):  # stdin closed (`<&-`): no stdin
             raise ManifestError("'standard input': read error") from None

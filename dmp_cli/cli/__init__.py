@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from dmp_cli import __version__
-from dmp_cli.cli.output import Output
+from dmp_cli import __version__, stdio
+from dmp_cli.cli.output import Output, WriteError, guarded_stdout
 from dmp_cli.errors import DmpError
 from dmp_cli.executor import Executor
 from dmp_cli.settings import Settings
@@ -276,12 +276,14 @@ _ENDING = (signal.SIGTERM, signal.SIGHUP)
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; the one place where exceptions become messages and exit statuses."""
+    stdio.guard()
     saved = {sig: signal.getsignal(sig) for sig in _ENDING}
     for sig, handler in saved.items():
         if handler == signal.SIG_DFL:
             signal.signal(sig, _terminated)
     try:
-        _main(argv)
+        with guarded_stdout():
+            _main(argv)
     finally:  # a caller in the same process (tests) gets its handlers back
         for sig, handler in saved.items():
             signal.signal(sig, handler)
@@ -316,7 +318,7 @@ def _main(argv: list[str] | None) -> None:
         session.say(f"dmp: stopped by {exc.signum.name}")
         _killed_by(exc.signum, session)
     except DmpError as exc:
-        sys.stdout.flush()
+        _flush_stdout(session)  # what it printed before; a write error is said after
         session.say(f"dmp: {exc}")
         status = exc.exit_code
     except StdoutClosed:
@@ -329,12 +331,27 @@ def _main(argv: list[str] | None) -> None:
         )
         status = 1
     status = status if isinstance(status, int) else 0
+    failed = _flush_stdout(session)
+    if failed is not None:
+        session.say(f"dmp: {failed}")
+        status = status or 1
+    if stdio.take_closed_stdin_wanted():  # as sha256sum ends, having read a closed stdin
+        session.say(f"dmp: {stdio.STDIN_CLOSED_MESSAGE}")
+        status = status or 1
+    session.end(f"exit status {status}")
+    sys.exit(status)
+
+
+def _flush_stdout(session: Session) -> WriteError | None:
+    """Flush what click printed (--help, --version): a reader gone ends dmp by SIGPIPE;
+    a write error is returned, to be said."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         _killed_by(signal.SIGPIPE, session)
-    session.end(f"exit status {status}")
-    sys.exit(status)
+    except WriteError as exc:
+        return exc
+    return None
 
 
 def _killed_by(sig: signal.Signals, session: Session) -> None:

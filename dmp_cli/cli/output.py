@@ -24,6 +24,8 @@ PROG = "dmp"
 
 def _buffered_stdout() -> BinaryIO:
     """stdout with a block buffer of its own, also under PYTHONUNBUFFERED or -u."""
+    if sys.stdout is None:  # closed (`>&-`), outside ``main``: writes fail, as they would
+        return open(1, "wb", buffering=1 << 16, closefd=False)
     sys.stdout.flush()
     try:
         fd = sys.stdout.fileno()
@@ -32,12 +34,47 @@ def _buffered_stdout() -> BinaryIO:
     return open(fd, "wb", buffering=1 << 16, closefd=False)
 
 
-class WriteError(DmpError):
-    """Results could not be written to stdout (a full disk, a quota): said as coreutils
-    say it, `dmp: write error`."""
+def _stderr() -> BinaryIO:
+    """stderr's bytes; where stderr was closed (`2>&-`), a sink: messages go nowhere, as
+    a C tool's do, and the run goes on."""
+    if sys.stderr is None:
+        return open(os.devnull, "wb")
+    return sys.stderr.buffer
 
-    def __init__(self) -> None:
-        super().__init__("write error")
+
+@contextmanager
+def guarded_stdout() -> Iterator[None]:
+    """``sys.stdout``, where click prints (--help, --version), guarded as results are: a
+    write that fails is a WriteError, said as coreutils say it, not a traceback."""
+    old = sys.stdout
+    try:
+        buffer = old.buffer if old is not None else open(1, "wb", closefd=False)  # noqa: SIM115
+    except AttributeError:  # a stand-in stdout without bytes
+        yield
+        return
+    guarded = io.TextIOWrapper(
+        cast(BinaryIO, _Results(buffer)),
+        encoding=getattr(old, "encoding", None) or "utf-8",
+        errors=getattr(old, "errors", None) or "strict",
+        write_through=True,
+    )
+    sys.stdout = guarded
+    try:
+        yield
+    finally:
+        sys.stdout = old
+        with contextlib.suppress(DmpError, OSError, ValueError):
+            guarded.flush()
+        with contextlib.suppress(ValueError):
+            guarded.detach()
+
+
+class WriteError(DmpError):
+    """Results could not be written to stdout (a full disk, a quota, stdout closed): said
+    as coreutils say it, `dmp: write error: No space left on device`."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(f"write error: {reason}" if reason else "write error")
 
 
 class _Results(io.RawIOBase):
@@ -53,10 +90,15 @@ class _Results(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
+        if not data:  # nothing (click writes nothing to see what a stream takes)
+            return 0
         return self._guarded(self.stream.write, data)
 
     def flush(self) -> None:
-        self._guarded(self.stream.flush)
+        # Nothing to flush once the stream is closed: also when this object is collected
+        # after it (io's close at collection flushes, and must not fail).
+        if not self.stream.closed:
+            self._guarded(self.stream.flush)
 
     def _guarded(self, action: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -65,7 +107,7 @@ class _Results(io.RawIOBase):
             raise
         except OSError as exc:
             self._give_up()
-            raise WriteError from exc
+            raise WriteError(exc.strerror) from exc
 
     def isatty(self) -> bool:
         return self.stream.isatty()
@@ -234,7 +276,7 @@ class Output:
         self.quiet = quiet
         self.verbose = verbose
         self.stdout: BinaryIO = cast(BinaryIO, _Results(stdout or _buffered_stdout()))
-        self.stderr = stderr or sys.stderr.buffer
+        self.stderr = stderr or _stderr()
         # On a terminal each line shows as it is made; into a pipe or file, output goes
         # in blocks (a write per line costs more than the hashing of a small file).
         self._tty = self.stdout.isatty()
