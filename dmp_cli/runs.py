@@ -13,11 +13,11 @@ import errno
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from itertools import chain
-from typing import TYPE_CHECKING, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from dmp_cli.check import CheckCounts, check_items
 from dmp_cli.digest import digest_stream
@@ -37,9 +37,6 @@ from dmp_cli.rules import Command, Verdict, judge
 from dmp_cli.settings import Settings
 from dmp_cli.store import StorePool
 from dmp_cli.words import plural
-
-if TYPE_CHECKING:
-    from dmp_tasks.executor import CeleryExecutor
 
 
 def _nothing(*_: object) -> None:
@@ -688,6 +685,18 @@ def _execute(
 # ---------------------------------------------------------------- detached jobs
 
 
+class Submitter(Protocol):
+    """What a detached run needs of the fleet's executor (``dmp_tasks``' is one): its
+    stores, asked whether they can be used before the job is sent, and the sending."""
+
+    stores: StorePool
+
+    def submit_job(self, op: str, plan: Mapping[str, Any], rules: Mapping[str, bool]) -> str:
+        """Queue the job (``plan``: what its coordinator runs; ``rules``: how it is judged)
+        and return its id at once."""
+        ...
+
+
 def _submitted_companion(meta: str | None, manifest: str) -> None:
     """A detached job's companion file, if it has one, checked against its manifest as
     the job is submitted: one clear error now, not a failed job later."""
@@ -697,7 +706,7 @@ def _submitted_companion(meta: str | None, manifest: str) -> None:
 
 def submit_check(
     manifest: str,
-    executor: CeleryExecutor,
+    executor: Submitter,
     *,
     strict: bool = False,
     ignore_missing: bool = False,
@@ -717,7 +726,7 @@ def submit_check(
 def submit_transfer(
     command: Command,
     manifest: str,
-    executor: CeleryExecutor,
+    executor: Submitter,
     spec: StoreSpec,
     options: Options,
     meta: str | None = None,
@@ -745,7 +754,7 @@ def submit_transfer(
 def submit_create(
     inputs: Inputs,
     manifest: str,
-    executor: CeleryExecutor,
+    executor: Submitter,
     *,
     fmt: str = "dmp",
     meta: str | None = None,
