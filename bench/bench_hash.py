@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hashing speed of `dmp manifest --create` and `--check` against sha256sum, rclone, hashdeep.
 
-    python bench/bench_hash.py [--data DIR] [--runs 3] [--baseline CHECKOUT]
+    python bench/bench_hash.py [--data DIR] [--runs 3] [--baseline CHECKOUT] [--sets small]
 
 Makes (once) 8 files of 256 MiB and 100,000 files of 4 KiB in 100 directories, then times
 each command `--runs` times, the commands taking turns in each round and the tree read
@@ -10,6 +10,12 @@ and prints the medians as a Markdown table, with each dmp time as a ratio of the
 peer measured in the same run. ``--baseline`` times the dmp of another checkout (an
 earlier commit, say) in the same rounds, for a before-and-after. Also reports the peak
 RSS of `--check` over a 1,000,000-line manifest.
+
+`--check` has a peer of its own: `sha256sum --check` split over the two cores (the
+manifest in sha256sum's form, cut in two halves at a line, each half checked by its own
+`sha256sum --check`, side by side). A second table gives each `--check` against it: the
+median of the rounds' own ratios (each round's dmp time over the same round's peer time),
+and the CPU time (user + system, the command's processes and their children) of each.
 """
 
 from __future__ import annotations
@@ -54,17 +60,45 @@ def warm(tree: str, cwd: str) -> None:
     )
 
 
-def rounds(commands: dict[str, str], runs: int, cwd: str, tree: str) -> dict[str, float]:
-    """Median wall time of each shell command, the commands taking turns in each round,
-    the tree warmed before each."""
-    times: dict[str, list[float]] = {name: [] for name in commands}
+def _cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for children so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def timed_rounds(
+    commands: dict[str, str], runs: int, cwd: str, tree: str
+) -> dict[str, list[tuple[float, float]]]:
+    """(wall, CPU) seconds of each shell command in each round, the commands taking turns
+    in each round, the tree warmed before each."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, cmd in commands.items():
             warm(tree, cwd)
-            start = time.perf_counter()
+            cpu, start = _cpu(), time.perf_counter()
             subprocess.run(cmd, shell=True, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[name].append((time.perf_counter() - start, _cpu() - cpu))
+    return times
+
+
+def rounds(commands: dict[str, str], runs: int, cwd: str, tree: str) -> dict[str, float]:
+    """Median wall time of each shell command (see ``timed_rounds``)."""
+    times = timed_rounds(commands, runs, cwd, tree)
+    return {name: statistics.median(wall for wall, _ in values) for name, values in times.items()}
+
+
+SPLIT_CHECK = "sha256sum --check, split in two"
+
+
+def split_check(manifest: str) -> str:
+    """The shell command of the `--check` peer: ``manifest`` (sha256sum's form) cut in two
+    halves at a line, each checked by its own `sha256sum --check`, side by side."""
+    subprocess.run(["split", "-n", "l/2", manifest, f"{manifest}.half."], check=True)
+    first, second = f"{manifest}.half.aa", f"{manifest}.half.ab"
+    return (
+        f"sha256sum --check {first} & one=$!; sha256sum --check {second} & two=$!; "
+        "wait $one && wait $two"
+    )
 
 
 def peers(tree: str, big: bool) -> dict[str, str]:
@@ -116,6 +150,12 @@ def main() -> None:
     parser.add_argument(
         "--baseline", metavar="CHECKOUT", help="also time the dmp of this checkout, alongside"
     )
+    parser.add_argument(
+        "--sets",
+        choices=("all", "big", "small"),
+        default="all",
+        help="time the big files, the small files, or both (the default)",
+    )
     args = parser.parse_args()
     make_tree(args.data)
     dmps = {"dmp": f"{sys.executable} -m dmp_cli"}
@@ -127,10 +167,13 @@ def main() -> None:
         f"{' | '.join(f'{who} --create / best peer | {who} --check / best peer' for who in dmps)} |"
     )
     print("|---|" + "---|" * (4 * len(dmps) + 1))
+    checks: list[str] = []  # the second table's rows: each --check against the split peer
     for label, tree, is_big in (
         ("8 × 256 MiB", "big", True),
         ("100,000 × 4 KiB, 100 dirs", "small", False),
     ):
+        if args.sets not in ("all", tree):
+            continue
         # Made once for --check: each dmp's --create writes it again, to the same bytes.
         subprocess.run(
             f"{dmps['dmp']} manifest --create --dir {tree} -r -m {MANIFEST}.new",
@@ -141,6 +184,16 @@ def main() -> None:
         os.replace(f"{MANIFEST}.new", MANIFEST)
         if os.path.exists(f"{MANIFEST}.new.meta"):  # its companion of metadata
             os.unlink(f"{MANIFEST}.new.meta")
+        gnu = f"{MANIFEST}.gnu"  # the same files in sha256sum's form, for the split peer
+        if os.path.exists(gnu):
+            os.unlink(gnu)
+        subprocess.run(
+            f"{dmps['dmp']} manifest --create --dir {tree} -r --no-meta --format sha256sum "
+            f"-m {gnu}",
+            shell=True,
+            cwd=args.data,
+            check=True,
+        )
         commands: dict[str, str] = {}
         for who, dmp in dmps.items():
             commands[f"{who} create"] = (
@@ -150,7 +203,12 @@ def main() -> None:
             commands[f"{who} check"] = f"{dmp} manifest --check -m {MANIFEST}"
         found = peers(tree, is_big)
         commands.update(found)
-        medians = rounds(commands, args.runs, args.data, tree)
+        commands[SPLIT_CHECK] = split_check(gnu)
+        timed = timed_rounds(commands, args.runs, args.data, tree)
+        medians = {
+            name: statistics.median(wall for wall, _ in values) for name, values in timed.items()
+        }
+        checks.append(_check_row(label, timed, list(dmps)))
         best = min(medians[name] for name in found)
         shown = ", ".join(f"{name} {medians[name]:.2f} s" for name in found)
         ours = [(medians[f"{who} create"], medians[f"{who} check"]) for who in dmps]
@@ -162,7 +220,36 @@ def main() -> None:
             + " |",
             flush=True,
         )
-    print(f"\n`--check` of a 1,000,000-line manifest: peak RSS {check_rss(args.data):.0f} MB")
+    print(
+        f"\n| work | {SPLIT_CHECK} | "
+        + " | ".join(f"{who} --check | {who} --check / split peer (by round)" for who in dmps)
+        + f" | CPU: {SPLIT_CHECK} | "
+        + " | ".join(f"CPU: {who} --check" for who in dmps)
+        + " |"
+    )
+    print("|---|" + "---|" * (3 * len(dmps) + 2))
+    for row in checks:
+        print(row)
+    if args.sets in ("all", "small"):
+        rss = check_rss(args.data)
+        print(f"\n`--check` of a 1,000,000-line manifest: peak RSS {rss:.0f} MB")
+
+
+def _check_row(label: str, timed: dict[str, list[tuple[float, float]]], dmps: list[str]) -> str:
+    """A row of the second table: the split peer's median wall time, and each dmp's
+    --check, its median of the rounds' ratios (with their range), and the CPU times."""
+    peer = timed[SPLIT_CHECK]
+    cells = [f"{statistics.median(wall for wall, _ in peer):.2f} s"]
+    for who in dmps:
+        ours = timed[f"{who} check"]
+        ratios = [mine[0] / theirs[0] for mine, theirs in zip(ours, peer, strict=True)]
+        cells.append(f"{statistics.median(wall for wall, _ in ours):.2f} s")
+        cells.append(f"{statistics.median(ratios):.2f} × ({min(ratios):.2f}-{max(ratios):.2f})")
+    cells.append(f"{statistics.median(cpu for _, cpu in peer):.2f} s")
+    cells.extend(
+        f"{statistics.median(cpu for _, cpu in timed[f'{who} check']):.2f} s" for who in dmps
+    )
+    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 if __name__ == "__main__":

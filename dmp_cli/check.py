@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from dmp_cli.manifest import Line
 from dmp_cli.rows import Item, Row, Status
 from dmp_cli.rules import Command, judge
 
@@ -61,11 +60,14 @@ class CheckCounts:
         return verdict.status == 0
 
 
-def check_items(lines: Iterable[Line]) -> Iterator[Item]:
-    """Items for the check operation, one per line, so that results keep the line order."""
-    for line in lines:
-        entry = line.entry
-        if entry is None:
-            yield {"line": line.number, "bad": True}
+def check_items(
+    entries: Iterable[tuple[int, str | None, str]], stdin_manifest: bool = False
+) -> Iterator[Item]:
+    """Items for the check operation, one per line of ``entries`` (as
+    ``dmp_cli.manifest.parsed`` reads them), so that results keep the line order. With
+    ``stdin_manifest``, a line naming '-' (stdin) is improperly formatted, as in sha256sum."""
+    for number, digest, path in entries:
+        if digest is None or (stdin_manifest and path == "-"):
+            yield {"line": number, "bad": True}
         else:
-            yield {"line": line.number, "path": entry.path, "digest": entry.digest}
+            yield {"line": number, "path": path, "digest": digest}

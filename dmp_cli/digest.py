@@ -67,6 +67,24 @@ class FileDigest:
         self.done = True
 
 
+def small_digest(path: str) -> tuple[str, int] | None:
+    """Hash a file of less than one chunk in one read: (hex digest, size); None, nothing
+    hashed, for a bigger file (``FileDigest`` hashes that, maybe on a thread of its own).
+    Raises OSError as open/read would."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        view = _buffer()
+        size = os.readv(fd, [view])
+        if size == CHUNK:
+            return None
+        digest = hashlib.sha256(view[:size]).hexdigest()
+        if os.readv(fd, [view]):  # not at its end after all: it grew meanwhile
+            return None
+        return digest, size
+    finally:
+        os.close(fd)
+
+
 def digest_fd(fd: int) -> tuple[str, int]:
     """Hash what is left to read on an open descriptor: (hex digest, bytes read)."""
     hasher = hashlib.sha256()

@@ -14,12 +14,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as PoolExecutor
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
+from dmp_cli.digest import small_digest
 from dmp_cli.inputs import Inputs, Lister
 from dmp_cli.ops import kind_of, run_batch
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
+from dmp_cli.rules import Command
 from dmp_cli.store import StorePool
 
 MAX_BATCH_ITEMS = 512
@@ -89,6 +91,78 @@ def batches(
         yield batch
 
 
+# A check's batch of plain entries (a line, a path, a checksum: nearly every batch) goes
+# to a hashing process as three lists, and what comes back for a file that matches is its
+# size alone, its row made here from the entry: dicts pickled both ways, and the general
+# path through the check operation, cost more CPU than hashing a small file. Anything
+# else (a file that differs, cannot be read, or is too big to hash in one read) comes
+# back as the row the check operation makes, byte for byte what the fleet's would be.
+_PLAIN_ENTRY = frozenset({"line", "path", "digest"})
+
+
+def _entries(batch: list[Item]) -> tuple[list[int], list[str], list[str]] | None:
+    """A batch of plain entries as (lines, paths, checksums); None if any item is
+    another kind (an improperly formatted line, an entry '-' read from stdin)."""
+    for item in batch:
+        if item.keys() != _PLAIN_ENTRY:
+            return None
+    return (
+        [item["line"] for item in batch],
+        [item["path"] for item in batch],
+        [item["digest"] for item in batch],
+    )
+
+
+def check_entries(
+    work: Work, lines: list[int], paths: list[str], digests: list[str], threads: bool = True
+) -> list[int | Row]:
+    """Check a batch of plain entries (``_entries``): for each, the size of its file if
+    it matches, else its row from the check operation (``run_batch``: with ``threads``,
+    big files side by side on threads)."""
+    results: list[int | Row] = []
+    others: list[int] = []  # where the check operation must say
+    for path, expected in zip(paths, digests, strict=True):
+        try:
+            found = small_digest(path)
+        except Exception:  # the check operation says why, in its row
+            found = None
+        if found is not None and found[0] == expected:
+            results.append(found[1])
+        else:
+            others.append(len(results))
+            results.append(0)
+    if others:
+        items: list[Item] = [
+            {"line": lines[i], "path": paths[i], "digest": digests[i]} for i in others
+        ]
+        for i, row in zip(others, run_batch(work, items, None, threads), strict=True):
+            results[i] = row
+    return results
+
+
+def _checked_rows(batch: list[Item], results: list[int | Row]) -> Iterator[Row]:
+    """The rows of a batch of plain entries, from ``check_entries``' results: a size is
+    a file that matched, and its row is the one the check operation makes."""
+    for item, result in zip(batch, results, strict=True):
+        if isinstance(result, int):
+            digest = item["digest"]
+            yield {
+                "path": item["path"],
+                "status": "ok",
+                "digest": digest,
+                "expected": digest,
+                "bytes": result,
+                "line": item["line"],
+            }
+        else:
+            yield result
+
+
+def _rows(batch: list[Item] | None, future: Future[list[Any]]) -> Iterator[Row]:
+    results = future.result()
+    return iter(results) if batch is None else _checked_rows(batch, results)
+
+
 def default_jobs() -> int:
     env = os.environ.get("DMP_JOBS")
     if env:
@@ -146,21 +220,33 @@ class LocalExecutor:
             groups = batches(items)
         # Hashing needs no stores (and its processes could not share them).
         stores = self.stores if kind == "io" else None
+        compact = work.op == Command.CHECK.operation and work.cwd is None
         if pool is None:
             for batch in groups:
-                yield from run_batch(work, batch, stores, threads=False, on_bytes=watch)
+                entries = _entries(batch) if compact else None
+                if entries is None:
+                    yield from run_batch(work, batch, stores, threads=False, on_bytes=watch)
+                else:
+                    yield from _checked_rows(batch, check_entries(work, *entries, threads=False))
             return
         window = 4 * (self.jobs if kind == "cpu" else self.io_threads)
-        pending: deque[Future[list[Row]]] = deque()
+        # Each batch sent, with its items where the results come back compact (to be
+        # made rows here), else None.
+        pending: deque[tuple[list[Item] | None, Future[list[Any]]]] = deque()
         try:
             for batch in groups:
-                pending.append(pool.submit(run_batch, work, batch, stores, True, watch))
+                entries = _entries(batch) if compact else None
+                if entries is None:
+                    future = pool.submit(run_batch, work, batch, stores, True, watch)
+                    pending.append((None, future))
+                else:
+                    pending.append((batch, pool.submit(check_entries, work, *entries)))
                 if len(pending) >= window:
-                    yield from pending.popleft().result()
+                    yield from _rows(*pending.popleft())
             while pending:
-                yield from pending.popleft().result()
+                yield from _rows(*pending.popleft())
         finally:
-            for future in pending:
+            for _, future in pending:
                 future.cancel()
 
     def lister(self, inputs: Inputs) -> Lister | None:

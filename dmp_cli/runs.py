@@ -25,7 +25,7 @@ from dmp_cli.errors import ManifestError, ObjectExists, RunStopped, StoreError, 
 from dmp_cli.executor import Executor, default_jobs, io_threads_for
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, Lister, walk_items
-from dmp_cli.manifest import FORMATS, Line, open_manifest, parse_lines
+from dmp_cli.manifest import FORMATS, open_manifest, parse_lines, parsed
 from dmp_cli.meta import Companion, Recorder, differences, get_name, open_companion
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.plan import Plan, Tally, retry_items
@@ -471,10 +471,10 @@ def _compare(companion: Companion, hear: Listener) -> int:
 
 
 def _check_items(manifest: str, stream: BinaryIO, stdin: bool) -> Iterator[Item]:
-    lines = parse_lines(stream)
+    entries = parsed(stream)
     if manifest == "-":
-        return check_items(_without_stdin_entries(lines))
-    return _with_stdin_read(check_items(lines), stdin)
+        return check_items(entries, stdin_manifest=True)
+    return _with_stdin_read(check_items(entries), stdin)
 
 
 def _with_stdin_read(items: Iterator[Item], stdin: bool) -> Iterator[Item]:
@@ -490,13 +490,6 @@ def _with_stdin_read(items: Iterator[Item], stdin: bool) -> Iterator[Item]:
             except OSError as exc:
                 item["stdin_error"] = [exc.errno or errno.EIO, exc.strerror or str(exc)]
         yield item
-
-
-def _without_stdin_entries(lines: Iterator[Line]) -> Iterator[Line]:
-    """With the manifest on stdin, a line naming '-' (stdin) is improperly formatted, as in
-    sha256sum."""
-    for line in lines:
-        yield Line(line.number, None) if line.entry and line.entry.path == "-" else line
 
 
 # ---------------------------------------------------------------- vault, archive, fetch
