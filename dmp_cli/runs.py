@@ -537,6 +537,8 @@ def transfer(
                 verdict = replace(verdict, status=1, failed=verdict.failed + outcome.tree.failed)
     elif companion is not None and command is Command.ARCHIVE:
         outcome = archive_companion(companion.path, executor.stores, spec, options)
+        if outcome.status == "failed" and detached:  # the job fails with its error
+            raise StoreError(outcome.error or "the companion was not archived")
         if outcome.status == "failed":
             verdict = replace(verdict, status=1, failed=verdict.failed + 1)
     return TransferReport(command, verdict, None, plan, tally, options.dry_run, outcome)

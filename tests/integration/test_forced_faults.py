@@ -192,3 +192,27 @@ def test_on_the_fleet(
     case: Case, s3_server: Service, proxy: FaultProxy, fleet: str, tmp_path: Path
 ) -> None:
     _run_case(_site(tmp_path, s3_server, proxy, fleet), case, tmp_path)
+
+
+@pytest.mark.parametrize("where", ["embedded", "fleet"])
+def test_a_companion_that_cannot_be_archived(
+    s3_server: Service, proxy: FaultProxy, fleet: str, tmp_path: Path, where: str
+) -> None:
+    """Every request for the companion is throttled: after the retries, its failure is
+    said before the summary, which stays the run's last line (the files went in); the
+    run fails, and no checksum file names a companion the vault lacks."""
+    site = _site(tmp_path, s3_server, proxy, fleet if where == "fleet" else None)
+    case = Case(Aim(key="<companion>"), "slowdown")
+    result = site.dmp(case, "manifest", "--archive", "-m", MANIFEST)
+    lines = stderr_lines(result)
+    assert result.returncode == 1, lines
+    n = len(FILES)
+    pattern = rf"dmp: {n} files \([\d.]+ MiB\) uploaded, 0 skipped as already archived, 0 failed"
+    assert re.fullmatch(pattern, without_pace(lines[-1])), lines
+    assert lines[-2].startswith(f"dmp: {COMPANION}: metadata not archived: s3://"), lines
+    assert "throttled by the server (SlowDown)" in lines[-2], lines
+    assert not (site.work / (COMPANION + ".sha256")).exists()
+    counts = site.proxy.reset()
+    assert counts.faulted["slowdown"] == 3 * 4  # botocore's three attempts, dmp's four
+    stored = site.vault.objects()
+    assert set(stored) == {digest_key(sha(d)) for d in FILES.values()}
