@@ -386,7 +386,7 @@ class S3Store:
         try:
             with_retries(delete)
         except StoreError as exc:  # refused, or failing past the retries: a 4-byte object
-            log.warning("%s: the probe object %s is left: %s", self.url, key, exc)
+            log.debug("%s: the probe object %s is left: %s", self.url, key, exc)
 
     def _probe_put(self, key: str) -> str:
         """How a conditional PUT of ``key`` was answered: taken, or refused (412) at
