@@ -1,14 +1,10 @@
 """The Celery executor: the same seam as the embedded one, with the work on a fleet.
 
-Items go out as batches (bounded by count and bytes) in flat chords of a few batches each;
-each batch's rows come back on the job's Redis stream as soon as it finishes, and are put
-back into item order here. Submission and gathering share one bounded window of files in
-flight, so the CLI's memory, Redis's and each chord callback's stay flat however many
-files a job has.
-
-A job starts small: its first batches, of a few hundred files and doubling, go out in a
-chord each, and chords double from there. The workers start as soon as the first files are
-found, rather than after the submitter has walked a whole window of them.
+Items go out as batches (bounded by count and bytes) in flat chords of a few batches each
+(``dmp_tasks.submit``); each batch's rows come back on the job's Redis stream as soon as it
+finishes, and are put back into item order (``dmp_tasks.gather``). Submission and
+gathering share one bounded window of files in flight, so the CLI's memory, Redis's and
+each chord callback's stay flat however many files a job has.
 """
 
 from __future__ import annotations
@@ -18,18 +14,11 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
 import uuid
-import zlib
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from itertools import chain, islice
 from typing import TYPE_CHECKING, Any
-
-from celery import chord
-from celery.result import AsyncResult
 
 from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.executor import batches
@@ -40,19 +29,13 @@ from dmp_cli.settings import whole_number
 from dmp_cli.store import StorePool
 from dmp_tasks import wire
 from dmp_tasks.app import client_app
-from dmp_tasks.config import COORD_QUEUE, QUEUES, safe_url
+from dmp_tasks.config import COORD_QUEUE, safe_url
+from dmp_tasks.gather import Arrived, InOrder
 from dmp_tasks.jobs import JobCancelled, JobGone, JobStore, LeaseLost, broker_errors
 from dmp_tasks.lease import Heartbeat, lease_seconds
-from dmp_tasks.routing import (
-    BATCH_BYTES,
-    BLIND_BATCH_ITEMS,
-    FIRST_BATCH_ITEMS,
-    batch_items,
-    big_file_bytes,
-    callback_queue,
-    queue_for,
-)
-from dmp_tasks.tasks import batch_signature
+from dmp_tasks.presence import no_worker_message
+from dmp_tasks.routing import BATCH_BYTES, batch_items, big_file_bytes, callback_queue
+from dmp_tasks.submit import BatchSizes, Coordination, Submitter
 from dmp_tasks.walk import FleetLister
 
 if TYPE_CHECKING:
@@ -64,7 +47,6 @@ if TYPE_CHECKING:
 FILES_IN_FLIGHT = 65536
 BATCHES_IN_FLIGHT = 32
 BATCHES_PER_CHORD = 16
-RAMP_CHORDS = 3
 READ_BLOCK_MS = 1000
 
 
@@ -73,226 +55,8 @@ def _setting(name: str, default: int) -> int:
     return default if value is None else value
 
 
-class _Answered(Exception):
-    """A worker for the queue asked about has answered."""
-
-
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-def flight_entry(batch: list[Item]) -> str:
-    """What the flight record keeps of a batch: its count, and a hash of its paths that
-    tells whether a coordinator taking over made the same batch."""
-    paths = "\0".join(str(item.get("path")) for item in batch)
-    return f"{len(batch)}:{zlib.crc32(paths.encode('utf-8', 'surrogateescape')):08x}"
-
-
-@dataclass
-class Coordination:
-    """A detached job as its coordinator runs it: where the last checkpoint left it,
-    and how to save more.
-
-    ``next_batch`` and ``items``: the batches, and the items in them, gathered before
-    the checkpoint; ``flight``: the batches sent after it (index: flight entry), sent
-    again as they were; ``save``: the run's own state, saved with each checkpoint;
-    ``lost``: set when the lease is lost (the heartbeat could not renew it)."""
-
-    job: str
-    owner: str
-    next_batch: int = 0
-    items: int = 0
-    flight: dict[int, str] = field(default_factory=dict)
-    save: Callable[[], Mapping[str, Any]] = dict
-    lost: threading.Event = field(default_factory=threading.Event)
-    every: float = 1.0  # seconds between checkpoints at most
-
-    def resent(self, items: Iterator[Item]) -> Iterator[list[Item]]:
-        """The batches in flight at the checkpoint, made again from ``items`` (which
-        follow the checkpoint), exactly as they were; then nothing."""
-        index = self.next_batch
-        while index in self.flight:
-            entry = self.flight[index]
-            batch = list(islice(items, int(entry.partition(":")[0])))
-            if not batch or flight_entry(batch) != entry:
-                raise DmpError(
-                    f"job {self.job}: its input changed while the job was taken over "
-                    f"(batch {index} is not what it was); run the command again"
-                )
-            yield batch
-            index += 1
-
-
-class _BatchPlan:
-    """How big the job's next batch is: FIRST_BATCH_ITEMS files, then twice the one
-    before, up to BLIND_BATCH_ITEMS while no file's size is known, then up to ``most``,
-    with the job's mean file size so far assumed for each file (so that the bound by
-    bytes holds huge files to a batch each). Work that does not read the files
-    (``by_bytes`` false: asking the vault) is bounded by the count alone."""
-
-    def __init__(
-        self, jobs: JobStore, job: str, most: int, reread_s: float = 0.01, by_bytes: bool = True
-    ) -> None:
-        self.jobs, self.job, self.most = jobs, job, most
-        self.reread_s = reread_s  # how often to ask Redis for the mean (batches can be many)
-        self.by_bytes = by_bytes
-        self.limit = 0
-        self.mean: int | None = None if by_bytes else 0
-        self._read: float | None = None  # when the mean was last read
-
-    def __call__(self) -> tuple[int, int]:
-        now = time.monotonic()
-        if self.by_bytes and (self._read is None or now - self._read >= self.reread_s):
-            self.mean, self._read = self.jobs.mean_file_size(self.job), now
-        mean = self.mean
-        cap = min(self.most, BLIND_BATCH_ITEMS) if mean is None else self.most
-        self.limit = min(cap, 2 * self.limit if self.limit else FIRST_BATCH_ITEMS)
-        return self.limit, mean or 0
-
-
-class _Submitter:
-    """Sends a job's batches, a flat chord at a time, numbering batches and chords."""
-
-    def __init__(
-        self,
-        app: Celery,
-        jobs: JobStore,
-        job: str,
-        work: Work,
-        groups: Iterator[list[Item]],
-        stream: bool,
-        per_chord: int = BATCHES_PER_CHORD,
-        tally: Callable[[], Mapping[str, int]] | None = None,
-        coordination: Coordination | None = None,
-    ) -> None:
-        self.app, self.jobs, self.job, self.op = app, jobs, job, work.op
-        # A detached job's coordinator records each batch before sending it (so that a
-        # coordinator taking over sends the same ones), and ends the job itself.
-        self.coordination = coordination
-        # Batches whose rows are in already (a coordinator taking over finds those of
-        # the batches in flight that finished): not sent again.
-        self.has_rows: Callable[[int], bool] = lambda index: False
-        self.groups = groups
-        self.config = {"stores": work.stores, "options": work.options, **wire.speaks()}
-        self.stream = stream
-        self.cwd = work.cwd or os.getcwd()
-        self.batches = self.items = self.windows = 0
-        if coordination:
-            self.batches, self.items = coordination.next_batch, coordination.items
-        self.nbytes, self.sized = 0, True  # the files' sizes, while every item has one
-        self.exhausted = False
-        self.per_chord = per_chord
-        self.tally = tally
-        self.starts: list[int] = []  # the first batch of each chord
-        self.callbacks: dict[int, AsyncResult] = {}  # by window, until consumed
-        self._reaped = 0.0
-        # The paths of the batches in flight, to put back in their rows (wire.pack_rows).
-        self.paths: dict[int, list[str | None]] = {}
-
-    def submit_window(self) -> None:
-        # One batch a chord while batches grow (each goes out as soon as it is full),
-        # then chords double.
-        size = min(self.per_chord, 1 << max(0, self.windows - RAMP_CHORDS))
-        window = list(islice(self.groups, size))
-        if not window:
-            self.exhausted = True
-            if self.coordination:
-                extra = {**(self.tally() if self.tally else {}), **self._bytes_total()}
-                self.jobs.set_items_total(self.job, self.items, extra)
-                return
-            self.jobs.set_total(
-                self.job,
-                self.windows,
-                self.batches,
-                self.items,
-                {**(self.tally() if self.tally else {}), **self._bytes_total()},
-            )
-            return
-        header = [
-            batch_signature(
-                self.op, self.job, index, batch, self.config, self.stream, self.cwd, self.app
-            )
-            # A short argsrepr: Celery would otherwise repr every batch for the logs,
-            # which costs the submitter more than encoding it.
-            .set(
-                queue=queue_for(self.op, batch),
-                argsrepr=f"(job={self.job}, batch={index}, {len(batch)} items)",
-            )
-            for index, batch in enumerate(window, start=self.batches)
-            if not self.has_rows(index)
-        ]
-        # A coordinator's chords are not counted by their callbacks: it ends the job.
-        record = self.coordination is None
-        callback = self.app.signature("dmp.window_done", args=(self.job, self.windows, record)).set(
-            queue=callback_queue(self.op)
-        )
-        if self.coordination:
-            self.jobs.add_flight(
-                self.job,
-                {i: flight_entry(batch) for i, batch in enumerate(window, start=self.batches)},
-            )
-        try:
-            if header:
-                self.callbacks[self.windows] = chord(header, callback, app=self.app).apply_async()
-        except Exception as exc:  # kombu's OperationalError and redis-py's errors
-            raise BrokerError(
-                f"cannot submit to the broker at {safe_url(self.jobs.url)}: {exc}"
-            ) from None
-        self.starts.append(self.batches)
-        if self.stream:
-            for index, batch in enumerate(window, start=self.batches):
-                self.paths[index] = [item.get("path") for item in batch]
-        items = sum(len(batch) for batch in window)
-        for batch in window:
-            for item in batch:
-                known = item.get("size")
-                self.sized = self.sized and known is not None
-                self.nbytes += known or 0
-        if not self.coordination:
-            self.jobs.submitted(self.job, len(window), items)
-        self.batches += len(window)
-        self.items += items
-        self.windows += 1
-
-    def _bytes_total(self) -> dict[str, int]:
-        """The job's bytes, for an ETA by bytes, if every file's size was known."""
-        return {"bytes_total": self.nbytes} if self.sized and self.items else {}
-
-    def window_of(self, batch: int) -> int:
-        return bisect_right(self.starts, batch) - 1
-
-    def reap(self, next_batch: int) -> None:
-        """Forget the results of chords whose rows are all in, so none pile up in Redis
-        (at most once a second: each look is a round trip)."""
-        now = time.monotonic()
-        if now - self._reaped < 1.0:
-            return
-        self._reaped = now
-        for window in [w for w in self.callbacks if w < self.window_of(next_batch)]:
-            if self.callbacks[window].ready():
-                self.callbacks.pop(window).forget()  # and its batches' results
-
-    def finished(self, window: int) -> bool:
-        result = self.callbacks.get(window)
-        return result is not None and result.ready()
-
-    def wait(self, timeout: float = 60.0) -> None:
-        # follow_parents=False: the default re-polls every header task and grows
-        # quadratically with the chord (DESIGN.md, section 5).
-        deadline = time.monotonic() + timeout
-        for window in sorted(self.callbacks):
-            result = self.callbacks.pop(window)
-            remaining = max(0.1, deadline - time.monotonic())
-            try:
-                result.get(
-                    timeout=remaining,
-                    follow_parents=False,
-                    propagate=False,
-                    disable_sync_subtasks=False,  # a coordinator waits on its chords
-                )
-            except Exception:  # the rows are all in; a late callback only delays the record
-                return
-            result.forget()
 
 
 class CeleryExecutor:
@@ -350,7 +114,7 @@ class CeleryExecutor:
         try:  # from the start: an interrupt at any point cancels the job
             self._create(job, work.op, submitter=(owner, int(ttl * 1000)))
             with Heartbeat(self.jobs, job, owner, ttl):
-                submitter = self._submitter(job, work, items, stream=True)
+                submitter = self._submitter(job, work, iter(items))
                 yield from self._gather(job, submitter)
                 submitter.wait()
             finished = True
@@ -404,15 +168,7 @@ class CeleryExecutor:
                 f"job {job}: its input has {skipped} entries, fewer than the "
                 f"{coordination.items} already done; it changed meanwhile"
             )
-        plan = _BatchPlan(self.jobs, job, batch_items(work.op), by_bytes=work.op != "head")
-        groups = chain(
-            coordination.resent(source),
-            batches(source, max_bytes=BATCH_BYTES, plan=plan, alone_bytes=big_file_bytes()),
-        )
-        per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * plan.most)))
-        submitter = _Submitter(
-            self.app, self.jobs, job, work, groups, True, per_chord, coordination=coordination
-        )
+        submitter = self._submitter(job, work, source, coordination)
         yield from self._gather(job, submitter, coordination)
         submitter.wait()
 
@@ -464,123 +220,78 @@ class CeleryExecutor:
         self,
         job: str,
         work: Work,
-        items: Iterable[Item],
-        stream: bool,
-        tally: Callable[[], Mapping[str, int]] | None = None,
-    ) -> _Submitter:
-        op = work.op
-        most = batch_items(op)
+        items: Iterator[Item],
+        coordination: Coordination | None = None,
+    ) -> Submitter:
+        """The job's batches, from ``items`` (after those a coordinator sends again), and
+        what sends them."""
+        most = batch_items(work.op)
         # A row's bytes are what was read or moved; asking the vault reads nothing (its
         # rows' bytes are the sizes of the objects), so its batches are bounded by count.
-        plan = _BatchPlan(self.jobs, job, most, by_bytes=op != "head")
-        groups = batches(items, max_bytes=BATCH_BYTES, plan=plan, alone_bytes=big_file_bytes())
+        sizes = BatchSizes(self.jobs, job, most, by_bytes=work.op != "head")
+        groups = batches(items, max_bytes=BATCH_BYTES, plan=sizes, alone_bytes=big_file_bytes())
+        if coordination:
+            groups = chain(coordination.resent(items), groups)
         # A chord goes out whole: at most half the files in flight, so that the window
         # overshoots its bound by no more than that.
         per_chord = max(1, min(self.per_chord, self.files_in_flight // (2 * most)))
-        return _Submitter(self.app, self.jobs, job, work, groups, stream, per_chord, tally)
+        return Submitter(self.app, self.jobs, job, work, groups, True, per_chord, coordination)
 
     def _gather(
-        self, job: str, submitter: _Submitter, coordination: Coordination | None = None
+        self, job: str, submitter: Submitter, coordination: Coordination | None = None
     ) -> Iterator[Row]:
         """Keep the window full, read rows as batches finish, yield them in item order.
         A coordinator's rows stay in Redis until its checkpoint (every second), which
         records how far it got once the rows before it have been used."""
-        pending: dict[int, tuple[bytes, str]] = {}  # rows as they came, by batch
-        next_batch, gathered = submitter.batches, submitter.items
-        used_ids: list[bytes] = []
+        rows = InOrder(self.jobs, job, submitter.batches, submitter.items, coordination is not None)
         checkpointed = time.monotonic()
-        cursor = b"0-0"
         if coordination:  # the rows that batches in flight before a takeover left
-            submitter.has_rows = pending.__contains__
-            while True:
-                cursor, arrived = self.jobs.read_rows(
-                    job, cursor, 0, count=1024, keep=True, block=False
-                )
-                if not arrived:
-                    break
-                self._arrived(arrived, next_batch, pending, used_ids)
+            submitter.has_rows = rows.has
+            rows.pick_up()
         while True:
-            while not submitter.exhausted and (
-                submitter.batches - next_batch < self.in_flight
-                and submitter.items - gathered < self.files_in_flight
-            ):
-                submitter.submit_window()
+            submitter.fill(rows.next_batch, rows.gathered, self.in_flight, self.files_in_flight)
             if coordination and (
                 time.monotonic() - checkpointed >= coordination.every
-                or len(used_ids) >= self.in_flight  # the rows kept for a takeover: bounded
-                or (submitter.exhausted and next_batch >= submitter.batches)
+                or len(rows.used) >= self.in_flight  # the rows kept for a takeover: bounded
+                or submitter.done(rows.next_batch)
             ):
-                self._checkpoint(coordination, next_batch, gathered, used_ids)
+                coordination.checkpoint(self.jobs, rows.next_batch, rows.gathered, rows.used)
                 checkpointed = time.monotonic()
-            if submitter.exhausted and next_batch >= submitter.batches:
+            if submitter.done(rows.next_batch):
                 return
             if coordination and coordination.lost.is_set():
                 raise LeaseLost(f"job {job} is coordinated elsewhere now")
-            if next_batch not in pending:
-                cursor, arrived = self.jobs.read_rows(
-                    job, cursor, READ_BLOCK_MS, keep=coordination is not None
-                )
-                if not arrived:
-                    # Nothing for a while: say so if it is because no worker is there
-                    # (asked only now, as the question costs a round trip to the workers).
-                    self._warn_if_no_worker(job, submitter.op)
-                    self._check_cancelled(job)
-                    cursor, arrived = self._check_lost(job, submitter, next_batch, cursor)
-                self._arrived(arrived, next_batch, pending, used_ids if coordination else None)
-            submitter.reap(next_batch)
-            # In order; a batch's paths are known once it is submitted (rows that came
-            # before, from a coordinator that died, wait for that).
-            while next_batch in pending and next_batch in submitter.paths:
-                entry, encoded = pending.pop(next_batch)
-                rows = wire.unpack_rows(encoded, submitter.paths.pop(next_batch))
-                gathered += len(rows)
-                yield from rows
-                used_ids.append(entry)
-                next_batch += 1
+            if rows.awaited:
+                rows.add(self._await(job, submitter, rows))
+            submitter.reap(rows.next_batch)
+            yield from rows.ready(submitter.paths)
 
-    @staticmethod
-    def _arrived(
-        arrived: list[tuple[bytes, int, str]],
-        next_batch: int,
-        pending: dict[int, tuple[bytes, str]],
-        stale: list[bytes] | None,
-    ) -> None:
-        for entry, index, encoded in arrived:
-            # A batch run twice is published once (the store dedupes), but be safe.
-            if index >= next_batch and index not in pending:
-                pending[index] = (entry, encoded)
-            elif stale is not None:  # from a batch gathered before: not needed any more
-                stale.append(entry)
+    def _await(self, job: str, submitter: Submitter, rows: InOrder) -> Arrived:
+        """The rows published while the next batch's are awaited. When none come for a
+        while, why: no worker, a job cancelled or gone, or the batch's rows lost."""
+        arrived = rows.read(READ_BLOCK_MS)
+        if arrived:
+            return arrived
+        # Said only now, as the question costs a round trip to the workers.
+        self._warn_if_no_worker(job, submitter.op)
+        self._check_cancelled(job)
+        return self._check_lost(job, submitter, rows)
 
-    def _checkpoint(
-        self, coordination: Coordination, next_batch: int, items: int, used_ids: list[bytes]
-    ) -> None:
-        """Save how far the job got: every row before ``next_batch`` has been used."""
-        state = {"next_batch": next_batch, "items": items, "run": dict(coordination.save())}
-        done = list(range(coordination.next_batch, next_batch))
-        self.jobs.checkpoint(coordination.job, coordination.owner, state, used_ids, done)
-        coordination.next_batch, coordination.items = next_batch, items
-        used_ids.clear()
-
-    def _check_lost(
-        self, job: str, submitter: _Submitter, next_batch: int, cursor: bytes
-    ) -> tuple[bytes, list[tuple[bytes, int, str]]]:
+    def _check_lost(self, job: str, submitter: Submitter, rows: InOrder) -> Arrived:
         """A chord's callback runs after every batch of it has recorded its rows; if it ran
         and the rows of the batch awaited are not here, a worker could not record them."""
-        if not submitter.finished(submitter.window_of(next_batch)):
-            return cursor, []
-        cursor, arrived = self.jobs.read_rows(
-            job, cursor, 10, count=2 * self.in_flight, keep=self.coordination is not None
-        )
-        if not any(index == next_batch for _, index, _ in arrived):
+        if not submitter.finished(submitter.window_of(rows.next_batch)):
+            return []
+        arrived = rows.read(10, count=2 * self.in_flight)
+        if not any(index == rows.next_batch for _, index, _ in arrived):
             refused = self.jobs.refused(job)
             if refused:  # not the broker's doing: a coordinator must not try again
                 raise DmpError(f"job {job}: {refused}")
             raise BrokerError(
-                f"the results of batch {next_batch} of job {job} were lost "
+                f"the results of batch {rows.next_batch} of job {job} were lost "
                 "(see the workers' logs); run the command again"
             )
-        return cursor, arrived
+        return arrived
 
     def _check_cancelled(self, job: str) -> None:
         with broker_errors(self.broker_url, "reading the job"):
@@ -609,43 +320,4 @@ class CeleryExecutor:
             self.jobs.cancel(job)
 
 
-def no_worker_message(app: Celery, broker_url: str, job: str, op: str) -> str | None:
-    """What to tell the user if no live worker takes from the queue of ``op``'s batches
-    (or from queue ``op`` itself, for a queue's name), else None. Asking costs a round
-    trip to the workers, and a second if none of them takes from that queue."""
-    queue = op if op in QUEUES else callback_queue(op)
-    queues = _worker_queues(app, queue)
-    if queues is None or queue in queues:
-        return None
-    where = safe_url(broker_url)
-    if not queues:
-        return f"no worker answers at {where}; job {job} waits in Redis until a `dmp worker` starts"
-    return (
-        f"no worker at {where} takes from {queue} (the live ones take from "
-        f"{', '.join(sorted(queues))}); job {job} waits in Redis until a `dmp worker` "
-        f"for {queue} starts"
-    )
-
-
-def _worker_queues(app: Celery, wanted: str) -> set[str] | None:
-    """The queues the live workers take from, as far as needed to find ``wanted``
-    (empty if no worker answers); None if the question could not be asked, and then
-    nothing is said rather than something wrong."""
-    found: set[str] = set()
-
-    def on_reply(reply: dict[str, list[dict[str, Any]]]) -> None:
-        for queues in reply.values():
-            found.update(str(queue.get("name")) for queue in queues or [])
-        if wanted in found:
-            raise _Answered  # no need to wait out the others
-
-    try:
-        app.control.broadcast("active_queues", reply=True, timeout=1.0, callback=on_reply)
-    except _Answered:
-        pass
-    except Exception:
-        return None
-    return found
-
-
-__all__ = ["CeleryExecutor", "new_job_id", "no_worker_message"]
+__all__ = ["CeleryExecutor", "new_job_id"]

@@ -18,7 +18,7 @@ def big_file_bytes() -> int:
 
 
 # A task carries a batch: one message a file runs at ~450 items/s, batches at tens of
-# thousands (DESIGN.md, section 5). Each task costs the fleet a few milliseconds of CPU
+# thousands (measured on one node). Each task costs the fleet a few milliseconds of CPU
 # whatever its size (a worker's main process alone spends about 3.5 ms on one: taking it,
 # keeping it unacknowledged, its events, its acknowledgement), so small files go 8192 to a
 # batch: against 4096, that took a tenth off the fleet's CPU for 100,000 small files, as

@@ -1,10 +1,11 @@
 """The fleet's tasks: thin wrappers of ``dmp_cli.ops.run_batch``, and the chord callback.
 
-A task never raises: a header task that raises fails the whole chord and loses its
-summary (DESIGN.md, section 5). A file's failure is a row; the batch runner retries the
-transient ones, with backoff, before they become rows. Stores are made from the job's
-spec once per worker process (after the fork: clients are not fork-safe), kept for the
-batches that follow, and closed when the process ends.
+A task never raises: a header task that raises fails the whole chord (Celery runs no
+callback for it), and the counts of its other batches are lost with it. A file's failure
+is a row; the batch runner retries the transient ones, with backoff, before they become
+rows. Stores are made from the job's spec once per worker process (after the fork:
+clients are not fork-safe), kept for the batches that follow, and closed when the process
+ends.
 """
 
 from __future__ import annotations

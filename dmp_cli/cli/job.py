@@ -281,7 +281,7 @@ def watch(app: App, job_id: str) -> int:
 
 def _say_if_no_worker(app: App, broker_url: str, job_id: str, op: str) -> None:
     from dmp_tasks.app import client_app
-    from dmp_tasks.executor import no_worker_message
+    from dmp_tasks.presence import no_worker_message
 
     message = no_worker_message(client_app(broker_url), broker_url, job_id, op)
     if message:
