@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import importlib
 import os
-import random
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
+from dmp_cli import retry
 from dmp_cli.digest import FileDigest
 from dmp_cli.errors import DmpError, StoreError
 from dmp_cli.fsutil import dir_prefix
@@ -27,10 +26,6 @@ from dmp_cli.meta import stat_of
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.rows import Item, Row, base_row, error_row, problem_row
 from dmp_cli.store import Store, StorePool, Vault
-
-# Pauses before the attempts after the first, for files whose failure was transient;
-# DMP_RETRY_DELAYS (seconds, comma-separated) changes them.
-RETRY_DELAYS = (0.5, 2.0, 8.0)
 
 
 @dataclass
@@ -209,11 +204,11 @@ def run_batch(
     if threads and len(items) > 1:
         ctx.spawn = _big_file_pool().submit
     rows = _attempt(op, items, ctx)
-    for delay in retry_delays():
+    for delay in retry.retry_delays():
         again = [i for i, row in enumerate(rows) if row.get("transient")]
         if not again:
             break
-        _sleep(delay)
+        retry.pause(delay)
         for i, row in zip(again, _attempt(op, [items[i] for i in again], ctx), strict=True):
             rows[i] = row
     return rows
@@ -249,17 +244,6 @@ def _unusable_cwd(cwd: str | None) -> OSError | None:
     if cwd is None or os.path.isdir(cwd):
         return None
     return OSError(f"working directory {cwd} not usable on this worker")
-
-
-def retry_delays() -> tuple[float, ...]:
-    raw = os.environ.get("DMP_RETRY_DELAYS")
-    if raw is None:
-        return RETRY_DELAYS
-    return tuple(float(part) for part in raw.split(",") if part.strip())
-
-
-def _sleep(delay: float) -> None:
-    time.sleep(delay * random.uniform(0.75, 1.25))  # jitter: retries of a fleet spread out
 
 
 _pool: ThreadPoolExecutor | None = None
