@@ -59,7 +59,7 @@ def test_every_summary_line_ends_with_the_time_and_the_rates(
         (["-v", "manifest", "--check", *m], rf"dmp: {n} files checked \({n} OK\), {kib} read"),
         (
             ["manifest", "--vault", *m],
-            rf"dmp: {n} files, 3 distinct checksums: 0 in the vault, {n} missing",
+            rf"dmp: {n} files, 3 distinct checksums: 0 in the vault, {n} missing, 0 failed",
         ),
         (
             ["manifest", "--archive", *m, "-n"],
