@@ -35,6 +35,7 @@ from dmp_cli.retry import with_retries
 from dmp_cli.rows import Item, Row, Status, error_row
 from dmp_cli.rules import Command, Verdict, judge
 from dmp_cli.settings import Settings
+from dmp_cli.stdio import stdin_closed
 from dmp_cli.store import StorePool
 from dmp_cli.words import plural
 
@@ -484,7 +485,7 @@ def _with_stdin_read(items: Iterator[Item], stdin: bool) -> Iterator[Item]:
     for item in items:
         if item.get("path") == "-":
             try:
-                if not stdin or sys.stdin is None:  # none, or closed (`<&-`)
+                if not stdin or stdin_closed():  # none, or closed (`<&-`)
                     raise OSError(errno.EBADF, os.strerror(errno.EBADF))
                 item["stdin"] = list(digest_stream(sys.stdin.buffer))
             except OSError as exc:
