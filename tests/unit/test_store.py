@@ -639,3 +639,55 @@ def test_s3_probe_whose_first_answer_was_lost(s3: Any, tmp_path: Path) -> None:
     assert retried and store._trusts_conditional_put("k") is True
     listed = s3.list_objects_v2(Bucket="vault")["Contents"]
     assert [obj["Key"] for obj in listed] == [f"object/{digest_key(sha(data))}"]
+
+
+def test_s3_bucket_check_is_tried_again_with_backoff(
+    s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection closed on the bucket check, past botocore's attempts, is tried again
+    as a file's request is; one that lasts is a transient failure, said once."""
+    monkeypatch.setenv("DMP_RETRY_DELAYS", "0,0,0")
+    sent: list[int] = []
+    failing = [4]  # botocore's three attempts, and the first of dmp's next try
+
+    def close(request: Any, **_: object) -> None:
+        sent.append(1)
+        if len(sent) <= failing[0]:
+            raise ConnectionClosedError(endpoint_url=request.url)
+
+    s3.meta.events.register("before-send.s3.HeadBucket", close)
+    store = S3Store(s3, "vault", "object")
+    store.check()
+    assert len(sent) == 5
+    sent.clear()
+    failing[0] = 100
+    with pytest.raises(StoreError, match="Connection was closed") as caught:
+        store.check()
+    assert caught.value.transient and len(sent) == 4 * 3
+
+
+def test_s3_answer_cut_inside_its_headers_is_transient(s3: Any, tmp_path: Path) -> None:
+    """A HEAD whose Content-Length was cut off, and a GET that brought fewer bytes than
+    the object holds (its headers cut before their Content-Length): tried again."""
+    data = b"some content\n"
+    key = digest_key(sha(data))
+    store = S3Store(s3, "vault", "object")
+    store.put_file(key, write(tmp_path / "f", data), sha(data), len(data))
+
+    def no_length(parsed: dict[str, Any], **_: object) -> None:
+        parsed.pop("ContentLength", None)
+
+    s3.meta.events.register("after-call.s3.HeadObject", no_length)
+    with pytest.raises(StoreError, match="without its Content-Length") as caught:
+        store.head(key)
+    assert caught.value.transient
+    s3.meta.events.unregister("after-call.s3.HeadObject", no_length)
+
+    def short_body(parsed: dict[str, Any], **_: object) -> None:
+        parsed["Body"] = BytesIO(b"")
+        parsed.pop("ContentLength", None)
+
+    s3.meta.events.register("after-call.s3.GetObject", short_body)
+    with pytest.raises(StoreError, match="0 bytes of 13 came") as caught:
+        store.get_file(key, BytesIO())
+    assert caught.value.transient
