@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as PoolExecutor
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from itertools import islice
 from typing import Any, Protocol
 
 from dmp_cli.digest import small_digest
@@ -163,6 +164,13 @@ def _rows(batch: list[Item] | None, future: Future[list[Any]]) -> Iterator[Row]:
     return iter(results) if batch is None else _checked_rows(batch, results)
 
 
+def _counted(items: Iterable[Item], count: int) -> Iterator[list[Item]]:
+    """Batches of ``count`` items: what ``batches`` makes of items of no known size."""
+    items = iter(items)
+    while batch := list(islice(items, count)):
+        yield batch
+
+
 def default_jobs() -> int:
     env = os.environ.get("DMP_JOBS")
     if env:
@@ -213,14 +221,16 @@ class LocalExecutor:
         # Threads share this process, so they can tell of bytes as they move; the
         # processes of the hashing pool cannot (and hashing reports whole files).
         watch = on_bytes if kind == "io" else None
+        compact = work.op == Command.CHECK.operation and work.cwd is None
         if kind == "io":
             # Network work is latency-bound: small batches keep every thread busy.
             groups = batches(items, max_items=8, max_bytes=MAX_BATCH_BYTES)
+        elif compact:
+            groups = _counted(items, MAX_BATCH_ITEMS)  # entries of no known size
         else:
             groups = batches(items)
         # Hashing needs no stores (and its processes could not share them).
         stores = self.stores if kind == "io" else None
-        compact = work.op == Command.CHECK.operation and work.cwd is None
         if pool is None:
             for batch in groups:
                 entries = _entries(batch) if compact else None
