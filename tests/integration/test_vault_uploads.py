@@ -16,6 +16,7 @@ import pytest
 from botocore.config import Config
 from s3transfer.manager import TransferConfig
 
+from dmp_cli.errors import ObjectExists
 from dmp_cli.layout import digest_key
 from dmp_cli.store.s3 import S3Store
 from tests.integration.vaultkit import dmp, incomplete, one_error, sha, wait_for_a_part
@@ -67,7 +68,8 @@ def test_two_uploads_of_one_object_at_once_both_end_well(
 ) -> None:
     """Two batches archive the same content (two files, one key) at once. The first has
     sent a part when the second begins; the second finds its upload, finishes, and aborts
-    it; the first, cut short, finds the object there and counts its file as uploaded."""
+    it; the first, cut short, finds the object there, written by the second (another
+    upload's token): its file was already archived, uploaded by the other batch."""
     parts = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
     first, second = (S3Store(s3, bucket, "object", parts) for _ in range(2))
     data = os.urandom(12 * MiB)  # three parts
@@ -79,14 +81,16 @@ def test_two_uploads_of_one_object_at_once_both_end_well(
     source = _Gated(path, 5 * MiB, gate)
     try:
         with ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(first._put_multipart, key, source, len(data), digest, None)  # type: ignore[arg-type]
+            put = first._put_multipart
+            slow = pool.submit(put, key, source, len(data), digest, "first", None)  # type: ignore[arg-type]
             try:
                 wait_for_a_part(s3, bucket, f"object/{key}")
                 assert second.put_file(key, str(path), digest, len(data)) == len(data)
                 assert incomplete(s3, bucket, f"object/{key}") == []  # the first's, aborted
             finally:
                 gate.set()
-            assert slow.result(timeout=120) == len(data)
+            with pytest.raises(ObjectExists):
+                slow.result(timeout=120)
     finally:
         source.close()
         first.close()
