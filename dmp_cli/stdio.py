@@ -5,7 +5,7 @@ that was closed, and the next file dmp opens would take its number: a manifest r
 if it were stdin, or results written into a file opened for something else. ``guard``
 puts ``/dev/null`` there instead, opened the wrong way round (stdin for writing, stdout
 and stderr for reading), so that the descriptor stays taken and every read or write of
-it still fails with EBADF, as it would have closed: dmp then says what sha256sum says
+it still fails with EBADF, as it did closed: dmp then says what sha256sum says
 (`write error: Bad file descriptor`). ``stdin_closed`` is how a run asks whether it may
 read stdin; one that asked of a closed stdin ends as sha256sum does, with
 `standard input: Bad file descriptor`.
