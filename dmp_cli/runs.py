@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from itertools import chain
-from typing import Any, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 from dmp_cli.check import CheckCounts, check_items
 from dmp_cli.digest import digest_stream
@@ -25,6 +25,7 @@ from dmp_cli.errors import ManifestError, ObjectExists, RunStopped, StoreError, 
 from dmp_cli.executor import Executor, default_jobs, io_threads_for
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs, Lister, walk_items
+from dmp_cli.job_record import DetachedJob
 from dmp_cli.manifest import FORMATS, open_manifest, parse_lines, parsed
 from dmp_cli.meta import Companion, Recorder, differences, get_name, open_companion
 from dmp_cli.options import Options, StoreSpec, Work
@@ -687,9 +688,9 @@ class Submitter(Protocol):
 
     stores: StorePool
 
-    def submit_job(self, op: str, plan: Mapping[str, Any], rules: Mapping[str, bool]) -> str:
-        """Queue the job (``plan``: what its coordinator runs; ``rules``: how it is judged)
-        and return its id at once."""
+    def submit_job(self, detached: DetachedJob, rules: Mapping[str, bool]) -> str:
+        """Queue the job (``detached``: what its coordinator runs; ``rules``: how it is
+        judged) and return its id at once."""
         ...
 
 
@@ -713,10 +714,15 @@ def submit_check(
     ``meta``, a companion file, checked against the manifest here first)."""
     _first_entry(manifest, lambda name, stream: _check_items(name, stream, stdin=False))
     _submitted_companion(meta, manifest)
-    plan = {"command": "check", "cwd": os.getcwd(), "manifest": manifest}
-    rules = {"strict": strict, "ignore_missing": ignore_missing}
-    extra = {"meta": meta} if meta else {}
-    return executor.submit_job(Command.CHECK.operation, {**plan, **rules, **extra}, rules)
+    detached = DetachedJob(
+        Command.CHECK,
+        os.getcwd(),
+        manifest,
+        strict=strict,
+        ignore_missing=ignore_missing,
+        meta=meta or None,
+    )
+    return executor.submit_job(detached, {"strict": strict, "ignore_missing": ignore_missing})
 
 
 def submit_transfer(
@@ -736,15 +742,15 @@ def submit_transfer(
     _first_entry(manifest, lambda _, stream: plan.items(parse_lines(stream)), "SHA256 ")
     _submitted_companion(meta, manifest)
     work = Work.of(command.operation, spec, options)
-    job_plan = {
-        "command": command.value,
-        "cwd": os.getcwd(),
-        "manifest": manifest,
-        "stores": work.stores,
-        "options": work.options,
-        **({"meta": meta} if meta else {}),
-    }
-    return executor.submit_job(command.operation, job_plan, {"strict": options.strict})
+    detached = DetachedJob(
+        command,
+        os.getcwd(),
+        manifest,
+        stores=work.stores,
+        options=work.options,
+        meta=meta or None,
+    )
+    return executor.submit_job(detached, {"strict": options.strict})
 
 
 def submit_create(
@@ -762,21 +768,21 @@ def submit_create(
         raise ManifestError("--detach cannot read the list of files from standard input")
     target = manifest_target(manifest)  # the temporary file, made now: its coordinator
     target.stream.close()  # writes it, and takes it over if the coordinator dies
-    plan = {
-        "command": "create",
-        "cwd": os.getcwd(),
-        "inputs": asdict(inputs),
-        "output": manifest,
-        "temp": target.temp,
-        "fmt": fmt,
-    }
+    detached = DetachedJob(
+        Command.CREATE,
+        os.getcwd(),
+        inputs=asdict(inputs),
+        output=manifest,
+        temp=target.temp,
+        fmt=fmt,
+    )
     companion = None
     try:
         if meta:
             companion = manifest_target(meta, "metadata file")
             companion.stream.close()
-            plan.update(meta_output=meta, meta_temp=companion.temp)
-        return executor.submit_job(Command.CREATE.operation, plan, {})
+            detached = replace(detached, meta_output=meta, meta_temp=companion.temp)
+        return executor.submit_job(detached, {})
     except BaseException:
         _abort(target, None)
         if companion:

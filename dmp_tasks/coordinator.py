@@ -37,6 +37,7 @@ from dmp_cli import runs
 from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs
+from dmp_cli.job_record import DetachedJob, JobState
 from dmp_cli.meta import Recorder
 from dmp_cli.options import Options, StoreSpec
 from dmp_cli.rules import Command
@@ -75,13 +76,14 @@ class JobFile(AtomicFile):
         self.stream = os.fdopen(fd, "wb", buffering=1 << 20)
 
     @classmethod
-    def companion(cls, plan: Mapping[str, Any], saved: Mapping[str, Any]) -> JobFile:
+    def companion(cls, detached: DetachedJob, saved: Mapping[str, Any]) -> JobFile:
         """The companion of metadata of a --create --meta job, from its checkpoint."""
+        target, temp = _given(detached.meta_output), _given(detached.meta_temp)
         try:
-            return cls(plan["meta_output"], plan["meta_temp"], int(saved.get("meta_offset", 0)))
+            return cls(target, temp, int(saved.get("meta_offset", 0)))
         except _Committed:
             raise DmpError(
-                f"{plan['meta_output']}: the metadata file is in place but its manifest is not"
+                f"{target}: the metadata file is in place but its manifest is not"
             ) from None
 
     def mark(self) -> int:
@@ -111,12 +113,18 @@ def _in_directory(cwd: str) -> Iterator[None]:
         os.chdir(before)
 
 
-def _discard_output(plan: Mapping[str, Any]) -> None:
+def _given(value: str | None) -> str:
+    """A field of a detached job that its command always has (its submitter wrote it)."""
+    assert value is not None, "a detached job without a field its command needs"
+    return value
+
+
+def _discard_output(detached: DetachedJob | None) -> None:
     """The end of a --create job with no manifest: its temporary files go too."""
-    for key in ("temp", "meta_temp"):
-        if plan.get(key):
+    for temp in (detached.temp, detached.meta_temp) if detached else ():
+        if temp:
             with contextlib.suppress(OSError):
-                os.unlink(plan[key])
+                os.unlink(temp)
 
 
 @app.task(name="dmp.coordinate", bind=True, acks_late=True)
@@ -131,34 +139,35 @@ def coordinate(self: Any, job: str) -> str:
     if info is None:
         log.error("job %s is gone from Redis (expired, deleted, or Redis lost its data)", job)
         return "gone"
-    if info.get("state") != "active":
-        return str(info.get("state"))
+    if info.state != JobState.ACTIVE:
+        return str(info.state)
     owner = f"{self.request.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     ttl = lease_seconds()
     if not jobs.take_lease(job, owner, int(ttl * 1000)):
         log.info("job %s is coordinated by another worker", job)
         return "elsewhere"
-    log.info("job %s: coordinating (%s) as %s", job, info.get("op"), owner)
+    log.info("job %s: coordinating (%s) as %s", job, info.op, owner)
     with Heartbeat(jobs, job, owner, ttl) as heartbeat:
         return _coordinate(jobs, job, owner, heartbeat.lost)
 
 
 def _coordinate(jobs: JobStore, job: str, owner: str, lost: threading.Event) -> str:
     patience = time.monotonic() + BROKER_PATIENCE_S
-    plan: dict[str, Any] = {}
+    detached: DetachedJob | None = None
     while True:
         try:
             info = jobs.info(job)
             if info is None:
                 raise JobGone(f"job {job} is gone from Redis (expired, deleted, or lost)")
-            plan = json.loads(info["plan"])
-            refused = wire.mismatch(plan, "the job's submitter")
+            sent = json.loads(info.plan or "{}")
+            refused = wire.mismatch(sent, "the job's submitter")
             if refused:
                 raise DmpError(refused)
-            checkpoint = json.loads(info.get("checkpoint") or "{}")
-            fields = _run(jobs, job, owner, plan, checkpoint, lost)
+            detached = DetachedJob.from_json(wire.unwrapped(sent))
+            checkpoint = json.loads(info.checkpoint or "{}")
+            fields = _run(jobs, job, owner, detached, checkpoint, lost)
             if "error" in fields:
-                _discard_output(plan)
+                _discard_output(detached)
             jobs.end_job(job, owner, fields)
             log.info("job %s: ended", job)
             return "done"
@@ -167,10 +176,10 @@ def _coordinate(jobs: JobStore, job: str, owner: str, lost: threading.Event) -> 
             return "lost"
         except JobGone as exc:
             log.error("%s", exc)
-            _discard_output(plan)
+            _discard_output(detached)
             return "gone"
         except JobCancelled:
-            _discard_output(plan)
+            _discard_output(detached)
             with contextlib.suppress(DmpError, redis.RedisError):
                 jobs.end_job(job, owner, {})
             log.info("job %s: cancelled", job)
@@ -188,7 +197,7 @@ def _coordinate(jobs: JobStore, job: str, owner: str, lost: threading.Event) -> 
             else:  # not foreseen: a new coordinator would meet it again
                 error = f"the job's coordinator failed: {type(exc).__name__}: {exc}"
                 log.exception("job %s failed", job)
-            _discard_output(plan)
+            _discard_output(detached)
             with contextlib.suppress(DmpError, redis.RedisError):
                 jobs.end_job(job, owner, {"error": error})
             return "failed"
@@ -198,12 +207,12 @@ def _run(
     jobs: JobStore,
     job: str,
     owner: str,
-    plan: Mapping[str, Any],
+    detached: DetachedJob,
     checkpoint: Mapping[str, Any],
     lost: threading.Event,
 ) -> dict[str, Any]:
     """The job's core run, from ``checkpoint``; the fields that end its record."""
-    command = Command(plan["command"])
+    command = Command(detached.command)
     coordination = Coordination(
         job,
         owner,
@@ -223,20 +232,20 @@ def _run(
         )
     saved = checkpoint.get("run", {})
     executor = CeleryExecutor(jobs.url, app=app, coordination=coordination)
-    with executor, _in_directory(plan["cwd"]):
+    with executor, _in_directory(detached.cwd):
         if command is Command.CREATE:
-            return _create(executor, coordination, plan, saved)
+            return _create(executor, coordination, detached, saved)
         if command is Command.CHECK:
-            return _check(executor, plan)
+            return _check(executor, detached)
         problems: list[str] = []
         report = runs.transfer(
             command,
-            plan["manifest"],
+            _given(detached.manifest),
             executor,
-            StoreSpec.from_json(plan["stores"]),
-            Options.from_json(plan["options"]),
+            StoreSpec.from_json(detached.stores or {}),
+            Options.from_json(detached.options or {}),
             detached=True,
-            meta=plan.get("meta"),
+            meta=detached.meta,
             listener=runs.Listener(
                 on_problem=lambda path, why: problems.append(f"{runs.shown_name(path)}: {why}")
             ),
@@ -250,7 +259,7 @@ def _run(
         return fields
 
 
-def _check(executor: CeleryExecutor, plan: Mapping[str, Any]) -> dict[str, Any]:
+def _check(executor: CeleryExecutor, detached: DetachedJob) -> dict[str, Any]:
     """A detached check; with a companion, the entries whose metadata differs end its
     record (the first ERRORS_KEPT of them, as its failed files are kept), and fail it."""
     differ: list[tuple[str, list[str]]] = []
@@ -260,12 +269,12 @@ def _check(executor: CeleryExecutor, plan: Mapping[str, Any]) -> dict[str, Any]:
             differ.append((path, found))
 
     report = runs.check(
-        plan["manifest"],
+        _given(detached.manifest),
         executor,
-        strict=bool(plan.get("strict")),
-        ignore_missing=bool(plan.get("ignore_missing")),
+        strict=bool(detached.strict),
+        ignore_missing=bool(detached.ignore_missing),
         stdin=False,
-        meta=plan.get("meta"),
+        meta=detached.meta,
         listener=runs.Listener(on_meta=on_meta),
     )
     if not report.metadata:
@@ -277,7 +286,7 @@ def _check(executor: CeleryExecutor, plan: Mapping[str, Any]) -> dict[str, Any]:
 def _create(
     executor: CeleryExecutor,
     coordination: Coordination,
-    plan: Mapping[str, Any],
+    detached: DetachedJob,
     saved: Mapping[str, Any],
 ) -> dict[str, Any]:
     counts = runs.CreateCounts(
@@ -285,13 +294,13 @@ def _create(
     )
     offset = int(saved.get("offset", 0))
     try:
-        target = JobFile(plan["output"], plan["temp"], offset)
+        target = JobFile(_given(detached.output), _given(detached.temp), offset)
     except _Committed:
         return {}
     meta, meta_file = None, None
-    if plan.get("meta_temp"):
-        meta_file = JobFile.companion(plan, saved)
-        meta = _meta_target(meta_file, plan, saved, coordination.items, offset)
+    if detached.meta_temp:
+        meta_file = JobFile.companion(detached, saved)
+        meta = _meta_target(meta_file, target.temp, saved, coordination.items, offset)
 
     def save() -> dict[str, Any]:
         state = {"offset": target.mark(), **asdict(counts)}
@@ -307,10 +316,10 @@ def _create(
             warnings.append(f"{runs.shown_name(path)}: {reason}")
 
     report = runs.create(
-        Inputs(**plan["inputs"]),
+        Inputs(**(detached.inputs or {})),
         executor,
         target=target,
-        fmt=plan.get("fmt", "dmp"),
+        fmt=detached.fmt or "dmp",
         counts=counts,
         listener=runs.Listener(on_problem=on_problem),
         meta=meta,
@@ -324,14 +333,14 @@ def _create(
 
 
 def _meta_target(
-    file: JobFile, plan: Mapping[str, Any], saved: Mapping[str, Any], files: int, offset: int
+    file: JobFile, manifest: str, saved: Mapping[str, Any], files: int, offset: int
 ) -> runs.MetaTarget:
     """The companion of metadata a --create --meta job writes, from its checkpoint: the
-    records of the ``files`` already used are in it, and so is the hash of the
-    manifest's first ``offset`` bytes (read again)."""
+    records of the ``files`` already used are in it, and so is the hash of the first
+    ``offset`` bytes of ``manifest`` (the manifest being written, read again)."""
     if not saved.get("meta"):
         return runs.MetaTarget(file, Recorder(file.stream))
-    with open(plan["temp"], "rb") as stream:
+    with open(manifest, "rb") as stream:
         written = stream.read(offset)
     state = {**saved["meta"], "files": files, "manifest": written}
     return runs.MetaTarget(file, Recorder(file.stream, state))

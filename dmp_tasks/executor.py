@@ -18,20 +18,23 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import chain, islice
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.executor import batches
 from dmp_cli.inputs import Inputs
+from dmp_cli.job_record import DetachedJob, JobState
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
+from dmp_cli.rules import Command
 from dmp_cli.settings import whole_number
 from dmp_cli.store import StorePool
 from dmp_tasks import wire
 from dmp_tasks.app import client_app
+from dmp_tasks.broker import broker_errors
 from dmp_tasks.config import COORD_QUEUE, safe_url
 from dmp_tasks.gather import Arrived, InOrder
-from dmp_tasks.jobs import JobCancelled, JobGone, JobStore, LeaseLost, broker_errors
+from dmp_tasks.jobs import JobCancelled, JobGone, JobStore, LeaseLost
 from dmp_tasks.lease import Heartbeat, lease_seconds
 from dmp_tasks.presence import no_worker_message
 from dmp_tasks.routing import BATCH_BYTES, batch_items, big_file_bytes, callback_queue
@@ -173,15 +176,15 @@ class CeleryExecutor:
         submitter.wait()
 
     # detached jobs ---------------------------------------------------------
-    def submit_job(self, op: str, plan: Mapping[str, Any], rules: Mapping[str, bool]) -> str:
-        """Submit a detached job: its record (``plan``: what its coordinator runs) and its
-        coordinator, queued on a queue of its own. Returns the job's id at once, however
-        big the job; ``rules`` (strict, ignore_missing) judge it at the end."""
+    def submit_job(self, detached: DetachedJob, rules: Mapping[str, bool]) -> str:
+        """Submit a detached job: its record (with ``detached``: what its coordinator
+        runs) and its coordinator, queued on a queue of its own. Returns the job's id at
+        once, however big the job; ``rules`` (strict, ignore_missing) judge it at the end."""
         job = new_job_id()
+        op = Command(detached.command).operation
         fields = {rule: 1 for rule, on in rules.items() if on}
-        self._create(
-            job, op, {**fields, "plan": json.dumps({**plan, **wire.speaks()})}, coordinated=True
-        )
+        plan = json.dumps({**detached.to_json(), **wire.speaks()})
+        self._create(job, op, {**fields, "plan": plan}, coordinated=True)
         try:
             # Coordinators first, then the workers its batches need: the first missing.
             if self.on_message is not None:
@@ -296,7 +299,7 @@ class CeleryExecutor:
     def _check_cancelled(self, job: str) -> None:
         with broker_errors(self.broker_url, "reading the job"):
             state = self.jobs.state(job)
-        if state in ("cancelled", "abandoned"):
+        if state in (JobState.CANCELLED, JobState.ABANDONED):
             raise JobCancelled(f"job {job} was {state}")
         if state is None:
             raise JobGone(

@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 
 import redis
 
-from dmp_cli.errors import BrokerError, BrokerUnreachable, DmpError
+from dmp_cli.errors import BrokerError, DmpError
+from dmp_cli.job_record import JobInfo, JobState
 from dmp_tasks import scripts
+from dmp_tasks.broker import broker_errors, connect
 from dmp_tasks.config import safe_url
 
 JOB_TTL = 7 * 24 * 3600
@@ -40,6 +41,7 @@ ERRORS_KEPT = 1000
 JOBS_KEY = "dmp:jobs"
 COORDINATED_KEY = "dmp:coordinated"
 ATTACHED_KEY = "dmp:attached"
+_ACTIVE = JobState.ACTIVE.encode()  # as Redis replies with it
 
 
 class JobGone(BrokerError):
@@ -56,42 +58,6 @@ class LeaseLost(DmpError):
 
 def job_key(job: str, part: str = "") -> str:
     return f"dmp:job:{job}" + (f":{part}" if part else "")
-
-
-def connect(url: str, **options: Any) -> redis.Redis:
-    """A Redis client for ``url`` that fails in seconds, not minutes, when Redis is away."""
-    options.setdefault("socket_connect_timeout", 5)
-    options.setdefault("socket_timeout", 30)
-    options.setdefault("health_check_interval", 30)
-    return redis.Redis.from_url(url, **options)
-
-
-def _auth_error(url: str) -> BrokerError:
-    if urlsplit(url).password is None:
-        return BrokerError(
-            f"the broker at {safe_url(url)} needs a password (redis://:PASSWORD@host:port/db)"
-        )
-    return BrokerError(
-        f"the broker at {safe_url(url)} refused the password (check the password in DMP_BROKER_URL)"
-    )
-
-
-@contextmanager
-def broker_errors(url: str, doing: str) -> Iterator[None]:
-    """Turn redis-py's exceptions into one line that names the broker, never its password."""
-    try:
-        yield
-    except redis.AuthenticationError:
-        raise _auth_error(url) from None
-    except redis.ResponseError as exc:
-        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
-            raise _auth_error(url) from None
-        raise BrokerError(f"the broker at {safe_url(url)} failed {doing}: {exc}") from None
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        reason = str(exc).split("\n")[0] or type(exc).__name__
-        raise BrokerUnreachable(
-            f"cannot reach the broker at {safe_url(url)} ({doing}): {reason}"
-        ) from None
 
 
 class JobStore:
@@ -133,7 +99,13 @@ class JobStore:
             pipe = self.client.pipeline()
             pipe.hset(
                 job_key(job),
-                mapping={"state": "active", "created": now, "batches": 0, "items": 0, **fields},
+                mapping={
+                    "state": JobState.ACTIVE,
+                    "created": now,
+                    "batches": 0,
+                    "items": 0,
+                    **fields,
+                },
             )
             pipe.expire(job_key(job), JOB_TTL)
             pipe.zadd(JOBS_KEY, {job: now})
@@ -238,7 +210,7 @@ class JobStore:
             going = []
             for job in jobs:
                 state, started = self.client.hmget(job_key(job), "state", "coordinator")
-                if state != b"active":
+                if state != _ACTIVE:
                     self.client.srem(COORDINATED_KEY, job)
                 elif started is not None and not self.client.exists(job_key(job, "lease")):
                     going.append(job)
@@ -267,9 +239,10 @@ class JobStore:
         """Mark a job cancelled; False if it had already ended."""
         with broker_errors(self.url, "cancelling"):
             state = self.client.hget(job_key(job), "state")
-            if state != b"active":
+            if state != _ACTIVE:
                 return False
-            self.client.hset(job_key(job), mapping={"state": "cancelled", "finished": time.time()})
+            cancelled = {"state": JobState.CANCELLED, "finished": time.time()}
+            self.client.hset(job_key(job), mapping=cancelled)
             return True
 
     # workers -------------------------------------------------------------
@@ -345,20 +318,28 @@ class JobStore:
         found = [(i, int(fields[b"b"]), fields[b"r"].decode()) for i, fields in entries]
         return entries[-1][0], found
 
-    def info(self, job: str) -> dict[str, str] | None:
+    def info(self, job: str) -> JobInfo | None:
         """A job's record; an attached job whose submitter's lease has expired shows as
         abandoned, whether or not a worker's watchdog has marked it yet."""
         with broker_errors(self.url, "reading the job"):
             raw = self.client.hgetall(job_key(job))
             if not raw:
                 return None
-            info = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+            try:
+                info = JobInfo.from_record(
+                    {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+                )
+            except ValueError as exc:
+                raise DmpError(
+                    f"job {job}: its record is not one this dmp can read ({exc}); was it "
+                    "submitted by another version of dmp?"
+                ) from None
             if (
-                info.get("state") == "active"
-                and info.get("attached")
+                info.state == JobState.ACTIVE
+                and info.attached
                 and not self.client.exists(job_key(job, "lease"))
             ):
-                info["state"] = "abandoned"
+                info = replace(info, state=JobState.ABANDONED)
         return info
 
     def errors(self, job: str, limit: int = ERRORS_KEPT) -> list[dict[str, Any]]:
@@ -366,7 +347,7 @@ class JobStore:
             entries = self.client.xrange(job_key(job, "errors"), count=limit)
         return [json.loads(fields[b"r"]) for _, fields in entries]
 
-    def newest(self, limit: int = 50) -> list[tuple[str, dict[str, str]]]:
+    def newest(self, limit: int = 50) -> list[tuple[str, JobInfo]]:
         """The newest jobs first; ids whose state expired are dropped from the index."""
         with broker_errors(self.url, "listing jobs"):
             ids = [i.decode() for i in self.client.zrevrange(JOBS_KEY, 0, limit - 1)]

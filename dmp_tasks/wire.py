@@ -26,9 +26,10 @@ from dmp_cli import __version__
 from dmp_cli.rows import Item, Row
 
 # What a command and the workers send each other (a batch's items and options, its rows,
-# a detached job's plan) changes between versions of dmp. Each side says which form it
-# speaks (``speaks``), and work in another form is refused in one line (``mismatch``),
-# rather than misread. Bumped with any change to those forms.
+# what a detached job runs: ``dmp_cli.job_record.DetachedJob``) changes between versions
+# of dmp. Each side says which form it speaks (``speaks``), and work in another form is
+# refused in one line (``mismatch``), rather than misread. Bumped with any change to
+# those forms.
 PROTOCOL = 2
 
 # ensure_ascii stays: a path that is not UTF-8 holds lone surrogates, which only the
@@ -41,9 +42,15 @@ def speaks() -> dict[str, Any]:
     return {"protocol": PROTOCOL, "dmp": __version__}
 
 
+def unwrapped(sent: Mapping[str, Any]) -> dict[str, Any]:
+    """``sent`` without what ``speaks`` added to it."""
+    spoken = speaks()
+    return {key: value for key, value in sent.items() if key not in spoken}
+
+
 def mismatch(sent: Mapping[str, Any], sender: str = "the command") -> str | None:
     """Why this process cannot take work sent with ``sent`` (what ``speaks`` said, in a
-    batch's config or a job's plan), or None if it can."""
+    batch's config or with a detached job), or None if it can."""
     if sent.get("protocol") == PROTOCOL:
         return None
     theirs = (

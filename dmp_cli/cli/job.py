@@ -12,6 +12,8 @@ import click
 
 from dmp_cli.cli import global_options, quiet_option
 from dmp_cli.errors import BrokerUnreachable, DmpError, UsageError
+from dmp_cli.job_record import JobInfo, JobState
+from dmp_cli.rows import Status
 from dmp_cli.words import duration, human_bytes
 
 if TYPE_CHECKING:
@@ -60,18 +62,18 @@ def _jobs(app: App) -> JobStore:
 def _reason(row: dict[str, Any]) -> str:
     if row.get("error"):
         return str(row["error"])
-    if row["status"] == "failed":
+    if row["status"] == Status.FAILED:
         return "computed checksum did NOT match"
     return str(row["status"])
 
 
-def _show_errors(app: App, jobs: JobStore, job_id: str, info: dict[str, str]) -> None:
+def _show_errors(app: App, jobs: JobStore, job_id: str, info: JobInfo) -> None:
     """The files that failed, each in the line the command would have said; a failure
     that stopped the run (a full target, a vault that cannot be used), which the files
     in flight then met too, is said once, as the run says it: by the job's error, which
     its coordinator recorded as it stopped and which is shown after these, or else here
     (an attached run, which its command stopped)."""
-    stopped = bool(info.get("error"))
+    stopped = bool(info.error)
     for row in jobs.errors(job_id):
         if row.get("fatal"):
             if not stopped:
@@ -81,13 +83,13 @@ def _show_errors(app: App, jobs: JobStore, job_id: str, info: dict[str, str]) ->
         app.out.file_error(row.get("path") or "?", _reason(row))
     for path, found in _metadata(info):
         app.out.file_error(path, "METADATA " + ", ".join(found))
-    for warning in filter(None, info.get("warnings", "").split("\n")):
+    for warning in filter(None, (info.warnings or "").split("\n")):
         app.out.error(warning)
 
 
-def _metadata(info: dict[str, str]) -> list[tuple[str, list[str]]]:
+def _metadata(info: JobInfo) -> list[tuple[str, list[str]]]:
     """A detached --check --meta's entries whose metadata differs, with how."""
-    return [(path, found) for path, found in json.loads(info.get("metadata") or "[]")]
+    return [(path, found) for path, found in json.loads(info.metadata or "[]")]
 
 
 class NoSuchJob(DmpError):
@@ -96,14 +98,14 @@ class NoSuchJob(DmpError):
     exit_code = 2
 
 
-def _info(jobs: JobStore, job: str) -> dict[str, str]:
+def _info(jobs: JobStore, job: str) -> JobInfo:
     info = jobs.info(job)
     if info is None:
         raise NoSuchJob(f"no job {job} (finished jobs are kept for 7 days)")
     return info
 
 
-def _still_there(jobs: JobStore, job: str) -> dict[str, str]:
+def _still_there(jobs: JobStore, job: str) -> JobInfo:
     """A job's record, which was there a moment ago: gone now, Redis lost it."""
     info = jobs.info(job)
     if info is None:
@@ -116,47 +118,46 @@ def _still_there(jobs: JobStore, job: str) -> dict[str, str]:
     return info
 
 
-def _when(stamp: str | None) -> str:
+def _when(stamp: float | None) -> str:
     if not stamp:
         return "-"
-    return datetime.fromtimestamp(float(stamp), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _state(info: dict[str, str], failed: bool) -> str:
+def _state(info: JobInfo, failed: bool) -> str:
     """What a person wants to know: submitting, queued, running, done, failed, cancelled."""
-    state = info.get("state", "?")
-    if state == "active" and "plan" in info:  # detached: its coordinator runs it
-        return "running" if "coordinator" in info else "queued"
-    if state == "active":
-        if "items_total" not in info:
+    state = info.state or "?"
+    if state == JobState.ACTIVE and info.plan is not None:  # detached: a coordinator runs it
+        return "running" if info.coordinator is not None else "queued"
+    if state == JobState.ACTIVE:
+        if info.items_total is None:
             return "submitting"
-        return "running" if int(info.get("batches_done", 0)) else "queued"
-    return "failed" if state == "done" and failed else state
+        return "running" if info.batches_done else "queued"
+    return "failed" if state == JobState.DONE and failed else str(state)
 
 
-def _elapsed(info: dict[str, str]) -> float:
+def _elapsed(info: JobInfo) -> float:
     """Seconds from submission to the end, or to now for a job still going."""
-    start = float(info.get("created") or time.time())
-    return max(0.0, float(info.get("finished") or time.time()) - start)
+    start = info.created or time.time()
+    return max(0.0, (info.finished or time.time()) - start)
 
 
-def _summary(info: dict[str, str]) -> dict[str, Any]:
+def _summary(info: JobInfo) -> dict[str, Any]:
     from dmp_cli.job_verdicts import job_failed, rule_failure, status_counts
 
-    total = info.get("items_total")
     failed = job_failed(info)
     elapsed = _elapsed(info)
     return {
         "state": _state(info, failed),
-        "op": info.get("op"),
-        "command": info.get("command"),
-        "host": info.get("host"),
-        "created": _when(info.get("created")),
-        "finished": _when(info.get("finished")) if info.get("finished") else None,
-        "files": int(info.get("files", 0)),
-        "total": int(total) if total else None,
-        "bytes": int(info.get("bytes", 0)),
-        "bytes_total": int(info["bytes_total"]) if "bytes_total" in info else None,
+        "op": info.op,
+        "command": info.command,
+        "host": info.host,
+        "created": _when(info.created),
+        "finished": _when(info.finished) if info.finished else None,
+        "files": info.files,
+        "total": info.items_total,
+        "bytes": info.bytes,
+        "bytes_total": info.bytes_total,
         "elapsed": round(elapsed, 3),
         "counts": status_counts(info),
         "failed": failed,
@@ -230,12 +231,10 @@ def watch(app: App, job_id: str) -> int:
     it up to 5 minutes: the job goes on without it."""
     jobs = _jobs(app)
     info = _info(jobs, job_id)
-    total = int(info["items_total"]) if "items_total" in info else None
     # What was done before the watch began counts in the bar, not in its rate.
-    seen, seen_bytes = int(info.get("files", 0)), int(info.get("bytes", 0))
-    by_bytes = int(info["bytes_total"]) if "bytes_total" in info else None
+    seen, seen_bytes = info.files, info.bytes
     with app.out.progress(
-        f"job {job_id}", total, initial=(seen, seen_bytes), bytes_total=by_bytes
+        f"job {job_id}", info.items_total, initial=(seen, seen_bytes), bytes_total=info.bytes_total
     ) as bar:
         moved, asked = time.monotonic(), False
         lost: float | None = None  # since when the broker has not answered
@@ -255,16 +254,16 @@ def watch(app: App, job_id: str) -> int:
             if lost is not None:
                 lost = None
                 app.out.info(f"the broker answers again; watching job {job_id}")
-            files, nbytes = int(info.get("files", 0)), int(info.get("bytes", 0))
+            files, nbytes = info.files, info.bytes
             bar.update(files - seen, nbytes - seen_bytes)
             if files != seen:
                 moved = time.monotonic()
             seen, seen_bytes = files, nbytes
-            if info.get("state") != "active":
+            if info.state != JobState.ACTIVE:
                 break
             if not asked and time.monotonic() - moved >= STALLED_S:
                 asked = True  # once: the answer costs the workers a round trip
-                _say_if_no_worker(app, jobs.url, job_id, info.get("op", ""))
+                _say_if_no_worker(app, jobs.url, job_id, info.op or "")
             time.sleep(WATCH_INTERVAL)
     summary = _summary(info)
     _show_errors(app, jobs, job_id, info)
@@ -299,7 +298,7 @@ def cancel(app: App, job_id: str) -> int:
     info = _info(jobs, job_id)
     if not jobs.cancel(job_id):
         raise DmpError(f"job {job_id} has already ended ({_summary(info)['state']})")
-    app.out.record("job", id=job_id, state="cancelled")
+    app.out.record("job", id=job_id, state=JobState.CANCELLED)
     app.out.info(f"job {job_id} cancelled")
     return 0
 

@@ -33,7 +33,7 @@ def test_a_batch_recorded_twice_counts_once(store: JobStore) -> None:
     assert store.record_batch(job, 0, counts, rows, []) == 0  # a redelivered batch
     info = store.info(job)
     assert info is not None
-    assert (info["files"], info["bytes"], info["batches_done"]) == ("1", "3", "1")
+    assert (info.files, info.bytes, info.batches_done) == (1, 3, 1)
     _, batches = store.read_rows(job, b"0-0", block_ms=10)
     assert [(index, read) for _, index, read in batches] == [(0, rows)]
     assert store.read_rows(job, b"0-0", block_ms=10)[1] == []  # read rows are deleted
@@ -73,7 +73,7 @@ def test_done_when_every_batch_is_in_without_a_chord_callback(
         assert store.state(job) == "active"
         store.set_total(job, windows=1, batches=2, items=2)
     info = store.info(job)
-    assert info is not None and info["state"] == "done" and "finished" in info
+    assert info is not None and info.state == "done" and info.finished is not None
     assert not job_failed(info)
     assert store.finish_window(job, 0, {"files": 2})  # the callback, late: no harm
     assert store.state(job) == "done"
@@ -129,7 +129,7 @@ def test_a_lost_batch_fails_the_job(store: JobStore) -> None:
     store.finish_window(job, 0, {"files": 5, "s:ok": 2, "s:lost": 3})
     store.set_total(job, windows=1, batches=2, items=5)
     info = store.info(job)
-    assert info is not None and info["state"] == "done"
+    assert info is not None and info.state == "done"
     assert status_counts(info) == {"ok": 2, "lost": 3}
     assert job_failed(info)
 
@@ -213,7 +213,7 @@ def test_the_submitting_commands_rules_decide_a_job(
     assert store.finish_window(job, 0, {"files": files})
     store.set_total(job, windows=1, batches=1, items=files, extra=extra)
     info = store.info(job)
-    assert info is not None and info["state"] == "done"
+    assert info is not None and info.state == "done"
     assert rule_failure(info) == reason
     assert job_failed(info) is (reason is not None)
 
