@@ -200,7 +200,7 @@ def test_paths_elided_on_the_stream_come_back_exactly() -> None:
 
 
 class _Job:
-    """A job's store as the batch plan sees it: the mean file size after each batch."""
+    """A job store as BatchSizes sees it: the mean file size after each batch."""
 
     def __init__(self, means: list[int | None]) -> None:
         self.means = iter(means)
@@ -211,19 +211,21 @@ class _Job:
 
 def test_batches_grow_blind_then_by_the_files_sizes() -> None:
     from dmp_cli.executor import batches
-    from dmp_tasks.executor import _BatchPlan
     from dmp_tasks.routing import BATCH_BYTES, BLIND_BATCH_ITEMS, FIRST_BATCH_ITEMS
+    from dmp_tasks.submit import BatchSizes
 
     small, huge = 4096, 2 * BATCH_BYTES
     means: list[int | None] = [None] * 5 + [small] * 3 + [huge] * 3
-    plan = _BatchPlan(
+    sizes_of = BatchSizes(
         _Job(means),
         "job",
         most=4 * BLIND_BATCH_ITEMS,  # type: ignore[arg-type]
         reread_s=0,
     )
     items = ({"path": f"f{i}"} for i in range(20_000))
-    sizes = [len(batch) for batch in islice(batches(items, max_bytes=BATCH_BYTES, plan=plan), 11)]
+    sizes = [
+        len(batch) for batch in islice(batches(items, max_bytes=BATCH_BYTES, plan=sizes_of), 11)
+    ]
     # No size known: from the first batch, doubling, to the blind bound and no further.
     blind = [FIRST_BATCH_ITEMS, 2 * FIRST_BATCH_ITEMS, 4 * FIRST_BATCH_ITEMS]
     assert FIRST_BATCH_ITEMS * 4 == BLIND_BATCH_ITEMS
@@ -233,12 +235,12 @@ def test_batches_grow_blind_then_by_the_files_sizes() -> None:
     assert sizes[8:] == [1, 1, 1]
 
 
-def test_the_batch_plan_asks_redis_at_most_every_so_often() -> None:
-    from dmp_tasks.executor import _BatchPlan
+def test_the_batch_sizes_ask_redis_at_most_every_so_often() -> None:
+    from dmp_tasks.submit import BatchSizes
 
     job = _Job([None, 4096])
-    plan = _BatchPlan(job, "job", most=4096, reread_s=3600)  # type: ignore[arg-type]
-    assert [plan()[0] for _ in range(5)] == [256, 512, 1024, 1024, 1024]  # one read: None
+    sizes_of = BatchSizes(job, "job", most=4096, reread_s=3600)  # type: ignore[arg-type]
+    assert [sizes_of()[0] for _ in range(5)] == [256, 512, 1024, 1024, 1024]  # one read: None
     assert next(job.means) == 4096  # not read yet
 
 
@@ -269,10 +271,10 @@ def test_each_kind_of_work_has_its_task(
 def test_asking_the_vault_is_batched_by_count_alone() -> None:
     """Its rows' bytes are the objects' sizes, not work done: huge objects must not make
     one HEAD a batch."""
-    from dmp_tasks.executor import _BatchPlan
+    from dmp_tasks.submit import BatchSizes
 
-    plan = _BatchPlan(_Job([]), "job", most=32, by_bytes=False)  # type: ignore[arg-type]
-    assert [plan() for _ in range(3)] == [(32, 0)] * 3  # and Redis never asked
+    sizes_of = BatchSizes(_Job([]), "job", most=32, by_bytes=False)  # type: ignore[arg-type]
+    assert [sizes_of() for _ in range(3)] == [(32, 0)] * 3  # and Redis never asked
 
 
 def test_a_submitter_leaves_the_workers_app_alone() -> None:
