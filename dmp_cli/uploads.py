@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from dmp_cli.errors import StoreError
+from dmp_cli.retry import with_retries
 from dmp_cli.store import Store, Upload
 
 # Younger than this, an upload may still be in progress: --abort leaves it alone.
@@ -57,10 +59,13 @@ def sweep(
     now: datetime | None = None,
 ) -> UploadsReport:
     """List the store's incomplete uploads at least ``older_than`` old, and with ``abort``
-    abort them. A store error (no bucket, access denied) is raised as it comes."""
+    abort them. Each request is tried again, as a file's is, while it fails transiently;
+    a lasting store error (no bucket, access denied) is raised as it comes."""
     now = now or datetime.now(UTC)
     report = UploadsReport()
-    for upload in store.uploads():
+    # Listed whole before any is aborted: a listing tried again starts over, and there
+    # are few (each is a file's upload cut short).
+    for upload in with_retries(lambda: list(store.uploads())):
         age = max(now - upload.initiated, timedelta(0))
         if age < older_than:
             report.younger += 1
@@ -68,8 +73,25 @@ def sweep(
         report.older += 1
         state = "incomplete"
         if abort:
-            state = "aborted" if store.abort_upload(upload) else "ended"
+            state = "aborted" if _abort(store, upload) else "ended"
             report.aborted += state == "aborted"
             report.ended += state == "ended"
         on_upload(upload, age, state)
     return report
+
+
+def _abort(store: Store, upload: Upload) -> bool:
+    """Abort, tried again as a file's request is. An upload gone when tried again after
+    an attempt failed transiently was most likely aborted by that attempt (its answer
+    lost): counted as aborted, not as ended by someone else."""
+    lost = False
+
+    def abort() -> bool:
+        nonlocal lost
+        try:
+            return store.abort_upload(upload)
+        except StoreError as exc:
+            lost = lost or exc.transient
+            raise
+
+    return with_retries(abort) or lost
