@@ -23,6 +23,7 @@ import redis
 from celery import Celery, Signature
 from celery.signals import worker_process_shutdown
 
+from dmp_cli.job_record import JobState
 from dmp_cli.ops import Context, operation_named
 from dmp_cli.ops import run_batch as run_local
 from dmp_cli.options import Work
@@ -89,7 +90,7 @@ def count_rows(rows: list[Row]) -> dict[str, int]:
 
 def failures(op: str, rows: list[Row]) -> list[Row]:
     command = Command.of_operation(op)
-    return [row for row in rows if row["status"] != "ok" and failing(command, row["status"])]
+    return [row for row in rows if row["status"] != Status.OK and failing(command, row["status"])]
 
 
 def _cancelled(work: Work, items: list[Item]) -> list[Row]:
@@ -143,9 +144,9 @@ def run_batch(
         if state is None:
             log.error(_GONE, job, index)
             return {"files": len(items), "s:lost": len(items), "bytes": 0}
-        if state == "done":  # a late copy of a batch (redelivered): already counted
+        if state == JobState.DONE:  # a late copy of a batch (redelivered): already counted
             return {"files": len(items), "bytes": 0}
-        if state in ("cancelled", "abandoned"):
+        if state in (JobState.CANCELLED, JobState.ABANDONED):
             rows = _cancelled(work, items)
         else:
             needs_stores = operation_named(op).kind == "io"

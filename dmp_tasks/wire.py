@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from dmp_cli import __version__
-from dmp_cli.rows import Item, Row
+from dmp_cli.rows import Item, Row, Status
 
 # What a command and the workers send each other (a batch's items and options, its rows,
 # what a detached job runs: ``dmp_cli.job_record.DetachedJob``) changes between versions
@@ -104,13 +104,14 @@ def unpack_items(text: str | bytes) -> list[Item]:
 
 # The row of a file hashed well, key for key, as `dmp_cli.ops.hash_op` makes it.
 _HASHED = ("path", "status", "digest", "bytes")
+_OK = Status.OK.value  # a plain str in the rows made here, as in those decoded from JSON
 
 
 def _hashed(row: Row, item: Item) -> bool:
     digest = row.get("digest")
     return (
         tuple(row) == _HASHED
-        and row["status"] == "ok"
+        and row["status"] == _OK
         and row["path"] == item.get("path")
         and type(digest) is str
         and ":" not in digest
@@ -139,7 +140,7 @@ def unpack_rows(text: str | bytes, paths: Sequence[str | None]) -> list[Row]:
         rows = []
         for entry, path in zip(packed["hashed"].split(" "), paths, strict=True):
             digest, _, size = entry.partition(":")
-            rows.append({"path": path, "status": "ok", "digest": digest, "bytes": int(size)})
+            rows.append({"path": path, "status": _OK, "digest": digest, "bytes": int(size)})
         return cast(list[Row], rows)
     for record, path in zip(packed, paths, strict=True):
         if type(record.get("path")) is int:
