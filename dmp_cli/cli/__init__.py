@@ -249,9 +249,9 @@ def _register() -> None:
 
     cli.add_command(job.job)
     cli.add_command(worker.worker)
-    from dmp_cli.cli import upkeep
+    from dmp_cli.cli import vault
 
-    cli.add_command(upkeep.vault)
+    cli.add_command(vault.vault)
 
 
 _register()

@@ -8,7 +8,7 @@ from typing import cast
 
 import pytest
 
-from dmp_cli.cli.upkeep import age_text
+from dmp_cli.cli.vault import age_text
 from dmp_cli.store import Store, Upload
 from dmp_cli.uploads import ABORT_AGE, parse_duration, sweep
 
