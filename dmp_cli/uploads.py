@@ -2,7 +2,7 @@
 
 A process killed mid-upload (a worker SIGKILLed, a node lost) leaves its parts in the
 bucket, billed until the upload is aborted. The next upload of the same object aborts
-them (dmp_cli/store/s3.py); what no upload comes back for is found here. An upload is
+them (dmp_cli/store/s3/tidy.py); what no upload comes back for is found here. An upload is
 aborted only when older than a limit, since a young one may be alive and sending.
 """
 

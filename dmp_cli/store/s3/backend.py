@@ -1,0 +1,398 @@
+"""``S3Store``: the vault on S3 (or MinIO, Ceph, any S3-compatible store).
+
+Its requests: HEAD, PUT (one from memory, or multipart through s3transfer), GET and copy,
+each translated by ``errors``; the put-if-absent it trusts by ``conditional``; what an
+upload reads and hears in ``streams``; the stale uploads it sweeps by ``tidy``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any, BinaryIO, cast
+
+from botocore.exceptions import ClientError
+from s3transfer.manager import TransferConfig, TransferManager
+
+from dmp_cli.aws import TRANSFER_CONCURRENCY, s3_client
+from dmp_cli.errors import ObjectExists, ObjectMissing, StoreError
+from dmp_cli.layout import join_key
+from dmp_cli.options import StoreSpec
+from dmp_cli.retry import with_retries
+from dmp_cli.store import ObjectInfo, OnBytes, Store, Upload
+from dmp_cli.store.s3.conditional import (
+    CONDITIONAL_PUT_MAX,
+    LEARNED,
+    PROBE_NAME,
+    ConditionalPuts,
+    probe,
+)
+from dmp_cli.store.s3.errors import (
+    DENIED,
+    MISSING,
+    PRECONDITION_FAILED,
+    error_code,
+    retried,
+    translated,
+)
+from dmp_cli.store.s3.streams import HashingReader, Tokens, Turn, changed, subscribers
+from dmp_cli.store.s3.tidy import Tidy, list_uploads
+
+MiB = 1 << 20
+MULTIPART_THRESHOLD = 16 * MiB
+MULTIPART_CHUNKSIZE = 16 * MiB  # half the requests of s3transfer's 8 MiB: measured faster
+# Big files go one at a time per process, their parts in parallel: a server assembles a
+# completed upload while the next file's parts arrive, instead of all files at the end,
+# and the parts held in memory stay bounded. Measured faster than two or four at once.
+MULTIPART_FILES = 1
+META_KEY = "sha256"  # sent as x-amz-meta-sha256
+WRITER_KEY = "dmp-upload"  # sent as x-amz-meta-dmp-upload: the upload's token
+
+
+class S3Store:
+    """Objects under ``prefix`` in ``bucket``; one client and one transfer manager, shared
+    by the threads of a process (both are thread-safe; neither survives a fork)."""
+
+    multipart = True
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str,
+        transfer_config: TransferConfig | None = None,
+        conditional_put: str = "auto",
+        learned: ConditionalPuts | None = None,
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        self.config = transfer_config or TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_CHUNKSIZE,
+            max_request_concurrency=TRANSFER_CONCURRENCY,
+        )
+        self._manager: TransferManager | None = None
+        self._lock = threading.Lock()
+        self._big_files = threading.BoundedSemaphore(MULTIPART_FILES)
+        # Put-if-absent (If-None-Match: *): "auto" once the store has shown that it
+        # refuses one for a key that exists, "on" trusted, "off" never used.
+        self.conditional_put = conditional_put
+        self._learned = learned or LEARNED
+        # The tokens of uploads that failed transiently, by key: their answer may have
+        # been lost after the store wrote the object, with this token (tried again, an
+        # upload sends the same one).
+        self._unanswered = Tokens()
+        self._conditional = conditional_put != "off"  # until a store answers 501
+        self._tidy = Tidy(client, bucket, self.url)  # the stale uploads of a key, aborted
+
+    @classmethod
+    def from_spec(cls, bucket: str, prefix: str, spec: StoreSpec) -> S3Store:
+        with translated(f"s3://{bucket}"):
+            client = s3_client(spec)
+        transfer_config = TransferConfig(
+            multipart_threshold=spec.multipart_threshold or MULTIPART_THRESHOLD,
+            multipart_chunksize=spec.multipart_chunksize or MULTIPART_CHUNKSIZE,
+            max_request_concurrency=TRANSFER_CONCURRENCY,
+        )
+        return cls(client, bucket, prefix, transfer_config, spec.conditional_put)
+
+    def close(self) -> None:
+        with self._lock:
+            manager, self._manager = self._manager, None
+        if manager is not None:
+            manager.shutdown()
+        self.client.close()
+
+    @property
+    def manager(self) -> TransferManager:
+        # Made on first use, since its threads must start in the process that uses them;
+        # once, under a lock, since the first big files all ask at the same moment and
+        # one manager per file would multiply the concurrency and the memory in flight.
+        with self._lock:
+            if self._manager is None:
+                self._manager = TransferManager(self.client, self.config)
+            return self._manager
+
+    def _key(self, key: str) -> str:
+        return join_key(self.prefix, key)
+
+    def key_url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def check(self, create: bool = False) -> None:  # prefixes need no making
+        with_retries(self._check)
+
+    def _check(self) -> None:
+        with translated(f"s3://{self.bucket}", missing="no such bucket"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                # A user allowed only Get/PutObject may not HEAD the bucket: let the
+                # object requests decide.
+                if error_code(exc) not in DENIED:
+                    raise
+
+    def head(self, key: str) -> ObjectInfo | None:
+        reply = self._head(key)
+        if reply is None:
+            return None
+        return ObjectInfo(reply["ContentLength"], reply["Metadata"].get(META_KEY))
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        """The HEAD's answer (its size checked, its metadata a dict), None if no object."""
+        with translated(self.key_url(key)):
+            try:
+                reply: dict[str, Any] = self.client.head_object(
+                    Bucket=self.bucket, Key=self._key(key)
+                )
+            except ClientError as exc:
+                if error_code(exc) in MISSING:
+                    return None
+                raise
+        # An answer cut inside its headers can still parse, without the ones cut off.
+        if not isinstance(reply.get("ContentLength"), int):
+            raise StoreError(
+                f"{self.key_url(key)}: the answer to a HEAD came without its Content-Length "
+                "(cut short?)",
+                transient=True,
+            )
+        reply["Metadata"] = reply.get("Metadata") or {}
+        return reply
+
+    def _writer(self, key: str) -> str | None:
+        """The token of the upload that wrote the object at ``key`` (None: no object, or
+        written by something other than dmp)."""
+        reply = self._head(key)
+        return None if reply is None else reply["Metadata"].get(WRITER_KEY)
+
+    def has(self, key: str, digest: str) -> bool:
+        info = self.head(key)
+        return info is not None and info.digest == digest
+
+    def put_file(
+        self,
+        key: str,
+        path: str,
+        digest: str,
+        size: int,
+        on_bytes: OnBytes | None = None,
+        if_absent: bool = False,
+    ) -> int:
+        # Tried again after a transient failure, an upload sends the token it sent then:
+        # that attempt's answer may have been lost after the store wrote the object.
+        lost = self._unanswered.get(key)
+        token = lost or uuid.uuid4().hex
+        try:
+            sent = self._put_file(key, path, digest, token, bool(lost), on_bytes, if_absent)
+        except StoreError as exc:
+            if exc.transient:
+                self._unanswered.add(key, token)
+            else:
+                self._unanswered.pop(key)
+            raise
+        self._unanswered.pop(key)
+        return sent
+
+    def _put_file(
+        self,
+        key: str,
+        path: str,
+        digest: str,
+        token: str,
+        lost: bool,
+        on_bytes: OnBytes | None,
+        if_absent: bool,
+    ) -> int:
+        with open(path, "rb") as source:
+            size = os.fstat(source.fileno()).st_size
+            if if_absent and (size >= CONDITIONAL_PUT_MAX or not self._trusts_conditional_put(key)):
+                # Asking first is cheap beside sending a big file.
+                reply = self._head(key)
+                if reply is not None:
+                    if lost and reply["Metadata"].get(WRITER_KEY) == token:
+                        return self._sent(size, on_bytes)  # as a 412 in _put_single
+                    raise ObjectExists(f"{self.key_url(key)}: already there")
+                if_absent = False
+            if size < self.config.multipart_threshold:
+                return self._put_single(key, source, digest, token, lost, on_bytes, if_absent)
+            return self._put_multipart(key, source, size, digest, token, on_bytes)
+
+    def _put_single(
+        self,
+        key: str,
+        source: BinaryIO,
+        digest: str,
+        token: str,
+        lost: bool,
+        on_bytes: OnBytes | None,
+        if_absent: bool,
+    ) -> int:
+        data = source.read()
+        got = hashlib.sha256(data).hexdigest()
+        if got != digest:
+            raise changed(got)
+        args: dict[str, Any] = {"IfNoneMatch": "*"} if if_absent else {}
+        try:
+            with translated(self.key_url(key)):
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self._key(key),
+                    Body=data,
+                    ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"),
+                    Metadata={META_KEY: digest, WRITER_KEY: token},
+                    **args,
+                )
+        except StoreError as exc:
+            cause = exc.__cause__
+            code = error_code(cause) if isinstance(cause, ClientError) else ""
+            if if_absent and code in PRECONDITION_FAILED:
+                # Refused because the object is there. Written by this upload if an
+                # earlier attempt (botocore's, or dmp's before botocore's attempts ran
+                # out) may have reached the store and lost its answer; but a 503, a 500
+                # or a reset may as well have come before the store wrote anything, and
+                # the client cannot tell which. The object's token can: it is this
+                # upload's only if one of its attempts wrote it. Without an earlier
+                # attempt the object was there before: no question asked.
+                if (lost or retried(cast(ClientError, cause))) and self._writer(key) == token:
+                    return self._sent(len(data), on_bytes)
+                raise ObjectExists(f"{self.key_url(key)}: already there") from None
+            if if_absent and code in ("NotImplemented", "501"):
+                self._conditional = False  # a store without conditional writes: ask first
+                return self._put_file(key, source.name, digest, token, lost, on_bytes, True)
+            raise
+        return self._sent(len(data), on_bytes)
+
+    @staticmethod
+    def _sent(size: int, on_bytes: OnBytes | None) -> int:
+        if on_bytes:
+            on_bytes(size)
+        return size
+
+    def _trusts_conditional_put(self, key: str) -> bool:
+        if not self._conditional or self.conditional_put == "on":
+            return self._conditional
+        where = (self.client.meta.endpoint_url, self.bucket)
+        return self._learned.learn(where, lambda: self._probe(self.key_url(key)))
+
+    def _probe(self, url: str) -> bool:
+        key = self._key(f"{PROBE_NAME}-{uuid.uuid4().hex}")
+        return probe(self.client, self.bucket, key, url, self.url)
+
+    def _put_multipart(
+        self,
+        key: str,
+        source: BinaryIO,
+        size: int,
+        digest: str,
+        token: str,
+        on_bytes: OnBytes | None,
+    ) -> int:
+        try:
+            with Turn(self._big_files) as turn, translated(self.key_url(key)):
+                # The next big file may start once this one's parts are all read and sent
+                # off, while the server is still receiving and assembling them.
+                reader = HashingReader(source, size, digest, on_end=turn.release)
+                future = self.manager.upload(
+                    cast(BinaryIO, reader),
+                    self.bucket,
+                    self._key(key),
+                    extra_args={"Metadata": {META_KEY: digest, WRITER_KEY: token}},
+                    subscribers=subscribers(size, on_bytes),
+                )
+                future.result()
+        except StoreError as exc:
+            # The object may be there all the same: written by this upload, whose answer
+            # to CompleteMultipartUpload was lost (tried again, S3 says NoSuchUpload), or
+            # by an uploader of the same content that finished first and aborted this
+            # one underneath (S3 says NoSuchUpload; other stores say it otherwise).
+            writer = self._holder(key, digest)
+            if writer is None:
+                # Of other content (a key named by path, not by checksum): try again.
+                cause = exc.__cause__
+                if isinstance(cause, ClientError) and error_code(cause) == "NoSuchUpload":
+                    exc.transient = True
+                raise
+            self._tidy.sweep(self._key(key))
+            if writer != token:
+                raise ObjectExists(f"{self.key_url(key)}: already there") from None
+        else:
+            self._tidy.sweep(self._key(key))
+        return size  # its parts' bytes were heard of as they went
+
+    def _holder(self, key: str, digest: str) -> str | None:
+        """The writer's token of the object at ``key`` if it holds ``digest`` ("" if it
+        has none); None if not, or if the store cannot say."""
+        try:
+            reply = self._head(key)
+        except StoreError:
+            return None
+        if reply is None or reply["Metadata"].get(META_KEY) != digest:
+            return None
+        return str(reply["Metadata"].get(WRITER_KEY) or "")
+
+    def uploads(self) -> Iterator[Upload]:
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        with translated(self.url, missing="no such bucket"):
+            for upload in list_uploads(self.client, self.bucket, prefix):
+                yield Upload(upload["Key"][len(prefix) :], upload["UploadId"], upload["Initiated"])
+
+    def abort_upload(self, upload: Upload) -> bool:
+        with translated(self.key_url(upload.key), missing="no such bucket"):
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self._key(upload.key), UploadId=upload.upload_id
+                )
+            except ClientError as exc:
+                if error_code(exc) == "NoSuchUpload":
+                    return False
+                raise
+        return True
+
+    def get_file(self, key: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
+        # Asked here rather than by s3transfer, which would take an answer cut short.
+        reply = self._head(key)
+        if reply is None:
+            raise ObjectMissing(f"{self.key_url(key)}: not in the vault")
+        size = reply["ContentLength"]
+        with translated(self.key_url(key), missing="not in the vault"):
+            future = self.manager.download(
+                self.bucket, self._key(key), stream, subscribers=subscribers(size, on_bytes)
+            )
+            future.result()
+        got = stream.seek(0, os.SEEK_END)
+        if got != size:  # a GET whose headers were cut before its Content-Length
+            raise StoreError(
+                f"{self.key_url(key)}: {got} bytes of {size} came (the answer was cut short)",
+                transient=True,
+            )
+        return size
+
+    def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
+        if not isinstance(source, S3Store):
+            raise StoreError(
+                f"{source.url} -> {self.url}: no server-side copy between different kinds of store"
+            )
+        copy_source = {"Bucket": source.bucket, "Key": source._key(source_key)}
+        with translated(self.key_url(key)):
+            try:
+                self.manager.copy(
+                    copy_source,
+                    self.bucket,
+                    self._key(key),
+                    source_client=source.client,
+                    extra_args={"Metadata": {META_KEY: digest}, "MetadataDirective": "REPLACE"},
+                ).result()
+            except ClientError as exc:
+                # A copy needs no destination: a missing key is always the source.
+                if error_code(exc) in MISSING:
+                    raise StoreError(
+                        f"{source.key_url(source_key)}: no such object to copy to "
+                        f"{self.key_url(key)}"
+                    ) from exc
+                raise
