@@ -7,33 +7,37 @@ directory the walk entered and every symbolic link it met that the manifest does
 (dangling, or to a directory). The first line says what the file is; the last one counts
 the records and names the manifest's sha256, so that a companion cut short, or one of
 another manifest, is refused before anything is applied.
+
+This module reads a companion (verified whole against its manifest first) and compares
+files with their records; ``dmp_cli.recorder`` writes one.
 """
 
 from __future__ import annotations
 
 import base64
-import grp
 import hashlib
 import json
 import os
-import pwd
 import stat
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Any, BinaryIO
 
 from dmp_cli.errors import DmpError
 from dmp_cli.manifest import Line, parse_lines
+from dmp_cli.recorder import (
+    FORMAT,
+    TYPES,
+    VERSION,
+    Record,
+    Recorder,
+    record,
+    record_line,
+    stat_of,
+)
 from dmp_cli.rows import Item
 
 SUFFIX = ".meta"
-FORMAT = "dmp-meta"
-VERSION = 1
-
-Record = dict[str, Any]
 
 
 class MetaError(DmpError):
@@ -55,171 +59,6 @@ def get_name(record: Record, key: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{key} is not a string")
     return value
-
-
-# ---------------------------------------------------------------- recording
-
-_TYPES = {stat.S_IFREG: "file", stat.S_IFLNK: "link", stat.S_IFDIR: "dir"}
-
-
-@lru_cache(maxsize=4096)
-def user_name(uid: int) -> str | None:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return None
-
-
-@lru_cache(maxsize=4096)
-def group_name(gid: int) -> str | None:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return None
-
-
-def record(path: str, entry: bool = False) -> Record:
-    """The metadata of ``path`` itself (a link is not followed); ``entry`` marks the
-    record of a manifest entry. Raises OSError if it cannot be looked at."""
-    value = json.loads(record_line(path, entry))
-    assert isinstance(value, dict)
-    return value
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once
-_json = _ENCODER.encode
-
-
-def _name_field(key: str, name: str) -> str:
-    """``name`` under ``key``; one that is not UTF-8 (its str holds surrogates, which
-    strict UTF-8 refuses) goes as ``KEY_b64``, its bytes in base64, as ``--json`` does,
-    so that every POSIX name round-trips."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return f'"{key}_b64":"{base64.b64encode(os.fsencode(name)).decode("ascii")}"'
-    return f'"{key}":{_json(name)}'
-
-
-@lru_cache(maxsize=4096)
-def _owner_fields(uid: int, gid: int) -> str:
-    return (
-        f'"uid":{uid},"gid":{gid},"user":{_json(user_name(uid))},"group":{_json(group_name(gid))}'
-    )
-
-
-def stat_of(path: str) -> list[Any]:
-    """What a record holds of ``path`` itself (a link is not followed), as plain values
-    that travel in a row: type, mode, mtime, size, owner, group, and a link's target.
-    Taken where the file is hashed (a worker of the fleet, or a pool's process), so that
-    a metadata server is asked in parallel, not once a file by the process that writes."""
-    st = os.lstat(path)
-    kind = _TYPES.get(stat.S_IFMT(st.st_mode), "other")
-    fields: list[Any] = [
-        kind,
-        stat.S_IMODE(st.st_mode),
-        st.st_mtime_ns,
-        st.st_size,
-        st.st_uid,
-        st.st_gid,
-    ]
-    if kind == "link":
-        fields.append(os.readlink(path))
-    return fields
-
-
-def record_line(path: str, entry: bool = False, fields: list[Any] | None = None) -> bytes:
-    """``record(path, entry)`` as its line in the companion, from ``fields`` (as
-    ``stat_of`` gives them; by default, looked up now). Written directly: a dict and a
-    general encoder cost three times as much, per file of a walk. Owners' names are
-    those of this host's name service, where the companion is written."""
-    kind, mode, mtime_ns, size, uid, gid, *target = fields or stat_of(path)
-    flag = ',"entry":true' if entry else ""
-    text = (
-        f'{{{_name_field("path", path)},"type":"{kind}"{flag},"mode":"{mode:04o}",'
-        f'"mtime_ns":{mtime_ns},"size":{size},{_owner_fields(uid, gid)}'
-    )
-    if target:
-        text += "," + _name_field("target", target[0])
-    return (text + "}\n").encode("utf-8", "surrogateescape")
-
-
-def _line(value: Record) -> bytes:
-    return _json(value).encode("utf-8", "surrogateescape") + b"\n"
-
-
-class Recorder:
-    """Writes a companion as a --create goes: ``pending`` holds what the walk met
-    (directories, links) before the next file, so that the records come in the walk's
-    order although the files' rows come back later, from an executor."""
-
-    def __init__(self, stream: BinaryIO, state: Record | None = None) -> None:
-        self.stream = stream
-        self.manifest = hashlib.sha256()
-        self.pending: deque[str | None] = deque()  # a path met, or None: the next file
-        self.records = self.entries = 0
-        self.skip = 0  # files whose records were written before a checkpoint
-        if state is None:
-            stream.write(_line({"format": FORMAT, "version": VERSION}))
-        else:
-            self.resume(state)
-
-    def state(self) -> Record:
-        """What a run picked up from a checkpoint needs besides the bytes written."""
-        return {"records": self.records, "entries": self.entries}
-
-    def resume(self, state: Record) -> None:
-        """Go on from a checkpoint: ``state`` as ``state()`` gave it, ``manifest`` the
-        manifest's bytes then written, ``files`` the files whose rows were used then
-        (their walk is met again, and left out)."""
-        self.records, self.entries = int(state["records"]), int(state["entries"])
-        self.skip = int(state["files"])
-        self.manifest.update(state["manifest"])
-
-    def met(self, path: str) -> None:
-        """The walk met a directory or a symbolic link the manifest will not name."""
-        self.pending.append(path)
-
-    def file(self) -> None:
-        """The walk gave the executor its next file."""
-        self.pending.append(None)
-
-    def manifest_bytes(self, data: bytes) -> None:
-        self.manifest.update(data)
-
-    def row(self, path: str | None, fields: list[Any] | None = None) -> None:
-        """The next file's row came back: what the walk met before it, then (unless it
-        could not be hashed: ``None``) its record, from ``fields`` (``stat_of``'s, taken
-        where it was hashed) or else looked up here."""
-        while self.skip:
-            if self.pending.popleft() is None:
-                self.skip -= 1
-        self._flush_met()
-        if path is not None:
-            self._write(record_line(path, True, fields))
-            self.entries += 1
-
-    def _flush_met(self) -> None:
-        while self.pending:
-            path = self.pending.popleft()
-            if path is None:
-                return
-            try:
-                self._write(record_line(path))
-            except FileNotFoundError:
-                continue  # gone since the walk: nothing to restore
-
-    def finish(self) -> None:
-        self._flush_met()
-        trailer = {"end": True, "records": self.records, "entries": self.entries}
-        self._write_raw({**trailer, "manifest_sha256": self.manifest.hexdigest()})
-
-    def _write(self, line: bytes) -> None:
-        self.stream.write(line)
-        self.records += 1
-
-    def _write_raw(self, value: Record) -> None:
-        self.stream.write(_line(value))
 
 
 # ---------------------------------------------------------------- reading
@@ -379,7 +218,7 @@ def differences(value: Record, owners: bool) -> list[str]:
         st = os.lstat(path)
     except FileNotFoundError:
         return [f"type {value['type']} != missing"]
-    kind = _TYPES.get(stat.S_IFMT(st.st_mode), "other")
+    kind = TYPES.get(stat.S_IFMT(st.st_mode), "other")
     if kind != value["type"]:
         return [f"type {value['type']} != {kind}"]
     found: list[str] = []
@@ -402,9 +241,14 @@ def differences(value: Record, owners: bool) -> list[str]:
 __all__ = [
     "Companion",
     "MetaError",
+    "Record",
     "Recorder",
     "companion_of",
     "differences",
+    "get_name",
+    "mode_of",
     "open_companion",
     "record",
+    "record_line",
+    "stat_of",
 ]
