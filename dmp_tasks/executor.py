@@ -93,7 +93,7 @@ class CeleryExecutor:
         self.jobs = JobStore(broker_url)
         self.jobs.ping()  # an unreachable broker is an error now, not a hang later
         # The window: DMP_BATCHES_IN_FLIGHT and DMP_FILES_IN_FLIGHT, for a fleet with more
-        # processes than the default keeps busy (see the README's estimate).
+        # processes than the default keeps busy (see bench/README.md's estimate).
         in_flight = in_flight or _setting("DMP_BATCHES_IN_FLIGHT", BATCHES_IN_FLIGHT)
         self.in_flight = max(in_flight, per_chord)
         self.files_in_flight = files_in_flight or _setting("DMP_FILES_IN_FLIGHT", FILES_IN_FLIGHT)
@@ -129,7 +129,7 @@ class CeleryExecutor:
         """A detached job's coordinator has the workers list the directories of a --dir
         walk, ahead of it. An attached command walks in its own process, as it always
         has: on a local disk, listing on the fleet costs more CPU than it saves (about
-        11 µs a file, measured; see the README)."""
+        11 µs a file, measured; see bench/README.md)."""
         if not inputs.dirs or self.coordination is None:
             return None
         lister = FleetLister(
