@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from dmp_cli import runs
-from dmp_cli.check import CheckCounts
 from dmp_cli.errors import InputError
 from dmp_cli.executor import Executor
 from dmp_cli.inputs import Inputs
@@ -24,6 +23,7 @@ from dmp_cli.manifest import Entry, read_entries
 from dmp_cli.options import Options
 from dmp_cli.rows import Row
 from dmp_cli.rules import Command
+from dmp_cli.runs.check_counts import CheckCounts
 from dmp_cli.runtime import make_executor
 from dmp_cli.settings import DEFAULT_VAULT, Settings, store_settings
 

@@ -58,19 +58,19 @@ def batches(
     items: Iterable[Item],
     max_items: int = MAX_BATCH_ITEMS,
     max_bytes: int = MAX_BATCH_BYTES,
-    plan: Callable[[], tuple[int, int]] | None = None,
+    sizes: Callable[[], tuple[int, int]] | None = None,
     alone_bytes: int | None = None,
 ) -> Iterator[list[Item]]:
     """Group items into batches bounded by count and by bytes; a huge file goes alone
     (one over ``max_bytes``, or of ``alone_bytes`` or more).
 
-    ``plan``, if given, is asked before each batch for its bound on the count (instead of
+    ``sizes``, if given, is asked before each batch for its bound on the count (instead of
     ``max_items``) and for the bytes to assume for an item of unknown size (else 0): the
     fleet's batches grow as a job starts, and hold fewer files when files are big.
     """
     batch: list[Item] = []
     size = 0
-    limit, guess = plan() if plan else (max_items, 0)
+    limit, guess = sizes() if sizes else (max_items, 0)
     for item in items:
         known = item.get("size")
         alone = alone_bytes is not None and known is not None and known >= alone_bytes
@@ -79,15 +79,15 @@ def batches(
         ):
             yield batch
             batch, size = [], 0
-            if plan:
-                limit, guess = plan()
+            if sizes:
+                limit, guess = sizes()
         batch.append(item)
         size += guess if known is None else known
         if alone:
             yield batch
             batch, size = [], 0
-            if plan:
-                limit, guess = plan()
+            if sizes:
+                limit, guess = sizes()
     if batch:
         yield batch
 

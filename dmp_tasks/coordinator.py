@@ -250,7 +250,7 @@ def _run(
                 on_problem=lambda path, why: problems.append(f"{runs.shown_name(path)}: {why}")
             ),
         )
-        fields: dict[str, Any] = {"misformatted": report.plan.misformatted}
+        fields: dict[str, Any] = {"misformatted": report.manifest.misformatted}
         if problems:  # links and directories, restored at the end: not counted as rows
             fields["error"] = (
                 f"{len(problems)} links or directories could not be restored "

@@ -232,7 +232,7 @@ class CeleryExecutor:
         # A row's bytes are what was read or moved; asking the vault reads nothing (its
         # rows' bytes are the sizes of the objects), so its batches are bounded by count.
         sizes = BatchSizes(self.jobs, job, most, by_bytes=work.op != "head")
-        groups = batches(items, max_bytes=BATCH_BYTES, plan=sizes, alone_bytes=big_file_bytes())
+        groups = batches(items, max_bytes=BATCH_BYTES, sizes=sizes, alone_bytes=big_file_bytes())
         if coordination:
             groups = chain(coordination.resent(items), groups)
         # A chord goes out whole: at most half the files in flight, so that the window

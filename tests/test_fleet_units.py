@@ -224,7 +224,7 @@ def test_batches_grow_blind_then_by_the_files_sizes() -> None:
     )
     items = ({"path": f"f{i}"} for i in range(20_000))
     sizes = [
-        len(batch) for batch in islice(batches(items, max_bytes=BATCH_BYTES, plan=sizes_of), 11)
+        len(batch) for batch in islice(batches(items, max_bytes=BATCH_BYTES, sizes=sizes_of), 11)
     ]
     # No size known: from the first batch, doubling, to the blind bound and no further.
     blind = [FIRST_BATCH_ITEMS, 2 * FIRST_BATCH_ITEMS, 4 * FIRST_BATCH_ITEMS]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from dmp_cli import runs
-from dmp_cli.check import CheckCounts
 from dmp_cli.executor import LocalExecutor
 from dmp_cli.rows import Row
+from dmp_cli.runs.check_counts import CheckCounts
 
 OK = {"status": "ok", "bytes": 5}
 FAILED = {"status": "failed", "bytes": 7}

@@ -29,7 +29,7 @@ def test_batches_keep_order_and_bound_the_count() -> None:
 def test_a_plan_sets_each_batch_s_count_and_the_size_of_unsized_items() -> None:
     given = [{"path": f"f{i}"} for i in range(12)] + items([50, 50])
     plans = iter([(2, 0), (4, 0), (100, 40), (100, 40), (100, 40), (100, 40), (100, 40)])
-    groups = list(batches(given, max_items=1000, max_bytes=100, plan=lambda: next(plans)))
+    groups = list(batches(given, max_items=1000, max_bytes=100, sizes=lambda: next(plans)))
     # 2 then 4 by count; then 40 bytes assumed a file: 2 a batch under 100 bytes
     assert [len(g) for g in groups] == [2, 4, 2, 2, 2, 2]
     assert groups[-1] == items([50, 50])  # known sizes count as they are

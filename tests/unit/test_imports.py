@@ -41,7 +41,7 @@ def heavy_modules_after(*modules: str) -> list[str]:
         "dmp_cli.layout",
         "dmp_cli.digest",
         "dmp_cli.quoting",
-        "dmp_cli.check",
+        "dmp_cli.runs.check_counts",
         "dmp_cli.api",
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from dmp_cli.manifest import Entry, Line
-from dmp_cli.plan import Plan, Tally, retry_items
+from dmp_cli.runs.entries import EntryReader, Tally, retry_items
 
 A = hashlib.sha256(b"a").hexdigest()
 B = hashlib.sha256(b"b").hexdigest()
@@ -16,7 +16,7 @@ def lines() -> list[Line]:
 
 
 def test_plan_asks_each_checksum_once() -> None:
-    plan = Plan()
+    plan = EntryReader()
     items = list(plan.items(lines()))
     assert [(i["path"], i.get("same", False)) for i in items] == [
         ("x", False),
@@ -27,7 +27,7 @@ def test_plan_asks_each_checksum_once() -> None:
 
 
 def test_plan_without_dedupe_and_with_sizes(tmp_path: object) -> None:
-    plan = Plan(dedupe=False, with_size=True)
+    plan = EntryReader(dedupe=False, with_size=True)
     items = list(plan.items(lines()))
     assert not any(i.get("same") for i in items)
     assert all(i["size"] == 0 for i in items)  # no such files: the upload says why

@@ -7,7 +7,7 @@ import pytest
 from dmp_cli.errors import UsageError
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.rules import Command
-from dmp_cli.runs import transfer_stores
+from dmp_cli.runs.transfers import transfer_stores
 from dmp_cli.settings import Settings, store_settings
 
 

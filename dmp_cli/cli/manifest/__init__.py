@@ -2,7 +2,7 @@
 
 Each mode family has its module: ``create`` (--create), ``check`` (--check), and
 ``transfer`` (--vault, --archive and --fetch). They read options, print lines and
-summaries and pick the exit status; the work is a run of dmp_cli/runs.py.
+summaries and pick the exit status; the work is a run of dmp_cli/runs/.
 """
 
 from __future__ import annotations

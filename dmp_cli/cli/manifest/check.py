@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 import click
 
 from dmp_cli import runs
-from dmp_cli.check import CheckCounts
 from dmp_cli.cli import VERBOSITY
 from dmp_cli.cli.output import Output, Pace
 from dmp_cli.manifest import count_lines
 from dmp_cli.meta import companion_of
 from dmp_cli.rows import Row
+from dmp_cli.runs.check_counts import CheckCounts
 from dmp_cli.words import human_bytes, plural
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 This module reads options, prints lines and summaries and picks the exit status; the
 work is the ``head``, ``upload`` and ``download`` operations (dmp_cli/transfer.py) run by
-the executor over the items that dmp_cli/plan.py makes from the manifest, against the
+the executor over the items that dmp_cli/runs/entries.py makes from the manifest, against the
 ``Vault`` (dmp_cli/store/).
 """
 
@@ -21,10 +21,10 @@ from dmp_cli.errors import UsageError
 from dmp_cli.manifest import count_lines
 from dmp_cli.meta import companion_of
 from dmp_cli.options import Options, StoreSpec
-from dmp_cli.plan import Plan, Tally
 from dmp_cli.quoting import quote_name
 from dmp_cli.rows import Row
 from dmp_cli.rules import Command, failing
+from dmp_cli.runs.entries import EntryReader, Tally
 from dmp_cli.words import human_bytes, plural
 
 LABEL = {"vault": "asking the vault", "archive": "archiving", "fetch": "fetching"}
@@ -228,39 +228,40 @@ REPORTERS: dict[str, Callable[[Output, Row], None]] = {
 
 
 def _summary(out: Output, report: runs.TransferReport, started: float) -> None:
-    plan, tally = report.plan, report.tally
-    if plan.misformatted:
+    lines, tally = report.manifest, report.tally
+    if lines.misformatted:
         out.warning(
-            plural(plan.misformatted, "line is", "lines are"),
+            plural(lines.misformatted, "line is", "lines are"),
             " improperly formatted",
             "" if report.command is Command.VAULT else " (skipped)",
         )
     if report.command is Command.VAULT:
-        _vault_summary(out, plan, tally, report.verdict.failed, Pace.since(started, plan.entries))
+        _vault_summary(out, lines, tally, report.verdict.failed, Pace.since(started, lines.entries))
     else:
         # Bytes moved, and their rate; a dry run moves none.
         moved = None if report.dry_run else tally.nbytes
-        pace = Pace.since(started, plan.entries, moved)
-        _move_summary(report.command, out, plan, tally, report.dry_run, pace)
+        pace = Pace.since(started, lines.entries, moved)
+        _move_summary(report.command, out, lines, tally, report.dry_run, pace)
 
 
-def _vault_summary(out: Output, plan: Plan, tally: Tally, failed: int, pace: Pace) -> None:
+def _vault_summary(out: Output, lines: EntryReader, tally: Tally, failed: int, pace: Pace) -> None:
     out.record(
         "summary",
-        files=plan.entries,
+        files=lines.entries,
         distinct=tally.distinct,
         present=tally["present"],
         missing=tally["missing"],
         failed=failed,
-        misformatted=plan.misformatted,
+        misformatted=lines.misformatted,
         **pace.fields(),
     )
     if tally["missing"]:
         out.warning(
-            f"{tally['missing']} of {plural(plan.entries, 'file is', 'files are')} not in the vault"
+            f"{tally['missing']} of {plural(lines.entries, 'file is', 'files are')} "
+            "not in the vault"
         )
     out.info(
-        f"{plural(plan.entries, 'file', 'files')}, "
+        f"{plural(lines.entries, 'file', 'files')}, "
         f"{plural(tally.distinct, 'distinct checksum', 'distinct checksums')}: "
         f"{tally['present']} in the vault, {tally['missing']} missing, {failed} failed, "
         f"{pace.text()}"
@@ -276,19 +277,19 @@ _MOVES = {
 
 
 def _move_summary(
-    command: Command, out: Output, plan: Plan, tally: Tally, dry_run: bool, pace: Pace
+    command: Command, out: Output, lines: EntryReader, tally: Tally, dry_run: bool, pace: Pace
 ) -> None:
     done, would, kept, kept_words = _MOVES[command]
     moved = tally[would] if dry_run else tally[done]
     out.record(
         "summary",
-        files=plan.entries,
+        files=lines.entries,
         **{done: moved},
         bytes=tally.nbytes,
         **{kept: tally[kept]},
         failed=tally.failed,
         dry_run=dry_run,
-        misformatted=plan.misformatted,
+        misformatted=lines.misformatted,
         **pace.fields(),
     )
     verb = f"would be {done}" if dry_run else done

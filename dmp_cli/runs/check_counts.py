@@ -1,4 +1,4 @@
-"""Verifying files against a manifest, with the counts `sha256sum --check` keeps."""
+"""--check's items, one per manifest line, and the counts `sha256sum --check` keeps."""
 
 from __future__ import annotations
 

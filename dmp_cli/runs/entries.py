@@ -1,4 +1,5 @@
-"""Planning vault, archive and fetch runs: manifest lines in, per-file items out, rows counted.
+"""A vault, archive or fetch run's entries: manifest lines in, per-file items out
+(``EntryReader``), rows counted (``Tally``), copies of a failed file tried again.
 
 Nothing here talks to a store: the operations in ``dmp_cli.transfer`` do, under an
 executor. Each distinct checksum is asked about (and uploaded) once: later entries with
@@ -21,8 +22,9 @@ FAILED = RULES[Command.ARCHIVE].fails
 
 
 @dataclass
-class Plan:
-    """Items for one mode from a manifest's lines; counts the lines as it goes."""
+class EntryReader:
+    """Reads a manifest's lines into one mode's items, counting its entries and its
+    improperly formatted lines as it goes."""
 
     dedupe: bool = True
     with_size: bool = False

@@ -1,0 +1,184 @@
+"""--create: hash the files the inputs name, in their order, into a manifest (and its
+companion of metadata)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from dmp_cli.executor import Executor
+from dmp_cli.fsutil import AtomicFile
+from dmp_cli.inputs import Inputs, Lister, walk_items
+from dmp_cli.manifest import FORMATS
+from dmp_cli.meta import Recorder
+from dmp_cli.options import Options, Work
+from dmp_cli.rows import Item, Row, Status, error_row
+from dmp_cli.rules import Command, Verdict
+from dmp_cli.runs.files import MetaTarget, abort, commit, manifest_target
+from dmp_cli.runs.report import Listener, Report, shown_name
+from dmp_cli.runs.totals import expecting
+from dmp_cli.words import plural
+
+
+@dataclass
+class CreateReport(Report):
+    files: int = 0
+    bytes: int = 0
+    problems: int = 0
+
+
+@dataclass
+class CreateCounts:
+    """What a --create has done so far: files hashed, their bytes, inputs that could not
+    be used. A run picked up where another left off starts from the counts it saved."""
+
+    files: int = 0
+    bytes: int = 0
+    problems: int = 0
+
+
+def create(
+    inputs: Inputs,
+    executor: Executor,
+    *,
+    manifest: str | None = None,
+    stream: BinaryIO | None = None,
+    fmt: str = "dmp",
+    listener: Listener | None = None,
+    target: AtomicFile | None = None,
+    counts: CreateCounts | None = None,
+    lister: Lister | None = None,
+    meta: str | MetaTarget | None = None,
+    leave_out: Sequence[str] = (),
+) -> CreateReport:
+    """Hash the files ``inputs`` name, in their order, and write their manifest lines to
+    the file ``manifest`` (made complete or not at all, never over an existing file; or
+    ``target``, one already begun) or to ``stream``. If any input cannot be read, no
+    manifest file is written. ``counts`` is updated as the run goes; ``lister`` lists
+    the directories of the walk (by default the executor's: a detached job's workers,
+    else this process). With ``meta``, the companion of metadata is written beside
+    (``dmp_cli.meta``), and linked into place with the manifest. Files in ``leave_out``
+    (a log being written) are not hashed."""
+    hear = listener or Listener()
+    if target is None and manifest and manifest != "-":
+        target = manifest_target(manifest)
+    if isinstance(meta, str):
+        try:
+            meta = MetaTarget.new(meta)
+        except BaseException:
+            abort(target, None)
+            raise
+    out = target.stream if target else stream
+    line = FORMATS[fmt]
+    counts = counts if counts is not None else CreateCounts()
+    unmatched: list[tuple[str, str]] = []
+    recorder = meta.recorder if meta else None
+    try:
+        lister = lister or executor.lister(inputs)
+        items = walk_items(
+            inputs,
+            lambda pattern, why: unmatched.append((pattern, why)),
+            lister,
+            recorder.met if recorder else None,
+        )
+        own = [file.temp for file in (target, meta.file if meta else None) if file]
+        if own or leave_out:
+            items = _without(items, [*own, *leave_out])
+        if recorder:
+            items = _announced(items, recorder)
+        counted, done = expecting(hear, items)
+        work = Work(
+            Command.CREATE.operation, options=Options(meta=True).to_json() if meta else None
+        )
+        for row in executor.map(work, counted):
+            if done:
+                done(row)
+            hear.on_progress(1, row.get("bytes", 0))
+            if recorder:
+                if row["status"] == Status.OK:
+                    row = _recorded(row, recorder)
+                else:
+                    recorder.row(None)
+            if row["status"] != Status.OK:
+                counts.problems += 1
+                hear.on_problem(str(row["path"]), str(row.get("error")))
+                continue
+            counts.files += 1
+            counts.bytes += row["bytes"]
+            if out is not None:
+                data = line(row["digest"], row["path"])
+                out.write(data)
+                if recorder:
+                    recorder.manifest_bytes(data)
+            hear.on_row(row)
+        error = None
+        files, problems = counts.files, counts.problems
+        if files == 0 and not problems:
+            error = f"no files found in {_describe(inputs)}"
+        else:
+            for pattern, reason in unmatched:  # a warning, unless nothing is found at all
+                hear.on_problem(pattern, f"warning: {reason}")
+            if problems:
+                where = (
+                    "no manifest written" if target or not files else "the manifest is incomplete"
+                )
+                error = f"{plural(problems, 'input', 'inputs')} could not be read; {where}"
+        if error is None:
+            commit(target, meta)
+    except BaseException:
+        abort(target, meta)
+        raise
+    if error is not None:
+        abort(target, meta)
+    verdict = Verdict(1 if error else 0, problems)
+    return CreateReport(Command.CREATE, verdict, error, files, counts.bytes, problems)
+
+
+def _announced(items: Iterator[Item], recorder: Recorder) -> Iterator[Item]:
+    for item in items:
+        recorder.file()
+        yield item
+
+
+def _recorded(row: Row, recorder: Recorder) -> Row:
+    """A hashed file's row, once its metadata is recorded; a failed row if it cannot be
+    looked at any more (gone since it was hashed)."""
+    try:
+        recorder.row(row["path"], row.pop("stat", None))
+    except OSError as exc:
+        return error_row(row, exc)
+    return row
+
+
+def _without(items: Iterator[Item], files: list[str]) -> Iterator[Item]:
+    """Leave out files that a walk finds but that are the run's own (the manifest's
+    temporary file, a log being written), which would be stale when done."""
+    names = {os.path.basename(path): path for path in files}
+    for item in items:
+        path = item["path"]
+        own = names.get(os.path.basename(path))
+        if own is not None and _same_file(path, own):
+            continue
+        yield item
+
+
+def _same_file(path: str, other: str) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # gone meanwhile: hashing it will report that
+        return False
+
+
+def _describe(inputs: Inputs, limit: int = 3) -> str:
+    """The inputs, quoted, for a one-line message: the first few, then how many more."""
+    names = [
+        shown_name(name) for name in (*inputs.patterns, *inputs.dirs, inputs.files_from) if name
+    ]
+    if inputs.files_from == "-":
+        names[-1] = "standard input"
+    if not names:
+        return "the given inputs"
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

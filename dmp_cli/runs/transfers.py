@@ -1,0 +1,164 @@
+"""--vault, --archive and --fetch: a manifest's files asked about, uploaded or brought
+back, a row for each in manifest order, then the verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from functools import partial
+
+from dmp_cli.errors import ManifestError, RunStopped, StoreError
+from dmp_cli.executor import Executor, default_jobs, io_threads_for
+from dmp_cli.manifest import open_manifest, parse_lines
+from dmp_cli.options import Options, StoreSpec, Work
+from dmp_cli.restore import restore_tree
+from dmp_cli.rows import Item, Row, Status
+from dmp_cli.rules import Command, judge
+from dmp_cli.runs.companion import CompanionOutcome, archive_companion, open_for
+from dmp_cli.runs.entries import EntryReader, Tally, retry_items
+from dmp_cli.runs.report import Listener, Report, shown_manifest
+from dmp_cli.runs.totals import Expected
+from dmp_cli.settings import Settings
+from dmp_cli.store import StorePool
+
+
+@dataclass
+class TransferReport(Report):
+    manifest: EntryReader = field(default_factory=EntryReader)
+    tally: Tally = field(default_factory=Tally)
+    dry_run: bool = False
+    companion: CompanionOutcome | None = None
+
+
+def transfer(
+    command: Command,
+    manifest: str,
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options | None = None,
+    listener: Listener | None = None,
+    detached: bool = False,
+    meta: str | None = None,
+) -> TransferReport:
+    """--vault (ask the vault about each checksum, once per checksum), --archive (upload
+    each checksum the vault lacks, or to another destination: a rerun uploads nothing) or
+    --fetch (bring each file back, verified): the per-file rows in manifest order, a later
+    copy of content answered from the first one's row (unless ``detached``: a job's
+    coordinator, which can be taken over, asks about each entry on its own), then the
+    verdict. With ``meta``, a companion file of metadata (checked against the manifest
+    first): --fetch restores what it records, --archive stores it in the vault too."""
+    hear = listener or Listener()
+    options = (options or Options()).validated(spec.validated())
+    shown = shown_manifest(manifest)
+    stream = open_manifest(manifest, shown)
+    companion = open_for(meta, manifest, shown, stream)
+    reader = entry_reader(command, options, detached=detached)
+    with stream:
+        preflight(executor.stores, spec)
+        items = reader.items(parse_lines(stream))
+        if companion is not None and command is Command.FETCH:
+            items = companion.attach(items)
+        tally = _execute(command, reader, items, executor, spec, options, hear)
+    if reader.entries == 0:
+        raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
+    counts = {**tally.counts, Status.MISFORMATTED: reader.misformatted}
+    verdict = judge(command, counts, strict=options.strict)
+    outcome = None
+    if companion is not None and command is Command.FETCH:
+        outcome = CompanionOutcome(companion.path)
+        if not options.dry_run:
+            outcome.tree = restore_tree(companion.records(), options, hear.on_problem)
+            if outcome.tree.failed:
+                verdict = replace(verdict, status=1, failed=verdict.failed + outcome.tree.failed)
+    elif companion is not None and command is Command.ARCHIVE:
+        outcome = archive_companion(companion.path, executor.stores, spec, options)
+        if outcome.status == "failed" and detached:  # the job fails with its error
+            raise StoreError(outcome.error or "the companion was not archived")
+        if outcome.status == "failed":
+            verdict = replace(verdict, status=1, failed=verdict.failed + 1)
+    return TransferReport(command, verdict, None, reader, tally, options.dry_run, outcome)
+
+
+vault = partial(transfer, Command.VAULT)
+archive = partial(transfer, Command.ARCHIVE)
+fetch = partial(transfer, Command.FETCH)
+
+
+def transfer_stores(
+    command: Command, settings: Settings, options: Options, path: str | None = None
+) -> tuple[StoreSpec, Options]:
+    """Where the stores of a vault command are (the settings, and --path for an archive)
+    and what it does, validated: a bad URL or combination is a usage error now."""
+    dest, mode = None, None
+    if command is Command.ARCHIVE and path:
+        dest, mode = path, "path"
+    elif command is Command.ARCHIVE and settings.archive_default:
+        dest, mode = settings.archive_default, "default"
+    spec = StoreSpec(
+        vault=settings.vault,
+        dest=dest,
+        profile=settings.profile,
+        region=settings.region,
+        endpoint_url=settings.endpoint_url,
+        conditional_put=settings.conditional_put,
+        multipart_threshold=settings.multipart_threshold,
+        multipart_chunksize=settings.multipart_chunksize,
+        # One connection per transfer thread (the embedded executor's rule).
+        concurrency=io_threads_for(settings.jobs or default_jobs()),
+    ).validated()
+    return spec, replace(options, dest_mode=mode).validated(spec)
+
+
+def entry_reader(command: Command, options: Options, detached: bool) -> EntryReader:
+    # Attached, a later entry with the same content is answered from the first one's row
+    # (uploaded once). A detached job's rows are counted, never gathered, so each entry
+    # there is asked about on its own; a copy finds its content archived and is skipped.
+    dedupe = not detached and (
+        command is Command.VAULT or (command is Command.ARCHIVE and not options.all)
+    )
+    return EntryReader(dedupe=dedupe, with_size=command is Command.ARCHIVE)
+
+
+def preflight(stores: StorePool, spec: StoreSpec) -> None:
+    """One clear line now, rather than the same failure for every file. The stores are
+    the ones the operations will use in this process (their clients made once)."""
+    stores.vault(spec).check()
+    if spec.dest:
+        # Like a prefix in a bucket, an archive directory is made by the first upload.
+        stores.dest(spec).check(create=True)
+
+
+def _execute(
+    command: Command,
+    reader: EntryReader,
+    items: Iterable[Item],
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options,
+    hear: Listener,
+) -> Tally:
+    tally = Tally(archive=command is Command.ARCHIVE, dedupe=reader.dedupe)
+    work = Work.of(command.operation, spec, options)
+    expected = Expected(hear.on_total) if hear.on_total else None
+    first = True
+    while True:
+        retries: list[Row] = []
+        if expected:
+            items = expected.items(items, more_files=first)
+        for raw in executor.map(work, items, on_bytes=hear.on_bytes):
+            if raw.get("fatal"):
+                raise RunStopped(str(raw.get("error")))
+            if expected:
+                expected.done(raw)
+            if tally.needs_retry(raw):
+                retries.append(raw)
+                continue
+            row = tally.add(raw)
+            hear.on_progress(1, raw.get("bytes") or 0)
+            hear.on_row(row)
+        if not retries:
+            return tally
+        # Each round retries only copies of content whose first file failed in the
+        # round before, so the rounds end.
+        items = retry_items(retries, with_size=True)
+        first = False

@@ -1,0 +1,98 @@
+"""--check: verify every file a manifest names, as `sha256sum --check` does (and, with a
+companion, the metadata it records)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import BinaryIO
+
+from dmp_cli.digest import digest_stream
+from dmp_cli.errors import ManifestError
+from dmp_cli.executor import Executor
+from dmp_cli.manifest import open_manifest, parsed
+from dmp_cli.options import Work
+from dmp_cli.rows import Item
+from dmp_cli.rules import Command, judge
+from dmp_cli.runs.check_counts import CheckCounts, check_items
+from dmp_cli.runs.companion import compare, open_for
+from dmp_cli.runs.report import Listener, Report, shown_manifest
+from dmp_cli.runs.totals import expecting
+from dmp_cli.stdio import stdin_closed
+
+
+@dataclass
+class CheckReport(Report):
+    counts: CheckCounts = field(default_factory=CheckCounts)
+    metadata: int | None = None  # with a companion: entries whose metadata differs
+
+
+def check(
+    manifest: str,
+    executor: Executor,
+    *,
+    strict: bool = False,
+    ignore_missing: bool = False,
+    listener: Listener | None = None,
+    stdin: bool = True,
+    meta: str | None = None,
+) -> CheckReport:
+    """Verify every file ``manifest`` names (``-`` is stdin) as `sha256sum --check` does:
+    every line is checked, whatever fails before it. An entry named ``-`` in a manifest
+    file is what is left of stdin, read when its line comes; without ``stdin`` (a detached
+    job has none), such an entry cannot be read. With ``meta``, a companion file, the
+    metadata it records is compared too, after the files (``Listener.on_meta``)."""
+    hear = listener or Listener()
+    shown = shown_manifest(manifest)
+    counts = CheckCounts()
+    stream = open_manifest(manifest, shown)
+    companion = open_for(meta, manifest, shown, stream)
+    try:
+        with stream:
+            items, done = expecting(hear, items_to_check(manifest, stream, stdin))
+            for row in executor.map(Work(Command.CHECK.operation), items):
+                if done:
+                    done(row)
+                hear.on_progress(1, row.get("bytes", 0))
+                if counts.add(row, ignore_missing) != "ignored":
+                    hear.on_row(row)
+    except ManifestError as exc:  # the manifest could be opened but not read to the end
+        reason = str(exc).rpartition(": ")[2]
+        raise ManifestError(f"{shown}: {reason}") from None
+    verdict = judge(Command.CHECK, counts.statuses(), strict=strict, ignore_missing=ignore_missing)
+    differ = None
+    if companion is not None:
+        differ = compare(companion, hear)
+        if differ:
+            verdict = replace(verdict, status=1, failed=verdict.failed + differ)
+    error = None
+    if counts.properly_formatted == 0:
+        error = f"{shown}: no properly formatted checksum lines found"
+    elif ignore_missing and counts.matched == 0:
+        error = f"{shown}: no file was verified"
+    return CheckReport(Command.CHECK, verdict, error, counts, differ)
+
+
+def items_to_check(manifest: str, stream: BinaryIO, stdin: bool) -> Iterator[Item]:
+    entries = parsed(stream)
+    if manifest == "-":
+        return check_items(entries, stdin_manifest=True)
+    return _with_stdin_read(check_items(entries), stdin)
+
+
+def _with_stdin_read(items: Iterator[Item], stdin: bool) -> Iterator[Item]:
+    """An entry named '-' in a manifest file is stdin, as in sha256sum: hashed here, in
+    order, since no other process (a pool's, a worker's) reads this one's stdin; the item
+    carries the digest, or the error, to the check operation."""
+    for item in items:
+        if item.get("path") == "-":
+            try:
+                if not stdin or stdin_closed():  # none, or closed (`<&-`)
+                    raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+                item["stdin"] = list(digest_stream(sys.stdin.buffer))
+            except OSError as exc:
+                item["stdin_error"] = [exc.errno or errno.EIO, exc.strerror or str(exc)]
+        yield item
