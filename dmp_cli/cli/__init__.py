@@ -14,10 +14,11 @@ from typing import Any
 import click
 
 from dmp_cli import __version__, stdio
-from dmp_cli.cli.output import Output, WriteError, guarded_stdout
+from dmp_cli.cli.output import Output
 from dmp_cli.errors import DmpError
 from dmp_cli.executor import Executor
 from dmp_cli.settings import Settings
+from dmp_cli.stdio import WriteError, guarded_stdout
 
 
 @dataclass

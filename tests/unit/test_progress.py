@@ -13,7 +13,8 @@ import pytest
 from tqdm import tqdm
 
 from dmp_cli import runs
-from dmp_cli.cli.output import Pace, Progress
+from dmp_cli.cli.output import Pace
+from dmp_cli.cli.progress import Bar
 from dmp_cli.executor import LocalExecutor
 from dmp_cli.inputs import Inputs
 from dmp_cli.options import Options
@@ -24,7 +25,7 @@ from dmp_cli.words import duration, pace
 MiB = 1 << 20
 
 
-def _eta(bar: Progress, elapsed: float, rate: float) -> str:
+def _eta(bar: Bar, elapsed: float, rate: float) -> str:
     """The ETA the bar draws, at a given elapsed time and rate (no clock involved)."""
     meter = {**bar._bar.format_dict, "elapsed": elapsed, "rate": rate}
     text = tqdm.format_meter(**meter)
@@ -32,7 +33,7 @@ def _eta(bar: Progress, elapsed: float, rate: float) -> str:
 
 
 def test_what_was_done_before_counts_but_not_in_the_rate() -> None:
-    bar = Progress("job j", total=100, unit=" files", initial=(40, 40 * MiB))
+    bar = Bar("job j", total=100, unit=" files", initial=(40, 40 * MiB))
     try:
         assert bar._bar.n == 40  # the bar starts where the job is
         bar._start -= 2.0  # two seconds into the watch
@@ -45,7 +46,7 @@ def test_what_was_done_before_counts_but_not_in_the_rate() -> None:
 
 
 def test_with_the_sizes_known_the_bar_counts_bytes() -> None:
-    bar = Progress("job j", total=10, unit=" files", initial=(2, 2048), bytes_total=10240)
+    bar = Bar("job j", total=10, unit=" files", initial=(2, 2048), bytes_total=10240)
     try:
         bar.update(3, 3072)
         assert (bar._bar.n, bar._bar.total, bar._bar.unit) == (5120, 10240, "B")
@@ -59,7 +60,7 @@ def test_with_the_sizes_known_the_bar_counts_bytes() -> None:
 
 
 def test_the_totals_once_known_turn_a_bar_of_files_into_one_of_bytes() -> None:
-    bar = Progress("hashing", total=None, unit=" files")
+    bar = Bar("hashing", total=None, unit=" files")
     try:
         bar.update(1, 1 * MiB)  # a big file first
         bar.update(1, 1024)
@@ -79,7 +80,7 @@ def test_the_totals_once_known_turn_a_bar_of_files_into_one_of_bytes() -> None:
 
 
 def test_without_every_size_the_bar_counts_files_to_their_total() -> None:
-    bar = Progress("checking", total=None, unit=" files")
+    bar = Bar("checking", total=None, unit=" files")
     try:
         bar.update(2, 5 * MiB)
         bar.expect(8, None)

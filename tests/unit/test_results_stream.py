@@ -1,4 +1,4 @@
-"""stdout for results (``_Results``): collected after the stream under it was closed (as
+"""stdout for results (``ResultsStream``): collected after the stream under it was closed (as
 a run ended by ^C leaves it), it flushes nothing and says nothing."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from dmp_cli.cli.output import WriteError, _Results
+from dmp_cli.stdio import ResultsStream, WriteError
 
 
 def test_collected_after_its_stream_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     unraisable: list[Any] = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     stream = io.BufferedWriter(io.BytesIO())
-    results = _Results(stream)
+    results = ResultsStream(stream)
     results.write(b"a: OK\n")
     stream.close()
     del results
@@ -39,7 +39,7 @@ class _Disk(io.RawIOBase):
 
 def test_a_failed_write_says_why() -> None:
     disk = _Disk()
-    results = _Results(io.BufferedWriter(disk))
+    results = ResultsStream(io.BufferedWriter(disk))
     results.write(b"a: OK\n")
     with pytest.raises(WriteError, match=r"^write error: No space left on device$"):
         results.flush()
@@ -47,5 +47,5 @@ def test_a_failed_write_says_why() -> None:
 
 
 def test_nothing_to_write_touches_nothing() -> None:
-    results = _Results(io.BufferedWriter(_Disk(), buffer_size=1))
+    results = ResultsStream(io.BufferedWriter(_Disk(), buffer_size=1))
     assert results.write(b"") == 0
