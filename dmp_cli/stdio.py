@@ -145,7 +145,13 @@ class ResultsStream(io.RawIOBase):
     def write(self, data: Any) -> int:
         if not data:  # nothing (click writes nothing to see what a stream takes)
             return 0
-        return self._guarded(self.stream.write, data)
+        try:  # self._guarded, inline: this runs once a file
+            return self.stream.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            self._give_up()
+            raise WriteError(exc.strerror) from exc
 
     def flush(self) -> None:
         # Nothing to flush once the stream is closed: also when this object is collected

@@ -132,8 +132,12 @@ class Output:
     def result(self, line: bytes, show: bool = True) -> None:
         """One file's line: on stdout unless hidden (-q, --status) or in --json mode
         (where records go instead); in the log whatever hides it."""
-        if show and not self.json:
-            self.write(line)
+        if show and not self.json:  # self.write, inline: this runs once a file
+            self.stdout.write(line)
+            if self._tty:
+                self.stdout.flush()
+            if self.log is not None:
+                self.log.lines(line)
         elif self.log is not None:
             self.log.lines(line)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -22,13 +22,22 @@ if TYPE_CHECKING:
     from dmp_cli.cli import App
 
 
+# A name's bytes, as os.fsencode gives them, without its wrapper around str.encode: a
+# call a line saved, on the path of every --check row.
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
 def _check_name(path: str, escape: bool) -> bytes:
-    name = os.fsencode(path)
+    name = path.encode(_FS_ENCODING, _FS_ERRORS)
     if escape and b"\n" in name:
-        # coreutils 9.1 escapes only when the name holds a newline, and then all three.
-        name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
-        return b"\\" + name
+        return _escaped(name)
     return name
+
+
+def _escaped(name: bytes) -> bytes:
+    # coreutils 9.1 escapes only when the name holds a newline, and then all three.
+    name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+    return b"\\" + name
 
 
 def run(
@@ -81,7 +90,13 @@ def run(
 def _check_printer(
     out: Output, shown: str, *, quiet: bool, status: bool, warn: bool
 ) -> Callable[[Row], None]:
-    """What `sha256sum --check` prints for a line, as a row comes back."""
+    """What `sha256sum --check` prints for a line, as a row comes back. It runs once per
+    line of the manifest, so what does not change from row to row is worked out once: a
+    JSON record is made only under --json, and a name is encoded once."""
+    json_mode = out.json
+    result = out.result
+    show_ok, show_other = not (status or quiet), not status
+    encoding, errors = _FS_ENCODING, _FS_ERRORS
 
     def on_row(row: Row) -> None:
         kind = _CHECK_KINDS.get(row["status"], "unreadable")
@@ -91,19 +106,25 @@ def _check_printer(
             )
             return
         path = str(row["path"])
-        out.record(
-            "file",
-            path=path,
-            status=kind,
-            digest=row.get("digest"),
-            expected=row.get("expected"),
-            bytes=row.get("bytes", 0),
-            error=row.get("error"),
-        )
+        if json_mode:
+            out.record(
+                "file",
+                path=path,
+                status=kind,
+                digest=row.get("digest"),
+                expected=row.get("expected"),
+                bytes=row.get("bytes", 0),
+                error=row.get("error"),
+            )
         if kind == "unreadable":
-            out.file_error(path, str(row.get("error")), show=not out.json)
-        line = _check_name(path, escape=True) + _VERDICTS[kind]
-        out.result(line, show=not (status or (kind == "ok" and quiet)))
+            out.file_error(path, str(row.get("error")), show=not json_mode)
+        name = path.encode(encoding, errors)
+        if b"\n" in name:
+            name = _escaped(name)
+        if kind == "ok":
+            result(name + b": OK\n", show_ok)
+        else:
+            result(name + _VERDICTS[kind], show_other)
 
     return on_row
 
