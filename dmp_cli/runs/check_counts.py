@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from dmp_cli.rows import Item, Row, Status
@@ -24,14 +24,15 @@ class CheckCounts:
     def add(self, row: Row, ignore_missing: bool = False) -> str:
         """Count one row; returns how it counts: ok, failed, unreadable, ignored, misformatted."""
         status = row["status"]
+        if status == "ok":  # first: nearly every row
+            self.properly_formatted += 1
+            self.matched += 1
+            self.bytes += row.get("bytes", 0)
+            return "ok"
         if status == "misformatted":
             self.misformatted += 1
             return status
         self.properly_formatted += 1
-        if status == "ok":
-            self.matched += 1
-            self.bytes += row.get("bytes", 0)
-            return "ok"
         if status == "failed":
             self.mismatched += 1
             self.bytes += row.get("bytes", 0)
@@ -61,13 +62,19 @@ class CheckCounts:
 
 
 def check_items(
-    entries: Iterable[tuple[int, str | None, str]], stdin_manifest: bool = False
+    entries: Iterable[tuple[int, str | None, str]],
+    stdin_manifest: bool = False,
+    read_stdin: Callable[[Item], None] | None = None,
 ) -> Iterator[Item]:
     """Items for the check operation, one per line of ``entries`` (as
     ``dmp_cli.manifest.parsed`` reads them), so that results keep the line order. With
-    ``stdin_manifest``, a line naming '-' (stdin) is improperly formatted, as in sha256sum."""
+    ``stdin_manifest``, a line naming '-' (stdin) is improperly formatted, as in sha256sum;
+    else ``read_stdin``, if given, is handed the item of such a line as it comes."""
     for number, digest, path in entries:
         if digest is None or (stdin_manifest and path == "-"):
             yield {"line": number, "bad": True}
-        else:
-            yield {"line": number, "path": path, "digest": digest}
+            continue
+        item: Item = {"line": number, "path": path, "digest": digest}
+        if path == "-" and read_stdin is not None:
+            read_stdin(item)
+        yield item

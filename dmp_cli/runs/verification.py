@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import BinaryIO
 
 from dmp_cli.digest import digest_stream
@@ -80,19 +81,16 @@ def items_to_check(manifest: str, stream: BinaryIO, stdin: bool) -> Iterator[Ite
     entries = parsed(stream)
     if manifest == "-":
         return check_items(entries, stdin_manifest=True)
-    return _with_stdin_read(check_items(entries), stdin)
+    return check_items(entries, read_stdin=partial(_read_stdin, stdin))
 
 
-def _with_stdin_read(items: Iterator[Item], stdin: bool) -> Iterator[Item]:
+def _read_stdin(stdin: bool, item: Item) -> None:
     """An entry named '-' in a manifest file is stdin, as in sha256sum: hashed here, in
     order, since no other process (a pool's, a worker's) reads this one's stdin; the item
     carries the digest, or the error, to the check operation."""
-    for item in items:
-        if item.get("path") == "-":
-            try:
-                if not stdin or stdin_closed():  # none, or closed (`<&-`)
-                    raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-                item["stdin"] = list(digest_stream(sys.stdin.buffer))
-            except OSError as exc:
-                item["stdin_error"] = [exc.errno or errno.EIO, exc.strerror or str(exc)]
-        yield item
+    try:
+        if not stdin or stdin_closed():  # none, or closed (`<&-`)
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        item["stdin"] = list(digest_stream(sys.stdin.buffer))
+    except OSError as exc:
+        item["stdin_error"] = [exc.errno or errno.EIO, exc.strerror or str(exc)]
