@@ -272,4 +272,12 @@ def kind_of(name: str) -> str:
     return operation_named(name).kind
 
 
-__all__ = ["OPERATIONS", "TABLE", "Context", "Operation", "kind_of", "operation_named", "run_batch"]
+__all__ = [
+    "OPERATIONS",
+    "TABLE",
+    "Context",
+    "Operation",
+    "kind_of",
+    "operation_named",
+    "run_batch",
+]
