@@ -93,8 +93,8 @@ def session_pids(session: int) -> list[int]:
 def moto_server() -> Iterator[Service]:
     """moto's S3 server over HTTP on loopback."""
     port = free_port()
-    exe = shutil.which("moto_server") or sys.executable
-    args = [exe] if exe != sys.executable else [sys.executable, "-m", "moto.server"]
+    # The moto of the interpreter running the tests, not another one found on the PATH.
+    args = [sys.executable, "-m", "moto.server"]
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [*args, "-H", "127.0.0.1", "-p", str(port)],
