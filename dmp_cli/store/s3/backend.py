@@ -216,6 +216,8 @@ class S3Store:
                 reply = self._head(key)
                 if reply is not None:
                     if lost and reply["Metadata"].get(WRITER_KEY) == token:
+                        if size >= self.config.multipart_threshold:  # its sweep never ran
+                            self._tidy.sweep(self._key(key))
                         return self._sent(size, on_bytes)  # as a 412 in _put_single
                     raise ObjectExists(f"{self.key_url(key)}: already there")
                 if_absent = False
