@@ -2,7 +2,8 @@
 
 A manifest stays what ``sha256sum`` reads. Beside it, ``NAME.meta`` (JSON Lines) holds,
 in manifest order, a record for every entry (type, mode, mtime in nanoseconds, size,
-owner and group by number and by name) and, in the walk's order among them, one for every
+owner and group by number and by name; from format version 2 on also ctime, inode,
+device, link count and extended attributes) and, in the walk's order among them, one for every
 directory the walk entered and every symbolic link it met that the manifest does not name
 (dangling, or to a directory). The first line says what the file is; the last one counts
 the records and names the manifest's sha256, so that a companion cut short, or one of
@@ -27,6 +28,7 @@ from dmp_cli.errors import DmpError
 from dmp_cli.manifest import Line, parse_lines
 from dmp_cli.recorder import (
     FORMAT,
+    READABLE,
     TYPES,
     VERSION,
     Record,
@@ -73,6 +75,7 @@ class Companion:
     manifest: str
     manifest_shown: str
     trailer: Record = field(default_factory=dict)
+    version: int = VERSION
 
     def records(self) -> Iterator[Record]:
         """Every record, in order, without the first and last lines."""
@@ -102,6 +105,20 @@ class Companion:
             f"{self.manifest_shown} (nothing applied)"
         )
 
+    def _version(self, header: Record) -> int:
+        """The format version the first line names, if this dmp reads it."""
+        version = header.get("version")
+        if header.get("format") != FORMAT or not isinstance(version, int):
+            raise self.bad(1, f"not a {FORMAT} header")
+        if version > VERSION:
+            raise MetaError(
+                f"{self.shown}: made by a newer dmp (companion format version {version}; "
+                f"this dmp reads versions up to {VERSION}); nothing applied"
+            )
+        if version not in READABLE:
+            raise self.bad(1, f"unknown {FORMAT} version {version}")
+        return version
+
     def verify(self) -> None:
         """The whole companion against its manifest, before anything is applied: the
         same entries in the same order, every record well formed, the trailer's counts
@@ -117,8 +134,7 @@ class Companion:
         for number, value in self._lines():
             last = number
             if number == 1:
-                if value.get("format") != FORMAT or value.get("version") != VERSION:
-                    raise self.bad(number, f"not a {FORMAT} version {VERSION} header")
+                self.version = self._version(value)
                 continue
             if self.trailer:
                 raise self.bad(number, "a record after the last line")
@@ -126,7 +142,7 @@ class Companion:
                 self.trailer = value
                 continue
             try:
-                path = valid(value)
+                path = valid(value, self.version)
             except (KeyError, ValueError, TypeError) as exc:
                 raise self.bad(number, f"malformed record ({exc})") from None
             records += 1
@@ -169,9 +185,13 @@ def _file_digest(path: str) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def valid(value: Record) -> str:
-    """A record's path, if the record is well formed; raises ValueError, KeyError or
-    TypeError naming what is wrong."""
+# What a record holds from version 2 on, besides version 1's fields.
+_SINCE_2 = ("ctime_ns", "ino", "dev", "nlink")
+
+
+def valid(value: Record, version: int = VERSION) -> str:
+    """A record's path, if the record is well formed (for a companion of format
+    ``version``); raises ValueError, KeyError or TypeError naming what is wrong."""
     path = get_name(value, "path")
     if not path:
         raise ValueError("empty path")
@@ -181,9 +201,14 @@ def valid(value: Record) -> str:
     mode = value["mode"]
     if not isinstance(mode, str) or int(mode, 8) > 0o7777:
         raise ValueError(f"bad mode {mode!r}")
-    for key in ("mtime_ns", "uid", "gid", "size"):
+    for key in ("mtime_ns", "uid", "gid", "size", *(_SINCE_2 if version >= 2 else ())):
         if not isinstance(value[key], int) or isinstance(value[key], bool):
             raise TypeError(f"{key} is not an integer")
+    xattrs = value.get("xattrs")
+    if xattrs is not None and not (
+        isinstance(xattrs, dict) and all(isinstance(v, str) for v in xattrs.values())
+    ):
+        raise TypeError("xattrs is not an object of base64 strings")
     if kind == "link":
         get_name(value, "target")
     return path

@@ -19,7 +19,9 @@ from functools import lru_cache
 from typing import Any, BinaryIO
 
 FORMAT = "dmp-meta"
-VERSION = 1
+VERSION = 2
+# Version 1 lacked ctime_ns, ino, dev, nlink and xattrs; it is still read.
+READABLE = (1, 2)
 
 Record = dict[str, Any]
 
@@ -75,9 +77,10 @@ def _owner_fields(uid: int, gid: int) -> str:
 
 def stat_of(path: str) -> list[Any]:
     """What a record holds of ``path`` itself (a link is not followed), as plain values
-    that travel in a row: type, mode, mtime, size, owner, group, and a link's target.
-    Taken where the file is hashed (a worker of the fleet, or a pool's process), so that
-    a metadata server is asked in parallel, not once a file by the process that writes."""
+    that travel in a row: type, mode, mtime, size, owner, group, ctime, inode, device,
+    link count, extended attributes (POSIX ACLs among them) and a link's target. Taken
+    where the file is hashed (a worker of the fleet, or a pool's process), so that a
+    metadata server is asked in parallel, not once a file by the process that writes."""
     st = os.lstat(path)
     kind = TYPES.get(stat.S_IFMT(st.st_mode), "other")
     fields: list[Any] = [
@@ -87,10 +90,34 @@ def stat_of(path: str) -> list[Any]:
         st.st_size,
         st.st_uid,
         st.st_gid,
+        st.st_ctime_ns,
+        st.st_ino,
+        st.st_dev,
+        st.st_nlink,
+        xattrs_of(path) if kind != "link" else None,
     ]
     if kind == "link":
         fields.append(os.readlink(path))
     return fields
+
+
+def xattrs_of(path: str) -> dict[str, str] | None:
+    """The extended attributes of ``path`` that this user can read (``user.*``; as root
+    ``trusted.*`` too; ``security.*``; POSIX ACLs as ``system.posix_acl_access`` and
+    ``system.posix_acl_default``), each value in base64; None if it has none or the
+    filesystem keeps none."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return None
+    found: dict[str, str] = {}
+    for name in sorted(names):
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue  # removed meanwhile, or not readable by this user
+        found[name] = base64.b64encode(value).decode("ascii")
+    return found or None
 
 
 def record_line(path: str, entry: bool = False, fields: list[Any] | None = None) -> bytes:
@@ -98,12 +125,17 @@ def record_line(path: str, entry: bool = False, fields: list[Any] | None = None)
     ``stat_of`` gives them; by default, looked up now). Written directly: a dict and a
     general encoder cost three times as much, per file of a walk. Owners' names are
     those of this host's name service, where the companion is written."""
-    kind, mode, mtime_ns, size, uid, gid, *target = fields or stat_of(path)
+    kind, mode, mtime_ns, size, uid, gid, ctime_ns, ino, dev, nlink, xattrs, *target = (
+        fields or stat_of(path)
+    )
     flag = ',"entry":true' if entry else ""
     text = (
         f'{{{_name_field("path", path)},"type":"{kind}"{flag},"mode":"{mode:04o}",'
-        f'"mtime_ns":{mtime_ns},"size":{size},{_owner_fields(uid, gid)}'
+        f'"mtime_ns":{mtime_ns},"size":{size},{_owner_fields(uid, gid)},'
+        f'"ctime_ns":{ctime_ns},"ino":{ino},"dev":{dev},"nlink":{nlink}'
     )
+    if xattrs:
+        text += ',"xattrs":' + _json(xattrs)
     if target:
         text += "," + _name_field("target", target[0])
     return (text + "}\n").encode("utf-8", "surrogateescape")

@@ -149,7 +149,7 @@ def test_the_companion_records_in_manifest_order(site: Path) -> None:
     _ok(run(*create, cwd=site, broker_url=None))
     lines = (site / "t.sha256.meta").read_bytes().splitlines()
     header, *records, trailer = (json.loads(line) for line in lines)
-    assert header == {"format": "dmp-meta", "version": 1}
+    assert header == {"format": "dmp-meta", "version": 2}
     manifest = (site / "t.sha256").read_bytes()
     assert trailer["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
     entries = [r["path"] for r in records if r.get("entry")]
@@ -392,3 +392,58 @@ def test_a_detached_check_meta_says_what_differs_and_fails(site: Path, fleet: st
     assert [row["path"] for row in rows if row["status"] == "metadata"] == [
         s.partition(b": METADATA")[0].decode() for s in said
     ]
+
+
+def _as_version_1(companion: Path) -> None:
+    """Rewrite a companion as an older dmp wrote it: format version 1, without the
+    fields version 2 added."""
+    header, *records = (json.loads(line) for line in companion.read_bytes().splitlines())
+    header["version"] = 1
+    for record in records:
+        for key in ("ctime_ns", "ino", "dev", "nlink", "xattrs"):
+            record.pop(key, None)
+    lines = [json.dumps(value, ensure_ascii=False) for value in (header, *records)]
+    companion.write_text("".join(line + "\n" for line in lines))
+
+
+def test_records_carry_ctime_inode_device_and_link_count(site: Path) -> None:
+    os.link(site / "t" / "tool", site / "t" / "tool-again")
+    create = ["manifest", "--create", "--dir", "t", "-r", "-m", "t.sha256"]
+    _ok(run(*create, cwd=site, broker_url=None))
+    lines = (site / "t.sha256.meta").read_bytes().splitlines()[1:-1]
+    records = {r["path"]: r for r in (json.loads(line) for line in lines)}
+    for name in ("t/tool", "t/tool-again", "t/empty", "t/dangling"):
+        st = os.lstat(site / name)
+        got = records[name]
+        assert (got["ctime_ns"], got["ino"], got["dev"], got["nlink"]) == (
+            st.st_ctime_ns,
+            st.st_ino,
+            st.st_dev,
+            st.st_nlink,
+        )
+    assert records["t/tool"]["nlink"] == records["t/tool-again"]["nlink"] == 2
+
+
+def test_an_older_companion_still_restores(site: Path) -> None:
+    env = new_vault("file", site).env
+    create = ["manifest", "--create", "--dir", "t", "-r", "-m", "t.sha256"]
+    _ok(run(*create, cwd=site, broker_url=None, **env))
+    _ok(run("manifest", "--archive", "-m", "t.sha256", cwd=site, broker_url=None, **env))
+    _as_version_1(site / "t.sha256.meta")
+    fetch = ["manifest", "--fetch", "-m", "../t.sha256"]
+    _ok(run(*fetch, cwd=site / "restore", broker_url=None, **env))
+    assert tar_listing(site / "restore" / "t") == tar_listing(site / "t")
+
+
+def test_a_companion_from_a_newer_dmp_is_refused_with_its_version(site: Path) -> None:
+    env = new_vault("file", site).env
+    create = ["manifest", "--create", "--dir", "t", "-r", "-m", "t.sha256"]
+    _ok(run(*create, cwd=site, broker_url=None, **env))
+    companion = site / "t.sha256.meta"
+    first, rest = companion.read_bytes().split(b"\n", 1)
+    companion.write_bytes(first.replace(b'"version":2', b'"version":7') + b"\n" + rest)
+    result = run(
+        "manifest", "--fetch", "-m", "../t.sha256", cwd=site / "restore", broker_url=None, **env
+    )
+    one_error(result, 1, "made by a newer dmp (companion format version 7;")
+    assert os.listdir(site / "restore") == []
