@@ -23,13 +23,16 @@ OnProblem = Callable[[str, str], None]
 
 @dataclass
 class Inputs:
-    """Everything `--create` can be given: names or patterns, directories, a list file."""
+    """Everything `--create` can be given: names or patterns, directories, a list file;
+    and an earlier manifest whose checksums are kept for the files unchanged since
+    (``update``, ``dmp_cli.reuse``)."""
 
     patterns: list[str] = field(default_factory=list)
     dirs: list[str] = field(default_factory=list)
     recursive: bool = False
     files_from: str | None = None
     null_separated: bool = False
+    update: str | None = None
 
     def given(self) -> bool:
         return bool(self.patterns or self.dirs or self.files_from)

@@ -24,6 +24,7 @@ from dmp_cli.errors import DmpError, StoreError
 from dmp_cli.fsutil import dir_prefix
 from dmp_cli.meta import stat_of
 from dmp_cli.options import Options, StoreSpec, Work
+from dmp_cli.reuse import unchanged
 from dmp_cli.rows import Item, Row, base_row, error_row, problem_row
 from dmp_cli.store import Store, StorePool, Vault
 
@@ -132,13 +133,26 @@ def hash_op(item: Item, ctx: Context) -> Result:
     if "problem" in item:
         return problem_row(item)
     path = item["path"]
-    if not ctx.options.meta:
+    old = item.get("old")
+    if not ctx.options.meta and old is None:
         return _digest(
             item,
             ctx,
             lambda digest, size: {"path": path, "status": "ok", "digest": digest, "bytes": size},
         )
     fields = stat_of(ctx.path(path))  # before hashing: a change meanwhile shows in --check
+    if old is not None and unchanged(old, fields):  # --update: the file is not read
+        row: Row = {"path": path, "status": "ok", "digest": old[0], "bytes": fields[3]}
+        row["reused"] = True
+        if ctx.options.meta:
+            row["stat"] = fields
+        return row
+    if not ctx.options.meta:
+        return _digest(
+            item,
+            ctx,
+            lambda digest, size: {"path": path, "status": "ok", "digest": digest, "bytes": size},
+        )
     return _digest(
         item,
         ctx,

@@ -53,6 +53,9 @@ class Item(TypedDict, total=False):
     # --fetch with a companion file: the entry's recorded metadata, applied where the
     # file is written (dmp_cli.restore)
     meta: dict[str, Any]
+    # --create --update: the earlier manifest's checksum of the file and what the file
+    # must still be to keep it (dmp_cli.reuse.Old)
+    old: list[Any]
 
 
 class Row(TypedDict, total=False):
@@ -71,6 +74,7 @@ class Row(TypedDict, total=False):
     fatal: bool  # no later file can succeed (no store, a full target): the run stops
     transient: bool  # may succeed if tried again (throttling, a reset, ESTALE)
     stat: list[Any]  # --create with metadata: the file's own, as dmp_cli.meta.stat_of gives it
+    reused: bool  # --create --update: the earlier manifest's checksum, the file not read
 
 
 # Failures that a later attempt may not see: a stale NFS handle, a reset, a timeout.

@@ -290,7 +290,11 @@ def _create(
     saved: Mapping[str, Any],
 ) -> dict[str, Any]:
     counts = runs.CreateCounts(
-        **{key: int(saved[key]) for key in ("files", "bytes", "problems") if key in saved}
+        **{
+            key: int(saved[key])
+            for key in ("files", "bytes", "problems", "reused", "reused_bytes")
+            if key in saved
+        }
     )
     offset = int(saved.get("offset", 0))
     try:

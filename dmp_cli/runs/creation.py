@@ -14,6 +14,7 @@ from dmp_cli.inputs import Inputs, Lister, walk_items
 from dmp_cli.manifest import FORMATS
 from dmp_cli.meta import Recorder
 from dmp_cli.options import Options, Work
+from dmp_cli.reuse import Earlier, Reuse
 from dmp_cli.rows import Item, Row, Status, error_row
 from dmp_cli.rules import Command, Verdict
 from dmp_cli.runs.files import MetaTarget, abort, commit, manifest_target
@@ -27,6 +28,8 @@ class CreateReport(Report):
     files: int = 0
     bytes: int = 0
     problems: int = 0
+    reused: int = 0  # --update: files whose earlier checksum was kept, not read
+    reused_bytes: int = 0
 
 
 @dataclass
@@ -37,6 +40,8 @@ class CreateCounts:
     files: int = 0
     bytes: int = 0
     problems: int = 0
+    reused: int = 0
+    reused_bytes: int = 0
 
 
 def create(
@@ -52,6 +57,7 @@ def create(
     lister: Lister | None = None,
     meta: str | MetaTarget | None = None,
     leave_out: Sequence[str] = (),
+    earlier: Earlier | None = None,
 ) -> CreateReport:
     """Hash the files ``inputs`` name, in their order, and write their manifest lines to
     the file ``manifest`` (made complete or not at all, never over an existing file; or
@@ -60,8 +66,13 @@ def create(
     the directories of the walk (by default the executor's: a detached job's workers,
     else this process). With ``meta``, the companion of metadata is written beside
     (``dmp_cli.meta``), and linked into place with the manifest. Files in ``leave_out``
-    (a log being written) are not hashed."""
+    (a log being written) are not hashed. With ``inputs.update``, a file unchanged since
+    that earlier manifest (``earlier``, if already opened) keeps its checksum there and
+    is not read (``dmp_cli.reuse``); the output is byte for byte the same."""
     hear = listener or Listener()
+    if earlier is None and inputs.update:
+        earlier = Earlier(inputs.update)  # before anything is written
+    reuse: Reuse | None = None
     if target is None and manifest and manifest != "-":
         target = manifest_target(manifest)
     if isinstance(meta, str):
@@ -76,6 +87,7 @@ def create(
     unmatched: list[tuple[str, str]] = []
     recorder = meta.recorder if meta else None
     try:
+        reuse = earlier.reuse() if earlier else None
         lister = lister or executor.lister(inputs)
         items = walk_items(
             inputs,
@@ -88,6 +100,8 @@ def create(
             items = _without(items, [*own, *leave_out])
         if recorder:
             items = _announced(items, recorder)
+        if reuse:
+            items = _with_old(items, reuse)
         counted, done = expecting(hear, items)
         work = Work(
             Command.CREATE.operation, options=Options(meta=True).to_json() if meta else None
@@ -107,6 +121,9 @@ def create(
                 continue
             counts.files += 1
             counts.bytes += row["bytes"]
+            if row.get("reused"):
+                counts.reused += 1
+                counts.reused_bytes += row["bytes"]
             if out is not None:
                 data = line(row["digest"], row["path"])
                 out.write(data)
@@ -130,15 +147,37 @@ def create(
     except BaseException:
         abort(target, meta)
         raise
+    finally:
+        if reuse:
+            reuse.close()
     if error is not None:
         abort(target, meta)
     verdict = Verdict(1 if error else 0, problems)
-    return CreateReport(Command.CREATE, verdict, error, files, counts.bytes, problems)
+    return CreateReport(
+        Command.CREATE,
+        verdict,
+        error,
+        files,
+        counts.bytes,
+        problems,
+        counts.reused,
+        counts.reused_bytes,
+    )
 
 
 def _announced(items: Iterator[Item], recorder: Recorder) -> Iterator[Item]:
     for item in items:
         recorder.file()
+        yield item
+
+
+def _with_old(items: Iterator[Item], reuse: Reuse) -> Iterator[Item]:
+    """Each file with what the earlier manifest holds of it, if anything."""
+    for item in items:
+        if "problem" not in item:
+            old = reuse.find(item["path"])
+            if old is not None:
+                item["old"] = old
         yield item
 
 

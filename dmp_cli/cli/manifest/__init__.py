@@ -24,7 +24,17 @@ MODES = ("create", "check", "vault", "archive", "fetch")
 
 # Which options belong to which mode; any other combination is a usage error.
 MODE_OPTIONS = {
-    "create": {"dirs", "recursive", "files_from", "null", "fmt", "detach", "meta", "meta_file"},
+    "create": {
+        "dirs",
+        "recursive",
+        "files_from",
+        "null",
+        "fmt",
+        "detach",
+        "meta",
+        "meta_file",
+        "update",
+    },
     "check": {"status", "strict", "ignore_missing", "warn", "detach", "meta", "meta_file"},
     "vault": {"strict", "detach"},
     "archive": {"path", "all_files", "dry_run", "detach", "meta", "meta_file"},
@@ -57,6 +67,7 @@ OPTION_NAMES = {
     "meta": "--meta/--no-meta",
     "meta_file": "--meta-file",
     "owner_names": "--owner-names",
+    "update": "--update",
 }
 
 
@@ -108,6 +119,14 @@ def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool
     "a line ('-' for stdin); with -0, NUL-separated, as `find -print0` writes.",
 )
 @click.option("-0", "--null", is_flag=True, help="--create: --files-from names end in NUL.")
+@click.option(
+    "--update",
+    metavar="OLD",
+    help="--create: reuse the checksums of the earlier manifest OLD (with its companion "
+    "OLD.meta) for files unchanged since: same size, mtime, ctime, inode and device. They "
+    "are not read; every other file is hashed. The manifest written is the one a full "
+    "--create would write.",
+)
 @click.option(
     "--format",
     "fmt",

@@ -11,6 +11,7 @@ from dmp_cli.errors import UsageError
 from dmp_cli.inputs import Inputs
 from dmp_cli.manifest import FORMATS
 from dmp_cli.meta import companion_of
+from dmp_cli.reuse import Earlier
 from dmp_cli.rows import Row
 from dmp_cli.words import human_bytes, plural
 
@@ -31,9 +32,10 @@ def run(
     detach: bool = False,
     meta: bool | None = None,
     meta_file: str | None = None,
+    update: str | None = None,
     **_: object,
 ) -> int:
-    inputs = Inputs(list(patterns), list(dirs), recursive, files_from, null)
+    inputs = Inputs(list(patterns), list(dirs), recursive, files_from, null, update)
     meta_path = _create_meta_path(manifest_path, meta, meta_file, walks=bool(dirs))
     if not inputs.given():
         raise UsageError("--create needs files, patterns, --dir DIR or --files-from FILE")
@@ -41,6 +43,10 @@ def run(
         raise UsageError("--recursive needs --dir DIR")
     if null and not files_from:
         raise UsageError("-0/--null needs --files-from FILE")
+    if update == "-":
+        raise UsageError("--update needs the earlier manifest in a file (with its companion)")
+    out: Output = app.out
+    earlier = _earlier(out, update)
     if detach:
         from dmp_cli.cli.job import detach as submit_job
         from dmp_cli.cli.job import require_broker
@@ -56,14 +62,25 @@ def run(
                 inputs, manifest_path, executor, fmt=fmt or "dmp", meta=meta_path
             ),
         )
-    out: Output = app.out
     if meta_path and out.json and (not manifest_path or manifest_path == "-"):
         raise UsageError("--meta needs a manifest file with --json (stdout holds the JSON)")
     started = time.monotonic()
     manifest_line = FORMATS[fmt or "dmp"]
 
     def on_row(row: Row) -> None:
-        out.record("file", path=row["path"], digest=row["digest"], bytes=row["bytes"], status="ok")
+        if earlier:
+            out.record(
+                "file",
+                path=row["path"],
+                digest=row["digest"],
+                bytes=row["bytes"],
+                status="ok",
+                reused=bool(row.get("reused")),
+            )
+        else:
+            out.record(
+                "file", path=row["path"], digest=row["digest"], bytes=row["bytes"], status="ok"
+            )
         if out.log:  # the manifest's line, which the run writes itself
             out.result(manifest_line(row["digest"], row["path"]), show=False)
 
@@ -82,21 +99,56 @@ def run(
             ),
             meta=meta_path,
             leave_out=[out.log.path] if out.log else [],
+            earlier=earlier,
         )
     if report.error:
         out.error(report.error)
         return report.status
     pace = Pace.since(started, report.files, report.bytes)
+    reuse: dict[str, int] = {}
+    if earlier:
+        reuse = {
+            "reused": report.reused,
+            "reused_bytes": report.reused_bytes,
+            "hashed_files": report.files - report.reused,
+            "hashed_bytes": report.bytes - report.reused_bytes,
+        }
     out.record(
-        "summary", files=report.files, bytes=report.bytes, manifest=manifest_path, **pace.fields()
+        "summary",
+        files=report.files,
+        bytes=report.bytes,
+        manifest=manifest_path,
+        **reuse,
+        **pace.fields(),
     )
     # Like sha256sum, --create says nothing when all is well: the summary is for -v.
-    out.info(
-        f"{plural(report.files, 'file', 'files')}, {human_bytes(report.bytes)} hashed "
-        + pace.text(),
-        show=bool(out.verbose),
-    )
+    if earlier:
+        hashed = report.files - report.reused
+        text = (
+            f"{plural(report.files, 'file', 'files')}, {human_bytes(report.bytes)}: "
+            f"{plural(report.reused, 'checksum', 'checksums')} reused from "
+            f"{runs.shown_name(earlier.manifest)}, {plural(hashed, 'file', 'files')} "
+            f"({human_bytes(report.bytes - report.reused_bytes)}) hashed "
+        )
+    else:
+        text = f"{plural(report.files, 'file', 'files')}, {human_bytes(report.bytes)} hashed "
+    out.info(text + pace.text(), show=bool(out.verbose))
     return report.status
+
+
+def _earlier(out: Output, update: str | None) -> Earlier | None:
+    """The earlier manifest of --update, verified against its companion before anything
+    is written; with a companion of format version 1, said once how files are judged."""
+    if not update:
+        return None
+    earlier = Earlier(update)
+    if earlier.version < 2:
+        out.warning(
+            f"{runs.shown_name(earlier.companion_path)} is of companion format version "
+            f"{earlier.version} (no ctime, inode or device): a file of the same size and "
+            "mtime keeps its checksum"
+        )
+    return earlier
 
 
 def _create_meta_path(
