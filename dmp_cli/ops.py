@@ -107,6 +107,7 @@ TABLE: dict[str, str] = {
     "head": "dmp_cli.transfer:HEAD",
     "upload": "dmp_cli.transfer:UPLOAD",
     "download": "dmp_cli.transfer:DOWNLOAD",
+    "vault-list": "dmp_cli.listing:LIST",  # a prefix of the vault listed (planning)
 }
 
 # The operations loaded so far, by name.

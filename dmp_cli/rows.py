@@ -53,6 +53,9 @@ class Item(TypedDict, total=False):
     # --fetch with a companion file: the entry's recorded metadata, applied where the
     # file is written (dmp_cli.restore)
     meta: dict[str, Any]
+    # --vault, --archive planned by listing (dmp_cli.runs.planning): the size of the
+    # checksum's object, which a listing saw; -1 if --vault's listing saw none
+    listed: int
     # --create --update: the earlier manifest's checksum of the file and what the file
     # must still be to keep it (dmp_cli.reuse.Old)
     old: list[Any]

@@ -29,6 +29,8 @@ class Command(StrEnum):
 
     @classmethod
     def of_operation(cls, op: str) -> Command:
+        if op == "vault-list":  # listing the vault's prefixes, for --vault and --archive
+            return cls.VAULT
         return next(command for command, name in _OPERATIONS.items() if name == op)
 
 

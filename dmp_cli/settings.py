@@ -17,6 +17,9 @@ DEFAULT_VAULT = "s3://etx-dmp-vault/object"
 # Whether a store's put-if-absent (If-None-Match: *) is trusted: learned from the store
 # by a probe (auto), trusted without one (on), or never used, asking first (off).
 CONDITIONAL_PUT_MODES = ("auto", "on", "off")
+# How --vault and --archive learn which checksums the vault holds: whichever way needs
+# fewer requests (auto), a HEAD per checksum (head), or listing the vault's keys (list).
+VAULT_PLANNING_MODES = ("auto", "head", "list")
 MIN_PART_SIZE = 5 << 20  # S3 refuses smaller parts (all but the last)
 
 
@@ -32,6 +35,7 @@ class Settings:
     conditional_put: str = "auto"
     multipart_threshold: int | None = None
     multipart_chunksize: int | None = None
+    vault_planning: str = "auto"
 
     @classmethod
     def from_env(cls, **options: Any) -> Settings:
@@ -44,6 +48,7 @@ class Settings:
             vault=env.get("DMP_VAULT") or DEFAULT_VAULT,
             archive_default=env.get("DMP_ARCHIVE_DEFAULT") or None,
             broker_url=broker_url(env.get("DMP_BROKER_URL") or None),
+            vault_planning=vault_planning_mode(env.get("DMP_VAULT_PLANNING") or "auto"),
             **store_settings(env),
         )
 
@@ -62,6 +67,14 @@ def conditional_put_mode(value: str) -> str:
     mode = value.strip().lower()
     if mode not in CONDITIONAL_PUT_MODES:
         raise UsageError(f"DMP_CONDITIONAL_PUT must be auto, on or off, not {value!r}")
+    return mode
+
+
+def vault_planning_mode(value: str) -> str:
+    """DMP_VAULT_PLANNING: auto, head or list; anything else is a usage error."""
+    mode = value.strip().lower()
+    if mode not in VAULT_PLANNING_MODES:
+        raise UsageError(f"DMP_VAULT_PLANNING must be auto, head or list, not {value!r}")
     return mode
 
 

@@ -61,6 +61,9 @@ def _entries(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], 
 
 @_entries
 def head_op(item: Item, ctx: Context) -> Row:
+    listed = item.get("listed")
+    if listed is not None:  # planned by listing: answered by it, no request
+        return {"status": "missing"} if listed < 0 else {"status": "present", "bytes": listed}
     info = ctx.vault().head(item["digest"])
     if info is None:
         return {"status": "missing"}
@@ -78,9 +81,14 @@ def upload_op(item: Item, ctx: Context) -> Row:
     vault = ctx.vault()
     digest = item["digest"]
     source = ctx.path(item["path"])
+    # Planned by listing, a checksum whose object a listing saw needs no request; one it
+    # did not see is asked about as ever (a put-if-absent, or a HEAD), never assumed absent.
+    listed = item.get("listed", -1) >= 0
+    if listed and not options.all:  # as a HEAD or a refused put-if-absent would say
+        return {"to": vault.url_of(digest), "status": "skipped"}
     if options.dest_mode is None and not options.dry_run:
         return _upload_to_vault(item, source, vault, ctx.on_bytes)
-    in_vault = vault.head(digest) is not None
+    in_vault = listed or vault.head(digest) is not None
     if in_vault and not options.all:
         return {"status": "skipped", "to": vault.url_of(digest)}
     if options.dest_mode is None:

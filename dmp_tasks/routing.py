@@ -46,8 +46,16 @@ def callback_queue(op: str) -> str:
     return HASH_QUEUE if kind_of(op) == "cpu" else TRANSFER_QUEUE
 
 
+# A vault's prefix to list (its item carries the manifest's checksums under it) goes
+# alone: the prefixes are listed side by side, one a task.
+LIST_OP = "vault-list"
+
+
 def batch_items(op: str) -> int:
-    """Items per batch at most: DMP_BATCH_ITEMS if set (tuning, tests), else by kind of work."""
+    """Items per batch at most: DMP_BATCH_ITEMS if set (tuning, tests), else by kind of work;
+    one for a listing."""
+    if op == LIST_OP:
+        return 1
     env = os.environ.get("DMP_BATCH_ITEMS")
     if env:
         return max(1, int(env))

@@ -173,7 +173,7 @@ def _refuse(job: str, index: int, why: str) -> dict[str, int]:
     return {"files": 0, "bytes": 0}
 
 
-# The four kinds of task, by name: a site can route, rate-limit or watch each on its own
+# The kinds of task, by name: a site can route, rate-limit or watch each on its own
 # (`celery -A dmp_tasks control rate_limit dmp.upload_batch 100/m`). Their names
 # end in _batch, apart from the queues (dmp.hash, dmp.transfer, dmp.big) they go to.
 
@@ -231,12 +231,27 @@ def download_batch(
     return run_batch(job, index, "download", items, config, stream, cwd)
 
 
+@app.task(name="dmp.list_batch")
+def list_batch(
+    job: str,
+    index: int,
+    items: list[Item] | str,
+    config: dict[str, Any],
+    stream: bool,
+    cwd: str,
+) -> dict[str, int]:
+    """List prefixes of the vault, matched against a manifest's checksums (planning for
+    --vault and --archive: ``dmp_cli.listing``)."""
+    return run_batch(job, index, "vault-list", items, config, stream, cwd)
+
+
 TASKS = {
     "hash": "dmp.hash_batch",
     "check": "dmp.hash_batch",
     "head": "dmp.head_batch",
     "upload": "dmp.upload_batch",
     "download": "dmp.download_batch",
+    "vault-list": "dmp.list_batch",
 }
 
 

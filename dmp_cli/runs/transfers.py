@@ -3,7 +3,8 @@ back, a row for each in manifest order, then the verdict."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -16,9 +17,10 @@ from dmp_cli.rows import Item, Row, Status
 from dmp_cli.rules import Command, judge
 from dmp_cli.runs.companion import CompanionOutcome, archive_companion, open_for
 from dmp_cli.runs.entries import EntryReader, Tally, retry_items
+from dmp_cli.runs.planning import Plan, plan
 from dmp_cli.runs.report import Listener, Report, shown_manifest
 from dmp_cli.runs.totals import Expected
-from dmp_cli.settings import Settings
+from dmp_cli.settings import Settings, vault_planning_mode
 from dmp_cli.store import StorePool
 
 
@@ -28,6 +30,7 @@ class TransferReport(Report):
     tally: Tally = field(default_factory=Tally)
     dry_run: bool = False
     companion: CompanionOutcome | None = None
+    planned: str = "head"  # how the vault was asked: "head", or "list" (dmp_cli.runs.planning)
 
 
 def transfer(
@@ -39,6 +42,8 @@ def transfer(
     listener: Listener | None = None,
     detached: bool = False,
     meta: str | None = None,
+    planning: str | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> TransferReport:
     """--vault (ask the vault about each checksum, once per checksum), --archive (upload
     each checksum the vault lacks, or to another destination: a rerun uploads nothing) or
@@ -55,10 +60,14 @@ def transfer(
     reader = entry_reader(command, options, detached=detached)
     with stream:
         preflight(executor.stores, spec)
-        items = reader.items(parse_lines(stream))
-        if companion is not None and command is Command.FETCH:
-            items = companion.attach(items)
-        tally = _execute(command, reader, items, executor, spec, options, hear)
+        way = _plan(command, manifest, executor, spec, options, detached, planning, on_note)
+        try:
+            items = way.annotate(reader.items(parse_lines(stream)))
+            if companion is not None and command is Command.FETCH:
+                items = companion.attach(items)
+            tally = _execute(command, reader, items, executor, spec, options, hear)
+        finally:
+            way.close()
     if reader.entries == 0:
         raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
     counts = {**tally.counts, Status.MISFORMATTED: reader.misformatted}
@@ -76,7 +85,7 @@ def transfer(
             raise StoreError(outcome.error or "the companion was not archived")
         if outcome.status == "failed":
             verdict = replace(verdict, status=1, failed=verdict.failed + 1)
-    return TransferReport(command, verdict, None, reader, tally, options.dry_run, outcome)
+    return TransferReport(command, verdict, None, reader, tally, options.dry_run, outcome, way.way)
 
 
 vault = partial(transfer, Command.VAULT)
@@ -107,6 +116,25 @@ def transfer_stores(
         concurrency=io_threads_for(settings.jobs or default_jobs()),
     ).validated()
     return spec, replace(options, dest_mode=mode).validated(spec)
+
+
+def _plan(
+    command: Command,
+    manifest: str,
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options,
+    detached: bool,
+    planning: str | None,
+    on_note: Callable[[str], None] | None,
+) -> Plan:
+    """How this run asks the vault. A detached job's coordinator asks by HEAD: its run
+    goes on from checkpoints, in one job, which a listing's own work would not fit."""
+    if command is Command.FETCH or detached:
+        return Plan("head", "")
+    mode = vault_planning_mode(planning or os.environ.get("DMP_VAULT_PLANNING") or "auto")
+    note = on_note or (lambda text: None)
+    return plan(command, manifest, executor, spec, options, mode, note)
 
 
 def entry_reader(command: Command, options: Options, detached: bool) -> EntryReader:

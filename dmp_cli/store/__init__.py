@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import BinaryIO, Protocol
 
 from dmp_cli.errors import UsageError
-from dmp_cli.layout import digest_key
+from dmp_cli.layout import digest_key, is_digest
 from dmp_cli.options import StoreSpec
 from dmp_cli.urls import parse_url
 
@@ -61,6 +61,12 @@ class Store(Protocol):
 
     def has(self, key: str, digest: str) -> bool:
         """Whether ``key`` holds exactly the content with this sha256."""
+        ...
+
+    def list_keys(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """The objects whose keys start with ``prefix``, as (key, size), in no promised
+        order; a request that fails raises StoreError. A listing that failed partway
+        holds no answer: the caller lists again from the start, or not at all."""
         ...
 
     def put_file(
@@ -122,6 +128,14 @@ class Vault:
 
     def head(self, digest: str) -> ObjectInfo | None:
         return self.store.head(digest_key(digest))
+
+    def listing(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """The checksums whose objects are under the key prefix ``prefix`` (``ab/`` or
+        ``ab/cd/``), with their sizes: keys that are not a checksum's are passed over."""
+        for key, size in self.store.list_keys(prefix):
+            digest = key.replace("/", "")
+            if len(digest) == 64 and is_digest(digest) and digest_key(digest) == key:
+                yield digest, size
 
     def put_file(
         self,

@@ -69,6 +69,32 @@ class FileStore:
             raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
         return ObjectInfo(st.st_size) if stat.S_ISREG(st.st_mode) else None
 
+    def list_keys(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """The files below the directory ``prefix`` names (a key prefix ends in "/"),
+        walked with os.scandir; regular files only, as ``head`` counts them."""
+        top = prefix.rstrip("/")
+        pending = [top] if top else [""]
+        while pending:
+            at = pending.pop()
+            try:
+                with os.scandir(self._path(at) if at else self.root) as entries:
+                    found = list(entries)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                raise StoreError(f"{self.key_url(at)}: {exc.strerror}") from exc
+            for entry in found:
+                key = f"{at}/{entry.name}" if at else entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(key)
+                    elif entry.is_file():
+                        yield key, entry.stat().st_size
+                except FileNotFoundError:  # gone meanwhile: not there
+                    continue
+                except OSError as exc:
+                    raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
+
     def has(self, key: str, digest: str) -> bool:
         # Content-addressed keys are their sha256; other keys (--path) must be hashed.
         try:

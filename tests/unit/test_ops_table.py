@@ -27,6 +27,7 @@ def test_the_kinds_of_the_operations() -> None:
         "head": "io",
         "upload": "io",
         "download": "io",
+        "vault-list": "io",
     }
 
 

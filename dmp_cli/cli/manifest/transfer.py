@@ -81,7 +81,14 @@ def run(
             on_total=bar.expect if bar.active else None,
         )
         report = runs.transfer(
-            command, manifest_path, executor, spec, options, listener, meta=meta_path
+            command,
+            manifest_path,
+            executor,
+            spec,
+            options,
+            listener,
+            meta=meta_path,
+            on_note=lambda text: out.info(text, show=bool(out.verbose)),
         )
     if report.companion is not None:  # before the summary, which --json gives last
         _companion_summary(out, report.companion)

@@ -22,7 +22,8 @@ One module per job:
   per process (``ConditionalPuts``);
 - ``streams``: the hashing reader of a multipart upload, the tokens of unanswered
   uploads, a big file's turn, s3transfer's subscribers;
-- ``tidy``: the incomplete uploads of a key, aborted once its object is complete.
+- ``tidy``: the incomplete uploads of a key, aborted once its object is complete;
+- ``listing``: the keys under a prefix, page by page, each page taken only whole.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """``S3Store``: the vault on S3 (or MinIO, Ceph, any S3-compatible store).
 
-Its requests: HEAD, PUT (one from memory, or multipart through s3transfer), GET and copy,
-each translated by ``errors``; the put-if-absent it trusts by ``conditional``; what an
-upload reads and hears in ``streams``; the stale uploads it sweeps by ``tidy``.
+Its requests: HEAD, PUT (one from memory, or multipart through s3transfer), GET, copy and
+LIST (``listing``), each translated by ``errors``; the rest as ``dmp_cli.store.s3`` says.
 """
 
 from __future__ import annotations
@@ -39,6 +38,7 @@ from dmp_cli.store.s3.errors import (
     retried,
     translated,
 )
+from dmp_cli.store.s3.listing import KeyListing
 from dmp_cli.store.s3.streams import HashingReader, Tokens, Turn, changed, subscribers
 from dmp_cli.store.s3.tidy import Tidy, list_uploads
 
@@ -53,7 +53,7 @@ META_KEY = "sha256"  # sent as x-amz-meta-sha256
 WRITER_KEY = "dmp-upload"  # sent as x-amz-meta-dmp-upload: the upload's token
 
 
-class S3Store:
+class S3Store(KeyListing):
     """Objects under ``prefix`` in ``bucket``; one client and one transfer manager, shared
     by the threads of a process (both are thread-safe; neither survives a fork)."""
 

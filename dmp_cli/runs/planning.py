@@ -1,0 +1,380 @@
+"""How --vault and --archive learn what the vault holds: a HEAD per distinct checksum, or
+a listing of the vault's keys, whichever needs fewer requests.
+
+The manifest is read once ahead of the run for its distinct checksums (``Checksums``:
+in memory while they are few, else spilled to disk by first-level prefix). The vault's
+size is estimated from one listed ``ab/cd/`` prefix, the layout spreading keys evenly
+over the 65,536 of them; the estimate stops as soon as the listing is known to cost more
+than the HEADs would. Listing, each first-level prefix that holds a checksum of the
+manifest is listed as one item of executor work (``dmp_cli.listing``), and the checksums
+seen go to ``Answers`` (a dict, or an sqlite table on disk when they are many).
+
+The answers are used in one direction only: a checksum a listing saw is present; one it
+did not see is reported missing by --vault, and offered by --archive to a put-if-absent
+upload as before, never overwritten on the listing's word. A prefix whose listing fails
+has its checksums asked about one by one, as without a plan.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from dmp_cli.errors import RunStopped
+from dmp_cli.executor import Executor, LocalExecutor
+from dmp_cli.listing import ANSWER, DIGEST_BYTES, OP_NAME, listing_item
+from dmp_cli.manifest import open_manifest, parse_lines
+from dmp_cli.options import Options, StoreSpec, Work
+from dmp_cli.retry import with_retries
+from dmp_cli.rows import Item
+from dmp_cli.rules import Command
+from dmp_cli.store import Vault
+
+PAGE_KEYS = 1000  # keys a LIST request returns at most
+PREFIXES = 256  # first-level prefixes (ab/), each listed as one item of work
+SAMPLES = 65536  # second-level prefixes (ab/cd/), one of which is listed for the estimate
+SAMPLE = "00/00/"  # any one will do: sha256 spreads keys evenly
+# Beyond this many distinct checksums, they and the answers go to disk (about 100 bytes
+# of memory each otherwise): 10^7 checksums take a few MB of memory, not gigabytes.
+SPILL_DISTINCT = 250_000
+
+
+def list_requests(prefixes: int, objects: int) -> int:
+    """The LIST requests that list ``prefixes`` first-level prefixes of a vault of
+    ``objects`` objects: a page of 1,000 keys each, at least one a prefix."""
+    per_prefix = -(-objects // (PREFIXES * PAGE_KEYS))
+    return prefixes * max(1, per_prefix)
+
+
+def keys_enough(prefixes: int, distinct: int) -> int:
+    """How many keys of the sampled prefix show that listing costs at least as many
+    requests as ``distinct`` HEADs: the estimate stops there."""
+    pages = -(-(distinct - 1) // prefixes)  # pages per prefix at which listing stops paying
+    return max(0, pages - 1) * PREFIXES * PAGE_KEYS // SAMPLES + 1
+
+
+@dataclass
+class Choice:
+    way: str  # "head" or "list"
+    why: str  # what -v says
+
+
+def choose(distinct: int, prefixes: int, sampled: int | None, per_entry: str) -> Choice:
+    """The way to ask, from the distinct checksums, the first-level prefixes they fall
+    in, and the keys counted in the sampled ``ab/cd/`` prefix (None: not sampled, as
+    listing could not pay however small the vault). The LIST requests counted include
+    the sample's."""
+    if sampled is None:
+        least = list_requests(prefixes, 0) + 1
+        return Choice(
+            "head",
+            f"planning by HEAD: {distinct:,} {per_entry} instead of at least {least:,} "
+            "LIST requests",
+        )
+    objects = sampled * SAMPLES
+    cost = list_requests(prefixes, objects) + 1
+    if cost >= distinct:
+        return Choice(
+            "head",
+            f"planning by HEAD: {distinct:,} {per_entry} instead of {cost:,} LIST requests "
+            f"(a vault of about {objects:,} objects or more)",
+        )
+    return Choice(
+        "list",
+        f"planning by listing {prefixes} prefixes: {cost:,} LIST requests instead of "
+        f"{distinct:,} {per_entry} (a vault of about {objects:,} objects)",
+    )
+
+
+class Checksums:
+    """The distinct checksums of a manifest, by first byte: a set in memory until there
+    are more than ``spill_at``, then files on disk, one per prefix, sorted at the end."""
+
+    def __init__(self, spill_at: int = SPILL_DISTINCT) -> None:
+        self.spill_at = spill_at
+        self._memory: set[bytes] | None = set()
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._files: dict[int, BinaryIO] = {}
+        self._blocks: dict[str, bytes] = {}  # in memory, once finished
+        self.counts: dict[str, int] = {}  # by prefix, once finished
+        self.distinct = 0
+
+    @property
+    def spilled(self) -> str | None:
+        return self._dir.name if self._dir is not None else None
+
+    def add(self, digest: str) -> None:
+        raw = bytes.fromhex(digest)
+        if self._memory is not None:
+            self._memory.add(raw)
+            if len(self._memory) > self.spill_at:
+                self._spill()
+        else:
+            self._file(raw[0]).write(raw)
+
+    def _spill(self) -> None:
+        assert self._memory is not None
+        self._dir = tempfile.TemporaryDirectory(prefix="dmp-plan-")
+        memory, self._memory = self._memory, None
+        for raw in memory:
+            self._file(raw[0]).write(raw)
+
+    def _file(self, first: int) -> BinaryIO:
+        stream = self._files.get(first)
+        if stream is None:
+            stream = self._files[first] = open(self.path(f"{first:02x}"), "ab")  # noqa: SIM115
+        return stream
+
+    def path(self, prefix: str) -> str:
+        assert self._dir is not None
+        return os.path.join(self._dir.name, prefix)
+
+    def finish(self) -> None:
+        """Count the distinct checksums by prefix, each prefix's sorted: in memory, as
+        one block each; on disk, each file rewritten sorted, duplicates gone."""
+        if self._memory is not None:
+            groups: dict[str, list[bytes]] = {}
+            for raw in self._memory:
+                groups.setdefault(f"{raw[0]:02x}", []).append(raw)
+            self._memory = set()
+            for prefix, records in groups.items():
+                self._blocks[prefix] = b"".join(sorted(records))
+                self.counts[prefix] = len(records)
+        else:
+            for first, stream in self._files.items():
+                stream.close()
+                path = self.path(f"{first:02x}")
+                with open(path, "rb") as source:
+                    block = source.read()
+                step = DIGEST_BYTES
+                records = sorted({block[i : i + step] for i in range(0, len(block), step)})
+                with open(path, "wb") as out:
+                    out.write(b"".join(records))
+                self.counts[f"{first:02x}"] = len(records)
+            self._files.clear()
+        self.distinct = sum(self.counts.values())
+
+    def block(self, prefix: str) -> bytes:
+        """A prefix's checksums, sorted, 32 bytes each."""
+        if self._dir is None:
+            return self._blocks.get(prefix, b"")
+        with open(self.path(prefix), "rb") as stream:
+            return stream.read()
+
+    def close(self) -> None:
+        for stream in self._files.values():
+            stream.close()
+        self._files.clear()
+        self._memory = None
+        self._blocks.clear()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+
+class Answers:
+    """The checksums a listing saw, with their objects' sizes: a dict, or an sqlite table
+    in ``directory`` (many answers)."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._dict: dict[bytes, int] | None = None if directory else {}
+        self._db: sqlite3.Connection | None = None
+        if directory:
+            self._db = sqlite3.connect(os.path.join(directory, "answers.sqlite"))
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._db.execute(
+                "CREATE TABLE seen (digest BLOB PRIMARY KEY, size INTEGER) WITHOUT ROWID"
+            )
+        self.count = 0
+
+    def add(self, pairs: Iterable[tuple[bytes, int]]) -> None:
+        if self._dict is not None:
+            before = len(self._dict)
+            self._dict.update(pairs)
+            self.count += len(self._dict) - before
+        else:
+            assert self._db is not None
+            cursor = self._db.executemany("INSERT OR IGNORE INTO seen VALUES (?, ?)", pairs)
+            self.count += max(0, cursor.rowcount)
+
+    def get(self, raw: bytes) -> int | None:
+        if self._dict is not None:
+            return self._dict.get(raw)
+        assert self._db is not None
+        found = self._db.execute("SELECT size FROM seen WHERE digest = ?", (raw,)).fetchone()
+        return None if found is None else int(found[0])
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+@dataclass
+class Plan:
+    """A run's plan: the way chosen, and for a listing its answers and the prefixes whose
+    listing failed (their checksums asked about one by one)."""
+
+    way: str
+    why: str
+    command: Command = Command.VAULT
+    answers: Answers | None = None
+    failed: set[str] = field(default_factory=set)
+    checksums: Checksums | None = None
+
+    def annotate(self, items: Iterable[Item]) -> Iterator[Item]:
+        """The items, each one whose checksum a listing answered marked ``listed``."""
+        answers = self.answers
+        if answers is None:
+            yield from items
+            return
+        absent = -1 if self.command is Command.VAULT else None
+        for item in items:
+            digest = item.get("digest")
+            if digest and not item.get("same") and digest[:2] not in self.failed:
+                size = answers.get(bytes.fromhex(digest))
+                if size is not None:
+                    item["listed"] = size
+                elif absent is not None:
+                    item["listed"] = absent
+            yield item
+
+    def close(self) -> None:
+        if self.answers is not None:
+            self.answers.close()
+        if self.checksums is not None:
+            self.checksums.close()
+
+
+def per_entry_words(command: Command, options: Options) -> str:
+    """What a run asks of the vault per distinct checksum without a plan."""
+    if command is Command.ARCHIVE and options.dest_mode is None and not options.dry_run:
+        return "conditional PUT requests"
+    return "HEAD requests"
+
+
+def plan(
+    command: Command,
+    manifest: str,
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options,
+    mode: str,
+    on_note: Callable[[str], None],
+) -> Plan:
+    """Choose the way for this run (``mode``: auto, head or list), and list if listing;
+    ``on_note`` hears which way and why."""
+    per_entry = per_entry_words(command, options)
+    if mode == "head":
+        return _head(
+            "planning by HEAD: a request per distinct checksum (DMP_VAULT_PLANNING=head)", on_note
+        )
+    if manifest == "-":
+        return _head("planning by HEAD: a manifest on standard input is read once", on_note)
+    if options.all:
+        return _head("planning by HEAD: --all uploads what the vault holds too", on_note)
+    checksums = Checksums()
+    try:
+        with open_manifest(manifest) as stream:
+            for line in parse_lines(stream):
+                if line.entry is not None:
+                    checksums.add(line.entry.digest)
+        checksums.finish()
+        distinct, prefixes = checksums.distinct, len(checksums.counts)
+        if distinct == 0:
+            checksums.close()
+            return Plan("head", "")
+        vault = executor.stores.vault(spec)
+        if mode == "list":
+            choice = Choice(
+                "list",
+                f"planning by listing {prefixes} prefixes: DMP_VAULT_PLANNING=list "
+                f"(instead of {distinct:,} {per_entry})",
+            )
+        else:
+            sampled = None
+            if distinct > list_requests(prefixes, 0) + 1:
+                sampled = with_retries(lambda: _sample(vault, keys_enough(prefixes, distinct)))
+            choice = choose(distinct, prefixes, sampled, per_entry)
+        on_note(choice.why)
+        if choice.way == "head":
+            checksums.close()
+            return Plan("head", choice.why)
+        return _listed(command, checksums, executor, spec, options, choice, on_note)
+    except BaseException:
+        checksums.close()
+        raise
+
+
+def _head(why: str, on_note: Callable[[str], None]) -> Plan:
+    on_note(why)
+    return Plan("head", why)
+
+
+def _sample(vault: Vault, enough: int) -> int:
+    """Keys under the sampled ``ab/cd/`` prefix, counted up to ``enough``."""
+    count = 0
+    for _ in vault.listing(SAMPLE):
+        count += 1
+        if count >= enough:
+            break
+    return count
+
+
+def _listed(
+    command: Command,
+    checksums: Checksums,
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options,
+    choice: Choice,
+    on_note: Callable[[str], None],
+) -> Plan:
+    spilled = checksums.spilled
+    answers = Answers(spilled)
+    result = Plan("list", choice.why, command, answers, checksums=checksums)
+    # A file beside the run is read by an operation in this process only; the fleet's
+    # workers are given the checksums themselves.
+    local = spilled is not None and isinstance(executor, LocalExecutor)
+
+    def items() -> Iterator[Item]:
+        for prefix in sorted(checksums.counts):
+            if local:
+                yield listing_item(prefix, spill=checksums.path(prefix))
+            else:
+                yield listing_item(prefix, want=checksums.block(prefix))
+
+    work = Work.of(OP_NAME, spec, options)
+    for row in executor.map(work, items()):
+        got: dict[str, Any] = dict(row)
+        prefix = str(got.get("path", ""))[:2]
+        if got.get("fatal"):
+            raise RunStopped(str(got.get("error")))
+        if got["status"] != "ok":
+            result.failed.add(prefix)
+            on_note(
+                f"listing {prefix}/ failed ({got.get('error')}): its "
+                f"{checksums.counts.get(prefix, 0):,} checksums are asked about one by one"
+            )
+        elif "found_file" in got:
+            answers.add(_read_answers(got["found_file"]))
+        else:
+            raw = bytes.fromhex(got.get("found") or "")
+            sizes = got.get("sizes") or []
+            answers.add(
+                (raw[i * DIGEST_BYTES : (i + 1) * DIGEST_BYTES], size)
+                for i, size in enumerate(sizes)
+            )
+    return result
+
+
+def _read_answers(path: str) -> Iterator[tuple[bytes, int]]:
+    with open(path, "rb") as stream:
+        while chunk := stream.read(ANSWER.size * 4096):
+            yield from ANSWER.iter_unpack(chunk)
+    os.unlink(path)
