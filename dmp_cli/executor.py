@@ -7,18 +7,27 @@ Celery executor in ``dmp_tasks`` has the same shape.
 
 from __future__ import annotations
 
+import codecs
 import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor as PoolExecutor
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from dmp_cli.digest import small_digest
 from dmp_cli.inputs import Inputs, Lister
+from dmp_cli.manifest import (
+    FS_ENCODING,
+    FS_ERRORS,
+    LineParser,
+    checked_name,
+    common_lines,
+    parse_block,
+)
 from dmp_cli.ops import kind_of, run_batch
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
@@ -115,14 +124,21 @@ def _entries(batch: list[Item]) -> tuple[list[int], list[str], list[str]] | None
 
 
 def check_entries(
-    work: Work, lines: list[int], paths: list[str], digests: list[str], threads: bool = True
+    work: Work,
+    lines: list[int],
+    paths: list[str],
+    digests: list[str],
+    threads: bool = True,
+    matched: Sequence[int] = (),
 ) -> list[int | Row]:
     """Check a batch of plain entries (``_entries``): for each, the size of its file if
     it matches, else its row from the check operation (``run_batch``: with ``threads``,
-    big files side by side on threads)."""
-    results: list[int | Row] = []
+    big files side by side on threads). The first entries may be known to match
+    already: ``matched`` holds their sizes."""
+    results: list[int | Row] = list(matched)
     others: list[int] = []  # where the check operation must say
-    for path, expected in zip(paths, digests, strict=True):
+    done = len(results)
+    for path, expected in zip(paths[done:], digests[done:], strict=True):
         try:
             found = small_digest(path)
         except Exception:  # the check operation says why, in its row
@@ -157,6 +173,96 @@ def _checked_rows(batch: list[Item], results: list[int | Row]) -> Iterator[Row]:
             }
         else:
             yield result
+
+
+def check_item(number: int, digest: str | None, path: str, stdin_manifest: bool) -> Item:
+    """The check operation's item for a manifest line (as ``dmp_cli.manifest.parsed``
+    reads it): improperly formatted if it has no checksum, or, with ``stdin_manifest``
+    (the manifest is stdin), if it names '-' (stdin), as in sha256sum."""
+    if digest is None or (stdin_manifest and path == "-"):
+        return {"line": number, "bad": True}
+    return {"line": number, "path": path, "digest": digest}
+
+
+def check_batch(
+    work: Work, items: list[Item], threads: bool = True, matched: Sequence[int] = ()
+) -> list[Row]:
+    """The check operation's rows for a batch of items, in this process: compact
+    (``check_entries``) if they are all plain entries."""
+    entries = _entries(items)
+    if entries is None:
+        return run_batch(work, items, None, threads)
+    return list(_checked_rows(items, check_entries(work, *entries, threads, matched)))
+
+
+# --check of a manifest file, embedded, with the default output: the hashing processes
+# read the manifest themselves, a piece of lines at a time (cut by ``pieces``), and send
+# back, where every file of a piece matched, how many and their bytes, with the lines
+# sha256sum prints for them (``NAME: OK``), all in one. The CLI's process then only reads
+# the manifest and writes those lines: a row a file made, counted and printed there cost
+# more than its process could do beside two hashing processes. A piece with anything
+# else in it comes back as its rows, as the general path makes them.
+PIECE_BYTES = 32 << 10
+
+# A piece of a manifest: its lines (as ``dmp_cli.manifest.pieces`` cuts them), the number
+# of the line before them, and the parser's form at their start (``LineParser``).
+Piece = tuple[bytes, int, "bool | None"]
+# What a hashing process makes of a piece: (files, bytes, lines) if every file matched,
+# else the rows of its lines; None if a line names '-': stdin, which only the run's own
+# process can read.
+PieceResult = tuple[int, int, bytes] | list[Row] | None
+
+_OK = b": OK\n"
+# A name's bytes are then its path's, encoded back (``checked_name``): the lines printed for
+# the files of a piece can be made of the manifest's own bytes.
+_NAMES_AS_READ = codecs.lookup(FS_ENCODING).name == "utf-8" and FS_ERRORS == "surrogateescape"
+
+
+def check_piece(
+    work: Work,
+    lines: bytes,
+    number: int,
+    reversed_bsd: bool | None,
+    stdin_manifest: bool,
+    threads: bool = True,
+) -> PieceResult:
+    """Check the files a piece of a manifest names (``Piece``); see ``PieceResult``."""
+    sizes: list[int] = []  # of the files that matched, from the first on
+    common = common_lines(lines) if reversed_bsd is not True else None
+    if common is not None:
+        for line in common:
+            path = line[67:-1].decode(FS_ENCODING, FS_ERRORS)
+            try:
+                found = small_digest(path)
+            except Exception:  # the check operation says why, in its row
+                break
+            if found is None or found[0].encode() != line[:64]:
+                break
+            sizes.append(found[1])
+        else:
+            if _NAMES_AS_READ:
+                names = [line[67:-1] for line in common]
+            else:
+                names = [
+                    checked_name(line[67:-1].decode(FS_ENCODING, FS_ERRORS)) for line in common
+                ]
+            return len(sizes), sum(sizes), _OK.join(names) + _OK
+    parser = LineParser(reversed_bsd)
+    items = [check_item(*entry, stdin_manifest) for entry in parse_block(lines, parser, number)]
+    if any(item.get("path") == "-" for item in items):
+        return None
+    return check_batch(work, items, threads, sizes)
+
+
+@runtime_checkable
+class PieceChecker(Protocol):
+    """An executor that checks a manifest file a piece at a time (``check_piece``)."""
+
+    def check_pieces(
+        self, work: Work, pieces: Iterable[Piece], stdin_manifest: bool
+    ) -> Iterator[tuple[Piece, PieceResult]]:
+        """Each piece with what ``check_piece`` makes of it, in the pieces' order."""
+        ...
 
 
 def _rows(batch: list[Item] | None, future: Future[list[Any]]) -> Iterator[Row]:
@@ -255,6 +361,29 @@ class LocalExecutor:
                     yield from _rows(*pending.popleft())
             while pending:
                 yield from _rows(*pending.popleft())
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+    def check_pieces(
+        self, work: Work, pieces: Iterable[Piece], stdin_manifest: bool
+    ) -> Iterator[tuple[Piece, PieceResult]]:
+        pool = self._pool("cpu")
+        if pool is None:
+            for piece in pieces:
+                yield piece, check_piece(work, *piece, stdin_manifest, threads=False)
+            return
+        window = 4 * self.jobs
+        pending: deque[tuple[Piece, Future[PieceResult]]] = deque()
+        try:
+            for piece in pieces:
+                pending.append((piece, pool.submit(check_piece, work, *piece, stdin_manifest)))
+                if len(pending) >= window:
+                    sent, future = pending.popleft()
+                    yield sent, future.result()
+            while pending:
+                sent, future = pending.popleft()
+                yield sent, future.result()
         finally:
             for _, future in pending:
                 future.cancel()

@@ -33,9 +33,10 @@ _UNQUOTE_BYTES = {b"\\": b"\\", b'"': b'"', b"n": b"\n", b"r": b"\r", b"t": b"\t
 # escapes, or a sha256sum line whose name is not quoted; anything else takes the long way.
 _COMMON_LINE = re.compile(rb'([0-9a-fA-F]{64}) [ *](?:"([^"\\\x00]+)"|([^"\x00][^\x00]*))\Z')
 _QUOTED = re.compile(rb'"((?:[^"\\]|\\.)*)"\Z', re.DOTALL)
-# What os.fsdecode does, without its call and type checks: the parser decodes every name.
-_FS_ENCODING = sys.getfilesystemencoding()
-_FS_ERRORS = sys.getfilesystemencodeerrors()
+# What os.fsdecode and os.fsencode do, without their calls and type checks: the parser
+# decodes every name, and --check encodes every name it prints.
+FS_ENCODING = sys.getfilesystemencoding()
+FS_ERRORS = sys.getfilesystemencodeerrors()
 
 
 # Entry and Line are not frozen: the parser makes one of each a line, and a frozen
@@ -98,6 +99,17 @@ def gnu_line(digest: str, path: str) -> bytes:
 def format_gnu_line(entry: Entry) -> bytes:
     """The line `sha256sum` writes for this entry (text mode), newline included."""
     return gnu_line(entry.digest, entry.path)
+
+
+def checked_name(path: str) -> bytes:
+    """A name as `sha256sum --check` shows it in its line for a file (``NAME: OK``): its
+    bytes, escaped only if they hold a newline (a leading backslash, and ``\\\\``,
+    ``\\n``, ``\\r``), as coreutils 9.1 does."""
+    name = path.encode(FS_ENCODING, FS_ERRORS)
+    if b"\n" in name:
+        name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        return b"\\" + name
+    return name
 
 
 # Line writers by --format name, taking (digest, path).
@@ -172,8 +184,15 @@ class LineParser:
     ``hash  name`` form, the single-space (reversed BSD) form is no longer accepted.
     """
 
-    def __init__(self) -> None:
-        self._bsd_reversed = -1
+    def __init__(self, reversed_bsd: bool | None = None) -> None:
+        self._bsd_reversed = -1 if reversed_bsd is None else int(reversed_bsd)
+
+    @property
+    def reversed_bsd(self) -> bool | None:
+        """Whether the lines are in the reversed BSD form (one space) rather than the
+        standard one (two), once a line has settled it; None before. A parser made with
+        this value reads the lines after that point as this one does."""
+        return None if self._bsd_reversed < 0 else self._bsd_reversed == 1
 
     def standard(self) -> bool:
         """Whether a line in the standard ``hash  name`` form may come now: it is read as
@@ -191,7 +210,7 @@ class LineParser:
                 self._bsd_reversed = 0
                 digest, quoted, plain = common.groups()
                 name = quoted if quoted is not None else plain
-                path = name.decode(_FS_ENCODING, _FS_ERRORS)
+                path = name.decode(FS_ENCODING, FS_ERRORS)
                 return Entry(digest.decode("ascii").lower(), path)
         return self._parse(text)
 
@@ -271,47 +290,95 @@ _BLOCK = 1 << 20
 _BLOCK_LINES = re.compile(rb'^(?:([0-9a-f]{64})  "([^"\\\x00\n]+)"|(.*))$', re.MULTILINE)
 
 
+def blocks(stream: BinaryIO) -> Iterator[bytes]:
+    """A manifest's lines, a block of whole lines at a time: joined by newlines, without
+    the newline after the last, so that a block holds ``block.count(b"\\n") + 1`` lines.
+    A read error halfway is a ManifestError, as one at opening is."""
+    read = getattr(stream, "read1", stream.read)  # what has come, from a pipe
+    rest = b""
+    while True:
+        try:
+            data = read(_BLOCK)
+        except OSError as exc:  # one clear error, as for open
+            name = getattr(stream, "name", None)
+            name = name if isinstance(name, str) else "standard input"
+            raise ManifestError(f"{name}: {exc.strerror or exc}") from exc
+        if data:
+            block = rest + data if rest else data
+            end = block.rfind(b"\n")
+            if end < 0:
+                rest = block
+                continue
+            rest = block[end + 1 :]
+            yield block[:end]
+        else:
+            if rest:  # the last line, without its newline
+                yield rest
+            return
+
+
+def pieces(stream: BinaryIO, size: int) -> Iterator[bytes]:
+    """The lines of ``blocks``, in pieces of about ``size`` bytes (a longer line whole),
+    each cut where a line ends, in the same form as a block."""
+    for block in blocks(stream):
+        start = 0
+        while (cut := block.find(b"\n", start + size)) >= 0:
+            yield block[start:cut]
+            start = cut + 1
+        yield block[start:] if start else block
+
+
+def common_lines(block: bytes) -> list[bytes] | None:
+    """The lines of a block (as ``blocks`` cuts them) if each is, as far as can be told
+    without its checksum, dmp's common line: 64 characters, two spaces and a name in
+    double quotes, without escapes (``HEX  "NAME"``), its name at ``line[67:-1]``; else
+    None. Whoever takes them must still check that ``line[:64]`` is in lowercase hex
+    (comparing it with a checksum computed so does). This takes a few calls a line
+    where ``parse_block`` takes many."""
+    if b"\\" in block or b"\0" in block:
+        return None
+    lines = block.split(b"\n")
+    if block.count(b'"') != 2 * len(lines):  # then none but those around each name
+        return None
+    for line in lines:
+        if len(line) < DIGEST_HEX + 5 or line[DIGEST_HEX : DIGEST_HEX + 3] != b'  "':
+            return None
+        if line[-1] != 0x22:  # '"'
+            return None
+    return lines
+
+
+def parse_block(
+    block: bytes, parser: LineParser, number: int = 0
+) -> Iterator[tuple[int, str | None, str]]:
+    """``parsed`` for the lines of one block (as ``blocks`` cuts them), numbered on from
+    ``number``, the number of the line before them, by ``parser`` as it stands."""
+    for digest, name, other in _BLOCK_LINES.findall(block):
+        number += 1
+        if digest and parser.standard():
+            yield number, digest.decode("ascii"), name.decode(FS_ENCODING, FS_ERRORS)
+            continue
+        text = digest + b'  "' + name + b'"' if digest else other
+        if text[:1] == b"#":
+            continue
+        if text[-1:] == b"\r":
+            text = text[:-1]
+        if text:
+            entry = parser.parse(text)
+            if entry is None:
+                yield number, None, ""
+            else:
+                yield number, entry.digest, entry.path
+
+
 def parsed(stream: BinaryIO) -> Iterator[tuple[int, str | None, str]]:
     """(line number, checksum, path) for every line of a manifest that is not blank or a
     comment, in order; for an improperly formatted line, no checksum (None) and no path."""
     parser = LineParser()
-    read = getattr(stream, "read1", stream.read)  # what has come, from a pipe
     number = 0
-    rest = b""
-    try:
-        while True:
-            data = read(_BLOCK)
-            if data:
-                block = rest + data if rest else data
-                end = block.rfind(b"\n")
-                if end < 0:
-                    rest = block
-                    continue
-                rest = block[end + 1 :]
-            elif rest:  # the last line, without its newline
-                block, end, rest = rest, len(rest), b""
-            else:
-                return
-            for digest, name, other in _BLOCK_LINES.findall(block, 0, end):
-                number += 1
-                if digest and parser.standard():
-                    yield number, digest.decode("ascii"), name.decode(_FS_ENCODING, _FS_ERRORS)
-                    continue
-                text = digest + b'  "' + name + b'"' if digest else other
-                if text[:1] == b"#":
-                    continue
-                if text[-1:] == b"\r":
-                    text = text[:-1]
-                if text:
-                    entry = parser.parse(text)
-                    if entry is None:
-                        yield number, None, ""
-                    else:
-                        yield number, entry.digest, entry.path
-    except OSError as exc:  # a read error halfway: one clear error, as for open
-        name = getattr(stream, "name", None)
-        name = name if isinstance(name, str) else "standard input"
-        raise ManifestError(f"{name}: {exc.strerror or exc}") from exc
+    for block in blocks(stream):
+        yield from parse_block(block, parser, number)
+        number += block.count(b"\n") + 1
 
 
 def read_entries(path: str) -> Iterator[Entry]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from dmp_cli.executor import check_item
 from dmp_cli.rows import Item, Row, Status
 from dmp_cli.rules import Command, judge
 
@@ -43,6 +44,12 @@ class CheckCounts:
         self.unreadable += 1
         return "unreadable"
 
+    def add_matched(self, files: int, nbytes: int) -> None:
+        """Count ``files`` that matched, ``nbytes`` read, at once: ``add`` of their rows."""
+        self.properly_formatted += files
+        self.matched += files
+        self.bytes += nbytes
+
     def statuses(self) -> dict[str, int]:
         """The counts by status, as ``dmp_cli.rules`` judges them (a missing file that
         was not ignored counts among the unreadable)."""
@@ -71,10 +78,7 @@ def check_items(
     ``stdin_manifest``, a line naming '-' (stdin) is improperly formatted, as in sha256sum;
     else ``read_stdin``, if given, is handed the item of such a line as it comes."""
     for number, digest, path in entries:
-        if digest is None or (stdin_manifest and path == "-"):
-            yield {"line": number, "bad": True}
-            continue
-        item: Item = {"line": number, "path": path, "digest": digest}
-        if path == "-" and read_stdin is not None:
+        item = check_item(number, digest, path, stdin_manifest)
+        if path == "-" and read_stdin is not None and "bad" not in item:
             read_stdin(item)
         yield item

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import click
@@ -12,7 +12,7 @@ import click
 from dmp_cli import runs
 from dmp_cli.cli import VERBOSITY
 from dmp_cli.cli.output import Output, Pace
-from dmp_cli.manifest import count_lines
+from dmp_cli.manifest import checked_name, count_lines
 from dmp_cli.meta import companion_of
 from dmp_cli.rows import Row
 from dmp_cli.runs.check_counts import CheckCounts
@@ -20,24 +20,6 @@ from dmp_cli.words import human_bytes, plural
 
 if TYPE_CHECKING:
     from dmp_cli.cli import App
-
-
-# A name's bytes, as os.fsencode gives them, without its wrapper around str.encode: a
-# call a line saved, on the path of every --check row.
-_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
-
-
-def _check_name(path: str, escape: bool) -> bytes:
-    name = path.encode(_FS_ENCODING, _FS_ERRORS)
-    if escape and b"\n" in name:
-        return _escaped(name)
-    return name
-
-
-def _escaped(name: bytes) -> bytes:
-    # coreutils 9.1 escapes only when the name holds a newline, and then all three.
-    name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
-    return b"\\" + name
 
 
 def run(
@@ -82,6 +64,7 @@ def run(
             ignore_missing=ignore_missing,
             listener=listener,
             meta=meta_path,
+            on_matched=None if out.json else partial(out.result, show=not (status or quiet)),
         )
     _check_summary(out, report, started, status=status)
     return report.status
@@ -90,13 +73,13 @@ def run(
 def _check_printer(
     out: Output, shown: str, *, quiet: bool, status: bool, warn: bool
 ) -> Callable[[Row], None]:
-    """What `sha256sum --check` prints for a line, as a row comes back. It runs once per
-    line of the manifest, so what does not change from row to row is worked out once: a
-    JSON record is made only under --json, and a name is encoded once."""
+    """What `sha256sum --check` prints for a line, as a row comes back (but for files
+    that matched, told many at a time, where the run can). It may run once per line of
+    the manifest, so what does not change from row to row is worked out once: a JSON
+    record is made only under --json."""
     json_mode = out.json
     result = out.result
     show_ok, show_other = not (status or quiet), not status
-    encoding, errors = _FS_ENCODING, _FS_ERRORS
 
     def on_row(row: Row) -> None:
         kind = _CHECK_KINDS.get(row["status"], "unreadable")
@@ -118,9 +101,7 @@ def _check_printer(
             )
         if kind == "unreadable":
             out.file_error(path, str(row.get("error")), show=not json_mode)
-        name = path.encode(encoding, errors)
-        if b"\n" in name:
-            name = _escaped(name)
+        name = checked_name(path)
         if kind == "ok":
             result(name + b": OK\n", show_ok)
         else:
@@ -137,7 +118,7 @@ def _meta_printer(out: Output, *, status: bool) -> Callable[[str, list[str]], No
         if out.json:
             out.record("file", path=path, status="metadata", differences=found)
         elif not status:
-            out.write(_check_name(path, escape=True) + b": METADATA " + ", ".join(found).encode())
+            out.write(checked_name(path) + b": METADATA " + ", ".join(found).encode())
             out.write(b"\n")
 
     return on_meta
