@@ -17,15 +17,18 @@ flat however long the manifest is.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
 from dmp_cli.errors import DmpError
-from dmp_cli.manifest import Line, parse_lines
-from dmp_cli.meta import Companion, MetaError, companion_of
+from dmp_cli.manifest import parsed
+from dmp_cli.meta import Companion, MetaError, companion_of, valid
 from dmp_cli.quoting import quote_name
+from dmp_cli.recorder import FORMAT, READABLE, VERSION
 
 # What an item to hash carries of its earlier entry ("old"): its checksum, then the
 # fields a file must still have to keep it: size and mtime_ns, and from a companion of
@@ -48,9 +51,7 @@ def unchanged(old: Old, fields: list[Any]) -> bool:
     recorded from: a regular file, with every recorded field the same."""
     if fields[0] != "file":
         return False
-    return all(
-        fields[where] == value for where, value in zip(_STAT_FIELDS, old[1:], strict=False)
-    )
+    return all(fields[where] == value for where, value in zip(_STAT_FIELDS, old[1:], strict=False))
 
 
 def _shown(path: str) -> str:
@@ -64,80 +65,195 @@ def _key(path: str) -> str:
 
 
 class Earlier:
-    """An earlier manifest and its companion (``MANIFEST.meta``), verified to match each
-    other before anything is reused. Raises EarlierError, in one line naming the file."""
+    """An earlier manifest and its companion (``MANIFEST.meta``). Before anything is
+    reused, the companion's first line must be a header of a version this dmp reads and
+    its last line must name the manifest's sha256: a companion of another manifest, or
+    one cut short, is refused at once. Each record is then checked as it is read, as
+    ``Companion.verify`` checks it (its path that of the manifest's entry, the counts at
+    the end): a line that is not is an EarlierError in the middle of the run, which then
+    writes nothing. Raises EarlierError, in one line naming the file."""
 
     def __init__(self, manifest: str) -> None:
         self.manifest = manifest
         self.companion_path = companion_of(manifest)
-        shown, shown_meta = _shown(manifest), _shown(self.companion_path)
+        self.shown, shown_meta = _shown(manifest), _shown(self.companion_path)
         try:
             with open(manifest, "rb"):
                 pass
         except OSError as exc:
-            raise EarlierError(
-                f"--update {shown}: cannot read the earlier manifest: {exc.strerror or exc}"
-            ) from None
+            raise self._unreadable(exc) from None
         if not os.path.isfile(self.companion_path):
             raise EarlierError(
-                f"--update {shown}: no companion file of metadata ({shown_meta}) to tell "
+                f"--update {self.shown}: no companion file of metadata ({shown_meta}) to tell "
                 "which files are unchanged; hash them all with --create alone"
             )
-        self.companion = Companion(self.companion_path, shown_meta, manifest, shown)
-        self.ordered = True  # its entries in a walk's order (checked as it is verified)
-        self.entries = 0
+        self.companion = Companion(self.companion_path, shown_meta, manifest, self.shown)
         try:
-            self._verify()
+            self.version = self._header()
+            self._trailer()
         except MetaError as exc:
             raise EarlierError(f"--update: {exc}") from None
+
+    def _header(self) -> int:
+        """The companion's format version, from its first line."""
+        try:
+            with open(self.companion_path, "rb") as stream:
+                first = stream.readline()
         except OSError as exc:
-            raise EarlierError(f"--update {shown}: {exc.strerror or exc}") from None
+            raise MetaError(f"{self.companion.shown}: {exc.strerror or exc}") from None
+        if not first:
+            raise self.companion.bad(1, "empty")
+        header = _record(self.companion, first, 1)
+        version = header.get("version")
+        if header.get("format") != FORMAT or not isinstance(version, int):
+            raise self.companion.bad(1, f"not a {FORMAT} header")
+        if version > VERSION:
+            raise MetaError(
+                f"{self.companion.shown}: made by a newer dmp (companion format version "
+                f"{version}; this dmp reads versions up to {VERSION}); nothing applied"
+            )
+        if version not in READABLE:
+            raise self.companion.bad(1, f"unknown {FORMAT} version {version}")
+        self.companion.version = version
+        return version
 
-    @property
-    def version(self) -> int:
-        """The companion's format version (1 lacks ctime, inode and device)."""
-        return self.companion.version
+    def _trailer(self) -> None:
+        """The companion's last line: it ends the companion of this very manifest."""
+        try:
+            with open(self.manifest, "rb") as stream:
+                digest = hashlib.file_digest(stream, "sha256").hexdigest()
+        except OSError as exc:
+            raise self._unreadable(exc) from None
+        with open(self.companion_path, "rb") as stream:
+            size = stream.seek(0, os.SEEK_END)
+            stream.seek(max(0, size - 4096))
+            last = stream.read().rstrip(b"\n").rpartition(b"\n")[2]
+        try:
+            trailer = json.loads(last)
+        except ValueError:
+            trailer = None
+        if not isinstance(trailer, dict) or trailer.get("end") is not True:
+            raise self._bad_end("cut short (no last line)")
+        if trailer.get("manifest_sha256") != digest:
+            raise self._bad_end("it was made with another manifest (its sha256 differs)")
+        self.companion.trailer = trailer
 
-    def _verify(self) -> None:
-        """The companion against its manifest (``Companion.verify``), noting on the way
-        whether the entries come in a walk's order."""
-        import hashlib
+    def _unreadable(self, exc: OSError) -> EarlierError:
+        return EarlierError(
+            f"--update {self.shown}: cannot read the earlier manifest: {exc.strerror or exc}"
+        )
 
-        with open(self.manifest, "rb") as stream:
-            digest = hashlib.file_digest(stream, "sha256").hexdigest()
-        with open(self.manifest, "rb") as stream:
-            self.companion._verify(self._noted(parse_lines(stream)), digest)
-
-    def _noted(self, lines: Iterator[Line]) -> Iterator[Line]:
-        last = ""
-        for line in lines:
-            if line.entry is None:
-                continue
-            self.entries += 1
-            key = _key(line.entry.path)
-            if key < last:
-                self.ordered = False
-            last = key
-            yield line
+    def _bad_end(self, why: str) -> MetaError:
+        companion = self.companion
+        return MetaError(
+            f"{companion.shown}: its last line: {why}; not the metadata of "
+            f"{companion.manifest_shown} (nothing applied)"
+        )
 
     def olds(self) -> Iterator[tuple[str, Old | None]]:
         """Each entry's path and what an item carries of it, in the manifest's order;
-        None for an entry that is not a regular file (never reused)."""
-        fields = _RECORD_FIELDS if self.version >= 2 else _RECORD_FIELDS[:2]
-        records = (value for value in self.companion.records() if value.get("entry"))
-        with open(self.manifest, "rb") as stream:
-            for line in parse_lines(stream):
-                entry = line.entry
-                if entry is None:
+        None for an entry that is not a regular file (never reused). Raises EarlierError
+        at a record that is not that of the manifest's entry."""
+        try:
+            yield from self._olds()
+        except MetaError as exc:
+            raise EarlierError(f"--update: {exc}") from None
+
+    def _olds(self) -> Iterator[tuple[str, Old | None]]:
+        companion, v2 = self.companion, self.version >= 2
+        with open(self.companion_path, "rb") as meta, open(self.manifest, "rb") as stream:
+            records = iter(meta)
+            next(records, None)  # the header, read already
+            number = 1
+            found = 0
+            for line, digest, path in parsed(stream):
+                if digest is None:
                     continue
-                value = next(records)
-                if value.get("type") != "file":
-                    yield entry.path, None
-                    continue
-                yield entry.path, [entry.digest, *(value[key] for key in fields)]
+                for raw in records:
+                    number += 1
+                    if _is_entry(companion, raw, number):
+                        break
+                else:
+                    raise companion.bad(number, "cut short (no last line)")
+                found += 1
+                fields = _fields(raw) if v2 else None
+                if fields is None or fields[0] != path:
+                    fields = _checked(companion, raw, number)
+                    if fields[0] != path:
+                        raise companion.bad(number, f"its path is not that of manifest line {line}")
+                yield path, ([digest, *fields[2:]] if fields[1] == "file" else None)
+            for raw in records:
+                number += 1
+                if _is_entry(companion, raw, number, last=True):
+                    raise companion.bad(number, "an entry the manifest does not have")
+            trailer = companion.trailer
+            if trailer.get("records") != number - 2 or trailer.get("entries") != found:
+                raise companion.bad(number, "its counts do not match its records")
 
     def reuse(self) -> Reuse:
         return Reuse(self)
+
+
+# An entry's record (a key no name can hold: a quote inside a JSON string is escaped).
+_ENTRY = b',"entry":true,'
+# An entry's record as ``dmp_cli.recorder.record_line`` writes it (format version 2),
+# with a path of no escapes: read without a JSON decoder, which costs ten times as much.
+# Any other line is decoded and checked whole (``_checked``).
+_FAST = re.compile(
+    rb'\{"path":"([^"\\]*)","type":"(file|link|other)","entry":true,"mode":"[0-7]{4}",'
+    rb'"mtime_ns":(\d+),"size":(\d+),"uid":\d+,"gid":\d+,'
+    rb'"user":(?:null|"[^"\\]*"),"group":(?:null|"[^"\\]*"),'
+    rb'"ctime_ns":(\d+),"ino":(\d+),"dev":(\d+),"nlink":\d+'
+    rb'(?:,"xattrs":\{(?:"[^"\\]*":"[A-Za-z0-9+/=]*",?)*\})?'
+    rb'(?:,"target":"[^"\\]*")?\}\n?\Z'
+)
+
+
+def _is_entry(companion: Companion, raw: bytes, number: int, last: bool = False) -> bool:
+    """Whether a companion's line is an entry's record. Its last line (``last``: the
+    manifest has no more entries) is the only one that may end it."""
+    if _ENTRY in raw:
+        return True
+    if raw.startswith(b'{"path') and b'"entry"' not in raw:
+        return False  # a directory or a link, as the recorder writes them
+    value = _record(companion, raw, number)
+    if value.get("end") and not last:
+        raise companion.bad(number, "the manifest has more entries")
+    return bool(value.get("entry"))
+
+
+def _fields(raw: bytes) -> list[Any] | None:
+    """(path, type, size, mtime_ns, ctime_ns, ino, dev) of a record ``_FAST`` reads."""
+    match = _FAST.match(raw)
+    if match is None:
+        return None
+    path, kind, mtime, size, ctime, ino, dev = match.groups()
+    try:
+        name = path.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return [name, kind.decode(), int(size), int(mtime), int(ctime), int(ino), int(dev)]
+
+
+def _record(companion: Companion, raw: bytes, number: int) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise companion.bad(number, f"not a JSON record ({exc})") from None
+    return value
+
+
+def _checked(companion: Companion, raw: bytes, number: int) -> list[Any]:
+    """What ``_fields`` gives, from a record decoded and checked whole."""
+    value = _record(companion, raw, number)
+    try:
+        path = valid(value, companion.version)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise companion.bad(number, f"malformed record ({exc})") from None
+    keys = _RECORD_FIELDS if companion.version >= 2 else _RECORD_FIELDS[:2]
+    return [path, value["type"], *(value[key] for key in keys)]
 
 
 class Reuse:
@@ -152,17 +268,19 @@ class Reuse:
         self._current: tuple[str, Old | None] | None = None
         self._current_key = ""
         self._last = ""
-        if not earlier.ordered:
-            self._index = _Index(earlier)
-        else:
-            self._stream = earlier.olds()
-            self._advance()
+        self._stream = earlier.olds()
+        self._advance()
 
-    def _advance(self) -> None:
+    def _advance(self) -> bool:
+        """The earlier manifest's next entry; False if it is out of a walk's order."""
         assert self._stream is not None
         self._current = next(self._stream, None)
-        if self._current is not None:
-            self._current_key = _key(self._current[0])
+        if self._current is None:
+            return True
+        key = _key(self._current[0])
+        ordered = key >= self._current_key
+        self._current_key = key
+        return ordered
 
     def find(self, path: str) -> Old | None:
         """What the item of ``path`` carries of its earlier entry, if it has one."""
@@ -170,15 +288,20 @@ class Reuse:
             return self._index.find(path)
         key = _key(path)
         if key < self._last:  # the walk is not in the manifest's order
-            self._close_stream()
-            self._index = _Index(self.earlier)
-            return self._index.find(path)
+            return self._indexed(path)
         self._last = key
         while self._current is not None and self._current_key < key:
-            self._advance()
+            if not self._advance():  # nor is the manifest in a walk's order
+                return self._indexed(path)
         if self._current is not None and self._current_key == key:
             return self._current[1]
         return None
+
+    def _indexed(self, path: str) -> Old | None:
+        """From now on, the on-disk index."""
+        self._close_stream()
+        self._index = _Index(self.earlier)
+        return self._index.find(path)
 
     def _close_stream(self) -> None:
         if self._stream is not None:

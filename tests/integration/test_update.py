@@ -221,7 +221,9 @@ def test_a_version_1_companion_reuses_on_size_and_mtime(tmp_path: Path) -> None:
     assert rows["same"]["reused"] is False
 
 
-@pytest.mark.parametrize("case", ["missing", "no-companion", "mismatch", "newer", "cut-short"])
+@pytest.mark.parametrize(
+    "case", ["missing", "no-companion", "mismatch", "newer", "cut-short", "other-record"]
+)
 def test_bad_earlier_manifest_writes_nothing(tmp_path: Path, case: str) -> None:
     _tree(tmp_path)
     _create(tmp_path, None, False, "-m", "old.sha256")
@@ -236,8 +238,8 @@ def test_bad_earlier_manifest_writes_nothing(tmp_path: Path, case: str) -> None:
         "metadata of old.sha256 (nothing applied)",
         "newer": "dmp: --update: old.sha256.meta: made by a newer dmp (companion format "
         "version 3; this dmp reads versions up to 2); nothing applied",
-        "cut-short": "cut short (no last line); not the metadata of old.sha256 (nothing "
-        "applied)",
+        "cut-short": "cut short (no last line); not the metadata of old.sha256 (nothing applied)",
+        "other-record": "its path is not that of manifest line",
     }[case]
     if case == "no-companion":
         meta.unlink()
@@ -245,10 +247,14 @@ def test_bad_earlier_manifest_writes_nothing(tmp_path: Path, case: str) -> None:
         old.write_bytes(b"0" * 64 + old.read_bytes()[64:])
     elif case == "newer":
         meta.write_bytes(meta.read_bytes().replace(b'"version":2', b'"version":3', 1))
+    elif case == "other-record":  # found as it is read, the run well under way
+        meta.write_bytes(meta.read_bytes().replace(b'"path":"t/touched"', b'"path":"t/touchee"'))
     elif case == "cut-short":
         meta.write_bytes(b"".join(meta.read_bytes().splitlines(keepends=True)[:-1]))
     earlier = "nope.sha256" if case == "missing" else "old.sha256"
-    for args in ([], ["--detach"]):
+    # Refused before a job is submitted (and before the broker is asked for), except a
+    # record found wrong as it is read: the job's run stops there.
+    for args in ([], ["--detach"]) if case != "other-record" else ([],):
         made = run(
             "manifest", "--create", "--dir", "t", "-r", "-m", "new.sha256",
             "--update", earlier, *args, cwd=tmp_path, broker_url=None,
