@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from dmp_cli.errors import RunStopped
+from dmp_cli.errors import RunStopped, StoreError
 from dmp_cli.executor import Executor, LocalExecutor
 from dmp_cli.listing import ANSWER, DIGEST_BYTES, OP_NAME, listing_item
 from dmp_cli.manifest import open_manifest, parse_lines
@@ -77,16 +77,17 @@ def choose(distinct: int, prefixes: int, sampled: int | None, per_entry: str) ->
         )
     objects = sampled * SAMPLES
     cost = list_requests(prefixes, objects) + 1
+    size = f"about {objects:,}" if objects else f"fewer than about {SAMPLES:,}"
     if cost >= distinct:
         return Choice(
             "head",
             f"planning by HEAD: {distinct:,} {per_entry} instead of {cost:,} LIST requests "
-            f"(a vault of about {objects:,} objects or more)",
+            f"(a vault of {size} objects or more)",
         )
     return Choice(
         "list",
         f"planning by listing {prefixes} prefixes: {cost:,} LIST requests instead of "
-        f"{distinct:,} {per_entry} (a vault of about {objects:,} objects)",
+        f"{distinct:,} {per_entry} (a vault of {size} objects)",
     )
 
 
@@ -299,7 +300,16 @@ def plan(
         else:
             sampled = None
             if distinct > list_requests(prefixes, 0) + 1:
-                sampled = with_retries(lambda: _sample(vault, keys_enough(prefixes, distinct)))
+                enough = keys_enough(prefixes, distinct)
+                try:
+                    sampled = with_retries(lambda: _sample(vault, enough))
+                except StoreError as exc:
+                    if exc.fatal:
+                        raise
+                    checksums.close()
+                    return _head(
+                        f"planning by HEAD: the vault could not be listed ({exc})", on_note
+                    )
             choice = choose(distinct, prefixes, sampled, per_entry)
         on_note(choice.why)
         if choice.way == "head":
