@@ -36,6 +36,7 @@ from dmp_cli.recorder import (
     record,
     record_line,
     stat_of,
+    xattrs_of,
 )
 from dmp_cli.rows import Item
 
@@ -167,17 +168,37 @@ class Companion:
 
     def attach(self, items: Iterable[Item]) -> Iterator[Item]:
         """The manifest's items, each with its entry's record as ``meta`` (verified
-        first: they come in the same order)."""
+        first: they come in the same order). From format version 2 on, ``xattrs`` is
+        always there (``{}``: none recorded), and a later name of a file recorded with
+        hard links has ``link``, its first name, to be linked to rather than fetched
+        again. Only hard-linked files' first names are remembered."""
         entries = (value for value in self.records() if value.get("entry"))
+        firsts: dict[tuple[int, int], str] = {}
         for item in items:
             rec = next(entries, None)
             if rec is not None:
-                item["meta"] = {key: rec[key] for key in _APPLIED if key in rec}
+                meta = {key: rec[key] for key in _APPLIED if key in rec}
+                if self.version >= 2:
+                    meta.setdefault("xattrs", {})
+                key = hard_link_key(rec)
+                if key is not None:
+                    first = firsts.setdefault(key, item["path"])
+                    if first != item["path"]:
+                        meta["link"] = first
+                item["meta"] = meta
             yield item
 
 
 # What a worker needs of an entry's record to apply it where it writes the file.
-_APPLIED = ("type", "mode", "mtime_ns", "uid", "gid", "user", "group")
+_APPLIED = ("type", "mode", "mtime_ns", "uid", "gid", "user", "group", "xattrs")
+
+
+def hard_link_key(rec: Record) -> tuple[int, int] | None:
+    """(device, inode) of an entry recorded as a file with more than one link (from
+    format version 2 on); None for any other record."""
+    if rec.get("type") != "file" or not rec.get("entry") or rec.get("nlink", 1) < 2:
+        return None
+    return int(rec["dev"]), int(rec["ino"])
 
 
 def _file_digest(path: str) -> str:
@@ -236,8 +257,9 @@ def shown_time(ns: int) -> str:
 
 def differences(value: Record, owners: bool) -> list[str]:
     """How the file at a record's path differs from the record, each as ``WHAT
-    RECORDED != FOUND``; owner and group only with ``owners`` (what a restore by this
-    user can set)."""
+    RECORDED != FOUND``; owner and group only with ``owners`` (as root: what a restore
+    by this user can set). From format version 2 on, extended attributes too: those
+    this user can read (``trusted.*`` only with ``owners``)."""
     path = get_name(value, "path")
     try:
         st = os.lstat(path)
@@ -260,7 +282,62 @@ def differences(value: Record, owners: bool) -> list[str]:
             found.append(f"uid {value['uid']} != {st.st_uid}")
         if st.st_gid != value["gid"]:
             found.append(f"gid {value['gid']} != {st.st_gid}")
+    if kind != "link" and "ino" in value:
+        found.extend(_xattr_differences(value.get("xattrs") or {}, path, owners))
     return found
+
+
+def _xattr_differences(recorded: dict[str, str], path: str, owners: bool) -> list[str]:
+    """``xattr NAME RECORDED != FOUND`` for each attribute that differs (``none`` where
+    there is none), of those this user can read."""
+    there = xattrs_of(path) or {}
+    if not owners:  # not root: trusted.* can be neither read nor restored
+        recorded = {k: v for k, v in recorded.items() if not k.startswith("trusted.")}
+    return [
+        f"xattr {name} {_shown_value(name, recorded.get(name))} != "
+        f"{_shown_value(name, there.get(name))}"
+        for name in sorted(recorded.keys() | there.keys())
+        if recorded.get(name) != there.get(name)
+    ]
+
+
+def _shown_value(name: str, value: str | None) -> str:
+    """An attribute's value as a difference shows it: an ACL as ``getfacl`` would (by
+    number), printable text quoted, anything else in base64 as the companion holds it."""
+    if value is None:
+        return "none"
+    data = base64.b64decode(value)
+    if name.startswith("system.posix_acl_"):
+        acl = _acl_text(data)
+        if acl is not None:
+            return acl
+    text = data.decode("utf-8", "replace")
+    if text.isprintable() and "\ufffd" not in text:
+        return repr(text)
+    return f"base64:{value}"
+
+
+# A POSIX ACL's entries as Linux keeps them in its attribute: after a 4-byte version (2),
+# each is a tag (16 bits), permissions (16 bits) and a user or group id (32 bits).
+_ACL_TAGS = {1: "user:", 2: "user:", 4: "group:", 8: "group:", 0x10: "mask:", 0x20: "other:"}
+
+
+def _acl_text(data: bytes) -> str | None:
+    """``user::rw-,user:4242:r--,group::r--,mask::r--,other::---``; None if it is not
+    an ACL this dmp knows."""
+    if len(data) < 4 or (len(data) - 4) % 8 or int.from_bytes(data[:4], "little") != 2:
+        return None
+    shown = []
+    for offset in range(4, len(data), 8):
+        tag = int.from_bytes(data[offset : offset + 2], "little")
+        perm = int.from_bytes(data[offset + 2 : offset + 4], "little")
+        ident = int.from_bytes(data[offset + 4 : offset + 8], "little")
+        if tag not in _ACL_TAGS:
+            return None
+        who = str(ident) if tag in (2, 8) else ""
+        bits = "".join(c if perm & b else "-" for c, b in (("r", 4), ("w", 2), ("x", 1)))
+        shown.append(f"{_ACL_TAGS[tag]}{who}:{bits}")
+    return ",".join(shown)
 
 
 __all__ = [
@@ -271,6 +348,7 @@ __all__ = [
     "companion_of",
     "differences",
     "get_name",
+    "hard_link_key",
     "mode_of",
     "open_companion",
     "record",

@@ -9,6 +9,7 @@ that the run stops instead of failing millions of files alike.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
@@ -27,7 +28,7 @@ from dmp_cli.errors import (
 from dmp_cli.fsutil import PendingFile, open_parent, target_parts
 from dmp_cli.ops import Context, Operation
 from dmp_cli.quoting import quote_name
-from dmp_cli.restore import apply_at, apply_fd, is_link
+from dmp_cli.restore import AttributesRefused, apply_at, apply_fd, is_link, link_beside
 from dmp_cli.rows import Item, Row, base_row
 from dmp_cli.store import OnBytes, Vault
 
@@ -186,7 +187,7 @@ def _download(item: Item, ctx: Context) -> Row:
         local = _local_digest(dir_fd, name) if dir_fd is not None else None
         if local == digest:
             if meta and dir_fd is not None and not options.dry_run:
-                apply_at(dir_fd, name, meta, options)
+                _refused(apply_at(dir_fd, name, meta, options))
             return {"status": "present"}
         if local is not None and not options.overwrite:
             raise PathRefused(
@@ -199,19 +200,91 @@ def _download(item: Item, ctx: Context) -> Row:
                 raise ObjectMissing(digest)
             return {"status": "would-fetch", "bytes": info.size}
         assert dir_fd is not None
-        size = _fetch_into(
-            vault,
-            digest,
-            dir_fd,
-            name,
-            replace=local is not None,
-            on_bytes=ctx.on_bytes,
-            finish=partial(apply_fd, meta=meta, options=options) if meta else None,
-        )
+        finish = partial(apply_fd, meta=meta, options=options) if meta else None
+        first = meta.get("link") if meta else None
+        linked = None
+        if first is not None:
+            linked = _link_to_first(first, digest, dir_fd, name, local is not None, finish, ctx)
+        if linked is not None:  # a hard link of a name fetched before: counted as fetched
+            size, refused = linked
+        else:
+            size, refused = _fetch_into(
+                vault,
+                digest,
+                dir_fd,
+                name,
+                replace=local is not None,
+                on_bytes=ctx.on_bytes,
+                finish=finish,
+            )
+        _refused(refused)
         return {"status": "fetched", "bytes": size}
     finally:
         if dir_fd is not None:
             os.close(dir_fd)
+
+
+def _refused(refused: str | None) -> None:
+    """The file is in place with everything else it records; what the target refused of
+    its extended attributes fails its row, in one line."""
+    if refused is not None:
+        raise AttributesRefused(refused)
+
+
+def _link_to_first(
+    first: str,
+    digest: str,
+    dir_fd: int,
+    name: str,
+    replace: bool,
+    finish: Callable[[int], str | None] | None,
+    ctx: Context,
+) -> tuple[int, str | None] | None:
+    """A later name of a file recorded with hard links, linked to its first name if that
+    is in place with the recorded content (the very file linked is the one read), its
+    metadata applied: its size, and what was refused. None, and nothing left behind,
+    where it cannot be (the first name not fetched yet, or not fetched at all; another
+    filesystem): the name is then fetched as any other, and linked at the end of the
+    run if the first one is there by then."""
+    try:
+        source_parts = target_parts(first, ctx.options.absolute_names)
+        source = open_parent(source_parts, make=False, cwd=ctx.work.cwd)
+    except (OSError, PathRefused):
+        return None
+    if source is None:
+        return None
+    try:
+        try:
+            there = os.stat(source_parts[-1], dir_fd=source, follow_symlinks=False)
+            if not stat.S_ISREG(there.st_mode):
+                return None
+            temp = link_beside(source, source_parts[-1], there, dir_fd, name)
+        except OSError:
+            return None
+    finally:
+        os.close(source)
+    if temp is None:
+        return None
+    try:
+        fd = os.open(temp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            got, size = digest_fd(fd)
+            if got != digest:
+                return None
+            refused = finish(fd) if finish is not None else None
+        finally:
+            os.close(fd)
+        if replace:
+            os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:
+            try:  # never clobber a file that appeared meanwhile
+                os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            except FileExistsError:
+                raise PathRefused("appeared while it was being fetched; left untouched") from None
+        return size, refused
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=dir_fd)
 
 
 def _local_digest(dir_fd: int, name: str) -> str | None:
@@ -238,10 +311,12 @@ def _fetch_into(
     name: str,
     replace: bool,
     on_bytes: OnBytes | None = None,
-    finish: Callable[[int], None] | None = None,
-) -> int:
-    """``finish`` is given the verified file's descriptor before it goes into place (the
-    recorded metadata, applied where the file is written)."""
+    finish: Callable[[int], str | None] | None = None,
+) -> tuple[int, str | None]:
+    """The object, verified, at ``name``: its size, and what ``finish`` said. ``finish``
+    is given the verified file's descriptor before it goes into place (the recorded
+    metadata, applied where the file is written); what it returns (attributes the
+    target refused) does not keep the file out."""
     with PendingFile(dir_fd, name) as pending:
         with os.fdopen(pending.fd, "w+b", closefd=False) as stream:
             vault.get_file(digest, stream, on_bytes)
@@ -249,15 +324,16 @@ def _fetch_into(
             os.fsync(stream.fileno())
             stream.seek(0)
             got, size = digest_fd(stream.fileno())
+            refused = None
             if got == digest and finish is not None:
-                finish(stream.fileno())
+                refused = finish(stream.fileno())
         if got != digest:
             raise IntegrityError(f"the vault's object hashes to {got}, not to its key; not fetched")
         try:  # never clobber a file that appeared while we fetched
             pending.publish(replace)
         except FileExistsError:
             raise PathRefused("appeared while it was being fetched; left untouched") from None
-    return size
+    return size, refused
 
 
 # The operations of this module, as dmp_cli.ops.TABLE names them.

@@ -5,6 +5,7 @@ and stored in the vault beside the files (--archive)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -12,7 +13,7 @@ from dmp_cli.digest import digest_stream
 from dmp_cli.errors import ManifestError, ObjectExists, StoreError, UsageError
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.manifest import FORMATS
-from dmp_cli.meta import Companion, differences, get_name, open_companion
+from dmp_cli.meta import Companion, differences, get_name, hard_link_key, open_companion
 from dmp_cli.options import Options, StoreSpec
 from dmp_cli.restore import TreeCounts, owners_settable
 from dmp_cli.retry import with_retries
@@ -51,15 +52,39 @@ def open_for(meta: str | None, manifest: str, shown: str, stream: BinaryIO) -> C
 
 def compare(companion: Companion, hear: Listener) -> int:
     """Each recorded entry, link and directory against what is there now; how many
-    differ. Owners are compared where a restore sets them (as root)."""
+    differ. Owners are compared where a restore sets them (as root); names recorded as
+    hard links of one file, that they are one file again."""
     owners = owners_settable()
     differ = 0
+    firsts: dict[tuple[int, int], tuple[str, tuple[int, int] | None]] = {}
     for value in companion.records():
         found = differences(value, owners)
+        key = hard_link_key(value)
+        if key is not None:
+            found.extend(_hard_link_difference(firsts, key, get_name(value, "path")))
         if found:
             differ += 1
             hear.on_meta(get_name(value, "path"), found)
     return differ
+
+
+def _hard_link_difference(
+    firsts: dict[tuple[int, int], tuple[str, tuple[int, int] | None]],
+    key: tuple[int, int],
+    path: str,
+) -> list[str]:
+    """``hard link of 'FIRST' != another file`` for a later name of a file recorded with
+    hard links that is not the file its first name is now; the first name is
+    remembered (only hard-linked files' are)."""
+    try:
+        st = os.lstat(path)
+        inode: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except OSError:
+        inode = None
+    first, there = firsts.setdefault(key, (path, inode))
+    if first == path or inode is None or inode == there:
+        return []
+    return [f"hard link of {shown_name(first)} != another file"]
 
 
 def archive_companion(
