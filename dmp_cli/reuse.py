@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dmp_cli.errors import DmpError
-from dmp_cli.manifest import parsed
+from dmp_cli.manifest import blocks, parsed
 from dmp_cli.meta import Companion, MetaError, companion_of, valid
 from dmp_cli.quoting import quote_name
 from dmp_cli.recorder import FORMAT, READABLE, VERSION
@@ -35,8 +35,8 @@ from dmp_cli.recorder import FORMAT, READABLE, VERSION
 # format version 2 on ctime_ns, ino and dev.
 Old = list[Any]
 
-# Where each of those fields is in what ``dmp_cli.recorder.stat_of`` gives.
-_STAT_FIELDS = (3, 2, 6, 7, 8)  # size, mtime_ns, ctime_ns, ino, dev
+# (``unchanged`` finds them in what ``dmp_cli.recorder.stat_of`` gives: size at 3, mtime_ns
+# at 2, ctime_ns at 6, ino at 7, dev at 8.)
 _RECORD_FIELDS = ("size", "mtime_ns", "ctime_ns", "ino", "dev")
 
 
@@ -49,9 +49,9 @@ class EarlierError(DmpError):
 def unchanged(old: Old, fields: list[Any]) -> bool:
     """Whether a file whose ``stat_of`` fields are ``fields`` is the one ``old`` was
     recorded from: a regular file, with every recorded field the same."""
-    if fields[0] != "file":
+    if fields[0] != "file" or fields[3] != old[1] or fields[2] != old[2]:
         return False
-    return all(fields[where] == value for where, value in zip(_STAT_FIELDS, old[1:], strict=False))
+    return len(old) == 3 or (fields[6] == old[3] and fields[7] == old[4] and fields[8] == old[5])
 
 
 def _shown(path: str) -> str:
@@ -160,79 +160,80 @@ class Earlier:
             raise EarlierError(f"--update: {exc}") from None
 
     def _olds(self) -> Iterator[tuple[str, Old | None]]:
-        companion, v2 = self.companion, self.version >= 2
-        with open(self.companion_path, "rb") as meta, open(self.manifest, "rb") as stream:
-            records = iter(meta)
-            next(records, None)  # the header, read already
-            number = 1
-            found = 0
+        companion, kept = self.companion, (7 if self.version >= 2 else 4)
+        records = self._entry_records()
+        found = 0
+        with open(self.manifest, "rb") as stream:
             for line, digest, path in parsed(stream):
                 if digest is None:
                     continue
-                for raw in records:
-                    number += 1
-                    if _is_entry(companion, raw, number):
-                        break
-                else:
-                    raise companion.bad(number, "cut short (no last line)")
+                number, fields = next(records)
+                if fields is None:
+                    raise companion.bad(number, "the manifest has more entries")
+                if fields[0] != path:
+                    raise companion.bad(number, f"its path is not that of manifest line {line}")
                 found += 1
-                fields = _fields(raw) if v2 else None
-                if fields is None or fields[0] != path:
-                    fields = _checked(companion, raw, number)
-                    if fields[0] != path:
-                        raise companion.bad(number, f"its path is not that of manifest line {line}")
-                yield path, ([digest, *fields[2:]] if fields[1] == "file" else None)
-            for raw in records:
-                number += 1
-                if _is_entry(companion, raw, number, last=True):
-                    raise companion.bad(number, "an entry the manifest does not have")
-            trailer = companion.trailer
-            if trailer.get("records") != number - 2 or trailer.get("entries") != found:
-                raise companion.bad(number, "its counts do not match its records")
+                yield path, ([digest, *fields[2:kept]] if fields[1] == "file" else None)
+        number, fields = next(records)
+        if fields is not None:
+            raise companion.bad(number, "an entry the manifest does not have")
+        for _ in records:  # nothing after the last line
+            pass
+        trailer = companion.trailer
+        if trailer.get("records") != number - 2 or trailer.get("entries") != found:
+            raise companion.bad(number, "its counts do not match its records")
+
+    def _entry_records(self) -> Iterator[tuple[int, list[Any] | None]]:
+        """Each entry's record, as its line number and its (path, type, size, mtime_ns,
+        ctime_ns, ino, dev), in order; then the last line's number and None. Read a block
+        at a time, the records as ``dmp_cli.recorder`` writes them found by one call."""
+        companion = self.companion
+        number = 0
+        ended = False
+        with open(self.companion_path, "rb") as meta:
+            for block in blocks(meta):
+                for path, kind, mtime, size, ctime, ino, dev, other in _LINES.findall(block):
+                    number += 1
+                    if ended:
+                        raise companion.bad(number, "a record after the last line")
+                    if kind:
+                        try:
+                            name = path.decode("utf-8")
+                        except UnicodeDecodeError as exc:
+                            raise companion.bad(number, f"not a JSON record ({exc})") from None
+                        fields = [name, kind.decode(), int(size), int(mtime)]
+                        yield number, [*fields, int(ctime), int(ino), int(dev)]
+                    elif number == 1:
+                        continue  # the header, checked already
+                    elif other.startswith(b'{"path') and b'"entry"' not in other:
+                        continue  # a directory or a link, as the recorder writes them
+                    else:
+                        value = _record(companion, other, number)
+                        if value.get("end"):
+                            ended = True
+                            yield number, None
+                        elif value.get("entry"):
+                            yield number, _checked(companion, value, number)
+        if not ended:
+            raise companion.bad(number, "cut short (no last line)")
 
     def reuse(self) -> Reuse:
         return Reuse(self)
 
 
-# An entry's record (a key no name can hold: a quote inside a JSON string is escaped).
-_ENTRY = b',"entry":true,'
-# An entry's record as ``dmp_cli.recorder.record_line`` writes it (format version 2),
-# with a path of no escapes: read without a JSON decoder, which costs ten times as much.
-# Any other line is decoded and checked whole (``_checked``).
-_FAST = re.compile(
-    rb'\{"path":"([^"\\]*)","type":"(file|link|other)","entry":true,"mode":"[0-7]{4}",'
+# The lines of a companion, one match each: an entry's record as
+# ``dmp_cli.recorder.record_line`` writes it (format version 2), with a path of no escapes,
+# in groups 1 to 7, read without a JSON decoder (which costs ten times as much); any other
+# line whole in group 8, decoded and checked whole (``_checked``).
+_LINES = re.compile(
+    rb'^(?:\{"path":"([^"\\\n]*)","type":"(file|link|other)","entry":true,"mode":"[0-7]{4}",'
     rb'"mtime_ns":(\d+),"size":(\d+),"uid":\d+,"gid":\d+,'
-    rb'"user":(?:null|"[^"\\]*"),"group":(?:null|"[^"\\]*"),'
+    rb'"user":(?:null|"[^"\\\n]*"),"group":(?:null|"[^"\\\n]*"),'
     rb'"ctime_ns":(\d+),"ino":(\d+),"dev":(\d+),"nlink":\d+'
-    rb'(?:,"xattrs":\{(?:"[^"\\]*":"[A-Za-z0-9+/=]*",?)*\})?'
-    rb'(?:,"target":"[^"\\]*")?\}\n?\Z'
+    rb'(?:,"xattrs":\{"[^"\\\n]*":"[A-Za-z0-9+/=]*"(?:,"[^"\\\n]*":"[A-Za-z0-9+/=]*")*\})?'
+    rb'(?:,"target":"[^"\\\n]*")?\}|(.*))$',
+    re.MULTILINE,
 )
-
-
-def _is_entry(companion: Companion, raw: bytes, number: int, last: bool = False) -> bool:
-    """Whether a companion's line is an entry's record. Its last line (``last``: the
-    manifest has no more entries) is the only one that may end it."""
-    if _ENTRY in raw:
-        return True
-    if raw.startswith(b'{"path') and b'"entry"' not in raw:
-        return False  # a directory or a link, as the recorder writes them
-    value = _record(companion, raw, number)
-    if value.get("end") and not last:
-        raise companion.bad(number, "the manifest has more entries")
-    return bool(value.get("entry"))
-
-
-def _fields(raw: bytes) -> list[Any] | None:
-    """(path, type, size, mtime_ns, ctime_ns, ino, dev) of a record ``_FAST`` reads."""
-    match = _FAST.match(raw)
-    if match is None:
-        return None
-    path, kind, mtime, size, ctime, ino, dev = match.groups()
-    try:
-        name = path.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return [name, kind.decode(), int(size), int(mtime), int(ctime), int(ino), int(dev)]
 
 
 def _record(companion: Companion, raw: bytes, number: int) -> dict[str, Any]:
@@ -245,9 +246,8 @@ def _record(companion: Companion, raw: bytes, number: int) -> dict[str, Any]:
     return value
 
 
-def _checked(companion: Companion, raw: bytes, number: int) -> list[Any]:
-    """What ``_fields`` gives, from a record decoded and checked whole."""
-    value = _record(companion, raw, number)
+def _checked(companion: Companion, value: dict[str, Any], number: int) -> list[Any]:
+    """(path, type, size, mtime_ns[, ctime_ns, ino, dev]) of a decoded record, checked whole."""
     try:
         path = valid(value, companion.version)
     except (KeyError, ValueError, TypeError) as exc:

@@ -195,11 +195,13 @@ def _without(items: Iterator[Item], files: list[str]) -> Iterator[Item]:
     """Leave out files that a walk finds but that are the run's own (the manifest's
     temporary file, a log being written), which would be stale when done."""
     names = {os.path.basename(path): path for path in files}
+    endings = tuple(names)
     for item in items:
         path = item["path"]
-        own = names.get(os.path.basename(path))
-        if own is not None and _same_file(path, own):
-            continue
+        if path.endswith(endings):  # a cheap test first: a walk passes it a file at a time
+            own = names.get(os.path.basename(path))
+            if own is not None and _same_file(path, own):
+                continue
         yield item
 
 
