@@ -101,36 +101,45 @@ def fleet(redis: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield redis.url
 
 
-def _create(root: Path, broker: str | None, detach: bool, *args: str) -> None:
+WALK = ("--dir", "t", "-r")
+
+
+def _create(
+    root: Path, broker: str | None, detach: bool, *args: str, inputs: tuple[str, ...] = WALK
+) -> None:
     """A --create of the tree, detached (followed to its end) or not."""
     if not detach:
-        made = run("manifest", "--create", "--dir", "t", "-r", *args, cwd=root, broker_url=broker)
+        made = run("manifest", "--create", *inputs, *args, cwd=root, broker_url=broker)
         assert made.returncode == 0, made.stderr
         assert b"Traceback" not in made.stderr
         return
-    submitted = run(
-        "manifest", "--create", "--dir", "t", "-r", *args, "--detach", cwd=root, broker_url=broker
-    )
+    submitted = run("manifest", "--create", *inputs, *args, "--detach", cwd=root, broker_url=broker)
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.decode().strip()
     watched = run("job", "watch", job, cwd=root, broker_url=broker, timeout=120)
     assert watched.returncode == 0, watched.stderr
 
 
-@pytest.mark.parametrize("mode", ["embedded", "attached", "detached"])
+@pytest.mark.parametrize("mode", ["embedded", "attached", "detached", "detached-list"])
 def test_update_reuses_exactly_the_unchanged_files(
     tmp_path: Path, mode: str, request: pytest.FixtureRequest
 ) -> None:
     broker = None if mode == "embedded" else request.getfixturevalue("fleet")
-    detach = mode == "detached"
+    detach = mode.startswith("detached")
     _tree(tmp_path)
     _create(tmp_path, None, False, "-m", "old.sha256")
     _faked(tmp_path, "old.sha256", "false.sha256")
     _change(tmp_path)
+    inputs = WALK
+    if mode == "detached-list":  # the files named in a list, in the walk's order
+        names = sorted(f"t/{name}" for name in CHANGES)
+        (tmp_path / "list").write_text("".join(f"{name}\n" for name in names))
+        inputs = ("--files-from", "list", "--meta")
 
-    _create(tmp_path, broker, detach, "-m", "new.sha256", "--update", "old.sha256")
-    _create(tmp_path, broker, detach, "-m", "marked.sha256", "--update", "false.sha256")
-    _create(tmp_path, None, False, "-m", "full.sha256")
+    args = {"inputs": inputs}
+    _create(tmp_path, broker, detach, "-m", "new.sha256", "--update", "old.sha256", **args)
+    _create(tmp_path, broker, detach, "-m", "marked.sha256", "--update", "false.sha256", **args)
+    _create(tmp_path, None, False, "-m", "full.sha256", **args)
 
     for suffix in ("", ".meta"):
         full = (tmp_path / f"full.sha256{suffix}").read_bytes()

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""A rerun of `dmp manifest --create --dir -r` with `--update` against a full `--create`
+and against the floor, `find -printf` of the fields that tell a file unchanged.
+
+    python bench/bench_update.py [--files 200000] [--runs 3] [--data DIR] [--changed 0.01]
+
+Makes (once) FILES files of 4 KiB in directories of 1,000, and a manifest of them (with its
+companion); then times, in each round, each command with the tree read into the page
+cache before it (the commands taking turns):
+
+- the floor: ``find TREE -printf '%s %T@ %C@ %i %D\\n'``, size, mtime, ctime, inode and
+  device of every entry;
+- a full ``--create`` (every file read);
+- ``--create --update`` of the unchanged tree (no file read).
+
+Then ``--changed`` of the files (every 100th, at 1 %) get other bytes of the same size,
+and ``--update`` runs again in one process (DMP_JOBS=1), its own reading counted from
+/proc/self/io (``rchar``: every byte read() returned, page cache or not) as it ends: the
+bytes it read beyond those of the same run on the unchanged tree (the earlier manifest,
+its companion, Python's modules) are the bytes of the files it hashed. The changed files
+are restored afterwards (their old bytes, in a copy of the tree's earlier manifest).
+Prints the medians (wall and CPU) as a Markdown table, and the bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+SIZE = 4096
+# dmp run in this process, its own reading (/proc/self/io) printed last on stderr.
+COUNTED = (
+    "import atexit, runpy, sys; "
+    "atexit.register(lambda: sys.stderr.write(open('/proc/self/io').read())); "
+    "sys.argv = ['dmp', *sys.argv[1:]]; "
+    "runpy.run_module('dmp_cli', run_name='__main__')"
+)
+
+
+def make_tree(data: str, files: int) -> str:
+    tree = os.path.join(data, f"update-{files}")
+    if os.path.exists(os.path.join(tree, ".done")):
+        return tree
+    for d in range((files + 999) // 1000):
+        sub = os.path.join(tree, f"d{d:04d}")
+        os.makedirs(sub, exist_ok=True)
+        for i in range(min(1000, files - d * 1000)):
+            with open(os.path.join(sub, f"f{i:04d}"), "wb") as f:
+                f.write(os.urandom(SIZE))
+    open(os.path.join(tree, ".done"), "w").close()
+    return tree
+
+
+def warm(tree: str) -> None:
+    """Read the whole tree (and its metadata), so that the next command finds it cached."""
+    subprocess.run(
+        f"find {tree} -type f -print0 | xargs -0 cat > /dev/null", shell=True, check=True
+    )
+
+
+def _cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def dmp(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dmp_cli", *args]
+
+
+def timed(cmd: list[str] | str, tree: str, before: list[str]) -> tuple[float, float]:
+    for path in before:
+        for name in (path, path + ".meta"):
+            if os.path.exists(name):
+                os.unlink(name)
+    warm(tree)
+    cpu, start = _cpu(), time.perf_counter()
+    subprocess.run(cmd, shell=isinstance(cmd, str), check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start, _cpu() - cpu
+
+
+def rchar(tree: str, old: str, new: str) -> int:
+    """Bytes read by a --create --update of ``tree`` against ``old`` in one process."""
+    for name in (new, new + ".meta"):
+        if os.path.exists(name):
+            os.unlink(name)
+    warm(tree)
+    args = ["manifest", "--create", "--dir", tree, "-r", "-m", new, "--update", old]
+    done = subprocess.run(
+        [sys.executable, "-c", COUNTED, *args],
+        env={**os.environ, "DMP_JOBS": "1"},
+        check=True,
+        capture_output=True,
+    )
+    fields = dict(line.split(": ") for line in done.stderr.decode().splitlines() if ": " in line)
+    return int(fields["rchar"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--files", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--data", default=os.path.join(HERE, "data"))
+    parser.add_argument("--changed", type=float, default=0.01)
+    parser.add_argument("--work", default="/tmp/dmp-bench-update")
+    opts = parser.parse_args()
+    os.environ["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
+    tree = make_tree(opts.data, opts.files)
+    os.makedirs(opts.work, exist_ok=True)
+    old, new, full = (
+        os.path.join(opts.work, n) for n in ("old.sha256", "new.sha256", "full.sha256")
+    )
+    if not os.path.exists(old + ".meta"):
+        for name in (old, old + ".meta"):
+            if os.path.exists(name):
+                os.unlink(name)
+        subprocess.run(dmp("manifest", "--create", "--dir", tree, "-r", "-m", old), check=True)
+
+    commands: dict[str, tuple[list[str] | str, list[str]]] = {
+        "floor: find -printf '%s %T@ %C@ %i %D'": (
+            f"find {tree} -printf '%s %T@ %C@ %i %D\\n' > /dev/null",
+            [],
+        ),
+        "dmp --create (full)": (
+            dmp("manifest", "--create", "--dir", tree, "-r", "-m", full),
+            [full],
+        ),
+        "dmp --create --update (unchanged)": (
+            dmp("manifest", "--create", "--dir", tree, "-r", "-m", new, "--update", old),
+            [new],
+        ),
+    }
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(opts.runs):
+        for name, (cmd, before) in commands.items():
+            times[name].append(timed(cmd, tree, before))
+    with open(new, "rb") as a, open(full, "rb") as b:
+        assert a.read() == b.read(), "--update wrote another manifest than --create"
+    floor = statistics.median(wall for wall, _ in times[next(iter(commands))])
+    print(f"{opts.files:,} files of {SIZE} B, {opts.runs} rounds, medians\n")
+    print("| command | wall s | CPU s | × floor (wall) |")
+    print("|---|---:|---:|---:|")
+    for name, values in times.items():
+        wall = statistics.median(w for w, _ in values)
+        cpu = statistics.median(c for _, c in values)
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / floor:.2f} |")
+
+    unchanged = rchar(tree, old, new)
+    step = max(1, round(1 / opts.changed))
+    names = sorted(
+        os.path.join(root, f) for root, _, fs in os.walk(tree) for f in fs if f != ".done"
+    )[::step]
+    saved = os.path.join(opts.work, "saved")
+    os.makedirs(saved, exist_ok=True)
+    try:
+        for i, path in enumerate(names):
+            shutil.copy2(path, os.path.join(saved, str(i)))
+            with open(path, "wb") as f:
+                f.write(os.urandom(SIZE))
+        changed = rchar(tree, old, new)
+    finally:
+        for i, path in enumerate(names):
+            kept = os.path.join(saved, str(i))
+            if os.path.exists(kept):
+                shutil.copy2(kept, path)
+        shutil.rmtree(saved)
+        for name in (old, old + ".meta"):  # the restored files' ctimes moved: made again
+            os.unlink(name)
+    expected = len(names) * SIZE
+    print(
+        f"\n{len(names):,} files changed ({len(names) * 100 / opts.files:g} %, {expected:,} B): "
+        f"--update read {changed - unchanged:,} B more than on the unchanged tree "
+        f"({unchanged:,} B then, {changed:,} B now; "
+        f"{(changed - unchanged) / expected:.3f} × the changed files' bytes)"
+    )
+
+
+if __name__ == "__main__":
+    main()
