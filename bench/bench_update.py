@@ -25,6 +25,8 @@ Prints the medians (wall and CPU) as a Markdown table, and the bytes.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import resource
 import shutil
@@ -42,6 +44,14 @@ COUNTED = (
     "atexit.register(lambda: sys.stderr.write(open('/proc/self/io').read())); "
     "sys.argv = ['dmp', *sys.argv[1:]]; "
     "runpy.run_module('dmp_cli', run_name='__main__')"
+)
+
+
+# A command run as a child, the peak RSS of that child (KiB) printed last.
+MEASURED = (
+    "import resource, subprocess, sys; "
+    "subprocess.run(sys.argv[1:], check=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
 )
 
 
@@ -103,6 +113,67 @@ def rchar(tree: str, old: str, new: str) -> int:
     return int(fields["rchar"])
 
 
+def synthetic(work: str, lines: int) -> str:
+    """An earlier manifest of ``lines`` entries ``x/f0000000``... and its companion, as
+    --create writes them (the files need not exist: none is reused)."""
+    manifest = os.path.join(work, f"synthetic-{lines}.sha256")
+    if os.path.exists(manifest + ".meta"):
+        return manifest
+    digest = hashlib.sha256()
+    with open(manifest, "wb") as out, open(manifest + ".meta", "wb") as meta:
+        meta.write(b'{"format":"dmp-meta","version":2}\n')
+        for i in range(lines):
+            line = b'%s  "x/f%07d"\n' % (b"ab" * 32, i)
+            out.write(line)
+            digest.update(line)
+            meta.write(
+                b'{"path":"x/f%07d","type":"file","entry":true,"mode":"0644",'
+                b'"mtime_ns":1796579025696137867,"size":4096,"uid":0,"gid":0,"user":"root",'
+                b'"group":"root","ctime_ns":1796579025696137867,"ino":%d,"dev":65024,'
+                b'"nlink":1}\n' % (i, 1000 + i)
+            )
+        trailer = {"end": True, "records": lines, "entries": lines}
+        meta.write(json.dumps({**trailer, "manifest_sha256": digest.hexdigest()}).encode())
+        meta.write(b"\n")
+    return manifest
+
+
+def peak_rss(work: str, lines: int) -> None:
+    """Peak RSS of --update over an earlier manifest of ``lines`` entries, read whole: as
+    a stream beside a walk whose paths all sort after its own, and through the on-disk
+    index, for a list of files out of a walk's order."""
+    old = synthetic(work, lines)
+    tree = os.path.join(work, "y")
+    os.makedirs(tree, exist_ok=True)
+    for name in ("a", "b"):
+        with open(os.path.join(tree, name), "w") as f:
+            f.write(name)
+    with open(os.path.join(work, "list"), "w") as f:
+        f.write(f"{tree}/b\n{tree}/a\n")
+    ways = {
+        "stream (--dir)": ["--dir", tree],
+        "on-disk index (--files-from out of order)": ["--files-from", os.path.join(work, "list")],
+    }
+    print(f"\nPeak RSS of --update over an earlier manifest of {lines:,} entries:\n")
+    print("| read as | peak RSS MiB | wall s |")
+    print("|---|---:|---:|")
+    for name, inputs in ways.items():
+        new = os.path.join(work, "rss.sha256")
+        for path in (new, new + ".meta"):
+            if os.path.exists(path):
+                os.unlink(path)
+        start = time.perf_counter()
+        cmd = dmp("manifest", "--create", *inputs, "-m", new, "--update", old)
+        done = subprocess.run(
+            [sys.executable, "-c", MEASURED, *cmd],
+            check=True,
+            env={**os.environ, "DMP_JOBS": "1"},
+            capture_output=True,
+        )
+        wall = time.perf_counter() - start
+        print(f"| {name} | {int(done.stdout.split()[-1]) / 1024:.0f} | {wall:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=200_000)
@@ -110,8 +181,15 @@ def main() -> None:
     parser.add_argument("--data", default=os.path.join(HERE, "data"))
     parser.add_argument("--changed", type=float, default=0.01)
     parser.add_argument("--work", default="/tmp/dmp-bench-update")
+    parser.add_argument(
+        "--rss", type=int, default=0, metavar="LINES", help="only the peak RSS over LINES"
+    )
     opts = parser.parse_args()
     os.environ["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
+    if opts.rss:
+        os.makedirs(opts.work, exist_ok=True)
+        peak_rss(opts.work, opts.rss)
+        return
     tree = make_tree(opts.data, opts.files)
     os.makedirs(opts.work, exist_ok=True)
     old, new, full = (
