@@ -13,8 +13,10 @@ import hashlib
 import subprocess
 import sys
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from dmp_cli.layout import digest_key
 from tests.servers import REPO, Service, free_port, stop
@@ -31,7 +33,7 @@ def bulk_digest(i: int) -> str:
     return hashlib.sha256(bulk_content(i)).hexdigest()
 
 
-def serve(port: int, bucket: str, count: int) -> None:
+def serve(port: int, bucket: str, count: int, indexed: bool = False) -> None:
     from moto.s3.models import s3_backends
     from moto.server import ThreadedMotoServer
 
@@ -42,18 +44,45 @@ def serve(port: int, bucket: str, count: int) -> None:
     for i in range(count):
         key = f"{PREFIX}/{digest_key(bulk_digest(i))}"
         backend.put_object(bucket, key, bulk_content(i))
+    if indexed:
+        _index(backend, bucket)
     print("ready", flush=True)
     while True:  # until stopped
         time.sleep(3600)
 
 
+def _index(backend: Any, bucket: str) -> None:
+    """moto lists a prefix by reading every key of the bucket, for each request (S3 does
+    not): for the bench, the keys of ``bucket`` (which stay as they are) are listed from
+    a sorted index instead, the answer otherwise moto's own."""
+    from moto.s3.models import S3Backend
+
+    keys = backend.get_bucket(bucket).keys
+    names = sorted(keys.keys())
+    original = S3Backend.list_objects
+
+    def list_objects(
+        self: Any, found: Any, prefix: Any, delimiter: Any, marker: Any = None, max_keys: Any = None
+    ) -> Any:
+        if found.name != bucket or not prefix or delimiter or marker or max_keys is not None:
+            return original(self, found, prefix, delimiter, marker, max_keys)
+        start = bisect_left(names, prefix)
+        end = bisect_left(names, prefix + "\U0010ffff")
+        return [keys[name] for name in names[start:end]], [], False, None
+
+    S3Backend.list_objects = list_objects  # type: ignore[method-assign]
+
+
 @contextmanager
-def bulk_moto(bucket: str, count: int, timeout: float = 120.0) -> Iterator[Service]:
+def bulk_moto(
+    bucket: str, count: int, timeout: float = 120.0, indexed: bool = False
+) -> Iterator[Service]:
     """The server, in a process of its own, once its ``count`` objects are in; stopped
-    after."""
+    after. ``indexed``: LIST requests answered from a sorted index (``_index``)."""
     port = free_port()
+    args = [str(port), bucket, str(count), *(["indexed"] if indexed else [])]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.bulkmoto", str(port), bucket, str(count)],
+        [sys.executable, "-m", "tests.bulkmoto", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         cwd=REPO,
@@ -75,4 +104,4 @@ def bulk_moto(bucket: str, count: int, timeout: float = 120.0) -> Iterator[Servi
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]))
+    serve(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), indexed="indexed" in sys.argv[4:])

@@ -230,6 +230,9 @@ def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None, **o
     store without a probe, off asks first (HEAD before PUT) always; default auto.
     DMP_MULTIPART_THRESHOLD and DMP_MULTIPART_CHUNKSIZE, in bytes (at least 5 MiB):
     files this big go to S3 in parts of that size (default 16 MiB each).
+    DMP_VAULT_PLANNING=auto|head|list, how --vault and --archive learn what the vault
+    holds: auto takes whichever needs fewer requests, head asks a HEAD per checksum, list
+    lists the vault's keys; default auto (-v says which, and why).
     """
     chosen = [mode for mode in MODES if options.pop(mode)]
     if len(chosen) != 1:
