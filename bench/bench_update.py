@@ -174,6 +174,49 @@ def peak_rss(work: str, lines: int) -> None:
         print(f"| {name} | {int(done.stdout.split()[-1]) / 1024:.0f} | {wall:.1f} |")
 
 
+def table(tree: str, title: str, runs: int, work: str) -> tuple[str, str]:
+    """Time the floor, a full --create and an --update of ``tree`` (unchanged since its
+    earlier manifest, made once under ``work``) and print their medians; the earlier
+    manifest's path and the new one's."""
+    os.makedirs(work, exist_ok=True)
+    old, new, full = (os.path.join(work, n) for n in ("old.sha256", "new.sha256", "full.sha256"))
+    if not os.path.exists(old + ".meta"):
+        for name in (old, old + ".meta"):
+            if os.path.exists(name):
+                os.unlink(name)
+        subprocess.run(dmp("manifest", "--create", "--dir", tree, "-r", "-m", old), check=True)
+    commands: dict[str, tuple[list[str] | str, list[str]]] = {
+        "floor: find -printf '%s %T@ %C@ %i %D'": (
+            f"find {tree} -printf '%s %T@ %C@ %i %D\\n' > /dev/null",
+            [],
+        ),
+        "dmp --create (full)": (
+            dmp("manifest", "--create", "--dir", tree, "-r", "-m", full),
+            [full],
+        ),
+        "dmp --create --update (unchanged)": (
+            dmp("manifest", "--create", "--dir", tree, "-r", "-m", new, "--update", old),
+            [new],
+        ),
+    }
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, (cmd, before) in commands.items():
+            times[name].append(timed(cmd, tree, before))
+    for suffix in ("", ".meta"):
+        with open(new + suffix, "rb") as a, open(full + suffix, "rb") as b:
+            assert a.read() == b.read(), "--update wrote another manifest than --create"
+    floor = statistics.median(wall for wall, _ in times[next(iter(commands))])
+    print(f"\n{title}, {runs} rounds, medians\n")
+    print("| command | wall s | CPU s | × floor (wall) |")
+    print("|---|---:|---:|---:|")
+    for name, values in times.items():
+        wall = statistics.median(w for w, _ in values)
+        cpu = statistics.median(c for _, c in values)
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / floor:.2f} |")
+    return old, new
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=200_000)
@@ -192,43 +235,10 @@ def main() -> None:
         return
     tree = make_tree(opts.data, opts.files)
     os.makedirs(opts.work, exist_ok=True)
-    old, new, full = (
-        os.path.join(opts.work, n) for n in ("old.sha256", "new.sha256", "full.sha256")
-    )
-    if not os.path.exists(old + ".meta"):
-        for name in (old, old + ".meta"):
-            if os.path.exists(name):
-                os.unlink(name)
-        subprocess.run(dmp("manifest", "--create", "--dir", tree, "-r", "-m", old), check=True)
-
-    commands: dict[str, tuple[list[str] | str, list[str]]] = {
-        "floor: find -printf '%s %T@ %C@ %i %D'": (
-            f"find {tree} -printf '%s %T@ %C@ %i %D\\n' > /dev/null",
-            [],
-        ),
-        "dmp --create (full)": (
-            dmp("manifest", "--create", "--dir", tree, "-r", "-m", full),
-            [full],
-        ),
-        "dmp --create --update (unchanged)": (
-            dmp("manifest", "--create", "--dir", tree, "-r", "-m", new, "--update", old),
-            [new],
-        ),
-    }
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-    for _ in range(opts.runs):
-        for name, (cmd, before) in commands.items():
-            times[name].append(timed(cmd, tree, before))
-    with open(new, "rb") as a, open(full, "rb") as b:
-        assert a.read() == b.read(), "--update wrote another manifest than --create"
-    floor = statistics.median(wall for wall, _ in times[next(iter(commands))])
-    print(f"{opts.files:,} files of {SIZE} B, {opts.runs} rounds, medians\n")
-    print("| command | wall s | CPU s | × floor (wall) |")
-    print("|---|---:|---:|---:|")
-    for name, values in times.items():
-        wall = statistics.median(w for w, _ in values)
-        cpu = statistics.median(c for _, c in values)
-        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / floor:.2f} |")
+    old, new = table(tree, f"{opts.files:,} files of {SIZE} B", opts.runs, opts.work)
+    big = os.path.join(opts.data, "big")
+    if os.path.exists(os.path.join(big, ".done")):  # bench_hash.py's 8 files of 256 MiB
+        table(big, "8 files of 256 MiB", opts.runs, os.path.join(opts.work, "big"))
 
     unchanged = rchar(tree, old, new)
     step = max(1, round(1 / opts.changed))
