@@ -264,11 +264,10 @@ class Reuse:
     def __init__(self, earlier: Earlier) -> None:
         self.earlier = earlier
         self._index: _Index | None = None
-        self._stream: Iterator[tuple[str, Old | None]] | None = None
+        self._stream: Iterator[tuple[str, Old | None]] | None = earlier.olds()
         self._current: tuple[str, Old | None] | None = None
-        self._current_key = ""
-        self._last = ""
-        self._stream = earlier.olds()
+        self._current_key = ""  # the current entry's place in a walk's order
+        self._last = ""  # the last path asked for's
         self._advance()
 
     def _advance(self) -> bool:

@@ -309,3 +309,28 @@ def test_memory_stays_flat_over_a_long_earlier_manifest(tmp_path: Path) -> None:
     assert measured.returncode == 0, measured.stderr
     peak_kib = int(measured.stdout.split()[-1])
     assert peak_kib < 100 * 1024, peak_kib
+
+
+@pytest.mark.parametrize("mode", ["attached", "detached"])
+def test_a_wrong_record_found_on_the_fleet_writes_nothing(
+    tmp_path: Path, mode: str, fleet: str
+) -> None:
+    _tree(tmp_path)
+    _create(tmp_path, None, False, "-m", "old.sha256")
+    meta = tmp_path / "old.sha256.meta"
+    meta.write_bytes(meta.read_bytes().replace(b'"path":"t/touched"', b'"path":"t/touchee"'))
+    args = ["--dir", "t", "-r", "-m", "new.sha256", "--update", "old.sha256"]
+    if mode == "attached":
+        made = run("manifest", "--create", *args, cwd=tmp_path, broker_url=fleet)
+        assert made.returncode == 2, made.stderr
+        assert b"its path is not that of manifest line" in made.stderr
+        assert b"Traceback" not in made.stderr
+    else:
+        submitted = run("manifest", "--create", *args, "--detach", cwd=tmp_path, broker_url=fleet)
+        assert submitted.returncode == 0, submitted.stderr
+        job = submitted.stdout.decode().strip()
+        watched = run("job", "watch", job, cwd=tmp_path, broker_url=fleet, timeout=120)
+        assert watched.returncode != 0
+        assert b"its path is not that of manifest line" in watched.stderr, watched.stderr
+    assert not list(tmp_path.glob("new.sha256*"))
+    assert not list(tmp_path.glob("*.dmp-tmp"))
