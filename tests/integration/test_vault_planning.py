@@ -244,6 +244,10 @@ def test_on_the_fleet_the_rows_are_the_same(
     assert kinds(proxy)["head"] == 0 and kinds(proxy)["list"] == prefixes(800, 2) + 1
     (note,) = notes(listed)
     assert note.startswith(f"{LISTED} {prefixes(800, 2)} prefixes")
+    # The listing's job is judged as the --vault that sent it.
+    jobs = run_dmp("job", "list", cwd=tmp_path, env=env(proxy, DMP_BROKER_URL=url))
+    assert jobs.returncode == 0, jobs.stderr
+    assert jobs.stdout.count(b"dmp manifest --vault") >= 2
 
 
 @pytest.mark.parametrize("value", ["sometimes", "HEADS"])

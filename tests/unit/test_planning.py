@@ -283,3 +283,48 @@ def test_a_vault_passes_over_keys_that_are_not_a_checksums() -> None:
         ]
     )
     assert list(Vault(store).listing("ab/")) == [(sha(1), 1)]  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the answers used
+
+
+def _row(op: Any, item: Item, spec: StoreSpec, options: Options) -> dict[str, Any]:
+    pool = StorePool()
+    try:
+        return dict(op(item, Context(Work.of("head", spec, options), pool)))
+    finally:
+        pool.close()
+
+
+def test_a_listed_entry_is_answered_without_a_request(tmp_path: Path) -> None:
+    from dmp_cli.transfer import head_op, upload_op
+
+    # The vault is empty: only the listing's word can make these present.
+    (tmp_path / "vault").mkdir()
+    spec = StoreSpec(vault=f"file://{tmp_path / 'vault'}")
+    digest = sha(1)
+    seen: Item = {"path": "f", "digest": digest, "line": 1, "listed": 7}
+    unseen: Item = {"path": "f", "digest": digest, "line": 1, "listed": -1}
+    assert _row(head_op, seen, spec, Options())["status"] == "present"
+    assert _row(head_op, seen, spec, Options())["bytes"] == 7
+    assert _row(head_op, unseen, spec, Options())["status"] == "missing"
+    url = f"file://{tmp_path / 'vault'}/{digest_key(digest)}"
+    for options in (Options(), Options(dry_run=True)):
+        row = _row(upload_op, {**seen, "size": 1}, spec, options)  # type: ignore[typeddict-item]
+        assert (row["status"], row["to"], row["bytes"]) == ("skipped", url, 0)
+
+
+def test_an_entry_the_listing_did_not_see_is_offered_to_a_put_if_absent(tmp_path: Path) -> None:
+    from dmp_cli.transfer import upload_op
+
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    spec = StoreSpec(vault=f"file://{vault}")
+    source = tmp_path / "f"
+    source.write_bytes(b"1")
+    digest = sha(1)
+    item: Item = {"path": str(source), "digest": digest, "line": 1, "size": 1}
+    assert _row(upload_op, item, spec, Options())["status"] == "uploaded"
+    # There now, though no listing said so: the put-if-absent finds it, and keeps it.
+    assert _row(upload_op, dict(item), spec, Options())["status"] == "skipped"  # type: ignore[arg-type]
+    assert (vault / digest_key(digest)).read_bytes() == b"1"
