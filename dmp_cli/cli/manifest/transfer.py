@@ -88,7 +88,8 @@ def run(
             options,
             listener,
             meta=meta_path,
-            on_note=lambda text: out.info(text, show=bool(out.verbose)),
+            # -v: how the vault is asked, and why (said only then, in the log too)
+            on_note=out.info if out.verbose else None,
         )
     if report.companion is not None:  # before the summary, which --json gives last
         _companion_summary(out, report.companion)
