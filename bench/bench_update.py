@@ -114,23 +114,24 @@ def rchar(tree: str, old: str, new: str) -> int:
 
 
 def synthetic(work: str, lines: int) -> str:
-    """An earlier manifest of ``lines`` entries ``x/f0000000``... and its companion, as
-    --create writes them (the files need not exist: none is reused)."""
+    """An earlier manifest of ``lines`` entries ``WORK/x/f0000000``... and its companion,
+    as --create writes them (the files need not exist: none is reused)."""
     manifest = os.path.join(work, f"synthetic-{lines}.sha256")
+    prefix = os.path.join(work, "x").encode()
     if os.path.exists(manifest + ".meta"):
         return manifest
     digest = hashlib.sha256()
     with open(manifest, "wb") as out, open(manifest + ".meta", "wb") as meta:
         meta.write(b'{"format":"dmp-meta","version":2}\n')
         for i in range(lines):
-            line = b'%s  "x/f%07d"\n' % (b"ab" * 32, i)
+            line = b'%s  "%s/f%07d"\n' % (b"ab" * 32, prefix, i)
             out.write(line)
             digest.update(line)
             meta.write(
-                b'{"path":"x/f%07d","type":"file","entry":true,"mode":"0644",'
+                b'{"path":"%s/f%07d","type":"file","entry":true,"mode":"0644",'
                 b'"mtime_ns":1796579025696137867,"size":4096,"uid":0,"gid":0,"user":"root",'
                 b'"group":"root","ctime_ns":1796579025696137867,"ino":%d,"dev":65024,'
-                b'"nlink":1}\n' % (i, 1000 + i)
+                b'"nlink":1}\n' % (prefix, i, 1000 + i)
             )
         trailer = {"end": True, "records": lines, "entries": lines}
         meta.write(json.dumps({**trailer, "manifest_sha256": digest.hexdigest()}).encode())
@@ -140,8 +141,8 @@ def synthetic(work: str, lines: int) -> str:
 
 def peak_rss(work: str, lines: int) -> None:
     """Peak RSS of --update over an earlier manifest of ``lines`` entries, read whole: as
-    a stream beside a walk whose paths all sort after its own, and through the on-disk
-    index, for a list of files out of a walk's order."""
+    a stream beside a walk whose paths (WORK/y/...) all sort after its own (WORK/x/...),
+    and through the on-disk index, for a list of files out of a walk's order."""
     old = synthetic(work, lines)
     tree = os.path.join(work, "y")
     os.makedirs(tree, exist_ok=True)
