@@ -104,10 +104,13 @@ def submit_create(
         raise ManifestError("--detach cannot read the list of files from standard input")
     target = manifest_target(manifest)  # the temporary file, made now: its coordinator
     target.stream.close()  # writes it, and takes it over if the coordinator dies
+    given = asdict(inputs)
+    if given["update"] is None:  # as a coordinator of an earlier dmp knows the inputs
+        del given["update"]
     detached = DetachedJob(
         Command.CREATE,
         os.getcwd(),
-        inputs=asdict(inputs),
+        inputs=given,
         output=manifest,
         temp=target.temp,
         fmt=fmt,
