@@ -30,7 +30,7 @@ from dmp_cli.listing import ANSWER, DIGEST_BYTES, OP_NAME, listing_item
 from dmp_cli.manifest import open_manifest, parse_lines
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.retry import with_retries
-from dmp_cli.rows import Item
+from dmp_cli.rows import Item, Row
 from dmp_cli.rules import Command
 from dmp_cli.store import Vault
 
@@ -267,9 +267,10 @@ def plan(
     options: Options,
     mode: str,
     on_note: Callable[[str], None],
+    shown: str | None = None,
 ) -> Plan:
     """Choose the way for this run (``mode``: auto, head or list), and list if listing;
-    ``on_note`` hears which way and why."""
+    ``on_note`` hears which way and why; ``shown`` names the manifest in errors."""
     per_entry = per_entry_words(command, options)
     if mode == "head":
         return _head(
@@ -279,9 +280,9 @@ def plan(
         return _head("planning by HEAD: a manifest on standard input is read once", on_note)
     if options.all:
         return _head("planning by HEAD: --all uploads what the vault holds too", on_note)
-    checksums = Checksums()
+    checksums = Checksums(SPILL_DISTINCT)
     try:
-        with open_manifest(manifest) as stream:
+        with open_manifest(manifest, shown) as stream:
             for line in parse_lines(stream):
                 if line.entry is not None:
                     checksums.add(line.entry.digest)
@@ -359,8 +360,19 @@ def _listed(
             else:
                 yield listing_item(prefix, want=checksums.block(prefix))
 
-    work = Work.of(OP_NAME, spec, options)
-    for row in executor.map(work, items()):
+    try:
+        _gather(result, executor.map(Work.of(OP_NAME, spec, options), items()), on_note)
+    except BaseException:
+        answers.close()
+        raise
+    return result
+
+
+def _gather(result: Plan, rows: Iterable[Row], on_note: Callable[[str], None]) -> None:
+    """The listings' rows into the plan: the answers, and the prefixes that failed."""
+    answers, checksums = result.answers, result.checksums
+    assert answers is not None and checksums is not None
+    for row in rows:
         got: dict[str, Any] = dict(row)
         prefix = str(got.get("path", ""))[:2]
         if got.get("fatal"):
@@ -380,7 +392,6 @@ def _listed(
                 (raw[i * DIGEST_BYTES : (i + 1) * DIGEST_BYTES], size)
                 for i, size in enumerate(sizes)
             )
-    return result
 
 
 def _read_answers(path: str) -> Iterator[tuple[bytes, int]]:

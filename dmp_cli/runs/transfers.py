@@ -134,7 +134,7 @@ def _plan(
         return Plan("head", "")
     mode = vault_planning_mode(planning or os.environ.get("DMP_VAULT_PLANNING") or "auto")
     note = on_note or (lambda text: None)
-    return plan(command, manifest, executor, spec, options, mode, note)
+    return plan(command, manifest, executor, spec, options, mode, note, shown_manifest(manifest))
 
 
 def entry_reader(command: Command, options: Options, detached: bool) -> EntryReader:

@@ -328,3 +328,55 @@ def test_an_entry_the_listing_did_not_see_is_offered_to_a_put_if_absent(tmp_path
     # There now, though no listing said so: the put-if-absent finds it, and keeps it.
     assert _row(upload_op, dict(item), spec, Options())["status"] == "skipped"  # type: ignore[arg-type]
     assert (vault / digest_key(digest)).read_bytes() == b"1"
+
+
+@pytest.mark.parametrize("spill_at", [10**6, 40])
+def test_a_run_gives_the_same_rows_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill_at: int
+) -> None:
+    """Through the embedded executor's threads, its checksums in memory or spilled (the
+    listing's items then name files, and its answers come back in files and sqlite)."""
+    from dmp_cli import runs
+    from dmp_cli.executor import LocalExecutor
+    from dmp_cli.runs import planning
+
+    monkeypatch.setattr(planning, "SPILL_DISTINCT", spill_at)
+    made: list[Checksums] = []
+
+    class Recorded(Checksums):
+        def finish(self) -> None:
+            super().finish()
+            made.append(self)
+            self.was_spilled = self.spilled
+
+    monkeypatch.setattr(planning, "Checksums", Recorded)
+    spec, digests = file_vault(tmp_path, 300)
+    lines = [f"{d}  f{i}\n" for i, d in enumerate(digests)]
+    lines += [f"{sha(i)}  missing{i}\n" for i in range(1000, 1003)]
+    lines += [f"{digests[i]}  copy{i}\n" for i in range(4)]
+    manifest = tmp_path / "m.sha256"
+    manifest.write_text("".join(lines))
+    seen: dict[str, list[dict[str, Any]]] = {}
+    notes: list[str] = []
+    for way in ("list", "head"):
+        rows: list[dict[str, Any]] = []
+        with LocalExecutor(jobs=1, io_threads=4) as executor:
+            report = runs.transfer(
+                Command.VAULT,
+                str(manifest),
+                executor,
+                spec,
+                listener=runs.Listener(on_row=rows.append),  # type: ignore[arg-type]
+                planning=way,
+                on_note=notes.append,
+            )
+        assert report.planned == way
+        seen[way] = rows
+    assert seen["list"] == seen["head"]
+    assert [row["status"] for row in seen["list"]].count("present") == 304
+    assert [row["status"] for row in seen["list"]].count("missing") == 3
+    assert notes[0].startswith("planning by listing")
+    (checksums,) = made
+    spilled = checksums.was_spilled  # type: ignore[attr-defined]
+    assert (spilled is not None) == (spill_at == 40)
+    assert spilled is None or not os.path.exists(spilled)  # gone with the run
