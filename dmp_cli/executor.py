@@ -7,27 +7,25 @@ Celery executor in ``dmp_tasks`` has the same shape.
 
 from __future__ import annotations
 
-import codecs
 import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as PoolExecutor
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from itertools import islice
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
-from dmp_cli.digest import small_digest
-from dmp_cli.inputs import Inputs, Lister
-from dmp_cli.manifest import (
-    FS_ENCODING,
-    FS_ERRORS,
-    LineParser,
-    checked_name,
-    common_lines,
-    parse_block,
+from dmp_cli.checking import (
+    Piece,
+    PieceResult,
+    check_entries,
+    check_piece,
+    checked_rows,
+    plain_entries,
 )
+from dmp_cli.inputs import Inputs, Lister
 from dmp_cli.ops import kind_of, run_batch
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
@@ -101,173 +99,9 @@ def batches(
         yield batch
 
 
-# A check's batch of plain entries (a line, a path, a checksum: nearly every batch) goes
-# to a hashing process as three lists, and what comes back for a file that matches is its
-# size alone, its row made here from the entry: dicts pickled both ways, and the general
-# path through the check operation, cost more CPU than hashing a small file. Anything
-# else (a file that differs, cannot be read, or is too big to hash in one read) comes
-# back as the row the check operation makes, byte for byte what the fleet's would be.
-_PLAIN_ENTRY = frozenset({"line", "path", "digest"})
-
-
-def _entries(batch: list[Item]) -> tuple[list[int], list[str], list[str]] | None:
-    """A batch of plain entries as (lines, paths, checksums); None if any item is
-    another kind (an improperly formatted line, an entry '-' read from stdin)."""
-    for item in batch:
-        if item.keys() != _PLAIN_ENTRY:
-            return None
-    return (
-        [item["line"] for item in batch],
-        [item["path"] for item in batch],
-        [item["digest"] for item in batch],
-    )
-
-
-def check_entries(
-    work: Work,
-    lines: list[int],
-    paths: list[str],
-    digests: list[str],
-    threads: bool = True,
-    matched: Sequence[int] = (),
-) -> list[int | Row]:
-    """Check a batch of plain entries (``_entries``): for each, the size of its file if
-    it matches, else its row from the check operation (``run_batch``: with ``threads``,
-    big files side by side on threads). The first entries may be known to match
-    already: ``matched`` holds their sizes."""
-    results: list[int | Row] = list(matched)
-    others: list[int] = []  # where the check operation must say
-    done = len(results)
-    for path, expected in zip(paths[done:], digests[done:], strict=True):
-        try:
-            found = small_digest(path)
-        except Exception:  # the check operation says why, in its row
-            found = None
-        if found is not None and found[0] == expected:
-            results.append(found[1])
-        else:
-            others.append(len(results))
-            results.append(0)
-    if others:
-        items: list[Item] = [
-            {"line": lines[i], "path": paths[i], "digest": digests[i]} for i in others
-        ]
-        for i, row in zip(others, run_batch(work, items, None, threads), strict=True):
-            results[i] = row
-    return results
-
-
-def _checked_rows(batch: list[Item], results: list[int | Row]) -> Iterator[Row]:
-    """The rows of a batch of plain entries, from ``check_entries``' results: a size is
-    a file that matched, and its row is the one the check operation makes."""
-    for item, result in zip(batch, results, strict=True):
-        if isinstance(result, int):
-            digest = item["digest"]
-            yield {
-                "path": item["path"],
-                "status": "ok",
-                "digest": digest,
-                "expected": digest,
-                "bytes": result,
-                "line": item["line"],
-            }
-        else:
-            yield result
-
-
-def check_item(number: int, digest: str | None, path: str, stdin_manifest: bool) -> Item:
-    """The check operation's item for a manifest line (as ``dmp_cli.manifest.parsed``
-    reads it): improperly formatted if it has no checksum, or, with ``stdin_manifest``
-    (the manifest is stdin), if it names '-' (stdin), as in sha256sum."""
-    if digest is None or (stdin_manifest and path == "-"):
-        return {"line": number, "bad": True}
-    return {"line": number, "path": path, "digest": digest}
-
-
-def check_batch(
-    work: Work, items: list[Item], threads: bool = True, matched: Sequence[int] = ()
-) -> list[Row]:
-    """The check operation's rows for a batch of items, in this process: compact
-    (``check_entries``) if they are all plain entries."""
-    entries = _entries(items)
-    if entries is None:
-        return run_batch(work, items, None, threads)
-    return list(_checked_rows(items, check_entries(work, *entries, threads, matched)))
-
-
-# --check of a manifest file, embedded, with the default output: the hashing processes
-# read the manifest themselves, a piece of lines at a time (cut by ``pieces``), and send
-# back, where every file of a piece matched, how many and their bytes, with the lines
-# sha256sum prints for them (``NAME: OK``), all in one. The CLI's process then only reads
-# the manifest and writes those lines: a row a file made, counted and printed there cost
-# more than its process could do beside two hashing processes. A piece with anything
-# else in it comes back as its rows, as the general path makes them.
-PIECE_BYTES = 32 << 10
-
-# A piece of a manifest: its lines (as ``dmp_cli.manifest.pieces`` cuts them), the number
-# of the line before them, and the parser's form at their start (``LineParser``).
-Piece = tuple[bytes, int, "bool | None"]
-# What a hashing process makes of a piece: (files, bytes, lines) if every file matched,
-# else the rows of its lines; None if a line names '-': stdin, which only the run's own
-# process can read.
-PieceResult = tuple[int, int, bytes] | list[Row] | None
-
-_OK = b": OK\n"
-# A name's bytes are then its path's, encoded back (``checked_name``): the lines printed for
-# the files of a piece can be made of the manifest's own bytes.
-_NAMES_AS_READ = codecs.lookup(FS_ENCODING).name == "utf-8" and FS_ERRORS == "surrogateescape"
-
-
-def check_piece(
-    work: Work,
-    lines: bytes,
-    number: int,
-    reversed_bsd: bool | None,
-    stdin_manifest: bool,
-    threads: bool = True,
-) -> PieceResult:
-    """Check the files a piece of a manifest names (``Piece``); see ``PieceResult``."""
-    sizes: list[int] = []  # of the files that matched, from the first on
-    common = common_lines(lines) if reversed_bsd is not True else None
-    if common is not None:
-        for line in common:
-            path = line[67:-1].decode(FS_ENCODING, FS_ERRORS)
-            try:
-                found = small_digest(path)
-            except Exception:  # the check operation says why, in its row
-                break
-            if found is None or found[0].encode() != line[:64]:
-                break
-            sizes.append(found[1])
-        else:
-            if _NAMES_AS_READ:
-                names = [line[67:-1] for line in common]
-            else:
-                names = [
-                    checked_name(line[67:-1].decode(FS_ENCODING, FS_ERRORS)) for line in common
-                ]
-            return len(sizes), sum(sizes), _OK.join(names) + _OK
-    parser = LineParser(reversed_bsd)
-    items = [check_item(*entry, stdin_manifest) for entry in parse_block(lines, parser, number)]
-    if any(item.get("path") == "-" for item in items):
-        return None
-    return check_batch(work, items, threads, sizes)
-
-
-@runtime_checkable
-class PieceChecker(Protocol):
-    """An executor that checks a manifest file a piece at a time (``check_piece``)."""
-
-    def check_pieces(
-        self, work: Work, pieces: Iterable[Piece], stdin_manifest: bool
-    ) -> Iterator[tuple[Piece, PieceResult]]:
-        """Each piece with what ``check_piece`` makes of it, in the pieces' order."""
-        ...
-
-
 def _rows(batch: list[Item] | None, future: Future[list[Any]]) -> Iterator[Row]:
     results = future.result()
-    return iter(results) if batch is None else _checked_rows(batch, results)
+    return iter(results) if batch is None else checked_rows(batch, results)
 
 
 def _counted(items: Iterable[Item], count: int) -> Iterator[list[Item]]:
@@ -339,11 +173,11 @@ class LocalExecutor:
         stores = self.stores if kind == "io" else None
         if pool is None:
             for batch in groups:
-                entries = _entries(batch) if compact else None
+                entries = plain_entries(batch) if compact else None
                 if entries is None:
                     yield from run_batch(work, batch, stores, threads=False, on_bytes=watch)
                 else:
-                    yield from _checked_rows(batch, check_entries(work, *entries, threads=False))
+                    yield from checked_rows(batch, check_entries(work, *entries, threads=False))
             return
         window = 4 * (self.jobs if kind == "cpu" else self.io_threads)
         # Each batch sent, with its items where the results come back compact (to be
@@ -351,7 +185,7 @@ class LocalExecutor:
         pending: deque[tuple[list[Item] | None, Future[list[Any]]]] = deque()
         try:
             for batch in groups:
-                entries = _entries(batch) if compact else None
+                entries = plain_entries(batch) if compact else None
                 if entries is None:
                     future = pool.submit(run_batch, work, batch, stores, True, watch)
                     pending.append((None, future))

@@ -317,37 +317,6 @@ def blocks(stream: BinaryIO) -> Iterator[bytes]:
             return
 
 
-def pieces(stream: BinaryIO, size: int) -> Iterator[bytes]:
-    """The lines of ``blocks``, in pieces of about ``size`` bytes (a longer line whole),
-    each cut where a line ends, in the same form as a block."""
-    for block in blocks(stream):
-        start = 0
-        while (cut := block.find(b"\n", start + size)) >= 0:
-            yield block[start:cut]
-            start = cut + 1
-        yield block[start:] if start else block
-
-
-def common_lines(block: bytes) -> list[bytes] | None:
-    """The lines of a block (as ``blocks`` cuts them) if each is, as far as can be told
-    without its checksum, dmp's common line: 64 characters, two spaces and a name in
-    double quotes, without escapes (``HEX  "NAME"``), its name at ``line[67:-1]``; else
-    None. Whoever takes them must still check that ``line[:64]`` is in lowercase hex
-    (comparing it with a checksum computed so does). This takes a few calls a line
-    where ``parse_block`` takes many."""
-    if b"\\" in block or b"\0" in block:
-        return None
-    lines = block.split(b"\n")
-    if block.count(b'"') != 2 * len(lines):  # then none but those around each name
-        return None
-    for line in lines:
-        if len(line) < DIGEST_HEX + 5 or line[DIGEST_HEX : DIGEST_HEX + 3] != b'  "':
-            return None
-        if line[-1] != 0x22:  # '"'
-            return None
-    return lines
-
-
 def parse_block(
     block: bytes, parser: LineParser, number: int = 0
 ) -> Iterator[tuple[int, str | None, str]]:
@@ -411,18 +380,6 @@ def open_manifest(path: str, shown: str | None = None) -> BinaryIO:
         return stream
     except OSError as exc:
         raise ManifestError(f"{shown or path}: {exc.strerror or exc}") from exc
-
-
-def count_lines(path: str) -> int | None:
-    """Lines in the manifest at ``path``, for a progress bar; None for stdin or if it
-    cannot be read (the reading proper says why)."""
-    if path == "-":
-        return None
-    try:
-        with open(path, "rb") as stream:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
-    except OSError:
-        return None
 
 
 def write_entries(stream: BinaryIO, entries: Iterable[Entry], fmt: str = "dmp") -> int:

@@ -181,3 +181,15 @@ class _NoProgress:
 
 
 NO_PROGRESS: Progress = _NoProgress()
+
+
+def count_lines(path: str) -> int | None:
+    """Lines in the manifest at ``path``, for a progress bar; None for stdin or if it
+    cannot be read (the reading proper says why)."""
+    if path == "-":
+        return None
+    try:
+        with open(path, "rb") as stream:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
+    except OSError:
+        return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from dmp_cli.executor import check_item
+from dmp_cli.checking import check_item
 from dmp_cli.rows import Item, Row, Status
 from dmp_cli.rules import Command, judge
 

@@ -3,16 +3,15 @@ a listing of the vault's keys, whichever needs fewer requests.
 
 The manifest is read once ahead of the run for its distinct checksums (``Checksums``:
 in memory while they are few, else spilled to disk by first-level prefix). The vault's
-size is estimated from one listed ``ab/cd/`` prefix, the layout spreading keys evenly
-over the 65,536 of them; the estimate stops as soon as the listing is known to cost more
-than the HEADs would. Listing, each first-level prefix that holds a checksum of the
+size is estimated from one listed ``ab/cd/`` prefix (keys are spread evenly over the
+65,536), stopping once listing is known to cost more than HEADs. Listing, each first-level prefix that holds a checksum of the
 manifest is listed as one item of executor work (``dmp_cli.listing``), and the checksums
 seen go to ``Answers`` (a dict, or an sqlite table on disk when they are many).
 
 The answers are used in one direction only: a checksum a listing saw is present; one it
 did not see is reported missing by --vault, and offered by --archive to a put-if-absent
-upload as before, never overwritten on the listing's word. A prefix whose listing fails
-has its checksums asked about one by one, as without a plan.
+upload, never overwritten on the listing's word. A prefix that cannot be listed is asked
+about by HEAD.
 """
 
 from __future__ import annotations
@@ -151,8 +150,8 @@ class Checksums:
                 path = self.path(f"{first:02x}")
                 with open(path, "rb") as source:
                     block = source.read()
-                step = DIGEST_BYTES
-                records = sorted({block[i : i + step] for i in range(0, len(block), step)})
+                size = DIGEST_BYTES
+                records = sorted({block[i : i + size] for i in range(0, len(block), size)})
                 with open(path, "wb") as out:
                     out.write(b"".join(records))
                 self.counts[f"{first:02x}"] = len(records)

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import BinaryIO
 
+from dmp_cli.checking import PIECE_BYTES, Piece, PieceChecker, check_batch, pieces
 from dmp_cli.digest import digest_stream
 from dmp_cli.errors import ManifestError
-from dmp_cli.executor import PIECE_BYTES, Executor, Piece, PieceChecker, check_batch
-from dmp_cli.manifest import LineParser, open_manifest, parse_block, parsed, pieces
+from dmp_cli.executor import Executor
+from dmp_cli.manifest import LineParser, open_manifest, parse_block, parsed
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
 from dmp_cli.rules import Command, judge

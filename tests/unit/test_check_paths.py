@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dmp_cli import digest, manifest
-from dmp_cli.executor import LocalExecutor, check_entries
+from dmp_cli.checking import check_entries
+from dmp_cli.executor import LocalExecutor
 from dmp_cli.manifest import LineParser, parsed
 from dmp_cli.ops import run_batch
 from dmp_cli.options import Work

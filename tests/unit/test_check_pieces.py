@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from dmp_cli import digest, runs
+from dmp_cli.checking import common_lines
 from dmp_cli.errors import ManifestError
 from dmp_cli.executor import LocalExecutor
-from dmp_cli.manifest import checked_name, common_lines
+from dmp_cli.manifest import checked_name
 from dmp_cli.rows import Row
 from dmp_cli.runs import verification
 

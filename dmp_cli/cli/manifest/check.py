@@ -12,7 +12,8 @@ import click
 from dmp_cli import runs
 from dmp_cli.cli import VERBOSITY
 from dmp_cli.cli.output import Output, Pace
-from dmp_cli.manifest import checked_name, count_lines
+from dmp_cli.cli.progress import count_lines
+from dmp_cli.manifest import checked_name
 from dmp_cli.meta import companion_of
 from dmp_cli.rows import Row
 from dmp_cli.runs.check_counts import CheckCounts

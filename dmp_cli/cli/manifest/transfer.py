@@ -17,8 +17,8 @@ from dmp_cli import runs
 from dmp_cli.cli.job import detach as submit_job
 from dmp_cli.cli.job import require_broker
 from dmp_cli.cli.output import Output, Pace
+from dmp_cli.cli.progress import count_lines
 from dmp_cli.errors import UsageError
-from dmp_cli.manifest import count_lines
 from dmp_cli.meta import companion_of
 from dmp_cli.options import Options, StoreSpec
 from dmp_cli.quoting import quote_name
