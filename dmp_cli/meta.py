@@ -92,13 +92,18 @@ class Companion:
             raise MetaError(f"{self.shown}: {exc.strerror or exc}") from None
         with stream:
             for number, raw in enumerate(stream, 1):
-                try:
-                    value = json.loads(raw)
-                    if not isinstance(value, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as exc:
-                    raise self.bad(number, f"not a JSON record ({exc})") from None
-                yield number, value
+                yield number, self.decode(raw, number)
+
+    def decode(self, raw: bytes, number: int) -> Record:
+        """Line ``number`` of this companion as its JSON object; MetaError if it is not
+        one."""
+        try:
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise self.bad(number, f"not a JSON record ({exc})") from None
+        return value
 
     def bad(self, number: int, why: str) -> MetaError:
         return MetaError(

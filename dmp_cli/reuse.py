@@ -103,7 +103,7 @@ class Earlier:
             raise MetaError(f"{self.companion.shown}: {exc.strerror or exc}") from None
         if not first:
             raise self.companion.bad(1, "empty")
-        header = _record(self.companion, first, 1)
+        header = self.companion.decode(first, 1)
         version = header.get("version")
         if header.get("format") != FORMAT or not isinstance(version, int):
             raise self.companion.bad(1, f"not a {FORMAT} header")
@@ -208,7 +208,7 @@ class Earlier:
                     elif other.startswith(b'{"path') and b'"entry"' not in other:
                         continue  # a directory or a link, as the recorder writes them
                     else:
-                        value = _record(companion, other, number)
+                        value = companion.decode(other, number)
                         if value.get("end"):
                             ended = True
                             yield number, None
@@ -234,16 +234,6 @@ _LINES = re.compile(
     rb'(?:,"target":"[^"\\\n]*")?\}|(.*))$',
     re.MULTILINE,
 )
-
-
-def _record(companion: Companion, raw: bytes, number: int) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-        if not isinstance(value, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as exc:
-        raise companion.bad(number, f"not a JSON record ({exc})") from None
-    return value
 
 
 def _checked(companion: Companion, value: dict[str, Any], number: int) -> list[Any]:
