@@ -192,57 +192,40 @@ def hash_batch(
     return run_batch(job, index, "check" if verify else "hash", items, config, stream, cwd)
 
 
-@app.task(name="dmp.head_batch")
-def head_batch(
-    job: str,
-    index: int,
-    items: list[Item] | str,
-    config: dict[str, Any],
-    stream: bool,
-    cwd: str,
-) -> dict[str, int]:
-    """Ask the vault whether it holds each checksum of a batch (--vault)."""
-    return run_batch(job, index, "head", items, config, stream, cwd)
+def _transfer_task(name: str, op: str, doc: str) -> Any:
+    """The task that runs a batch of the transfer operation ``op``: one of a kind, so
+    that a site can route and watch each kind on its own."""
+
+    def task(
+        job: str,
+        index: int,
+        items: list[Item] | str,
+        config: dict[str, Any],
+        stream: bool,
+        cwd: str,
+    ) -> dict[str, int]:
+        return run_batch(job, index, op, items, config, stream, cwd)
+
+    task.__name__ = task.__qualname__ = name.removeprefix("dmp.")
+    task.__doc__ = doc
+    return app.task(name=name)(task)
 
 
-@app.task(name="dmp.upload_batch")
-def upload_batch(
-    job: str,
-    index: int,
-    items: list[Item] | str,
-    config: dict[str, Any],
-    stream: bool,
-    cwd: str,
-) -> dict[str, int]:
-    """Archive a batch of files to the vault (--archive)."""
-    return run_batch(job, index, "upload", items, config, stream, cwd)
-
-
-@app.task(name="dmp.download_batch")
-def download_batch(
-    job: str,
-    index: int,
-    items: list[Item] | str,
-    config: dict[str, Any],
-    stream: bool,
-    cwd: str,
-) -> dict[str, int]:
-    """Fetch a batch of files from the vault, verified (--fetch)."""
-    return run_batch(job, index, "download", items, config, stream, cwd)
-
-
-@app.task(name="dmp.list_batch")
-def list_batch(
-    job: str,
-    index: int,
-    items: list[Item] | str,
-    config: dict[str, Any],
-    stream: bool,
-    cwd: str,
-) -> dict[str, int]:
-    """List prefixes of the vault, matched against a manifest's checksums (planning for
-    --vault and --archive: ``dmp_cli.listing``)."""
-    return run_batch(job, index, "vault-list", items, config, stream, cwd)
+head_batch = _transfer_task(
+    "dmp.head_batch", "head", "Ask the vault whether it holds each checksum of a batch (--vault)."
+)
+upload_batch = _transfer_task(
+    "dmp.upload_batch", "upload", "Archive a batch of files to the vault (--archive)."
+)
+download_batch = _transfer_task(
+    "dmp.download_batch", "download", "Fetch a batch of files from the vault, verified (--fetch)."
+)
+list_batch = _transfer_task(
+    "dmp.list_batch",
+    "vault-list",
+    "List prefixes of the vault, matched against a manifest's checksums (planning for "
+    "--vault and --archive: ``dmp_cli.listing``).",
+)
 
 
 TASKS = {
