@@ -4,9 +4,9 @@ a listing of the vault's keys, whichever needs fewer requests.
 The manifest is read once ahead of the run for its distinct checksums (``Checksums``:
 in memory while they are few, else spilled to disk by first-level prefix). The vault's
 size is estimated from one listed ``ab/cd/`` prefix (keys are spread evenly over the
-65,536), stopping once listing is known to cost more than HEADs. Listing, each first-level prefix that holds a checksum of the
-manifest is listed as one item of executor work (``dmp_cli.listing``), and the checksums
-seen go to ``Answers`` (a dict, or an sqlite table on disk when they are many).
+65,536), stopping once listing is known to cost more than HEADs. Listing, each
+first-level prefix that holds a checksum of the manifest is listed as one item of
+executor work (``dmp_cli.listing``); the checksums seen go to ``Answers`` (a dict, or sqlite).
 
 The answers are used in one direction only: a checksum a listing saw is present; one it
 did not see is reported missing by --vault, and offered by --archive to a put-if-absent
