@@ -156,9 +156,9 @@ def _stalled_parts(owner: Any) -> None:
 def _checked_the_operation_way() -> None:
     """--check hashes a small file that matches without the check operation: the victim
     of an ``op.check`` plan goes the operation's way, where its fault is raised."""
-    import dmp_cli.executor as executor
+    import dmp_cli.checking as checking
 
-    original = executor.small_digest
+    original = checking.small_digest
 
     def small_digest(path: str) -> tuple[str, int] | None:
         plan = _plan()
@@ -166,7 +166,7 @@ def _checked_the_operation_way() -> None:
             return None
         return original(path)
 
-    executor.small_digest = small_digest  # type: ignore[assignment]
+    checking.small_digest = small_digest  # type: ignore[assignment]
 
 
 def install() -> None:
