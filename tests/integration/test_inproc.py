@@ -100,8 +100,8 @@ def _process_state() -> dict[str, object]:
 
 @contextlib.contextmanager
 def _reader_of(fifo: Path) -> Iterator[int]:
-    """The write end of ``fifo``, once dmp has opened it to read (and waits for lines)."""
-    os.mkfifo(fifo)
+    """The write end of ``fifo`` (made already), once dmp has opened it to read (and
+    waits for lines)."""
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -136,6 +136,7 @@ def test_a_run_that_would_die_of_sigint_fails_the_test_and_not_the_session(
     """^C lands while dmp waits for its list on a FIFO: dmp would end killed by SIGINT;
     in this process that is an error naming the way out, and pytest lives on."""
     fifo = tmp_path / "list"
+    os.mkfifo(fifo)  # before dmp looks for it: made by the thread, it could come too late
     before = _process_state()
 
     def interrupt_once_dmp_reads() -> None:
