@@ -135,36 +135,24 @@ def hash_op(item: Item, ctx: Context) -> Result:
         return problem_row(item)
     path = item["path"]
     old = item.get("old")
-    if not ctx.options.meta and old is None:
-        return _digest(
-            item,
-            ctx,
-            lambda digest, size: {"path": path, "status": "ok", "digest": digest, "bytes": size},
-        )
-    fields = stat_of(ctx.path(path))  # before hashing: a change meanwhile shows in --check
-    if old is not None and unchanged(old, fields):  # --update: the file is not read
-        row: Row = {"path": path, "status": "ok", "digest": old[0], "bytes": fields[3]}
-        row["reused"] = True
-        if ctx.options.meta:
+    meta = bool(ctx.options.meta)
+    fields = None
+    if meta or old is not None:
+        fields = stat_of(ctx.path(path))  # before hashing: a change meanwhile shows in --check
+        if old is not None and unchanged(old, fields):  # --update: the file is not read
+            row: Row = {"path": path, "status": "ok", "digest": old[0], "bytes": fields[3]}
+            row["reused"] = True
+            if meta:
+                row["stat"] = fields
+            return row
+
+    def done(digest: str, size: int) -> Row:
+        row: Row = {"path": path, "status": "ok", "digest": digest, "bytes": size}
+        if fields is not None and meta:
             row["stat"] = fields
         return row
-    if not ctx.options.meta:
-        return _digest(
-            item,
-            ctx,
-            lambda digest, size: {"path": path, "status": "ok", "digest": digest, "bytes": size},
-        )
-    return _digest(
-        item,
-        ctx,
-        lambda digest, size: {
-            "path": path,
-            "status": "ok",
-            "digest": digest,
-            "bytes": size,
-            "stat": fields,
-        },
-    )
+
+    return _digest(item, ctx, done)
 
 
 def check_op(item: Item, ctx: Context) -> Result:
