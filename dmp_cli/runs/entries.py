@@ -3,7 +3,9 @@
 
 Nothing here talks to a store: the operations in ``dmp_cli.transfer`` do, under an
 executor. Each distinct checksum is asked about (and uploaded) once: later entries with
-the same content become ``same`` items, answered from the first one's row.
+the same content become ``same`` items, answered from the first one's row. The checksums
+met, and the first rows' outcomes, are kept in memory while they are few, then on disk
+(``dmp_cli.runs.seen``).
 """
 
 from __future__ import annotations
@@ -15,40 +17,44 @@ from dataclasses import dataclass, field
 from dmp_cli.manifest import Line
 from dmp_cli.rows import Item, Row
 from dmp_cli.rules import RULES, Command
+from dmp_cli.runs.seen import Seen
 
 # The statuses of a file that was not archived or fetched (asking the vault, the caller
 # takes "missing" for an answer: see dmp_cli.rules).
 FAILED = RULES[Command.ARCHIVE].fails
+# The outcome taken for a copy whose first row never came.
+_UNKNOWN: tuple[str, str | None] = ("missing", None)
 
 
 @dataclass
 class EntryReader:
     """Reads a manifest's lines into one mode's items, counting its entries and its
-    improperly formatted lines as it goes."""
+    improperly formatted lines as it goes. The checksums met are forgotten (their table
+    on disk removed) once the items are read, or their reading is stopped."""
 
     dedupe: bool = True
     with_size: bool = False
     entries: int = 0
     misformatted: int = 0
-    _seen: set[bytes] = field(default_factory=set)
+    _seen: Seen = field(default_factory=Seen)
 
     def items(self, lines: Iterable[Line]) -> Iterator[Item]:
-        for line in lines:
-            entry = line.entry
-            if entry is None:
-                self.misformatted += 1
-                continue
-            self.entries += 1
-            item: Item = {"line": line.number, "path": entry.path, "digest": entry.digest}
-            if self.dedupe:
-                key = bytes.fromhex(entry.digest)
-                if key in self._seen:
+        first = self._seen.first
+        try:
+            for line in lines:
+                entry = line.entry
+                if entry is None:
+                    self.misformatted += 1
+                    continue
+                self.entries += 1
+                item: Item = {"line": line.number, "path": entry.path, "digest": entry.digest}
+                if self.dedupe and not first(bytes.fromhex(entry.digest)):
                     item["same"] = True
-                else:
-                    self._seen.add(key)
-            if self.with_size and not item.get("same"):
-                item["size"] = _size(entry.path)
-            yield item
+                elif self.with_size:
+                    item["size"] = _size(entry.path)
+                yield item
+        finally:
+            self._seen.close()
 
 
 def _size(path: str) -> int:
@@ -66,6 +72,8 @@ class Tally:
     --vault each file is reported; in --archive the content was moved once, so a copy of
     it is "skipped". If the first one failed (it changed, or cannot be read), the copy
     may still hold the content: ``needs_retry`` says so, and the caller tries it itself.
+    The first rows' outcomes are kept in memory while they are few, then on disk, until
+    ``close``.
     """
 
     archive: bool = False
@@ -73,29 +81,28 @@ class Tally:
     counts: dict[str, int] = field(default_factory=dict)
     nbytes: int = 0
     distinct: int = 0
-    _first: dict[bytes, tuple[str, str | None]] = field(default_factory=dict)
+    _first: Seen = field(default_factory=Seen)
 
     def needs_retry(self, row: Row) -> bool:
         """An --archive copy of content whose first file failed: not counted yet."""
         if not (self.archive and row["status"] == "same"):
             return False
-        status, _ = self._first.get(bytes.fromhex(row["digest"]), ("missing", None))
+        status, _ = self._first.get(bytes.fromhex(row["digest"])) or _UNKNOWN
         return status in FAILED
 
     def add(self, row: Row) -> Row:
         """Count one row; returns it, a ``same`` row resolved."""
         if row["status"] == "same":
-            key = bytes.fromhex(row["digest"])
-            status, error = self._first.get(key, ("missing", None))
+            status, error = self._first.get(bytes.fromhex(row["digest"])) or _UNKNOWN
             if self.archive and status not in FAILED:
                 status = "skipped"
             row = {**row, "status": status, "error": error, "same": True}
         else:
-            key = bytes.fromhex(row["digest"])
-            if key not in self._first:
+            # Without dedupe no ``same`` row comes: each row is counted as distinct.
+            if not self.dedupe or self._first.put(
+                bytes.fromhex(row["digest"]), row["status"], row.get("error")
+            ):
                 self.distinct += 1
-            if self.dedupe:
-                self._first[key] = (row["status"], row.get("error"))
             self.nbytes += row.get("bytes") or 0
         self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
         return row
@@ -106,6 +113,10 @@ class Tally:
     @property
     def failed(self) -> int:
         return sum(n for status, n in self.counts.items() if status in FAILED)
+
+    def close(self) -> None:
+        """Forget the first rows (their table on disk removed); the counts stay."""
+        self._first.close()
 
 
 def retry_items(rows: Iterable[Row], with_size: bool) -> Iterator[Item]:
