@@ -127,6 +127,7 @@ class DetachedJob(_Plain):
     fmt: str | None = None
     meta_output: str | None = None  # --create --meta: the companion, through ``meta_temp``
     meta_temp: str | None = None
+    planning: str | None = None  # --vault, --archive: DMP_VAULT_PLANNING where submitted
 
     def to_json(self) -> dict[str, Any]:
         return {name: value for name, value in asdict(self).items() if value is not None}

@@ -1,12 +1,11 @@
 """A detached job's coordinator: the job's whole run, on a worker, able to die.
 
 Submitting a detached job writes its record (command, options, working directory, the
-manifest's path or the walk's inputs) and queues ``dmp.coordinate`` on a queue of its own
-(``dmp.coord``). The coordinator runs the same core run as an attached command
-(``dmp_cli.runs``), with a Celery executor that keeps the same bounded window of batches
-in flight, so Redis holds the window, never the job. Every second it checkpoints how far
-it got: the batches gathered, the items in them, and the run's own state (for --create,
-the manifest's bytes written and its counts).
+manifest's path or the walk's inputs) and queues ``dmp.coordinate`` on its own queue
+(``dmp.coord``). The coordinator runs an attached command's core run (``dmp_cli.runs``)
+with a Celery executor that keeps a bounded window of batches in flight: Redis holds the
+window, never the job. Each second it checkpoints how far it got: the batches gathered,
+the items in them, the run's own state (--create: the manifest's bytes, its counts).
 
 At most one coordinator runs a job: it holds a lease in Redis that its heartbeat renews
 (every third of ``DMP_LEASE_SECONDS``, 30 by default). If its worker dies, the lease
@@ -160,8 +159,7 @@ def _coordinate(jobs: JobStore, job: str, owner: str, lost: threading.Event) -> 
             if info is None:
                 raise JobGone(f"job {job} is gone from Redis (expired, deleted, or lost)")
             sent = json.loads(info.plan or "{}")
-            refused = wire.mismatch(sent, "the job's submitter")
-            if refused:
+            if refused := wire.mismatch(sent, "the job's submitter"):
                 raise DmpError(refused)
             detached = DetachedJob.from_json(wire.unwrapped(sent))
             checkpoint = json.loads(info.checkpoint or "{}")
@@ -246,6 +244,8 @@ def _run(
             Options.from_json(detached.options or {}),
             detached=True,
             meta=detached.meta,
+            planning=detached.planning,
+            on_note=lambda text: log.info("job %s: %s", job, text),
             listener=runs.Listener(
                 on_problem=lambda path, why: problems.append(f"{runs.shown_name(path)}: {why}")
             ),

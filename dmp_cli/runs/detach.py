@@ -22,6 +22,7 @@ from dmp_cli.runs.files import abort, manifest_target
 from dmp_cli.runs.report import shown_manifest
 from dmp_cli.runs.transfers import entry_reader, preflight
 from dmp_cli.runs.verification import items_to_check
+from dmp_cli.settings import vault_planning_mode
 from dmp_cli.store import StorePool
 
 
@@ -78,6 +79,10 @@ def submit_transfer(
     _first_entry(manifest, lambda _, stream: reader.items(parse_lines(stream)), "SHA256 ")
     check_submitted(meta, manifest)
     work = Work.of(command.operation, spec, options)
+    # The way the vault is asked, if set here: the coordinator plans by it (else by its
+    # worker's setting). Left out when not set, as a coordinator of an earlier dmp knows
+    # the job.
+    planning = os.environ.get("DMP_VAULT_PLANNING") or None
     detached = DetachedJob(
         command,
         os.getcwd(),
@@ -85,6 +90,7 @@ def submit_transfer(
         stores=work.stores,
         options=work.options,
         meta=meta or None,
+        planning=vault_planning_mode(planning) if planning else None,
     )
     return executor.submit_job(detached, {"strict": options.strict})
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 from dmp_cli.errors import ManifestError, RunStopped, StoreError
-from dmp_cli.executor import Executor, default_jobs, io_threads_for
+from dmp_cli.executor import Executor, LocalExecutor, default_jobs, io_threads_for
 from dmp_cli.manifest import open_manifest, parse_lines
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.restore import restore_tree
@@ -128,13 +128,20 @@ def _plan(
     planning: str | None,
     on_note: Callable[[str], None] | None,
 ) -> Plan:
-    """How this run asks the vault. A detached job's coordinator asks by HEAD: its run
-    goes on from checkpoints, in one job, which a listing's own work would not fit."""
-    if command is Command.FETCH or detached:
+    """How this run asks the vault (``planning``: the way asked for, else
+    DMP_VAULT_PLANNING, else chosen). A detached job's coordinator lists with threads of
+    its own process, not through the fleet: its run goes on from checkpoints that count
+    the job's own items, which a listing's work would not fit. A coordinator that takes
+    the job over plans again, from the vault as it is then."""
+    if command is Command.FETCH:
         return Plan("head", "")
     mode = vault_planning_mode(planning or os.environ.get("DMP_VAULT_PLANNING") or "auto")
     note = on_note or (lambda text: None)
-    return plan(command, manifest, executor, spec, options, mode, note, shown_manifest(manifest))
+    shown = shown_manifest(manifest)
+    if detached:
+        with LocalExecutor() as lister:
+            return plan(command, manifest, lister, spec, options, mode, note, shown)
+    return plan(command, manifest, executor, spec, options, mode, note, shown)
 
 
 def entry_reader(command: Command, options: Options, detached: bool) -> EntryReader:
