@@ -102,6 +102,8 @@ def test_a_detached_vault_is_answered_by_listing(
     kinds = _kinds(proxy)
     assert kinds["head"] == 0, kinds  # not one HEAD per checksum: the vault was listed
     assert 0 < kinds["list"] <= 260, kinds
+    # Which way and why, as -v says it attached, is in the log of the coordinator's worker.
+    assert "planning by listing" in (tmp_path / "planner.log").read_text()
 
     # The same job asked to plan by HEAD where it is submitted: a HEAD per entry.
     proxy.reset()
