@@ -1,14 +1,17 @@
-"""The vault's listing operation: one first-level prefix of the vault (``ab/``) listed,
-matched against the manifest's checksums under it, the present ones returned.
+"""The vault's listing operation: a prefix of the vault listed (the whole vault ``""``,
+``a`` or ``ab/``), matched against the manifest's checksums under it, the present ones
+returned.
 
 Like every operation it takes an item and returns a row, so it runs in the embedded
 executor's threads and as a task on the fleet's workers. The item names the prefix and
 its checksums: inline (``want``, their hex, sorted), or, where the run and the
-operation share a filesystem and the checksums are many, the file they were spilled to
-(``spill``: their 32 raw bytes each, sorted), beside which the answers are written too.
-Either way the prefix's checksums are held as one sorted block, 32 bytes a checksum,
-and each key listed is looked up in it by bisection: a prefix of 40,000 checksums costs
-1.3 MB, not a set of Python objects ten times that.
+operation share a filesystem and the checksums are many, the directory they were
+spilled to by first-level prefix (``spill``: a file ``ab`` of their 32 raw bytes each,
+sorted), where the answers are written too. Inline, the checksums are searched in the
+item's own text; spilled, one first-level prefix's file is read at a time, as the
+listing reaches its keys (a store lists in key order, so a prefix of 10^7 checksums
+costs 1.3 MB at a time, whether the item covers one first-level prefix or all 256).
+Each key listed is looked up by bisection.
 
 A listing that fails partway raises: the batch runner lists the prefix again, from its
 start, after the pauses of a transient failure (``dmp_cli.ops.run_batch``), so what a row
@@ -17,9 +20,10 @@ says present was seen by one whole listing.
 
 from __future__ import annotations
 
+import os
 import struct
 from bisect import bisect_left
-from typing import Any, cast
+from typing import Any, BinaryIO, Generic, TypeVar, cast
 
 from dmp_cli.ops import Context, Operation
 from dmp_cli.rows import Item, Row, base_row
@@ -29,31 +33,56 @@ DIGEST_BYTES = 32
 ANSWER = struct.Struct(">32sQ")
 OP_NAME = "vault-list"
 
+Block = TypeVar("Block", bytes, str)
 
-class Sorted:
-    """Checksums as one sorted block of 32-byte records, searched by bisection."""
 
-    def __init__(self, block: bytes) -> None:
-        if len(block) % DIGEST_BYTES:
-            raise ValueError("a block of checksums is a whole number of 32-byte records")
-        self.block = block
-        self._n = len(block) // DIGEST_BYTES
+class Sorted(Generic[Block]):
+    """Checksums as one sorted block of fixed-width records (32 raw bytes, or 64 hex
+    characters), searched by bisection."""
+
+    def __init__(self, block: Block, width: int = DIGEST_BYTES) -> None:
+        if len(block) % width:
+            raise ValueError(f"a block of checksums is a whole number of {width}-wide records")
+        self.block: Block = block
+        self.width = width
+        self._n = len(block) // width
 
     def __len__(self) -> int:
         return self._n
 
-    def __getitem__(self, index: int) -> bytes:
-        start = index * DIGEST_BYTES
-        return self.block[start : start + DIGEST_BYTES]
+    def __getitem__(self, index: int) -> Block:
+        start = index * self.width
+        return self.block[start : start + self.width]
 
-    def __contains__(self, raw: object) -> bool:
-        i = bisect_left(self, raw)  # type: ignore[call-overload]
-        return i < self._n and self[i] == raw
+    def __contains__(self, record: object) -> bool:
+        i = bisect_left(self, record)  # type: ignore[call-overload]
+        return i < self._n and self[i] == record
+
+
+class Spilled:
+    """Spilled checksums, read a first-level prefix's file at a time, as asked."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._first = ""
+        self._block: Sorted[bytes] = Sorted(b"")
+
+    def __contains__(self, digest: object) -> bool:
+        assert isinstance(digest, str)
+        if digest[:2] != self._first:
+            self._first = digest[:2]
+            try:
+                with open(os.path.join(self.directory, self._first), "rb") as stream:
+                    self._block = Sorted(stream.read())
+            except FileNotFoundError:  # no checksum of the manifest there
+                self._block = Sorted(b"")
+        return bytes.fromhex(digest) in self._block
 
 
 def listing_item(prefix: str, want: bytes | None = None, spill: str | None = None) -> Item:
-    """The item of one prefix (``ab``): its checksums inline, or the file they are in."""
-    fields: dict[str, Any] = {"path": f"{prefix}/"}
+    """The item of one key prefix (``""``, ``a`` or ``ab/``): its checksums inline, sorted
+    raw, or the directory they are spilled to."""
+    fields: dict[str, Any] = {"path": prefix}
     if spill is not None:
         fields["spill"] = spill
     else:
@@ -61,34 +90,51 @@ def listing_item(prefix: str, want: bytes | None = None, spill: str | None = Non
     return cast(Item, fields)
 
 
-def _wanted(item: dict[str, Any]) -> Sorted:
-    if "spill" in item:
-        with open(item["spill"], "rb") as stream:
-            return Sorted(stream.read())
-    return Sorted(bytes.fromhex(item.get("want") or ""))
+def answers_path(spill: str, prefix: str) -> str:
+    """Where the listing of ``prefix`` writes its answers beside the spilled checksums."""
+    return os.path.join(spill, (prefix.rstrip("/") or "all") + ".found")
 
 
 def vault_list_op(item: Item, ctx: Context) -> Row:
     fields = cast(dict[str, Any], item)
     prefix = item["path"]
-    want = _wanted(fields)
-    found: dict[bytes, int] = {}
+    row: dict[str, Any] = {**base_row(item), "status": "ok", "bytes": 0}
+    if "spill" in fields:  # the answers beside the checksums, read by the run
+        answers = answers_path(fields["spill"], prefix)
+        with open(answers, "wb") as stream:
+            row["keys"] = _match(ctx, prefix, Spilled(fields["spill"]), stream)
+        row["found_file"] = answers
+    else:
+        found: list[str] = []
+        sizes: list[int] = []
+        want = Sorted(fields.get("want") or "", 2 * DIGEST_BYTES)
+        row["keys"] = _match(ctx, prefix, want, None, found, sizes)
+        row["found"] = "".join(found)
+        row["sizes"] = sizes
+    return cast(Row, row)
+
+
+def _match(
+    ctx: Context,
+    prefix: str,
+    want: Sorted[str] | Spilled,
+    stream: BinaryIO | None,
+    found: list[str] | None = None,
+    sizes: list[int] | None = None,
+) -> int:
+    """The keys under ``prefix`` listed, those ``want`` holds written to ``stream`` or
+    put in ``found`` and ``sizes``: the count of keys listed."""
     keys = 0
     for digest, size in ctx.vault().listing(prefix):
         keys += 1
-        raw = bytes.fromhex(digest)
-        if raw in want:
-            found[raw] = size
-    row: dict[str, Any] = {**base_row(item), "status": "ok", "bytes": 0, "keys": keys}
-    if "spill" in fields:  # the answers beside the checksums, read by the run
-        answers = fields["spill"] + ".found"
-        with open(answers, "wb") as stream:
-            stream.write(b"".join(ANSWER.pack(raw, size) for raw, size in found.items()))
-        row["found_file"] = answers
-    else:
-        row["found"] = b"".join(found).hex()
-        row["sizes"] = list(found.values())
-    return cast(Row, row)
+        if digest in want:
+            if stream is not None:
+                stream.write(ANSWER.pack(bytes.fromhex(digest), size))
+            else:
+                assert found is not None and sizes is not None
+                found.append(digest)
+                sizes.append(size)
+    return keys
 
 
 def _prefix_url(item: Item, ctx: Context) -> str:
@@ -97,4 +143,13 @@ def _prefix_url(item: Item, ctx: Context) -> str:
 
 LIST = Operation(OP_NAME, vault_list_op, "io", where=_prefix_url)
 
-__all__ = ["ANSWER", "LIST", "OP_NAME", "Sorted", "listing_item", "vault_list_op"]
+__all__ = [
+    "ANSWER",
+    "LIST",
+    "OP_NAME",
+    "Sorted",
+    "Spilled",
+    "answers_path",
+    "listing_item",
+    "vault_list_op",
+]

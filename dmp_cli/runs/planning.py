@@ -3,10 +3,10 @@ a listing of the vault's keys, whichever needs fewer requests.
 
 The manifest is read once ahead of the run for its distinct checksums (``Checksums``:
 in memory while they are few, else spilled to disk by first-level prefix). The vault's
-size is estimated from one listed ``ab/cd/`` prefix (keys are spread evenly over the
-65,536), stopping once listing is known to cost more than HEADs. Listing, each
-first-level prefix that holds a checksum of the manifest is listed as one item of
-executor work (``dmp_cli.listing``); the checksums seen go to ``Answers`` (a dict, or sqlite).
+size is estimated from a sample, and the way chosen with how finely to list: the whole
+vault, its 16 or its 256 prefixes (``dmp_cli.runs.listing_choice``). Each prefix that
+holds a checksum of the manifest is listed as one item of executor work
+(``dmp_cli.listing``); the checksums seen go to ``Answers`` (a dict, or sqlite).
 
 The answers are used in one direction only: a checksum a listing saw is present; one it
 did not see is reported missing by --vault, and offered by --archive to a put-if-absent
@@ -31,63 +31,20 @@ from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.retry import with_retries
 from dmp_cli.rows import Item, Row
 from dmp_cli.rules import Command
-from dmp_cli.store import Vault
+from dmp_cli.runs.listing_choice import (
+    LEAST_LIST,
+    Choice,
+    choose,
+    covered,
+    estimate,
+    forced,
+    keys_enough,
+)
 
-PAGE_KEYS = 1000  # keys a LIST request returns at most
-PREFIXES = 256  # first-level prefixes (ab/), each listed as one item of work
-SAMPLES = 65536  # second-level prefixes (ab/cd/), one of which is listed for the estimate
-SAMPLE = "00/00/"  # any one will do: sha256 spreads keys evenly
 # Beyond this many distinct checksums, they and the answers go to disk (about 100 bytes
-# of memory each otherwise): 10^7 checksums take a few MB of memory, not gigabytes.
+# of memory each otherwise): 10^7 checksums take a few MB of memory, not gigabytes. An
+# item of work sent to the fleet carries at most this many checksums too.
 SPILL_DISTINCT = 250_000
-
-
-def list_requests(prefixes: int, objects: int) -> int:
-    """The LIST requests that list ``prefixes`` first-level prefixes of a vault of
-    ``objects`` objects: a page of 1,000 keys each, at least one a prefix."""
-    per_prefix = -(-objects // (PREFIXES * PAGE_KEYS))
-    return prefixes * max(1, per_prefix)
-
-
-def keys_enough(prefixes: int, distinct: int) -> int:
-    """How many keys of the sampled prefix show that listing costs at least as many
-    requests as ``distinct`` HEADs: the estimate stops there."""
-    pages = -(-(distinct - 1) // prefixes)  # pages per prefix at which listing stops paying
-    return max(0, pages - 1) * PREFIXES * PAGE_KEYS // SAMPLES + 1
-
-
-@dataclass
-class Choice:
-    way: str  # "head" or "list"
-    why: str  # what -v says
-
-
-def choose(distinct: int, prefixes: int, sampled: int | None, per_entry: str) -> Choice:
-    """The way to ask, from the distinct checksums, the first-level prefixes they fall
-    in, and the keys counted in the sampled ``ab/cd/`` prefix (None: not sampled, as
-    listing could not pay however small the vault). The LIST requests counted include
-    the sample's."""
-    if sampled is None:
-        least = list_requests(prefixes, 0) + 1
-        return Choice(
-            "head",
-            f"planning by HEAD: {distinct:,} {per_entry} instead of at least {least:,} "
-            "LIST requests",
-        )
-    objects = sampled * SAMPLES
-    cost = list_requests(prefixes, objects) + 1
-    size = f"about {objects:,}" if objects else f"fewer than about {SAMPLES:,}"
-    if cost >= distinct:
-        return Choice(
-            "head",
-            f"planning by HEAD: {distinct:,} {per_entry} instead of {cost:,} LIST requests "
-            f"(a vault of {size} objects or more)",
-        )
-    return Choice(
-        "list",
-        f"planning by listing {prefixes} prefixes: {cost:,} LIST requests instead of "
-        f"{distinct:,} {per_entry} (a vault of {size} objects)",
-    )
 
 
 class Checksums:
@@ -286,33 +243,37 @@ def plan(
                 if line.entry is not None:
                     checksums.add(line.entry.digest)
         checksums.finish()
-        distinct, prefixes = checksums.distinct, len(checksums.counts)
+        distinct, counts = checksums.distinct, checksums.counts
         if distinct == 0:
             checksums.close()
             return Plan("head", "")
         vault = executor.stores.vault(spec)
+        # A fleet's item carries its checksums; one of this process may read them on disk.
+        most = None if isinstance(executor, LocalExecutor) else SPILL_DISTINCT
         if mode == "list":
-            choice = Choice(
-                "list",
-                f"planning by listing {prefixes} prefixes: DMP_VAULT_PLANNING=list "
-                f"(instead of {distinct:,} {per_entry})",
-            )
+            try:
+                size = with_retries(lambda: estimate(vault))
+            except StoreError as exc:
+                if exc.fatal:
+                    raise
+                choice = forced(distinct, counts, None, per_entry, unknown=str(exc))
+            else:
+                choice = forced(distinct, counts, size, per_entry, most)
+        elif distinct <= LEAST_LIST:
+            choice = choose(distinct, counts, None, per_entry)
         else:
-            sampled = None
-            if distinct > list_requests(prefixes, 0) + 1:
-                enough = keys_enough(prefixes, distinct)
-                try:
-                    sampled = with_retries(lambda: _sample(vault, enough))
-                except StoreError as exc:
-                    if exc.fatal:
-                        raise
-                    checksums.close()
-                    return _head(
-                        f"planning by HEAD: the vault could not be listed ({exc})", on_note
-                    )
-            choice = choose(distinct, prefixes, sampled, per_entry)
+            try:
+                size = with_retries(
+                    lambda: estimate(vault, lambda: keys_enough(counts, distinct, most))
+                )
+            except StoreError as exc:
+                if exc.fatal:
+                    raise
+                checksums.close()
+                return _head(f"planning by HEAD: the vault could not be listed ({exc})", on_note)
+            choice = choose(distinct, counts, size, per_entry, most)
         on_note(choice.why)
-        if choice.way == "head":
+        if choice.way == "head" or choice.split is None:
             checksums.close()
             return Plan("head", choice.why)
         return _listed(command, checksums, executor, spec, options, choice, on_note)
@@ -326,16 +287,6 @@ def _head(why: str, on_note: Callable[[str], None]) -> Plan:
     return Plan("head", why)
 
 
-def _sample(vault: Vault, enough: int) -> int:
-    """Keys under the sampled ``ab/cd/`` prefix, counted up to ``enough``."""
-    count = 0
-    for _ in vault.listing(SAMPLE):
-        count += 1
-        if count >= enough:
-            break
-    return count
-
-
 def _listed(
     command: Command,
     checksums: Checksums,
@@ -345,19 +296,21 @@ def _listed(
     choice: Choice,
     on_note: Callable[[str], None],
 ) -> Plan:
-    spilled = checksums.spilled
+    assert choice.split is not None
+    prefixes, spilled = choice.split.prefixes, checksums.spilled
     answers = Answers(spilled)
     result = Plan("list", choice.why, command, answers, checksums=checksums)
-    # A file beside the run is read by an operation in this process only; the fleet's
-    # workers are given the checksums themselves.
+    # Files beside the run are read by an operation in this process only (a block at a
+    # time); the fleet's workers are given the checksums themselves.
     local = spilled is not None and isinstance(executor, LocalExecutor)
 
     def items() -> Iterator[Item]:
-        for prefix in sorted(checksums.counts):
+        for prefix in prefixes:
             if local:
-                yield listing_item(prefix, spill=checksums.path(prefix))
+                yield listing_item(prefix, spill=spilled)
             else:
-                yield listing_item(prefix, want=checksums.block(prefix))
+                blocks = covered(prefix, checksums.counts)
+                yield listing_item(prefix, want=b"".join(map(checksums.block, blocks)))
 
     try:
         _gather(result, executor.map(Work.of(OP_NAME, spec, options), items()), on_note)
@@ -373,14 +326,16 @@ def _gather(result: Plan, rows: Iterable[Row], on_note: Callable[[str], None]) -
     assert answers is not None and checksums is not None
     for row in rows:
         got: dict[str, Any] = dict(row)
-        prefix = str(got.get("path", ""))[:2]
         if got.get("fatal"):
             raise RunStopped(str(got.get("error")))
         if got["status"] != "ok":
-            result.failed.add(prefix)
+            prefix = str(got.get("path", ""))
+            blocks = covered(prefix, checksums.counts)
+            result.failed.update(blocks)
             on_note(
-                f"listing {prefix}/ failed ({got.get('error')}): its "
-                f"{checksums.counts.get(prefix, 0):,} checksums are asked about one by one"
+                f"listing {prefix or 'the vault'} failed ({got.get('error')}): its "
+                f"{sum(checksums.counts[b] for b in blocks):,} checksums are asked about "
+                "one by one"
             )
         elif "found_file" in got:
             answers.add(_read_answers(got["found_file"]))

@@ -70,10 +70,11 @@ class FileStore:
         return ObjectInfo(st.st_size) if stat.S_ISREG(st.st_mode) else None
 
     def list_keys(self, prefix: str) -> Iterator[tuple[str, int]]:
-        """The files below the directory ``prefix`` names (a key prefix ends in "/"),
-        walked with os.scandir; regular files only, as ``head`` counts them."""
-        top = prefix.rstrip("/")
-        pending = [top] if top else [""]
+        """The files whose keys start with ``prefix``, walked with os.scandir from the
+        directory it names (a prefix that does not end in "/" names the start of the
+        entries' names there); regular files only, as ``head`` counts them."""
+        top, _, start = prefix.rpartition("/")
+        pending = [top]
         while pending:
             at = pending.pop()
             try:
@@ -83,6 +84,8 @@ class FileStore:
                 continue
             except OSError as exc:
                 raise StoreError(f"{self.key_url(at)}: {exc.strerror}") from exc
+            if start and at == top:
+                found = [entry for entry in found if entry.name.startswith(start)]
             for entry in found:
                 key = f"{at}/{entry.name}" if at else entry.name
                 try:

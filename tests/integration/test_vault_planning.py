@@ -2,9 +2,10 @@
 full (``tests.bulkmoto``), its requests counted at a fault proxy in front of it.
 
 The vault holds VAULT_OBJECTS objects: fewer than the 100,000 of the bench (populating
-and listing moto costs time in CI) with the same request counts per entry. Each way,
-listing and a HEAD per checksum, gives the same rows, line for line: embedded, on the
-fleet, and through a proxy that cuts listings short.
+and listing moto costs time in CI), so that it is listed whole in two pages; a vault of
+100,000 objects is only sampled, by a run of a few entries that asks by HEAD. Each way,
+listing (whole, by 16 prefixes or by 256) and a HEAD per checksum, gives the same rows,
+line for line: embedded, on the fleet, and through a proxy that cuts listings short.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from dmp_cli.runs import listing_choice
 from tests.bulkmoto import bulk_content, bulk_digest, bulk_moto
 from tests.integration.fleet import worker
 from tests.integration.s3proxy import Aim, FaultProxy, fault_proxy, request_kind
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 BUCKET = "dmp-planning"
 VAULT_OBJECTS = 1200
+BIG_VAULT = 100_000
 MISSING = [bulk_digest(VAULT_OBJECTS + i) for i in range(3)]  # never put in the vault
 LISTED = "dmp: planning by listing"
 BY_HEAD = "dmp: planning by HEAD"
@@ -43,6 +46,19 @@ def vault() -> Iterator[Service]:
 def proxy(vault: Service) -> Iterator[FaultProxy]:
     with fault_proxy(vault.url) as proxy:
         yield proxy
+
+
+@pytest.fixture
+def big_proxy() -> Iterator[FaultProxy]:
+    with bulk_moto(BUCKET, BIG_VAULT, timeout=300) as big, fault_proxy(big.url) as proxy:
+        yield proxy
+
+
+@pytest.fixture(params=[1, 16, 256], ids=["whole", "by-16", "by-256"])
+def parts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """The vault listed whole, by its 16 or by its 256 prefixes, whatever its size."""
+    monkeypatch.setattr(listing_choice, "LEVELS", (request.param,))
+    return int(request.param)
 
 
 def env(proxy: FaultProxy, **more: str) -> dict[str, str]:
@@ -65,10 +81,23 @@ def manifest(where: Path, count: int, missing: int = 0, copies: int = 0) -> Path
     return path
 
 
-def prefixes(count: int, missing: int = 0) -> int:
-    """The first-level prefixes of the vault that ``manifest`` names."""
+def prefixes(count: int, missing: int = 0, width: int = 2) -> int:
+    """The prefixes of the vault (first-level, or of ``width`` characters) that
+    ``manifest`` names."""
     digests = [bulk_digest(i) for i in range(count)] + MISSING[:missing]
-    return len({digest[:2] for digest in digests})
+    return len({digest[:width] for digest in digests})
+
+
+def lists(parts: int, count: int, missing: int = 0) -> int:
+    """The LIST requests of a listing by ``parts`` of the vault for ``manifest``'s
+    checksums, with the estimate's first page of 00/ (fewer than 1,000 keys here)."""
+    if parts == 1:
+        return 1 + -(-VAULT_OBJECTS // 1000)
+    return 1 + prefixes(count, missing, 1 if parts == 16 else 2)
+
+
+# The vault's size as its estimate says: a page of 00/, times 256.
+ESTIMATE = 256 * sum(1 for i in range(VAULT_OBJECTS) if bulk_digest(i).startswith("00"))
 
 
 def run(proxy: FaultProxy, cwd: Path, *args: str, **more: str) -> CompletedProcess[bytes]:
@@ -118,15 +147,14 @@ def test_many_entries_are_answered_by_listing_in_few_requests(
     assert listed.stdout.count(b": NOT in the vault\n") == 3
     summary = [line for line in listed.stderr.splitlines() if b"distinct checksums" in line]
     assert summary and summary[0].split(b", in ")[0] in headed.stderr
-    # One LIST per first-level prefix, and the estimate's: no HEAD of an object at all.
+    # The vault listed whole (two pages), after the estimate's LIST: no HEAD at all.
     (note,) = notes(listed)
-    lists = prefixes(VAULT_OBJECTS, 3) + 1
     assert note == (
-        f"{LISTED} {lists - 1} prefixes: {lists} LIST requests instead of 1,203 HEAD requests "
-        "(a vault of fewer than about 65,536 objects)"
+        f"{LISTED} the whole vault: 3 LIST requests instead of 1,203 HEAD requests "
+        f"(a vault of about {ESTIMATE:,} objects)"
     )
     assert by_listing["head"] == 0
-    assert by_listing["list"] == lists
+    assert by_listing["list"] == lists(1, VAULT_OBJECTS, 3) == 3
     assert sum(by_listing.values()) <= 300
     assert by_head["head"] == VAULT_OBJECTS + 3 and by_head["list"] == 0
     assert notes(headed) == [
@@ -143,16 +171,50 @@ def test_the_json_records_are_the_same_either_way(proxy: FaultProxy, tmp_path: P
     assert records(listed)[-1]["present"] == 302
 
 
-def test_a_few_entries_are_asked_about_by_head(proxy: FaultProxy, tmp_path: Path) -> None:
+def test_a_few_entries_are_asked_about_by_head(big_proxy: FaultProxy, tmp_path: Path) -> None:
+    """10 entries against a vault of 100,000 objects: listing would take a request for
+    each of their 10 first-level prefixes, and one for the estimate, more than 10 HEADs."""
+    m = manifest(tmp_path, 10)
+    result = run(big_proxy, tmp_path, "--vault", "-m", str(m), "-v")
+    assert result.returncode == 0
+    assert result.stdout.count(b": in the vault\n") == 10
+    estimate = 256 * sum(1 for i in range(BIG_VAULT) if bulk_digest(i).startswith("00"))
+    (note,) = notes(result)
+    assert note == (
+        f"{BY_HEAD}: 10 HEAD requests instead of {prefixes(10) + 1} LIST requests "
+        f"(a vault of about {estimate:,} objects)"
+    )
+    counts = kinds(big_proxy)
+    assert counts["list"] == 1 and counts["head"] == 10
+    assert sum(counts.values()) <= 30
+
+
+def test_a_few_entries_in_a_small_vault_are_answered_by_listing_it_whole(
+    proxy: FaultProxy, tmp_path: Path
+) -> None:
     m = manifest(tmp_path, 10)
     result = run(proxy, tmp_path, "--vault", "-m", str(m), "-v")
     assert result.returncode == 0
     assert result.stdout.count(b": in the vault\n") == 10
     (note,) = notes(result)
-    assert note == f"{BY_HEAD}: 10 HEAD requests instead of at least 11 LIST requests"
-    counts = kinds(proxy)
-    assert counts["list"] == 0 and counts["head"] == 10
-    assert sum(counts.values()) <= 30
+    assert note == (
+        f"{LISTED} the whole vault: 3 LIST requests instead of 10 HEAD requests "
+        f"(a vault of about {ESTIMATE:,} objects)"
+    )
+    assert kinds(proxy)["list"] == 3 and kinds(proxy)["head"] == 0
+
+
+def test_each_split_gives_the_same_rows(proxy: FaultProxy, tmp_path: Path, parts: int) -> None:
+    m = manifest(tmp_path, 700, missing=3, copies=4)
+    expected = run(proxy, tmp_path, "--vault", "-m", str(m), DMP_VAULT_PLANNING="head")
+    listed = run(proxy, tmp_path, "--vault", "-m", str(m), "-v")
+    assert listed.returncode == expected.returncode == 0
+    assert listed.stdout == expected.stdout
+    assert listed.stdout.count(b": NOT in the vault\n") == 3
+    assert kinds(proxy)["head"] == 0 and kinds(proxy)["list"] == lists(parts, 700, 3)
+    (note,) = notes(listed)
+    what = "the whole vault" if parts == 1 else f"{lists(parts, 700, 3) - 1} prefixes"
+    assert note.startswith(f"{LISTED} {what}: ")
 
 
 def test_an_archive_rerun_uploads_nothing(proxy: FaultProxy, tmp_path: Path) -> None:
@@ -168,8 +230,7 @@ def test_an_archive_rerun_uploads_nothing(proxy: FaultProxy, tmp_path: Path) -> 
     assert by_listing["put"] == 0 and by_listing["head"] == 0
     assert sum(by_listing.values()) <= 300
     (note,) = notes(listed)
-    lists = prefixes(VAULT_OBJECTS) + 1
-    assert note.startswith(f"{LISTED} {lists - 1} prefixes: {lists} LIST requests instead of")
+    assert note.startswith(f"{LISTED} the whole vault: 3 LIST requests instead of")
     assert "instead of 1,200 conditional PUT requests" in note
     headed = run(proxy, tmp_path, "--archive", "-m", str(m), DMP_VAULT_PLANNING="head")
     assert headed.returncode == 0
@@ -205,10 +266,11 @@ def test_an_archive_uploads_what_the_listing_did_not_see(proxy: FaultProxy, tmp_
 
 @pytest.mark.parametrize("fault", ["cut", "internal"])
 def test_a_listing_cut_short_is_listed_again_whole(
-    proxy: FaultProxy, tmp_path: Path, fault: str
+    proxy: FaultProxy, tmp_path: Path, fault: str, parts: int
 ) -> None:
     m = manifest(tmp_path, 300, missing=2)
     expected = run(proxy, tmp_path, "--vault", "-m", str(m), DMP_VAULT_PLANNING="head")
+    # Listed whole, the second page (a continuation) is cut too.
     proxy.arm(Aim(kind="list", first=6), kinds=(fault,))
     listed = run(proxy, tmp_path, "--vault", "-m", str(m), "-v", DMP_VAULT_PLANNING="list")
     assert proxy.counts.faulted[fault] == 6
@@ -241,9 +303,9 @@ def test_on_the_fleet_the_rows_are_the_same(
         listed = run(proxy, tmp_path, "--vault", "-m", str(m), "-v", DMP_BROKER_URL=url)
     assert listed.returncode == expected.returncode == 0, listed.stderr
     assert listed.stdout == expected.stdout
-    assert kinds(proxy)["head"] == 0 and kinds(proxy)["list"] == prefixes(800, 2) + 1
+    assert kinds(proxy)["head"] == 0 and kinds(proxy)["list"] == lists(1, 800, 2)
     (note,) = notes(listed)
-    assert note.startswith(f"{LISTED} {prefixes(800, 2)} prefixes")
+    assert note.startswith(f"{LISTED} the whole vault: 3 LIST requests")
     # The listing's job is judged as the --vault that sent it.
     jobs = run_dmp("job", "list", cwd=tmp_path, env=env(proxy, DMP_BROKER_URL=url))
     assert jobs.returncode == 0, jobs.stderr

@@ -12,19 +12,23 @@ import pytest
 
 from dmp_cli.errors import StoreError
 from dmp_cli.layout import digest_key
-from dmp_cli.listing import ANSWER, Sorted, listing_item, vault_list_op
+from dmp_cli.listing import ANSWER, Sorted, Spilled, listing_item, vault_list_op
 from dmp_cli.ops import Context
 from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.rows import Item
 from dmp_cli.rules import Command
-from dmp_cli.runs.planning import (
-    Answers,
-    Checksums,
-    Plan,
+from dmp_cli.runs.listing_choice import (
+    Estimate,
     choose,
+    covered,
+    estimate,
+    forced,
+    key_prefix,
     keys_enough,
-    list_requests,
+    requests,
+    split,
 )
+from dmp_cli.runs.planning import Answers, Checksums, Plan
 from dmp_cli.store import StorePool, Vault
 from dmp_cli.store.local import FileStore
 from dmp_cli.store.s3.listing import KeyListing
@@ -36,52 +40,175 @@ def sha(i: int) -> str:
 
 # ------------------------------------------------------------------ the choice
 
+ALL = {f"{i:02x}": 1 for i in range(256)}  # checksums in every first-level prefix
+
+
+def counts_of(firsts: str) -> dict[str, int]:
+    """A checksum in each first-level prefix named, two characters each."""
+    return {firsts[i : i + 2]: 1 for i in range(0, len(firsts), 2)}
+
 
 def test_list_requests_are_a_page_per_prefix_at_least() -> None:
-    assert list_requests(256, 0) == 256
-    assert list_requests(256, 100_000) == 256  # 391 keys a prefix: one page each
-    assert list_requests(256, 1_000_000) == 256 * 4
-    assert list_requests(10, 1_000_000) == 40
+    assert requests(256, 256, 0) == 256
+    assert requests(256, 256, 100_000) == 256  # 391 keys a prefix: one page each
+    assert requests(256, 256, 1_000_000) == 256 * 4
+    assert requests(256, 10, 1_000_000) == 40
+    assert requests(16, 16, 100_000) == 112  # 6,250 keys a prefix: 7 pages each
+    assert requests(1, 1, 100_000) == 100
+    assert requests(1, 1, 0) == 1
+
+
+def test_key_prefixes_and_what_they_cover() -> None:
+    assert [key_prefix("ab", parts) for parts in (256, 16, 1)] == ["ab/", "a", ""]
+    firsts = ["0f", "a0", "ab", "b0"]
+    assert covered("ab/", firsts) == ["ab"]
+    assert covered("a", firsts) == ["a0", "ab"]
+    assert covered("", firsts) == firsts
 
 
 @pytest.mark.parametrize(
-    ("distinct", "prefixes", "sampled", "way"),
+    ("objects", "parts", "requests_"),
     [
-        (100_000, 256, 1, "list"),  # a vault of about 65,536 objects
-        (100_000, 256, 2, "list"),
-        (1_000_000, 256, 12, "list"),  # 786,432 objects: 4 pages a prefix
-        (10, 10, None, "head"),  # listing costs at least 11 requests
-        (300, 256, 5, "head"),  # 327,680 objects: 512 pages, more than 300 HEADs
-        (300, 256, 0, "list"),  # an empty sample: 257 requests against 300
-        (10**8, 256, 1_525, "list"),  # 10^8 objects: 100,000 requests, not 10^8
+        (0, 1, 1),  # an empty vault: one request
+        (12_032, 1, 13),  # 16 prefixes would take 16, 23 % more
+        (103_936, 16, 112),  # within a tenth of the 104 of the whole vault, in parallel
+        (50_000, 1, 50),  # 16 prefixes: 64, 28 % more
+        (160_000, 16, 160),
+        (1_000_000, 256, 1024),  # 2.4 % more than the whole vault's 1,000
+        (1_441_792, 256, 1536),
+        (10**8, 256, 100_096),
     ],
 )
-def test_the_way_that_needs_fewer_requests_is_chosen(
-    distinct: int, prefixes: int, sampled: int | None, way: str
+def test_the_finest_split_within_a_tenth_of_the_fewest_requests(
+    objects: int, parts: int, requests_: int
 ) -> None:
-    assert choose(distinct, prefixes, sampled, "HEAD requests").way == way
+    chosen = split(ALL, objects)
+    assert (chosen.parts, chosen.requests) == (parts, requests_)
+    fewest = min(requests(p, {1: 1, 16: 16, 256: 256}[p], objects) for p in (1, 16, 256))
+    assert chosen.requests <= fewest * 1.1
+    finer = [p for p in (16, 256) if p > parts]
+    assert all(requests(p, p, objects) > fewest * 1.1 for p in finer)
 
 
-def test_the_note_says_which_way_and_why() -> None:
-    listed = choose(1_000_000, 256, 12, "HEAD requests")
+def test_only_prefixes_holding_a_checksum_are_listed() -> None:
+    # Ten checksums in ten first-level prefixes of a vault of 100,000 objects: ten
+    # requests, one a prefix, where the whole vault would take 100.
+    few = counts_of("000f1f2f3f4f5f6f7f8f")
+    chosen = split(few, 100_000)
+    assert chosen.parts == 256 and chosen.requests == 10
+    assert chosen.prefixes == tuple(f"{first}/" for first in sorted(few))
+    # Four of the 256, in two of the 16: a page each of the four, or 7 of each of two.
+    four = counts_of("a0a1a2b0")
+    assert split(four, 100_000).prefixes == ("a0/", "a1/", "a2/", "b0/")
+    # All 16 under "a": one prefix of 16 in 7 pages, not 16 of 256 in one each.
+    under_a = {f"a{i:x}": 1 for i in range(16)}
+    chosen = split(under_a, 100_000)
+    assert (chosen.prefixes, chosen.requests) == (("a",), 7)
+    assert split(under_a, 1_000_000).parts == 256  # 16 x 4 against 63
+
+
+def test_an_item_for_the_fleet_carries_a_bounded_number_of_checksums() -> None:
+    many = {f"{i:02x}": 40_000 for i in range(256)}  # 10^7 checksums, about
+    assert split(many, 200_000).parts == 16  # in this process: 625,000 an item is fine
+    assert split(many, 200_000, most=250_000).parts == 256  # on the fleet: 40,000 an item
+    assert split(many, 10_000, most=250_000).parts == 256
+    assert split(ALL, 10_000, most=250_000).parts == 1  # few checksums: any split
+
+
+def test_the_way_that_needs_fewer_requests_is_chosen() -> None:
+    vault = Estimate(103_936, 1)
+    listed = choose(100_000, ALL, vault, "HEAD requests")
+    assert listed.way == "list" and listed.split is not None
     assert listed.why == (
-        "planning by listing 256 prefixes: 1,025 LIST requests instead of 1,000,000 HEAD "
-        "requests (a vault of about 786,432 objects)"
+        "planning by listing 16 prefixes: 113 LIST requests instead of 100,000 HEAD "
+        "requests (a vault of about 103,936 objects)"
     )
-    headed = choose(300, 256, 5, "HEAD requests")
+    few = counts_of("000f1f2f3f4f5f6f7f8f")
+    headed = choose(10, few, vault, "HEAD requests")
+    assert headed.way == "head" and headed.split is None
     assert headed.why == (
-        "planning by HEAD: 300 HEAD requests instead of 513 LIST requests (a vault of "
-        "about 327,680 objects or more)"
+        "planning by HEAD: 10 HEAD requests instead of 11 LIST requests (a vault of about "
+        "103,936 objects)"
+    )
+    whole = choose(10, few, Estimate(1024, 1), "HEAD requests")
+    assert whole.why == (
+        "planning by listing the whole vault: 3 LIST requests instead of 10 HEAD requests "
+        "(a vault of about 1,024 objects)"
+    )
+    empty = choose(3, counts_of("01f2"), Estimate(0, 1), "conditional PUT requests")
+    assert empty.way == "list" and empty.split is not None and empty.split.parts == 1
+    assert "(a vault of fewer than about 256 objects)" in empty.why
+    assert choose(2, counts_of("0102"), None, "HEAD requests").why == (
+        "planning by HEAD: 2 HEAD requests instead of at least 2 LIST requests"
+    )
+    big = choose(10**8, ALL, Estimate(100_007_936, 3), "HEAD requests")
+    assert big.why.startswith("planning by listing 256 prefixes: 100,099 LIST requests")
+
+
+def test_a_forced_listing_is_split_as_the_estimate_says() -> None:
+    chosen = forced(300, ALL, Estimate(1024, 1), "HEAD requests")
+    assert chosen.way == "list" and chosen.split is not None and chosen.split.parts == 1
+    assert chosen.why == (
+        "planning by listing the whole vault: DMP_VAULT_PLANNING=list, 3 LIST requests "
+        "instead of 300 HEAD requests (a vault of about 1,024 objects)"
+    )
+    # Even where HEADs would cost less.
+    assert forced(3, ALL, Estimate(10**6, 2), "HEAD requests").way == "list"
+    unknown = forced(300, counts_of("0102"), None, "HEAD requests", unknown="refused")
+    assert unknown.split is not None and unknown.split.prefixes == ("01/", "02/")
+    assert unknown.why == (
+        "planning by listing 2 prefixes: DMP_VAULT_PLANNING=list (instead of 300 HEAD "
+        "requests; the vault's size unknown: refused)"
     )
 
 
-@pytest.mark.parametrize("distinct", [258, 300, 1000, 100_000, 10**7])
+class _Listed:
+    """A vault whose listing counts the keys asked for: ``sizes`` by key prefix."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self.sizes, self.taken = sizes, {}  # type: dict[str, int], dict[str, int]
+
+    def listing(self, prefix: str) -> Any:
+        self.taken[prefix] = 0
+        for i in range(self.sizes.get(prefix, 0)):
+            self.taken[prefix] += 1
+            yield sha(i), 1
+
+
+def test_a_small_vault_is_estimated_from_a_page_of_one_first_level_prefix() -> None:
+    vault = _Listed({"00/": 406, "00/00/": 2})
+    size = estimate(vault, lambda: 10**9)  # type: ignore[arg-type]
+    assert (size.objects, size.requests, size.cut) == (406 * 256, 1, False)
+    assert list(vault.taken) == ["00/"]
+    assert estimate(_Listed({}), lambda: 1).objects == 0  # type: ignore[arg-type]
+
+
+def test_a_big_vault_is_estimated_from_one_second_level_prefix() -> None:
+    vault = _Listed({"00/": 3873, "00/00/": 22})
+    size = estimate(vault)  # type: ignore[arg-type]
+    assert vault.taken == {"00/": 1000, "00/00/": 22}  # a page of 00/, then 00/00/ whole
+    assert (size.objects, size.requests, size.cut) == (22 * 65536, 2, False)
+    # Few checksums: counting stops once listing is known to cost more.
+    vault = _Listed({"00/": 3873, "00/00/": 22})
+    size = estimate(vault, lambda: 5)  # type: ignore[arg-type]
+    assert vault.taken["00/00/"] == 5 and size.cut
+    assert str(size) == "about 327,680 or more"
+    # A vault of 256,000 objects at least, though 00/00/ be empty.
+    assert estimate(_Listed({"00/": 1000}), None).objects == 256_000  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("distinct", [300, 1000, 2000, 100_000, 10**7])
 def test_the_estimate_stops_once_listing_cannot_pay(distinct: int) -> None:
-    """Counting the sample up to ``keys_enough`` is enough to choose HEADs, and one key
-    fewer is not: the estimate stops exactly when the choice is clear."""
-    enough = keys_enough(256, distinct)
-    assert choose(distinct, 256, enough, "HEAD requests").way == "head"
-    assert choose(distinct, 256, enough - 1, "HEAD requests").way == "list"
+    """Counting ``00/00/`` up to ``keys_enough`` keys is enough to choose HEADs, and one
+    key fewer is not: the estimate stops exactly when the choice is clear."""
+    enough = keys_enough(ALL, distinct)
+
+    def way(keys: int) -> str:
+        size = Estimate(max(keys * 65536, 256_000), 2, cut=True)
+        return choose(distinct, ALL, size, "HEAD requests").way
+
+    assert way(enough) == "head"
+    assert enough == 1 or way(enough - 1) == "list"
 
 
 # ------------------------------------------------------------------ checksums, answers
@@ -173,27 +300,35 @@ def test_a_file_vault_lists_its_checksums(tmp_path: Path) -> None:
     assert list(vault.listing("zz/")) == []  # no such prefix: nothing
 
 
-@pytest.mark.parametrize("spilled", [False, True])
-def test_the_listing_operation_returns_what_it_saw(tmp_path: Path, spilled: bool) -> None:
+@pytest.mark.parametrize("spilled", [False, True], ids=["inline", "spilled"])
+@pytest.mark.parametrize("parts", [256, 16, 1])
+def test_the_listing_operation_returns_what_it_saw(
+    tmp_path: Path, spilled: bool, parts: int
+) -> None:
+    """A prefix of each split (``ab/``, ``a``, the whole vault) listed and matched: the
+    present checksums of the manifest under it, and no others."""
     spec, digests = file_vault(tmp_path, 600)
-    prefix = digests[0][:2]
-    wanted = sorted(bytes.fromhex(d) for d in digests if d[:2] == prefix)
-    absent = [bytes.fromhex(sha(i)) for i in range(600, 5000) if sha(i)[:2] == prefix][:3]
-    block = b"".join(sorted(wanted[::2] + absent))  # half of what is there, and absent ones
+    key = key_prefix(digests[0][:2], parts)
+    under = [d for d in digests if d.startswith(key.rstrip("/"))]
+    wanted = sorted(bytes.fromhex(d) for d in under)[::2]  # half of what is there
+    absent = [bytes.fromhex(sha(i)) for i in range(600, 5000) if sha(i).startswith(key[:1])]
+    raws = sorted(wanted + absent[:40])  # and checksums the vault lacks
     if spilled:
-        spill = tmp_path / prefix
-        spill.write_bytes(block)
-        item = listing_item(prefix, spill=str(spill))
+        spill = tmp_path / "spill"
+        spill.mkdir()
+        for first in {raw.hex()[:2] for raw in raws}:
+            (spill / first).write_bytes(b"".join(r for r in raws if r.hex()[:2] == first))
+        item = listing_item(key, spill=str(spill))
     else:
-        item = listing_item(prefix, want=block)
+        item = listing_item(key, want=b"".join(raws))
     pool = StorePool()
     try:
         ctx = Context(Work.of("vault-list", spec, Options()), pool)
         row: dict[str, Any] = dict(vault_list_op(item, ctx))
     finally:
         pool.close()
-    assert row["status"] == "ok" and row["path"] == f"{prefix}/"
-    assert row["keys"] == len(wanted)
+    assert row["status"] == "ok" and row["path"] == key
+    assert row["keys"] == len(under)
     if spilled:
         found = {
             raw: size for raw, size in ANSWER.iter_unpack(Path(row["found_file"]).read_bytes())
@@ -201,7 +336,30 @@ def test_the_listing_operation_returns_what_it_saw(tmp_path: Path, spilled: bool
     else:
         raw = bytes.fromhex(row["found"])
         found = {raw[i * 32 : i * 32 + 32]: size for i, size in enumerate(row["sizes"])}
-    assert found == {raw: digests.index(raw.hex()) for raw in wanted[::2]}
+    assert found == {raw: digests.index(raw.hex()) for raw in wanted}
+
+
+def test_spilled_checksums_are_read_a_prefix_at_a_time(tmp_path: Path) -> None:
+    raws = sorted(bytes.fromhex(sha(i)) for i in range(300))
+    for first in {raw.hex()[:2] for raw in raws}:
+        (tmp_path / first).write_bytes(b"".join(r for r in raws if r.hex()[:2] == first))
+    spilled = Spilled(str(tmp_path))
+    for raw in raws:  # in key order, as a store lists
+        assert raw.hex() in spilled
+        assert len(spilled._block) == len([r for r in raws if r[0] == raw[0]])
+    assert sha(300) not in spilled and sha(301) not in spilled
+    assert "ff" * 32 not in Spilled(str(tmp_path / "none"))  # no file: none there
+
+
+def test_a_file_vault_lists_by_any_key_prefix(tmp_path: Path) -> None:
+    spec, digests = file_vault(tmp_path, 300)
+    vault = Vault(FileStore(spec.vault[len("file://") :]))
+    assert {d for d, _ in vault.listing("")} == set(digests)
+    first = digests[0][0]
+    assert {d for d, _ in vault.listing(first)} == {d for d in digests if d[0] == first}
+    two = digests[0][:2]
+    assert {d for d, _ in vault.listing(f"{two}/")} == {d for d in digests if d[:2] == two}
+    assert list(vault.listing("g")) == []
 
 
 def test_a_sorted_block_is_searched() -> None:
