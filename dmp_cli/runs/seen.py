@@ -75,10 +75,11 @@ class Seen:
     def put(self, key: bytes, status: str, error: str | None) -> bool:
         """Record the outcome of ``key``'s first row (replacing any before); True if
         ``key`` was not met before."""
+        outcome = (_PLAIN.get(status) if error is None else None) or (status, error)
         memory = self._memory
         if memory is not None:
             new = key not in memory
-            memory[key] = _PLAIN.get(status, (status, None)) if error is None else (status, error)
+            memory[key] = outcome
             if new and len(memory) > self.limit:
                 self._spill()
             return new
