@@ -1,25 +1,29 @@
 #!/usr/bin/env python3
 """Vault planning: `dmp manifest --vault` of N entries against a vault holding them, a HEAD
-per checksum against listing the vault's keys (DMP_VAULT_PLANNING=head, =list, and the
-automatic choice), on moto's S3 server.
+per checksum against listing the vault's keys (DMP_VAULT_PLANNING=head, and the automatic
+choice, which lists), beside the floor of any lister: the vault's keys listed whole by
+boto3's paginator, a page of 1,000 keys a request, on moto's S3 server.
 
     python bench/bench_planning.py [--sizes 10000,100000] [--runs 3] [--head-runs 1]
-                                   [--indexed]
+                                   [--head-subset N] [--no-floor] [--indexed]
 
 For each size, a moto server is started with that many objects already in it (put into
-its backend in its own process: ``tests.bulkmoto``), and each way is timed (median of its
-runs, as wall seconds of the whole command, in a process of its own). The requests of
-one run of each way are counted at a fault proxy with no faults (timed runs go straight
-to moto: the proxy makes a connection per request). With --indexed, moto answers LIST
-requests from a sorted index of the keys instead of reading the whole bucket for each
-request, as S3 does. Prints a Markdown table, and writes it with the figures as JSON
-under bench/results/.
+its backend in its own process: ``tests.bulkmoto``), and the ways take turns, round after
+round (median of each way's runs, as wall seconds of the whole command, in a process of
+its own). The requests of one run of each way are counted at a fault proxy with no
+faults (timed runs go straight to moto: the proxy makes a connection per request).
+``--head-subset N`` times HEADs of the first N entries only (against the whole vault):
+the cost of a HEAD, which does not grow with the vault, times the entries gives the
+HEAD seconds of them all. With --indexed, moto answers LIST requests from a sorted index
+of the keys instead of reading the whole bucket for each request, as S3 does. Prints a
+Markdown table, and writes it with the figures as JSON under bench/results/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,23 +41,36 @@ from tests.integration.s3proxy import fault_proxy, request_kind  # noqa: E402
 from tests.servers import dmp_env  # noqa: E402
 
 BUCKET = "dmp-bench-planning"
+# The floor: every key of the vault, a page of 1,000 a request, one request after another.
+FLOOR = """
+import sys, boto3
+client = boto3.client("s3", endpoint_url=sys.argv[1])
+keys = 0
+for page in client.get_paginator("list_objects_v2").paginate(
+    Bucket=sys.argv[2], Prefix="object/", PaginationConfig={"PageSize": 1000}
+):
+    keys += len(page.get("Contents", []))
+print(keys)
+"""
 
 
 def vault_run(endpoint: str, manifest: Path, way: str) -> tuple[float, str]:
+    """Seconds of one run of ``way``, and what -v said of it (the floor: its keys)."""
     env = dmp_env(
         AWS_ENDPOINT_URL=endpoint, DMP_VAULT=f"s3://{BUCKET}/object", DMP_VAULT_PLANNING=way
     )
+    if way == "floor":
+        command = [sys.executable, "-c", FLOOR, endpoint, BUCKET]
+    else:
+        command = [sys.executable, "-m", "dmp_cli", "manifest", "--vault", "-m", str(manifest)]
+        command.append("-v")
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "dmp_cli", "manifest", "--vault", "-m", str(manifest), "-v"],
-        env=env,
-        cwd=manifest.parent,
-        capture_output=True,
-        check=False,
-    )
+    done = subprocess.run(command, env=env, cwd=manifest.parent, capture_output=True, check=False)
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise RuntimeError(done.stderr.decode())
+    if way == "floor":
+        return seconds, f"{int(done.stdout):,} keys listed"
     note = next((line for line in done.stderr.decode().splitlines() if "planning by" in line), "")
     return seconds, note
 
@@ -67,29 +84,50 @@ def counted(url: str, manifest: Path, way: str) -> dict[str, int]:
     return dict(kinds)
 
 
-def bench(size: int, runs: int, head_runs: int, indexed: bool, work: Path) -> list[dict[str, Any]]:
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def bench(size: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     manifest = work / f"vault-{size}.sha256"
     manifest.write_text("".join(f"{bulk_digest(i)}  data/f{i}\n" for i in range(size)))
-    rows = []
-    with bulk_moto(BUCKET, size, timeout=1800, indexed=indexed) as server:
-        for way, repeat in (("list", runs), ("auto", 1), ("head", head_runs)):
+    subset = min(size, args.head_subset or size)
+    headed = manifest
+    if subset < size:
+        headed = work / f"vault-{size}-first-{subset}.sha256"
+        headed.write_text("".join(f"{bulk_digest(i)}  data/f{i}\n" for i in range(subset)))
+    ways = [("auto", args.runs, manifest), ("head", args.head_runs, headed)]
+    if not args.no_floor:
+        ways.append(("floor", args.runs, manifest))
+    times: dict[str, list[float]] = {way: [] for way, _, _ in ways}
+    notes: dict[str, str] = {}
+    loads = [load()]
+    with bulk_moto(BUCKET, size, timeout=3600, indexed=args.indexed) as server:
+        for turn in range(max(repeat for _, repeat, _ in ways)):
+            for way, repeat, path in ways:
+                if turn < repeat:
+                    seconds, notes[way] = vault_run(server.url, path, way)
+                    times[way].append(round(seconds, 2))
+                    print(json.dumps({"entries": size, "way": way, "seconds": seconds}), flush=True)
+            loads.append(load())
+        rows = []
+        for way, repeat, path in ways:
             if not repeat:
                 continue
-            times, note = [], ""
-            for _ in range(repeat):
-                seconds, note = vault_run(server.url, manifest, way)
-                times.append(seconds)
-            requests = counted(server.url, manifest, way) if way != "auto" else {}
+            requests = counted(server.url, path, way) if args.count else {}
+            entries = subset if way == "head" else size
             rows.append(
                 {
-                    "entries": size,
+                    "entries": entries,
+                    "vault": size,
                     "way": way,
-                    "indexed": indexed,
-                    "seconds": round(statistics.median(times), 2),
-                    "runs": times,
+                    "indexed": args.indexed,
+                    "seconds": round(statistics.median(times[way]), 2),
+                    "runs": times[way],
                     "requests": sum(requests.values()) if requests else None,
                     "by_kind": requests,
-                    "note": note.removeprefix("dmp: "),
+                    "note": notes[way].removeprefix("dmp: "),
+                    "load": loads,
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
@@ -98,15 +136,16 @@ def bench(size: int, runs: int, head_runs: int, indexed: bool, work: Path) -> li
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| entries | moto | way | seconds (median) | requests | requests per entry |",
-        "| ---: | --- | --- | ---: | ---: | ---: |",
+        "| vault | entries | moto | way | seconds (median) | runs | requests | note |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         requests = row["requests"]
-        per = f"{requests / row['entries']:.4f}" if requests else ""
         lines.append(
-            f"| {row['entries']:,} | {'indexed' if row['indexed'] else 'stock'} | {row['way']} "
-            f"| {row['seconds']} | {'' if requests is None else f'{requests:,}'} | {per} |"
+            f"| {row['vault']:,} | {row['entries']:,} | "
+            f"{'indexed' if row['indexed'] else 'stock'} | {row['way']} | {row['seconds']} | "
+            f"{len(row['runs'])} | {'' if requests is None else f'{requests:,}'} | "
+            f"{row['note']} |"
         )
     return "\n".join(lines)
 
@@ -116,12 +155,15 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--head-runs", type=int, default=1)
+    parser.add_argument("--head-subset", type=int, default=0)
+    parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--no-count", dest="count", action="store_false")
     parser.add_argument("--indexed", action="store_true")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dmp-bench-planning-") as work:
         for size in (int(s) for s in args.sizes.split(",")):
-            rows += bench(size, args.runs, args.head_runs, args.indexed, Path(work))
+            rows += bench(size, args, Path(work))
     text = table(rows)
     print(text)
     stamp = time.strftime("%Y%m%dT%H%M%S")

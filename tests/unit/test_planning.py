@@ -166,7 +166,8 @@ class _Listed:
     """A vault whose listing counts the keys asked for: ``sizes`` by key prefix."""
 
     def __init__(self, sizes: dict[str, int]) -> None:
-        self.sizes, self.taken = sizes, {}  # type: dict[str, int], dict[str, int]
+        self.sizes = sizes
+        self.taken: dict[str, int] = {}
 
     def listing(self, prefix: str) -> Any:
         self.taken[prefix] = 0
@@ -411,6 +412,24 @@ def test_s3_listing_pages_through_continuation_tokens() -> None:
     assert list(store.list_keys("ab/")) == [(digest_key(sha(1)), 1), (digest_key(sha(2)), 5)]
     assert store.asked[0] == {"Bucket": "b", "Prefix": "object/ab/", "MaxKeys": 1000}
     assert store.asked[1]["ContinuationToken"] == "t"
+
+
+@pytest.mark.parametrize(
+    ("root", "prefix", "asked"),
+    [
+        ("object", "", "object/"),  # the whole vault, and nothing beside it
+        ("object", "a", "object/a"),
+        ("object/", "ab/", "object/ab/"),
+        ("", "", ""),  # a vault at the bucket's root: the whole bucket
+        ("", "a", "a"),
+    ],
+)
+def test_s3_listing_asks_for_the_key_prefix_under_the_vaults_root(
+    root: str, prefix: str, asked: str
+) -> None:
+    store = _Pages([{"Contents": [], "KeyCount": 0, "IsTruncated": False}], prefix=root)
+    assert list(store.list_keys(prefix)) == []
+    assert store.asked[0]["Prefix"] == asked
 
 
 @pytest.mark.parametrize(
