@@ -1,0 +1,1 @@
+"""Small files in packs (placeholder docstring)."""
