@@ -5,13 +5,17 @@ choice, which lists), beside the floor of any lister: the vault's keys listed wh
 boto3's paginator, a page of 1,000 keys a request, on moto's S3 server.
 
     python bench/bench_planning.py [--sizes 10000,100000] [--runs 3] [--head-runs 1]
-                                   [--head-subset N] [--no-floor] [--indexed]
+                                   [--head-subset N] [--no-floor] [--no-count-head]
+                                   [--no-count] [--proxy-timed] [--indexed]
 
 For each size, a moto server is started with that many objects already in it (put into
 its backend in its own process: ``tests.bulkmoto``), and the ways take turns, round after
 round (median of each way's runs, as wall seconds of the whole command, in a process of
 its own). The requests of one run of each way are counted at a fault proxy with no
-faults (timed runs go straight to moto: the proxy makes a connection per request).
+faults (timed runs go straight to moto: the proxy makes a connection per request);
+``--no-count-head`` leaves HEADs uncounted (one per distinct checksum, and the bucket's);
+``--proxy-timed`` times the listings through the proxy, counted there (a big vault's
+listing is then run once, not twice; a connection per request adds little to a LIST).
 ``--head-subset N`` times HEADs of the first N entries only (against the whole vault):
 the cost of a HEAD, which does not grow with the vault, times the entries gives the
 HEAD seconds of them all. With --indexed, moto answers LIST requests from a sorted index
@@ -37,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.bulkmoto import bulk_digest, bulk_moto  # noqa: E402
-from tests.integration.s3proxy import fault_proxy, request_kind  # noqa: E402
+from tests.integration.s3proxy import FaultProxy, fault_proxy, request_kind  # noqa: E402
 from tests.servers import dmp_env  # noqa: E402
 
 BUCKET = "dmp-bench-planning"
@@ -75,13 +79,18 @@ def vault_run(endpoint: str, manifest: Path, way: str) -> tuple[float, str]:
     return seconds, note
 
 
+def kinds(proxy: FaultProxy) -> dict[str, int]:
+    """The requests the proxy has seen, by kind."""
+    counts: Counter[str] = Counter()
+    for (method, target), n in proxy.counts.seen.items():
+        counts[request_kind(method, target)] += n
+    return dict(counts)
+
+
 def counted(url: str, manifest: Path, way: str) -> dict[str, int]:
     with fault_proxy(url) as proxy:
         vault_run(proxy.url, manifest, way)
-        kinds: Counter[str] = Counter()
-        for (method, target), n in proxy.counts.seen.items():
-            kinds[request_kind(method, target)] += n
-    return dict(kinds)
+        return kinds(proxy)
 
 
 def load() -> str:
@@ -102,19 +111,27 @@ def bench(size: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any
     times: dict[str, list[float]] = {way: [] for way, _, _ in ways}
     notes: dict[str, str] = {}
     loads = [load()]
+    seen: dict[str, dict[str, int]] = {}
     with bulk_moto(BUCKET, size, timeout=3600, indexed=args.indexed) as server:
         for turn in range(max(repeat for _, repeat, _ in ways)):
             for way, repeat, path in ways:
-                if turn < repeat:
+                if turn >= repeat:
+                    continue
+                if args.proxy_timed and way != "head":
+                    with fault_proxy(server.url) as proxy:
+                        seconds, notes[way] = vault_run(proxy.url, path, way)
+                        seen[way] = kinds(proxy)
+                else:
                     seconds, notes[way] = vault_run(server.url, path, way)
-                    times[way].append(round(seconds, 2))
-                    print(json.dumps({"entries": size, "way": way, "seconds": seconds}), flush=True)
+                times[way].append(round(seconds, 2))
+                print(json.dumps({"entries": size, "way": way, "seconds": seconds}), flush=True)
             loads.append(load())
         rows = []
         for way, repeat, path in ways:
             if not repeat:
                 continue
-            requests = counted(server.url, path, way) if args.count else {}
+            count = args.count and not (way == "head" and args.no_count_head)
+            requests = seen.get(way) or (counted(server.url, path, way) if count else {})
             entries = subset if way == "head" else size
             rows.append(
                 {
@@ -158,6 +175,8 @@ def main() -> None:
     parser.add_argument("--head-subset", type=int, default=0)
     parser.add_argument("--no-floor", action="store_true")
     parser.add_argument("--no-count", dest="count", action="store_false")
+    parser.add_argument("--no-count-head", action="store_true")
+    parser.add_argument("--proxy-timed", action="store_true")
     parser.add_argument("--indexed", action="store_true")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
