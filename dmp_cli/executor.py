@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor as PoolExecutor
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from dmp_cli.checking import (
     Piece,
@@ -31,6 +31,9 @@ from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
 from dmp_cli.rules import Command
 from dmp_cli.store import StorePool
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 MAX_BATCH_ITEMS = 512
 MAX_BATCH_BYTES = 32 << 20
@@ -220,6 +223,25 @@ class LocalExecutor:
                 yield sent, future.result()
         finally:
             for _, future in pending:
+                future.cancel()
+
+    def ordered(self, func: Callable[[_T], _R], args: Iterable[_T]) -> Iterator[_R]:
+        """``func(arg)`` for each arg, in the hashing processes (here, with one job),
+        the results in the args' order, a window of them ahead."""
+        pool = self._pool("cpu")
+        if pool is None:
+            yield from map(func, args)
+            return
+        pending: deque[Future[_R]] = deque()
+        try:
+            for arg in args:
+                pending.append(pool.submit(func, arg))
+                if len(pending) >= 4 * self.jobs:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
                 future.cancel()
 
     def lister(self, inputs: Inputs) -> Lister | None:

@@ -75,6 +75,12 @@ def _owner_fields(uid: int, gid: int) -> str:
     )
 
 
+@lru_cache(maxsize=4096)
+def owner_bytes(uid: int, gid: int) -> bytes:
+    """A record's owner fields, as its line holds them."""
+    return _owner_fields(uid, gid).encode("utf-8", "surrogateescape")
+
+
 def stat_of(path: str) -> list[Any]:
     """What a record holds of ``path`` itself (a link is not followed), as plain values
     that travel in a row: type, mode, mtime, size, owner, group, ctime, inode, device,
@@ -195,6 +201,14 @@ class Recorder:
         if path is not None:
             self._write(record_line(path, True, fields))
             self.entries += 1
+
+    def lines(self, data: bytes, records: int, entries: int) -> None:
+        """Records made elsewhere, whole lines in order (what the walk met among them
+        included): ``records`` of them, ``entries`` of them manifest entries."""
+        self._flush_met()
+        self.stream.write(data)
+        self.records += records
+        self.entries += entries
 
     def _flush_met(self) -> None:
         while self.pending:

@@ -236,6 +236,29 @@ _LINES = re.compile(
 )
 
 
+def earlier_record(companion: Companion, line: bytes, number: int) -> list[Any] | None:
+    """The (path, type, size, mtime_ns, ctime_ns, ino, dev) of line ``number`` of a
+    companion of format version 2, an entry's record; None for another record (a
+    directory's, a link's). Checked as ``Earlier`` checks its records: MetaError if it is
+    not one."""
+    match = _LINES.match(line)
+    if match is None:  # a line break inside: not a record
+        raise companion.bad(number, "not a JSON record")
+    path, kind, mtime, size, ctime, ino, dev, other = match.groups()
+    if kind:
+        try:
+            name = path.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise companion.bad(number, f"not a JSON record ({exc})") from None
+        return [name, kind.decode(), int(size), int(mtime), int(ctime), int(ino), int(dev)]
+    if other.startswith(b'{"path') and b'"entry"' not in other:
+        return None
+    value = companion.decode(other, number)
+    if value.get("end"):
+        raise companion.bad(number, "a record after the last line")
+    return _checked(companion, value, number) if value.get("entry") else None
+
+
 def _checked(companion: Companion, value: dict[str, Any], number: int) -> list[Any]:
     """(path, type, size, mtime_ns[, ctime_ns, ino, dev]) of a decoded record, checked whole."""
     try:
@@ -349,4 +372,4 @@ class _Index:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-__all__ = ["Earlier", "EarlierError", "Old", "Reuse", "unchanged"]
+__all__ = ["Earlier", "EarlierError", "Old", "Reuse", "earlier_record", "unchanged"]

@@ -4,8 +4,8 @@ companion of metadata)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 from dmp_cli.executor import Executor
@@ -20,6 +20,7 @@ from dmp_cli.rules import Command, Verdict
 from dmp_cli.runs.files import MetaTarget, abort, commit, manifest_target
 from dmp_cli.runs.report import Listener, Report, shown_name
 from dmp_cli.runs.totals import expecting
+from dmp_cli.runs.updating import PieceRunner, Totals, Unusable, rewrite
 from dmp_cli.words import plural
 
 
@@ -58,6 +59,7 @@ def create(
     meta: str | MetaTarget | None = None,
     leave_out: Sequence[str] = (),
     earlier: Earlier | None = None,
+    rows: bool = True,
 ) -> CreateReport:
     """Hash the files ``inputs`` name, in their order, and write their manifest lines to
     the file ``manifest`` (made complete or not at all, never over an existing file; or
@@ -68,7 +70,9 @@ def create(
     (``dmp_cli.meta``), and linked into place with the manifest. Files in ``leave_out``
     (a log being written) are not hashed. With ``inputs.update``, a file unchanged since
     that earlier manifest (``earlier``, if already opened) keeps its checksum there and
-    is not read (``dmp_cli.reuse``); the output is byte for byte the same."""
+    is not read (``dmp_cli.reuse``); the output is byte for byte the same. Without
+    ``rows`` (nobody hears each file's row), a --dir walk embedded goes in pieces
+    (``dmp_cli.runs.updating``)."""
     hear = listener or Listener()
     if earlier is None and inputs.update:
         earlier = Earlier(inputs.update)  # before anything is written
@@ -87,49 +91,29 @@ def create(
     unmatched: list[tuple[str, str]] = []
     recorder = meta.recorder if meta else None
     try:
-        reuse = earlier.reuse() if earlier else None
         lister = lister or executor.lister(inputs)
-        items = walk_items(
-            inputs,
-            lambda pattern, why: unmatched.append((pattern, why)),
-            lister,
-            recorder.met if recorder else None,
-        )
         own = [file.temp for file in (target, meta.file if meta else None) if file]
-        if own or leave_out:
-            items = _without(items, [*own, *leave_out])
-        if recorder:
-            items = _announced(items, recorder)
-        if reuse:
-            items = _with_old(items, reuse)
-        counted, done = expecting(hear, items)
-        work = Work(
-            Command.CREATE.operation, options=Options(meta=True).to_json() if meta else None
-        )
-        for row in executor.map(work, counted):
-            if done:
-                done(row)
-            hear.on_progress(1, row.get("bytes", 0))
+        fallback: Listener | None = hear
+        if earlier and not rows and lister is None and target and isinstance(executor, PieceRunner):
+            fallback = _in_pieces(
+                inputs, executor, earlier, target, meta, fmt, [*own, *leave_out], hear, counts
+            )
+        recorder = meta.recorder if meta else None
+        if fallback is not None:
+            reuse = earlier.reuse() if earlier else None
+            items = walk_items(
+                inputs,
+                lambda pattern, why: unmatched.append((pattern, why)),
+                lister,
+                recorder.met if recorder else None,
+            )
+            if own or leave_out:
+                items = _without(items, [*own, *leave_out])
             if recorder:
-                if row["status"] == Status.OK:
-                    row = _recorded(row, recorder)
-                else:
-                    recorder.row(None)
-            if row["status"] != Status.OK:
-                counts.problems += 1
-                hear.on_problem(str(row["path"]), str(row.get("error")))
-                continue
-            counts.files += 1
-            counts.bytes += row["bytes"]
-            if row.get("reused"):
-                counts.reused += 1
-                counts.reused_bytes += row["bytes"]
-            if out is not None:
-                data = line(row["digest"], row["path"])
-                out.write(data)
-                if recorder:
-                    recorder.manifest_bytes(data)
-            hear.on_row(row)
+                items = _announced(items, recorder)
+            if reuse:
+                items = _with_old(items, reuse)
+            _hash_all(executor, items, meta is not None, fallback, counts, out, line, recorder)
         error = None
         files, problems = counts.files, counts.problems
         if files == 0 and not problems:
@@ -163,6 +147,109 @@ def create(
         counts.reused,
         counts.reused_bytes,
     )
+
+
+def _hash_all(
+    executor: Executor,
+    items: Iterator[Item],
+    meta: bool,
+    hear: Listener,
+    counts: CreateCounts,
+    out: BinaryIO | None,
+    line: Callable[[str, str], bytes],
+    recorder: Recorder | None,
+) -> None:
+    """Hash the items in the executor, in order, into the manifest and companion."""
+    counted, done = expecting(hear, items)
+    work = Work(Command.CREATE.operation, options=Options(meta=True).to_json() if meta else None)
+    for row in executor.map(work, counted):
+        if done:
+            done(row)
+        hear.on_progress(1, row.get("bytes", 0))
+        if recorder:
+            if row["status"] == Status.OK:
+                row = _recorded(row, recorder)
+            else:
+                recorder.row(None)
+        if row["status"] != Status.OK:
+            counts.problems += 1
+            hear.on_problem(str(row["path"]), str(row.get("error")))
+            continue
+        counts.files += 1
+        counts.bytes += row["bytes"]
+        if row.get("reused"):
+            counts.reused += 1
+            counts.reused_bytes += row["bytes"]
+        if out is not None:
+            data = line(row["digest"], row["path"])
+            out.write(data)
+            if recorder:
+                recorder.manifest_bytes(data)
+        hear.on_row(row)
+
+
+def _in_pieces(
+    inputs: Inputs,
+    executor: PieceRunner,
+    earlier: Earlier,
+    target: AtomicFile,
+    meta: MetaTarget | None,
+    fmt: str,
+    own: list[str],
+    hear: Listener,
+    counts: CreateCounts,
+) -> Listener | None:
+    """A --dir walk made in pieces (``dmp_cli.runs.updating``), if it can be: None when
+    done, else (nothing written, or what was written taken back) the listener for the
+    general way, which does not tell again the problems already told."""
+    if (
+        earlier.version < 2
+        or inputs.patterns
+        or inputs.files_from is not None
+        or len(inputs.dirs) != 1
+        or counts != CreateCounts()
+        or (meta is not None and meta.recorder.records)
+    ):
+        return hear
+    totals = Totals()
+    recorder = meta.recorder if meta else None
+    try:
+        rewrite(
+            earlier,
+            inputs.dirs[0],
+            inputs.recursive,
+            executor,
+            target.stream,
+            recorder,
+            fmt,
+            own,
+            hear,
+            totals,
+        )
+    except Unusable:
+        pass
+    else:
+        counts.files, counts.bytes, counts.problems = totals.files, totals.bytes, totals.problems
+        counts.reused, counts.reused_bytes = totals.reused, totals.reused_bytes
+        return None
+    for file in (target, meta.file if meta else None):
+        if file is not None:
+            file.stream.seek(0)
+            file.stream.truncate()
+    if meta is not None:
+        meta.recorder = Recorder(meta.file.stream)
+    if totals.items:
+        hear.on_progress(-totals.items, -totals.bytes)  # counted again
+    told = totals.problems
+
+    def on_problem(path: str, why: str) -> None:
+        nonlocal told
+        if told:
+            told -= 1
+        else:
+            hear.on_problem(path, why)
+
+    return replace(hear, on_problem=on_problem)
 
 
 def _announced(items: Iterator[Item], recorder: Recorder) -> Iterator[Item]:

@@ -100,6 +100,7 @@ def run(
             meta=meta_path,
             leave_out=[out.log.path] if out.log else [],
             earlier=earlier,
+            rows=bool(out.json or out.log),  # else on_row does nothing
         )
     if report.error:
         out.error(report.error)

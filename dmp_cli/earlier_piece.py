@@ -1,0 +1,229 @@
+"""A piece of an earlier manifest and its companion, as --create --dir --update walks the
+tree again in pieces (``dmp_cli.rewalk``): what a piece is, what comes back of it, and
+its earlier entries, taken in order as the walk meets their paths.
+
+An entry is taken in one of two ways. Kept as it is: the record the walk expects of a
+file (``expected``, as ``dmp_cli.recorder.record_line`` writes it up to the link count)
+begins the next earlier record, and the manifest line is that path's; then both lines
+are the file's new ones (``take_run``, ``take_one``). Or read (``find``): the record
+checked as ``dmp_cli.reuse.Earlier`` checks it, against its manifest line, and its entry
+handed to the hash operation, which decides.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from dmp_cli.manifest import LineParser, parse_block
+from dmp_cli.meta import Companion
+from dmp_cli.reuse import Old, earlier_record
+
+# What may follow a file's record up to its link count, in a record this dmp wrote: its
+# extended attributes, sorted.
+_XATTRS = re.compile(
+    rb',"xattrs":\{"[^"\\\n]*":"[A-Za-z0-9+/=]*"(?:,"[^"\\\n]*":"[A-Za-z0-9+/=]*")*\}\}\Z'
+)
+_DIGEST = re.compile(rb"[0-9a-f]{64}")
+_HEX = b"0123456789abcdef"
+
+
+class Unusable(Exception):
+    """The earlier manifest is not in the walk's order, or its pieces do not line up:
+    the run takes the general way instead."""
+
+
+@dataclass
+class Piece:
+    """What a process needs to make one piece of the output."""
+
+    root: str  # the --dir, as given
+    recursive: bool
+    lo: list[str] | None  # the piece's first path, as its names (None: the start)
+    hi: list[str] | None  # the next piece's first path (None: the end)
+    lines: list[bytes]  # the earlier companion's records in it
+    mlines: list[bytes]  # the earlier manifest's lines of its entries
+    first: int  # the companion's line number of lines[0]
+    mfirst: int  # the manifest's line number of mlines[0]
+    companion: Companion | None  # for messages; None: no earlier companion lines
+    fmt: str = "dmp"
+    meta: bool = True  # a companion is written
+    own: list[str] = field(default_factory=list)  # the run's own files, left out
+    limit: int = 100_000  # files at most, before the piece is cut short
+
+
+@dataclass
+class PieceResult:
+    manifest: bytes = b""
+    companion: bytes = b""
+    items: int = 0  # files and problems, as a progress bar counts them
+    files: int = 0
+    bytes: int = 0
+    reused: int = 0
+    reused_bytes: int = 0
+    records: int = 0
+    entries: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    rest: tuple[list[str], int, int] | None = None  # where a piece cut short goes on
+
+
+def names_of(path: str) -> list[str]:
+    """A path's place in a walk's order: its names (a walk sorts each directory's)."""
+    return path.split("/")
+
+
+class EarlierPiece:
+    """The earlier entries of a piece, taken in order: ``i`` the next record, ``j`` the
+    next manifest line, ``last`` the place of the last entry taken (each taken after
+    it, or the earlier manifest is not in the walk's order)."""
+
+    def __init__(self, piece: Piece) -> None:
+        self.p = piece
+        self.i = self.j = 0
+        self.last: list[str] | None = None
+        self.pending: tuple[list[str], Old | None] | None = None  # read, not taken
+        self.dmp = piece.fmt == "dmp"
+        # The earlier manifest's form, by its first line: dmp's, or sha256sum's.
+        self.dmp_before = not piece.mlines or piece.mlines[0][66:67] == b'"'
+        digests = b"".join([line[:64] for line in piece.mlines])
+        self.digests_ok = not digests.translate(None, _HEX)  # 64 each: the tails tell
+        self.trusted = os.geteuid() == 0  # root reads trusted.* attributes
+        self.parser = LineParser()
+
+    def skip_others(self) -> None:
+        """Pass over the earlier records of directories and links: made again."""
+        lines = self.p.lines
+        while self.i < len(lines) and b'"entry":true' not in lines[self.i]:
+            self.i += 1
+            self.pending = None
+
+    def take_run(
+        self, run: list[bytes], bprefix: bytes, names: list[bytes], last: list[str]
+    ) -> tuple[list[bytes], list[bytes]] | None:
+        """The earlier lines (records, manifest lines) of files of one directory, one
+        after another (``names``, the last at ``last``), whose records are expected to
+        be ``run`` with nothing after: taken, if they are all the next ones as they are."""
+        self.skip_others()
+        count, i, j = len(run), self.i, self.j
+        lines, mlines = self.p.lines[i : i + count], self.p.mlines[j : j + count]
+        if (
+            len(mlines) != count
+            or b"\n".join(lines) != b"}\n".join(run) + b"}"
+            or not self._manifest_lines(mlines, bprefix, names)
+        ):
+            return None
+        self.i, self.j, self.pending, self.last = i + count, j + count, None, last
+        if self.dmp != self.dmp_before:
+            pairs = zip(mlines, names, strict=True)
+            mlines = [self._relined(m, bprefix + name) for m, name in pairs]
+        return lines, mlines
+
+    def _manifest_lines(self, mlines: list[bytes], bprefix: bytes, names: list[bytes]) -> bool:
+        """Whether the earlier manifest's lines are those of these files, in the form of
+        the earlier manifest's first line, with checksums as dmp writes them."""
+        if not self.digests_ok:
+            return False
+        tails = b"\n".join([line[64:] for line in mlines])
+        if self.dmp_before:
+            return tails == b'  "' + bprefix + (b'"\n  "' + bprefix).join(names) + b'"'
+        return tails == b"  " + bprefix + (b"\n  " + bprefix).join(names)
+
+    def _relined(self, mline: bytes, path: bytes) -> bytes:
+        """An earlier line in the other form: this run's."""
+        return mline[:64] + (b'  "' + path + b'"' if self.dmp else b"  " + path)
+
+    def take_one(
+        self, expected: bytes, path: bytes, place: list[str]
+    ) -> tuple[bytes, bytes] | None:
+        """One file's earlier lines (record, manifest line), taken if its record
+        (``expected``) begins the next earlier record and its line is ``path``'s."""
+        self.skip_others()
+        if self.i >= len(self.p.lines) or self.j >= len(self.p.mlines):
+            return None
+        line = self.p.lines[self.i]
+        if not line.startswith(expected):
+            return None
+        rest = line[len(expected) :]
+        if rest != b"}" and not (
+            _XATTRS.match(rest) and (self.trusted or b'"trusted.' not in rest)
+        ):
+            return None
+        mline = self.p.mlines[self.j]
+        before = b'  "' + path + b'"' if self.dmp_before else b"  " + path
+        if len(mline) != 64 + len(before) or not mline.endswith(before):
+            return None
+        if not _DIGEST.fullmatch(mline, 0, 64):
+            return None
+        if self.dmp != self.dmp_before:
+            mline = self._relined(mline, path)
+        self.i += 1
+        self.j += 1
+        self.pending, self.last = None, place
+        return line, mline
+
+    def find(self, key: list[str]) -> Old | None:
+        """The earlier entry of the path at ``key``, if the piece holds one; the entries
+        before it are passed over (deleted files), each checked as it is read."""
+        while True:
+            found = self._next()
+            if found is None:
+                return None
+            place, old = found
+            if place > key:
+                return None
+            self._take()
+            if place == key:
+                return old
+
+    def _next(self) -> tuple[list[str], Old | None] | None:
+        """The next earlier entry (its place, and what an item carries of it), not
+        taken; None at the piece's end. Raises MetaError at a record that is not its
+        manifest line's entry."""
+        lines, companion = self.p.lines, self.p.companion
+        while self.i < len(lines):
+            if self.pending is not None:
+                return self.pending
+            assert companion is not None
+            number = self.p.first + self.i
+            fields = earlier_record(companion, lines[self.i], number)
+            if fields is None:  # a directory's or a link's record
+                self.i += 1
+                continue
+            if self.j >= len(self.p.mlines):
+                raise Unusable("the pieces do not line up")
+            mline = self.p.mlines[self.j]
+            parsed = list(parse_block(mline, self.parser, self.p.mfirst + self.j - 1))
+            if len(parsed) != 1 or parsed[0][1] is None:
+                raise Unusable("a manifest line that is not an entry")
+            line, digest, path = parsed[0]
+            if fields[0] != path:
+                raise companion.bad(number, f"its path is not that of manifest line {line}")
+            place = names_of(path)
+            lo, hi = self.p.lo, self.p.hi
+            if (
+                (self.last is not None and place < self.last)
+                or (lo is not None and place < lo)
+                or (hi is not None and place >= hi)
+            ):
+                raise Unusable("not in the walk's order")
+            self.pending = (place, [digest, *fields[2:7]] if fields[1] == "file" else None)
+            return self.pending
+        return None
+
+    def _take(self) -> None:
+        assert self.pending is not None
+        self.last = self.pending[0]
+        self.pending = None
+        self.i += 1
+        self.j += 1
+
+    def drain(self) -> None:
+        """The piece's earlier entries after the walk's last file: checked, dropped."""
+        while self._next() is not None:
+            self._take()
+        if self.j != len(self.p.mlines):
+            raise Unusable("the pieces do not line up")
+
+
+__all__ = ["EarlierPiece", "Piece", "PieceResult", "Unusable", "names_of"]
