@@ -23,10 +23,11 @@ VERSION = 1
 MiB = 1 << 20
 DEFAULT_PACK_BELOW = 1 * MiB
 DEFAULT_PACK_TARGET = 64 * MiB
-# Packs of at least this size where the files allow; at most one PUT's worth (5 GiB), the
-# largest object whose ChecksumSHA256 S3 itself checks.
+# Packs of at least this size where the files allow. A pack passes its target by less than
+# a file (below pack_below, at most the target) and half a target: at most 2 GiB keeps it
+# within one PUT (5 GiB), the largest object whose ChecksumSHA256 S3 itself checks.
 MIN_PACK_TARGET = 32 * MiB
-MAX_PACK_TARGET = 5 << 30
+MAX_PACK_TARGET = 2 << 30
 DEFAULT_INDEX_WIDTH = 1  # 16 shards: see the package's docstring for the count
 INDEX_WIDTHS = (1, 2)
 

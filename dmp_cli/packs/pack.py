@@ -83,6 +83,37 @@ def _padding(size: int) -> int:
     return -size % BLOCK
 
 
+def member_size(size: int) -> int:
+    """The bytes a file of ``size`` bytes takes in a pack: its header, data and padding."""
+    return BLOCK + size + _padding(size)
+
+
+def batches(sources: Iterable[Source], target: int) -> Iterator[list[Source]]:
+    """``sources`` cut into packs, in checksum order, each checksum once (the first source
+    offered for it). A batch is closed once it holds ``target`` bytes, so it passes its
+    target by less than one file; a last batch of less than half the target joins the one
+    before it, so that packs are small only where the files are too few."""
+    chosen: dict[str, Source] = {}
+    for source in sources:
+        chosen.setdefault(source.digest, source)
+    held: list[Source] | None = None
+    batch: list[Source] = []
+    size = 0
+    for digest in sorted(chosen):
+        batch.append(chosen[digest])
+        size += member_size(chosen[digest].size)
+        if size >= target:
+            if held is not None:
+                yield held
+            held, batch, size = batch, [], 0
+    if held is not None and batch and size < target // 2:
+        held, batch = held + batch, []
+    if held is not None:
+        yield held
+    if batch:
+        yield batch
+
+
 def write_pack(sources: Iterable[Source], out: BinaryIO) -> Pack:
     """Write the pack of ``sources`` to ``out`` (a seekable file opened for writing, empty,
     at its start) and say what it holds.

@@ -81,7 +81,7 @@ def _fields(**changes: object) -> bytes:
         (_fields(pack_below=0), "bad vault config: pack_below 0 is outside 1..pack_target"),
         (_fields(pack_below=65 << 20), "bad vault config: pack_below 68157440 is outside"),
         (_fields(pack_target=1 << 20), "bad vault config: pack_target 1048576 is outside"),
-        (_fields(pack_target=6 << 30), "bad vault config: pack_target 6442450944 is outside"),
+        (_fields(pack_target=3 << 30), "bad vault config: pack_target 3221225472 is outside"),
         (_fields(pack_target=64.5), "bad vault config: pack_target is 64.5, not a whole number"),
         (_fields(index_width=3), "bad vault config: index_width 3 is not one of 1, 2"),
     ],

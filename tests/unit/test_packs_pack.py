@@ -20,8 +20,10 @@ from dmp_cli.packs.pack import (
     Pack,
     RangeRead,
     Source,
+    batches,
     coalesce,
     extract,
+    member_size,
     write_pack,
 )
 
@@ -221,3 +223,30 @@ def test_writes_that_fail_are_raised(tmp_path: Path) -> None:
     with open("/dev/full", "wb", buffering=0) as out, pytest.raises(OSError) as caught:
         write_pack(sources, out)
     assert caught.value.errno == errno.ENOSPC
+
+
+def _sources(*sizes: int) -> list[Source]:
+    return [Source(sha(f"{i}".encode()), size, f"f{i}") for i, size in enumerate(sizes)]
+
+
+def test_member_sizes_are_what_the_writer_writes(tmp_path: Path) -> None:
+    assert [member_size(n) for n in (0, 1, 511, 512, 513)] == [512, 1024, 1024, 1024, 1536]
+    sources = make(tmp_path / "src")
+    data, _ = pack_of(sources, tmp_path / "p.tar")
+    written = sum(member_size(s.size) for s in sources) + 1024  # and the two zero blocks
+    assert len(data) == written + (-written % RECORD)
+
+
+def test_batches_reach_their_target_and_pass_it_by_less_than_a_file() -> None:
+    sources = _sources(*[1000] * 100)  # 1,536 bytes each in a pack
+    cut = list(batches(sources + sources[:10], target=15_000))
+    assert [len(b) for b in cut] == [10] * 10  # 15,360 bytes each; each checksum once
+    assert sorted(s.digest for b in cut for s in b) == sorted(s.digest for s in sources)
+    assert [s.digest for s in cut[0]] == sorted(s.digest for s in sources)[:10]
+
+
+def test_a_small_last_batch_joins_the_one_before() -> None:
+    assert [len(b) for b in batches(_sources(*[1000] * 13), target=15_000)] == [13]
+    assert [len(b) for b in batches(_sources(*[1000] * 15), target=15_000)] == [10, 5]
+    assert [len(b) for b in batches(_sources(*[1000] * 4), target=15_000)] == [4]
+    assert list(batches([], target=15_000)) == []
