@@ -87,22 +87,36 @@ class IndexReader:
     Making it reads the header and the pack list; ``entries`` reads the rest, once.
 
     ``name`` (the object's address) is in every error; ``shard``, when given, is the shard
-    the object was found under, which every checksum must be in."""
+    the object was found under, which every checksum must be in. With ``packs`` (the
+    object's pack list, from its fence), ``lines`` are a part of the object that begins at
+    an entry: there is no header to read."""
 
-    def __init__(self, lines: Iterable[bytes], name: str, shard: str | None = None) -> None:
+    def __init__(
+        self,
+        lines: Iterable[bytes],
+        name: str,
+        shard: str | None = None,
+        packs: dict[str, int] | None = None,
+    ) -> None:
         self.name = name
         self.shard = shard
         self._lines = iter(lines)
         self._number = 0
+        self._read = 0  # bytes read so far
         self._first: bytes | None = None
+        self.packs: dict[str, int] = {}
+        self._list: list[str] = []
+        if packs is not None:  # a part of an object, from a line on: its packs are known
+            self._list = sorted(packs)
+            self.packs = dict(packs)
+            self._first = self._next()
+            return
         header = self._next()
         if header != MAGIC + b" %d\n" % VERSION:
             if header is not None and header.startswith(MAGIC + b" "):
                 version = header[len(MAGIC) + 1 :].strip().decode("ascii", "replace")
                 self._fail(f"index version {version} is not one this dmp knows; use a newer dmp")
             self._fail("not a dmp index (no header line)")
-        self.packs: dict[str, int] = {}
-        self._list: list[str] = []
         while (line := self._next()) is not None and line.startswith(b"pack "):
             match = _PACK.match(line)
             if not match:
@@ -116,7 +130,10 @@ class IndexReader:
 
     def _next(self) -> bytes | None:
         self._number += 1
-        return next(self._lines, None)
+        line = next(self._lines, None)
+        if line is not None:
+            self._read += len(line)
+        return line
 
     def _fail(self, what: str) -> NoReturn:
         raise CatalogError(f"{self.name}: line {self._number}: {what}")
@@ -124,6 +141,11 @@ class IndexReader:
     def entries(self) -> Iterator[Entry]:
         """The entries in order (checksum, then pack); CatalogError at the first that does
         not parse, is out of order or out of its shard, or lies outside its pack."""
+        for _, entry in self.entries_at():
+            yield entry
+
+    def entries_at(self) -> Iterator[tuple[int, Entry]]:
+        """The entries, each with the byte offset of its line in what was read."""
         line = self._first
         last: tuple[str, int] | None = None
         while line is not None:
@@ -142,7 +164,7 @@ class IndexReader:
             if offset < BLOCK or offset + size > self.packs[pack]:
                 self._fail(f"member at {offset}+{size} lies outside its pack")
             last = (digest, number)
-            yield Entry(digest, pack, offset, size)
+            yield self._read - len(line), Entry(digest, pack, offset, size)
             line = self._next()
 
 

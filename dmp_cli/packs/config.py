@@ -34,7 +34,7 @@ INDEX_WIDTHS = (1, 2)
 PACKS = "packs/"
 INDEX = "index/"
 _PACK_KEY = re.compile(r"packs/([0-9a-f]{64})\.tar\Z")
-_INDEX_KEY = re.compile(r"index/([0-9a-f]{1,2})/(pack|merged)-([0-9a-f]{64})\.idx\Z")
+_INDEX_KEY = re.compile(r"index/([0-9a-f]{1,2})/(pack|merged)-([0-9a-f]{64})\.(idx|fence)\Z")
 
 _FIELDS = ("format", "version", "pack_below", "pack_target", "index_width")
 
@@ -152,6 +152,11 @@ def merged_index_key(shard: str, digest: str) -> str:
     return f"{INDEX}{_checked_shard(shard)}/merged-{_checked(digest)}.idx"
 
 
+def fence_key(shard: str, digest: str) -> str:
+    """Where the fence of the merged index ``digest`` lives (``dmp_cli.packs.fence``)."""
+    return f"{INDEX}{_checked_shard(shard)}/merged-{_checked(digest)}.fence"
+
+
 def index_prefix(shard: str) -> str:
     return f"{INDEX}{_checked_shard(shard)}/"
 
@@ -160,7 +165,8 @@ def index_prefix(shard: str) -> str:
 class IndexName:
     shard: str
     merged: bool
-    digest: str  # the pack's sha256 (merged: False), or the object's own (merged: True)
+    digest: str  # the pack's sha256 (merged: False), or the merged index's own
+    fence: bool = False  # the fence of the merged index ``digest``, not the index
 
 
 def parse_pack_key(key: str) -> str | None:
@@ -173,7 +179,10 @@ def parse_index_key(key: str) -> IndexName | None:
     match = _INDEX_KEY.match(key)
     if not match:
         return None
-    return IndexName(match.group(1), match.group(2) == "merged", match.group(3))
+    merged, fence = match.group(2) == "merged", match.group(4) == "fence"
+    if fence and not merged:
+        return None
+    return IndexName(match.group(1), merged, match.group(3), fence)
 
 
 def _checked(digest: str) -> str:
