@@ -42,8 +42,8 @@ class Piece:
     recursive: bool
     lo: list[str] | None  # the piece's first path, as its names (None: the start)
     hi: list[str] | None  # the next piece's first path (None: the end)
-    lines: list[bytes]  # the earlier companion's records in it
-    mlines: list[bytes]  # the earlier manifest's lines of its entries
+    lines: bytes  # the earlier companion's records in it, one a line, no last newline
+    mlines: bytes  # the earlier manifest's lines of its entries, so too
     first: int  # the companion's line number of lines[0]
     mfirst: int  # the manifest's line number of mlines[0]
     companion: Companion | None  # for messages; None: no earlier companion lines
@@ -80,20 +80,22 @@ class EarlierPiece:
 
     def __init__(self, piece: Piece) -> None:
         self.p = piece
+        self.lines = piece.lines.split(b"\n") if piece.lines else []
+        self.mlines = piece.mlines.split(b"\n") if piece.mlines else []
         self.i = self.j = 0
         self.last: list[str] | None = None
         self.pending: tuple[list[str], Old | None] | None = None  # read, not taken
         self.dmp = piece.fmt == "dmp"
         # The earlier manifest's form, by its first line: dmp's, or sha256sum's.
-        self.dmp_before = not piece.mlines or piece.mlines[0][66:67] == b'"'
-        digests = b"".join([line[:64] for line in piece.mlines])
+        self.dmp_before = not self.mlines or self.mlines[0][66:67] == b'"'
+        digests = b"".join([line[:64] for line in self.mlines])
         self.digests_ok = not digests.translate(None, _HEX)  # 64 each: the tails tell
         self.trusted = os.geteuid() == 0  # root reads trusted.* attributes
         self.parser = LineParser()
 
     def skip_others(self) -> None:
         """Pass over the earlier records of directories and links: made again."""
-        lines = self.p.lines
+        lines = self.lines
         while self.i < len(lines) and b'"entry":true' not in lines[self.i]:
             self.i += 1
             self.pending = None
@@ -106,7 +108,7 @@ class EarlierPiece:
         be ``run`` with nothing after: taken, if they are all the next ones as they are."""
         self.skip_others()
         count, i, j = len(run), self.i, self.j
-        lines, mlines = self.p.lines[i : i + count], self.p.mlines[j : j + count]
+        lines, mlines = self.lines[i : i + count], self.mlines[j : j + count]
         if (
             len(mlines) != count
             or b"\n".join(lines) != b"}\n".join(run) + b"}"
@@ -139,9 +141,9 @@ class EarlierPiece:
         """One file's earlier lines (record, manifest line), taken if its record
         (``expected``) begins the next earlier record and its line is ``path``'s."""
         self.skip_others()
-        if self.i >= len(self.p.lines) or self.j >= len(self.p.mlines):
+        if self.i >= len(self.lines) or self.j >= len(self.mlines):
             return None
-        line = self.p.lines[self.i]
+        line = self.lines[self.i]
         if not line.startswith(expected):
             return None
         rest = line[len(expected) :]
@@ -149,7 +151,7 @@ class EarlierPiece:
             _XATTRS.match(rest) and (self.trusted or b'"trusted.' not in rest)
         ):
             return None
-        mline = self.p.mlines[self.j]
+        mline = self.mlines[self.j]
         before = b'  "' + path + b'"' if self.dmp_before else b"  " + path
         if len(mline) != 64 + len(before) or not mline.endswith(before):
             return None
@@ -180,7 +182,7 @@ class EarlierPiece:
         """The next earlier entry (its place, and what an item carries of it), not
         taken; None at the piece's end. Raises MetaError at a record that is not its
         manifest line's entry."""
-        lines, companion = self.p.lines, self.p.companion
+        lines, companion = self.lines, self.p.companion
         while self.i < len(lines):
             if self.pending is not None:
                 return self.pending
@@ -190,9 +192,9 @@ class EarlierPiece:
             if fields is None:  # a directory's or a link's record
                 self.i += 1
                 continue
-            if self.j >= len(self.p.mlines):
+            if self.j >= len(self.mlines):
                 raise Unusable("the pieces do not line up")
-            mline = self.p.mlines[self.j]
+            mline = self.mlines[self.j]
             parsed = list(parse_block(mline, self.parser, self.p.mfirst + self.j - 1))
             if len(parsed) != 1 or parsed[0][1] is None:
                 raise Unusable("a manifest line that is not an entry")
@@ -222,7 +224,7 @@ class EarlierPiece:
         """The piece's earlier entries after the walk's last file: checked, dropped."""
         while self._next() is not None:
             self._take()
-        if self.j != len(self.p.mlines):
+        if self.j != len(self.mlines):
             raise Unusable("the pieces do not line up")
 
 

@@ -97,14 +97,20 @@ class _Walker:
                 end += 1
         names = names[start:end]
         prefix = dir_prefix(path)
-        plain = _plain(prefix, names)
-        bnames = "/".join(names).encode().split(b"/") if plain else []
+        own = self.own
+        # Whether each regular file may keep its earlier lines: a plain name, neither
+        # the piece's boundary nor one of the run's own files.
+        simple = _plain(prefix, names) and skip is None and own.keys().isdisjoint(names)
+        bnames = "/".join(names).encode().split(b"/") if simple else []
         templates: dict[tuple[int, int, int, int], bytes] = {}
         run: list[bytes] = []  # the records expected of the files since the last other entry
         sizes: list[int] = []
-        lstat, isreg, own, limit = os.lstat, stat.S_ISREG, self.own, self.p.limit
+        lstat, isreg, limit = os.lstat, stat.S_ISREG, self.p.limit
+        room = limit
         for n, name in enumerate(names):
-            if self.out.items + len(run) >= limit:
+            if not run:  # files before the piece is cut short
+                room = limit - self.out.items
+            if len(run) >= room:
                 self._run(run, sizes, n, names, bnames, prefix, key)
                 raise _Stop([*key, name])  # the rest in another piece, from this name on
             full = prefix + name
@@ -115,7 +121,7 @@ class _Walker:
                 self._file(full, [*key, name], name)  # gone meanwhile: hashing says so
                 continue
             mode = st.st_mode
-            if isreg(mode) and plain and name != skip and name not in own:
+            if simple and isreg(mode):
                 form = (mode, st.st_uid, st.st_gid, st.st_nlink)
                 template = templates.get(form)
                 if template is None:

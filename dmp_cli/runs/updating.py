@@ -79,9 +79,9 @@ def rewrite(
     def piece(
         lo: list[str] | None,
         hi: list[str] | None,
-        lines: list[bytes],
+        lines: bytes,
         first: int,
-        mlines: list[bytes],
+        mlines: bytes,
         mfirst: int,
     ) -> Piece:
         return Piece(
@@ -97,6 +97,7 @@ def rewrite(
             fmt,
             recorder is not None,
             own,
+            PIECE_FILES,
         )
 
     def pieces() -> Iterator[Piece]:
@@ -110,7 +111,12 @@ def rewrite(
                 break
             lo, i, j = result.rest  # cut short: the rest here
             sent = piece(
-                lo, sent.hi, sent.lines[i:], sent.first + i, sent.mlines[j:], sent.mfirst + j
+                lo,
+                sent.hi,
+                _after(sent.lines, i),
+                sent.first + i,
+                _after(sent.mlines, j),
+                sent.mfirst + j,
             )
             result = rewalk_piece(sent)
     trailer = earlier.companion.trailer
@@ -162,7 +168,7 @@ def _write(
 
 def _cut(
     earlier: Earlier, totals: Totals
-) -> Iterator[tuple[list[str] | None, list[str] | None, list[bytes], int, list[bytes], int]]:
+) -> Iterator[tuple[list[str] | None, list[str] | None, bytes, int, bytes, int]]:
     """The earlier companion's records and manifest's lines, in pieces: (lo, hi, records,
     the first's line number, manifest lines, the first's line number)."""
     manifest = _LineReader(earlier.manifest)
@@ -171,7 +177,7 @@ def _cut(
         left = _records_end(meta) - meta.tell()
         number = 1
         rest = b""
-        ahead: tuple[list[str] | None, list[bytes], int, list[bytes], int] | None = None
+        ahead: tuple[list[str] | None, bytes, int, bytes, int] | None = None
         lo: list[str] | None = None
         while left > 0:
             data = meta.read(min(PIECE_BYTES, left))
@@ -184,26 +190,24 @@ def _cut(
                 rest = block
                 continue
             rest, block = block[end + 1 :], block[:end]
-            lines = block.split(b"\n")
             entries = block.count(b'"entry":true')
             mfirst = manifest.number + 1
             mlines = manifest.take(entries)
-            if len(mlines) != entries:
-                raise Unusable("the manifest is shorter")
-            totals.old_records += len(lines)
+            records = block.count(b"\n") + 1
+            totals.old_records += records
             totals.old_entries += entries
-            start = names_of(_first_path(lines[0]))
+            start = names_of(_first_path(block[: block.find(b"\n") % (len(block) + 1)]))
             if ahead is not None:
                 yield (ahead[0], start, ahead[1], ahead[2], ahead[3], ahead[4])
                 lo = start
-            ahead = (lo, lines, number + 1, mlines, mfirst)
-            number += len(lines)
+            ahead = (lo, block, number + 1, mlines, mfirst)
+            number += records
         if rest:
             raise Unusable("a record cut short")
         if ahead is not None:
             yield (ahead[0], None, ahead[1], ahead[2], ahead[3], ahead[4])
         else:
-            yield (None, None, [], 2, [], 1)
+            yield (None, None, b"", 2, b"", 1)
     if not manifest.at_end():
         raise Unusable("the manifest is longer")
 
@@ -236,34 +240,62 @@ def _first_path(line: bytes) -> str:
         raise Unusable("a record without a path") from None
 
 
+def _after(lines: bytes, count: int) -> bytes:
+    """Lines (joined by newlines) without the first ``count``."""
+    return b"\n".join(lines.split(b"\n")[count:]) if lines else b""
+
+
 class _LineReader:
-    """A file's lines, taken so many at a time."""
+    """A file's lines, taken so many at a time, joined by newlines."""
 
     def __init__(self, path: str) -> None:
         self.stream = open(path, "rb")  # noqa: SIM115
-        self.pending: list[bytes] = []
-        self.rest = b""
+        self.buffer = b""
+        self.lines = 0  # whole lines in the buffer
         self.number = 0  # lines taken
         self.ended = False
 
-    def take(self, count: int) -> list[bytes]:
-        while len(self.pending) < count and not self.ended:
-            data = self.stream.read(_READ)
+    def take(self, count: int) -> bytes:
+        """The next ``count`` lines; Unusable if there are fewer."""
+        if count == 0:
+            return b""
+        while self.lines < count and not self.ended:
+            data = self.stream.read(max(_READ, 128 * (count - self.lines)))
             if not data:
                 self.ended = True
                 self.stream.close()
-                if self.rest:
-                    self.pending.append(self.rest)
-                    self.rest = b""
+                if self.buffer and not self.buffer.endswith(b"\n"):
+                    self.buffer += b"\n"
+                    self.lines += 1
                 break
-            *lines, self.rest = (self.rest + data).split(b"\n")
-            self.pending.extend(lines)
-        taken = self.pending[:count]
-        del self.pending[:count]
-        self.number += len(taken)
+            self.buffer += data
+            self.lines += data.count(b"\n")
+        if self.lines < count:
+            raise Unusable("the manifest is shorter")
+        end = _newline(self.buffer, count, self.lines)
+        taken, self.buffer = self.buffer[:end], self.buffer[end + 1 :]
+        self.lines -= count
+        self.number += count
         return taken
 
     def at_end(self) -> bool:
-        ended = not self.take(1)
-        self.stream.close()
-        return ended
+        if not self.ended:
+            self.ended = not self.stream.read(1) and not self.buffer
+            self.stream.close()
+            return self.ended
+        return not self.buffer
+
+
+def _newline(data: bytes, count: int, lines: int) -> int:
+    """Where the ``count``th of the ``lines`` newlines of ``data`` is."""
+    guess = len(data) * count // lines
+    before = data.count(b"\n", 0, guess)
+    if before >= count:  # too far: back to the line before
+        at = guess
+        for _ in range(before - count + 1):
+            at = data.rfind(b"\n", 0, at)
+        return at
+    at = guess - 1
+    for _ in range(count - before):
+        at = data.find(b"\n", at + 1)
+    return at
