@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -93,6 +94,17 @@ def counted(url: str, manifest: Path, way: str) -> dict[str, int]:
         return kinds(proxy)
 
 
+def cpu_of(pid: int) -> float:
+    """The CPU seconds a process has used (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -109,6 +121,8 @@ def bench(size: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any
     if not args.no_floor:
         ways.append(("floor", args.runs, manifest))
     times: dict[str, list[float]] = {way: [] for way, _, _ in ways}
+    # CPU seconds of each run: the server's, and the client's (dmp, or the floor's lister)
+    cpu: dict[str, list[tuple[float, float]]] = {way: [] for way, _, _ in ways}
     notes: dict[str, str] = {}
     loads = [load()]
     seen: dict[str, dict[str, int]] = {}
@@ -117,6 +131,7 @@ def bench(size: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any
             for way, repeat, path in ways:
                 if turn >= repeat:
                     continue
+                server_cpu, client_cpu = cpu_of(server.proc.pid), children_cpu()
                 if args.proxy_timed and way != "head":
                     with fault_proxy(server.url) as proxy:
                         seconds, notes[way] = vault_run(proxy.url, path, way)
@@ -124,7 +139,12 @@ def bench(size: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any
                 else:
                     seconds, notes[way] = vault_run(server.url, path, way)
                 times[way].append(round(seconds, 2))
-                print(json.dumps({"entries": size, "way": way, "seconds": seconds}), flush=True)
+                used = (cpu_of(server.proc.pid) - server_cpu, children_cpu() - client_cpu)
+                cpu[way].append((round(used[0], 1), round(used[1], 1)))
+                print(
+                    json.dumps({"entries": size, "way": way, "seconds": seconds, "cpu": used}),
+                    flush=True,
+                )
             loads.append(load())
         rows = []
         for way, repeat, path in ways:
@@ -141,6 +161,7 @@ def bench(size: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any
                     "indexed": args.indexed,
                     "seconds": round(statistics.median(times[way]), 2),
                     "runs": times[way],
+                    "cpu": cpu[way],  # (server, client) CPU seconds of each run
                     "requests": sum(requests.values()) if requests else None,
                     "by_kind": requests,
                     "note": notes[way].removeprefix("dmp: "),
@@ -153,16 +174,19 @@ def bench(size: int, args: argparse.Namespace, work: Path) -> list[dict[str, Any
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| vault | entries | moto | way | seconds (median) | runs | requests | note |",
-        "| ---: | ---: | --- | --- | ---: | ---: | ---: | --- |",
+        "| vault | entries | moto | way | seconds (median) | runs | server CPU s | client CPU s "
+        "| requests | note |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         requests = row["requests"]
+        server = statistics.median(c[0] for c in row["cpu"])
+        client = statistics.median(c[1] for c in row["cpu"])
         lines.append(
             f"| {row['vault']:,} | {row['entries']:,} | "
             f"{'indexed' if row['indexed'] else 'stock'} | {row['way']} | {row['seconds']} | "
-            f"{len(row['runs'])} | {'' if requests is None else f'{requests:,}'} | "
-            f"{row['note']} |"
+            f"{len(row['runs'])} | {server:.1f} | {client:.1f} | "
+            f"{'' if requests is None else f'{requests:,}'} | {row['note']} |"
         )
     return "\n".join(lines)
 
