@@ -11,7 +11,10 @@ cache before it (the commands taking turns):
 - the floor: ``find TREE -printf '%s %T@ %C@ %i %D\\n'``, size, mtime, ctime, inode and
   device of every entry;
 - a full ``--create`` (every file read);
-- ``--create --update`` of the unchanged tree (no file read).
+- ``--create --update`` of the unchanged tree (no file read): without ``--json``, the
+  hashing processes walk the tree again in pieces beside the earlier manifest's;
+- the same with ``--json`` rows (each file a row), the general way every file of which
+  passes through the command's own process (``--general``; left out by default).
 
 Then ``--changed`` of the files (every 100th, at 1 %) get other bytes of the same size,
 and ``--update`` runs again in one process (DMP_JOBS=1), its own reading counted from
@@ -19,7 +22,9 @@ and ``--update`` runs again in one process (DMP_JOBS=1), its own reading counted
 bytes it read beyond those of the same run on the unchanged tree (the earlier manifest,
 its companion, Python's modules) are the bytes of the files it hashed. The changed files
 are restored afterwards (their old bytes, in a copy of the tree's earlier manifest).
-Prints the medians (wall and CPU) as a Markdown table, and the bytes.
+Prints the medians (wall and CPU) as a Markdown table, each as a multiple of the floor's
+in the same rounds, with the load average (``/proc/loadavg``) before and after; and the
+bytes.
 """
 
 from __future__ import annotations
@@ -175,7 +180,12 @@ def peak_rss(work: str, lines: int) -> None:
         print(f"| {name} | {int(done.stdout.split()[-1]) / 1024:.0f} | {wall:.1f} |")
 
 
-def table(tree: str, title: str, runs: int, work: str) -> tuple[str, str]:
+def load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def table(tree: str, title: str, runs: int, work: str, general: bool = False) -> tuple[str, str]:
     """Time the floor, a full --create and an --update of ``tree`` (unchanged since its
     earlier manifest, made once under ``work``) and print their medians; the earlier
     manifest's path and the new one's."""
@@ -200,7 +210,14 @@ def table(tree: str, title: str, runs: int, work: str) -> tuple[str, str]:
             [new],
         ),
     }
+    if general:
+        rows = os.path.join(work, "rows.sha256")
+        commands["dmp --json --create --update (unchanged, rows)"] = (
+            dmp("--json", "manifest", "--create", "--dir", tree, "-r", "-m", rows, "--update", old),
+            [rows],
+        )
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    load_before = load()
     for _ in range(runs):
         for name, (cmd, before) in commands.items():
             times[name].append(timed(cmd, tree, before))
@@ -208,13 +225,18 @@ def table(tree: str, title: str, runs: int, work: str) -> tuple[str, str]:
         with open(new + suffix, "rb") as a, open(full + suffix, "rb") as b:
             assert a.read() == b.read(), "--update wrote another manifest than --create"
     floor = statistics.median(wall for wall, _ in times[next(iter(commands))])
-    print(f"\n{title}, {runs} rounds, medians\n")
-    print("| command | wall s | CPU s | × floor (wall) |")
-    print("|---|---:|---:|---:|")
+    floor_cpu = statistics.median(cpu for _, cpu in times[next(iter(commands))])
+    loads = f"load average {load_before} before, {load()} after"
+    print(f"\n{title}, {runs} rounds, medians ({loads})\n")
+    print("| command | wall s | CPU s | × floor (wall) | × floor (CPU) |")
+    print("|---|---:|---:|---:|---:|")
     for name, values in times.items():
         wall = statistics.median(w for w, _ in values)
         cpu = statistics.median(c for _, c in values)
-        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / floor:.2f} |")
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / floor:.2f} | {cpu / floor_cpu:.2f} |")
+    floors, updates = times[next(iter(commands))], times["dmp --create --update (unchanged)"]
+    ratios = [w / f for (w, _), (f, _) in zip(updates, floors, strict=True)]
+    print(f"\n`--update` over the floor, round by round: {', '.join(f'{r:.2f}' for r in ratios)}")
     return old, new
 
 
@@ -228,6 +250,8 @@ def main() -> None:
     parser.add_argument(
         "--rss", type=int, default=0, metavar="LINES", help="only the peak RSS over LINES"
     )
+    parser.add_argument("--general", action="store_true", help="also --update with --json rows")
+    parser.add_argument("--no-changed", action="store_true", help="leave out the 1 % rerun")
     opts = parser.parse_args()
     os.environ["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
     if opts.rss:
@@ -236,10 +260,13 @@ def main() -> None:
         return
     tree = make_tree(opts.data, opts.files)
     os.makedirs(opts.work, exist_ok=True)
-    old, new = table(tree, f"{opts.files:,} files of {SIZE} B", opts.runs, opts.work)
+    title = f"{opts.files:,} files of {SIZE} B"
+    old, new = table(tree, title, opts.runs, opts.work, opts.general)
     big = os.path.join(opts.data, "big")
     if os.path.exists(os.path.join(big, ".done")):  # bench_hash.py's 8 files of 256 MiB
         table(big, "8 files of 256 MiB", opts.runs, os.path.join(opts.work, "big"))
+    if opts.no_changed:
+        return
 
     unchanged = rchar(tree, old, new)
     step = max(1, round(1 / opts.changed))
