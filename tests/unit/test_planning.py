@@ -15,7 +15,7 @@ from dmp_cli.layout import digest_key
 from dmp_cli.listing import ANSWER, Sorted, Spilled, listing_item, vault_list_op
 from dmp_cli.ops import Context
 from dmp_cli.options import Options, StoreSpec, Work
-from dmp_cli.rows import Item
+from dmp_cli.rows import Item, Row
 from dmp_cli.rules import Command
 from dmp_cli.runs.listing_choice import (
     Estimate,
@@ -557,3 +557,33 @@ def test_a_run_gives_the_same_rows_either_way(
     spilled = checksums.was_spilled  # type: ignore[attr-defined]
     assert (spilled is not None) == (spill_at == 40)
     assert spilled is None or not os.path.exists(spilled)  # gone with the run
+
+
+def test_a_coarse_listing_that_failed_sends_all_its_checksums_to_head() -> None:
+    from dmp_cli.runs import planning
+
+    checksums = Checksums()
+    digests = [sha(i) for i in range(200)]
+    for digest in digests:
+        checksums.add(digest)
+    checksums.finish()
+    answers = Answers()
+    result = Plan("list", "", Command.VAULT, answers, checksums=checksums)
+    first = digests[0][0]
+    present = next(d for d in digests if d[0] != first)
+    rows: list[Row] = [
+        {"path": first, "status": "error", "bytes": 0, "error": "refused"},
+        {"path": "", "status": "ok", "bytes": 0, "found": present, "sizes": [3]},
+    ]
+    notes: list[str] = []
+    try:
+        planning._gather(result, rows, notes.append)
+        under = {d[:2] for d in digests if d[0] == first}
+        assert result.failed == under
+        assert notes == [
+            f"listing {first} failed (refused): its "
+            f"{sum(1 for d in digests if d[0] == first)} checksums are asked about one by one"
+        ]
+        assert answers.get(bytes.fromhex(present)) == 3
+    finally:
+        result.close()
