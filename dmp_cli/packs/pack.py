@@ -89,19 +89,20 @@ def member_size(size: int) -> int:
 
 
 def batches(sources: Iterable[Source], target: int) -> Iterator[list[Source]]:
-    """``sources`` cut into packs, in checksum order, each checksum once (the first source
-    offered for it). A batch is closed once it holds ``target`` bytes, so it passes its
-    target by less than one file; a last batch of less than half the target joins the one
-    before it, so that packs are small only where the files are too few."""
-    chosen: dict[str, Source] = {}
+    """``sources`` cut into packs, in checksum order; the sources of one checksum stay
+    together (``write_pack`` packs it once, from the first of them that is unchanged). A
+    batch is closed once it holds ``target`` bytes, so it passes its target by less than
+    one file; a last batch of less than half the target joins the one before it, so that
+    packs are small only where the files are too few."""
+    by_digest: dict[str, list[Source]] = {}
     for source in sources:
-        chosen.setdefault(source.digest, source)
+        by_digest.setdefault(source.digest, []).append(source)
     held: list[Source] | None = None
     batch: list[Source] = []
     size = 0
-    for digest in sorted(chosen):
-        batch.append(chosen[digest])
-        size += member_size(chosen[digest].size)
+    for digest in sorted(by_digest):
+        batch += by_digest[digest]
+        size += member_size(by_digest[digest][0].size)
         if size >= target:
             if held is not None:
                 yield held
