@@ -12,11 +12,11 @@ Names, under the vault's root, beside the checksums' keys (``ab/cd/efgh/ijklmnop
 Each begins with a letter that is not a hex digit, so no checksum's key is one of them and
 no listing by a key's prefix meets them. A vault without ``vault.json`` is the plain layout.
 
-Sizes. Files strictly below ``pack_below`` (1 MiB) are packed; the rest stay plain objects.
-A pack is closed once it holds ``pack_target`` (64 MiB; 32 MiB to 2 GiB); a run's last
-pack joins the one before if under half of that, so no pack but a run's only one is under
-the target, and none passes 5 GiB, one PUT whose ChecksumSHA256 the store checks. A member
-costs a 512-byte header and its padding to 512 bytes.
+Sizes. Files strictly below ``pack_below`` (1 MiB; at most half the target) are packed;
+the rest stay plain objects. A pack is closed once it holds ``pack_target`` (64 MiB;
+32 MiB to 2 GiB); a run's last pack joins the one before if under half of that, so no pack
+but a run's only one is under the target, and none passes 5 GiB, one PUT whose
+ChecksumSHA256 the store checks. A member costs a 512-byte header and its padding.
 
 Shards. The catalog is sharded by the checksum's first hex digit (16 shards): planning a
 manifest reads only its shards' index objects, and a pack adds at most one object per

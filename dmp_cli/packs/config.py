@@ -24,8 +24,8 @@ MiB = 1 << 20
 DEFAULT_PACK_BELOW = 1 * MiB
 DEFAULT_PACK_TARGET = 64 * MiB
 # Packs of at least this size where the files allow. A pack passes its target by less than
-# a file (below pack_below, at most the target) and half a target: at most 2 GiB keeps it
-# within one PUT (5 GiB), the largest object whose ChecksumSHA256 S3 itself checks.
+# a file (below pack_below, at most half the target) and half a target: a target of at most
+# 2 GiB keeps it within one PUT (5 GiB), the largest object whose ChecksumSHA256 S3 checks.
 MIN_PACK_TARGET = 32 * MiB
 MAX_PACK_TARGET = 2 << 30
 DEFAULT_INDEX_WIDTH = 1  # 16 shards: see the package's docstring for the count
@@ -127,8 +127,8 @@ def _problem_of(values: dict[str, Any]) -> str | None:
     below, target, width = values["pack_below"], values["pack_target"], values["index_width"]
     if not MIN_PACK_TARGET <= target <= MAX_PACK_TARGET:
         return f"pack_target {target} is outside {MIN_PACK_TARGET}..{MAX_PACK_TARGET} bytes"
-    if not 1 <= below <= target:
-        return f"pack_below {below} is outside 1..pack_target ({target}) bytes"
+    if not 1 <= below <= target // 2:
+        return f"pack_below {below} is outside 1..{target // 2} bytes (half of pack_target)"
     if width not in INDEX_WIDTHS:
         return f"index_width {width} is not one of {', '.join(map(str, INDEX_WIDTHS))}"
     return None
