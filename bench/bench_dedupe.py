@@ -9,11 +9,11 @@ first row (which checksums were met, each first row's outcome): peak RSS and CPU
 manifest's lines read into items (``EntryReader``), a row made for each item at once
 (``present``; a repeat ``same``) and counted (``Tally``); every tenth entry repeats an
 earlier checksum. Each size runs with dedupe off too (the same loop, nothing kept), and
-the difference is the bookkeeping's cost per entry (the fastest of --runs runs,
-up to 10^6). ``vault`` times a whole
-`dmp manifest --vault` of that many distinct entries against an empty ``file://`` vault
-(every checksum missing), its peak RSS from the kernel. ``--tree DIR`` runs another
-checkout's dmp_cli (an earlier commit, to compare). Prints one line per run.
+the difference is the bookkeeping's cost per entry (CPU seconds, the fastest of --runs
+runs up to 10^6). ``vault`` runs a whole `dmp manifest --vault` of that many distinct
+entries against an empty ``file://`` vault (every checksum missing): its wall and CPU
+seconds and its peak RSS, from the kernel. ``--tree DIR`` runs another checkout's
+dmp_cli (an earlier commit, to compare). Prints one line per run.
 """
 
 from __future__ import annotations
@@ -116,8 +116,9 @@ def run_vault(entries: int, tree: Path) -> None:
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - started
+        cpu = usage.ru_utime + usage.ru_stime
         print(
-            f"--vault of {entries:,} entries: {seconds:.1f} s, peak RSS "
+            f"--vault of {entries:,} entries: {seconds:.1f} s ({cpu:.1f} s CPU), peak RSS "
             f"{usage.ru_maxrss / 1024:.0f} MB (exit {proc.returncode})"
         )
 
