@@ -51,6 +51,9 @@ class Piece:
     meta: bool = True  # a companion is written
     own: list[str] = field(default_factory=list)  # the run's own files, left out
     limit: int = 100_000  # files at most, before the piece is cut short
+    # Files, and bytes, to hash at most: beyond, the general way (which hashes them in
+    # every process at once, not one after another in this one) is the faster.
+    to_hash: tuple[int, int] = (1000, 64 << 20)
 
 
 @dataclass

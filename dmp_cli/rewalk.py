@@ -55,6 +55,7 @@ class _Walker:
         self.earlier = EarlierPiece(piece)
         self.line = FORMATS[piece.fmt]
         self.own = {os.path.basename(path): path for path in piece.own}
+        self.hashed = self.hashed_bytes = 0  # files hashed, and their bytes
 
     # ------------------------------------------------------------ the walk
     def walk(self) -> None:
@@ -65,7 +66,9 @@ class _Walker:
                 why = "Not a directory" if os.path.lexists(root) else "No such file or directory"
                 self._problem({"path": root, "problem": why})
             return
-        self._dir(root, key)
+        lo, hi = self.p.lo, self.p.hi
+        if (hi is None or key < hi) and (lo is None or lo <= key or lo[: len(key)] == key):
+            self._dir(root, key)  # the tree has paths in the piece
 
     def _in(self, key: list[str]) -> bool:
         lo, hi = self.p.lo, self.p.hi
@@ -215,6 +218,11 @@ class _Walker:
         row = run_batch(_WORK if self.p.meta else _PLAIN_WORK, [item], threads=False)[0]
         out = self.out
         out.items += 1
+        if not row.get("reused"):
+            self.hashed += 1
+            self.hashed_bytes += row.get("bytes", 0)
+            if self.hashed > self.p.to_hash[0] or self.hashed_bytes > self.p.to_hash[1]:
+                raise Unusable("much to hash")
         if row["status"] != Status.OK:
             out.problems.append((path, str(row.get("error"))))
         else:

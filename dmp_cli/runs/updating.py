@@ -30,6 +30,8 @@ PIECE_BYTES = 1 << 19
 # A piece holds at most this many files (so many more than its earlier entries: the rest
 # of the piece is another).
 PIECE_FILES = 100_000
+# Files, and bytes, a piece hashes at most: a tree so changed goes the general way.
+PIECE_HASHES = (1000, 64 << 20)
 _READ = 1 << 18
 _PATH = re.compile(rb'\{"path":"([^"\\]*)"')
 
@@ -98,6 +100,7 @@ def rewrite(
             recorder is not None,
             own,
             PIECE_FILES,
+            PIECE_HASHES,
         )
 
     def pieces() -> Iterator[Piece]:

@@ -246,3 +246,65 @@ def test_disorder_found_late_goes_the_general_way(tmp_path: Path, pieces: str) -
     status, stderr = _updated(tmp_path)
     assert status == 0, stderr
     assert _reused(tmp_path) == {"a", "c"}
+
+
+def test_a_tree_mostly_changed_goes_the_general_way(
+    tmp_path: Path, pieces: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More to hash than a piece hashes (here 3 files): the general way, which hashes
+    in every process at once; the output is the same. So too for an earlier manifest
+    of the tree under another name (./t), none of whose entries is reused."""
+    monkeypatch.setattr(updating, "PIECE_HASHES", (3, 1 << 30))
+    t = tmp_path / "t"
+    for name in ("a", "b", "c"):
+        _write(t / name, name.encode())
+    _create(tmp_path, "old.sha256")
+    for i in range(8):
+        _write(t / "new" / f"n{i}", b"new %d" % i)
+    status, stderr = _updated(tmp_path)
+    assert status == 0, stderr
+    assert _reused(tmp_path) == {"a", "b", "c"}
+    for name in ("new", "full"):
+        for path in tmp_path.glob(f"{name}.sha256*"):
+            path.unlink()
+    status, stderr = _dmp(
+        tmp_path, "-v", "manifest", "--create", "--dir", "./t", "-r", "-m", "new.sha256",
+        "--update", "old.sha256",
+    )  # fmt: skip
+    assert status == 0, stderr
+    assert b": 0 checksums reused" in stderr
+    _dmp(tmp_path, "manifest", "--create", "--dir", "./t", "-r", "-m", "full.sha256")
+    for suffix in ("", ".meta"):
+        expected = (tmp_path / f"full.sha256{suffix}").read_bytes()
+        assert (tmp_path / f"new.sha256{suffix}").read_bytes() == expected
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_trees(tmp_path: Path, pieces: str, seed: int) -> None:
+    """Random trees, changed at random: always the full --create's output."""
+    import random
+
+    rng = random.Random(seed)
+    t = tmp_path / "t"
+    dirs = [t]
+    for i in range(60):
+        if rng.random() < 0.2:
+            dirs.append(rng.choice(dirs) / f"d{i}")
+            dirs[-1].mkdir(parents=True)
+        else:
+            name = rng.choice(["f", "F", "f.x", "g_"]) + str(i)
+            _write(rng.choice(dirs) / name, b"%d" % i)
+    _create(tmp_path, "old.sha256")
+    files = sorted(p for p in t.rglob("*") if p.is_file())
+    for path in rng.sample(files, len(files) // 5):
+        choice = rng.random()
+        if choice < 0.3:
+            path.unlink()
+        elif choice < 0.6:
+            path.write_bytes(b"changed")
+        else:
+            os.chmod(path, 0o600)
+    for i in range(10):
+        _write(rng.choice(dirs) / f"new{i}", b"new")
+    status, stderr = _updated(tmp_path)
+    assert status == 0, stderr
