@@ -1,25 +1,24 @@
 """The distinct checksums a vault, archive or fetch run has met, each with the first
 row's outcome once it is known: a dict in memory while they are few, then an sqlite
-table in a temporary directory, so that memory stays flat however long the manifest.
+table on disk, so that memory stays flat however long the manifest.
 
-The directory is removed by ``close``, or when the table is dropped or the process
-exits (^C and SIGTERM unwind to an exit): nothing of it outlives the run.
+The table is sqlite's temporary database: a file in the temporary directory (TMPDIR)
+that sqlite removes as soon as it has opened it, so that nothing of it outlives the
+process, however it ends; its space is freed by ``close``, or when the table is dropped.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
-import tempfile
-import weakref
 
 from dmp_cli.rows import Status
 
 # Beyond this many distinct checksums the table goes to disk (about 100 bytes of memory
 # each before: 25 MB at this size). DMP_DEDUPE_SPILL sets another bound, for tests.
 SPILL_DISTINCT = 250_000
-# The pages sqlite keeps in memory for one spilled table (its negative cache_size, in KiB).
+# The pages sqlite keeps in memory for one spilled table, in KiB (DMP_DEDUPE_CACHE_KIB
+# sets another size, for tests: the table reaches its file sooner).
 CACHE_KIB = 32 << 10
 
 # A first row's outcome: its status and its error, if any.
@@ -35,8 +34,12 @@ _PLAIN: dict[str, Outcome] = {status: (status, None) for status in _STATUSES}
 def spill_at() -> int:
     """The bound on distinct checksums kept in memory: ``DMP_DEDUPE_SPILL`` if set (a
     positive number), else ``SPILL_DISTINCT``."""
-    setting = os.environ.get("DMP_DEDUPE_SPILL", "")
-    return int(setting) if setting.isdigit() and int(setting) > 0 else SPILL_DISTINCT
+    return _setting("DMP_DEDUPE_SPILL", SPILL_DISTINCT)
+
+
+def _setting(name: str, default: int) -> int:
+    setting = os.environ.get(name, "")
+    return int(setting) if setting.isdigit() and int(setting) > 0 else default
 
 
 class Seen:
@@ -50,13 +53,11 @@ class Seen:
         self.limit = spill_at() if limit is None else limit
         self._memory: dict[bytes, Outcome | None] | None = {}
         self._db: sqlite3.Connection | None = None
-        self._dir: str | None = None
-        self._cleanup: weakref.finalize | None = None
 
     @property
-    def spilled(self) -> str | None:
-        """The temporary directory of the table on disk, if it has gone there."""
-        return self._dir
+    def spilled(self) -> bool:
+        """Whether the checksums have gone to disk."""
+        return self._db is not None
 
     def first(self, key: bytes) -> bool:
         """Record ``key`` as met; True if it was not before."""
@@ -115,13 +116,12 @@ class Seen:
 
     def _spill(self) -> None:
         assert self._memory is not None
-        directory = tempfile.mkdtemp(prefix="dmp-dedupe-")
+        # "": a temporary database, its file unlinked by sqlite once open.
+        db = sqlite3.connect("", isolation_level=None)
         try:
-            db = sqlite3.connect(os.path.join(directory, "seen.sqlite"), isolation_level=None)
-            self._cleanup = weakref.finalize(self, _remove, db, directory)
             for pragma in ("journal_mode=OFF", "synchronous=OFF", "locking_mode=EXCLUSIVE"):
                 db.execute(f"PRAGMA {pragma}")
-            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            db.execute(f"PRAGMA cache_size=-{_setting('DMP_DEDUPE_CACHE_KIB', CACHE_KIB)}")
             db.execute(
                 "CREATE TABLE seen (digest BLOB PRIMARY KEY, status, error TEXT) WITHOUT ROWID"
             )
@@ -137,22 +137,13 @@ class Seen:
                 ),
             )
         except BaseException:
-            if self._cleanup is not None:
-                self._cleanup()
-            else:
-                _remove(None, directory)
+            db.close()
             raise
-        self._db, self._dir, self._memory = db, directory, None
+        self._db, self._memory = db, None
 
     def close(self) -> None:
-        """Forget every checksum, removing the table on disk, if any."""
-        if self._cleanup is not None:
-            self._cleanup()
-        self._cleanup = self._db = self._dir = None
+        """Forget every checksum, freeing the table on disk, if any."""
+        if self._db is not None:
+            self._db.close()
+        self._db = None
         self._memory = {}
-
-
-def _remove(db: sqlite3.Connection | None, directory: str) -> None:
-    if db is not None:
-        db.close()
-    shutil.rmtree(directory, ignore_errors=True)

@@ -1,19 +1,20 @@
 """--vault and --archive of a manifest that repeats content, with the checksums met and
 the first rows kept on disk past a tiny bound (``DMP_DEDUPE_SPILL``): the same output as
-in memory, row for row, and nothing left in the temporary directory."""
+in memory, row for row, and nothing in the temporary directory, even on ^C."""
 
 from __future__ import annotations
 
-import gc
 import json
+import os
 import shutil
-import tempfile
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from dmp_cli.manifest import Entry, format_line
-from dmp_cli.runs import seen
 from tests.integration.manifest_helpers import untimed
 from tests.integration.vaultkit import dmp, sha, small_tree
 from tests.servers import dmp_env
@@ -80,24 +81,51 @@ def test_spilled_runs_give_the_output_of_runs_in_memory(tmp_path: Path) -> None:
     assert statuses.count("skipped") == len(statuses) > 100
 
 
-def test_a_spilled_run_leaves_no_table_behind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    work, vault = tmp_path / "work", tmp_path / "vault"
-    work.mkdir()
+def tables(pid: int) -> int:
+    """The sqlite temporary files process ``pid`` holds open (unlinked once opened)."""
+    fds = f"/proc/{pid}/fd"
+    names = []
+    for fd in os.listdir(fds):
+        try:
+            names.append(os.readlink(os.path.join(fds, fd)))
+        except OSError:
+            pass
+    return sum(1 for name in names if "etilqs_" in name)
+
+
+@pytest.mark.parametrize("signal", [2, 15])  # ^C, and SIGTERM (`timeout`, `kill`)
+def test_an_interrupted_run_leaves_no_table_behind(tmp_path: Path, signal: int) -> None:
+    """A --vault reading its manifest from stdin, stopped once both tables are on disk
+    while it waits for more lines: their files were never in the temporary directory."""
+    temp, vault = tmp_path / "tmp", tmp_path / "vault"
+    temp.mkdir()
     vault.mkdir()
-    site(work)
-    made: list[str] = []
-    real = tempfile.mkdtemp
-
-    def mkdtemp(prefix: str) -> str:
-        made.append(real(prefix=prefix, dir=tmp_path))
-        return made[-1]
-
-    monkeypatch.setattr(seen.tempfile, "mkdtemp", mkdtemp)
-    env = dmp_env(DMP_VAULT=f"file://{vault}", DMP_DEDUPE_SPILL="3")
-    result = dmp("manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env)
-    assert result.returncode == 1, result.stderr.decode()  # the gone files
-    gc.collect()
-    assert len(made) == 2  # the reader's checksums met, the tally's first rows
-    assert not any(Path(path).exists() for path in made)
+    env = dmp_env(
+        DMP_VAULT=f"file://{vault}",
+        TMPDIR=str(temp),
+        DMP_DEDUPE_SPILL="3",
+        DMP_DEDUPE_CACHE_KIB="16",  # the tables reach their files soon
+        DMP_VAULT_PLANNING="head",
+    )
+    lines = b"".join(format_line(Entry(sha(b"%d" % (n % 2500)), f"f{n}")) for n in range(3000))
+    with subprocess.Popen(
+        [sys.executable, "-m", "dmp_cli", "manifest", "--vault", "-m", "-"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None
+        proc.stdin.write(lines)
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while tables(proc.pid) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        assert list(temp.iterdir()) == []
+        proc.send_signal(signal)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal, err.decode()
+    assert b"Traceback" not in err
+    assert list(temp.iterdir()) == []

@@ -1,5 +1,5 @@
 """A run's checksums met and first rows kept on disk past a bound: the same items, rows
-and counts as in memory, and nothing left on disk after."""
+and counts as in memory, and the table freed when done with."""
 
 from __future__ import annotations
 
@@ -129,24 +129,31 @@ def test_spilled_bookkeeping_gives_the_rows_kept_in_memory(
             sum(1 for line in lines if not line.entry),
         )
         spills = dedupe and bound is not None and model.distinct > bound
-        assert (tally._first.spilled is not None) == spills
+        assert tally._first.spilled == spills
         tally.close()
 
 
-def seen_dir(seen: Seen) -> str:
-    assert seen.spilled is not None
-    return seen.spilled
+def tables() -> int:
+    """This process's open sqlite temporary files (unlinked as soon as opened)."""
+    fds = "/proc/self/fd"
+    names = []
+    for fd in os.listdir(fds):
+        try:
+            names.append(os.readlink(os.path.join(fds, fd)))
+        except OSError:
+            pass
+    return sum(1 for name in names if "etilqs_" in name and name.endswith("(deleted)"))
 
 
-def test_a_spilled_table_answers_as_the_dict_did() -> None:
+def test_a_spilled_table_answers_as_the_dict_did(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DMP_DEDUPE_CACHE_KIB", "16")  # a file soon
     rng = random.Random(7)
-    keys = [rng.randbytes(32) for _ in range(200)]
+    keys = [rng.randbytes(32) for _ in range(2000)]
     memory, disk = Seen(limit=10**9), Seen(limit=5)
-    for key in keys[:150]:
+    for key in keys[:1500]:
         assert memory.first(key) == disk.first(key)
-    directory = seen_dir(disk)
-    assert os.listdir(directory) == ["seen.sqlite"]
-    for step in range(2000):
+    assert disk.spilled and tables() == 1
+    for step in range(6000):
         key = rng.choice(keys)
         if step % 3 == 0:
             assert memory.first(key) == disk.first(key)
@@ -155,10 +162,10 @@ def test_a_spilled_table_answers_as_the_dict_did() -> None:
             error = rng.choice([None, None, "why", ""])
             assert memory.put(key, status, error) == disk.put(key, status, error)
         assert memory.get(key) == disk.get(key)
-    assert len(memory) == len(disk) > 150
+    assert len(memory) == len(disk) > 1500
     disk.close()
-    assert not os.path.exists(directory)
-    assert disk.spilled is None and len(disk) == 0 and disk.first(keys[0])
+    assert tables() == 0
+    assert not disk.spilled and len(disk) == 0 and disk.first(keys[0])
 
 
 def test_the_bound_is_a_setting_for_tests(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,40 +176,41 @@ def test_the_bound_is_a_setting_for_tests(monkeypatch: pytest.MonkeyPatch) -> No
         assert spill_at() == SPILL_DISTINCT
 
 
-def test_the_reader_removes_its_table_when_read_or_stopped(
+def test_the_reader_frees_its_table_when_read_or_stopped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DMP_DEDUPE_SPILL", "2")
-    lines = [Line(n, Entry(digest(n % 5), f"f{n}")) for n in range(1, 30)]
+    monkeypatch.setenv("DMP_DEDUPE_CACHE_KIB", "16")
+    lines = [Line(n, Entry(digest(n % 1000), f"f{n}")) for n in range(1, 3000)]
     reader = EntryReader()
     items = reader.items(lines)
-    assert sum(1 for _ in zip(range(8), items, strict=False)) == 8
-    directory = seen_dir(reader._seen)
-    assert os.path.isdir(directory)
+    assert sum(1 for _ in zip(range(1500), items, strict=False)) == 1500
+    assert reader._seen.spilled and tables() == 1
     items.close()  # ^C in the run: the generator is closed as it unwinds
-    assert not os.path.exists(directory)
+    assert tables() == 0
 
     reader = EntryReader()
-    assert sum(1 for item in reader.items(lines) if item.get("same")) == 29 - 5
-    assert reader._seen.spilled is None
+    assert sum(1 for item in reader.items(lines) if item.get("same")) == 2999 - 1000
+    assert not reader._seen.spilled and tables() == 0
 
 
-def test_the_tally_removes_its_table_when_closed_or_dropped(
+def test_the_tally_frees_its_table_when_closed_or_dropped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DMP_DEDUPE_SPILL", "2")
+    monkeypatch.setenv("DMP_DEDUPE_CACHE_KIB", "16")
     tally = Tally()
-    for n in range(6):
+    for n in range(1000):
         tally.add({"digest": digest(n), "status": "present"})
-    directory = seen_dir(tally._first)
+    assert tables() == 1
     tally.close()
-    assert not os.path.exists(directory)
-    assert (tally["present"], tally.distinct) == (6, 6)
+    assert tables() == 0
+    assert (tally["present"], tally.distinct) == (1000, 1000)
 
     tally = Tally()
-    for n in range(6):
+    for n in range(1000):
         tally.add({"digest": digest(n), "status": "present"})
-    directory = seen_dir(tally._first)
+    assert tables() == 1
     del tally
     gc.collect()
-    assert not os.path.exists(directory)
+    assert tables() == 0
