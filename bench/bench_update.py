@@ -185,17 +185,17 @@ def load() -> str:
         return " ".join(f.read().split()[:3])
 
 
-def table(tree: str, title: str, runs: int, work: str, general: bool = False) -> tuple[str, str]:
+def table(
+    tree: str, title: str, runs: int, work: str, general: bool = False, full_runs: bool = True
+) -> tuple[str, str]:
     """Time the floor, a full --create and an --update of ``tree`` (unchanged since its
     earlier manifest, made once under ``work``) and print their medians; the earlier
     manifest's path and the new one's."""
     os.makedirs(work, exist_ok=True)
     old, new, full = (os.path.join(work, n) for n in ("old.sha256", "new.sha256", "full.sha256"))
+    made = None
     if not os.path.exists(old + ".meta"):
-        for name in (old, old + ".meta"):
-            if os.path.exists(name):
-                os.unlink(name)
-        subprocess.run(dmp("manifest", "--create", "--dir", tree, "-r", "-m", old), check=True)
+        made = timed(dmp("manifest", "--create", "--dir", tree, "-r", "-m", old), tree, [old])
     commands: dict[str, tuple[list[str] | str, list[str]]] = {
         "floor: find -printf '%s %T@ %C@ %i %D'": (
             f"find {tree} -printf '%s %T@ %C@ %i %D\\n' > /dev/null",
@@ -210,6 +210,9 @@ def table(tree: str, title: str, runs: int, work: str, general: bool = False) ->
             [new],
         ),
     }
+    if not full_runs:  # the earlier manifest's making alone, if timed
+        del commands["dmp --create (full)"]
+        full = old
     if general:
         rows = os.path.join(work, "rows.sha256")
         commands["dmp --json --create --update (unchanged, rows)"] = (
@@ -234,6 +237,12 @@ def table(tree: str, title: str, runs: int, work: str, general: bool = False) ->
         wall = statistics.median(w for w, _ in values)
         cpu = statistics.median(c for _, c in values)
         print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / floor:.2f} | {cpu / floor_cpu:.2f} |")
+    if made is not None:
+        wall, cpu = made
+        print(
+            f"| dmp --create (full), making the earlier manifest, once | {wall:.2f} | {cpu:.2f}"
+            f" | {wall / floor:.2f} | {cpu / floor_cpu:.2f} |"
+        )
     floors, updates = times[next(iter(commands))], times["dmp --create --update (unchanged)"]
     ratios = [w / f for (w, _), (f, _) in zip(updates, floors, strict=True)]
     print(f"\n`--update` over the floor, round by round: {', '.join(f'{r:.2f}' for r in ratios)}")
@@ -252,6 +261,10 @@ def main() -> None:
     )
     parser.add_argument("--general", action="store_true", help="also --update with --json rows")
     parser.add_argument("--no-changed", action="store_true", help="leave out the 1 % rerun")
+    parser.add_argument(
+        "--no-full", action="store_true", help="time a full --create once (the earlier manifest)"
+    )
+    parser.add_argument("--no-big", action="store_true", help="leave out the 8 files of 256 MiB")
     opts = parser.parse_args()
     os.environ["PYTHONPATH"] = REPO + os.pathsep + os.environ.get("PYTHONPATH", "")
     if opts.rss:
@@ -261,9 +274,10 @@ def main() -> None:
     tree = make_tree(opts.data, opts.files)
     os.makedirs(opts.work, exist_ok=True)
     title = f"{opts.files:,} files of {SIZE} B"
-    old, new = table(tree, title, opts.runs, opts.work, opts.general)
+    old, new = table(tree, title, opts.runs, opts.work, opts.general, not opts.no_full)
     big = os.path.join(opts.data, "big")
-    if os.path.exists(os.path.join(big, ".done")):  # bench_hash.py's 8 files of 256 MiB
+    # bench_hash.py's 8 files of 256 MiB
+    if not opts.no_big and os.path.exists(os.path.join(big, ".done")):
         table(big, "8 files of 256 MiB", opts.runs, os.path.join(opts.work, "big"))
     if opts.no_changed:
         return
