@@ -176,24 +176,27 @@ def _execute(
     work = Work.of(command.operation, spec, options)
     expected = Expected(hear.on_total) if hear.on_total else None
     first = True
-    while True:
-        retries: list[Row] = []
-        if expected:
-            items = expected.items(items, more_files=first)
-        for raw in executor.map(work, items, on_bytes=hear.on_bytes):
-            if raw.get("fatal"):
-                raise RunStopped(str(raw.get("error")))
+    try:
+        while True:
+            retries: list[Row] = []
             if expected:
-                expected.done(raw)
-            if tally.needs_retry(raw):
-                retries.append(raw)
-                continue
-            row = tally.add(raw)
-            hear.on_progress(1, raw.get("bytes") or 0)
-            hear.on_row(row)
-        if not retries:
-            return tally
-        # Each round retries only copies of content whose first file failed in the
-        # round before, so the rounds end.
-        items = retry_items(retries, with_size=True)
-        first = False
+                items = expected.items(items, more_files=first)
+            for raw in executor.map(work, items, on_bytes=hear.on_bytes):
+                if raw.get("fatal"):
+                    raise RunStopped(str(raw.get("error")))
+                if expected:
+                    expected.done(raw)
+                if tally.needs_retry(raw):
+                    retries.append(raw)
+                    continue
+                row = tally.add(raw)
+                hear.on_progress(1, raw.get("bytes") or 0)
+                hear.on_row(row)
+            if not retries:
+                return tally
+            # Each round retries only copies of content whose first file failed in the
+            # round before, so the rounds end.
+            items = retry_items(retries, with_size=True)
+            first = False
+    finally:
+        tally.close()  # the first rows' outcomes are not needed past the rows; counts stay
