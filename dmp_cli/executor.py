@@ -26,7 +26,7 @@ from dmp_cli.checking import (
     plain_entries,
 )
 from dmp_cli.inputs import Inputs, Lister
-from dmp_cli.ops import kind_of, run_batch
+from dmp_cli.ops import kind_of, operation_named, run_batch
 from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row
 from dmp_cli.rules import Command
@@ -167,7 +167,8 @@ class LocalExecutor:
         compact = work.op == Command.CHECK.operation and work.cwd is None
         if kind == "io":
             # Network work is latency-bound: small batches keep every thread busy.
-            groups = batches(items, max_items=8, max_bytes=MAX_BATCH_BYTES)
+            per_thread = operation_named(work.op).per_thread
+            groups = batches(items, max_items=per_thread, max_bytes=MAX_BATCH_BYTES)
         elif compact:
             groups = _counted(items, MAX_BATCH_ITEMS)  # entries of no known size
         else:

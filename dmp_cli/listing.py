@@ -141,7 +141,7 @@ def _prefix_url(item: Item, ctx: Context) -> str:
     return ctx.vault().store.key_url(item["path"])
 
 
-LIST = Operation(OP_NAME, vault_list_op, "io", where=_prefix_url)
+LIST = Operation(OP_NAME, vault_list_op, "io", where=_prefix_url, per_thread=1)
 
 __all__ = [
     "ANSWER",

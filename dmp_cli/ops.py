@@ -89,6 +89,9 @@ class Operation:
     base: Callable[[Item, Context], Row] = _path_only
     # The object an item's work is about, for the message of an unforeseen error.
     where: Callable[[Item, Context], str | None] = lambda item, ctx: None
+    # Items of it that an embedded thread takes at a time (network work): a few small
+    # requests, or one long piece of work (a listing) so that each goes in parallel.
+    per_thread: int = 8
 
     def failed(self, item: Item, ctx: Context, exc: BaseException) -> Row:
         """The row of an item whose work raised ``exc``."""

@@ -147,3 +147,25 @@ def test_default_jobs_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert default_jobs() == 1
     monkeypatch.delenv("DMP_JOBS")
     assert default_jobs() >= 1
+
+
+@pytest.mark.parametrize(("op", "per_batch"), [("vault-list", 1), ("head", 8)])
+def test_each_listing_goes_to_a_thread_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, op: str, per_batch: int
+) -> None:
+    """A listing is long work: embedded, each prefix is a batch of its own, so that the
+    prefixes are listed in parallel; a HEAD is short: a few go together."""
+    import dmp_cli.executor as executor_module
+
+    sizes: list[int] = []
+
+    def recorded(work: Work, batch: list, *args: object, **kwargs: object) -> list:
+        sizes.append(len(batch))
+        return [{"path": item["path"], "status": "ok"} for item in batch]
+
+    monkeypatch.setattr(executor_module, "run_batch", recorded)
+    items = [{"path": f"{i:02x}/", "digest": "0" * 64} for i in range(16)]
+    with LocalExecutor(jobs=2) as executor:
+        rows = list(executor.map(Work(op), iter(items)))
+    assert [row["path"] for row in rows] == [item["path"] for item in items]
+    assert sizes == [per_batch] * (16 // per_batch)
