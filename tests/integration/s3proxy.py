@@ -137,6 +137,13 @@ class Counts:
     def retries(self) -> int:
         return sum(n - 1 for n in self.seen.values() if n > 1)
 
+    def kinds(self) -> Counter[str]:
+        """The requests seen, by kind (``request_kind``)."""
+        counts: Counter[str] = Counter()
+        for (method, target), n in self.seen.items():
+            counts[request_kind(method, target)] += n
+        return counts
+
     def figures(self) -> dict[str, Any]:
         return {
             "requests": self.requests,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -18,7 +17,7 @@ import pytest
 from dmp_cli.layout import digest_key
 from tests.bulkmoto import bulk_content, bulk_digest, bulk_moto
 from tests.integration.fleet import worker
-from tests.integration.s3proxy import FaultProxy, fault_proxy, request_kind
+from tests.integration.s3proxy import FaultProxy, fault_proxy
 from tests.servers import Service, dmp_env, run_dmp
 
 pytestmark = pytest.mark.integration
@@ -71,13 +70,6 @@ def _manifest(where: Path) -> Path:
     return path
 
 
-def _kinds(proxy: FaultProxy) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for (method, target), n in proxy.counts.seen.items():
-        counts[request_kind(method, target)] += n
-    return counts
-
-
 def _detached(proxy: FaultProxy, fleet: str, cwd: Path, *args: str, **env: str) -> dict:
     """Submit ``args`` detached, watch the job to its end; its --json status record."""
     settings = {**_stores(proxy), "DMP_BROKER_URL": fleet, **env}
@@ -99,7 +91,7 @@ def test_a_detached_vault_is_answered_by_listing(
     record = _detached(proxy, fleet, tmp_path, "--vault", "-m", str(m))
     # Each entry answered on its own, copies too, as a detached --vault always does.
     assert record["counts"] == {"present": ENTRIES + 3, "missing": len(MISSING)}
-    kinds = _kinds(proxy)
+    kinds = proxy.counts.kinds()
     assert kinds["head"] == 0, kinds  # not one HEAD per checksum: the vault was listed
     assert 0 < kinds["list"] <= 260, kinds
     # Which way and why, as -v says it attached, is in the log of the coordinator's worker.
@@ -109,7 +101,7 @@ def test_a_detached_vault_is_answered_by_listing(
     proxy.reset()
     record = _detached(proxy, fleet, tmp_path, "--vault", "-m", str(m), DMP_VAULT_PLANNING="head")
     assert record["counts"] == {"present": ENTRIES + 3, "missing": len(MISSING)}
-    kinds = _kinds(proxy)
+    kinds = proxy.counts.kinds()
     assert kinds["head"] == ENTRIES + 3 + len(MISSING), kinds
     assert kinds["list"] == 0, kinds
 
@@ -133,7 +125,7 @@ def test_a_detached_archive_rerun_lists_and_uploads_what_the_vault_lacks(
     record = _detached(proxy, fleet, tmp_path, "--archive", "-m", str(m))
     # What the listing saw is not sent again; only the new content goes up.
     assert record["counts"] == {"skipped": 500, "uploaded": 2}, record
-    kinds = _kinds(proxy)
+    kinds = proxy.counts.kinds()
     assert kinds["list"] > 0 and kinds["head"] == 0, kinds
     put = " ".join(target for (method, target), _ in proxy.counts.seen.items() if method == "PUT")
     # Only what the listing did not see is offered to the vault (beside the probe of

@@ -10,7 +10,6 @@ or more. The requests counted are the client's own, whatever the server does wit
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -18,7 +17,7 @@ from subprocess import CompletedProcess
 import pytest
 
 from tests.bulkmoto import bulk_content, bulk_digest, bulk_moto
-from tests.integration.s3proxy import FaultProxy, fault_proxy, request_kind
+from tests.integration.s3proxy import FaultProxy, fault_proxy
 from tests.servers import Service, dmp_env, run_dmp
 
 pytestmark = [pytest.mark.integration, pytest.mark.full_size]
@@ -49,13 +48,6 @@ def _run(proxy: FaultProxy, cwd: Path, *args: str) -> CompletedProcess[bytes]:
     return result
 
 
-def _requests(proxy: FaultProxy) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for (method, target), n in proxy.counts.seen.items():
-        counts[request_kind(method, target)] += n
-    return counts
-
-
 def _manifest(where: Path, count: int) -> Path:
     path = where / "m.sha256"
     path.write_text("".join(f"{bulk_digest(i)}  data/f{i}\n" for i in range(count)))
@@ -69,7 +61,7 @@ def test_a_vault_of_100000_entries_takes_at_most_1000_requests(
     result = _run(proxy, tmp_path, "--vault", "-m", str(m))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(b": in the vault\n") == OBJECTS
-    requests = _requests(proxy)
+    requests = proxy.counts.kinds()
     assert requests["head"] == 0, requests
     assert sum(requests.values()) <= 1000, requests
     assert b"dmp: planning by listing" in result.stderr
@@ -80,7 +72,7 @@ def test_ten_entries_against_100000_objects_use_heads(proxy: FaultProxy, tmp_pat
     result = _run(proxy, tmp_path, "--vault", "-m", str(m))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(b": in the vault\n") == 10
-    requests = _requests(proxy)
+    requests = proxy.counts.kinds()
     assert requests["head"] == 10, requests
     assert sum(requests.values()) <= 30, requests
     assert b"dmp: planning by HEAD" in result.stderr
@@ -97,6 +89,6 @@ def test_an_archive_rerun_of_100000_files_uploads_nothing(
     result = _run(proxy, tmp_path, "--archive", "-m", str(m))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(b": already archived\n") == OBJECTS
-    requests = _requests(proxy)
+    requests = proxy.counts.kinds()
     assert requests["put"] == 0 and requests["upload-part"] == 0, requests
     assert sum(requests.values()) <= 1000, requests

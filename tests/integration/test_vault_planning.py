@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -23,7 +22,7 @@ import pytest
 from dmp_cli.runs import listing_choice
 from tests.bulkmoto import bulk_content, bulk_digest, bulk_moto
 from tests.integration.fleet import worker
-from tests.integration.s3proxy import Aim, FaultProxy, fault_proxy, request_kind
+from tests.integration.s3proxy import Aim, FaultProxy, fault_proxy
 from tests.servers import Service, dmp_env, run_dmp
 
 pytestmark = pytest.mark.integration
@@ -111,14 +110,6 @@ def run(proxy: FaultProxy, cwd: Path, *args: str, **more: str) -> CompletedProce
     return result
 
 
-def kinds(proxy: FaultProxy) -> Counter[str]:
-    """The requests since the last run began, by kind."""
-    counts: Counter[str] = Counter()
-    for (method, target), n in proxy.counts.seen.items():
-        counts[request_kind(method, target)] += n
-    return counts
-
-
 def records(result: CompletedProcess[bytes]) -> list[dict[str, Any]]:
     """--json's records, without the run's pace (which differs from run to run)."""
     pace = {"seconds", "files_per_second", "bytes_per_second"}
@@ -138,9 +129,9 @@ def test_many_entries_are_answered_by_listing_in_few_requests(
 ) -> None:
     m = manifest(tmp_path, VAULT_OBJECTS, missing=3, copies=5)
     listed = run(proxy, tmp_path, "--vault", "-m", str(m), "-v")
-    by_listing = kinds(proxy)
+    by_listing = proxy.counts.kinds()
     headed = run(proxy, tmp_path, "--vault", "-m", str(m), "-v", DMP_VAULT_PLANNING="head")
-    by_head = kinds(proxy)
+    by_head = proxy.counts.kinds()
     assert listed.returncode == headed.returncode == 0
     assert listed.stdout == headed.stdout  # row for row, line for line
     assert listed.stdout.count(b": in the vault\n") == VAULT_OBJECTS + 5
@@ -165,7 +156,7 @@ def test_many_entries_are_answered_by_listing_in_few_requests(
 def test_the_json_records_are_the_same_either_way(proxy: FaultProxy, tmp_path: Path) -> None:
     m = manifest(tmp_path, 300, missing=2, copies=2)
     listed = run(proxy, tmp_path, "--vault", "-m", str(m), "--json", DMP_VAULT_PLANNING="list")
-    assert kinds(proxy)["head"] == 0
+    assert proxy.counts.kinds()["head"] == 0
     headed = run(proxy, tmp_path, "--vault", "-m", str(m), "--json", DMP_VAULT_PLANNING="head")
     assert records(listed) == records(headed)
     assert records(listed)[-1]["present"] == 302
@@ -184,7 +175,7 @@ def test_a_few_entries_are_asked_about_by_head(big_proxy: FaultProxy, tmp_path: 
         f"{BY_HEAD}: 10 HEAD requests instead of {prefixes(10) + 1} LIST requests "
         f"(a vault of about {estimate:,} objects)"
     )
-    counts = kinds(big_proxy)
+    counts = big_proxy.counts.kinds()
     assert counts["list"] == 1 and counts["head"] == 10
     assert sum(counts.values()) <= 30
 
@@ -201,7 +192,8 @@ def test_a_few_entries_in_a_small_vault_are_answered_by_listing_it_whole(
         f"{LISTED} the whole vault: 3 LIST requests instead of 10 HEAD requests "
         f"(a vault of about {ESTIMATE:,} objects)"
     )
-    assert kinds(proxy)["list"] == 3 and kinds(proxy)["head"] == 0
+    counts = proxy.counts.kinds()
+    assert counts["list"] == 3 and counts["head"] == 0
 
 
 def test_each_split_gives_the_same_rows(proxy: FaultProxy, tmp_path: Path, parts: int) -> None:
@@ -211,7 +203,8 @@ def test_each_split_gives_the_same_rows(proxy: FaultProxy, tmp_path: Path, parts
     assert listed.returncode == expected.returncode == 0
     assert listed.stdout == expected.stdout
     assert listed.stdout.count(b": NOT in the vault\n") == 3
-    assert kinds(proxy)["head"] == 0 and kinds(proxy)["list"] == lists(parts, 700, 3)
+    counts = proxy.counts.kinds()
+    assert counts["head"] == 0 and counts["list"] == lists(parts, 700, 3)
     (note,) = notes(listed)
     what = "the whole vault" if parts == 1 else f"{lists(parts, 700, 3) - 1} prefixes"
     assert note.startswith(f"{LISTED} {what}: ")
@@ -224,7 +217,7 @@ def test_an_archive_rerun_uploads_nothing(proxy: FaultProxy, tmp_path: Path) -> 
         (data / f"f{i}").write_bytes(bulk_content(i))
     m = manifest(tmp_path, VAULT_OBJECTS)
     listed = run(proxy, tmp_path, "--archive", "-m", str(m), "-v")
-    by_listing = kinds(proxy)
+    by_listing = proxy.counts.kinds()
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count(b": already archived\n") == VAULT_OBJECTS
     assert by_listing["put"] == 0 and by_listing["head"] == 0
@@ -236,7 +229,7 @@ def test_an_archive_rerun_uploads_nothing(proxy: FaultProxy, tmp_path: Path) -> 
     assert headed.returncode == 0
     assert listed.stdout == headed.stdout
     # Without a plan, a put-if-absent each, every one refused.
-    assert kinds(proxy)["put"] >= VAULT_OBJECTS
+    assert proxy.counts.kinds()["put"] >= VAULT_OBJECTS
 
 
 def test_an_archive_uploads_what_the_listing_did_not_see(proxy: FaultProxy, tmp_path: Path) -> None:
@@ -257,11 +250,11 @@ def test_an_archive_uploads_what_the_listing_did_not_see(proxy: FaultProxy, tmp_
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(b": already archived\n") == 200
     assert b"data/fresh: uploaded" in result.stdout
-    assert kinds(proxy)["put"] >= 1
+    assert proxy.counts.kinds()["put"] >= 1
     assert proxy.counts.conditional_puts >= 1
     again = run(proxy, tmp_path, "--archive", "-m", "m.sha256", DMP_VAULT_PLANNING="list")
     assert again.stdout.count(b": already archived\n") == 201
-    assert kinds(proxy)["put"] == 0
+    assert proxy.counts.kinds()["put"] == 0
 
 
 @pytest.mark.parametrize("fault", ["cut", "internal"])
@@ -274,7 +267,7 @@ def test_a_listing_cut_short_is_listed_again_whole(
     proxy.arm(Aim(kind="list", first=6), kinds=(fault,))
     listed = run(proxy, tmp_path, "--vault", "-m", str(m), "-v", DMP_VAULT_PLANNING="list")
     assert proxy.counts.faulted[fault] == 6
-    assert kinds(proxy)["head"] == 0  # every prefix listed in the end, none asked by HEAD
+    assert proxy.counts.kinds()["head"] == 0  # every prefix listed in the end, none asked by HEAD
     assert listed.returncode == expected.returncode == 0
     assert listed.stdout == expected.stdout
 
@@ -288,7 +281,7 @@ def test_a_prefix_that_cannot_be_listed_is_asked_about_by_head(
     listed = run(proxy, tmp_path, "--vault", "-m", str(m), "-v", DMP_VAULT_PLANNING="list")
     assert listed.returncode == 0
     assert listed.stdout == expected.stdout
-    assert kinds(proxy)["head"] == 202
+    assert proxy.counts.kinds()["head"] == 202
     assert b"checksums are asked about one by one" in listed.stderr
 
 
@@ -303,7 +296,8 @@ def test_on_the_fleet_the_rows_are_the_same(
         listed = run(proxy, tmp_path, "--vault", "-m", str(m), "-v", DMP_BROKER_URL=url)
     assert listed.returncode == expected.returncode == 0, listed.stderr
     assert listed.stdout == expected.stdout
-    assert kinds(proxy)["head"] == 0 and kinds(proxy)["list"] == lists(1, 800, 2)
+    counts = proxy.counts.kinds()
+    assert counts["head"] == 0 and counts["list"] == lists(1, 800, 2)
     (note,) = notes(listed)
     assert note.startswith(f"{LISTED} the whole vault: 3 LIST requests")
     # The listing's job is judged as the --vault that sent it.
