@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import weakref
 
 from dmp_cli.rows import Status
 
@@ -53,6 +54,8 @@ class Seen:
         self.limit = spill_at() if limit is None else limit
         self._memory: dict[bytes, Outcome | None] | None = {}
         self._db: sqlite3.Connection | None = None
+        # Closes the table when this is dropped unclosed (a run that stopped early).
+        self._closer: weakref.finalize[[], Seen] | None = None
 
     @property
     def spilled(self) -> bool:
@@ -140,10 +143,11 @@ class Seen:
             db.close()
             raise
         self._db, self._memory = db, None
+        self._closer = weakref.finalize(self, db.close)
 
     def close(self) -> None:
         """Forget every checksum, freeing the table on disk, if any."""
-        if self._db is not None:
-            self._db.close()
-        self._db = None
+        if self._closer is not None:
+            self._closer()  # closes the table, once
+        self._closer, self._db = None, None
         self._memory = {}
