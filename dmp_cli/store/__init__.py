@@ -87,6 +87,28 @@ class Store(Protocol):
         """Write the object's bytes to ``stream`` (seekable); raise ObjectMissing if absent."""
         ...
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """The ``length`` bytes of the object at ``start`` (one ranged GET); raise
+        ObjectMissing if absent, and StoreError (one line naming the object) if the store
+        answers with other bytes than those asked for and they cannot be cut from it."""
+        ...
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """A small object's bytes (a config, an index), or None if nothing is at ``key``."""
+        ...
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store a small object whole, replacing what is at ``key``."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object at ``key``; nothing if it is not there."""
+        ...
+
+    def list_dated(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+        """As ``list_keys``, each object with when it was last written (timezone-aware)."""
+        ...
+
     def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
         """Copy an object of ``source`` (a store of the same kind) to ``key``, server-side."""
         ...

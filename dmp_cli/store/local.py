@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import BinaryIO
 
 from dmp_cli.digest import CHUNK, digest_file, new_hasher
@@ -73,6 +74,15 @@ class FileStore:
         """The files whose keys start with ``prefix``, walked with os.scandir from the
         directory it names (a prefix that does not end in "/" names the start of the
         entries' names there); regular files only, as ``head`` counts them."""
+        for key, st in self._files(prefix):
+            yield key, st.st_size
+
+    def list_dated(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+        for key, st in self._files(prefix):
+            yield key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)
+
+    def _files(self, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
+        """The regular files under ``prefix`` (as ``list_keys`` says), with their stat."""
         top, _, start = prefix.rpartition("/")
         pending = [top]
         while pending:
@@ -92,7 +102,7 @@ class FileStore:
                     if entry.is_dir(follow_symlinks=False):
                         pending.append(key)
                     elif entry.is_file():
-                        yield key, entry.stat().st_size
+                        yield key, entry.stat()
                 except FileNotFoundError:  # gone meanwhile: not there
                     continue
                 except OSError as exc:
@@ -158,6 +168,57 @@ class FileStore:
                 if on_bytes:
                     on_bytes(len(chunk))
             return total
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError(f"not a range: {length} bytes at {start}")
+        if length == 0:
+            return b""
+        try:
+            with open(self._path(key), "rb") as source:
+                source.seek(start)
+                data = source.read(length)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            raise ObjectMissing(f"{self.key_url(key)}: not in the vault") from exc
+        except OSError as exc:
+            raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
+        if len(data) < length:
+            raise StoreError(
+                f"{self.key_url(key)}: {len(data)} of the {length} bytes at {start} came "
+                "(the object is shorter)"
+            )
+        return data
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            with open(self._path(key), "rb") as source:
+                return source.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None  # a directory is no object, as ``head`` says
+        except OSError as exc:
+            raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        # As put_file: written beside its name, synced, then renamed over what is there.
+        target = self._path(key)
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with PendingFile.beside(target, 0o600) as pending:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(pending.fd, view) :]
+                os.fsync(pending.fd)
+                pending.publish(replace=True)
+        except OSError as exc:
+            raise StoreError(f"{self.key_url(key)}: {exc.strerror or exc}") from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            pass  # a directory is no object, as ``head`` says
+        except OSError as exc:
+            raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
 
     def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
         if not isinstance(source, FileStore):

@@ -1,7 +1,8 @@
 """``S3Store``: the vault on S3 (or MinIO, Ceph, any S3-compatible store).
 
-Its requests: HEAD, PUT (one from memory, or multipart through s3transfer), GET, copy and
-LIST (``listing``), each translated by ``errors``; the rest as ``dmp_cli.store.s3`` says.
+Its requests: HEAD, PUT (one from memory, or multipart through s3transfer), GET (whole, or
+a range of an object), DELETE, copy and LIST (``listing``), each translated by ``errors``;
+the rest as ``dmp_cli.store.s3`` says.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig, TransferManager
 
 from dmp_cli.aws import TRANSFER_CONCURRENCY, s3_client
+from dmp_cli.digest import CHUNK
 from dmp_cli.errors import ObjectExists, ObjectMissing, StoreError
 from dmp_cli.layout import join_key
 from dmp_cli.options import StoreSpec
@@ -375,6 +378,64 @@ class S3Store(KeyListing):
             )
         return size
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError(f"not a range: {length} bytes at {start}")
+        if length == 0:
+            return b""
+        url = self.key_url(key)
+        end = start + length - 1
+        with translated(url, missing="not in the vault"):
+            try:
+                reply = self.client.get_object(
+                    Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end}"
+                )
+            except ClientError as exc:
+                if error_code(exc) == "InvalidRange":
+                    raise StoreError(f"{url}: no byte {start} (the object is shorter)") from exc
+                raise
+            body = reply["Body"]
+            try:
+                data = _cut(body, _first_byte(reply, start, end, url), start, length)
+            finally:
+                body.close()  # what follows the range, if the store sent it, is not read
+        if len(data) < length:
+            raise StoreError(
+                f"{url}: {len(data)} of the {length} bytes at {start} came (the object is shorter)"
+            )
+        return data
+
+    def get_bytes(self, key: str) -> bytes | None:
+        with translated(self.key_url(key)):
+            try:
+                reply = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:
+                if error_code(exc) in MISSING:
+                    return None
+                raise
+            with reply["Body"] as body:
+                data: bytes = body.read()  # an answer cut short raises, as a transient error
+        return data
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        with translated(self.key_url(key)):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"),
+                Metadata={META_KEY: digest},
+            )
+
+    def delete(self, key: str) -> None:
+        with translated(self.key_url(key)):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as exc:  # S3 says 204 either way; some stores say 404
+                if error_code(exc) not in MISSING:
+                    raise
+
     def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
         if not isinstance(source, S3Store):
             raise StoreError(
@@ -398,3 +459,42 @@ class S3Store(KeyListing):
                         f"{self.key_url(key)}"
                     ) from exc
                 raise
+
+
+# A 206's Content-Range: the first and last bytes sent, and the object's size (or "*").
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:\d+|\*)")
+
+
+def _first_byte(reply: dict[str, Any], start: int, end: int, url: str) -> int:
+    """Where in the object the answer's body begins: 0 for a 200 (a store that ignores
+    Range sends the whole object), else where its Content-Range says, if that covers
+    ``start``; other bytes raise StoreError."""
+    if reply.get("ResponseMetadata", {}).get("HTTPStatusCode") != 206:
+        return 0
+    sent = reply.get("ContentRange") or ""
+    match = _CONTENT_RANGE.fullmatch(sent)
+    if match is None or int(match[1]) > start or int(match[2]) < start:
+        said = f"bytes {sent.removeprefix('bytes ')}" if sent else "no Content-Range"
+        raise StoreError(f"{url}: bytes {start}-{end} asked for, {said} sent")
+    return int(match[1])
+
+
+def _cut(body: Any, first: int, start: int, length: int) -> bytes:
+    """The ``length`` bytes at ``start`` of a body that begins at byte ``first``, read a
+    chunk at a time: those before are dropped as they come, those after never read.
+    Fewer if the body ends first."""
+    skip = start - first
+    while skip:
+        chunk = body.read(min(skip, CHUNK))
+        if not chunk:
+            return b""
+        skip -= len(chunk)
+    parts = []
+    need = length
+    while need:
+        chunk = body.read(min(need, CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        need -= len(chunk)
+    return b"".join(parts)

@@ -8,6 +8,7 @@ again from its start (``dmp_cli.retry``); so a listing is never half-read.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from dmp_cli.errors import StoreError
@@ -18,7 +19,8 @@ PAGE_KEYS = 1000  # what S3 returns at most per request, and asks for by default
 
 
 class KeyListing:
-    """``list_keys`` for ``S3Store``: the objects under a key prefix, page by page."""
+    """``list_keys`` and ``list_dated`` for ``S3Store``: the objects under a key prefix,
+    page by page."""
 
     client: Any
     bucket: str
@@ -28,6 +30,22 @@ class KeyListing:
         raise NotImplementedError
 
     def list_keys(self, prefix: str) -> Iterator[tuple[str, int]]:
+        for key, entry in self._entries(prefix):
+            yield key, int(entry["Size"])
+
+    def list_dated(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+        url = self.key_url(prefix)
+        for key, entry in self._entries(prefix):
+            written = entry.get("LastModified")
+            if not isinstance(written, datetime) or written.tzinfo is None:
+                raise StoreError(
+                    f"{url}: a listing's entry came without its LastModified (cut short?)",
+                    transient=True,
+                )
+            yield key, int(entry["Size"]), written
+
+    def _entries(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each object under ``prefix`` as its key and its entry in a page."""
         # The keys yielded are relative to the store's prefix, as the other requests' are.
         strip = len(join_key(self.prefix, ""))
         args: dict[str, Any] = {
@@ -41,7 +59,7 @@ class KeyListing:
                 page = self.client.list_objects_v2(**args)
             contents = _checked(page, url)
             for entry in contents:
-                yield entry["Key"][strip:], int(entry["Size"])
+                yield entry["Key"][strip:], entry
             if not page["IsTruncated"]:
                 return
             args["ContinuationToken"] = page["NextContinuationToken"]
