@@ -25,7 +25,9 @@ holds a substring, and only the first so many of them, so that a single fault is
 Apart from faults, ``conditional`` says what the store does with a conditional PUT
 (``If-None-Match: *``): ``honour`` passes it on; ``overwrite`` strips the header before
 forwarding (a store that accepts the header and overwrites); ``refuse`` answers 501
-NotImplemented without forwarding (a store without conditional writes).
+NotImplemented without forwarding (a store without conditional writes). With
+``ignore_range``, a GET is forwarded without its Range header: the store answers 200 with
+the whole object, as some S3-compatible stores do.
 
 Threaded, with keep-alive connections from the client; one fresh connection to the
 server a request (moto is slow, and a fresh connection is never a stale one).
@@ -168,6 +170,7 @@ class FaultProxy:
         latency: float = 0.2,
         only: tuple[str, ...] = (),
         aim: Aim | None = None,
+        ignore_range: bool = False,
     ) -> None:
         unknown = set(kinds) - set(FAULTS + MORE_FAULTS)
         if unknown or conditional not in CONDITIONAL_MODES:
@@ -181,6 +184,7 @@ class FaultProxy:
         self.latency = latency
         self.only = only  # methods that may be faulted (all if empty)
         self.aim = aim
+        self.ignore_range = ignore_range
         self.aimed = 0  # requests the aim matched so far
         self.counts = Counts()
         self._random = random.Random(seed)
@@ -252,6 +256,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         if conditional and proxy.conditional == "overwrite":
             headers = {k: v for k, v in headers.items() if k.lower() != "if-none-match"}
+        if proxy.ignore_range and self.command == "GET":
+            headers = {k: v for k, v in headers.items() if k.lower() != "range"}
         if body is not None:
             headers["Content-Length"] = str(len(body))
         if self.command == "PUT":
