@@ -111,6 +111,7 @@ TABLE: dict[str, str] = {
     "upload": "dmp_cli.transfer:UPLOAD",
     "download": "dmp_cli.transfer:DOWNLOAD",
     "vault-list": "dmp_cli.listing:LIST",  # a prefix of the vault listed (planning)
+    "pack": "dmp_cli.packing:PACK",  # small files stored as one pack (packing vaults)
 }
 
 # The operations loaded so far, by name.

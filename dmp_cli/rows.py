@@ -59,6 +59,18 @@ class Item(TypedDict, total=False):
     # --create --update: the earlier manifest's checksum of the file and what the file
     # must still be to keep it (dmp_cli.reuse.Old)
     old: list[Any]
+    # A packing vault (dmp_cli.runs.packing): the checksum's member of a pack, as [pack's
+    # sha256, offset, size], and whether this run stored that pack; or why its pack was
+    # not stored, and whether a later attempt may succeed
+    packed: list[Any]
+    packed_new: bool
+    pack_error: str
+    pack_transient: bool
+    # A pack's files, as [checksum, size, path] (dmp_cli.packing), the catalog's width,
+    # and whether the vault is asked about each first (planned by HEAD)
+    pack: list[Any]
+    width: int
+    ask: bool
 
 
 class Row(TypedDict, total=False):
@@ -78,6 +90,14 @@ class Row(TypedDict, total=False):
     transient: bool  # may succeed if tried again (throttling, a reset, ESTALE)
     stat: list[Any]  # --create with metadata: the file's own, as dmp_cli.meta.stat_of gives it
     reused: bool  # --create --update: the earlier manifest's checksum, the file not read
+    packed: str  # a packing vault: the sha256 of the pack that holds the content
+    # A pack's row (dmp_cli.packing): the checksums offered, those stored as [checksum,
+    # offset, size], those refused as [checksum, path, why], those found stored plain
+    files: list[str]
+    members: list[Any]
+    refused: list[Any]
+    present: list[str]
+    pack: str
 
 
 # Failures that a later attempt may not see: a stale NFS handle, a reset, a timeout.

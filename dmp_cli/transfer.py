@@ -16,6 +16,7 @@ import posixpath
 import stat
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from dmp_cli.digest import digest_fd
 from dmp_cli.errors import (
@@ -23,10 +24,13 @@ from dmp_cli.errors import (
     ObjectExists,
     ObjectMissing,
     PathRefused,
+    StoreError,
     TargetUnusable,
 )
 from dmp_cli.fsutil import PendingFile, open_parent, target_parts
 from dmp_cli.ops import Context, Operation
+from dmp_cli.packing import read_member
+from dmp_cli.packs.config import pack_key
 from dmp_cli.quoting import quote_name
 from dmp_cli.restore import AttributesRefused, apply_at, apply_fd, is_link, link_beside
 from dmp_cli.rows import Item, Row, base_row
@@ -62,6 +66,9 @@ def _entries(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], 
 
 @_entries
 def head_op(item: Item, ctx: Context) -> Row:
+    packed = item.get("packed")
+    if packed is not None:  # in a pack, as the catalog says: no request
+        return {"status": "present", "bytes": int(packed[2]), "packed": packed[0]}
     listed = item.get("listed")
     if listed is not None:  # planned by listing: answered by it, no request
         return {"status": "missing"} if listed < 0 else {"status": "present", "bytes": listed}
@@ -82,6 +89,14 @@ def upload_op(item: Item, ctx: Context) -> Row:
     vault = ctx.vault()
     digest = item["digest"]
     source = ctx.path(item["path"])
+    packed = item.get("packed")
+    if packed is not None and not options.all:  # in a pack: this run's, or an earlier one's
+        to = vault.store.key_url(pack_key(packed[0]))
+        if item.get("packed_new"):
+            return {"to": to, "status": "uploaded", "bytes": int(packed[2]), "packed": packed[0]}
+        return {"to": to, "status": "skipped", "packed": packed[0]}
+    if "pack_error" in item and not options.all:  # its pack was not stored: why
+        raise StoreError(str(item["pack_error"]), transient=bool(item.get("pack_transient")))
     # Planned by listing, a checksum whose object a listing saw needs no request; one it
     # did not see is asked about as ever (a put-if-absent, or a HEAD), never assumed absent.
     listed = item.get("listed", -1) >= 0
@@ -195,6 +210,8 @@ def _download(item: Item, ctx: Context) -> Row:
             )
         vault = ctx.vault()
         if options.dry_run:
+            if item.get("packed") is not None:
+                return {"status": "would-fetch", "bytes": int(item["packed"][2])}
             info = vault.head(digest)
             if info is None:
                 raise ObjectMissing(digest)
@@ -216,6 +233,7 @@ def _download(item: Item, ctx: Context) -> Row:
                 replace=local is not None,
                 on_bytes=ctx.on_bytes,
                 finish=finish,
+                packed=item.get("packed"),
             )
         _refused(refused)
         return {"status": "fetched", "bytes": size}
@@ -312,6 +330,7 @@ def _fetch_into(
     replace: bool,
     on_bytes: OnBytes | None = None,
     finish: Callable[[int], str | None] | None = None,
+    packed: list[Any] | None = None,
 ) -> tuple[int, str | None]:
     """The object, verified, at ``name``: its size, and what ``finish`` said. ``finish``
     is given the verified file's descriptor before it goes into place (the recorded
@@ -319,7 +338,13 @@ def _fetch_into(
     target refused) does not keep the file out."""
     with PendingFile(dir_fd, name) as pending:
         with os.fdopen(pending.fd, "w+b", closefd=False) as stream:
-            vault.get_file(digest, stream, on_bytes)
+            if packed is not None:  # its member of a pack, out of a ranged read of it
+                data = read_member(vault.store, packed)
+                stream.write(data)
+                if on_bytes is not None:
+                    on_bytes(len(data))
+            else:
+                vault.get_file(digest, stream, on_bytes)
             stream.flush()
             os.fsync(stream.fileno())
             stream.seek(0)

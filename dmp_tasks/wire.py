@@ -30,7 +30,8 @@ from dmp_cli.rows import Item, Row, Status
 # of dmp. Each side says which form it speaks (``speaks``), and work in another form is
 # refused in one line (``mismatch``), rather than misread. Bumped with any change to
 # those forms.
-PROTOCOL = 3  # 3: a vault listing of the whole vault or of a first character; --update
+PROTOCOL = 4  # 4: packs (packing vaults); 3: a listing of the whole vault or of a first
+# character, --update
 
 # ensure_ascii stays: a path that is not UTF-8 holds lone surrogates, which only the
 # escaped form carries through (and back) intact.

@@ -12,16 +12,27 @@ from dmp_cli.errors import ManifestError, RunStopped, StoreError
 from dmp_cli.executor import Executor, LocalExecutor, default_jobs, io_threads_for
 from dmp_cli.manifest import open_manifest, parse_lines
 from dmp_cli.options import Options, StoreSpec, Work
+from dmp_cli.packs.config import VaultConfig
 from dmp_cli.restore import restore_tree
+from dmp_cli.retry import with_retries
 from dmp_cli.rows import Item, Row, Status
 from dmp_cli.rules import Command, judge
 from dmp_cli.runs.companion import CompanionOutcome, archive_companion, open_for
 from dmp_cli.runs.entries import EntryReader, Tally, retry_items
+from dmp_cli.runs.packing import (
+    Packed,
+    annotate,
+    manifest_checksums,
+    pack_missing,
+    plan_reads,
+    read_catalog,
+)
 from dmp_cli.runs.planning import Plan, plan
 from dmp_cli.runs.report import Listener, Report, shown_manifest
 from dmp_cli.runs.totals import Expected
 from dmp_cli.settings import Settings, vault_planning_mode
 from dmp_cli.store import StorePool
+from dmp_cli.store.config import read_config
 
 
 @dataclass
@@ -60,14 +71,25 @@ def transfer(
     reader = entry_reader(command, options, detached=detached)
     with stream:
         preflight(executor.stores, spec)
+        store = executor.stores.vault(spec).store
+        config = with_retries(lambda: read_config(store))
         way = _plan(command, manifest, executor, spec, options, detached, planning, on_note)
+        packed = None
         try:
+            if config is not None:
+                packed = _packed(
+                    command, manifest, executor, spec, options, config, way, detached, on_note
+                )
             items = way.annotate(reader.items(parse_lines(stream)))
+            if packed is not None:
+                items = annotate(items, packed)
             if companion is not None and command is Command.FETCH:
                 items = companion.attach(items)
             tally = _execute(command, reader, items, executor, spec, options, hear)
         finally:
             way.close()
+            if packed is not None:
+                packed.close()
     if reader.entries == 0:
         raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
     counts = {**tally.counts, Status.MISFORMATTED: reader.misformatted}
@@ -142,6 +164,45 @@ def _plan(
         with LocalExecutor() as lister:
             return plan(command, manifest, lister, spec, options, mode, note, shown)
     return plan(command, manifest, executor, spec, options, mode, note, shown)
+
+
+def _packed(
+    command: Command,
+    manifest: str,
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options,
+    config: VaultConfig,
+    way: Plan,
+    detached: bool,
+    on_note: Callable[[str], None] | None = None,
+) -> Packed:
+    """In a packing vault: which of the manifest's checksums are packed (the catalog's
+    shards that hold any of them, read), and for --archive, the small files the vault
+    lacks packed first. A detached job's coordinator packs with threads of its own, as
+    it plans (see ``_plan``)."""
+    note = on_note or (lambda text: None)
+    shown = shown_manifest(manifest)
+    store = executor.stores.vault(spec).store
+    packed = Packed()
+    try:
+        checksums = manifest_checksums(manifest, shown)
+        try:
+            sizes = read_catalog(store, config, checksums, packed)
+        finally:
+            checksums.close()
+        if command is Command.FETCH:
+            plan_reads(packed, sizes)
+        if command is Command.ARCHIVE and options.dest_mode is None and not options.dry_run:
+            if detached:
+                with LocalExecutor() as packer:
+                    pack_missing(manifest, shown, packer, spec, options, config, way, packed, note)
+            else:
+                pack_missing(manifest, shown, executor, spec, options, config, way, packed, note)
+    except BaseException:
+        packed.close()
+        raise
+    return packed
 
 
 def entry_reader(command: Command, options: Options, detached: bool) -> EntryReader:

@@ -28,6 +28,7 @@ def test_the_kinds_of_the_operations() -> None:
         "upload": "io",
         "download": "io",
         "vault-list": "io",
+        "pack": "io",
     }
 
 

@@ -165,7 +165,9 @@ def _detach(
 # ---------------------------------------------------------------- per-file lines
 
 
-def _line(out: Output, row: Row, text: str) -> None:
+def _line(out: Output, row: Row, text: str, **more: Any) -> None:
+    if "packed" in row:  # in a packing vault's pack: which
+        more.update(stored="packed", pack=row["packed"])
     out.record(
         "file",
         path=row["path"],
@@ -174,6 +176,7 @@ def _line(out: Output, row: Row, text: str) -> None:
         bytes=row.get("bytes") or 0,
         error=row.get("error"),
         to=row.get("to"),
+        **more,
     )
     out.result(quote_name(row["path"]) + b": " + text.encode() + b"\n", show=not out.quiet)
 
@@ -190,8 +193,8 @@ def _failure(out: Output, row: Row, command: Command) -> bool:
 
 
 def _report_vault(out: Output, row: Row) -> None:
-    if row["status"] == "present":
-        _line(out, row, "in the vault")
+    if row["status"] == "present":  # --json says how: a plain object, or in a pack
+        _line(out, row, "in the vault", stored="plain")
     elif row["status"] == "missing":
         _line(out, row, "NOT in the vault")
     else:
