@@ -1,11 +1,14 @@
 """`dmp vault`: upkeep of the vault itself, beside the manifest commands that fill it.
 
-`dmp vault uploads` lists the incomplete multipart uploads under the vault (the work is
-dmp_cli/uploads.py) and aborts the old ones; this module reads options and prints.
+`dmp vault init` makes a new vault a packing vault, writing its config (the work is
+dmp_cli/store/config.py); `dmp vault uploads` lists the incomplete multipart uploads under
+the vault (the work is dmp_cli/uploads.py) and aborts the old ones; this module reads
+options and prints.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
@@ -13,10 +16,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dmp_cli.cli import global_options, quiet_option
+from dmp_cli.errors import UsageError
 from dmp_cli.options import StoreSpec
-from dmp_cli.store import Upload, open_store
+from dmp_cli.packs.config import CONFIG_KEY, DEFAULT_PACK_BELOW, DEFAULT_PACK_TARGET, VaultConfig
+from dmp_cli.store import Store, Upload, open_store
+from dmp_cli.store.config import described, init_config
 from dmp_cli.uploads import ABORT_AGE, UploadsReport, parse_duration, sweep
-from dmp_cli.words import plural
+from dmp_cli.words import human_bytes, plural
 
 if TYPE_CHECKING:
     from dmp_cli.cli import App
@@ -34,9 +40,112 @@ class Duration(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+# A size: bytes, or a whole number of binary units (512KiB, 64MiB, 1GiB; "64 MiB" too).
+_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+_SIZE = re.compile(r"(\d+)\s*([a-z]*)", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``64MiB``, ``512KiB``, ``1GiB`` or plain bytes; ValueError for anything else."""
+    match = _SIZE.fullmatch(text.strip())
+    unit = match[2].lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a size: bytes, or with KiB, MiB or GiB (512KiB, 64MiB)")
+    return int(match[1]) * _UNITS[unit]
+
+
+class Size(click.ParamType):
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def vault() -> None:
     """Look after the vault itself (DMP_VAULT, or s3://etx-dmp-vault/object)."""
+
+
+@vault.command()
+@click.option(
+    "--pack-below",
+    type=Size(),
+    default=DEFAULT_PACK_BELOW,
+    metavar="SIZE",
+    help="Files strictly smaller than this go into packs; the rest stay one object each "
+    "(default: 1MiB; at most half of --pack-target).",
+)
+@click.option(
+    "--pack-target",
+    type=Size(),
+    default=DEFAULT_PACK_TARGET,
+    metavar="SIZE",
+    help="The size a pack is closed at (default: 64MiB; 32MiB to 2GiB).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write the config even though the vault already has one, or already holds objects.",
+)
+@quiet_option
+@global_options
+@click.pass_obj
+def init(app: App, pack_below: int, pack_target: int, force: bool) -> int:
+    """Make the vault a packing vault: write its config, vault.json at its root.
+
+    In a packing vault, files smaller than --pack-below are gathered into tar packs of
+    about --pack-target bytes, found again through index objects; the other files stay one
+    object per checksum. A vault without a config works as it always has: every file one
+    object per checksum.
+
+    Refused, changing nothing, if the vault already has a config or already holds
+    objects, unless --force. Sizes are bytes, or with KiB, MiB or GiB.
+
+    \b
+    dmp vault init                                          # below 1MiB, packs of 64MiB
+    dmp vault init --pack-below 256KiB --pack-target 128MiB
+    """
+    try:
+        config = VaultConfig(pack_below=pack_below, pack_target=pack_target)
+    except ValueError as exc:
+        given = f"--pack-below {human_bytes(pack_below)}, --pack-target {human_bytes(pack_target)}"
+        raise UsageError(f"{given}: {exc}") from None
+    store = _vault_store(app)
+    try:
+        store.check()
+        replaced = init_config(store, config, force)
+    finally:
+        store.close()
+    url = store.key_url(CONFIG_KEY)
+    app.out.record(
+        "summary",
+        vault=store.url,
+        config=url,
+        pack_below=config.pack_below,
+        pack_target=config.pack_target,
+        index_width=config.index_width,
+        replaced=replaced,
+    )
+    wrote = "replaced" if replaced else "wrote"
+    app.out.info(f"{wrote} {url}: a packing vault, {described(config)}")
+    return 0
+
+
+def _vault_store(app: App) -> Store:
+    """The vault's store, as the global options and DMP_* settings name it."""
+    settings = app.settings
+    spec = StoreSpec(
+        vault=settings.vault,
+        profile=settings.profile,
+        region=settings.region,
+        endpoint_url=settings.endpoint_url,
+    ).validated()
+    return open_store(spec.vault, spec)
 
 
 @vault.command()
@@ -74,14 +183,7 @@ def uploads(app: App, abort: bool, older_than: timedelta | None) -> int:
     """
     if older_than is None:
         older_than = ABORT_AGE if abort else timedelta(0)
-    settings = app.settings
-    spec = StoreSpec(
-        vault=settings.vault,
-        profile=settings.profile,
-        region=settings.region,
-        endpoint_url=settings.endpoint_url,
-    ).validated()
-    store = open_store(spec.vault, spec)
+    store = _vault_store(app)
     try:
         if not store.multipart:
             app.out.record("summary", vault=store.url, **_counts(UploadsReport(), older_than))
