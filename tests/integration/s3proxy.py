@@ -274,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(proxy.latency)
         cut = kind == "cut" and self.command == "GET" and len(data) > 1 and status < 300
         if cut:
-            proxy.faulted(kind, self.command, self.path)
+            proxy.faulted("cut", self.command, self.path)
         self.send_response(status, reason)
         kept = HOP_BY_HOP if self.command == "HEAD" else HOP_BY_HOP | {"content-length"}
         for name, value in reply_headers:
@@ -292,7 +292,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
