@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -20,7 +20,8 @@ from dmp_cli.errors import UsageError
 from dmp_cli.options import StoreSpec
 from dmp_cli.packs.config import CONFIG_KEY, DEFAULT_PACK_BELOW, DEFAULT_PACK_TARGET, VaultConfig
 from dmp_cli.store import Store, Upload, open_store
-from dmp_cli.store.config import described, init_config
+from dmp_cli.store.config import described, init_config, read_config
+from dmp_cli.upkeep import LEFTOVER_AGE, compact_all, sweep_leftovers
 from dmp_cli.uploads import ABORT_AGE, UploadsReport, parse_duration, sweep
 from dmp_cli.words import human_bytes, plural
 
@@ -194,6 +195,133 @@ def uploads(app: App, abort: bool, older_than: timedelta | None) -> int:
         store.close()
     app.out.record("summary", vault=store.url, **_counts(report, older_than))
     app.out.info(_summary(store.url, report, older_than, abort))
+    return 0
+
+
+def _packing(app: App, store: Store) -> VaultConfig:
+    """The vault's config; a usage error for a vault without one (nothing to look after)."""
+    config = read_config(store)
+    if config is None:
+        raise UsageError(
+            f"{store.url} has no config ({CONFIG_KEY}): not a packing vault (see dmp vault init)"
+        )
+    return config
+
+
+@vault.command()
+@quiet_option
+@global_options
+@click.pass_obj
+def compact(app: App) -> int:
+    """Merge each shard's index objects into one, so that planning reads few objects.
+
+    In a packing vault, every pack adds one small index object to each shard of the
+    catalog (16, by the checksum's first hex digit) that holds any of its files, and
+    --vault, --archive and --fetch read all of a shard's objects. This merges them: the
+    merged object is written and read back before the ones it replaces are deleted, so
+    archive and fetch runs may go on meanwhile (an object added during the merge is
+    merged next time).
+
+    \b
+    dmp vault compact           # every shard; run it after big archive runs
+    dmp --json vault compact    # one JSON object a shard, then a summary
+    """
+    store = _vault_store(app)
+    try:
+        store.check()
+        config = _packing(app, store)
+        results = []
+        for result in compact_all(store, config):
+            results.append(result)
+            app.out.record(
+                "shard",
+                shard=result.shard,
+                merged=result.merged,
+                entries=result.entries,
+                key=result.key,
+            )
+            if result.merged and not app.out.json:
+                app.out.write(
+                    f"index/{result.shard}/: {result.merged} objects merged into one "
+                    f"({result.entries:,} entries)\n".encode()
+                )
+    finally:
+        store.close()
+    merged = sum(result.merged for result in results)
+    shards = sum(1 for result in results if result.merged)
+    app.out.record("summary", vault=store.url, merged=merged, shards=shards)
+    app.out.info(
+        f"{store.url}: {plural(merged, 'index object', 'index objects')} merged in "
+        f"{plural(shards, 'shard', 'shards')}"
+    )
+    return 0
+
+
+@vault.command()
+@click.option("--remove", is_flag=True, help="Delete the leftover packs listed.")
+@click.option(
+    "--older-than",
+    type=Duration(),
+    metavar="DURATION",
+    help="Only packs written at least this long ago: 0, 90s, 30m, 12h, 1d, 2w, or several "
+    "(1d12h). Default: 0 (all) for a listing, 1d with --remove, so that a pack whose index "
+    "objects are being written is left alone.",
+)
+@quiet_option
+@global_options
+@click.pass_obj
+def leftovers(app: App, remove: bool, older_than: timedelta | None) -> int:
+    """List the packs that no index object names; with --remove, delete them.
+
+    A pack is stored before its index objects. A process killed between the two (a
+    worker SIGKILLed mid-pack) leaves a pack that is not part of the vault: its files are
+    packed again by the next archive run, and the pack only costs its storage. This
+    finds such packs.
+
+    \b
+    dmp vault leftovers                         # list them
+    dmp vault leftovers --remove                # delete those written over a day ago
+    dmp vault leftovers --remove --older-than 0 # all (no archive run may be going on)
+    """
+    if older_than is None:
+        older_than = LEFTOVER_AGE if remove else timedelta(0)
+    store = _vault_store(app)
+    now = datetime.now(UTC)
+    try:
+        store.check()
+        config = _packing(app, store)
+        report = sweep_leftovers(store, config, remove, older_than, now)
+    finally:
+        store.close()
+    removed = {leftover.key for leftover in report.removed}
+    shown = 0
+    for leftover in report.found:
+        age = now - leftover.written
+        if age < older_than:
+            continue
+        shown += 1
+        url = store.key_url(leftover.key)
+        state = "removed" if leftover.key in removed else "left"
+        app.out.record(
+            "pack",
+            key=leftover.key,
+            url=url,
+            bytes=leftover.size,
+            age=int(age.total_seconds()),
+            state=state,
+        )
+        if not app.out.json:
+            app.out.write(f"{age_text(age):>9}  {human_bytes(leftover.size):>10}  {url}\n".encode())
+    younger = len(report.found) - shown
+    app.out.record(
+        "summary", vault=store.url, leftovers=shown, removed=len(removed), younger=younger
+    )
+    found = plural(shown, "leftover pack", "leftover packs")
+    text = f"removed {len(removed)} of {found}" if remove else found
+    text += f" under {store.url}"
+    if younger:
+        text += f" ({younger} younger than {age_text(older_than)} left alone)"
+    app.out.info(text)
     return 0
 
 
