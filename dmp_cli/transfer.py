@@ -352,6 +352,12 @@ def _fetch_into(
             refused = None
             if got == digest and finish is not None:
                 refused = finish(stream.fileno())
+        if got != digest and packed is not None:
+            pack = vault.store.key_url(pack_key(packed[0]))
+            raise IntegrityError(
+                f"{pack}: its member {vault.key(digest)} hashes to {got}, not to its name; "
+                "not fetched"
+            )
         if got != digest:
             raise IntegrityError(f"the vault's object hashes to {got}, not to its key; not fetched")
         try:  # never clobber a file that appeared while we fetched

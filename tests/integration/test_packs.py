@@ -265,3 +265,48 @@ def test_round_trip_on_s3_costs_a_get_per_pack(
     assert answers[0].stdout == answers[1].stdout
     summaries = [without_pace(a.stderr.decode().splitlines()[-1]) for a in answers]
     assert summaries[0] == summaries[1]
+
+
+def test_an_index_that_does_not_parse_is_one_line_naming_it(
+    site: tuple[Path, Path, dict[str, str], dict[str, bytes]],
+) -> None:
+    work, vault, env, _ = site
+    assert dmp("manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env).returncode == 0
+    index = sorted((vault / "index").rglob("*.idx"))[0]
+    index.write_bytes(b"dmp-index 1\npack nonsense\n")
+    for command in ("--vault", "--archive", "--fetch"):
+        result = dmp("manifest", command, "-m", "manifest.sha256", cwd=work, env=env)
+        assert result.returncode == 1
+        lines = result.stderr.decode().splitlines()
+        assert len(lines) == 1 and str(index.relative_to(vault)) in lines[0], lines
+
+
+def test_a_member_that_does_not_hash_to_its_name_is_not_fetched(
+    site: tuple[Path, Path, dict[str, str], dict[str, bytes]], tmp_path: Path
+) -> None:
+    work, vault, env, files = site
+    assert dmp("manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env).returncode == 0
+    (pack,) = (vault / "packs").iterdir()
+    spoiled = sha(files["many/f010"])
+    index = next(
+        line
+        for path in (vault / "index").rglob("*.idx")
+        for line in path.read_text().splitlines()
+        if line.startswith(spoiled)
+    )
+    offset = int(index.split()[2])
+    data = bytearray(pack.read_bytes())
+    data[offset] ^= 1
+    pack.write_bytes(bytes(data))
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    fetched = dmp("manifest", "--fetch", "-m", str(work / "manifest.sha256"), cwd=restore, env=env)
+    assert fetched.returncode == 1
+    errors = [line for line in fetched.stderr.decode().splitlines() if "f010" in line]
+    assert len(errors) == 1, errors
+    assert pack.name in errors[0] and digest_key(spoiled) in errors[0]
+    assert "not fetched" in errors[0]
+    assert not (restore / "many/f010").exists()  # nothing unverified put in place
+    for name, content in files.items():
+        if name != "many/f010":
+            assert (restore / name).read_bytes() == content, name
