@@ -325,16 +325,20 @@ def plan_reads(packed: Packed, sizes: dict[str, int], gap: int = DEFAULT_GAP) ->
 def annotate(items: Iterable[Item], packed: Packed) -> Iterator[Item]:
     """The run's items, each whose checksum ``packed`` knows marked: ``packed`` (its pack,
     offset and size, and ``packed_new`` if this run stored it), or ``pack_error`` (why its
-    pack was not stored, and ``pack_transient``)."""
+    pack was not stored, and ``pack_transient``). Only the first item of a checksum that
+    this run packed is ``packed_new``: a later one (a detached job's items are not
+    deduplicated) is a copy already archived, as it is in a vault without packs."""
     for item in items:
         digest = item.get("digest")
         if digest and not item.get("same"):
-            known = packed.get(bytes.fromhex(digest))
+            raw = bytes.fromhex(digest)
+            known = packed.get(raw)
             got: dict[str, Any] = item  # type: ignore[assignment]
             if known is not None and known[0] == "packed":
                 got["packed"] = [known[1], known[2], known[3], known[5], known[6]]
                 if known[4]:
                     got["packed_new"] = True
+                    packed.put(raw, (*known[:4], False, *known[5:]))
             elif known is not None and known[0] == "failed":
                 got["pack_error"] = known[1]
                 if known[2]:
