@@ -31,6 +31,8 @@ class Command(StrEnum):
     def of_operation(cls, op: str) -> Command:
         if op == "vault-list":  # listing the vault's prefixes, for --vault and --archive
             return cls.VAULT
+        if op == "pack":  # small files stored as a pack, for --archive into a packing vault
+            return cls.ARCHIVE
         return next(command for command, name in _OPERATIONS.items() if name == op)
 
 

@@ -47,14 +47,16 @@ def callback_queue(op: str) -> str:
 
 
 # A vault's prefix to list (its item carries the manifest's checksums under it) goes
-# alone: the prefixes are listed side by side, one a task.
+# alone: the prefixes are listed side by side, one a task. So does a pack (its item
+# carries all its files): packs are made side by side.
 LIST_OP = "vault-list"
+PACK_OP = "pack"
 
 
 def batch_items(op: str) -> int:
     """Items per batch at most: DMP_BATCH_ITEMS if set (tuning, tests), else by kind of work;
-    one for a listing."""
-    if op == LIST_OP:
+    one for a listing or a pack."""
+    if op in (LIST_OP, PACK_OP):
         return 1
     env = os.environ.get("DMP_BATCH_ITEMS")
     if env:

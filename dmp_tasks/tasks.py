@@ -227,6 +227,13 @@ list_batch = _transfer_task(
     "--vault and --archive: ``dmp_cli.listing``).",
 )
 
+pack_batch = _transfer_task(
+    "dmp.pack_batch",
+    "pack",
+    "Store a batch of small files as one pack and its index objects (--archive into a "
+    "packing vault: ``dmp_cli.packing``).",
+)
+
 
 TASKS = {
     "hash": "dmp.hash_batch",
@@ -235,6 +242,7 @@ TASKS = {
     "upload": "dmp.upload_batch",
     "download": "dmp.download_batch",
     "vault-list": "dmp.list_batch",
+    "pack": "dmp.pack_batch",
 }
 
 

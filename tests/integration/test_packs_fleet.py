@@ -39,13 +39,7 @@ BELOW = 64 * KiB  # files under this are packed, in the mixed tree's vaults
 TARGET = 32 * MiB  # the smallest target a config allows
 FAST = {"DMP_RETRY_DELAYS": "0.01,0.02"}
 
-# The fleet has no task for the "pack" operation yet (dmp_tasks.tasks.TASKS has no
-# "pack"): an attached --archive on the fleet of a packing vault stops at once with
-# "unexpected error: KeyError: 'pack'". A detached job packs in its coordinator.
-NO_PACK_TASK = pytest.mark.xfail(
-    strict=True, reason="dmp_tasks.tasks.TASKS has no task for the 'pack' operation"
-)
-MODES = [pytest.param("attached", marks=NO_PACK_TASK), "detached"]
+MODES = ["attached", "detached"]
 
 
 def mixed_tree() -> dict[str, bytes]:
@@ -178,13 +172,14 @@ def fleet(
 ) -> Iterator[str]:
     """Two workers on the session's Redis, both able to reach the S3 server."""
     logdir = tmp_path_factory.mktemp("packs-fleet-logs")
-    env = {"AWS_ENDPOINT_URL": s3_server.url}
+    env: dict[str, Any] = {"AWS_ENDPOINT_URL": s3_server.url}
     with worker(redis.url, "p1", logdir, **env), worker(redis.url, "p2", logdir, **env):
         yield redis.url
 
 
 def on_fleet(fleet: str, vault: Vault, cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    result = run(*args, cwd=cwd, broker_url=fleet, **vault.env)
+    env: dict[str, Any] = vault.env
+    result = run(*args, cwd=cwd, broker_url=fleet, **env)
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     return result
 
@@ -217,7 +212,9 @@ def test_mixed_tree_round_trip_on_the_fleet(
     restore.mkdir()
     shutil.copy(work / "manifest.sha256", restore)
     if mode == "attached":
-        archived = on_fleet(fleet, vault, work, "manifest", "--archive", "-m", "manifest.sha256")
+        archived = on_fleet(
+            fleet, vault, work, "-v", "manifest", "--archive", "-m", "manifest.sha256"
+        )
         assert archived.returncode == 0, archived.stderr
         assert f"dmp: packed {len(small)} small files into 1 pack\n" in archived.stderr.decode()
     else:
@@ -311,6 +308,44 @@ def test_a_tenth_of_requests_faulted_loses_nothing_and_claims_nothing(
     check_packs(vault, files, tmp_path)
 
 
+# S3Store.get_bytes reads the body that `with reply["Body"]` gives, which is urllib3's raw
+# stream, not botocore's StreamingBody: an answer cut short raises urllib3's ProtocolError,
+# which no translation catches, and the whole run stops on "unexpected error" instead of
+# trying the read again.
+CUT_GET_BYTES = pytest.mark.xfail(
+    strict=True, reason="S3Store.get_bytes lets urllib3's ProtocolError through untranslated"
+)
+
+
+@pytest.mark.parametrize(
+    "kind", [pytest.param("cut", marks=CUT_GET_BYTES), "reset-before", "reset-after", "headers-cut"]
+)
+def test_an_index_read_cut_short_is_tried_again(
+    s3_server: Service, tmp_path: Path, kind: str
+) -> None:
+    """The first GET of an index object fails (its answer cut short, or the connection
+    reset): the read is tried again and the fetch ends well, with no unexpected error."""
+    vault = packing_vault(s3_server.url, tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    files = mixed_tree()
+    make_tree(work, files)
+    archived = dmp(
+        "manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=dmp_env(**vault.env)
+    )
+    assert archived.returncode == 0, archived.stderr
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    with fault_proxy(s3_server.url) as proxy:
+        proxy.arm(Aim(kind="get", key="/index/", first=1), (kind,))
+        env = dmp_env(**{**vault.env, "AWS_ENDPOINT_URL": proxy.url, **FAST})
+        manifest = str(work / "manifest.sha256")
+        fetched = dmp("manifest", "--fetch", "-m", manifest, cwd=restore, env=env)
+        assert sum(proxy.counts.faulted.values()) == 1
+    assert fetched.returncode == 0, fetched.stderr
+    same_tree(restore, files)
+
+
 # ------------------------------------------------------------------ killed mid-pack
 
 
@@ -348,7 +383,7 @@ def test_a_worker_killed_mid_pack_twice(s3_server: Service, tmp_path: Path, mode
     aim = Aim(kind="upload-part", key="/packs/", first=1)
     s3 = vault._client()
     with fault_proxy(s3_server.url, latency=30.0) as proxy, redis_server() as server:
-        env = {
+        env: dict[str, Any] = {
             **vault.env,
             "AWS_ENDPOINT_URL": proxy.url,
             "DMP_REDELIVERY_TIMEOUT": "3",
