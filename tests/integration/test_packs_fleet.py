@@ -18,7 +18,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -256,9 +257,12 @@ def present(vault: Vault, work: Path) -> set[str]:
     return {row["path"] for row in file_rows(answered) if row["status"] == "present"}
 
 
+@pytest.mark.parametrize("mode", ["embedded", "fleet"])
 def test_a_tenth_of_requests_faulted_loses_nothing_and_claims_nothing(
-    s3_server: Service, tmp_path: Path
+    s3_server: Service, tmp_path: Path, mode: str
 ) -> None:
+    """Every request to S3 (the workers' too, on the fleet) meets a fault one time in
+    ten; --archive is run until it ends well, then --fetch likewise."""
     vault = packing_vault(s3_server.url, tmp_path)
     work = tmp_path / "work"
     work.mkdir()
@@ -266,61 +270,93 @@ def test_a_tenth_of_requests_faulted_loses_nothing_and_claims_nothing(
     for i in range(40):  # more small files: more requests to fault, a bigger pack
         files[f"more/m{i:03}"] = os.urandom(100 + i * 1500)
     make_tree(work, files)
-    faulted = 0
-    with fault_proxy(s3_server.url, rate=0.1, seed=7, latency=0.05) as proxy:
-        env = dmp_env(**{**vault.env, "AWS_ENDPOINT_URL": proxy.url, **FAST})
-        for _ in range(10):
-            archived = dmp(
-                "--json", "manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=env
-            )
-            faulted += sum(proxy.reset().faulted.values())
-            claimed = {
-                row["path"]
-                for row in file_rows(archived)
-                if row["status"] in ("uploaded", "skipped")
-            }
-            # Each file said archived (uploaded, or already there) is found by a --vault
-            # that meets no fault.
-            assert claimed <= present(vault, work), claimed - present(vault, work)
-            if archived.returncode == 0:
-                break
-        else:
-            pytest.fail(f"--archive still failing after 10 runs: {archived.stderr.decode()}")
-        assert present(vault, work) == set(files)
+    with ExitStack() as stack:
+        proxy = stack.enter_context(fault_proxy(s3_server.url, rate=0.1, seed=7, latency=0.05))
+        env: dict[str, Any] = {**vault.env, "AWS_ENDPOINT_URL": proxy.url, **FAST}
+        broker = None
+        if mode == "fleet":  # a Redis and a worker of its own: all its requests faulted
+            broker = stack.enter_context(redis_server()).url
+            stack.enter_context(worker(broker, "faulted", tmp_path, concurrency=2, **env))
 
+        def dmp_faulted(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+            result = run(*args, cwd=cwd, broker_url=broker, **env)
+            assert b"Traceback" not in result.stderr, result.stderr.decode()
+            return result
+
+        faulted = _archive_until_done(dmp_faulted, proxy, vault, work)
         restore = tmp_path / "restore"
         restore.mkdir()
-        for _ in range(10):
-            fetched = dmp(
-                "manifest", "--fetch", "-m", str(work / "manifest.sha256"), cwd=restore, env=env
-            )
-            faulted += sum(proxy.reset().faulted.values())
-            for name, data in files.items():  # none wrong, however far the run went
-                path = restore / name
-                assert not path.exists() or path.read_bytes() == data, name
-            assert not [p for p in restore.rglob("*") if ".dmp-tmp" in p.name]
-            if fetched.returncode == 0:
-                break
-        else:
-            pytest.fail(f"--fetch still failing after 10 runs: {fetched.stderr.decode()}")
+        faulted += _fetch_until_done(dmp_faulted, proxy, files, work, restore)
     assert faulted > 0
     same_tree(restore, files)  # none lost
     check_packs(vault, files, tmp_path)
 
 
-# S3Store.get_bytes reads the body that `with reply["Body"]` gives, which is urllib3's raw
-# stream, not botocore's StreamingBody: an answer cut short raises urllib3's ProtocolError,
-# which no translation catches, and the whole run stops on "unexpected error" instead of
-# trying the read again.
+Runner = Callable[..., subprocess.CompletedProcess[bytes]]
+RUNS = 10  # at most, each of --archive and --fetch
+
+
+def _archive_until_done(dmp_faulted: Runner, proxy: FaultProxy, vault: Vault, work: Path) -> int:
+    """--archive until it ends well; after each run, each file it said archived (uploaded,
+    or there already) is found by a --vault that meets no fault. The faults met."""
+    faulted = 0
+    for _ in range(RUNS):
+        archived = dmp_faulted("--json", "manifest", "--archive", "-m", "manifest.sha256", cwd=work)
+        faulted += sum(proxy.reset().faulted.values())
+        claimed = {
+            row["path"] for row in file_rows(archived) if row["status"] in ("uploaded", "skipped")
+        }
+        found = present(vault, work)
+        assert claimed <= found, sorted(claimed - found)
+        if archived.returncode == 0:
+            assert found == {row["path"] for row in file_rows(archived)}
+            return faulted
+    pytest.fail(f"--archive still failing after {RUNS} runs: {archived.stderr.decode()}")
+
+
+def _fetch_until_done(
+    dmp_faulted: Runner, proxy: FaultProxy, files: dict[str, bytes], work: Path, restore: Path
+) -> int:
+    """--fetch until it ends well; after each run, no file is wrong, however far it went,
+    and no temporary is left. The faults met."""
+    faulted = 0
+    manifest = str(work / "manifest.sha256")
+    for _ in range(RUNS):
+        fetched = dmp_faulted("manifest", "--fetch", "-m", manifest, cwd=restore)
+        faulted += sum(proxy.reset().faulted.values())
+        for name, data in files.items():
+            path = restore / name
+            assert not path.exists() or path.read_bytes() == data, name
+        assert not [p for p in restore.rglob("*") if ".dmp-tmp" in p.name]
+        if fetched.returncode == 0:
+            return faulted
+    pytest.fail(f"--fetch still failing after {RUNS} runs: {fetched.stderr.decode()}")
+
+
+# S3Store.get_bytes (dmp_cli/store/s3/backend.py) reads the body that `with reply["Body"]`
+# gives, which is urllib3's raw stream, not botocore's StreamingBody: an answer cut short
+# raises urllib3's ProtocolError, which no translation catches, and the whole run stops on
+# "unexpected error" instead of trying the read again. And it takes an answer without its
+# Content-Length (its headers cut) as a whole, empty object: the index "does not parse",
+# and the run stops on that one line.
 CUT_GET_BYTES = pytest.mark.xfail(
     strict=True, reason="S3Store.get_bytes lets urllib3's ProtocolError through untranslated"
+)
+HEADERS_CUT_GET_BYTES = pytest.mark.xfail(
+    strict=True, reason="S3Store.get_bytes takes an answer without Content-Length as whole"
 )
 
 
 @pytest.mark.parametrize(
-    "kind", [pytest.param("cut", marks=CUT_GET_BYTES), "reset-before", "reset-after", "headers-cut"]
+    "kind",
+    [
+        pytest.param("cut", marks=CUT_GET_BYTES),
+        pytest.param("headers-cut", marks=HEADERS_CUT_GET_BYTES),
+        "reset-before",
+        "reset-after",
+    ],
 )
-def test_an_index_read_cut_short_is_tried_again(
+def test_an_index_read_that_fails_is_tried_again(
     s3_server: Service, tmp_path: Path, kind: str
 ) -> None:
     """The first GET of an index object fails (its answer cut short, or the connection
