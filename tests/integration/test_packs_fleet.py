@@ -339,25 +339,11 @@ def _fetch_until_done(
     pytest.fail(f"--fetch still failing after {RUNS} runs: {fetched.stderr.decode()}")
 
 
-# S3Store.get_bytes (dmp_cli/store/s3/backend.py) reads the body that `with reply["Body"]`
-# gives, which is urllib3's raw stream, not botocore's StreamingBody: an answer cut short
-# raises urllib3's ProtocolError, which no translation catches, and the whole run stops on
-# "unexpected error" instead of trying the read again. And it takes an answer without its
-# Content-Length (its headers cut) as a whole, empty object: the index "does not parse",
-# and the run stops on that one line.
-CUT_GET_BYTES = pytest.mark.xfail(
-    strict=True, reason="S3Store.get_bytes lets urllib3's ProtocolError through untranslated"
-)
-HEADERS_CUT_GET_BYTES = pytest.mark.xfail(
-    strict=True, reason="S3Store.get_bytes takes an answer without Content-Length as whole"
-)
-
-
 @pytest.mark.parametrize(
     "kind",
     [
-        pytest.param("cut", marks=CUT_GET_BYTES),
-        pytest.param("headers-cut", marks=HEADERS_CUT_GET_BYTES),
+        "cut",
+        "headers-cut",
         "reset-before",
         "reset-after",
     ],

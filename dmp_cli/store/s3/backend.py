@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, cast
 
 from botocore.exceptions import ClientError
 from s3transfer.manager import TransferConfig, TransferManager
+from urllib3.exceptions import ProtocolError
 
 from dmp_cli.aws import TRANSFER_CONCURRENCY, s3_client
 from dmp_cli.digest import CHUNK
@@ -54,6 +55,24 @@ MULTIPART_CHUNKSIZE = 16 * MiB  # half the requests of s3transfer's 8 MiB: measu
 MULTIPART_FILES = 1
 META_KEY = "sha256"  # sent as x-amz-meta-sha256
 WRITER_KEY = "dmp-upload"  # sent as x-amz-meta-dmp-upload: the upload's token
+
+
+def _whole(reply: dict[str, Any], url: str) -> bytes:
+    """A GET's whole body, its length checked against the answer's Content-Length: an
+    answer cut short (mid-body, or inside its headers, which the HTTP client takes as
+    ended) is a transient error, never a shorter object."""
+    size = reply.get("ContentLength")
+    body = reply["Body"]
+    try:
+        data: bytes = body.read()
+    except ProtocolError as exc:  # urllib3's, below botocore: the connection broke
+        raise StoreError(f"{url}: the answer was cut short ({exc})", transient=True) from exc
+    finally:
+        body.close()
+    if size is None or len(data) != size:
+        got = "no length" if size is None else f"{len(data)} bytes of {size}"
+        raise StoreError(f"{url}: the answer was cut short ({got})", transient=True)
+    return data
 
 
 class S3Store(KeyListing):
@@ -413,8 +432,7 @@ class S3Store(KeyListing):
                 if error_code(exc) in MISSING:
                     return None
                 raise
-            with reply["Body"] as body:
-                data: bytes = body.read()  # an answer cut short raises, as a transient error
+            data = _whole(reply, self.key_url(key))
         return data
 
     def put_bytes(self, key: str, data: bytes) -> None:
