@@ -138,18 +138,31 @@ class Reads:
                     self._size -= len(old)
             return data
 
+    def forget(self, store: Store, pack: str, start: int, end: int) -> None:
+        """Drop a read whose bytes proved wrong (a member that does not hash to its
+        name), so that the next member or attempt reads the range again."""
+        with self._lock:
+            data = self._kept.pop((store.url, pack, start, end), None)
+            if data is not None:
+                self._size -= len(data)
+
 
 READS = Reads()
 
 
-def read_member(store: Store, packed: list[Any]) -> bytes:
+def read_member(store: Store, packed: list[Any], alone: bool = False) -> bytes:
     """A packed file's bytes, ``packed`` being its pack's sha256, its offset and size in
     the pack, and the range of the pack read for it (with its neighbours): from that
-    read, made once (``Reads``). Verified by the caller, as every fetched file is."""
+    read, made once (``Reads``); or ``alone``, by a ranged read of its own, the read kept
+    forgotten (its bytes did not hash to the member's name: spoiled on the way, or kept
+    from before the pack was mended). Verified by the caller, as every fetched file is."""
     pack, offset, size = packed[0], int(packed[1]), int(packed[2])
     start, end = (int(packed[3]), int(packed[4])) if len(packed) > 4 else (offset, offset + size)
     if size == 0:
         return b""
+    if alone:
+        READS.forget(store, pack, start, end)
+        return store.get_range(pack_key(pack), offset, size)
     data = READS.get(store, pack, start, end)
     piece = data[offset - start : offset - start + size]
     if len(piece) != size:

@@ -16,6 +16,7 @@ import posixpath
 import stat
 from collections.abc import Callable
 from functools import partial
+from hashlib import sha256
 from typing import Any
 
 from dmp_cli.digest import digest_fd
@@ -340,6 +341,8 @@ def _fetch_into(
         with os.fdopen(pending.fd, "w+b", closefd=False) as stream:
             if packed is not None:  # its member of a pack, out of a ranged read of it
                 data = read_member(vault.store, packed)
+                if sha256(data).hexdigest() != digest:  # a read kept, or spoiled: once more
+                    data = read_member(vault.store, packed, alone=True)
                 stream.write(data)
                 if on_bytes is not None:
                     on_bytes(len(data))

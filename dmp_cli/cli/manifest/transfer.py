@@ -194,7 +194,9 @@ def _failure(out: Output, row: Row, command: Command) -> bool:
 
 def _report_vault(out: Output, row: Row) -> None:
     if row["status"] == "present":  # --json says how: a plain object, or in a pack
-        _line(out, row, "in the vault", stored="plain")
+        # (a later copy of content says nothing: it is answered from the first entry)
+        more = {} if row.get("same") else {"stored": "plain"}
+        _line(out, row, "in the vault", **more)
     elif row["status"] == "missing":
         _line(out, row, "NOT in the vault")
     else:
