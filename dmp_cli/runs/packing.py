@@ -24,11 +24,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import tempfile
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from dmp_cli.errors import RunStopped
+from dmp_cli.errors import ObjectMissing, RunStopped
 from dmp_cli.executor import Executor
 from dmp_cli.manifest import open_manifest, parse_lines
 from dmp_cli.options import Options, StoreSpec, Work
@@ -41,6 +43,9 @@ from dmp_cli.rows import Item
 from dmp_cli.runs.planning import SPILL_DISTINCT, Checksums, Plan
 from dmp_cli.store import Store
 from dmp_cli.words import plural
+
+# An index object this big or smaller is read whole; a bigger one through a temporary file.
+WHOLE_INDEX = 8 << 20
 
 # What is known of a checksum: ("packed", pack, offset, size, new, start, end), its member
 # of a pack, whether this run stored it, and the bytes of the pack that a fetch reads for
@@ -176,27 +181,55 @@ def _read_shard(
     prefix = index_prefix(shard)
     read = 0
     while True:
-        keys = with_retries(lambda: sorted(key for key, _ in store.list_keys(prefix)))
-        names = [key for key in keys if key.endswith(".idx") and parse_index_key(key)]
+        keys = with_retries(lambda: sorted(store.list_keys(prefix)))
+        names = [(key, size) for key, size in keys if key.endswith(".idx") and parse_index_key(key)]
         complete = True
-        for key in names:
-            data = with_retries(lambda key=key: store.get_bytes(key))  # type: ignore[misc]
-            if data is None:
-                complete = False  # replaced by a merged index meanwhile: list again
-                continue
-            read += 1
-            reader = IndexReader(data.splitlines(keepends=True), store.key_url(key), shard)
-            for entry in lookup(wanted, reader):
-                raw = bytes.fromhex(entry.digest)
-                if packed.get(raw) is None:
-                    end = entry.offset + entry.size
-                    packed.put(
-                        raw,
-                        ("packed", entry.pack, entry.offset, entry.size, False, entry.offset, end),
-                    )
-                    sizes[entry.pack] = reader.packs[entry.pack]
+        for key, size in names:
+            with _index_lines(store, key, size) as lines:
+                if lines is None:
+                    complete = False  # replaced by a merged index meanwhile: list again
+                    continue
+                read += 1
+                _note(IndexReader(lines, store.key_url(key), shard), wanted, packed, sizes)
         if complete:
             return read
+
+
+def _note(reader: IndexReader, wanted: _Hex, packed: Packed, sizes: dict[str, int]) -> None:
+    """The entries of one index object for ``wanted``, noted."""
+    for entry in lookup(wanted, reader):
+        raw = bytes.fromhex(entry.digest)
+        if packed.get(raw) is None:
+            end = entry.offset + entry.size
+            packed.put(
+                raw, ("packed", entry.pack, entry.offset, entry.size, False, entry.offset, end)
+            )
+            sizes[entry.pack] = reader.packs[entry.pack]
+
+
+@contextmanager
+def _index_lines(store: Store, key: str, size: int) -> Iterator[Iterable[bytes] | None]:
+    """An index object's lines (None if it is gone): a small one read whole, in one GET; a
+    big one (a compacted shard) through a temporary file, so that memory does not grow with
+    the catalog."""
+    if size <= WHOLE_INDEX:
+        data = with_retries(lambda: store.get_bytes(key))
+        yield None if data is None else data.splitlines(keepends=True)
+        return
+    with tempfile.TemporaryFile(prefix="dmp-index-") as spool:
+
+        def get() -> None:
+            spool.seek(0)
+            spool.truncate()
+            store.get_file(key, spool)
+
+        try:
+            with_retries(get)
+        except ObjectMissing:
+            yield None
+            return
+        spool.seek(0)
+        yield spool
 
 
 def pack_missing(

@@ -13,6 +13,7 @@ import pytest
 from dmp_cli.packs.catalog import IndexReader, index_objects
 from dmp_cli.packs.config import VaultConfig, index_key, index_prefix, pack_key
 from dmp_cli.packs.pack import Source, write_pack
+from dmp_cli.runs import packing
 from dmp_cli.runs.packing import Packed, read_catalog
 from dmp_cli.runs.planning import Checksums
 from dmp_cli.store.local import FileStore
@@ -57,7 +58,17 @@ def shard_keys(store: FileStore, shard: str) -> list[str]:
     return sorted(key for key, _ in store.list_keys(index_prefix(shard)))
 
 
-def test_compaction_merges_a_shards_objects_and_keeps_every_entry(tmp_path: Path) -> None:
+@pytest.fixture(params=["whole", "spooled"])
+def reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Index objects read whole, or (as big ones are) through a temporary file."""
+    if request.param == "spooled":
+        monkeypatch.setattr(packing, "WHOLE_INDEX", 0)
+    return str(request.param)
+
+
+def test_compaction_merges_a_shards_objects_and_keeps_every_entry(
+    tmp_path: Path, reading: str
+) -> None:
     store = FileStore(str(tmp_path / "vault"))
     contents = [[os.urandom(100 + i + 7 * p) for i in range(40)] for p in range(3)]
     packs = [store_pack(store, tmp_path, c) for c in contents]
@@ -90,7 +101,7 @@ def test_compaction_merges_a_shards_objects_and_keeps_every_entry(tmp_path: Path
     assert found(store, digests) == before
 
 
-def test_an_index_added_after_compaction_is_merged_next_time(tmp_path: Path) -> None:
+def test_an_index_added_after_compaction_is_merged_next_time(tmp_path: Path, reading: str) -> None:
     store = FileStore(str(tmp_path / "vault"))
     first = [bytes([i]) * 10 for i in range(30)]
     store_pack(store, tmp_path, first)
