@@ -15,7 +15,7 @@ import os
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from dmp_cli.digest import CHUNK, new_hasher
 from dmp_cli.errors import IntegrityError
@@ -26,6 +26,8 @@ RECORD = tarfile.RECORDSIZE  # 10240
 # Two ranges of one pack closer than this are read by one GET: at some 100 MB/s a GET's
 # latency (tens of ms) is worth a few MB, and a request costs as much as ~1 MiB sent out.
 DEFAULT_GAP = 1 << 20
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -91,23 +93,31 @@ def member_size(size: int) -> int:
 def batches(sources: Iterable[Source], target: int) -> Iterator[list[Source]]:
     """``sources`` cut into packs, in checksum order; the sources of one checksum stay
     together (``write_pack`` packs it once, from the first of them that is unchanged). A
-    batch is closed once it holds ``target`` bytes, so it passes its target by less than
-    one file; a last batch of less than half the target joins the one before it, so that
-    packs are small only where the files are too few."""
+    batch is closed once it holds ``target`` bytes (``cut``)."""
     by_digest: dict[str, list[Source]] = {}
     for source in sources:
         by_digest.setdefault(source.digest, []).append(source)
-    held: list[Source] | None = None
-    batch: list[Source] = []
-    size = 0
-    for digest in sorted(by_digest):
-        batch += by_digest[digest]
-        size += member_size(by_digest[digest][0].size)
-        if size >= target:
+    groups = (by_digest[digest] for digest in sorted(by_digest))
+    for batch in cut(groups, lambda group: member_size(group[0].size), target):
+        yield [source for group in batch for source in group]
+
+
+def cut(things: Iterable[T], size: Callable[[T], int], target: int) -> Iterator[list[T]]:
+    """``things`` in batches, in their order, each closed once it holds ``target`` bytes
+    (by ``size``), so that it passes its target by less than one thing; a last batch of
+    less than half the target joins the one before it, so that packs are small only where
+    the files are too few. One pass, one batch held back at a time."""
+    held: list[T] | None = None
+    batch: list[T] = []
+    total = 0
+    for thing in things:
+        batch.append(thing)
+        total += size(thing)
+        if total >= target:
             if held is not None:
                 yield held
-            held, batch, size = batch, [], 0
-    if held is not None and batch and size < target // 2:
+            held, batch, total = batch, [], 0
+    if held is not None and batch and total < target // 2:
         held, batch = held + batch, []
     if held is not None:
         yield held

@@ -37,7 +37,7 @@ from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.packing import OP_NAME, pack_item
 from dmp_cli.packs.catalog import IndexReader, lookup
 from dmp_cli.packs.config import VaultConfig, index_prefix, parse_index_key
-from dmp_cli.packs.pack import DEFAULT_GAP, Member, coalesce, member_size
+from dmp_cli.packs.pack import DEFAULT_GAP, Member, coalesce, cut, member_size
 from dmp_cli.retry import with_retries
 from dmp_cli.rows import Item
 from dmp_cli.runs.planning import SPILL_DISTINCT, Checksums, Plan
@@ -274,7 +274,7 @@ def pack_missing(
 
     items = (
         _with_ask(pack_item(files, config.index_width), ask)
-        for files in _cut(candidates(), config.pack_target)
+        for files in cut(candidates(), lambda file: member_size(file[1]), config.pack_target)
     )
     packs = files = 0
     for row in executor.map(Work.of(OP_NAME, spec, options), items):
@@ -310,30 +310,6 @@ def _with_ask(item: Item, ask: bool) -> Item:
     if ask:
         item["ask"] = True
     return item
-
-
-File = tuple[str, int, str]  # a file to pack: its checksum, size and path
-
-
-def _cut(files: Iterable[File], target: int) -> Iterator[list[File]]:
-    """Files in packs of about ``target`` bytes; a last one under half of it joins the one
-    before, so that packs are small only where the files are too few."""
-    held: list[File] | None = None
-    batch: list[File] = []
-    size = 0
-    for file in files:
-        batch.append(file)
-        size += member_size(file[1])
-        if size >= target:
-            if held is not None:
-                yield held
-            held, batch, size = batch, [], 0
-    if held is not None and batch and size < target // 2:
-        held, batch = held + batch, []
-    if held is not None:
-        yield held
-    if batch:
-        yield batch
 
 
 def plan_reads(packed: Packed, sizes: dict[str, int], gap: int = DEFAULT_GAP) -> int:
