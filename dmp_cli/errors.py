@@ -79,3 +79,17 @@ class PathRefused(DmpError):
 
 class ObjectExists(StoreError):
     """A put-if-absent found the object already there: nothing was written."""
+
+
+class ColdObject(StoreError):
+    """The store keeps the object in a storage class it does not read without a restore
+    first (S3 Glacier Flexible Retrieval, Deep Archive; tape behind an S3 endpoint).
+    Where a HEAD said so, ``storage_class`` is the class, and ``restore`` whether one is
+    under way ("ongoing") or not (None); a refused GET tells neither."""
+
+    def __init__(
+        self, message: str = "", *, storage_class: str | None = None, restore: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.storage_class = storage_class
+        self.restore = restore

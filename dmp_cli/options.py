@@ -13,6 +13,9 @@ from dmp_cli.errors import UsageError
 from dmp_cli.settings import conditional_put_mode
 from dmp_cli.urls import parse_url, same_kind
 
+# The tiers of a restore from cold storage (S3's RestoreObject), fastest last.
+RESTORE_TIERS = ("Bulk", "Standard", "Expedited")
+
 # The modes of an archive's destination: the vault itself; a staging bucket keyed by
 # checksum (DMP_ARCHIVE_DEFAULT); or --path, keyed by manifest path, copied into the vault.
 DEST_MODES = (None, "default", "path")
@@ -69,6 +72,9 @@ class Options(_Plain):
     absolute_names: bool = False  # --fetch
     owner_names: bool = False  # --fetch with a companion, as root: owners by name
     meta: bool = False  # --create: each file's own metadata in its row (dmp_cli.meta)
+    restore_days: int = 7  # --fetch from cold storage: how long a restored copy stays
+    restore_tier: str = "Standard"  # --fetch: the restore's tier (RESTORE_TIERS)
+    wait: bool = True  # --fetch: wait for the restores (--no-wait: request them, return)
 
     def validated(self, spec: StoreSpec | None = None) -> Options:
         """The options, if they make sense together and with ``spec``; else a usage error."""
@@ -76,6 +82,8 @@ class Options(_Plain):
             raise UsageError(f"unknown archive destination mode {self.dest_mode!r}")
         if self.all and self.dest_mode != "path":
             raise UsageError("--all needs --path s3://bucket/prefix: say where to put everything")
+        restore_days(self.restore_days)
+        restore_tier(self.restore_tier)
         if spec is None:
             return self
         if self.dest_mode and not spec.dest:
@@ -86,6 +94,26 @@ class Options(_Plain):
                 "kind of store, so it cannot get a server-side copy"
             )
         return self
+
+
+def restore_days(value: object) -> int:
+    """--restore-days: a positive whole number of days; anything else is a usage error."""
+    try:
+        days = int(str(value).strip())
+    except ValueError:
+        days = 0
+    if days < 1 or isinstance(value, bool | float):
+        raise UsageError(f"--restore-days must be a positive whole number of days, not {value!r}")
+    return days
+
+
+def restore_tier(value: str) -> str:
+    """--restore-tier: Bulk, Standard or Expedited, in any case, as S3 spells it."""
+    tiers = {tier.lower(): tier for tier in RESTORE_TIERS}
+    tier = tiers.get(str(value).strip().lower())
+    if tier is None:
+        raise UsageError(f"--restore-tier must be Bulk, Standard or Expedited, not {value!r}")
+    return tier
 
 
 @dataclass(frozen=True)

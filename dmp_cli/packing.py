@@ -19,10 +19,11 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
-from dmp_cli.errors import ObjectExists, StoreError
+from dmp_cli.errors import ColdObject, ObjectExists, StoreError
 from dmp_cli.ops import Context, Operation
 from dmp_cli.packs.catalog import index_objects
 from dmp_cli.packs.config import index_key, pack_key
@@ -114,6 +115,9 @@ class Reads:
         self._size = 0
         self._lock = threading.Lock()
         self._reading: dict[tuple[str, str, int, int], threading.Lock] = {}
+        # A read refused as its pack is in cold storage, and when: the members that
+        # waited for that read are refused alike, not each with a GET of its own.
+        self._cold: dict[tuple[str, str, int, int], tuple[str, float]] = {}
 
     def get(self, store: Store, pack: str, start: int, end: int) -> bytes:
         key = (store.url, pack, start, end)
@@ -123,13 +127,23 @@ class Reads:
                 self._kept.move_to_end(key)
                 return data
             reading = self._reading.setdefault(key, threading.Lock())
+        asked = time.monotonic()
         with reading:
             with self._lock:
                 data = self._kept.get(key)
+                cold = self._cold.get(key)
             if data is not None:
                 return data
-            data = store.get_range(pack_key(pack), start, end - start)
+            if cold is not None and cold[1] >= asked:  # the read waited for was refused
+                raise ColdObject(cold[0])
+            try:
+                data = store.get_range(pack_key(pack), start, end - start)
+            except ColdObject as exc:
+                with self._lock:
+                    self._cold[key] = (str(exc), time.monotonic())
+                raise
             with self._lock:
+                self._cold.pop(key, None)
                 self._reading.pop(key, None)
                 self._kept[key] = data
                 self._size += len(data)

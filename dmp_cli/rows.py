@@ -66,6 +66,9 @@ class Item(TypedDict, total=False):
     packed_new: bool
     pack_error: str
     pack_transient: bool
+    # --fetch from cold storage (dmp_cli.runs.restoring): why the object's restore could
+    # not be had (refused, or the object gone); the file fails with it
+    cold_error: str
     # A pack's files, as [checksum, size, path] (dmp_cli.packing), the catalog's width,
     # and whether the vault is asked about each first (planned by HEAD)
     pack: list[Any]
@@ -98,6 +101,11 @@ class Row(TypedDict, total=False):
     refused: list[Any]
     present: list[str]
     pack: str
+    # --fetch: the key of an object in cold storage, not readable until restored, and the
+    # item, to be fetched again once it is (dmp_cli.runs.restoring)
+    cold: str
+    item: dict[str, Any]
+    cold_state: list[Any]  # [storage class, restore] where a HEAD told them
 
 
 # Failures that a later attempt may not see: a stale NFS handle, a reset, a timeout.

@@ -21,6 +21,9 @@ CONDITIONAL_PUT_MODES = ("auto", "on", "off")
 # fewer requests (auto), a HEAD per checksum (head), or listing the vault's keys (list).
 VAULT_PLANNING_MODES = ("auto", "head", "list")
 MIN_PART_SIZE = 5 << 20  # S3 refuses smaller parts (all but the last)
+# --fetch from cold storage: the pauses between polls of the restores, in seconds, the
+# last one repeated (DMP_RESTORE_POLL).
+RESTORE_POLL = (60.0, 120.0, 300.0, 600.0)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Settings:
     multipart_threshold: int | None = None
     multipart_chunksize: int | None = None
     vault_planning: str = "auto"
+    restore_poll: tuple[float, ...] = RESTORE_POLL
 
     @classmethod
     def from_env(cls, **options: Any) -> Settings:
@@ -49,6 +53,7 @@ class Settings:
             archive_default=env.get("DMP_ARCHIVE_DEFAULT") or None,
             broker_url=broker_url(env.get("DMP_BROKER_URL") or None),
             vault_planning=vault_planning_mode(env.get("DMP_VAULT_PLANNING") or "auto"),
+            restore_poll=restore_poll(env.get("DMP_RESTORE_POLL")),
             **store_settings(env),
         )
 
@@ -76,6 +81,22 @@ def vault_planning_mode(value: str) -> str:
     if mode not in VAULT_PLANNING_MODES:
         raise UsageError(f"DMP_VAULT_PLANNING must be auto, head or list, not {value!r}")
     return mode
+
+
+def restore_poll(value: str | None) -> tuple[float, ...]:
+    """DMP_RESTORE_POLL: seconds between polls of the restores, comma-separated, the last
+    repeated ("60,120,300,600" by default); anything else is a usage error."""
+    if not value or not value.strip():
+        return RESTORE_POLL
+    try:
+        delays = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        delays = ()
+    if not delays or any(not 0 <= delay < float("inf") for delay in delays):
+        raise UsageError(
+            f"DMP_RESTORE_POLL must be seconds separated by commas (60,120,300), not {value!r}"
+        )
+    return delays
 
 
 def _size(env: Mapping[str, str], name: str) -> int | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from dmp_cli.digest import digest_fd
 from dmp_cli.errors import (
+    ColdObject,
     IntegrityError,
     ObjectExists,
     ObjectMissing,
@@ -177,9 +178,21 @@ TARGET_UNUSABLE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 @_entries
 def download_op(item: Item, ctx: Context) -> Row:
     """Bring one vault object to its manifest path: through a pending file in the target
-    directory, verified, then named. A local file with the right content is left alone."""
+    directory, verified, then named. A local file with the right content is left alone.
+    One whose object is in cold storage comes back marked ``cold`` (the object's key), with
+    its item, for the run to fetch once the object is restored (dmp_cli.runs.restoring)."""
+    if "cold_error" in item:  # its object's restore was refused, or the object is gone
+        raise StoreError(str(item["cold_error"]))
     try:
         return _download(item, ctx)
+    except ColdObject as exc:
+        packed = item.get("packed")
+        key = pack_key(packed[0]) if packed is not None else ctx.vault().key(item["digest"])
+        row: Row = {"status": "failed", "error": str(exc), "bytes": 0, "cold": key}
+        row["item"] = dict(item)
+        if exc.storage_class is not None:  # as the HEAD said: no need to ask again
+            row["cold_state"] = [exc.storage_class, exc.restore]
+        return row
     except OSError as exc:
         if exc.errno not in TARGET_UNUSABLE:
             raise

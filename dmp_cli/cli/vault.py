@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from dmp_cli import runs
 from dmp_cli.cli import global_options, quiet_option
 from dmp_cli.errors import UsageError
 from dmp_cli.options import StoreSpec
+from dmp_cli.options import restore_days as restore_days_of
+from dmp_cli.options import restore_tier as restore_tier_of
 from dmp_cli.packs.config import CONFIG_KEY, DEFAULT_PACK_BELOW, DEFAULT_PACK_TARGET, VaultConfig
 from dmp_cli.store import Store, Upload, open_store
 from dmp_cli.store.config import described, init_config, read_config
@@ -323,6 +326,58 @@ def leftovers(app: App, remove: bool, older_than: timedelta | None) -> int:
         text += f" ({younger} younger than {age_text(older_than)} left alone)"
     app.out.info(text)
     return 0
+
+
+@vault.command()
+@click.option(
+    "-m", "--manifest", "manifest_path", required=True, metavar="FILE", help="The manifest."
+)
+@click.option("--restore-days", metavar="N", help="Keep each restored copy N days (default 7).")
+@click.option("--restore-tier", metavar="TIER", help="Bulk, Standard (the default) or Expedited.")
+@quiet_option
+@global_options
+@click.pass_obj
+def restore(
+    app: App, manifest_path: str, restore_days: str | None, restore_tier: str | None
+) -> int:
+    """Request the restores of a manifest's objects in cold storage, and return.
+
+    Each object the manifest's files need (a plain object per checksum, or a pack once
+    for all its members) is asked about (a HEAD); one in GLACIER or DEEP_ARCHIVE (or an
+    archive tier of INTELLIGENT_TIERING) with no restore under way gets one. Nothing is
+    fetched: run `dmp manifest --fetch` once the restores are done (a Standard restore
+    from GLACIER typically takes 3-5 hours). Run again, it requests nothing already in
+    progress. Exit status 1 if a restore was refused.
+
+    \b
+    dmp vault restore -m run42.sha256 --restore-tier Bulk --restore-days 14
+    """
+    days = restore_days_of(restore_days or 7)
+    tier = restore_tier_of(restore_tier or "Standard")
+    store = _vault_store(app)
+    try:
+        store.check()
+        counts = runs.stage_restores(manifest_path, store, days, tier)
+    finally:
+        store.close()
+    for refusal in counts.refusals:
+        app.out.error(refusal)
+    app.out.record(
+        "summary",
+        vault=store.url,
+        requested=counts.requested,
+        ongoing=counts.ongoing,
+        readable=counts.readable,
+        refused=counts.refused,
+        tier=tier,
+        days=days,
+    )
+    app.out.info(
+        f"{plural(counts.requested, 'restore', 'restores')} requested ({tier} tier, "
+        f"{plural(days, 'day', 'days')}), {counts.ongoing} already in progress, "
+        f"{counts.readable} readable already, {counts.refused} refused"
+    )
+    return 1 if counts.refused else 0
 
 
 class _Printer:

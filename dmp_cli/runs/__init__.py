@@ -38,9 +38,11 @@ _PUBLIC = {
     "preflight": "dmp_cli.runs.transfers",
     "refuse_stdin": "dmp_cli.runs.detach",
     "Report": "dmp_cli.runs.report",
+    "RestoreCounts": "dmp_cli.runs.restoring",
     "retry_items": "dmp_cli.runs.entries",
     "shown_manifest": "dmp_cli.runs.report",
     "shown_name": "dmp_cli.runs.report",
+    "stage_restores": "dmp_cli.runs.restoring",
     "submit_check": "dmp_cli.runs.detach",
     "submit_create": "dmp_cli.runs.detach",
     "submit_transfer": "dmp_cli.runs.detach",
@@ -62,6 +64,7 @@ __all__ = [
     "Listener",
     "MetaTarget",
     "Report",
+    "RestoreCounts",
     "Submitter",
     "Tally",
     "TransferReport",
@@ -77,6 +80,7 @@ __all__ = [
     "retry_items",
     "shown_manifest",
     "shown_name",
+    "stage_restores",
     "submit_check",
     "submit_create",
     "submit_transfer",
@@ -99,6 +103,7 @@ if TYPE_CHECKING:
     from dmp_cli.runs.entries import EntryReader, Tally, retry_items
     from dmp_cli.runs.files import MetaTarget, manifest_target
     from dmp_cli.runs.report import Listener, Report, shown_manifest, shown_name
+    from dmp_cli.runs.restoring import RestoreCounts, stage_restores
     from dmp_cli.runs.transfers import (
         TransferReport,
         archive,

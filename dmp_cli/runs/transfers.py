@@ -29,8 +29,9 @@ from dmp_cli.runs.packing import (
 )
 from dmp_cli.runs.planning import Plan, plan
 from dmp_cli.runs.report import Listener, Report, shown_manifest
+from dmp_cli.runs.restoring import RESTORE_PENDING_EXIT, RestoreCounts, Restoring, stop_cold
 from dmp_cli.runs.totals import Expected
-from dmp_cli.settings import Settings, vault_planning_mode
+from dmp_cli.settings import Settings, restore_poll, vault_planning_mode
 from dmp_cli.store import StorePool
 from dmp_cli.store.config import read_config
 
@@ -42,6 +43,7 @@ class TransferReport(Report):
     dry_run: bool = False
     companion: CompanionOutcome | None = None
     planned: str = "head"  # how the vault was asked: "head", or "list" (dmp_cli.runs.planning)
+    restoring: RestoreCounts | None = None  # --fetch: the objects met in cold storage
 
 
 def transfer(
@@ -55,6 +57,7 @@ def transfer(
     meta: str | None = None,
     planning: str | None = None,
     on_note: Callable[[str], None] | None = None,
+    on_restore: Callable[[str], None] | None = None,
 ) -> TransferReport:
     """--vault (ask the vault about each checksum, once per checksum), --archive (upload
     each checksum the vault lacks, or to another destination: a rerun uploads nothing) or
@@ -62,7 +65,9 @@ def transfer(
     copy of content answered from the first one's row (unless ``detached``: a job's
     coordinator, which can be taken over, asks about each entry on its own), then the
     verdict. With ``meta``, a companion file of metadata (checked against the manifest
-    first): --fetch restores what it records, --archive stores it in the vault too."""
+    first): --fetch restores what it records, --archive stores it in the vault too.
+    --fetch restores the objects it finds in cold storage (dmp_cli.runs.restoring), and
+    ``on_restore`` hears how that goes."""
     hear = listener or Listener()
     options = (options or Options()).validated(spec.validated())
     shown = shown_manifest(manifest)
@@ -85,7 +90,9 @@ def transfer(
                 items = annotate(items, packed)
             if companion is not None and command is Command.FETCH:
                 items = companion.attach(items)
-            tally = _execute(command, reader, items, executor, spec, options, hear)
+            tally, restored = _run(
+                command, reader, items, executor, spec, options, hear, detached, on_restore
+            )
         finally:
             way.close()
             if packed is not None:
@@ -93,7 +100,11 @@ def transfer(
     if reader.entries == 0:
         raise ManifestError(f"{shown}: no properly formatted SHA256 checksum lines found")
     counts = {**tally.counts, Status.MISFORMATTED: reader.misformatted}
+    if restored is not None and restored.waiting_files:  # neither done nor failed: later
+        counts["waiting"] = restored.waiting_files
     verdict = judge(command, counts, strict=options.strict)
+    if restored is not None and restored.waiting and verdict.status == 0:
+        verdict = replace(verdict, status=RESTORE_PENDING_EXIT)  # --no-wait: run it again
     outcome = None
     if companion is not None and command is Command.FETCH:
         outcome = CompanionOutcome(companion.path)
@@ -107,7 +118,9 @@ def transfer(
             raise StoreError(outcome.error or "the companion was not archived")
         if outcome.status == "failed":
             verdict = replace(verdict, status=1, failed=verdict.failed + 1)
-    return TransferReport(command, verdict, None, reader, tally, options.dry_run, outcome, way.way)
+    return TransferReport(
+        command, verdict, None, reader, tally, options.dry_run, outcome, way.way, restored
+    )
 
 
 vault = partial(transfer, Command.VAULT)
@@ -224,6 +237,47 @@ def preflight(stores: StorePool, spec: StoreSpec) -> None:
         stores.dest(spec).check(create=True)
 
 
+def _run(
+    command: Command,
+    reader: EntryReader,
+    items: Iterable[Item],
+    executor: Executor,
+    spec: StoreSpec,
+    options: Options,
+    hear: Listener,
+    detached: bool,
+    on_restore: Callable[[str], None] | None,
+) -> tuple[Tally, RestoreCounts | None]:
+    """The operation over the items. --fetch fetches what is readable first, then has
+    the objects met in cold storage restored and fetches their files (attached); a
+    detached job's fetch stops at the first such file, in one line."""
+    if command is not Command.FETCH or options.dry_run:
+        return _execute(command, reader, items, executor, spec, options, hear), None
+    if detached:
+        stopped = _execute(command, reader, items, executor, spec, options, hear, None, stop_cold)
+        return stopped, None
+    restoring = Restoring(
+        executor.stores.vault(spec).store,
+        options.restore_days,
+        options.restore_tier,
+        options.wait,
+        restore_poll(os.environ.get("DMP_RESTORE_POLL")),
+        on_restore,
+    )
+    tally = Tally(archive=False, dedupe=reader.dedupe)
+    try:
+        _execute(command, reader, items, executor, spec, options, hear, tally, restoring.took_back)
+        later = replace(hear, on_total=None)  # the files' total counted them already
+        counts = restoring.settle(
+            lambda again: _execute(
+                command, reader, again, executor, spec, options, later, tally, restoring.took_back
+            )
+        )
+    finally:
+        tally.close()
+    return tally, counts
+
+
 def _execute(
     command: Command,
     reader: EntryReader,
@@ -232,8 +286,13 @@ def _execute(
     spec: StoreSpec,
     options: Options,
     hear: Listener,
+    tally: Tally | None = None,
+    took_back: Callable[[Row], bool] | None = None,
 ) -> Tally:
-    tally = Tally(archive=command is Command.ARCHIVE, dedupe=reader.dedupe)
+    """The operation over the items, counted in ``tally`` (a new one, closed at the end,
+    if none is given); a row ``took_back`` takes is not the file's outcome (yet)."""
+    owned = tally is None
+    tally = tally or Tally(archive=command is Command.ARCHIVE, dedupe=reader.dedupe)
     work = Work.of(command.operation, spec, options)
     expected = Expected(hear.on_total) if hear.on_total else None
     first = True
@@ -247,6 +306,8 @@ def _execute(
                     raise RunStopped(str(raw.get("error")))
                 if expected:
                     expected.done(raw)
+                if took_back is not None and raw.get("cold") and took_back(raw):
+                    continue
                 if tally.needs_retry(raw):
                     retries.append(raw)
                     continue
@@ -260,4 +321,5 @@ def _execute(
             items = retry_items(retries, with_size=True)
             first = False
     finally:
-        tally.close()  # the first rows' outcomes are not needed past the rows; counts stay
+        if owned:
+            tally.close()  # the first rows' outcomes are not needed past the rows; counts stay

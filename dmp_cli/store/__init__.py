@@ -30,6 +30,32 @@ class ObjectInfo:
     digest: str | None = None  # the sha256 recorded with the object, if the store keeps one
 
 
+# The storage classes whose objects are read only once restored (S3's RestoreObject);
+# the others (GLACIER_IR, STANDARD_IA, ONEZONE_IA, ...) are read at once.
+NEEDS_RESTORE = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+# INTELLIGENT_TIERING's tiers that need one too, as a HEAD's ArchiveStatus names them.
+ARCHIVE_TIERS = frozenset({"ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS"})
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """An object's storage class and restore, as a HEAD tells them."""
+
+    storage_class: str | None  # None: the store has no classes (a directory)
+    restore: str | None = None  # "ongoing", "restored", or None (never asked, or expired)
+    expiry: str | None = None  # until when a restored copy can be read, as the store says
+    archive_status: str | None = None  # INTELLIGENT_TIERING: the archive tier it is in
+
+    @property
+    def cold(self) -> bool:
+        """Whether the object is kept where it cannot be read without a restore."""
+        return self.storage_class in NEEDS_RESTORE or self.archive_status in ARCHIVE_TIERS
+
+    @property
+    def readable(self) -> bool:
+        return not self.cold or self.restore == "restored"
+
+
 @dataclass(frozen=True)
 class Upload:
     """A multipart upload begun and neither completed nor aborted: its parts are kept,
@@ -120,6 +146,18 @@ class Store(Protocol):
     def abort_upload(self, upload: Upload) -> bool:
         """Abort an incomplete upload and free its parts; False if it had already ended
         (completed or aborted by someone else)."""
+        ...
+
+    def object_state(self, key: str) -> ObjectState | None:
+        """The object's storage class and restore (one HEAD), or None if absent."""
+        ...
+
+    def request_restore(self, key: str, days: int | None, tier: str) -> str:
+        """Ask the store to restore a cold object for ``days`` (None: the store's own
+        span, as INTELLIGENT_TIERING takes none) at ``tier`` (Bulk, Standard, Expedited):
+        "requested", or "ongoing" if a restore is already under way. A refusal (access
+        denied, an object not in a cold class, a store without restores) raises
+        StoreError, one line in the store's words."""
         ...
 
     def close(self) -> None:

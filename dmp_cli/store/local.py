@@ -23,7 +23,7 @@ from dmp_cli.errors import (
     StoreError,
 )
 from dmp_cli.fsutil import PendingFile
-from dmp_cli.store import ObjectInfo, OnBytes, Store, Upload
+from dmp_cli.store import ObjectInfo, ObjectState, OnBytes, Store, Upload
 
 
 class FileStore:
@@ -69,6 +69,13 @@ class FileStore:
         except OSError as exc:
             raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
         return ObjectInfo(st.st_size) if stat.S_ISREG(st.st_mode) else None
+
+    def object_state(self, key: str) -> ObjectState | None:
+        """A directory has no storage classes: every object is read at once."""
+        return None if self.head(key) is None else ObjectState(None)
+
+    def request_restore(self, key: str, days: int | None, tier: str) -> str:
+        raise StoreError(f"{self.key_url(key)}: a directory has no cold storage to restore from")
 
     def list_keys(self, prefix: str) -> Iterator[tuple[str, int]]:
         """The files whose keys start with ``prefix``, walked with os.scandir from the

@@ -27,7 +27,10 @@ Apart from faults, ``conditional`` says what the store does with a conditional P
 forwarding (a store that accepts the header and overwrites); ``refuse`` answers 501
 NotImplemented without forwarding (a store without conditional writes). With
 ``ignore_range``, a GET is forwarded without its Range header: the store answers 200 with
-the whole object, as some S3-compatible stores do.
+the whole object, as some S3-compatible stores do. With ``cold`` (a ``ColdStorage``), the
+vault's objects (not its config, not its index) behave as in GLACIER: a HEAD says so, a GET
+is refused (403 InvalidObjectState) until a restore (answered by the proxy, never seen by
+the server) is released, and restores may be refused.
 
 Threaded, with keep-alive connections from the client; one fresh connection to the
 server a request (moto is slow, and a fresh connection is never a stale one).
@@ -72,6 +75,19 @@ _ERRORS = {
         "InternalError",
         "We encountered an internal error.",
     ),
+    "cold": (
+        403,
+        "Forbidden",
+        "InvalidObjectState",
+        "The operation is not valid for the object's storage class",
+    ),
+    "restoring": (
+        409,
+        "Conflict",
+        "RestoreAlreadyInProgress",
+        "Object restore is already in progress",
+    ),
+    "denied": (403, "Forbidden", "AccessDenied", "Access Denied"),
     "refuse": (
         501,
         "Not Implemented",
@@ -95,6 +111,8 @@ def request_kind(method: str, target: str) -> str:
             return "list-uploads" if "uploads" in query else "list"
         return "other"
     if method == "POST":
+        if "restore" in query:
+            return "restore"
         if "uploads" in query:
             return "create-multipart"
         return "complete-multipart" if "uploadId" in query else "other"
@@ -121,6 +139,77 @@ class Aim:
         if self.kind is not None and request_kind(method, target) != self.kind:
             return False
         return self.key is None or self.key in unquote(urlsplit(target).path)
+
+
+class ColdStorage:
+    """The vault's objects in GLACIER, behind the proxy: each restore requested is held
+    "ongoing" until ``release`` (or done at once with ``hold=False``); restores of keys
+    holding a substring of ``refuse`` are refused (403 AccessDenied). ``log`` has every
+    HEAD, GET and restore of a cold key, with when it came."""
+
+    def __init__(self, hold: bool = True, refuse: tuple[str, ...] = ()) -> None:
+        self.hold = hold
+        self.refuse = refuse
+        self.state: dict[str, str] = {}  # key (path) -> "ongoing" or "restored"
+        self.restores: Counter[str] = Counter()  # restore requests by key
+        self.log: list[tuple[float, str, str]] = []  # (time, request kind, key)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def covers(path: str) -> bool:
+        """A content object or a pack: not vault.json, not an index object."""
+        parts = path.strip("/").split("/")
+        return len(parts) > 2 and "index" not in parts and parts[-1] != "vault.json"
+
+    def release(self, keys: tuple[str, ...] = ()) -> int:
+        """The restores under way done (those of keys holding one of ``keys``, or all)."""
+        with self._lock:
+            done = [k for k, v in self.state.items() if v == "ongoing"]
+            done = [k for k in done if not keys or any(part in k for part in keys)]
+            for key in done:
+                self.state[key] = "restored"
+            return len(done)
+
+    def expire(self) -> None:
+        """Every restored copy gone: the objects are cold again, with no restore."""
+        with self._lock:
+            self.state.clear()
+
+    def heads(self) -> list[tuple[float, str]]:
+        with self._lock:
+            return [(when, key) for when, kind, key in self.log if kind == "head"]
+
+    def answer(self, method: str, path: str, kind: str) -> str | None:
+        """What the proxy answers itself (an error kind, or "202"/"200" for a restore);
+        None to forward the request."""
+        with self._lock:
+            self.log.append((time.monotonic(), kind, path))
+            state = self.state.get(path)
+            if kind == "restore":
+                self.restores[path] += 1
+                if any(part in path for part in self.refuse):
+                    return "denied"
+                if state == "ongoing":
+                    return "restoring"
+                if state == "restored":
+                    return "200"
+                self.state[path] = "ongoing" if self.hold else "restored"
+                return "202"
+            if kind == "get" and state != "restored":
+                return "cold"
+            return None
+
+    def headers(self, path: str) -> list[tuple[str, str]]:
+        """The headers a HEAD of the key gets: its class, and its restore."""
+        with self._lock:
+            state = self.state.get(path)
+        said = [("x-amz-storage-class", "GLACIER")]
+        if state == "ongoing":
+            said.append(("x-amz-restore", 'ongoing-request="true"'))
+        elif state == "restored":
+            expiry = "Fri, 01 Jan 2100 00:00:00 GMT"
+            said.append(("x-amz-restore", f'ongoing-request="false", expiry-date="{expiry}"'))
+        return said
 
 
 @dataclass
@@ -171,6 +260,7 @@ class FaultProxy:
         only: tuple[str, ...] = (),
         aim: Aim | None = None,
         ignore_range: bool = False,
+        cold: ColdStorage | None = None,
     ) -> None:
         unknown = set(kinds) - set(FAULTS + MORE_FAULTS)
         if unknown or conditional not in CONDITIONAL_MODES:
@@ -185,6 +275,7 @@ class FaultProxy:
         self.only = only  # methods that may be faulted (all if empty)
         self.aim = aim
         self.ignore_range = ignore_range
+        self.cold = cold
         self.aimed = 0  # requests the aim matched so far
         self.counts = Counts()
         self._random = random.Random(seed)
@@ -253,6 +344,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reset()
         if conditional and proxy.conditional == "refuse":
             return self._error("refuse")
+        cold = proxy.cold
+        key = unquote(urlsplit(self.path).path)
+        if cold is not None and cold.covers(key):
+            said = cold.answer(self.command, key, request_kind(self.command, self.path))
+            if said in ("200", "202"):
+                return self._empty(int(said))
+            if said is not None:
+                return self._error(said)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         if conditional and proxy.conditional == "overwrite":
             headers = {k: v for k, v in headers.items() if k.lower() != "if-none-match"}
@@ -282,6 +381,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
         if self.command != "HEAD":
             self.send_header("Content-Length", str(len(data)))
+        if cold is not None and cold.covers(key) and self.command == "HEAD" and status == 200:
+            for name, value in cold.headers(key):
+                self.send_header(name, value)
         if cut:
             self.send_header("Connection", "close")
             self.close_connection = True
@@ -329,6 +431,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def _empty(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _headers_cut(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
         """The status line and the first half of the headers, Content-Length last (so

@@ -46,6 +46,9 @@ MODE_OPTIONS = {
         "meta",
         "meta_file",
         "owner_names",
+        "restore_days",
+        "restore_tier",
+        "no_wait",
     },
 }
 OPTION_NAMES = {
@@ -68,6 +71,9 @@ OPTION_NAMES = {
     "meta_file": "--meta-file",
     "owner_names": "--owner-names",
     "update": "--update",
+    "restore_days": "--restore-days",
+    "restore_tier": "--restore-tier",
+    "no_wait": "--no-wait",
 }
 
 
@@ -167,6 +173,23 @@ def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool
     "--overwrite", is_flag=True, help="--fetch: replace local files whose checksum differs."
 )
 @click.option(
+    "--restore-days",
+    metavar="N",
+    help="--fetch from cold storage (GLACIER, DEEP_ARCHIVE): keep each restored copy N "
+    "days (default 7).",
+)
+@click.option(
+    "--restore-tier",
+    metavar="TIER",
+    help="--fetch from cold storage: Bulk, Standard (the default) or Expedited.",
+)
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="--fetch: request the restores of objects in cold storage, fetch what is "
+    "readable now, and end (exit status 3 if files wait for their restores).",
+)
+@click.option(
     "-n", "--dry-run", is_flag=True, help="--archive/--fetch: list what would move, move nothing."
 )
 @click.option(
@@ -217,10 +240,11 @@ def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None, **o
       dmp manifest --vault   --manifest FILE
       dmp manifest --archive --manifest FILE [--path s3://bucket/prefix] [--all]
       dmp manifest --fetch   --manifest FILE [--overwrite]
+                         [--restore-days N] [--restore-tier TIER] [--no-wait]
 
     Patterns are expanded by dmp ('data/*.csv', '**/*.h5'), so quote them when the
     shell's argument list would be too long. Exit status: 0 success, 1 a failed check or
-    file error, 2 a usage error.
+    file error, 2 a usage error, 3 --fetch --no-wait left files waiting for restores.
 
     Settings (environment): DMP_VAULT, the vault's root (s3://bucket/prefix or
     file:///dir); DMP_ARCHIVE_DEFAULT, an --archive destination other than the vault;
@@ -233,6 +257,8 @@ def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None, **o
     DMP_VAULT_PLANNING=auto|head|list, how --vault and --archive learn what the vault
     holds: auto takes whichever needs fewer requests, head asks a HEAD per checksum, list
     lists the vault's keys; default auto (-v says which, and why).
+    DMP_RESTORE_POLL, --fetch's pauses between polls of restores from cold storage, in
+    seconds, comma-separated, the last repeated (default 60,120,300,600).
     """
     chosen = [mode for mode in MODES if options.pop(mode)]
     if len(chosen) != 1:

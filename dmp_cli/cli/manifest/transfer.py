@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from dmp_cli import options as options_mod
 from dmp_cli import runs
 from dmp_cli.cli.job import detach as submit_job
 from dmp_cli.cli.job import require_broker
@@ -45,6 +46,9 @@ def run(
     meta: bool | None = None,
     meta_file: str | None = None,
     owner_names: bool = False,
+    restore_days: str | None = None,
+    restore_tier: str | None = None,
+    no_wait: bool = False,
     **_: object,
 ) -> int:
     command = Command(mode)
@@ -64,6 +68,9 @@ def run(
             dry_run=dry_run,
             absolute_names=absolute_names,
             owner_names=owner_names,
+            restore_days=options_mod.restore_days(restore_days or 7),
+            restore_tier=options_mod.restore_tier(restore_tier or "Standard"),
+            wait=not no_wait,
         ),
     )
     if detach:
@@ -90,11 +97,34 @@ def run(
             meta=meta_path,
             # -v: how the vault is asked, and why (said only then, in the log too)
             on_note=out.info if out.verbose else None,
+            on_restore=out.info,
         )
     if report.companion is not None:  # before the summary, which --json gives last
         _companion_summary(out, report.companion)
     _summary(out, report, started)
+    if report.restoring is not None:
+        _restore_summary(out, report.restoring)
     return report.status
+
+
+def _restore_summary(out: Output, counts: runs.RestoreCounts) -> None:
+    """--fetch from cold storage: what was restored, and with --no-wait what is left."""
+    out.record(
+        "restore",
+        requested=counts.requested,
+        ongoing=counts.ongoing,
+        readable=counts.readable,
+        refused=counts.refused,
+        waiting=counts.waiting,
+        waiting_files=counts.waiting_files,
+        tier=counts.tier,
+    )
+    if counts.waiting:
+        out.error(
+            f"{plural(counts.waiting, 'object is', 'objects are')} being restored from cold "
+            f"storage ({counts.tier} tier), {plural(counts.waiting_files, 'file', 'files')} "
+            "not fetched yet: run the same command again later to fetch them"
+        )
 
 
 def _companion_path(manifest: str, meta: bool | None, meta_file: str | None) -> str | None:

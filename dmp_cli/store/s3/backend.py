@@ -22,11 +22,11 @@ from urllib3.exceptions import ProtocolError
 
 from dmp_cli.aws import TRANSFER_CONCURRENCY, s3_client
 from dmp_cli.digest import CHUNK
-from dmp_cli.errors import ObjectExists, ObjectMissing, StoreError
+from dmp_cli.errors import ColdObject, ObjectExists, ObjectMissing, StoreError
 from dmp_cli.layout import join_key
 from dmp_cli.options import StoreSpec
 from dmp_cli.retry import with_retries
-from dmp_cli.store import ObjectInfo, OnBytes, Store, Upload
+from dmp_cli.store import ObjectInfo, ObjectState, OnBytes, Store, Upload
 from dmp_cli.store.s3.conditional import (
     CONDITIONAL_PUT_MAX,
     LEARNED,
@@ -378,11 +378,44 @@ class S3Store(KeyListing):
                 raise
         return True
 
+    def object_state(self, key: str) -> ObjectState | None:
+        reply = self._head(key)
+        return None if reply is None else _state(reply)
+
+    def request_restore(self, key: str, days: int | None, tier: str) -> str:
+        url = self.key_url(key)
+        request: dict[str, Any] = {"GlacierJobParameters": {"Tier": tier}}
+        if days is not None:
+            request["Days"] = days
+        with translated(url):
+            try:
+                self.client.restore_object(
+                    Bucket=self.bucket, Key=self._key(key), RestoreRequest=request
+                )
+            except ClientError as exc:
+                code = error_code(exc)
+                if code == "RestoreAlreadyInProgress":
+                    return "ongoing"
+                refusal = _RESTORE_REFUSED.get(code) or ("access denied" if code in DENIED else "")
+                if code in MISSING:
+                    raise ObjectMissing(f"{url}: not in the vault") from exc
+                if refusal:  # this object's alone: the others may be restored
+                    raise StoreError(f"{url}: restore refused: {refusal} ({code})") from exc
+                raise
+        return "requested"
+
     def get_file(self, key: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
         # Asked here rather than by s3transfer, which would take an answer cut short.
         reply = self._head(key)
         if reply is None:
             raise ObjectMissing(f"{self.key_url(key)}: not in the vault")
+        state = _state(reply)
+        if not state.readable:  # no GET that the store would refuse
+            raise ColdObject(
+                f"{self.key_url(key)}: in cold storage, not readable until restored",
+                storage_class=state.storage_class,
+                restore=state.restore,
+            )
         size = reply["ContentLength"]
         with translated(self.key_url(key), missing="not in the vault"):
             future = self.manager.download(
@@ -477,6 +510,36 @@ class S3Store(KeyListing):
                         f"{self.key_url(key)}"
                     ) from exc
                 raise
+
+
+# Why a store refuses a restore, by its error code.
+_RESTORE_REFUSED = {
+    "InvalidObjectState": "the object is not in a storage class that needs one",
+    "ObjectAlreadyInActiveTierError": "the object is not in an archive tier",
+    "GlacierExpeditedRetrievalNotAvailable": "no Expedited capacity now",
+    "NotImplemented": "the store has no restores",
+    "501": "the store has no restores",
+    "MethodNotAllowed": "the store has no restores",
+    "405": "the store has no restores",
+    "InvalidArgument": "the store refused the request",
+    "MalformedXML": "the store refused the request",
+}
+# x-amz-restore: ongoing-request="false", expiry-date="Fri, 23 Dec 2012 00:00:00 GMT"
+_RESTORE = re.compile(r'ongoing-request="(true|false)"(?:,\s*expiry-date="([^"]*)")?')
+
+
+def _state(reply: dict[str, Any]) -> ObjectState:
+    """The storage class and restore a HEAD's answer tells (no StorageClass: STANDARD)."""
+    match = _RESTORE.search(str(reply.get("Restore") or ""))
+    restore = None
+    if match is not None:
+        restore = "ongoing" if match[1] == "true" else "restored"
+    return ObjectState(
+        str(reply.get("StorageClass") or "STANDARD"),
+        restore,
+        match[2] if match is not None else None,
+        reply.get("ArchiveStatus"),
+    )
 
 
 # A 206's Content-Range: the first and last bytes sent, and the object's size (or "*").

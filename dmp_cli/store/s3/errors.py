@@ -26,7 +26,7 @@ from s3transfer.exceptions import (
     S3UploadFailedError,
 )
 
-from dmp_cli.errors import FatalStoreError, ObjectMissing, StoreError
+from dmp_cli.errors import ColdObject, FatalStoreError, ObjectMissing, StoreError
 
 THROTTLED = {
     "SlowDown",
@@ -121,6 +121,8 @@ def client_error(exc: ClientError, url: str, missing: str | None = None) -> Stor
         return FatalStoreError(f"s3://{bucket}: no such bucket")
     if code in MISSING and missing:
         return ObjectMissing(f"{url}: {missing}")
+    if code == "InvalidObjectState" and missing:  # a read of an object not restored
+        return ColdObject(f"{url}: in cold storage, not readable until restored")
     if code in DENIED:
         return FatalStoreError(
             f"{url}: access denied (check the credentials, the profile and the bucket policy)"
