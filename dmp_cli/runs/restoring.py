@@ -47,13 +47,15 @@ from dmp_cli.words import plural
 # their meaning: a failed file fails the run).
 RESTORE_PENDING_EXIT = 3
 # How long a restore typically takes, by storage class and tier (AWS S3 documentation, as
-# of December 2026); Expedited is not offered for DEEP_ARCHIVE.
+# of December 2026); Expedited is not offered for DEEP_ARCHIVE (nor INTELLIGENT_TIERING's
+# Deep Archive Access tier).
 TYPICAL = {
     ("GLACIER", "Expedited"): "1-5 minutes",
     ("GLACIER", "Standard"): "3-5 hours",
     ("GLACIER", "Bulk"): "5-12 hours",
     ("DEEP_ARCHIVE", "Standard"): "within 12 hours",
     ("DEEP_ARCHIVE", "Bulk"): "within 48 hours",
+    ("INTELLIGENT_TIERING", "Expedited"): "1-5 minutes (Archive Access; none from Deep)",
     ("INTELLIGENT_TIERING", "Standard"): "3-5 hours (Archive Access), within 12 hours (Deep)",
     ("INTELLIGENT_TIERING", "Bulk"): "5-12 hours (Archive Access), within 48 hours (Deep)",
 }
