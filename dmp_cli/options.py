@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Self
 
 from dmp_cli.errors import UsageError
-from dmp_cli.settings import conditional_put_mode
+from dmp_cli.settings import conditional_put_mode, storage_class_name
 from dmp_cli.urls import parse_url, same_kind
 
 # The tiers of a restore from cold storage (S3's RestoreObject), fastest last.
@@ -75,6 +75,9 @@ class Options(_Plain):
     restore_days: int = 7  # --fetch from cold storage: how long a restored copy stays
     restore_tier: str = "Standard"  # --fetch: the restore's tier (RESTORE_TIERS)
     wait: bool = True  # --fetch: wait for the restores (--no-wait: request them, return)
+    # --archive: the content objects' storage class (--storage-class, DMP_STORAGE_CLASS,
+    # the vault config's); None, the store's default. Never that of what every run reads.
+    storage_class: str | None = None
 
     def validated(self, spec: StoreSpec | None = None) -> Options:
         """The options, if they make sense together and with ``spec``; else a usage error."""
@@ -84,6 +87,10 @@ class Options(_Plain):
             raise UsageError("--all needs --path s3://bucket/prefix: say where to put everything")
         restore_days(self.restore_days)
         restore_tier(self.restore_tier)
+        if self.storage_class is not None:  # a bad name is a usage error; "glacier" is GLACIER
+            named = storage_class_name(self.storage_class)
+            if named != self.storage_class:
+                return replace(self, storage_class=named).validated(spec)
         if spec is None:
             return self
         if self.dest_mode and not spec.dest:

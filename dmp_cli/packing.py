@@ -58,6 +58,7 @@ def pack_op(item: Item, ctx: Context) -> Row:
     sources = [Source(digest, int(size), ctx.path(path)) for digest, size, path in got["pack"]]
     vault = ctx.vault()
     store = vault.store
+    storage_class = ctx.options.storage_class  # the pack's: --archive --storage-class
     present: list[str] = []
     if got.get("ask"):  # planned by HEAD: what the vault holds as plain objects stays so
         held = {d for d in {s.digest for s in sources} if vault.head(d) is not None}
@@ -82,11 +83,14 @@ def pack_op(item: Item, ctx: Context) -> Row:
 
         def put() -> int:
             try:
-                return store.put_file(key, path, pack.digest, pack.size, ctx.on_bytes, True)
+                return store.put_file(
+                    key, path, pack.digest, pack.size, ctx.on_bytes, True, storage_class
+                )
             except ObjectExists:  # the same members, packed before: the same bytes
                 return 0
 
         sent = with_retries(put)
+        # The index objects, read by every run, stay in the store's default class.
         for shard, data in sorted(index_objects(pack, int(got["width"])).items()):
             name = index_key(shard, pack.digest)
             with_retries(lambda name=name, data=data: store.put_bytes(name, data))  # type: ignore[misc]

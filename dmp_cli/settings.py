@@ -7,6 +7,7 @@ anything is asked of a store.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,9 @@ MIN_PART_SIZE = 5 << 20  # S3 refuses smaller parts (all but the last)
 # --fetch from cold storage: the pauses between polls of the restores, in seconds, the
 # last one repeated (DMP_RESTORE_POLL).
 RESTORE_POLL = (60.0, 120.0, 300.0, 600.0)
+# A storage class's name, as S3 spells them (STANDARD_IA, GLACIER_IR, DEEP_ARCHIVE) and as
+# other stores may name their own: passed through as given, never checked against a list.
+STORAGE_CLASS_NAME = re.compile(r"[A-Z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Settings:
     multipart_chunksize: int | None = None
     vault_planning: str = "auto"
     restore_poll: tuple[float, ...] = RESTORE_POLL
+    storage_class: str | None = None  # DMP_STORAGE_CLASS: --archive's, if not the option
 
     @classmethod
     def from_env(cls, **options: Any) -> Settings:
@@ -54,6 +59,7 @@ class Settings:
             broker_url=broker_url(env.get("DMP_BROKER_URL") or None),
             vault_planning=vault_planning_mode(env.get("DMP_VAULT_PLANNING") or "auto"),
             restore_poll=restore_poll(env.get("DMP_RESTORE_POLL")),
+            storage_class=storage_class_name(env.get("DMP_STORAGE_CLASS"), "DMP_STORAGE_CLASS"),
             **store_settings(env),
         )
 
@@ -81,6 +87,20 @@ def vault_planning_mode(value: str) -> str:
     if mode not in VAULT_PLANNING_MODES:
         raise UsageError(f"DMP_VAULT_PLANNING must be auto, head or list, not {value!r}")
     return mode
+
+
+def storage_class_name(value: str | None, name: str = "--storage-class") -> str | None:
+    """A storage class (``glacier`` or ``GLACIER``), upper-cased; None if unset or empty.
+    Anything but letters, digits and underscores is a usage error naming ``name``."""
+    if value is None or not value.strip():
+        return None
+    upper = value.strip().upper()
+    if not STORAGE_CLASS_NAME.fullmatch(upper):
+        raise UsageError(
+            f"{name} must be a storage class name (letters, digits and _, such as "
+            f"STANDARD_IA or GLACIER), not {value!r}"
+        )
+    return upper
 
 
 def restore_poll(value: str | None) -> tuple[float, ...]:

@@ -105,7 +105,7 @@ def upload_op(item: Item, ctx: Context) -> Row:
     if listed and not options.all:  # as a HEAD or a refused put-if-absent would say
         return {"to": vault.url_of(digest), "status": "skipped"}
     if options.dest_mode is None and not options.dry_run:
-        return _upload_to_vault(item, source, vault, ctx.on_bytes)
+        return _upload_to_vault(item, source, vault, ctx.on_bytes, options.storage_class)
     in_vault = listed or vault.head(digest) is not None
     if in_vault and not options.all:
         return {"status": "skipped", "to": vault.url_of(digest)}
@@ -120,21 +120,27 @@ def upload_op(item: Item, ctx: Context) -> Row:
         return {"to": to, "status": "skipped" if already else "would-upload", "bytes": size}
     sent = 0
     if not already:
+        # In the default class: the vault's copy takes the storage class. A staging
+        # bucket's object goes soon, and an archive class would bill it for months;
+        # S3 copies no GLACIER or DEEP_ARCHIVE object that is not restored.
         try:
             sent = target.put_file(key, source, digest, item.get("size") or 0, ctx.on_bytes)
         except ObjectExists:  # another uploader of this content finished first
             already = True
     if options.dest_mode == "path" and not in_vault:
-        vault.copy_from(target, key, digest)
+        vault.copy_from(target, key, digest, options.storage_class)
     return {"to": to, "status": "skipped" if already else "uploaded", "bytes": sent}
 
 
-def _upload_to_vault(item: Item, source: str, vault: Vault, on_bytes: OnBytes | None) -> Row:
+def _upload_to_vault(
+    item: Item, source: str, vault: Vault, on_bytes: OnBytes | None, storage_class: str | None
+) -> Row:
     """Straight into the vault: one put-if-absent, no separate question first."""
     digest = item["digest"]
     to = vault.url_of(digest)
     try:
-        sent = vault.put_file(digest, source, item.get("size") or 0, on_bytes, if_absent=True)
+        size = item.get("size") or 0
+        sent = vault.put_file(digest, source, size, on_bytes, True, storage_class)
     except ObjectExists:
         return {"to": to, "status": "skipped"}
     except OSError:

@@ -22,6 +22,7 @@ from dmp_cli.options import StoreSpec
 from dmp_cli.options import restore_days as restore_days_of
 from dmp_cli.options import restore_tier as restore_tier_of
 from dmp_cli.packs.config import CONFIG_KEY, DEFAULT_PACK_BELOW, DEFAULT_PACK_TARGET, VaultConfig
+from dmp_cli.settings import storage_class_name
 from dmp_cli.store import Store, Upload, open_store
 from dmp_cli.store.config import described, init_config, read_config
 from dmp_cli.upkeep import LEFTOVER_AGE, compact_all, sweep_leftovers
@@ -92,6 +93,14 @@ def vault() -> None:
     help="The size a pack is closed at (default: 64MiB; 32MiB to 2GiB).",
 )
 @click.option(
+    "--storage-class",
+    metavar="CLASS",
+    help="The S3 storage class --archive stores packs and files in when neither "
+    "--storage-class nor DMP_STORAGE_CLASS gives one (GLACIER_IR, DEEP_ARCHIVE...; default: "
+    "the store's, STANDARD). Deleted early, an object is billed its minimum: 30 days in "
+    "STANDARD_IA and ONEZONE_IA, 90 in GLACIER_IR and GLACIER, 180 in DEEP_ARCHIVE.",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Write the config even though the vault already has one, or already holds objects.",
@@ -99,7 +108,9 @@ def vault() -> None:
 @quiet_option
 @global_options
 @click.pass_obj
-def init(app: App, pack_below: int, pack_target: int, force: bool) -> int:
+def init(
+    app: App, pack_below: int, pack_target: int, storage_class: str | None, force: bool
+) -> int:
     """Make the vault a packing vault: write its config, vault.json at its root.
 
     In a packing vault, files smaller than --pack-below are gathered into tar packs of
@@ -114,8 +125,11 @@ def init(app: App, pack_below: int, pack_target: int, force: bool) -> int:
     dmp vault init                                          # below 1MiB, packs of 64MiB
     dmp vault init --pack-below 256KiB --pack-target 128MiB
     """
+    storage_class = storage_class_name(storage_class)
     try:
-        config = VaultConfig(pack_below=pack_below, pack_target=pack_target)
+        config = VaultConfig(
+            pack_below=pack_below, pack_target=pack_target, storage_class=storage_class
+        )
     except ValueError as exc:
         given = f"--pack-below {human_bytes(pack_below)}, --pack-target {human_bytes(pack_target)}"
         raise UsageError(f"{given}: {exc}") from None
@@ -134,6 +148,8 @@ def init(app: App, pack_below: int, pack_target: int, force: bool) -> int:
         pack_target=config.pack_target,
         index_width=config.index_width,
         replaced=replaced,
+        # as in the config: said only when set
+        **({"storage_class": config.storage_class} if config.storage_class else {}),
     )
     wrote = "replaced" if replaced else "wrote"
     app.out.info(f"{wrote} {url}: a packing vault, {described(config)}")

@@ -15,6 +15,7 @@ from typing import Any
 
 from dmp_cli.errors import DmpError
 from dmp_cli.layout import is_digest
+from dmp_cli.settings import STORAGE_CLASS_NAME
 
 CONFIG_KEY = "vault.json"
 FORMAT = "dmp-vault"
@@ -36,7 +37,7 @@ INDEX = "index/"
 _PACK_KEY = re.compile(r"packs/([0-9a-f]{64})\.tar\Z")
 _INDEX_KEY = re.compile(r"index/([0-9a-f]{1,2})/(pack|merged)-([0-9a-f]{64})\.(idx|fence)\Z")
 
-_FIELDS = ("format", "version", "pack_below", "pack_target", "index_width")
+_FIELDS = ("format", "version", "pack_below", "pack_target", "index_width", "storage_class")
 
 
 class VaultConfigError(DmpError):
@@ -47,11 +48,14 @@ class VaultConfigError(DmpError):
 class VaultConfig:
     """How a packing vault stores: files strictly smaller than ``pack_below`` go into packs
     of about ``pack_target`` bytes; their index is sharded by the first ``index_width``
-    hex digits of the checksum."""
+    hex digits of the checksum. ``storage_class``, if set, is the class --archive stores
+    content objects (packs, and files stored plain) in when neither --storage-class nor
+    DMP_STORAGE_CLASS says one; the config and index objects stay in the store's default."""
 
     pack_below: int = DEFAULT_PACK_BELOW
     pack_target: int = DEFAULT_PACK_TARGET
     index_width: int = DEFAULT_INDEX_WIDTH
+    storage_class: str | None = None
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -71,13 +75,15 @@ class VaultConfig:
 
     def encode(self) -> bytes:
         """The config object's bytes: one line of JSON, keys in a fixed order."""
-        fields = {
+        fields: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
             "pack_below": self.pack_below,
             "pack_target": self.pack_target,
             "index_width": self.index_width,
         }
+        if self.storage_class is not None:  # written only when set: older dmps read the rest
+            fields["storage_class"] = self.storage_class
         return (json.dumps(fields) + "\n").encode()
 
 
@@ -105,19 +111,31 @@ def parse_config(data: bytes, name: str) -> VaultConfig:
         "index_width": fields.get("index_width", DEFAULT_INDEX_WIDTH),
     }
     problem = _problem_of(values)
+    if problem is None and "storage_class" in fields:
+        values["storage_class"] = fields["storage_class"]
+        problem = _class_problem(values["storage_class"])
     if problem:
         raise VaultConfigError(f"{name}: bad vault config: {problem}")
     return VaultConfig(**values)
 
 
 def _problem(config: VaultConfig) -> str | None:
-    return _problem_of(
+    problem = _problem_of(
         {
             "pack_below": config.pack_below,
             "pack_target": config.pack_target,
             "index_width": config.index_width,
         }
     )
+    if problem is None and config.storage_class is not None:
+        return _class_problem(config.storage_class)
+    return problem
+
+
+def _class_problem(value: Any) -> str | None:
+    if isinstance(value, str) and STORAGE_CLASS_NAME.fullmatch(value):
+        return None
+    return f"storage_class is {json.dumps(value)}, not a storage class name (A-Z, 0-9, _)"
 
 
 def _problem_of(values: dict[str, Any]) -> str | None:

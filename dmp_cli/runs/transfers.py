@@ -34,6 +34,7 @@ from dmp_cli.runs.totals import Expected
 from dmp_cli.settings import Settings, restore_poll, vault_planning_mode
 from dmp_cli.store import StorePool
 from dmp_cli.store.config import read_config
+from dmp_cli.urls import parse_url
 
 
 @dataclass
@@ -78,6 +79,8 @@ def transfer(
         preflight(executor.stores, spec)
         store = executor.stores.vault(spec).store
         config = with_retries(lambda: read_config(store))
+        if command is Command.ARCHIVE:
+            options = _storage_class(options, config, spec, on_note)
         way = _plan(command, manifest, executor, spec, options, detached, planning, on_note)
         packed = None
         try:
@@ -150,7 +153,30 @@ def transfer_stores(
         # One connection per transfer thread (the embedded executor's rule).
         concurrency=io_threads_for(settings.jobs or default_jobs()),
     ).validated()
+    if command is Command.ARCHIVE and options.storage_class is None:
+        options = replace(options, storage_class=settings.storage_class)
     return spec, replace(options, dest_mode=mode).validated(spec)
+
+
+def _storage_class(
+    options: Options,
+    config: VaultConfig | None,
+    spec: StoreSpec,
+    on_note: Callable[[str], None] | None,
+) -> Options:
+    """--archive's storage class: the one asked for (--storage-class, DMP_STORAGE_CLASS),
+    else the vault config's, else none (the store's default). A directory has none: a
+    class asked of a file:// vault is ignored, and -v says so."""
+    if options.storage_class is None and config is not None and config.storage_class:
+        options = replace(options, storage_class=config.storage_class)
+    if options.storage_class and parse_url(spec.vault).scheme == "file":
+        if on_note is not None:
+            on_note(
+                f"storage class {options.storage_class} ignored: {spec.vault} is a "
+                "directory, which has no storage classes"
+            )
+        options = replace(options, storage_class=None)
+    return options
 
 
 def _plan(

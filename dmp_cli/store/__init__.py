@@ -103,10 +103,13 @@ class Store(Protocol):
         size: int,
         on_bytes: OnBytes | None = None,
         if_absent: bool = False,
+        storage_class: str | None = None,
     ) -> int:
         """Store the file at ``key``, hashing the bytes as they are sent: if they do not
         hash to ``digest`` (the file changed), raise IntegrityError and store nothing.
-        With ``if_absent``, raise ObjectExists instead if ``key`` already holds an object."""
+        With ``if_absent``, raise ObjectExists instead if ``key`` already holds an object.
+        ``storage_class`` (S3's StorageClass: GLACIER, STANDARD_IA...) is the object's,
+        None the store's default; a store without classes ignores it."""
         ...
 
     def get_file(self, key: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
@@ -135,8 +138,16 @@ class Store(Protocol):
         """As ``list_keys``, each object with when it was last written (timezone-aware)."""
         ...
 
-    def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
-        """Copy an object of ``source`` (a store of the same kind) to ``key``, server-side."""
+    def copy(
+        self,
+        source: Store,
+        source_key: str,
+        key: str,
+        digest: str,
+        storage_class: str | None = None,
+    ) -> None:
+        """Copy an object of ``source`` (a store of the same kind) to ``key``, server-side,
+        in ``storage_class`` (as ``put_file``)."""
         ...
 
     def uploads(self) -> Iterator[Upload]:
@@ -204,15 +215,20 @@ class Vault:
         size: int,
         on_bytes: OnBytes | None = None,
         if_absent: bool = False,
+        storage_class: str | None = None,
     ) -> int:
-        return self.store.put_file(digest_key(digest), path, digest, size, on_bytes, if_absent)
+        return self.store.put_file(
+            digest_key(digest), path, digest, size, on_bytes, if_absent, storage_class
+        )
 
     def get_file(self, digest: str, stream: BinaryIO, on_bytes: OnBytes | None = None) -> int:
         return self.store.get_file(digest_key(digest), stream, on_bytes)
 
-    def copy_from(self, source: Store, source_key: str, digest: str) -> None:
+    def copy_from(
+        self, source: Store, source_key: str, digest: str, storage_class: str | None = None
+    ) -> None:
         """A server-side copy of ``source``'s object into this checksum's place."""
-        self.store.copy(source, source_key, digest_key(digest), digest)
+        self.store.copy(source, source_key, digest_key(digest), digest, storage_class)
 
 
 def open_store(url: str, spec: StoreSpec) -> Store:

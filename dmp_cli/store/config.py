@@ -47,9 +47,10 @@ def init_config(store: Store, config: VaultConfig, force: bool = False) -> bool:
 
 
 def described(config: VaultConfig) -> str:
-    """``pack below 1.0 MiB, pack target 64.0 MiB``."""
+    """``pack below 1.0 MiB, pack target 64.0 MiB`` (``, storage class GLACIER`` if set)."""
     below, target = human_bytes(config.pack_below), human_bytes(config.pack_target)
-    return f"pack below {below}, pack target {target}"
+    stored = f", storage class {config.storage_class}" if config.storage_class else ""
+    return f"pack below {below}, pack target {target}{stored}"
 
 
 def _holds_objects(store: Store) -> bool:

@@ -130,6 +130,7 @@ class FileStore:
         size: int,
         on_bytes: OnBytes | None = None,
         if_absent: bool = False,
+        storage_class: str | None = None,  # a directory has no storage classes
     ) -> int:
         target = self._path(key)
         if if_absent and self.head(key) is not None:
@@ -227,7 +228,14 @@ class FileStore:
         except OSError as exc:
             raise StoreError(f"{self.key_url(key)}: {exc.strerror}") from exc
 
-    def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
+    def copy(
+        self,
+        source: Store,
+        source_key: str,
+        key: str,
+        digest: str,
+        storage_class: str | None = None,
+    ) -> None:
         if not isinstance(source, FileStore):
             raise StoreError(
                 f"{source.url} -> {self.url}: no server-side copy between different kinds of store"

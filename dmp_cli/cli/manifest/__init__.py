@@ -37,7 +37,7 @@ MODE_OPTIONS = {
     },
     "check": {"status", "strict", "ignore_missing", "warn", "detach", "meta", "meta_file"},
     "vault": {"strict", "detach"},
-    "archive": {"path", "all_files", "dry_run", "detach", "meta", "meta_file"},
+    "archive": {"path", "all_files", "dry_run", "detach", "meta", "meta_file", "storage_class"},
     "fetch": {
         "overwrite",
         "dry_run",
@@ -74,6 +74,7 @@ OPTION_NAMES = {
     "restore_days": "--restore-days",
     "restore_tier": "--restore-tier",
     "no_wait": "--no-wait",
+    "storage_class": "--storage-class",
 }
 
 
@@ -170,6 +171,15 @@ def _last_verbosity_wins(ctx: click.Context, param: click.Parameter, value: bool
     help="--archive: upload every file to --path, also those already in the vault.",
 )
 @click.option(
+    "--storage-class",
+    metavar="CLASS",
+    help="--archive: store the files' objects (and packs) in this S3 storage class: "
+    "STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR, GLACIER, DEEP_ARCHIVE, or a store's own "
+    "(default: DMP_STORAGE_CLASS, else the vault config's, else the store's, STANDARD). "
+    "Deleted early, an object is billed its minimum: 30 days in STANDARD_IA and ONEZONE_IA, "
+    "90 in GLACIER_IR and GLACIER, 180 in DEEP_ARCHIVE. Ignored for a file:// vault.",
+)
+@click.option(
     "--overwrite", is_flag=True, help="--fetch: replace local files whose checksum differs."
 )
 @click.option(
@@ -239,6 +249,7 @@ def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None, **o
       dmp manifest --check   --manifest FILE
       dmp manifest --vault   --manifest FILE
       dmp manifest --archive --manifest FILE [--path s3://bucket/prefix] [--all]
+                         [--storage-class CLASS]
       dmp manifest --fetch   --manifest FILE [--overwrite]
                          [--restore-days N] [--restore-tier TIER] [--no-wait]
 
@@ -259,6 +270,7 @@ def manifest(app: App, patterns: tuple[str, ...], manifest_path: str | None, **o
     lists the vault's keys; default auto (-v says which, and why).
     DMP_RESTORE_POLL, --fetch's pauses between polls of restores from cold storage, in
     seconds, comma-separated, the last repeated (default 60,120,300,600).
+    DMP_STORAGE_CLASS, --archive's storage class when --storage-class gives none.
     """
     chosen = [mode for mode in MODES if options.pop(mode)]
     if len(chosen) != 1:

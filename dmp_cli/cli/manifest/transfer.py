@@ -26,6 +26,7 @@ from dmp_cli.quoting import quote_name
 from dmp_cli.rows import Row
 from dmp_cli.rules import Command, failing
 from dmp_cli.runs.entries import EntryReader, Tally
+from dmp_cli.settings import storage_class_name
 from dmp_cli.words import human_bytes, plural
 
 LABEL = {"vault": "asking the vault", "archive": "archiving", "fetch": "fetching"}
@@ -49,6 +50,7 @@ def run(
     restore_days: str | None = None,
     restore_tier: str | None = None,
     no_wait: bool = False,
+    storage_class: str | None = None,
     **_: object,
 ) -> int:
     command = Command(mode)
@@ -71,6 +73,8 @@ def run(
             restore_days=options_mod.restore_days(restore_days or 7),
             restore_tier=options_mod.restore_tier(restore_tier or "Standard"),
             wait=not no_wait,
+            # else DMP_STORAGE_CLASS, then the vault config's (dmp_cli.runs.transfers)
+            storage_class=storage_class_name(storage_class),
         ),
     )
     if detach:

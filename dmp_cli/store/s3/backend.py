@@ -205,13 +205,16 @@ class S3Store(KeyListing):
         size: int,
         on_bytes: OnBytes | None = None,
         if_absent: bool = False,
+        storage_class: str | None = None,
     ) -> int:
         # Tried again after a transient failure, an upload sends the token it sent then:
         # that attempt's answer may have been lost after the store wrote the object.
         lost = self._unanswered.get(key)
         token = lost or uuid.uuid4().hex
         try:
-            sent = self._put_file(key, path, digest, token, bool(lost), on_bytes, if_absent)
+            sent = self._put_file(
+                key, path, digest, token, bool(lost), on_bytes, if_absent, storage_class
+            )
         except StoreError as exc:
             if exc.transient:
                 self._unanswered.add(key, token)
@@ -230,6 +233,7 @@ class S3Store(KeyListing):
         lost: bool,
         on_bytes: OnBytes | None,
         if_absent: bool,
+        storage_class: str | None,
     ) -> int:
         with open(path, "rb") as source:
             size = os.fstat(source.fileno()).st_size
@@ -244,8 +248,10 @@ class S3Store(KeyListing):
                     raise ObjectExists(f"{self.key_url(key)}: already there")
                 if_absent = False
             if size < self.config.multipart_threshold:
-                return self._put_single(key, source, digest, token, lost, on_bytes, if_absent)
-            return self._put_multipart(key, source, size, digest, token, on_bytes)
+                return self._put_single(
+                    key, source, digest, token, lost, on_bytes, if_absent, storage_class
+                )
+            return self._put_multipart(key, source, size, digest, token, on_bytes, storage_class)
 
     def _put_single(
         self,
@@ -256,6 +262,7 @@ class S3Store(KeyListing):
         lost: bool,
         on_bytes: OnBytes | None,
         if_absent: bool,
+        storage_class: str | None = None,
     ) -> int:
         data = source.read()
         got = hashlib.sha256(data).hexdigest()
@@ -270,6 +277,7 @@ class S3Store(KeyListing):
                     Body=data,
                     ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"),
                     Metadata={META_KEY: digest, WRITER_KEY: token},
+                    **_stored_in(storage_class),
                     **args,
                 )
         except StoreError as exc:
@@ -288,7 +296,9 @@ class S3Store(KeyListing):
                 raise ObjectExists(f"{self.key_url(key)}: already there") from None
             if if_absent and code in ("NotImplemented", "501"):
                 self._conditional = False  # a store without conditional writes: ask first
-                return self._put_file(key, source.name, digest, token, lost, on_bytes, True)
+                return self._put_file(
+                    key, source.name, digest, token, lost, on_bytes, True, storage_class
+                )
             raise
         return self._sent(len(data), on_bytes)
 
@@ -316,6 +326,7 @@ class S3Store(KeyListing):
         digest: str,
         token: str,
         on_bytes: OnBytes | None,
+        storage_class: str | None = None,
     ) -> int:
         try:
             with Turn(self._big_files) as turn, translated(self.key_url(key)):
@@ -326,7 +337,10 @@ class S3Store(KeyListing):
                     cast(BinaryIO, reader),
                     self.bucket,
                     self._key(key),
-                    extra_args={"Metadata": {META_KEY: digest, WRITER_KEY: token}},
+                    extra_args={
+                        "Metadata": {META_KEY: digest, WRITER_KEY: token},
+                        **_stored_in(storage_class),
+                    },
                     subscribers=subscribers(size, on_bytes),
                 )
                 future.result()
@@ -487,7 +501,14 @@ class S3Store(KeyListing):
                 if error_code(exc) not in MISSING:
                     raise
 
-    def copy(self, source: Store, source_key: str, key: str, digest: str) -> None:
+    def copy(
+        self,
+        source: Store,
+        source_key: str,
+        key: str,
+        digest: str,
+        storage_class: str | None = None,
+    ) -> None:
         if not isinstance(source, S3Store):
             raise StoreError(
                 f"{source.url} -> {self.url}: no server-side copy between different kinds of store"
@@ -500,7 +521,11 @@ class S3Store(KeyListing):
                     self.bucket,
                     self._key(key),
                     source_client=source.client,
-                    extra_args={"Metadata": {META_KEY: digest}, "MetadataDirective": "REPLACE"},
+                    extra_args={
+                        "Metadata": {META_KEY: digest},
+                        "MetadataDirective": "REPLACE",
+                        **_stored_in(storage_class),
+                    },
                 ).result()
             except ClientError as exc:
                 # A copy needs no destination: a missing key is always the source.
@@ -510,6 +535,12 @@ class S3Store(KeyListing):
                         f"{self.key_url(key)}"
                     ) from exc
                 raise
+
+
+def _stored_in(storage_class: str | None) -> dict[str, str]:
+    """The request's StorageClass argument: none for the store's default (STANDARD), so
+    that a store without classes (or a user's policy that names none) is asked as ever."""
+    return {"StorageClass": storage_class} if storage_class else {}
 
 
 # Why a store refuses a restore, by its error code.

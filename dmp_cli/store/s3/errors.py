@@ -47,6 +47,8 @@ BAD_CREDENTIALS = {
 }
 MISSING = {"404", "NoSuchKey", "NotFound"}
 PRECONDITION_FAILED = {"PreconditionFailed", "412"}
+# A storage class (--storage-class) that the store does not offer.
+REFUSED_CLASS = {"InvalidStorageClass"}
 # A store (or a user's policy) without ListMultipartUploads or AbortMultipartUpload.
 NO_UPLOAD_LISTING = DENIED | {"NotImplemented", "501", "MethodNotAllowed", "405"}
 
@@ -136,4 +138,6 @@ def client_error(exc: ClientError, url: str, missing: str | None = None) -> Stor
     http = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     message = error.get("Message") or http or ""
     server_side = (isinstance(http, int) and http >= 500) or code.startswith("5")
+    if code in REFUSED_CLASS:  # every upload of the run asks for it: the run stops
+        return FatalStoreError(f"{url}: {code}: {message}".rstrip(": "))
     return StoreError(f"{url}: {code}: {message}".rstrip(": "), transient=server_side)
