@@ -18,6 +18,7 @@ from dmp_cli.errors import StoreError
 from dmp_cli.layout import digest_key
 from dmp_cli.packs.config import CONFIG_KEY, VaultConfig
 from dmp_cli.store.s3 import S3Store
+from tests.integration.fleet import new_vault, run, worker
 from tests.integration.s3proxy import ColdStorage, FaultProxy, fault_proxy
 from tests.integration.vaultkit import dmp, make_tree, sha, small_tree, stderr_lines
 from tests.servers import Service, dmp_env, moto_client
@@ -337,3 +338,51 @@ def test_a_fetch_from_glacier_on_moto(s3_server: Service, tmp_path: Path) -> Non
     for name, data in files.items():
         assert (target / name).read_bytes() == data, name
     s3.close()
+
+
+# ------------------------------------------------------------------ detached
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    redis: Service, s3_server: Service, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Two workers on the session's Redis (a coordinator, and one for its batches) that
+    reach moto's server."""
+    logdir = tmp_path_factory.mktemp("cold-fleet-logs")
+    env: dict[str, Any] = {"AWS_ENDPOINT_URL": s3_server.url}
+    with worker(redis.url, "cold1", logdir, **env), worker(redis.url, "cold2", logdir, **env):
+        yield redis.url
+
+
+def test_a_detached_fetch_of_cold_objects_fails_in_one_line(
+    fleet: str, s3_server: Service, tmp_path: Path
+) -> None:
+    vault = new_vault("s3", tmp_path, s3_server.url)
+    bucket, _, prefix = vault.url.removeprefix("s3://").partition("/")
+    files = small_tree(40, seed=12)
+    work = tmp_path / "work"
+    work.mkdir()
+    make_tree(work, files)
+    s3 = moto_client(s3_server.url)
+    for data in set(files.values()):
+        key = f"{prefix}/{digest_key(sha(data))}"
+        s3.put_object(Bucket=bucket, Key=key, Body=data, StorageClass="GLACIER")
+    s3.close()
+    target = tmp_path / "restore"
+    target.mkdir()
+    manifest = str(work / "manifest.sha256")
+    env: dict[str, Any] = vault.env
+    submitted = run(
+        "manifest", "--fetch", "--detach", "-m", manifest, cwd=target, broker_url=fleet, **env
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.decode().strip()
+    watched = run("job", "watch", job, cwd=target, broker_url=fleet, **env)
+    assert watched.returncode == 1, watched.stderr
+    # The job stops at its first file in cold storage, and says why in one line (the
+    # files of the batches already under way are listed before it, failed).
+    said = [line for line in stderr_lines(watched) if "a detached --fetch" in line]
+    assert len(said) == 1, "\n".join(stderr_lines(watched))
+    assert "does not restore from cold storage; run `dmp vault restore" in said[0]
+    assert not any((target / name).exists() for name in files)
