@@ -186,6 +186,9 @@ class Restoring:
         failed: list[Item] = []
         with ThreadPoolExecutor(STATE_THREADS, "dmp-restore") as pool:
             states = list(pool.map(self._known_state, objects))
+            for cold, state in zip(objects, states, strict=True):
+                if isinstance(state, ObjectState):  # INTELLIGENT_TIERING's restores take no days
+                    cold.storage_class = state.storage_class
             asks = [cold for cold, state in zip(objects, states, strict=True) if _to_ask(state)]
             asked = dict(zip((c.key for c in asks), pool.map(self._request, asks), strict=True))
         for cold, state in zip(objects, states, strict=True):
@@ -203,7 +206,6 @@ class Restoring:
                 failed += _failed(cold, str(outcome))
                 self.counts.refused += 1
             else:
-                cold.storage_class = state.storage_class
                 if outcome == "requested":
                     self.counts.requested += 1
                 else:  # in progress: found by the HEAD, or by the store's 409

@@ -122,11 +122,15 @@ class ColdStore:
 
     url = "s3://b/v"
 
-    def __init__(self, keys: Iterable[str], refuse: Iterable[str] = ()) -> None:
+    def __init__(
+        self, keys: Iterable[str], refuse: Iterable[str] = (), storage_class: str = "GLACIER"
+    ) -> None:
         self.state: dict[str, str | None] = dict.fromkeys(keys)
         self.refuse = set(refuse)
+        self.storage_class = storage_class
         self.heads: Counter[str] = Counter()
         self.restores: Counter[str] = Counter()
+        self.days: list[int | None] = []
 
     def key_url(self, key: str) -> str:
         return f"{self.url}/{key}"
@@ -135,10 +139,13 @@ class ColdStore:
         self.heads[key] += 1
         if key not in self.state:
             return None
-        return ObjectState("GLACIER", self.state[key])
+        if self.storage_class == "INTELLIGENT_TIERING":
+            return ObjectState(self.storage_class, self.state[key], None, "ARCHIVE_ACCESS")
+        return ObjectState(self.storage_class, self.state[key])
 
     def request_restore(self, key: str, days: int | None, tier: str) -> str:
         self.restores[key] += 1
+        self.days.append(days)
         if key in self.refuse:
             raise StoreError(f"{self.key_url(key)}: restore refused: access denied (AccessDenied)")
         if self.state[key] == "ongoing":
@@ -253,3 +260,18 @@ def test_a_detached_fetch_stops_at_its_first_cold_file() -> None:
         stop_cold({"status": "failed", "cold": "ab/cd", "error": "s3://b/ab/cd: in cold storage"})
     assert "dmp vault restore" in str(stopped.value)
     assert stop_cold({"status": "fetched"}) is False
+
+
+def test_intelligent_tiering_restores_take_no_days() -> None:
+    store = ColdStore(["a", "b"], storage_class="INTELLIGENT_TIERING")
+    fetcher = Fetcher(store)
+    restoring = _restoring(store, fetcher, wait=False)
+    fetcher.run([{"path": p, "digest": p} for p in ("a", "b")])
+    counts = restoring.settle(fetcher.run)
+    assert counts.requested == 2 and store.days == [None, None]
+    glacier = ColdStore(["a"])
+    fetcher = Fetcher(glacier)
+    restoring = _restoring(glacier, fetcher, wait=False)
+    fetcher.run([{"path": "a", "digest": "a"}])
+    restoring.settle(fetcher.run)
+    assert glacier.days == [7]
