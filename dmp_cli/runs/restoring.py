@@ -59,6 +59,14 @@ TYPICAL = {
     ("INTELLIGENT_TIERING", "Standard"): "3-5 hours (Archive Access), within 12 hours (Deep)",
     ("INTELLIGENT_TIERING", "Bulk"): "5-12 hours (Archive Access), within 48 hours (Deep)",
 }
+# The longest a restore typically takes, in seconds, for the progress line's estimate.
+LONGEST = {
+    ("GLACIER", "Expedited"): 5 * 60,
+    ("GLACIER", "Standard"): 5 * 3600,
+    ("GLACIER", "Bulk"): 12 * 3600,
+    ("DEEP_ARCHIVE", "Standard"): 12 * 3600,
+    ("DEEP_ARCHIVE", "Bulk"): 48 * 3600,
+}
 SAMPLE_SHARE = 100  # a polling round HEADs one object in this many of those waiting
 STATE_THREADS = 16  # HEADs and restore requests at once
 
@@ -94,6 +102,24 @@ def typical_time(classes: Iterable[str | None], tier: str) -> str:
     """How long the tier's restores typically take from these classes, in words."""
     times = sorted({TYPICAL.get((cls or "", tier), "") for cls in classes} - {""})
     return "; ".join(times) if times else "unknown"
+
+
+def time_left(classes: Iterable[str | None], tier: str, elapsed: float) -> str:
+    """What is left of the typical time, ``elapsed`` seconds after the first request."""
+    longest = [LONGEST[(cls or "", tier)] for cls in classes if (cls or "", tier) in LONGEST]
+    if not longest:
+        return f"{_duration(elapsed)} so far"
+    left = max(longest) - elapsed
+    if left <= 0:
+        return f"{_duration(elapsed)} so far, longer than typical"
+    return f"{_duration(elapsed)} so far, typically done within {_duration(left)}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes / 60:.1f} h"
 
 
 class Restoring:
@@ -304,10 +330,12 @@ class Restoring:
 
     def _progress(self) -> None:
         ready = self._total - len(self._waiting)
-        minutes = int((self.clock() - self._started) // 60)
+        classes = self._classes()
+        elapsed = self.clock() - self._started
         self.note(
             f"restoring: {ready:,} of {self._total:,} objects ready ({self.tier} tier: "
-            f"typically {typical_time(self._classes(), self.tier)}; {minutes} min so far)"
+            f"typically {typical_time(classes, self.tier)}; "
+            f"{time_left(classes, self.tier, elapsed)})"
         )
 
 
@@ -408,5 +436,6 @@ __all__ = [
     "manifest_objects",
     "stage_restores",
     "stop_cold",
+    "time_left",
     "typical_time",
 ]

@@ -14,7 +14,7 @@ import pytest
 from dmp_cli.errors import RunStopped, StoreError, UsageError
 from dmp_cli.options import Options, restore_days, restore_tier
 from dmp_cli.rows import Item, Row
-from dmp_cli.runs.restoring import Restoring, stop_cold, typical_time
+from dmp_cli.runs.restoring import Restoring, stop_cold, time_left, typical_time
 from dmp_cli.settings import RESTORE_POLL, restore_poll
 from dmp_cli.store import ObjectState
 from dmp_cli.store.local import FileStore
@@ -112,6 +112,14 @@ def test_typical_times() -> None:
     assert typical_time(["DEEP_ARCHIVE"], "Bulk") == "within 48 hours"
     assert typical_time(["GLACIER", "DEEP_ARCHIVE"], "Standard") == "3-5 hours; within 12 hours"
     assert typical_time(["X"], "Standard") == "unknown"
+    assert time_left(["GLACIER"], "Standard", 42 * 60) == (
+        "42 min so far, typically done within 4.3 h"
+    )
+    assert time_left(["GLACIER", "DEEP_ARCHIVE"], "Bulk", 3600) == (
+        "60 min so far, typically done within 47.0 h"
+    )
+    assert time_left(["GLACIER"], "Expedited", 600) == "10 min so far, longer than typical"
+    assert time_left(["X"], "Standard", 0) == "0 min so far"
 
 
 # ------------------------------------------------------------------ rounds
