@@ -4,6 +4,7 @@ holds each restore "ongoing" until the test releases it, and refuses some."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -174,8 +175,14 @@ def test_no_wait_then_a_later_fetch_completes_the_tree(few: Site, tmp_path: Path
     # Half done meanwhile: a second run fetches those, and asks nothing again.
     half = sorted(objects)[: len(objects) // 2]
     few.cold.release(tuple(half))
-    second = few.fetch(target, "--no-wait")
+    second = few.fetch(target, "--no-wait", "--json")
     assert second.returncode == 3, second.stderr
+    records = [json.loads(line) for line in second.stdout.splitlines()]
+    assert records[-1]["type"] == "summary"
+    restore = [r for r in records if r["type"] == "restore"]
+    waiting = len(objects) - len(half)  # the others were read in the first pass
+    assert len(restore) == 1 and restore[0]["ongoing"] == restore[0]["waiting"] == waiting
+    assert restore[0]["requested"] == 0
     assert set(few.cold.restores.values()) == {1}
     done = [name for name, data in few.files.items() if digest_key(sha(data)) in half]
     assert done and all((target / name).exists() for name in done)

@@ -105,14 +105,16 @@ def run(
         )
     if report.companion is not None:  # before the summary, which --json gives last
         _companion_summary(out, report.companion)
+    if report.restoring is not None:  # before the summary, which --json gives last
+        _restore_record(out, report.restoring)
     _summary(out, report, started)
-    if report.restoring is not None:
-        _restore_summary(out, report.restoring)
+    if report.restoring is not None and report.restoring.waiting:
+        _still_restoring(out, report.restoring)
     return report.status
 
 
-def _restore_summary(out: Output, counts: runs.RestoreCounts) -> None:
-    """--fetch from cold storage: what was restored, and with --no-wait what is left."""
+def _restore_record(out: Output, counts: runs.RestoreCounts) -> None:
+    """--fetch from cold storage, with --json: what became of the objects met there."""
     out.record(
         "restore",
         requested=counts.requested,
@@ -123,12 +125,15 @@ def _restore_summary(out: Output, counts: runs.RestoreCounts) -> None:
         waiting_files=counts.waiting_files,
         tier=counts.tier,
     )
-    if counts.waiting:
-        out.error(
-            f"{plural(counts.waiting, 'object is', 'objects are')} being restored from cold "
-            f"storage ({counts.tier} tier), {plural(counts.waiting_files, 'file', 'files')} "
-            "not fetched yet: run the same command again later to fetch them"
-        )
+
+
+def _still_restoring(out: Output, counts: runs.RestoreCounts) -> None:
+    """--fetch --no-wait, last: what waits for restores, and what to do."""
+    out.error(
+        f"{plural(counts.waiting, 'object is', 'objects are')} being restored from cold "
+        f"storage ({counts.tier} tier), {plural(counts.waiting_files, 'file', 'files')} "
+        "not fetched yet: run the same command again later to fetch them"
+    )
 
 
 def _companion_path(manifest: str, meta: bool | None, meta_file: str | None) -> str | None:
