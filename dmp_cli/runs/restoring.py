@@ -16,8 +16,9 @@ a line each.
 Attached and waiting, the run polls, with the pauses of DMP_RESTORE_POLL: each round HEADs
 at most 1 % of the objects still waiting (at least one), in turn; once one is readable,
 the waiting files are fetched, object by object in the order their restores were
-requested (those just seen readable first, those just seen not readable left out), until
-a read meets an object still cold: it waits again, and the round ends. ``--no-wait``
+requested (those just seen readable first, those just seen not readable left out), in
+lots that double, until a read meets an object still cold: it waits again, and the round
+ends once its lot is done. ``--no-wait``
 requests the restores, fetches what is readable and ends; a later run fetches what has
 been restored meanwhile and requests nothing already in progress.
 """
@@ -296,9 +297,25 @@ class Restoring:
             gone, self._gone = self._gone, []
             if not ready and not gone:
                 continue
-            later = [c for c in waiting if c.key not in seen and c.key in self._waiting]
             self._stop = False
-            run(itertools.chain(gone, self._release(ready + later if ready else [])))
+            run(itertools.chain(gone, self._release(ready)))
+            if ready:
+                later = [c for c in waiting if c.key not in seen and c.key in self._waiting]
+                self._release_later(later, size, run)
+
+    def _release_later(
+        self, later: list[Cold], size: int, run: Callable[[Iterable[Item]], object]
+    ) -> None:
+        """The other waiting objects' files, in the order their restores were requested,
+        a lot at a time, each lot twice the one before (the first as big as the round's
+        sample): a lot is fetched whole before the next is begun, so that once a read
+        meets an object still cold, the round ends with no more than that lot's reads
+        spent on objects not restored yet."""
+        start = 0
+        while start < len(later) and not self._stop:
+            run(self._release(later[start : start + size]))
+            start += size
+            size *= 2
 
     def _sampled(self, sample: list[Cold]) -> dict[str, bool]:
         """Which sampled objects are readable (a HEAD each); one gone fails its files."""
