@@ -393,3 +393,13 @@ def test_a_detached_fetch_of_cold_objects_fails_in_one_line(
     assert len(said) == 1, "\n".join(stderr_lines(watched))
     assert "does not restore from cold storage; run `dmp vault restore" in said[0]
     assert not any((target / name).exists() for name in files)
+
+
+def test_vault_restore_in_a_packing_vault_asks_once_per_pack(packed: Site) -> None:
+    manifest = str(packed.work / "manifest.sha256")
+    staged = dmp("--json", "vault", "restore", "-m", manifest, cwd=packed.work, env=packed.env)
+    assert staged.returncode == 0, staged.stderr
+    summary = json.loads(staged.stdout.splitlines()[-1])
+    assert (summary["requested"], summary["ongoing"], summary["refused"]) == (1, 0, 0)
+    restores = packed.cold.restores
+    assert len(restores) == 1 and "/packs/" in next(iter(restores)), restores
