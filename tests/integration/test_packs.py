@@ -206,6 +206,8 @@ def s3_site(
     # Enough small files for two packs: 100 of 600 KiB, under a threshold of 1 MiB.
     for i in range(100):
         files[f"bulk/b{i:03}"] = os.urandom(600 * KiB)
+    for i in range(3):  # plain objects, in this vault
+        files[f"large/l{i}"] = os.urandom(MiB + i)
     make_tree(work, files)
     with fault_proxy(s3_server.url) as proxy:
         yield work, bucket, proxy, files, s3
@@ -241,7 +243,9 @@ def test_round_trip_on_s3_costs_a_get_per_pack(
     assert fetched.returncode == 0, fetched.stderr
     for name, data in files.items():
         assert (restore / name).read_bytes() == data, name
-    gets = [t for (m, t), n in proxy.reset().seen.items() for _ in range(n) if m == "GET"]
+    seen = proxy.reset().seen
+    gets = [t for (m, t), n in seen.items() for _ in range(n) if m == "GET"]
+    heads = [t for (m, t), n in seen.items() for _ in range(n) if m == "HEAD"]
     pack_gets = [t for t in gets if "/packs/" in t]
     assert len(pack_gets) == 2, pack_gets  # each pack read once, whole
     plain_gets = [
@@ -249,6 +253,10 @@ def test_round_trip_on_s3_costs_a_get_per_pack(
     ]
     plain = {sha(data) for data in files.values() if len(data) >= MiB}
     assert len(plain_gets) <= len(plain) + 1  # + the config
+    # A plain object costs one HEAD (dmp's own: its size, its class) and its GETs: the
+    # download is given the size and ETag, and asks for neither again.
+    object_heads = [t for t in heads if t.count("/") > 2]
+    assert len(object_heads) == len(plain), object_heads
 
     # A packing vault and a plain one that hold the same checksums answer alike.
     other = f"dmp-{uuid.uuid4().hex[:16]}"

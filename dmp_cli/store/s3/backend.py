@@ -433,7 +433,10 @@ class S3Store(KeyListing):
         size = reply["ContentLength"]
         with translated(self.key_url(key), missing="not in the vault"):
             future = self.manager.download(
-                self.bucket, self._key(key), stream, subscribers=subscribers(size, on_bytes)
+                self.bucket,
+                self._key(key),
+                stream,
+                subscribers=subscribers(size, on_bytes, reply.get("ETag")),
             )
             future.result()
         got = stream.seek(0, os.SEEK_END)

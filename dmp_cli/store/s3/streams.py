@@ -102,23 +102,29 @@ class Turn:
         self.release()
 
 
-def subscribers(size: int | None, on_bytes: OnBytes | None) -> list[Any]:
+def subscribers(
+    size: int | None, on_bytes: OnBytes | None, etag: str | None = None
+) -> list[Any]:
     """Only the callbacks asked for: s3transfer calls an ``on_progress`` for every 8 KiB
-    block sent, which costs measurable CPU on big files when nobody listens."""
+    block sent, which costs measurable CPU on big files when nobody listens. A download
+    given its object's size and ETag (from dmp's own HEAD) sends no HEAD of its own."""
     chosen: list[Any] = []
     if size is not None:
-        chosen.append(_ProvideSize(size))
+        chosen.append(_ProvideSize(size, etag))
     if on_bytes is not None:
         chosen.append(_Progress(on_bytes))
     return chosen
 
 
 class _ProvideSize:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, etag: str | None = None) -> None:
         self._size = size
+        self._etag = etag
 
     def on_queued(self, future: Any, **kwargs: Any) -> None:
         future.meta.provide_transfer_size(self._size)
+        if self._etag is not None:  # then the GETs also carry If-Match: the object read
+            future.meta.provide_object_etag(self._etag)
 
 
 class _Progress(BaseSubscriber):
