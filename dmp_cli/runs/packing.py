@@ -26,6 +26,7 @@ import sqlite3
 import stat
 import tempfile
 import weakref
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -64,6 +65,8 @@ class Packed:
         self._db: sqlite3.Connection | None = None
         self._closer: weakref.finalize[[], Packed] | None = None
         self.count = 0
+        # A fetch's reads of each pack, (start, end) sorted (``plan_reads``).
+        self.reads: dict[str, list[tuple[int, int]]] = {}
 
     def put(self, raw: bytes, known: Known) -> None:
         if self._memory is not None:
@@ -99,15 +102,30 @@ class Packed:
         self._db, self._memory = db, None
         self._closer = weakref.finalize(self, db.close)
 
-    def packed(self) -> Iterator[tuple[bytes, Known]]:
-        """Every checksum noted as packed, with what is known of it."""
+    def by_pack(self) -> Iterator[list[tuple[bytes, Known]]]:
+        """The checksums noted as packed, a pack's at a time (on disk, sorted by pack as
+        sqlite reads them, so that memory holds one pack's members)."""
         if self._memory is not None:
-            yield from ((raw, known) for raw, known in self._memory.items() if known[0] == "packed")
+            groups: dict[str, list[tuple[bytes, Known]]] = {}
+            for raw, known in self._memory.items():
+                if known[0] == "packed":
+                    groups.setdefault(known[1], []).append((raw, known))
+            yield from groups.values()
             return
         assert self._db is not None
-        rows = self._db.execute("SELECT digest, what FROM known WHERE what LIKE 'packed%'")
-        for raw, what in rows.fetchall():
-            yield raw, _decode(what)
+        rows = self._db.execute(
+            "SELECT digest, what FROM known WHERE what LIKE 'packed%' ORDER BY what"
+        )
+        group: list[tuple[bytes, Known]] = []
+        while chunk := rows.fetchmany(4096):
+            for raw, what in chunk:
+                known = _decode(what)
+                if group and group[0][1][1] != known[1]:
+                    yield group
+                    group = []
+                group.append((raw, known))
+        if group:
+            yield group
 
     def close(self) -> None:
         if self._closer is not None:
@@ -315,20 +333,26 @@ def _with_ask(item: Item, ask: bool) -> Item:
 def plan_reads(packed: Packed, sizes: dict[str, int], gap: int = DEFAULT_GAP) -> int:
     """For a fetch: the few ranged reads of each pack that bring its wanted members
     (``dmp_cli.packs.pack.coalesce``: near members share a read, most of a pack is read
-    whole), each packed checksum noted with its read. The number of reads."""
-    by_pack: dict[str, list[Member]] = {}
-    for raw, known in packed.packed():
-        by_pack.setdefault(known[1], []).append(Member(raw.hex(), known[2], known[3]))
+    whole), kept by pack (``Packed.reads``: a few a pack) for ``annotate``. The number of
+    reads."""
     count = 0
-    for pack, members in by_pack.items():
-        for read in coalesce(members, sizes.get(pack, 0), gap):
-            count += 1 if read.length else 0
-            for member in read.members:
-                raw = bytes.fromhex(member.digest)
-                noted = packed.get(raw)
-                assert noted is not None
-                packed.put(raw, (*noted[:5], read.start, read.end))
+    for group in packed.by_pack():
+        pack = group[0][1][1]
+        members = [Member(raw.hex(), known[2], known[3]) for raw, known in group]
+        reads = [(r.start, r.end) for r in coalesce(members, sizes.get(pack, 0), gap) if r.length]
+        packed.reads[pack] = sorted(reads)
+        count += len(reads)
     return count
+
+
+def _read_of(packed: Packed, pack: str, offset: int, size: int) -> tuple[int, int]:
+    """The read of the pack that holds the member at ``offset``: its own, if none does."""
+    reads = packed.reads.get(pack)
+    if reads and size:
+        at = bisect_right(reads, (offset, 1 << 63)) - 1
+        if at >= 0 and reads[at][0] <= offset and offset + size <= reads[at][1]:
+            return reads[at]
+    return offset, offset + size
 
 
 def annotate(items: Iterable[Item], packed: Packed) -> Iterator[Item]:
@@ -344,7 +368,8 @@ def annotate(items: Iterable[Item], packed: Packed) -> Iterator[Item]:
             known = packed.get(raw)
             got: dict[str, Any] = item  # type: ignore[assignment]
             if known is not None and known[0] == "packed":
-                got["packed"] = [known[1], known[2], known[3], known[5], known[6]]
+                start, end = _read_of(packed, known[1], known[2], known[3])
+                got["packed"] = [known[1], known[2], known[3], start, end]
                 if known[4]:
                     got["packed_new"] = True
                     packed.put(raw, (*known[:4], False, *known[5:]))

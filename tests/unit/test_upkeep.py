@@ -48,7 +48,7 @@ def found(store: FileStore, digests: list[str]) -> dict[str, str]:
     packed = Packed()
     try:
         read_catalog(store, CONFIG, checksums, packed)
-        return {raw.hex(): known[1] for raw, known in packed.packed()}
+        return {raw.hex(): known[1] for group in packed.by_pack() for raw, known in group}
     finally:
         packed.close()
         checksums.close()
