@@ -102,9 +102,7 @@ class Turn:
         self.release()
 
 
-def subscribers(
-    size: int | None, on_bytes: OnBytes | None, etag: str | None = None
-) -> list[Any]:
+def subscribers(size: int | None, on_bytes: OnBytes | None, etag: str | None = None) -> list[Any]:
     """Only the callbacks asked for: s3transfer calls an ``on_progress`` for every 8 KiB
     block sent, which costs measurable CPU on big files when nobody listens. A download
     given its object's size and ETag (from dmp's own HEAD) sends no HEAD of its own."""
