@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Generator, Iterator
@@ -23,6 +24,21 @@ def _no_process_in_a_unit_test(event: str, args: tuple[Any, ...]) -> None:
 
 
 sys.addaudithook(_no_process_in_a_unit_test)
+
+
+def _default_signals() -> None:
+    """The suite's processes start with SIGINT and SIGHUP at their defaults, as from a
+    terminal, whatever started pytest: a job in the background of a shell script has
+    SIGINT ignored, and one under nohup SIGHUP, and every child would inherit that,
+    which the tests of interruption (and the runs that ignore SIGHUP on purpose) would
+    misread."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+_default_signals()
 
 
 @pytest.hookimpl(wrapper=True)
