@@ -7,13 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 from s3transfer.manager import TransferConfig
 
 from dmp_cli.errors import FatalStoreError, UsageError
@@ -146,19 +143,6 @@ def test_a_config_with_a_bad_class_is_one_line(value: object) -> None:
 
 
 # ---------------------------------------------------------------- the stores
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_REQUEST_CHECKSUM_CALCULATION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="vault")
-        yield client
 
 
 def _class(client: object, key: str) -> str:

@@ -6,12 +6,10 @@ import base64
 import hashlib
 import os
 import re
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import (
@@ -21,7 +19,6 @@ from botocore.exceptions import (
     ParamValidationError,
     ReadTimeoutError,
 )
-from moto import mock_aws
 from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError
 from s3transfer.manager import TransferConfig
 
@@ -141,19 +138,6 @@ def test_file_check_missing_root(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- s3://
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_REQUEST_CHECKSUM_CALCULATION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="vault")
-        yield client
 
 
 def small_parts() -> TransferConfig:

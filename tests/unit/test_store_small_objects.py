@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.response import StreamingBody
-from moto import mock_aws
 
 from dmp_cli.errors import FatalStoreError, ObjectMissing, StoreError
 from dmp_cli.packs.config import CONFIG_KEY, VaultConfig, VaultConfigError
@@ -32,19 +29,6 @@ def fstore(tmp_path: Path) -> FileStore:
     root = tmp_path / "vault"
     root.mkdir()
     return FileStore(str(root))
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_REQUEST_CHECKSUM_CALCULATION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket="vault")
-        yield client
 
 
 @pytest.fixture(params=["file", "s3"])
