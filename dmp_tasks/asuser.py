@@ -59,6 +59,8 @@ from dmp_cli.errors import DmpError
 
 T = TypeVar("T")
 
+# An id of -1 as the kernel takes it: to setresuid, "leave this one as it is".
+_NO_ID = 2**32 - 1
 # Linux's prctl(PR_SET_PDEATHSIG, sig): the signal the child gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
 
@@ -108,7 +110,7 @@ def run_as(uid: int, gid: int, fn: Callable[..., T], *args: Any, allow_root: boo
     """``fn(*args)`` run in a child process that has dropped to ``uid``, ``gid`` and the
     user's groups for good; its result, or ``BatchFailed`` if it raised.
 
-    Raises ``ValueError`` for uid 0 (unless ``allow_root``) or a negative id,
+    Raises ``ValueError`` for uid 0 (unless ``allow_root``) or an id out of range,
     ``UserSwitchRefused`` if this process cannot become that user, and ``BatchDied`` if the
     child ends without a result."""
     groups = _groups_allowed(uid, gid, allow_root)
@@ -147,7 +149,7 @@ def run_as(uid: int, gid: int, fn: Callable[..., T], *args: Any, allow_root: boo
 
 def _groups_allowed(uid: int, gid: int, allow_root: bool) -> list[int] | None:
     """The groups the child sets; None where it keeps its own (not root, its own uid)."""
-    if uid < 0 or gid < 0:
+    if not (0 <= uid < _NO_ID and 0 <= gid < _NO_ID):
         raise ValueError(f"no such user to run a batch as: uid {uid} gid {gid}")
     if uid == 0 and not allow_root:
         raise ValueError("a batch is not run as uid 0 unless root's jobs are allowed")
@@ -260,7 +262,8 @@ def _capabilities() -> str:
 
 def _die_with(parent: int) -> None:
     """Be killed when the process that forked us dies (Linux; elsewhere nothing). Set after
-    the drop, since a change of ids clears it; and the parent may already be gone."""
+    the drop, since a change of ids clears it; and the parent may already be gone. (The
+    kernel watches the forking thread, which run_as holds until the child ends.)"""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # no libc to load, or no prctl in it

@@ -245,6 +245,20 @@ def test_plain_values_and_dmp_enums_come_back(shared: Path) -> None:
     assert run_as(A, A, lambda: value) == value
 
 
+@needs_root
+def test_a_drop_that_did_not_happen_is_refused(
+    shared: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "setresuid", lambda *_: None)  # the child stays root
+    with pytest.raises(UserSwitchRefused) as caught:
+        run_as(A, A, create, shared / "ran")
+    assert str(caught.value) == (
+        "cannot drop to uid 60001 gid 60001: the ids did not change (uid (0, 0, 0))"
+    )
+    assert isinstance(caught.value, PermissionError)
+    assert not (shared / "ran").exists()  # fn did not run
+
+
 def as_another(uid: int) -> str:
     try:
         return f"ran as {run_as(uid, uid, os.getuid)}"
@@ -273,8 +287,9 @@ def test_not_root_runs_as_itself_only() -> None:
 def test_uid_0_is_refused_unless_allowed() -> None:
     with pytest.raises(ValueError, match="not run as uid 0 unless"):
         run_as(0, 0, os.getuid)
-    with pytest.raises(ValueError, match="no such user"):
-        run_as(-1, 0, os.getuid)
+    for uid, gid in ((-1, A), (A, -1), (2**32 - 1, A), (A, 2**32 - 1)):  # -1: "unchanged"
+        with pytest.raises(ValueError, match="no such user"):
+            run_as(uid, gid, os.getuid)
 
 
 @needs_root
