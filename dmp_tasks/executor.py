@@ -29,12 +29,12 @@ from dmp_cli.rows import Item, Row
 from dmp_cli.rules import Command
 from dmp_cli.settings import whole_number
 from dmp_cli.store import StorePool
-from dmp_tasks import wire
+from dmp_tasks import auth, wire
 from dmp_tasks.app import client_app
 from dmp_tasks.broker import broker_errors
 from dmp_tasks.config import COORD_QUEUE, safe_url
 from dmp_tasks.gather import Arrived, InOrder
-from dmp_tasks.jobs import JobCancelled, JobGone, JobStore, LeaseLost
+from dmp_tasks.jobs import JOB_TTL, JobCancelled, JobGone, JobStore, LeaseLost, job_key
 from dmp_tasks.lease import Heartbeat, lease_seconds
 from dmp_tasks.presence import no_worker_message
 from dmp_tasks.routing import BATCH_BYTES, batch_items, big_file_bytes, callback_queue
@@ -184,7 +184,12 @@ class CeleryExecutor:
         op = Command(detached.command).operation
         fields = {rule: 1 for rule, on in rules.items() if on}
         plan = json.dumps({**detached.to_json(), **wire.speaks()})
+        # The job's credential (DMP_AUTH=munge): its coordinator runs it only as the user
+        # this proves, and only this plan.
+        credential = auth.sign(*auth.job_parts(job, plan))
         self._create(job, op, {**fields, "plan": plan}, coordinated=True)
+        if credential:
+            self.jobs.client.set(job_key(job, "credential"), credential, ex=JOB_TTL)
         try:
             # Coordinators first, then the workers its batches need: the first missing.
             if self.on_message is not None:

@@ -27,11 +27,11 @@ from celery.result import AsyncResult
 from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.options import Work
 from dmp_cli.rows import Item
-from dmp_tasks import wire
+from dmp_tasks import auth, wire
 from dmp_tasks.config import safe_url
 from dmp_tasks.jobs import JobStore
 from dmp_tasks.routing import BLIND_BATCH_ITEMS, FIRST_BATCH_ITEMS, callback_queue, queue_for
-from dmp_tasks.tasks import batch_signature
+from dmp_tasks.tasks import batch_signature, window_parts
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -195,9 +195,12 @@ class Submitter:
         ]
         # A coordinator's chords are not counted by their callbacks: it ends the job.
         record = self.coordination is None
-        callback = self.app.signature("dmp.window_done", args=(self.job, self.windows, record)).set(
-            queue=callback_queue(self.op)
-        )
+        credential = auth.sign(*window_parts(self.job, self.windows, record))
+        callback = self.app.signature(
+            "dmp.window_done",
+            args=(self.job, self.windows, record),
+            kwargs={"credential": credential} if credential else {},
+        ).set(queue=callback_queue(self.op))
         if self.coordination:
             self.jobs.add_flight(
                 self.job,

@@ -10,6 +10,7 @@ ends.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 import redis
 from celery import Celery, Signature
-from celery.signals import worker_process_shutdown
+from celery.signals import worker_process_shutdown, worker_ready
 
 from dmp_cli.job_record import JobState
 from dmp_cli.ops import Context, operation_named
@@ -30,9 +31,9 @@ from dmp_cli.options import Work
 from dmp_cli.rows import Item, Row, Status
 from dmp_cli.rules import Command, failing
 from dmp_cli.store import StorePool
-from dmp_tasks import walk, wire
+from dmp_tasks import asuser, auth, walk, wire
 from dmp_tasks.app import app
-from dmp_tasks.jobs import ERRORS_KEPT, JobStore
+from dmp_tasks.jobs import ERRORS_KEPT, JOB_TTL, JobStore, job_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,6 +70,15 @@ def store_pool() -> StorePool:
     if process.stores is None:
         process.stores = StorePool()
     return process.stores
+
+
+@worker_ready.connect
+def _say_policy(**_: Any) -> None:
+    """A worker says at start how it admits work (``dmp_tasks.auth``)."""
+    try:
+        log.warning("dmp worker: %s", auth.policy().describe())
+    except Exception as exc:  # a setting it cannot use: every batch will say so too
+        log.error("dmp worker: %s", exc)
 
 
 @worker_process_shutdown.connect
@@ -126,16 +136,30 @@ def run_batch(
     config: dict[str, Any],
     stream: bool,
     cwd: str,
+    credential: str | None = None,
 ) -> dict[str, int]:
     """Run one batch of ``op``, publish its rows once, and return its counts for the
     chord. The tasks below, one for each kind of work, are this with their operation.
     ``batch`` is the items, as JSON (see ``batch_signature``); ``config`` holds the
     job's stores and options as JSON (see ``Work``); relative paths mean what they mean
     in ``cwd``, the submitter's directory (workers share the filesystem; the process's
-    own directory is never changed)."""
+    own directory is never changed). ``credential``: the submitter's, for this very
+    batch (``dmp_tasks.auth``); the work is done as that user."""
     refused = wire.mismatch(config)
     if refused:  # its items may not even read as items here
         return _refuse(job, index, refused)
+    text = batch if isinstance(batch, str) else wire.pack(batch)
+    try:
+        parts = batch_parts(op, job, index, text, config, stream, cwd)
+        who = auth.admit(credential, parts, _admitted(job, f"batch:{index}", index))
+        if isinstance(who, str):
+            return _refuse(job, index, who)
+        outside = _outside(cwd, who)
+        if outside:
+            return _refuse(job, index, f"refused: its working directory {outside}")
+    except Exception as exc:  # munged away, Redis away: the batch is not done, and says why
+        log.exception("job %s batch %d could not be admitted", job, index)
+        return _refuse(job, index, f"not admitted: {exc}")
     items = wire.unpack_items(batch) if isinstance(batch, str) else batch
     try:
         jobs = job_store()
@@ -149,8 +173,7 @@ def run_batch(
         if state in (JobState.CANCELLED, JobState.ABANDONED):
             rows = _cancelled(work, items)
         else:
-            needs_stores = operation_named(op).kind == "io"
-            rows = run_local(work, items, store_pool() if needs_stores else None)
+            rows = _run_as(who, work, items)
         counts = count_rows(rows)
         failed = [json.dumps(row) for row in failures(op, rows)[:ERRORS_KEPT]]
         rows_json = wire.pack_rows(rows, items) if stream else None  # last: in place
@@ -160,6 +183,104 @@ def run_batch(
     except Exception:  # never fail the chord; the job's record shows the loss
         log.exception("job %s batch %d could not be recorded", job, index)
         return {"files": len(items), "s:lost": len(items), "bytes": 0}
+
+
+def batch_parts(
+    op: str, job: str, index: int, items: str, config: dict[str, Any], stream: bool, cwd: str
+) -> tuple[Any, ...]:
+    """What a batch's credential covers: all that says what the batch does."""
+    return ("batch", op, job, index, items, config, stream, cwd)
+
+
+def _admitted(job: str, slot: str, batch: int | None = None) -> Callable[..., bool]:
+    """The fleet's record of the credentials it admitted fresh for job ``job``'s work
+    ``slot`` (``dmp_tasks.auth``): one met again is that work's, redelivered, only while
+    the work is not done (batch ``batch`` not yet counted; the job still going)."""
+    key = job_key(job, "admitted")
+
+    def admitted(fingerprint: str, fresh: bool) -> bool:
+        client = job_store().client
+        if fresh:
+            pipe = client.pipeline()
+            pipe.hset(key, slot, fingerprint)
+            pipe.expire(key, JOB_TTL)
+            pipe.execute()
+            return True
+        if client.hget(key, slot) != fingerprint.encode():
+            return False
+        if batch is not None and client.getbit(job_key(job, "seen"), batch):
+            return False
+        return job_store().state(job) == JobState.ACTIVE
+
+    return admitted
+
+
+def _outside(path: str, who: auth.Submitter, cwd: str = "/") -> str | None:
+    """Why ``path`` is not one that jobs may touch (DMP_ALLOWED_ROOTS), or None."""
+    roots = auth.policy().roots
+    if roots is None:
+        return None
+    if who.is_self:
+        return roots.check(path, cwd)
+    return asuser.run_as(who.uid, who.gid, roots.check, path, cwd)
+
+
+# The operations that touch the files a batch names (the others only ask the vault).
+FILE_OPS = frozenset({"hash", "check", "upload", "pack", "download"})
+
+
+def _run_as(who: auth.Submitter, work: Work, items: list[Item]) -> list[Row]:
+    """The batch's rows, its files touched as ``who``: in this process if that is its
+    own user, else in one that has become ``who`` for good (``dmp_tasks.asuser``)."""
+    if who.is_self:
+        return _batch_rows(work, items, store_pool())
+    return asuser.run_as(who.uid, who.gid, _batch_rows, work, items, None)
+
+
+def _batch_rows(work: Work, items: list[Item], stores: StorePool | None) -> list[Row]:
+    """The batch run here: each file outside the allowed roots refused alone, the rest
+    run. Without ``stores`` (a process of the submitter's own), stores made for it."""
+    needs_stores = operation_named(work.op).kind == "io"
+    own = None
+    if needs_stores and stores is None:
+        stores = own = StorePool()
+    try:
+        roots = auth.policy().roots
+        if roots is None or work.op not in FILE_OPS:
+            return run_local(work, items, stores if needs_stores else None)
+        return _within_roots(work, items, stores if needs_stores else None, roots)
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _within_roots(work: Work, items: list[Item], stores: StorePool | None, roots: Any) -> list[Row]:
+    """Run the items whose files are beneath the allowed roots; refuse the others."""
+    cwd = work.cwd or os.getcwd()
+    op, ctx = operation_named(work.op), Context(work)
+    why: list[str | None] = []
+    for item in items:
+        if "pack" in item:  # a pack's members, each checked: any outside refuses the pack
+            found = [roots.check(member[2], cwd) for member in item["pack"]]
+            why.append(next((reason for reason in found if reason), None))
+        elif "path" in item and not item.get("bad"):
+            # A fetch replaces a link at its target, never writes through it.
+            why.append(roots.check(item["path"], cwd, follow_final=work.op != "download"))
+        else:
+            why.append(None)
+    run = [item for item, reason in zip(items, why, strict=True) if reason is None]
+    done = iter(run_local(work, run, stores) if run else [])
+    return [
+        next(done)
+        if reason is None
+        else {**op.base(item, ctx), "status": Status.REFUSED, "error": reason}
+        for item, reason in zip(items, why, strict=True)
+    ]
+
+
+def window_parts(job: str, window: int, record: bool) -> tuple[Any, ...]:
+    """What the credential of a chord's callback covers."""
+    return ("window_done", job, window, record)
 
 
 def _refuse(job: str, index: int, why: str) -> dict[str, int]:
@@ -187,9 +308,11 @@ def hash_batch(
     stream: bool,
     cwd: str,
     verify: bool = False,
+    credential: str | None = None,
 ) -> dict[str, int]:
     """Hash a batch of files (--create), or hash them and compare (--check, ``verify``)."""
-    return run_batch(job, index, "check" if verify else "hash", items, config, stream, cwd)
+    op = "check" if verify else "hash"
+    return run_batch(job, index, op, items, config, stream, cwd, credential)
 
 
 def _transfer_task(name: str, op: str, doc: str) -> Any:
@@ -203,8 +326,9 @@ def _transfer_task(name: str, op: str, doc: str) -> Any:
         config: dict[str, Any],
         stream: bool,
         cwd: str,
+        credential: str | None = None,
     ) -> dict[str, int]:
-        return run_batch(job, index, op, items, config, stream, cwd)
+        return run_batch(job, index, op, items, config, stream, cwd, credential)
 
     task.__name__ = task.__qualname__ = name.removeprefix("dmp.")
     task.__doc__ = doc
@@ -260,24 +384,63 @@ def batch_signature(
     (an app of the submitter's own; by default the fleet's)."""
     # The items go as a JSON string: kombu's decoder calls a hook for every object it
     # meets, which costs the workers more than hashing a small file; a string is one.
-    args: tuple[Any, ...] = (job, index, wire.pack_items(items), config, stream, cwd)
+    text = wire.pack_items(items)
+    args: tuple[Any, ...] = (job, index, text, config, stream, cwd)
     if op in ("hash", "check"):
         args += (op == "check",)
-    return (sender or app).signature(TASKS[op], args=args, immutable=True)
+    credential = auth.sign(*batch_parts(op, job, index, text, config, stream, cwd))
+    kwargs = {"credential": credential} if credential else {}
+    return (sender or app).signature(TASKS[op], args=args, kwargs=kwargs, immutable=True)
 
 
 @app.task(name="dmp.list_dirs")
-def list_dirs(directories: list[str], cwd: str, budget: int) -> list[Any]:
+def list_dirs(
+    directories: list[str], cwd: str, budget: int, credential: str | None = None
+) -> list[Any]:
     """List directories of a --create walk, with their files' sizes, and (within
     ``budget`` entries) the directories below them: the walk itself stays with its
-    coordinator, which merges the listings in order (``dmp_tasks.walk``)."""
-    return walk.list_dirs(directories, cwd, budget)
+    coordinator, which merges the listings in order (``dmp_tasks.walk``). Done as the
+    user whose ``credential`` covers the listing; refused, each directory says why."""
+    try:
+        who = auth.admit(credential, walk.listing_parts(directories, cwd, budget), _never_again)
+        outside = None
+        if not isinstance(who, str):
+            outside = _outside(cwd, who) or next(
+                filter(None, (_outside(directory, who, cwd) for directory in directories)), None
+            )
+    except Exception as exc:
+        who, outside = f"not admitted: {exc}", None
+    if isinstance(who, str) or outside:
+        why = who if isinstance(who, str) else f"refused: {outside}"
+        log.error("listing of %d directories refused: %s", len(directories), why)
+        return [[directory, [], why, errno.EACCES] for directory in directories]
+    if who.is_self:
+        return walk.list_dirs(directories, cwd, budget)
+    return asuser.run_as(who.uid, who.gid, walk.list_dirs, directories, cwd, budget)
+
+
+def _never_again(fingerprint: str, fresh: bool) -> bool:
+    """A listing is asked for by a coordinator that waits on its answer: one met again
+    (its worker died) is not waited for, and is refused."""
+    return fresh
 
 
 @app.task(name="dmp.window_done")
-def window_done(results: list[Any], job: str, window: int, record: bool = True) -> dict[str, int]:
+def window_done(
+    results: list[Any], job: str, window: int, record: bool = True, credential: str | None = None
+) -> dict[str, int]:
     """The chord callback: sum the counts of its batches, record them once for the job
-    (unless the job's coordinator ends it: ``record`` false)."""
+    (unless the job's coordinator ends it: ``record`` false). Refused without the
+    submitter's credential for it (``window_parts``), as a batch is."""
+    try:
+        who = auth.admit(
+            credential, window_parts(job, window, record), _admitted(job, f"w{window}")
+        )
+    except Exception as exc:
+        who = f"not admitted: {exc}"
+    if isinstance(who, str):
+        log.error("job %s window %d: %s", job, window, who)
+        return {}
     total: Counter[str] = Counter()
     for counts in results:
         if isinstance(counts, dict):

@@ -23,6 +23,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from dmp_cli.errors import BrokerError, DmpError
 from dmp_cli.fsutil import dir_prefix
 from dmp_cli.inputs import Listing
+from dmp_tasks import auth
 from dmp_tasks.config import HASH_QUEUE, safe_url
 
 if TYPE_CHECKING:
@@ -128,8 +129,11 @@ class FleetLister:
     def _ask(self, directories: list[str]) -> None:
         budget = ENTRIES_A_TASK if self.recursive else 0
         try:
+            credential = auth.sign(*listing_parts(directories, self.cwd, budget))
             result = self.app.signature(
-                "dmp.list_dirs", args=(directories, self.cwd, budget)
+                "dmp.list_dirs",
+                args=(directories, self.cwd, budget),
+                kwargs={"credential": credential} if credential else {},
             ).apply_async(queue=HASH_QUEUE)
         except Exception as exc:
             raise BrokerError(
@@ -145,6 +149,11 @@ class FleetLister:
             result.forget()
         self.asked.clear()
         self.tasks.clear()
+
+
+def listing_parts(directories: list[str], cwd: str, budget: int) -> tuple[Any, ...]:
+    """What the credential of a ``dmp.list_dirs`` task covers (``dmp_tasks.auth``)."""
+    return ("list_dirs", directories, cwd, budget)
 
 
 def list_dirs(directories: list[str], cwd: str, budget: int) -> list[Any]:

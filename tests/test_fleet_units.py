@@ -264,7 +264,8 @@ def test_each_kind_of_work_has_its_task(
     calls: list[tuple[object, ...]] = []
     monkeypatch.setattr(tasks, "run_batch", lambda *args: calls.append(args) or {"files": 1})
     assert tasks.app.tasks[name](*signature.args) == {"files": 1}
-    assert calls == [("job", 3, op, wire.pack_items(items), {}, True, "/work")]  # as text
+    # As text; with no credential where DMP_AUTH is none (dmp_tasks.auth).
+    assert calls == [("job", 3, op, wire.pack_items(items), {}, True, "/work", None)]
     assert wire.unpack_items(calls[0][3]) == items
 
 

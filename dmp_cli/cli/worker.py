@@ -141,9 +141,11 @@ def worker(
     if not app.settings.broker_url:
         raise BrokerError("dmp worker needs DMP_BROKER_URL (e.g. redis://host:6379/0)")
     from dmp_tasks import app as celery_app
+    from dmp_tasks.auth import probe
     from dmp_tasks.jobs import JobStore
 
     JobStore(app.settings.broker_url).ping()  # a clear error now rather than retries
+    probe()  # DMP_AUTH=munge: munged answers (else one line, before Celery starts)
     celery_app.worker_main(
         worker_argv(concurrency, queues, name, loglevel.upper(), logfile, idle_exit, task_events)
     )
