@@ -421,6 +421,41 @@ def test_systemd_instance_names_the_queues(tmp_path: Path) -> None:
     assert (verified.returncode, verified.stderr) == (0, "")
 
 
+SHARED_UNIT = ROOT / "deploy" / "systemd" / "dmp-shared-worker@.service"
+
+
+def test_shared_fleet_unit_is_root_with_only_the_capabilities_to_become_a_user() -> None:
+    """docs/security.md's shared fleet: root, but only able to become users (no
+    CAP_DAC_OVERRIDE), every message authenticated with MUNGE, after munged."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(SHARED_UNIT)
+    service = unit["Service"]
+    assert service["ExecStart"].split()[1:4] == ["worker", "--queues", "%I"]
+    assert service["User"] == "root"
+    assert set(service["CapabilityBoundingSet"].split()) == {"CAP_SETUID", "CAP_SETGID", "CAP_KILL"}
+    assert service["Environment"] == "DMP_AUTH=munge"
+    assert service["NoNewPrivileges"] == "yes"
+    assert "munge.service" in unit["Unit"]["After"].split()
+    assert "munge.service" in unit["Unit"]["Requires"].split()
+    assert service["EnvironmentFile"] == "/etc/dmp/worker.env"
+
+
+@pytest.mark.integration  # runs systemd-analyze
+def test_shared_fleet_unit_verifies(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze is needed (apt-get install systemd)")
+    name = f"dmp-shared-worker@{SYSTEMD_QUEUES.replace(',', chr(92) + 'x2c')}.service"
+    (tmp_path / SHARED_UNIT.name).write_text(
+        SHARED_UNIT.read_text().replace("/opt/dmp/bin/dmp", shutil.which("true") or "/bin/true")
+    )
+    verified = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / name)], capture_output=True, text=True
+    )
+    assert (verified.returncode, verified.stderr) == (0, "")
+
+
 SBATCH = ROOT / "deploy" / "slurm" / "dmp-workers.sbatch"
 
 
