@@ -14,10 +14,13 @@ import errno
 import os
 import posixpath
 import stat
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from hashlib import sha256
-from typing import Any
+from typing import Any, cast
 
 from dmp_cli.digest import digest_fd
 from dmp_cli.errors import (
@@ -35,8 +38,9 @@ from dmp_cli.packing import read_member
 from dmp_cli.packs.config import pack_key
 from dmp_cli.quoting import quote_name
 from dmp_cli.restore import AttributesRefused, apply_at, apply_fd, is_link, link_beside
+from dmp_cli.retry import with_retries
 from dmp_cli.rows import Item, Row, base_row
-from dmp_cli.store import OnBytes, Vault
+from dmp_cli.store import ObjectState, OnBytes, Store, Vault
 
 
 def _entry(item: Item, ctx: Context) -> Row:
@@ -66,18 +70,81 @@ def _entries(func: Callable[[Item, Context], Row]) -> Callable[[Item, Context], 
 # ------------------------------------------------------------------ head
 
 
+# A present object's row says its storage class and restore (``state``: the list that
+# ``ObjectState.fields`` makes), told by the HEAD, by the listing that planned the run
+# (the item's ``listed_state``), or for a member of a pack by its pack's HEAD, made once
+# a pack in a process (``PACK_STATES``).
+
+
 @_entries
 def head_op(item: Item, ctx: Context) -> Row:
     packed = item.get("packed")
-    if packed is not None:  # in a pack, as the catalog says: no request
-        return {"status": "present", "bytes": int(packed[2]), "packed": packed[0]}
+    if packed is not None:  # in a pack, as the catalog says: no request but its pack's
+        row: dict[str, Any] = {"status": "present", "bytes": int(packed[2]), "packed": packed[0]}
+        state = PACK_STATES.get(ctx.vault().store, pack_key(packed[0]))
+        if state is not None:
+            row["state"] = state.fields()
+        return cast(Row, row)
     listed = item.get("listed")
     if listed is not None:  # planned by listing: answered by it, no request
-        return {"status": "missing"} if listed < 0 else {"status": "present", "bytes": listed}
+        if listed < 0:
+            return {"status": "missing"}
+        row = {"status": "present", "bytes": listed}
+        told = cast(dict[str, Any], item).get("listed_state")
+        if told is not None:
+            row["state"] = told
+        return cast(Row, row)
     info = ctx.vault().head(item["digest"])
     if info is None:
         return {"status": "missing"}
-    return {"status": "present", "bytes": info.size}
+    state = info.state or ObjectState(None)  # a store that tells no state has no classes
+    return cast(Row, {"status": "present", "bytes": info.size, "state": state.fields()})
+
+
+class PackStates:
+    """The states of packs, each asked of the store once (one HEAD) for all the members
+    a process answers for, whichever of its threads asks first; kept for ``ttl``
+    seconds, as a pack's class and restore change (a lifecycle rule, a restore), and a
+    worker serves run after run. A pack the store cannot tell about (gone, or the HEAD
+    failing) has no state: its members are in the vault all the same, as the catalog
+    says, and their rows say nothing of a state."""
+
+    def __init__(self, ttl: float = 60.0, bound: int = 4096) -> None:
+        self.ttl = ttl
+        self.bound = bound
+        self._lock = threading.Lock()
+        self._asked: dict[tuple[str, str], tuple[float, Future[ObjectState | None]]] = {}
+
+    def get(self, store: Store, key: str) -> ObjectState | None:
+        at = (store.url, key)
+        now = time.monotonic()
+        with self._lock:
+            asked = self._asked.get(at)
+            mine = asked is None or now - asked[0] > self.ttl
+            if mine:
+                if len(self._asked) >= self.bound:
+                    self._asked.clear()
+                answer: Future[ObjectState | None] = Future()
+                self._asked[at] = (now, answer)
+            else:
+                assert asked is not None
+                answer = asked[1]
+        if mine:
+            try:
+                answer.set_result(with_retries(lambda: store.object_state(key)))
+            except StoreError:
+                answer.set_result(None)
+                with self._lock:  # asked again by the next member
+                    self._asked.pop(at, None)
+            except BaseException as exc:
+                answer.set_exception(exc)
+                with self._lock:
+                    self._asked.pop(at, None)
+                raise
+        return answer.result()
+
+
+PACK_STATES = PackStates()
 
 
 # ------------------------------------------------------------------ upload

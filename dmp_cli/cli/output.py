@@ -41,6 +41,21 @@ def _command_line(argv: list[str]) -> str:
     return shlex.join(argv) if argv else PROG
 
 
+def state_fields(row: Any) -> dict[str, Any]:
+    """What ``--vault --json`` says of a present object's storage class and restore, from
+    its row's ``state`` (``dmp_cli.transfer.head_op``): ``storage_class`` (None in a
+    store without classes), ``restore`` ("ongoing", "restored", "unknown" or None) and,
+    for a restored copy, ``restore_expiry``. Nothing if the row tells no state."""
+    state = row.get("state")
+    if not isinstance(state, list) or len(state) != 3:
+        return {}
+    storage_class, restore, expiry = state
+    fields = {"storage_class": storage_class, "restore": restore}
+    if restore == "restored" and expiry:
+        fields["restore_expiry"] = expiry
+    return fields
+
+
 @dataclass(frozen=True)
 class Pace:
     """How long a run took, and its files and bytes (None: it read or moved none):

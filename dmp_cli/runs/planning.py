@@ -8,6 +8,9 @@ vault, its 16 or its 256 prefixes (``dmp_cli.runs.listing_choice``). Each prefix
 holds a checksum of the manifest is listed as one item of executor work
 (``dmp_cli.listing``); the checksums seen go to ``Answers`` (a dict, or sqlite).
 
+Planning --vault by listing, the listings tell each present object's storage class and
+restore too (``Answers.states``), which --vault's rows carry as a HEAD's would.
+
 The answers are used in one direction only: a checksum a listing saw is present; one it
 did not see is reported missing by --vault, and offered by --archive to a put-if-absent
 upload, never overwritten on the listing's word. A prefix that cannot be listed is asked
@@ -16,12 +19,13 @@ about by HEAD.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from dmp_cli.errors import RunStopped, StoreError
 from dmp_cli.executor import Executor, LocalExecutor
@@ -135,10 +139,12 @@ class Checksums:
 
 class Answers:
     """The checksums a listing saw, with their objects' sizes: a dict, or an sqlite table
-    in ``directory`` (many answers)."""
+    in ``directory`` (many answers). With their states, if the listings told them: the
+    first one heard is the ``plain`` state, and only the objects in another are kept."""
 
     def __init__(self, directory: str | None = None) -> None:
         self._dict: dict[bytes, int] | None = None if directory else {}
+        self._states: dict[bytes, str] = {}
         self._db: sqlite3.Connection | None = None
         if directory:
             self._db = sqlite3.connect(os.path.join(directory, "answers.sqlite"))
@@ -147,7 +153,35 @@ class Answers:
             self._db.execute(
                 "CREATE TABLE seen (digest BLOB PRIMARY KEY, size INTEGER) WITHOUT ROWID"
             )
+            self._db.execute(
+                "CREATE TABLE states (digest BLOB PRIMARY KEY, state TEXT) WITHOUT ROWID"
+            )
         self.count = 0
+        self.plain: str | None = None  # as JSON: [storage class, restore, expiry]
+
+    def add_states(self, states: Iterable[tuple[bytes, str]], plain: str | None) -> None:
+        """States heard from a listing: ``plain`` (as JSON) for its objects not in
+        ``states``, which gives the others' (each checksum's raw bytes, its state)."""
+        if plain is not None and self.plain is None:
+            self.plain = plain
+        kept = ((raw, state) for raw, state in states if state != self.plain)
+        if self._db is not None:
+            self._db.executemany("INSERT OR IGNORE INTO states VALUES (?, ?)", kept)
+        else:
+            self._states.update(kept)
+
+    def state(self, raw: bytes) -> list[Any] | None:
+        """The state of a checksum's object the listings saw; None if they told none."""
+        if self.plain is None:
+            return None
+        if self._db is not None:
+            found = self._db.execute("SELECT state FROM states WHERE digest = ?", (raw,))
+            row = found.fetchone()
+            text = self.plain if row is None else str(row[0])
+        else:
+            text = self._states.get(raw, self.plain)
+        state: list[Any] = json.loads(text)
+        return state
 
     def add(self, pairs: Iterable[tuple[bytes, int]]) -> None:
         if self._dict is not None:
@@ -194,9 +228,13 @@ class Plan:
         for item in items:
             digest = item.get("digest")
             if digest and not item.get("same") and digest[:2] not in self.failed:
-                size = answers.get(bytes.fromhex(digest))
+                raw = bytes.fromhex(digest)
+                size = answers.get(raw)
                 if size is not None:
                     item["listed"] = size
+                    state = answers.state(raw) if absent is not None else None
+                    if state is not None:  # as a HEAD would have told it
+                        cast(dict[str, Any], item)["listed_state"] = state
                 elif absent is not None:
                     item["listed"] = absent
             yield item
@@ -304,13 +342,17 @@ def _listed(
     # time); the fleet's workers are given the checksums themselves.
     local = spilled is not None and isinstance(executor, LocalExecutor)
 
+    # --vault says each object's storage class and restore: the listing tells them.
+    states = command is Command.VAULT
+
     def items() -> Iterator[Item]:
         for prefix in prefixes:
             if local:
-                yield listing_item(prefix, spill=spilled)
+                yield listing_item(prefix, spill=spilled, states=states)
             else:
                 blocks = covered(prefix, checksums.counts)
-                yield listing_item(prefix, want=b"".join(map(checksums.block, blocks)))
+                want = b"".join(map(checksums.block, blocks))
+                yield listing_item(prefix, want=want, states=states)
 
     try:
         _gather(result, executor.map(Work.of(OP_NAME, spec, options), items()), on_note)
@@ -338,7 +380,12 @@ def _gather(result: Plan, rows: Iterable[Row], on_note: Callable[[str], None]) -
                 "one by one"
             )
         elif "found_file" in got:
-            answers.add(_read_answers(got["found_file"]))
+            others = _read_states(got["states_file"]) if "states_file" in got else None
+            plain = _json(got.get("plain"))
+            for chunk in _read_answers(got["found_file"]):
+                answers.add(chunk)
+                if others is not None and plain is not None:
+                    answers.add_states(_merged((raw for raw, _ in chunk), others, plain), plain)
         else:
             raw = bytes.fromhex(got.get("found") or "")
             sizes = got.get("sizes") or []
@@ -346,10 +393,69 @@ def _gather(result: Plan, rows: Iterable[Row], on_note: Callable[[str], None]) -
                 (raw[i * DIGEST_BYTES : (i + 1) * DIGEST_BYTES], size)
                 for i, size in enumerate(sizes)
             )
+            plain = _json(got.get("plain"))
+            if plain is not None:  # a listing asked for its objects' states, and found some
+                states = got.get("states") or []
+                answers.add_states(
+                    (
+                        (raw[i * DIGEST_BYTES : (i + 1) * DIGEST_BYTES], _json(state) or plain)
+                        for i, state in enumerate(states)
+                    ),
+                    plain,
+                )
 
 
-def _read_answers(path: str) -> Iterator[tuple[bytes, int]]:
+def _json(state: Any) -> str | None:
+    return None if state is None else json.dumps(state)
+
+
+def _merged(
+    found: Iterable[bytes], others: PeekIterator, plain: str
+) -> Iterator[tuple[bytes, str]]:
+    """Each checksum found with its state: the one ``others`` gives it (a listing's
+    objects not in its plain state, in the order found), else ``plain``."""
+    for raw in found:
+        other = others.peek()
+        if other is not None and other[0] == raw:
+            yield next(others)
+        else:
+            yield raw, plain
+
+
+class PeekIterator(Iterator[tuple[bytes, str]]):
+    """An iterator whose next value can be looked at first (None at its end)."""
+
+    def __init__(self, values: Iterator[tuple[bytes, str]]) -> None:
+        self._values = values
+        self._next: tuple[bytes, str] | None = next(values, None)
+
+    def peek(self) -> tuple[bytes, str] | None:
+        return self._next
+
+    def __next__(self) -> tuple[bytes, str]:
+        if self._next is None:
+            raise StopIteration
+        value, self._next = self._next, next(self._values, None)
+        return value
+
+
+def _read_states(path: str) -> PeekIterator:
+    """The states ``dmp_cli.listing`` wrote beside a prefix's answers, in the order
+    found; the file removed once read."""
+
+    def lines() -> Iterator[tuple[bytes, str]]:
+        with open(path, encoding="utf-8") as stream:
+            for line in stream:
+                digest, _, state = line.rstrip("\n").partition(" ")
+                yield bytes.fromhex(digest), state
+        os.unlink(path)
+
+    return PeekIterator(lines())
+
+
+def _read_answers(path: str) -> Iterator[list[tuple[bytes, int]]]:
+    """The answers a listing wrote, a chunk at a time; the file removed once read."""
     with open(path, "rb") as stream:
         while chunk := stream.read(ANSWER.size * 4096):
-            yield from ANSWER.iter_unpack(chunk)
+            yield list(ANSWER.iter_unpack(chunk))
     os.unlink(path)

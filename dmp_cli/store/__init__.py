@@ -12,7 +12,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import BinaryIO, Protocol
 
 from dmp_cli.errors import UsageError
@@ -28,6 +29,8 @@ OnBytes = Callable[[int], None]
 class ObjectInfo:
     size: int
     digest: str | None = None  # the sha256 recorded with the object, if the store keeps one
+    # Its storage class and restore, where the answer told them (an S3 HEAD does).
+    state: ObjectState | None = None
 
 
 # The storage classes whose objects are read only once restored (S3's RestoreObject);
@@ -54,6 +57,35 @@ class ObjectState:
     @property
     def readable(self) -> bool:
         return not self.cold or self.restore == "restored"
+
+    def fields(self) -> list[str | None]:
+        """What a row carries of it (``--vault --json`` shows them): its storage class,
+        its restore and, for a restored copy, when that goes (ISO 8601, UTC, where the
+        store's date can be read)."""
+        expiry = _iso_date(self.expiry) if self.restore == "restored" else None
+        return [self.storage_class, self.restore, expiry]
+
+
+# The restore of an object in a cold class that a listing could not tell: the store
+# refused to list restores (ListObjectsV2's OptionalObjectAttributes).
+RESTORE_UNKNOWN = "unknown"
+
+
+def _iso_date(text: str | None) -> str | None:
+    """A store's date (a HEAD's ``Fri, 23 Dec 2012 00:00:00 GMT``, or ISO 8601 already)
+    as ISO 8601 in UTC; as it came if it reads as neither."""
+    if not text:
+        return text
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return text
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -138,6 +170,11 @@ class Store(Protocol):
         """As ``list_keys``, each object with when it was last written (timezone-aware)."""
         ...
 
+    def list_states(self, prefix: str) -> Iterator[tuple[str, int, ObjectState]]:
+        """As ``list_keys``, each object with its storage class and restore, in the same
+        requests (a restore the store cannot list is ``RESTORE_UNKNOWN``)."""
+        ...
+
     def copy(
         self,
         source: Store,
@@ -207,6 +244,13 @@ class Vault:
             digest = key.replace("/", "")
             if len(digest) == 64 and is_digest(digest) and digest_key(digest) == key:
                 yield digest, size
+
+    def listing_states(self, prefix: str) -> Iterator[tuple[str, int, ObjectState]]:
+        """As ``listing``, each checksum's object with its storage class and restore."""
+        for key, size, state in self.store.list_states(prefix):
+            digest = key.replace("/", "")
+            if len(digest) == 64 and is_digest(digest) and digest_key(digest) == key:
+                yield digest, size, state
 
     def put_file(
         self,

@@ -88,6 +88,12 @@ class FileStore:
         for key, st in self._files(prefix):
             yield key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)
 
+    def list_states(self, prefix: str) -> Iterator[tuple[str, int, ObjectState]]:
+        """A directory has no storage classes."""
+        plain = ObjectState(None)
+        for key, st in self._files(prefix):
+            yield key, st.st_size, plain
+
     def _files(self, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
         """The regular files under ``prefix`` (as ``list_keys`` says), with their stat."""
         top, _, start = prefix.rpartition("/")

@@ -17,7 +17,7 @@ from dmp_cli import options as options_mod
 from dmp_cli import runs
 from dmp_cli.cli.job import detach as submit_job
 from dmp_cli.cli.job import require_broker
-from dmp_cli.cli.output import Output, Pace
+from dmp_cli.cli.output import Output, Pace, state_fields
 from dmp_cli.cli.progress import count_lines
 from dmp_cli.errors import UsageError
 from dmp_cli.meta import companion_of
@@ -232,9 +232,10 @@ def _failure(out: Output, row: Row, command: Command) -> bool:
 
 
 def _report_vault(out: Output, row: Row) -> None:
-    if row["status"] == "present":  # --json says how: a plain object, or in a pack
-        # (a later copy of content says nothing: it is answered from the first entry)
-        more = {} if row.get("same") else {"stored": "plain"}
+    if row["status"] == "present":  # --json says how: a plain object, or in a pack,
+        # and in which storage class (a later copy of content says nothing: it is
+        # answered from the first entry)
+        more = {} if row.get("same") else {"stored": "plain", **state_fields(row)}
         _line(out, row, "in the vault", **more)
     elif row["status"] == "missing":
         _line(out, row, "NOT in the vault")

@@ -14,6 +14,7 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, BinaryIO, cast
 
 from botocore.exceptions import ClientError
@@ -26,7 +27,15 @@ from dmp_cli.errors import ColdObject, ObjectExists, ObjectMissing, StoreError
 from dmp_cli.layout import join_key
 from dmp_cli.options import StoreSpec
 from dmp_cli.retry import with_retries
-from dmp_cli.store import ObjectInfo, ObjectState, OnBytes, Store, Upload
+from dmp_cli.store import (
+    NEEDS_RESTORE,
+    RESTORE_UNKNOWN,
+    ObjectInfo,
+    ObjectState,
+    OnBytes,
+    Store,
+    Upload,
+)
 from dmp_cli.store.s3.conditional import (
     CONDITIONAL_PUT_MAX,
     LEARNED,
@@ -42,7 +51,7 @@ from dmp_cli.store.s3.errors import (
     retried,
     translated,
 )
-from dmp_cli.store.s3.listing import KeyListing
+from dmp_cli.store.s3.listing import PAGE_KEYS, KeyListing, _checked
 from dmp_cli.store.s3.streams import HashingReader, Tokens, Turn, changed, subscribers
 from dmp_cli.store.s3.tidy import Tidy, list_uploads
 
@@ -112,6 +121,8 @@ class S3Store(KeyListing):
         self._unanswered = Tokens()
         self._conditional = conditional_put != "off"  # until a store answers 501
         self._tidy = Tidy(client, bucket, self.url)  # the stale uploads of a key, aborted
+        # Whether a listing asks for the objects' restores, until the store refuses to.
+        self._lists_restores = True
 
     @classmethod
     def from_spec(cls, bucket: str, prefix: str, spec: StoreSpec) -> S3Store:
@@ -164,7 +175,7 @@ class S3Store(KeyListing):
         reply = self._head(key)
         if reply is None:
             return None
-        return ObjectInfo(reply["ContentLength"], reply["Metadata"].get(META_KEY))
+        return ObjectInfo(reply["ContentLength"], reply["Metadata"].get(META_KEY), _state(reply))
 
     def _head(self, key: str) -> dict[str, Any] | None:
         """The HEAD's answer (its size checked, its metadata a dict), None if no object."""
@@ -392,6 +403,43 @@ class S3Store(KeyListing):
                 raise
         return True
 
+    def list_states(self, prefix: str) -> Iterator[tuple[str, int, ObjectState]]:
+        # A page tells each object's StorageClass, and its restore when asked for it
+        # (OptionalObjectAttributes): no request beyond the listing's own.
+        strip = len(join_key(self.prefix, ""))
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": join_key(self.prefix, prefix),
+            "MaxKeys": PAGE_KEYS,
+        }
+        url = self.key_url(prefix)
+        while True:
+            page, asked = self._states_page(args, url)
+            for entry in _checked(page, url):
+                yield entry["Key"][strip:], int(entry["Size"]), _listed_state(entry, asked)
+            if not page["IsTruncated"]:
+                return
+            args["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _states_page(self, args: dict[str, Any], url: str) -> tuple[dict[str, Any], bool]:
+        """A page of the listing, and whether it was asked for the restores: once a store
+        refuses that (an S3-compatible store without it, or a user without the permission
+        it takes), this store lists without, and says the cold objects' restores unknown."""
+        if self._lists_restores:
+            with translated(url, missing="no such bucket"):
+                try:
+                    page = self.client.list_objects_v2(
+                        **args, OptionalObjectAttributes=["RestoreStatus"]
+                    )
+                except ClientError as exc:
+                    if error_code(exc) not in _ATTRIBUTES_REFUSED:
+                        raise
+                    self._lists_restores = False
+                else:
+                    return page, True
+        with translated(url, missing="no such bucket"):
+            return self.client.list_objects_v2(**args), False
+
     def object_state(self, key: str) -> ObjectState | None:
         reply = self._head(key)
         return None if reply is None else _state(reply)
@@ -574,6 +622,33 @@ def _state(reply: dict[str, Any]) -> ObjectState:
         match[2] if match is not None else None,
         reply.get("ArchiveStatus"),
     )
+
+
+# A listing asked for the objects' restores, refused: by a store without
+# OptionalObjectAttributes, or for a user without the permission it takes.
+_ATTRIBUTES_REFUSED = {
+    "InvalidArgument",
+    "InvalidRequest",
+    "NotImplemented",
+    "501",
+    "400",
+    *DENIED,
+}
+
+
+def _listed_state(entry: dict[str, Any], asked: bool) -> ObjectState:
+    """The storage class and restore a listing's entry tells; a cold object's restore is
+    unknown if the listing was not asked for it (none listed: never asked, or expired)."""
+    storage_class = str(entry.get("StorageClass") or "STANDARD")
+    status = entry.get("RestoreStatus")
+    if isinstance(status, dict):
+        if status.get("IsRestoreInProgress"):
+            return ObjectState(storage_class, "ongoing")
+        expiry = status.get("RestoreExpiryDate")
+        when = expiry.isoformat() if isinstance(expiry, datetime) else expiry
+        return ObjectState(storage_class, "restored", str(when) if when else None)
+    cold = storage_class in NEEDS_RESTORE or storage_class == "INTELLIGENT_TIERING"
+    return ObjectState(storage_class, None if asked or not cold else RESTORE_UNKNOWN)
 
 
 # A 206's Content-Range: the first and last bytes sent, and the object's size (or "*").
