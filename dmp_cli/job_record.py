@@ -67,6 +67,12 @@ class JobInfo:
     metadata: str | None = None  # JSON: the entries of a --check --meta that differ
     files_written: int | None = None  # lines of a --create's manifest
     refused: str | None = None  # why a worker refused the job's work
+    # A detached --fetch waiting for restores from cold storage: the objects it still
+    # waits for, of those it met cold; while parked (no coordinator runs it), when it is
+    # looked at again (seconds since the epoch).
+    restore_waiting: int | None = None
+    restore_objects: int | None = None
+    parked: float | None = None
 
     @classmethod
     def from_record(cls, record: Mapping[str, str]) -> JobInfo:

@@ -14,6 +14,17 @@ coordinator, which goes on from the checkpoint: it reads the input again up to t
 point, sends again the batches that were in flight (each batch is counted once however
 often it runs), and carries on. A redelivered ``dmp.coordinate`` finds the lease held and
 ends at once. A coordinator that loses its lease stops before it writes anything more.
+
+A --fetch that meets objects in cold storage waits for their restores without holding a
+worker: its coordinator fetches everything readable, keeps each file whose object is
+cold in Redis (by manifest line, with the object's key), requests the restores (once
+an object: ``dmp_cli.runs.restoring``), then *parks* the job (``JobStore.park``): the
+objects it waits for saved, the job put in the sorted set ``dmp:parked`` by when to look
+again (DMP_RESTORE_POLL's pauses, the last repeated), its lease let go, and the task
+ends. The watchdog sends a due job a coordinator again (one watchdog takes it out of the
+set), which polls a sample of the objects (1 % of them), fetches the files of those
+restored, and parks the job again or ends it. Parked, a job is in Redis alone, so that
+neither a worker's death nor a restart of Redis (with its AOF) loses it.
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -33,13 +44,16 @@ import redis
 from celery import bootsteps
 
 from dmp_cli import runs
-from dmp_cli.errors import BrokerError, DmpError
+from dmp_cli.errors import BrokerError, DmpError, RunStopped
 from dmp_cli.fsutil import AtomicFile
 from dmp_cli.inputs import Inputs
 from dmp_cli.job_record import DetachedJob, JobState
 from dmp_cli.meta import Recorder
-from dmp_cli.options import Options, StoreSpec
+from dmp_cli.options import Options, StoreSpec, Work
+from dmp_cli.rows import Item, Row
 from dmp_cli.rules import Command
+from dmp_cli.runs.restoring import Restoring
+from dmp_cli.settings import restore_poll
 from dmp_cli.words import plural
 from dmp_tasks import wire
 from dmp_tasks.app import app
@@ -164,6 +178,9 @@ def _coordinate(jobs: JobStore, job: str, owner: str, lost: threading.Event) -> 
             detached = DetachedJob.from_json(wire.unwrapped(sent))
             checkpoint = json.loads(info.checkpoint or "{}")
             fields = _run(jobs, job, owner, detached, checkpoint, lost)
+            if fields is None:
+                log.info("job %s: parked until its objects' restores are done", job)
+                return "parked"
             if "error" in fields:
                 _discard_output(detached)
             jobs.end_job(job, owner, fields)
@@ -208,8 +225,9 @@ def _run(
     detached: DetachedJob,
     checkpoint: Mapping[str, Any],
     lost: threading.Event,
-) -> dict[str, Any]:
-    """The job's core run, from ``checkpoint``; the fields that end its record."""
+) -> dict[str, Any] | None:
+    """The job's core run, from ``checkpoint``; the fields that end its record, or None
+    for a job parked while restores are under way."""
     command = Command(detached.command)
     coordination = Coordination(
         job,
@@ -219,7 +237,8 @@ def _run(
         flight=jobs.flight(job),
         lost=lost,
     )
-    if coordination.items:
+    saved = checkpoint.get("run", {})
+    if coordination.items and saved.get("phase") != "restoring":
         log.info(
             "job %s: going on from its checkpoint: item %d (batch %d); %d batches that "
             "were in flight are sent again",
@@ -228,35 +247,225 @@ def _run(
             coordination.next_batch,
             len(coordination.flight),
         )
-    saved = checkpoint.get("run", {})
     executor = CeleryExecutor(jobs.url, app=app, coordination=coordination)
     with executor, _in_directory(detached.cwd):
         if command is Command.CREATE:
             return _create(executor, coordination, detached, saved)
         if command is Command.CHECK:
             return _check(executor, detached)
-        problems: list[str] = []
-        report = runs.transfer(
-            command,
-            _given(detached.manifest),
-            executor,
-            StoreSpec.from_json(detached.stores or {}),
-            Options.from_json(detached.options or {}),
-            detached=True,
-            meta=detached.meta,
-            planning=detached.planning,
-            on_note=lambda text: log.info("job %s: %s", job, text),
-            listener=runs.Listener(
-                on_problem=lambda path, why: problems.append(f"{runs.shown_name(path)}: {why}")
-            ),
-        )
-        fields: dict[str, Any] = {"misformatted": report.manifest.misformatted}
-        if problems:  # links and directories, restored at the end: not counted as rows
-            fields["error"] = (
-                f"{len(problems)} links or directories could not be restored "
-                f"(the first: {problems[0]})"
+        if command is not Command.FETCH:
+            return _transfer(executor, job, detached, command)
+        restoring = saved.get("phase") == "restoring"
+        if not restoring:
+            coordination.save = lambda: {"restore": 1}  # its cold rows are uncounted
+            fields = _transfer(
+                executor, job, detached, command, lambda row: _keep_cold(jobs, job, row)
             )
-        return fields
+            if not jobs.waiting_files(job):
+                return fields
+            # Files wait for restores: from now on, a coordinator that takes over waits.
+            info = jobs.info(job)
+            sizes = {
+                name: value
+                for name, value in (
+                    ("items_total", info.items_total if info else None),
+                    ("bytes_total", info.bytes_total if info else None),
+                )
+                if value is not None
+            }
+            jobs.begin_waiting(job, coordination.next_batch, sizes)
+            jobs.checkpoint(job, owner, _waiting_state(fields), [], [])
+        else:
+            fields = dict(saved.get("fields") or {})
+        return Waiting(jobs, job, owner, executor, detached, fields, lost).go_on()
+
+
+def _transfer(
+    executor: CeleryExecutor,
+    job: str,
+    detached: DetachedJob,
+    command: Command,
+    on_cold: Any = None,
+) -> dict[str, Any]:
+    """A detached --vault, --archive or --fetch's run (a --fetch's files whose objects
+    are cold handed to ``on_cold``); the fields that end its record."""
+    problems: list[str] = []
+    report = runs.transfer(
+        command,
+        _given(detached.manifest),
+        executor,
+        StoreSpec.from_json(detached.stores or {}),
+        Options.from_json(detached.options or {}),
+        detached=True,
+        meta=detached.meta,
+        planning=detached.planning,
+        on_note=lambda text: log.info("job %s: %s", job, text),
+        listener=runs.Listener(
+            on_problem=lambda path, why: problems.append(f"{runs.shown_name(path)}: {why}")
+        ),
+        on_cold=on_cold,
+    )
+    fields: dict[str, Any] = {"misformatted": report.manifest.misformatted}
+    if problems:  # links and directories, restored at the end: not counted as rows
+        fields["error"] = (
+            f"{len(problems)} links or directories could not be restored (the first: {problems[0]})"
+        )
+    return fields
+
+
+# ---------------------------------------------------------------- waiting for restores
+
+
+def _keep_cold(jobs: JobStore, job: str, row: Row) -> bool:
+    """A file whose object is in cold storage: kept in Redis until it is fetched."""
+    item = row.get("item") or {}
+    jobs.keep_waiting(job, int(item["line"]), str(row["cold"]), item)
+    return True
+
+
+def _waiting_state(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A waiting job's checkpoint: the fields its first pass ended with, kept for its end."""
+    return {"run": {"restore": 1, "phase": "restoring", "fields": dict(fields)}}
+
+
+class Waiting:
+    """A detached --fetch whose files wait for restores, looked at once by this
+    coordinator: the cold objects met since the last look asked about (a restore
+    requested for each that has none), or else one polling round (1 % of the objects
+    waiting, from where the last round stopped); the files of the objects readable
+    fetched on the fleet; then the job parked again, or its end."""
+
+    def __init__(
+        self,
+        jobs: JobStore,
+        job: str,
+        owner: str,
+        executor: CeleryExecutor,
+        detached: DetachedJob,
+        fields: dict[str, Any],
+        lost: threading.Event,
+    ) -> None:
+        self.jobs, self.job, self.owner, self.executor = jobs, job, owner, executor
+        self.fields, self.lost = fields, lost
+        self.spec = StoreSpec.from_json(detached.stores or {})
+        self.options = Options.from_json(detached.options or {})
+        self.delays = restore_poll(os.environ.get("DMP_RESTORE_POLL"))
+        self.work = Work.of(Command.FETCH.operation, self.spec, self.options)
+        state = jobs.restore_state(job)
+        self.sizes = {k: state[k] for k in ("items_total", "bytes_total") if k in state}
+
+    def go_on(self) -> dict[str, Any] | None:
+        """The job's fields at its end, or None once it is parked again."""
+        jobs, job = self.jobs, self.job
+        self._settle_stale()
+        restoring = Restoring(
+            self.executor.stores.vault(self.spec).store,
+            self.options.restore_days,
+            self.options.restore_tier,
+            True,
+            self.delays,
+            lambda text: log.info("job %s: %s", job, text),
+        )
+        asked = jobs.asked_objects(job)
+        met: set[str] = set()
+        for _, key, item in jobs.waiting(job):
+            restoring.resume(key, item, asked.get(key))  # type: ignore[arg-type]
+            if key not in asked:
+                met.add(key)
+        state = jobs.restore_state(job)
+        rounds, turn = state.get("rounds", 0), state.get("turn", 0)
+        if restoring.asked:
+            restoring.ask(self._run(restoring))
+        else:
+            turn = restoring.poll_once(self._run(restoring), turn)
+            rounds += 1
+        waiting = restoring.waiting_objects()
+        objects = state.get("objects", 0) + len(met)
+        if not waiting:
+            return {**self.fields, "restore_waiting": 0, "restore_objects": objects}
+        files = sum(len(cold.items) for cold in waiting)
+        log.info(
+            "job %s: waiting for restore: %d of %d objects (%d files)",
+            job,
+            len(waiting),
+            objects,
+            files,
+        )
+        if not self.options.wait:  # --no-wait: a later fetch gets the rest
+            return {
+                **self.fields,
+                "restore_waiting": len(waiting),
+                "restore_objects": objects,
+                "error": (
+                    f"{plural(len(waiting), 'object is', 'objects are')} being restored "
+                    f"from cold storage ({self.options.restore_tier} tier), "
+                    f"{plural(files, 'file', 'files')} not fetched yet: run the same "
+                    "command again later to fetch them"
+                ),
+            }
+        delay = self.delays[min(rounds, len(self.delays) - 1)]
+        jobs.park(
+            job,
+            self.owner,
+            time.time() + delay,
+            {cold.key: cold.order for cold in waiting},
+            {"rounds": rounds, "turn": turn, "objects": objects},
+            {"restore_waiting": len(waiting), "restore_objects": objects},
+        )
+        return None
+
+    def _run(self, restoring: Restoring) -> Any:
+        """What fetches the files of objects found readable: a pass of its own on the
+        fleet, with batch indices never used before, and checkpoints that say the job
+        waits (a coordinator that takes over looks at the restores again)."""
+
+        def run(items: Iterable[Item]) -> None:
+            batch = list(items)
+            if not batch:
+                return
+            jobs, job = self.jobs, self.job
+            state = _waiting_state(self.fields)["run"]
+            self.executor.coordination = Coordination(
+                job,
+                self.owner,
+                next_batch=jobs.reserve_batches(job, len(batch)),
+                flight={},
+                save=lambda: state,
+                lost=self.lost,
+            )
+            try:
+                for row in self.executor.map(self.work, batch):
+                    if row.get("fatal"):
+                        raise RunStopped(str(row.get("error")))
+                    if row.get("cold") and restoring.took_back(row):
+                        continue  # read too soon: it waits on, kept as it was
+                    if "line" in row:
+                        jobs.drop_waiting(job, [int(row["line"])])
+            finally:
+                # A pass sets the job's size to its own: the job's is put back.
+                if "items_total" in self.sizes:
+                    extra: dict[str, int] = {
+                        k: v for k, v in self.sizes.items() if k != "items_total"
+                    }
+                    jobs.set_items_total(job, self.sizes["items_total"], extra)
+
+        return run
+
+    def _settle_stale(self) -> None:
+        """Rows that a coordinator which died left on the stream: a file fetched waits
+        no more, a cold one waits on; then they go, their cold rows uncounted."""
+        ids: list[bytes] = []
+        done: list[int] = []
+        for entry, rows in self.jobs.stale_rows(self.job):
+            for row in rows:
+                item = row.get("item")
+                if row.get("cold") and isinstance(item, dict) and "line" in item:
+                    self.jobs.keep_waiting(self.job, int(item["line"]), str(row["cold"]), item)
+                elif "line" in row:
+                    done.append(int(row["line"]))
+            ids.append(entry)
+        self.jobs.drop_waiting(self.job, done)
+        self.jobs.drop_rows(self.job, self.owner, ids)
 
 
 def _check(executor: CeleryExecutor, detached: DetachedJob) -> dict[str, Any]:
@@ -390,6 +599,9 @@ class Watchdog(bootsteps.StartStopStep):
                     coordinate.apply_async((job,), queue=COORD_QUEUE)
             for job in self.jobs.abandon_orphans():
                 log.warning("job %s: its command is gone; the job is abandoned", job)
+            for job in self.jobs.due_parked(time.time(), 10 * ttl_ms):
+                log.info("job %s: looking at its objects' restores again", job)
+                coordinate.apply_async((job,), queue=COORD_QUEUE)
         except Exception as exc:  # the worker goes on; the next scan tries again
             log.warning("watchdog: %s", str(exc).split("\n")[0])
 

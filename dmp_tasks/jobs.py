@@ -13,8 +13,16 @@ Keys of a job ``ID`` (all expire ``JOB_TTL`` after their last write):
                           its heartbeat renews it (at most one coordinates at a time)
 - ``dmp:job:ID:flight``   hash: for each batch a coordinator sent and has not yet
                           checkpointed, its item count and a hash of its paths
+- ``dmp:job:ID:waiting``  hash: a detached --fetch's files waiting for their objects'
+                          restores, by manifest line: [object key, item] as JSON
+- ``dmp:job:ID:cold``     hash: the objects whose restores it waits for, by key: the order
+                          in which they were asked for
+- ``dmp:job:ID:restore``  hash: its waiting's own state (the next free batch index, the
+                          polling rounds made, where the next round's sample starts)
 - ``dmp:jobs``            sorted set of job ids by submission time, for `dmp job list`
 - ``dmp:coordinated``     set of the detached jobs still going, for the workers' watchdog
+- ``dmp:parked``          sorted set of the detached jobs parked while restores are under
+                          way, by when to look again (no coordinator runs them meanwhile)
 
 Every update that must happen once is a Lua script (``dmp_tasks.scripts``). A job's lease
 is renewed by ``dmp_tasks.lease``; whether a job failed is ``dmp_cli.job_verdicts``'s to say.
@@ -24,7 +32,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +49,9 @@ ERRORS_KEPT = 1000
 JOBS_KEY = "dmp:jobs"
 COORDINATED_KEY = "dmp:coordinated"
 ATTACHED_KEY = "dmp:attached"
+PARKED_KEY = "dmp:parked"
+# The keys of a job's waiting for restores (``JobStore.park``), gone with the job's end.
+WAITING_PARTS = ("waiting", "cold", "restore")
 _ACTIVE = JobState.ACTIVE.encode()  # as Redis replies with it
 
 
@@ -77,6 +88,9 @@ class JobStore:
         self._end_job = register(scripts.END_JOB)
         self._abandon = register(scripts.ABANDON)
         self._refuse = register(scripts.REFUSE)
+        self._drop_rows = register(scripts.DROP_ROWS)
+        self._park = register(scripts.PARK)
+        self._unpark = register(scripts.UNPARK)
 
     def ping(self) -> None:
         with broker_errors(self.url, "connecting"):
@@ -179,7 +193,9 @@ class JobStore:
         """Save how far the coordinator got; the rows and flight records of the batches
         gathered (stream ``ids``, batch indices ``batches``) go with it."""
         keys = [job_key(job), job_key(job, "lease"), job_key(job, "rows"), job_key(job, "flight")]
-        args: list[Any] = [owner, json.dumps(state), len(ids), *ids, *batches]
+        # A --fetch's run says so in its state: its cold rows are uncounted as they go.
+        cold = "1" if dict(state.get("run") or {}).get("restore") else ""
+        args: list[Any] = [owner, json.dumps(state), cold, len(ids), *ids, *batches]
         with broker_errors(self.url, "saving the job's progress"):
             done = self._checkpoint(keys=keys, args=args)
         _check_held(self.url, job, done)
@@ -194,6 +210,8 @@ class JobStore:
             job_key(job, "rows"),
             COORDINATED_KEY,
             job,
+            PARKED_KEY,
+            *[job_key(job, part) for part in WAITING_PARTS],
         ]
         args: list[Any] = [owner, time.time()]
         for field, value in fields.items():
@@ -203,8 +221,9 @@ class JobStore:
         _check_held(self.url, job, done)
 
     def coordinated(self) -> list[str]:
-        """The detached jobs still going (for the watchdog); those whose record is gone or
-        over are dropped from the set."""
+        """The detached jobs still going whose coordinator is gone (for the watchdog: no
+        lease, and not parked); those whose record is gone or over are dropped from the
+        set."""
         with broker_errors(self.url, "listing jobs"):
             jobs = [j.decode() for j in self.client.smembers(COORDINATED_KEY)]
             going = []
@@ -212,9 +231,149 @@ class JobStore:
                 state, started = self.client.hmget(job_key(job), "state", "coordinator")
                 if state != _ACTIVE:
                     self.client.srem(COORDINATED_KEY, job)
-                elif started is not None and not self.client.exists(job_key(job, "lease")):
+                    self.client.zrem(PARKED_KEY, job)
+                elif (
+                    started is not None
+                    and not self.client.exists(job_key(job, "lease"))
+                    and self.client.zscore(PARKED_KEY, job) is None
+                ):
                     going.append(job)
             return going
+
+    # waiting for restores ------------------------------------------------
+    def keep_waiting(self, job: str, line: int, key: str, item: Mapping[str, Any]) -> None:
+        """A file of a detached --fetch whose object is in cold storage: kept, by its
+        manifest line, until a batch fetches it (``drop_waiting``)."""
+        with broker_errors(self.url, "saving the job's progress"):
+            pipe = self.client.pipeline()
+            pipe.hset(job_key(job, "waiting"), str(line), json.dumps([key, item]))
+            pipe.expire(job_key(job, "waiting"), JOB_TTL)
+            pipe.execute()
+
+    def waiting_files(self, job: str) -> int:
+        """How many files wait for their objects' restores."""
+        with broker_errors(self.url, "reading the job"):
+            return int(self.client.hlen(job_key(job, "waiting")))
+
+    def begin_waiting(self, job: str, next_batch: int, sizes: Mapping[str, int]) -> None:
+        """A job's first pass is over and files wait: the batch indices it used, and its
+        size (``items_total``, ``bytes_total``), which its later passes set again once
+        each is done, kept (once)."""
+        key = job_key(job, "restore")
+        with broker_errors(self.url, "saving the job's progress"):
+            pipe = self.client.pipeline()
+            for field, value in {"batches": next_batch, **sizes}.items():
+                pipe.hsetnx(key, field, value)
+            pipe.expire(key, JOB_TTL)
+            pipe.execute()
+
+    def drop_waiting(self, job: str, lines: list[int]) -> None:
+        """Files waiting no more: fetched, or failed for good."""
+        if lines:
+            with broker_errors(self.url, "saving the job's progress"):
+                self.client.hdel(job_key(job, "waiting"), *[str(line) for line in lines])
+
+    def waiting(self, job: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """The files still waiting, as (line, object key, item), a few at a time."""
+        with broker_errors(self.url, "reading the job"):
+            for line, value in self.client.hscan_iter(job_key(job, "waiting"), count=1000):
+                key, item = json.loads(value)
+                yield int(line), key, item
+
+    def asked_objects(self, job: str) -> dict[str, int]:
+        """The objects whose restores were asked for, with the order they were asked in."""
+        with broker_errors(self.url, "reading the job"):
+            return {
+                key.decode(): int(order)
+                for key, order in self.client.hscan_iter(job_key(job, "cold"), count=1000)
+            }
+
+    def restore_state(self, job: str) -> dict[str, int]:
+        with broker_errors(self.url, "reading the job"):
+            raw = self.client.hgetall(job_key(job, "restore"))
+        return {key.decode(): int(value) for key, value in raw.items()}
+
+    def reserve_batches(self, job: str, count: int, first: int = 0) -> int:
+        """``count`` batch indices of a job's own, none used before (a batch's index is
+        counted once: ``record_batch``), at or after ``first``; the first of them."""
+        key = job_key(job, "restore")
+        with broker_errors(self.url, "saving the job's progress"):
+            pipe = self.client.pipeline()
+            pipe.hsetnx(key, "batches", first)
+            pipe.hincrby(key, "batches", count)
+            pipe.expire(key, JOB_TTL)
+            reserved = pipe.execute()[1]
+        return int(reserved) - count
+
+    def stale_rows(self, job: str) -> Iterator[tuple[bytes, list[dict[str, Any]]]]:
+        """The rows left on the job's stream by batches whose coordinator died before it
+        used them, as (stream id, rows): a few entries at a time."""
+        after = b"-"
+        while True:
+            with broker_errors(self.url, "reading results"):
+                entries = self.client.xrange(job_key(job, "rows"), after, "+", count=64)
+            if not entries:
+                return
+            for entry, fields in entries:
+                rows = json.loads(fields[b"r"])
+                yield entry, rows if isinstance(rows, list) else []
+            after = b"(" + entries[-1][0]
+
+    def drop_rows(self, job: str, owner: str, ids: list[bytes]) -> None:
+        """Stale rows settled: gone from the stream, their cold rows uncounted."""
+        if not ids:
+            return
+        keys = [job_key(job), job_key(job, "rows"), job_key(job, "lease")]
+        with broker_errors(self.url, "saving the job's progress"):
+            done = self._drop_rows(keys=keys, args=[owner, *ids])
+        _check_held(self.url, job, done)
+
+    def park(
+        self,
+        job: str,
+        owner: str,
+        due: float,
+        objects: Mapping[str, int],
+        restore: Mapping[str, int],
+        fields: Mapping[str, Any],
+    ) -> None:
+        """Park a job waiting for restores until ``due`` (seconds since the epoch): the
+        objects it waits for (key: order) and its waiting's state saved, ``fields`` on its
+        record, every key of it kept another JOB_TTL, and its lease let go (a watchdog
+        sends it a coordinator once due: ``due_parked``)."""
+        cold = job_key(job, "cold")
+        with broker_errors(self.url, "parking the job"):
+            pipe = self.client.pipeline()
+            pipe.delete(cold)
+            chunk: dict[str, int] = {}
+            for key, order in objects.items():
+                chunk[key] = order
+                if len(chunk) >= 1000:
+                    pipe.hset(cold, mapping=chunk)
+                    chunk = {}
+            if chunk:
+                pipe.hset(cold, mapping=chunk)
+            if restore:
+                pipe.hset(job_key(job, "restore"), mapping=dict(restore))
+            pipe.execute()
+            keys = [
+                job_key(job),
+                job_key(job, "lease"),
+                PARKED_KEY,
+                *[job_key(job, part) for part in (*WAITING_PARTS, "seen", "errors", "flight")],
+            ]
+            args: list[Any] = [owner, due, job, JOB_TTL]
+            for field, value in fields.items():
+                args += [field, value]
+            done = self._park(keys=keys, args=args)
+        _check_held(self.url, job, done)
+
+    def due_parked(self, now: float, restart_ms: int, limit: int = 100) -> list[str]:
+        """The parked jobs due by ``now``, taken out of the set: for this caller alone
+        to send each a coordinator."""
+        with broker_errors(self.url, "listing jobs"):
+            due = self._unpark(keys=[PARKED_KEY], args=[now, limit, restart_ms, job_key("")])
+        return [job.decode() for job in due]
 
     def abandon_orphans(self) -> list[str]:
         """Attached jobs whose submitter's lease has expired: marked abandoned (their
@@ -242,7 +401,11 @@ class JobStore:
             if state != _ACTIVE:
                 return False
             cancelled = {"state": JobState.CANCELLED, "finished": time.time()}
-            self.client.hset(job_key(job), mapping=cancelled)
+            pipe = self.client.pipeline()
+            pipe.hset(job_key(job), mapping=cancelled)
+            pipe.hdel(job_key(job), "parked")
+            pipe.zrem(PARKED_KEY, job)  # a parked job ends now; its keys expire
+            pipe.execute()
             return True
 
     # workers -------------------------------------------------------------

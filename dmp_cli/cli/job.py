@@ -75,6 +75,8 @@ def _show_errors(app: App, jobs: JobStore, job_id: str, info: JobInfo) -> None:
     (an attached run, which its command stopped)."""
     stopped = bool(info.error)
     for row in jobs.errors(job_id):
+        if row.get("cold"):  # read while its object was cold: it waited, and was fetched
+            continue
         if row.get("fatal"):
             if not stopped:
                 app.out.error(_reason(row))  # its error names the file
@@ -125,8 +127,11 @@ def _when(stamp: float | None) -> str:
 
 
 def _state(info: JobInfo, failed: bool) -> str:
-    """What a person wants to know: submitting, queued, running, done, failed, cancelled."""
+    """What a person wants to know: submitting, queued, running, waiting (for restores
+    from cold storage), done, failed, cancelled."""
     state = info.state or "?"
+    if state == JobState.ACTIVE and info.parked is not None:  # no coordinator meanwhile
+        return "waiting"
     if state == JobState.ACTIVE and info.plan is not None:  # detached: a coordinator runs it
         return "running" if info.coordinator is not None else "queued"
     if state == JobState.ACTIVE:
@@ -134,6 +139,17 @@ def _state(info: JobInfo, failed: bool) -> str:
             return "submitting"
         return "running" if info.batches_done else "queued"
     return "failed" if state == JobState.DONE and failed else str(state)
+
+
+def _waiting_text(info: JobInfo) -> str | None:
+    """``waiting for restore: N of M objects``: a detached --fetch still waiting for
+    restores from cold storage (N objects of the M it met cold), else None."""
+    if info.state != JobState.ACTIVE or not info.restore_waiting:
+        return None
+    text = f"waiting for restore: {info.restore_waiting:,} of {info.restore_objects or 0:,} objects"
+    if info.parked is not None:
+        text += f" (next look {_when(info.parked)})"
+    return text
 
 
 def _elapsed(info: JobInfo) -> float:
@@ -162,6 +178,18 @@ def _summary(info: JobInfo) -> dict[str, Any]:
         "counts": status_counts(info),
         "failed": failed,
         "reason": rule_failure(info),
+        "restore": _restore_summary(info),
+    }
+
+
+def _restore_summary(info: JobInfo) -> dict[str, Any] | None:
+    """A detached --fetch's objects in cold storage: those still waited for, of all."""
+    if info.restore_objects is None:
+        return None
+    return {
+        "waiting": info.restore_waiting or 0,
+        "objects": info.restore_objects,
+        "next_look": _when(info.parked) if info.parked is not None else None,
     }
 
 
@@ -190,7 +218,8 @@ def status(app: App, job_id: str) -> int:
     if app.out.json:
         app.out.record("job", id=job_id, **summary)
         for row in jobs.errors(job_id):
-            app.out.record("file", **row)
+            if not row.get("cold"):  # read while its object was cold: see _show_errors
+                app.out.record("file", **row)
         for path, found in _metadata(info):
             app.out.record("file", path=path, status="metadata", differences=found)
         return status
@@ -207,6 +236,9 @@ def status(app: App, job_id: str) -> int:
         f"bytes:    {human_bytes(summary['bytes'])}{of} "
         f"({human_bytes(int(summary['bytes'] / elapsed))}/s)",
     ]
+    waiting = _waiting_text(info)
+    if waiting:
+        lines.append(f"restore:  {waiting}")
     if summary["finished"]:
         lines.append(f"finished: {summary['finished']}")
     lines.append(f"elapsed:  {duration(summary['elapsed'])}")
@@ -237,6 +269,7 @@ def watch(app: App, job_id: str) -> int:
         f"job {job_id}", info.items_total, initial=(seen, seen_bytes), bytes_total=info.bytes_total
     ) as bar:
         moved, asked = time.monotonic(), False
+        said: str | None = None  # the waiting for restores last said
         lost: float | None = None  # since when the broker has not answered
         while True:
             try:
@@ -261,7 +294,12 @@ def watch(app: App, job_id: str) -> int:
             seen, seen_bytes = files, nbytes
             if info.state != JobState.ACTIVE:
                 break
-            if not asked and time.monotonic() - moved >= STALLED_S:
+            waiting = _waiting_text(info)
+            if waiting and waiting != said:  # parked: no worker runs it meanwhile, rightly
+                app.out.info(f"job {job_id}: {waiting}")
+                moved = time.monotonic()
+            said = waiting or said
+            if not asked and not waiting and time.monotonic() - moved >= STALLED_S:
                 asked = True  # once: the answer costs the workers a round trip
                 _say_if_no_worker(app, jobs.url, job_id, info.op or "")
             time.sleep(WATCH_INTERVAL)

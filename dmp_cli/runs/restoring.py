@@ -204,6 +204,53 @@ class Restoring:
         self.counts.waiting_files = sum(len(cold.items) for cold in self._waiting.values())
         return self.counts
 
+    # ------------------------------------------------------------ a detached job
+
+    def resume(self, key: str, item: Item, order: int | None) -> None:
+        """A file of a detached job still waiting, as its record in Redis holds it: under
+        an object whose restore was asked for before (``order``), or one met cold since
+        (None: its state is asked, and a restore requested if it has none)."""
+        if order is None:
+            self._objects.setdefault(key, Cold(key)).items.append(item)
+            return
+        cold = self._queued.get(key)
+        if cold is None:
+            cold = self._queued[key] = self._waiting[key] = Cold(key, order=order)
+            self._orders = itertools.count(max(order + 1, next(self._orders)))
+        cold.items.append(item)
+
+    def ask(self, run: Callable[[Iterable[Item]], object]) -> None:
+        """A detached job's first look at the cold objects met (those ``resume`` got
+        without an order): a restore requested for each that has none, the files of
+        those readable fetched with ``run``, the others left waiting. Nothing waits."""
+        if not self._objects:
+            return
+        self._started = self.clock()
+        for _ in range(2):  # as ``settle``
+            ready, failed = self._ask()
+            if ready or failed:
+                run(itertools.chain(failed, ready))
+        for cold in list(self._objects.values()):
+            self._queue(cold)
+        self._objects = {}
+
+    def poll_once(self, run: Callable[[Iterable[Item]], object], turn: int) -> int:
+        """One polling round of a detached job, with no pause (its job was parked
+        instead): the sample from ``turn`` on, and the files of the objects found
+        readable fetched; returns where the next round's sample starts."""
+        if not self._waiting:
+            return turn
+        return self._round(run, turn)
+
+    @property
+    def asked(self) -> bool:
+        """Whether cold objects met are still to be asked about (``ask``)."""
+        return bool(self._objects)
+
+    def waiting_objects(self) -> list[Cold]:
+        """The objects still waiting for their restores, in the order they were asked."""
+        return sorted(self._waiting.values(), key=lambda cold: cold.order)
+
     def _ask(self) -> tuple[list[Item], list[Item]]:
         """Each cold object's state (a HEAD), and a restore requested for those that
         have none under way: the items to fetch now, and those failed."""
@@ -285,23 +332,30 @@ class Restoring:
         while self._waiting:
             self._progress()
             self.sleep(next(delays))
-            waiting = sorted(self._waiting.values(), key=lambda cold: cold.order)
-            size = max(1, len(waiting) // SAMPLE_SHARE)
-            turn %= len(waiting)
-            sample = (waiting[turn:] + waiting[:turn])[:size]
-            turn += size
-            self.counts.rounds += 1
-            self.counts.polls += len(sample)
-            seen = self._sampled(sample)
-            ready = [cold for cold in sample if seen.get(cold.key) is True]
-            gone, self._gone = self._gone, []
-            if not ready and not gone:
-                continue
-            self._stop = False
-            run(itertools.chain(gone, self._release(ready)))
-            if ready:
-                later = [c for c in waiting if c.key not in seen and c.key in self._waiting]
-                self._release_later(later, size, run)
+            turn = self._round(run, turn)
+
+    def _round(self, run: Callable[[Iterable[Item]], object], turn: int) -> int:
+        """One polling round: HEADs of a sample (1 % of the objects waiting, from
+        ``turn`` on, in request order), then the files of those readable fetched, and
+        the others' in lots (``_release_later``); the next round's ``turn``."""
+        waiting = self.waiting_objects()
+        size = max(1, len(waiting) // SAMPLE_SHARE)
+        turn %= len(waiting)
+        sample = (waiting[turn:] + waiting[:turn])[:size]
+        turn += size
+        self.counts.rounds += 1
+        self.counts.polls += len(sample)
+        seen = self._sampled(sample)
+        ready = [cold for cold in sample if seen.get(cold.key) is True]
+        gone, self._gone = self._gone, []
+        if not ready and not gone:
+            return turn
+        self._stop = False
+        run(itertools.chain(gone, self._release(ready)))
+        if ready:
+            later = [c for c in waiting if c.key not in seen and c.key in self._waiting]
+            self._release_later(later, size, run)
+        return turn
 
     def _release_later(
         self, later: list[Cold], size: int, run: Callable[[Iterable[Item]], object]

@@ -59,6 +59,7 @@ def transfer(
     planning: str | None = None,
     on_note: Callable[[str], None] | None = None,
     on_restore: Callable[[str], None] | None = None,
+    on_cold: Callable[[Row], bool] | None = None,
 ) -> TransferReport:
     """--vault (ask the vault about each checksum, once per checksum), --archive (upload
     each checksum the vault lacks, or to another destination: a rerun uploads nothing) or
@@ -68,7 +69,9 @@ def transfer(
     verdict. With ``meta``, a companion file of metadata (checked against the manifest
     first): --fetch restores what it records, --archive stores it in the vault too.
     --fetch restores the objects it finds in cold storage (dmp_cli.runs.restoring), and
-    ``on_restore`` hears how that goes."""
+    ``on_restore`` hears how that goes; a detached job's coordinator takes the rows of
+    files whose objects are cold with ``on_cold`` (it waits for their restores itself),
+    and without one, the first such row stops the run."""
     hear = listener or Listener()
     options = (options or Options()).validated(spec.validated())
     shown = shown_manifest(manifest)
@@ -94,7 +97,7 @@ def transfer(
             if companion is not None and command is Command.FETCH:
                 items = companion.attach(items)
             tally, restored = _run(
-                command, reader, items, executor, spec, options, hear, detached, on_restore
+                command, reader, items, executor, spec, options, hear, detached, on_restore, on_cold
             )
         finally:
             way.close()
@@ -273,15 +276,19 @@ def _run(
     hear: Listener,
     detached: bool,
     on_restore: Callable[[str], None] | None,
+    on_cold: Callable[[Row], bool] | None = None,
 ) -> tuple[Tally, RestoreCounts | None]:
     """The operation over the items. --fetch fetches what is readable first, then has
     the objects met in cold storage restored and fetches their files (attached); a
-    detached job's fetch stops at the first such file, in one line."""
+    detached job's fetch hands the rows of such files to ``on_cold`` (its coordinator
+    waits for the restores: ``dmp_tasks.coordinator``), or without it stops at the first
+    such file, in one line."""
     if command is not Command.FETCH or options.dry_run:
         return _execute(command, reader, items, executor, spec, options, hear), None
     if detached:
-        stopped = _execute(command, reader, items, executor, spec, options, hear, None, stop_cold)
-        return stopped, None
+        took_back = on_cold or stop_cold
+        done = _execute(command, reader, items, executor, spec, options, hear, None, took_back)
+        return done, None
     restoring = Restoring(
         executor.stores.vault(spec).store,
         options.restore_days,

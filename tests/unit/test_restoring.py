@@ -310,3 +310,34 @@ def test_reads_of_objects_still_cold_are_few_a_round() -> None:
     assert sorted(fetcher.fetched) == keys
     rounds = {n: count for n, count in fetcher.cold_gets.items() if n > 0}
     assert first == 400 and rounds and max(rounds.values()) <= 4, rounds
+
+
+def test_a_detached_job_asks_once_then_polls_a_round_a_look() -> None:
+    """A detached job's coordinator asks about the cold objects met (a restore each) and
+    waits no longer; a later one, from what the first saved, makes one round: 1 % of the
+    objects HEADed, the files of those restored fetched, in lots, until one is cold."""
+    keys = [f"k{i:03}" for i in range(200)]
+    store = ColdStore(keys)
+    first = Fetcher(store)
+    restoring = _restoring(store, first)
+    for i, key in enumerate(keys):
+        restoring.resume(key, {"path": f"f{i}", "digest": key, "line": i}, None)
+    assert restoring.asked
+    restoring.ask(first.run)
+    assert not restoring.asked and first.fetched == [] and first.sleeps == 0
+    assert set(store.restores.values()) == {1} and len(store.restores) == 200
+    orders = {cold.key: cold.order for cold in restoring.waiting_objects()}
+    assert sorted(orders, key=orders.__getitem__) == keys
+    for key in keys[:50]:
+        store.state[key] = "restored"
+    later = Fetcher(store)
+    again = _restoring(store, later)
+    for i, key in enumerate(keys):
+        again.resume(key, {"path": f"f{i}", "digest": key, "line": i}, orders[key])
+    assert not again.asked
+    heads = sum(store.heads.values())
+    assert again.poll_once(later.run, 0) == 2
+    assert sum(store.heads.values()) - heads == 2  # 1 % of 200
+    assert sorted(later.fetched) == sorted(f"f{i}" for i in range(50))
+    assert [cold.key for cold in again.waiting_objects()] == keys[50:]
+    assert later.sleeps == 0 and set(store.restores.values()) == {1}
