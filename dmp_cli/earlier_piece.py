@@ -2,12 +2,18 @@
 tree again in pieces (``dmp_cli.rewalk``): what a piece is, what comes back of it, and
 its earlier entries, taken in order as the walk meets their paths.
 
+A piece is byte ranges of the earlier files, not their bytes: the process that walks it
+reads them itself, and what it keeps of them comes back as ranges (``Part``), which the
+command's own process copies from the earlier files to the new ones. A piece of an
+unchanged tree comes back as one range of each file.
+
 An entry is taken in one of two ways. Kept as it is: the record the walk expects of a
 file (``expected``, as ``dmp_cli.recorder.record_line`` writes it up to the link count)
 begins the next earlier record, and the manifest line is that path's; then both lines
 are the file's new ones (``take_run``, ``take_one``). Or read (``find``): the record
 checked as ``dmp_cli.reuse.Earlier`` checks it, against its manifest line, and its entry
-handed to the hash operation, which decides.
+handed to the hash operation, which decides. The record the walk makes of a directory
+or a link is kept as a range too where it is the next earlier record (``met``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from dmp_cli.manifest import LineParser, parse_block
 from dmp_cli.meta import Companion
@@ -27,6 +34,11 @@ _XATTRS = re.compile(
 )
 _DIGEST = re.compile(rb"[0-9a-f]{64}")
 _HEX = b"0123456789abcdef"
+
+
+# What a piece's output is made of, in order: lines made anew (bytes, each ending in a
+# newline), or the bytes from ``start`` to ``end`` of the earlier file (whole lines).
+Part = bytes | tuple[int, int]
 
 
 class Unusable(Exception):
@@ -42,11 +54,13 @@ class Piece:
     recursive: bool
     lo: list[str] | None  # the piece's first path, as its names (None: the start)
     hi: list[str] | None  # the next piece's first path (None: the end)
-    lines: bytes  # the earlier companion's records in it, one a line, no last newline
-    mlines: bytes  # the earlier manifest's lines of its entries, so too
-    first: int  # the companion's line number of lines[0]
-    mfirst: int  # the manifest's line number of mlines[0]
-    companion: Companion | None  # for messages; None: no earlier companion lines
+    span: tuple[int, int]  # where the earlier companion's records in it are: whole lines
+    # Where the earlier manifest's lines of its entries are; one byte past the file's end
+    # where its last line has no newline (read as if it had one).
+    mspan: tuple[int, int]
+    first: int  # the companion's line number of the first record
+    mfirst: int  # the manifest's line number of the first line
+    companion: Companion | None  # its path, its manifest's; None: no earlier lines
     fmt: str = "dmp"
     meta: bool = True  # a companion is written
     own: list[str] = field(default_factory=list)  # the run's own files, left out
@@ -58,8 +72,8 @@ class Piece:
 
 @dataclass
 class PieceResult:
-    manifest: bytes = b""
-    companion: bytes = b""
+    manifest: list[Part] = field(default_factory=list)
+    companion: list[Part] = field(default_factory=list)
     items: int = 0  # files and problems, as a progress bar counts them
     files: int = 0
     bytes: int = 0
@@ -68,7 +82,9 @@ class PieceResult:
     records: int = 0
     entries: int = 0
     problems: list[tuple[str, str]] = field(default_factory=list)
-    rest: tuple[list[str], int, int] | None = None  # where a piece cut short goes on
+    # Where a piece cut short goes on: the path, the offsets of the next earlier record
+    # and manifest line, and how many of each the piece passed.
+    rest: tuple[list[str], int, int, int, int] | None = None
 
 
 def names_of(path: str) -> list[str]:
@@ -83,8 +99,10 @@ class EarlierPiece:
 
     def __init__(self, piece: Piece) -> None:
         self.p = piece
-        self.lines = piece.lines.split(b"\n") if piece.lines else []
-        self.mlines = piece.mlines.split(b"\n") if piece.mlines else []
+        companion = piece.companion
+        meta_path, manifest_path = (companion.path, companion.manifest) if companion else ("", "")
+        self.data, self.lines, self.starts = _read_lines(meta_path, piece.span)
+        _, self.mlines, self.mstarts = _read_lines(manifest_path, piece.mspan)
         self.i = self.j = 0
         self.last: list[str] | None = None
         self.pending: tuple[list[str], Old | None] | None = None  # read, not taken
@@ -105,24 +123,29 @@ class EarlierPiece:
 
     def take_run(
         self, run: list[bytes], bprefix: bytes, names: list[bytes], last: list[str]
-    ) -> tuple[list[bytes], list[bytes]] | None:
+    ) -> tuple[Part, Part] | None:
         """The earlier lines (records, manifest lines) of files of one directory, one
         after another (``names``, the last at ``last``), whose records are expected to
         be ``run`` with nothing after: taken, if they are all the next ones as they are."""
         self.skip_others()
         count, i, j = len(run), self.i, self.j
-        lines, mlines = self.lines[i : i + count], self.mlines[j : j + count]
-        if (
-            len(mlines) != count
-            or b"\n".join(lines) != b"}\n".join(run) + b"}"
-            or not self._manifest_lines(mlines, bprefix, names)
+        if i + count > len(self.lines) or j + count > len(self.mlines):
+            return None
+        starts, expected = self.starts, b"}\n".join(run) + b"}\n"
+        if starts[i + count] - starts[i] != len(expected) or not self.data.startswith(
+            expected, starts[i] - starts[0]
         ):
+            return None
+        mlines = self.mlines[j : j + count]
+        if not self._manifest_lines(mlines, bprefix, names):
             return None
         self.i, self.j, self.pending, self.last = i + count, j + count, None, last
         if self.dmp != self.dmp_before:
             pairs = zip(mlines, names, strict=True)
-            mlines = [self._relined(m, bprefix + name) for m, name in pairs]
-        return lines, mlines
+            return (starts[i], starts[i + count]), b"".join(
+                [self._relined(m, bprefix + name) for m, name in pairs]
+            )
+        return (starts[i], starts[i + count]), (self.mstarts[j], self.mstarts[j + count])
 
     def _manifest_lines(self, mlines: list[bytes], bprefix: bytes, names: list[bytes]) -> bool:
         """Whether the earlier manifest's lines are those of these files, in the form of
@@ -136,11 +159,9 @@ class EarlierPiece:
 
     def _relined(self, mline: bytes, path: bytes) -> bytes:
         """An earlier line in the other form: this run's."""
-        return mline[:64] + (b'  "' + path + b'"' if self.dmp else b"  " + path)
+        return mline[:64] + (b'  "' + path + b'"\n' if self.dmp else b"  " + path + b"\n")
 
-    def take_one(
-        self, expected: bytes, path: bytes, place: list[str]
-    ) -> tuple[bytes, bytes] | None:
+    def take_one(self, expected: bytes, path: bytes, place: list[str]) -> tuple[Part, Part] | None:
         """One file's earlier lines (record, manifest line), taken if its record
         (``expected``) begins the next earlier record and its line is ``path``'s."""
         self.skip_others()
@@ -160,12 +181,32 @@ class EarlierPiece:
             return None
         if not _DIGEST.fullmatch(mline, 0, 64):
             return None
-        if self.dmp != self.dmp_before:
-            mline = self._relined(mline, path)
+        i, j = self.i, self.j
         self.i += 1
         self.j += 1
         self.pending, self.last = None, place
-        return line, mline
+        span = (self.starts[i], self.starts[i + 1])
+        if self.dmp != self.dmp_before:
+            return span, self._relined(mline, path)
+        return span, (self.mstarts[j], self.mstarts[j + 1])
+
+    def met(self, record: bytes) -> Part:
+        """The record (a line) the walk made of a directory or a link: the next earlier
+        record's bytes where it is that record, taken; else itself."""
+        i = self.i
+        if (
+            self.pending is None
+            and i < len(self.lines)
+            and self.starts[i + 1] - self.starts[i] == len(record)
+            and self.data.startswith(record, self.starts[i] - self.starts[0])
+        ):
+            self.i += 1
+            return self.starts[i], self.starts[i + 1]
+        return record
+
+    def offsets(self) -> tuple[int, int]:
+        """Where the next earlier record and manifest line are, in their files."""
+        return self.starts[self.i], self.mstarts[self.j]
 
     def find(self, key: list[str]) -> Old | None:
         """The earlier entry of the path at ``key``, if the piece holds one; the entries
@@ -231,4 +272,29 @@ class EarlierPiece:
             raise Unusable("the pieces do not line up")
 
 
-__all__ = ["EarlierPiece", "Piece", "PieceResult", "Unusable", "names_of"]
+def _read_lines(path: str, span: tuple[int, int]) -> tuple[bytes, list[bytes], list[int]]:
+    """The bytes from ``span``'s start to its end of the file at ``path`` (whole lines;
+    where the last has no newline, as if it had one), their lines (without the newlines)
+    and where each begins, then where the last ends. Unusable if they are not there."""
+    start, end = span
+    if start == end:
+        return b"", [], [start]
+    try:
+        with open(path, "rb") as stream:
+            data = os.pread(stream.fileno(), end - start, start)
+    except OSError:
+        raise Unusable("the earlier files cannot be read") from None
+    if len(data) == end - start - 1 and not data.endswith(b"\n"):
+        data += b"\n"  # the manifest's last line, without its newline
+    if len(data) != end - start or not data.endswith(b"\n"):
+        raise Unusable("the earlier files changed")
+    lines = data[:-1].split(b"\n")
+    starts = list(accumulate(map(len, lines), _after_newline, initial=start))
+    return data, lines, starts
+
+
+def _after_newline(start: int, length: int) -> int:
+    return start + length + 1
+
+
+__all__ = ["EarlierPiece", "Part", "Piece", "PieceResult", "Unusable", "names_of"]

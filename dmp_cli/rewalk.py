@@ -5,11 +5,14 @@ manifest and companion (``rewalk_piece``).
 The command's own process cuts the earlier companion into pieces of whole records, in
 the walk's order (``dmp_cli.runs.updating``); a piece holds the paths from its first
 record's to the next piece's first record's, ``lo`` to ``hi``. A process walks only those
-paths of the tree, an ``lstat`` a name, and merges them with the piece's records. A
+paths of the tree, an ``lstat`` a name (beside the directory's descriptor: no path
+resolved again), and merges them with the piece's records. A
 regular file whose record, as this dmp would write it from that ``lstat``, begins the
 earlier record (the same path, size, mtime, ctime, inode, device, mode, owner, owners'
 names and link count: nobody can set a ctime, so neither its bytes nor its extended
-attributes changed) keeps both its earlier lines, byte for byte. Any other file (changed,
+attributes changed) keeps both its earlier lines, byte for byte, and they go back as
+ranges of the earlier files, not as bytes (``dmp_cli.earlier_piece.Part``): a directory's
+files kept are one range of each file, and so is an unchanged piece. Any other file (changed,
 new, a link to a file, one whose earlier lines are not in that form) goes through the
 hash operation as a --create's would (``dmp_cli.ops``), with its earlier entry where it
 has one: the output is byte for byte a full --create's.
@@ -17,11 +20,12 @@ has one: the output is byte for byte a full --create's.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from bisect import bisect_left
 
-from dmp_cli.earlier_piece import EarlierPiece, Piece, PieceResult, Unusable, names_of
+from dmp_cli.earlier_piece import EarlierPiece, Part, Piece, PieceResult, Unusable, names_of
 from dmp_cli.fsutil import dir_prefix
 from dmp_cli.manifest import FORMATS
 from dmp_cli.meta import MetaError
@@ -39,6 +43,7 @@ _RECORD = (
     b'"ctime_ns":%%d,"ino":%%d,"dev":%%d,"nlink":%d'
 )
 _WORK = Work("hash", options=Options(meta=True).to_json())
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _PLAIN_WORK = Work("hash")
 
 
@@ -50,8 +55,9 @@ class _Walker:
     def __init__(self, piece: Piece) -> None:
         self.p = piece
         self.out = PieceResult()
-        self.man: list[bytes] = []
-        self.meta: list[bytes] = []
+        self.man: list[Part] = []
+        self.meta: list[Part] = []
+        self.records = 0  # in self.meta
         self.earlier = EarlierPiece(piece)
         self.line = FORMATS[piece.fmt]
         self.own = {os.path.basename(path): path for path in piece.own}
@@ -75,17 +81,36 @@ class _Walker:
         return (lo is None or key >= lo) and (hi is None or key < hi)
 
     def _dir(self, path: str, key: list[str]) -> None:
-        lo, hi = self.p.lo, self.p.hi
         mine = self._in(key)
+        fd: int | None = None
         try:
-            names = sorted(os.listdir(path))
+            try:
+                fd = os.open(path, _DIRECTORY)
+            except OSError as exc:
+                if exc.errno != errno.EMFILE:
+                    raise
+            names = sorted(os.listdir(path if fd is None else fd))
         except OSError as exc:
+            if fd is not None:
+                os.close(fd)
             if mine:
                 item: Item = {"path": path, "problem": exc.strerror or str(exc)}
                 if exc.errno is not None:
                     item["errno"] = exc.errno
                 self._problem(item)
             return
+        try:
+            self._entries(path, key, names, fd, mine)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _entries(
+        self, path: str, key: list[str], names: list[str], fd: int | None, mine: bool
+    ) -> None:
+        """The entries of the directory ``path`` (``names``, sorted), each looked at
+        beside its descriptor ``fd`` (None: out of descriptors, by its path)."""
+        lo, hi = self.p.lo, self.p.hi
         if mine:
             self._met(path)
         m = len(key)
@@ -109,6 +134,7 @@ class _Walker:
         run: list[bytes] = []  # the records expected of the files since the last other entry
         sizes: list[int] = []
         lstat, isreg, limit = os.lstat, stat.S_ISREG, self.p.limit
+        at = "" if fd is not None else prefix  # what an lstat's name is relative to
         room = limit
         for n, name in enumerate(names):
             if not run:  # files before the piece is cut short
@@ -116,12 +142,11 @@ class _Walker:
             if len(run) >= room:
                 self._run(run, sizes, n, names, bnames, prefix, key)
                 raise _Stop([*key, name])  # the rest in another piece, from this name on
-            full = prefix + name
             try:
-                st = lstat(full)
+                st = lstat(at + name, dir_fd=fd)
             except OSError:
                 self._run(run, sizes, n, names, bnames, prefix, key)
-                self._file(full, [*key, name], name)  # gone meanwhile: hashing says so
+                self._file(prefix + name, [*key, name], name)  # gone meanwhile: hashing says so
                 continue
             mode = st.st_mode
             if simple and isreg(mode):
@@ -136,6 +161,7 @@ class _Walker:
                 sizes.append(st.st_size)
                 continue
             self._run(run, sizes, n, names, bnames, prefix, key)
+            full = prefix + name
             if isreg(mode):
                 if name == skip or (name in own and _same_file(full, own[name])):
                     continue
@@ -182,7 +208,7 @@ class _Walker:
         mine = bnames[first:end]
         taken = self.earlier.take_run(run, bprefix, mine, [*key, names[end - 1]])
         if taken is not None:
-            self._kept(*taken, sum(sizes))
+            self._kept(*taken, len(run), sum(sizes))
         else:
             for n, (expected, size, bname) in enumerate(zip(run, sizes, mine, strict=True), first):
                 place = [*key, names[n]]
@@ -190,15 +216,17 @@ class _Walker:
                 if one is None:
                     self._file(prefix + names[n], place, names[n])
                 else:
-                    self._kept([one[0]], [one[1]], size)
+                    self._kept(*one, 1, size)
         run.clear()
         sizes.clear()
 
-    def _kept(self, lines: list[bytes], mlines: list[bytes], size: int) -> None:
-        """Files whose earlier lines are kept as they are, ``size`` bytes in all."""
-        self.meta.extend(lines)
-        self.man.extend(mlines)
-        out, count = self.out, len(lines)
+    def _kept(self, lines: Part, mlines: Part, count: int, size: int) -> None:
+        """``count`` files whose earlier lines are kept as they are, ``size`` bytes in
+        all: their records, their manifest lines."""
+        _add(self.meta, lines)
+        _add(self.man, mlines)
+        self.records += count
+        out = self.out
         out.items += count
         out.files += count
         out.reused += count
@@ -231,9 +259,10 @@ class _Walker:
             if row.get("reused"):
                 out.reused += 1
                 out.reused_bytes += row["bytes"]
-            self.man.append(self.line(row["digest"], path)[:-1])
+            self.man.append(self.line(row["digest"], path))
             if self.p.meta:
-                self.meta.append(record_line(path, True, row.get("stat"))[:-1])
+                self.meta.append(record_line(path, True, row.get("stat")))
+                self.records += 1
                 out.entries += 1
 
     def _problem(self, item: Item) -> None:
@@ -247,18 +276,45 @@ class _Walker:
         if not self.p.meta:
             return
         try:
-            self.meta.append(record_line(path)[:-1])
+            record = record_line(path)
         except FileNotFoundError:
-            pass  # gone since the walk: nothing to restore
+            return  # gone since the walk: nothing to restore
+        _add(self.meta, self.earlier.met(record))
+        self.records += 1
 
     def result(self) -> PieceResult:
         out = self.out
-        if self.man:
-            out.manifest = b"\n".join(self.man) + b"\n"
-        if self.meta:
-            out.companion = b"\n".join(self.meta) + b"\n"
-            out.records = len(self.meta)
+        out.manifest = _joined(self.man)
+        out.companion = _joined(self.meta)
+        out.records = self.records
         return out
+
+
+def _add(parts: list[Part], part: Part) -> None:
+    """``part`` after ``parts``: one range with the last where it goes on from it."""
+    if parts and isinstance(part, tuple):
+        last = parts[-1]
+        if isinstance(last, tuple) and last[1] == part[0]:
+            parts[-1] = (last[0], part[1])
+            return
+    parts.append(part)
+
+
+def _joined(parts: list[Part]) -> list[Part]:
+    """The parts, the lines made anew one after another joined."""
+    joined: list[Part] = []
+    lines: list[bytes] = []
+    for part in parts:
+        if isinstance(part, bytes):
+            lines.append(part)
+            continue
+        if lines:
+            joined.append(b"".join(lines))
+            lines = []
+        joined.append(part)
+    if lines:
+        joined.append(b"".join(lines))
+    return joined
 
 
 def _plain(prefix: str, names: list[str]) -> bool:
@@ -293,7 +349,8 @@ def rewalk_piece(piece: Piece) -> PieceResult:
             walker.walk()
         except _Stop as stop:
             result = walker.result()
-            result.rest = (stop.args[0], walker.earlier.i, walker.earlier.j)
+            earlier = walker.earlier
+            result.rest = (stop.args[0], *earlier.offsets(), earlier.i, earlier.j)
             return result
         walker.earlier.drain()
     except MetaError as exc:

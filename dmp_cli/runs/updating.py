@@ -2,6 +2,11 @@
 again in pieces by the hashing processes, each beside its piece of the earlier manifest
 (``dmp_cli.rewalk``), this process only cutting the pieces and writing what comes back.
 
+A piece goes out as where its lines are in the earlier files, and what a hashing process
+keeps of them comes back so too: this process copies those bytes from the earlier files
+to the new ones (``copy_file_range``, in the kernel), and only the lines made anew pass
+through a pipe.
+
 Every file passes through the command's own process otherwise (the walk, the earlier
 entry, the batch to a hashing process and back, the record, the line), which costs more
 than the ``lstat`` that tells an unchanged file. Here an unchanged file costs an
@@ -16,8 +21,8 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import BinaryIO, Protocol, runtime_checkable
+from dataclasses import dataclass, replace
+from typing import BinaryIO, NamedTuple, Protocol, runtime_checkable
 
 from dmp_cli.earlier_piece import Piece, PieceResult, Unusable, names_of
 from dmp_cli.meta import Recorder, get_name
@@ -33,6 +38,7 @@ PIECE_FILES = 100_000
 # Files, and bytes, a piece hashes at most: a tree so changed goes the general way.
 PIECE_HASHES = (1000, 64 << 20)
 _READ = 1 << 18
+_COPY = 1 << 24  # bytes copied a call at most
 _PATH = re.compile(rb'\{"path":"([^"\\]*)"')
 
 
@@ -43,6 +49,19 @@ class PieceRunner(Protocol):
     def ordered(
         self, func: Callable[[Piece], PieceResult], args: Iterable[Piece]
     ) -> Iterator[PieceResult]: ...
+
+
+class Cut(NamedTuple):
+    """A piece of the earlier manifest: its paths from ``lo`` to before ``hi`` (None:
+    from the start, to the end), where its records and manifest lines are in the
+    earlier files, and their first line numbers."""
+
+    lo: list[str] | None
+    hi: list[str] | None
+    span: tuple[int, int]
+    first: int
+    mspan: tuple[int, int]
+    mfirst: int
 
 
 @dataclass
@@ -78,50 +97,42 @@ def rewrite(
     if hear.on_total is not None:
         hear.on_total(int(earlier.companion.trailer.get("entries", 0)), None)
 
-    def piece(
-        lo: list[str] | None,
-        hi: list[str] | None,
-        lines: bytes,
-        first: int,
-        mlines: bytes,
-        mfirst: int,
-    ) -> Piece:
-        return Piece(
-            root,
-            recursive,
-            lo,
-            hi,
-            lines,
-            mlines,
-            first,
-            mfirst,
-            earlier.companion,
-            fmt,
-            recorder is not None,
-            own,
-            PIECE_FILES,
-            PIECE_HASHES,
-        )
-
     def pieces() -> Iterator[Piece]:
-        for lo, hi, lines, first, mlines, mfirst in _cut(earlier, totals):
-            yield piece(lo, hi, lines, first, mlines, mfirst)
-
-    for sent, result in _with_pieces(runner, pieces()):
-        while True:
-            _write(result, out, recorder, hear, totals)
-            if result.rest is None:
-                break
-            lo, i, j = result.rest  # cut short: the rest here
-            sent = piece(
-                lo,
-                sent.hi,
-                _after(sent.lines, i),
-                sent.first + i,
-                _after(sent.mlines, j),
-                sent.mfirst + j,
+        for cut in _cut(earlier, totals):
+            yield Piece(
+                root,
+                recursive,
+                cut.lo,
+                cut.hi,
+                cut.span,
+                cut.mspan,
+                cut.first,
+                cut.mfirst,
+                earlier.companion,
+                fmt,
+                recorder is not None,
+                own,
+                PIECE_FILES,
+                PIECE_HASHES,
             )
-            result = rewalk_piece(sent)
+
+    with _Output(earlier, out, recorder) as output:
+        for sent, result in _with_pieces(runner, pieces()):
+            while True:
+                output.write(result)
+                _count(result, hear, totals)
+                if result.rest is None:
+                    break
+                lo, at, mat, i, j = result.rest  # cut short: the rest here
+                sent = replace(
+                    sent,
+                    lo=lo,
+                    span=(at, sent.span[1]),
+                    mspan=(mat, sent.mspan[1]),
+                    first=sent.first + i,
+                    mfirst=sent.mfirst + j,
+                )
+                result = rewalk_piece(sent)
     trailer = earlier.companion.trailer
     if trailer.get("records") != totals.old_records or trailer.get("entries") != totals.old_entries:
         raise Unusable("the counts differ")
@@ -144,19 +155,83 @@ def _with_pieces(
         yield sent.popleft(), result
 
 
-def _write(
-    result: PieceResult,
-    out: BinaryIO,
-    recorder: Recorder | None,
-    hear: Listener,
-    totals: Totals,
-) -> None:
-    if result.manifest:
-        out.write(result.manifest)
-        if recorder is not None:
-            recorder.manifest_bytes(result.manifest)
-    if recorder is not None and result.companion:
-        recorder.lines(result.companion, result.records, result.entries)
+class _Output:
+    """The new manifest (``out``) and companion (``recorder``'s), written a piece at a
+    time: the lines made anew as they are, the ranges kept of the earlier files copied
+    from them."""
+
+    def __init__(self, earlier: Earlier, out: BinaryIO, recorder: Recorder | None) -> None:
+        self.out, self.recorder = out, recorder
+        self.manifest = os.open(earlier.manifest, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            self.meta = os.open(earlier.companion_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            os.close(self.manifest)
+            raise Unusable("the earlier companion cannot be read") from None
+        self.manifest_size = os.fstat(self.manifest).st_size
+        self.in_kernel = True  # copy_file_range works between these files
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.manifest)
+        os.close(self.meta)
+
+    def write(self, result: PieceResult) -> None:
+        recorder = self.recorder
+        for part in result.manifest:
+            if isinstance(part, bytes):
+                self.out.write(part)
+                if recorder is not None:
+                    recorder.manifest_bytes(part)
+                continue
+            start, end = part
+            for data in self._read(self.manifest, start, min(end, self.manifest_size)):
+                self.out.write(data)
+                if recorder is not None:
+                    recorder.manifest_bytes(data)
+            if end > self.manifest_size:  # its last line, which had no newline
+                self.out.write(b"\n")
+                if recorder is not None:
+                    recorder.manifest_bytes(b"\n")
+        if recorder is None or not result.companion:
+            return
+        recorder.lines(b"", result.records, result.entries)
+        for part in result.companion:
+            if isinstance(part, bytes):
+                recorder.stream.write(part)
+            else:
+                self._copy(self.meta, recorder.stream, *part)
+
+    def _read(self, source: int, start: int, end: int) -> Iterator[bytes]:
+        while start < end:
+            data = os.pread(source, min(end - start, _COPY), start)
+            if not data:
+                raise Unusable("the earlier files changed")
+            start += len(data)
+            yield data
+
+    def _copy(self, source: int, stream: BinaryIO, start: int, end: int) -> None:
+        """Bytes ``start`` to ``end`` of ``source`` written to ``stream``: in the kernel
+        where it can, else read and written."""
+        if self.in_kernel:
+            stream.flush()
+            target = stream.fileno()
+            while start < end:
+                try:
+                    copied = os.copy_file_range(source, target, min(end - start, _COPY), start)
+                except OSError:  # not between these files (or this kernel): read them
+                    self.in_kernel = False
+                    break
+                if not copied:
+                    raise Unusable("the earlier files changed")
+                start += copied
+        for data in self._read(source, start, end):
+            stream.write(data)
+
+
+def _count(result: PieceResult, hear: Listener, totals: Totals) -> None:
     for path, why in result.problems:
         totals.problems += 1
         hear.on_problem(path, why)
@@ -169,18 +244,17 @@ def _write(
         hear.on_progress(result.items, result.bytes)
 
 
-def _cut(
-    earlier: Earlier, totals: Totals
-) -> Iterator[tuple[list[str] | None, list[str] | None, bytes, int, bytes, int]]:
-    """The earlier companion's records and manifest's lines, in pieces: (lo, hi, records,
-    the first's line number, manifest lines, the first's line number)."""
+def _cut(earlier: Earlier, totals: Totals) -> Iterator[Cut]:
+    """The earlier companion's records and manifest's lines, in pieces, each of whole
+    records: where they are in the earlier files."""
     manifest = _LineReader(earlier.manifest)
     with open(earlier.companion_path, "rb") as meta:
         meta.readline()  # the header, checked already
-        left = _records_end(meta) - meta.tell()
+        at = meta.tell()  # where the block read next begins
+        left = _records_end(meta) - at
         number = 1
         rest = b""
-        ahead: tuple[list[str] | None, bytes, int, bytes, int] | None = None
+        ahead: Cut | None = None
         lo: list[str] | None = None
         while left > 0:
             data = meta.read(min(PIECE_BYTES, left))
@@ -192,25 +266,26 @@ def _cut(
             if end < 0:
                 rest = block
                 continue
-            rest, block = block[end + 1 :], block[:end]
-            entries = block.count(b'"entry":true')
+            start, at = at, at + end + 1
+            rest = block[end + 1 :]
+            entries = block.count(b'"entry":true', 0, end)
             mfirst = manifest.number + 1
-            mlines = manifest.take(entries)
-            records = block.count(b"\n") + 1
+            mspan = manifest.take(entries)
+            records = block.count(b"\n", 0, end) + 1
             totals.old_records += records
             totals.old_entries += entries
-            start = names_of(_first_path(block[: block.find(b"\n") % (len(block) + 1)]))
+            first = names_of(_first_path(block[: block.find(b"\n", 0, end) % (end + 1)]))
             if ahead is not None:
-                yield (ahead[0], start, ahead[1], ahead[2], ahead[3], ahead[4])
-                lo = start
-            ahead = (lo, block, number + 1, mlines, mfirst)
+                yield ahead._replace(hi=first)
+                lo = first
+            ahead = Cut(lo, None, (start, at), number + 1, mspan, mfirst)
             number += records
         if rest:
             raise Unusable("a record cut short")
         if ahead is not None:
-            yield (ahead[0], None, ahead[1], ahead[2], ahead[3], ahead[4])
+            yield ahead
         else:
-            yield (None, None, b"", 2, b"", 1)
+            yield Cut(None, None, (at, at), 2, (0, 0), 1)
     if not manifest.at_end():
         raise Unusable("the manifest is longer")
 
@@ -243,27 +318,29 @@ def _first_path(line: bytes) -> str:
         raise Unusable("a record without a path") from None
 
 
-def _after(lines: bytes, count: int) -> bytes:
-    """Lines (joined by newlines) without the first ``count``."""
-    return b"\n".join(lines.split(b"\n")[count:]) if lines else b""
-
-
 class _LineReader:
-    """A file's lines, taken so many at a time, joined by newlines."""
+    """A file's lines, taken so many at a time: where they are in the file."""
 
     def __init__(self, path: str) -> None:
         self.stream = open(path, "rb")  # noqa: SIM115
         self.buffer = b""
-        self.lines = 0  # whole lines in the buffer
+        self.base = 0  # where the buffer is in the file
+        self.pos = 0  # where the next line is in the buffer
+        self.lines = 0  # whole lines in the buffer from there
         self.number = 0  # lines taken
         self.ended = False
 
-    def take(self, count: int) -> bytes:
-        """The next ``count`` lines; Unusable if there are fewer."""
+    def take(self, count: int) -> tuple[int, int]:
+        """Where the next ``count`` lines begin and end (after the last's newline: one
+        byte past the file's end if the file's last line has none); Unusable if there
+        are fewer."""
+        start = self.base + self.pos
         if count == 0:
-            return b""
+            return start, start
         while self.lines < count and not self.ended:
             data = self.stream.read(max(_READ, 128 * (count - self.lines)))
+            self.buffer, self.base = self.buffer[self.pos :], start
+            self.pos = 0
             if not data:
                 self.ended = True
                 self.stream.close()
@@ -275,28 +352,27 @@ class _LineReader:
             self.lines += data.count(b"\n")
         if self.lines < count:
             raise Unusable("the manifest is shorter")
-        end = _newline(self.buffer, count, self.lines)
-        taken, self.buffer = self.buffer[:end], self.buffer[end + 1 :]
+        self.pos = _newline(self.buffer, count, self.lines, self.pos) + 1
         self.lines -= count
         self.number += count
-        return taken
+        return start, self.base + self.pos
 
     def at_end(self) -> bool:
         if not self.ended:
-            self.ended = not self.stream.read(1) and not self.buffer
+            self.ended = not self.stream.read(1) and self.pos == len(self.buffer)
             self.stream.close()
             return self.ended
-        return not self.buffer
+        return self.pos == len(self.buffer)
 
 
-def _newline(data: bytes, count: int, lines: int) -> int:
-    """Where the ``count``th of the ``lines`` newlines of ``data`` is."""
-    guess = len(data) * count // lines
-    before = data.count(b"\n", 0, guess)
+def _newline(data: bytes, count: int, lines: int, start: int = 0) -> int:
+    """Where the ``count``th of the ``lines`` newlines of ``data`` from ``start`` on is."""
+    guess = start + (len(data) - start) * count // lines
+    before = data.count(b"\n", start, guess)
     if before >= count:  # too far: back to the line before
         at = guess
         for _ in range(before - count + 1):
-            at = data.rfind(b"\n", 0, at)
+            at = data.rfind(b"\n", start, at)
         return at
     at = guess - 1
     for _ in range(count - before):

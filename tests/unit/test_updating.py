@@ -4,6 +4,7 @@ lines those of its records' entries, their first paths in the walk's order."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
 from pathlib import Path
@@ -35,22 +36,27 @@ def test_the_pieces_make_up_the_earlier_manifest(
     earlier = Earlier(str(tmp_path / "old.sha256"))
     totals = updating.Totals()
     pieces = list(updating._cut(earlier, totals))
-    records = (tmp_path / "old.sha256.meta").read_bytes().split(b"\n")[1:-2]
-    manifest = (tmp_path / "old.sha256").read_bytes().split(b"\n")[:-1]
-    assert b"\n".join(p[2] for p in pieces if p[2]) == b"\n".join(records)
-    assert b"\n".join(p[4] for p in pieces if p[4]) == b"\n".join(manifest)
+    meta = (tmp_path / "old.sha256.meta").read_bytes()
+    text = (tmp_path / "old.sha256").read_bytes()
+    records = meta.split(b"\n")[1:-2]
+    manifest = text.split(b"\n")[:-1]
+    # Each piece's ranges of whole lines, one after another, make up both files.
+    assert pieces[0].span[0] == meta.index(b"\n") + 1 and pieces[0].mspan[0] == 0
+    assert b"".join(meta[slice(*p.span)] for p in pieces) == b"\n".join(records) + b"\n"
+    assert b"".join(text[slice(*p.mspan)] for p in pieces) == text
     assert (totals.old_records, totals.old_entries) == (len(records), len(manifest))
     line, mline = 2, 1
-    for _lo, _hi, lines, first, mlines, mfirst in pieces:
-        assert (first, mfirst) == (line, mline)
-        count = lines.count(b"\n") + 1 if lines else 0
+    for piece in pieces:
+        assert (piece.first, piece.mfirst) == (line, mline)
+        lines, mlines = meta[slice(*piece.span)], text[slice(*piece.mspan)]
         entries = lines.count(b'"entry":true')
-        assert (mlines.count(b"\n") + 1 if mlines else 0) == entries
-        line, mline = line + count, mline + entries
-    assert pieces[0][0] is None and pieces[-1][1] is None
+        assert mlines.count(b"\n") == entries
+        line, mline = line + lines.count(b"\n"), mline + entries
+    assert pieces[0].lo is None and pieces[-1].hi is None
     for before, after in itertools.pairwise(pieces):
-        assert before[1] == after[0] and before[1] is not None
-    bounds = [p[1] for p in pieces[:-1]]
+        assert before.hi == after.lo and before.hi is not None
+        assert before.span[1] == after.span[0] and before.mspan[1] == after.mspan[0]
+    bounds = [p.hi for p in pieces[:-1]]
     assert bounds == sorted(bounds)
     if piece_bytes < 5000:
         assert len(pieces) > 5
@@ -76,3 +82,25 @@ def test_the_nth_newline() -> None:
         ends = [i for i, c in enumerate(data) if c == 10]
         for count in range(1, total + 1):
             assert updating._newline(data, count, total) == ends[count - 1]
+        start = ends[rng.randrange(total)] + 1  # from a line on
+        after = [end for end in ends if end >= start]
+        for count in range(1, len(after) + 1):
+            assert updating._newline(data, count, len(after), start) == after[count - 1]
+
+
+def test_a_manifest_whose_last_line_has_no_newline(tmp_path: Path) -> None:
+    """Its last piece's lines end one byte past the file's end (read as if the newline
+    were there)."""
+    _tree(tmp_path, 5)
+    made = run_dmp("manifest", "--create", "--dir", "t", "-r", "-m", "old.sha256", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    manifest = tmp_path / "old.sha256"
+    text = manifest.read_bytes()
+    manifest.write_bytes(text[:-1])
+    meta = tmp_path / "old.sha256.meta"
+    old = hashlib.sha256(text).hexdigest()
+    meta.write_bytes(
+        meta.read_bytes().replace(old.encode(), hashlib.sha256(text[:-1]).hexdigest().encode())
+    )
+    pieces = list(updating._cut(Earlier(str(manifest)), updating.Totals()))
+    assert pieces[-1].mspan[1] == len(text)
