@@ -107,7 +107,8 @@ class PackStates:
     seconds, as a pack's class and restore change (a lifecycle rule, a restore), and a
     worker serves run after run. A pack the store cannot tell about (gone, or the HEAD
     failing) has no state: its members are in the vault all the same, as the catalog
-    says, and their rows say nothing of a state."""
+    says, and their rows say nothing of a state. A HEAD that failed transiently (after
+    its retries) is made again for the next member; one refused is not."""
 
     def __init__(self, ttl: float = 60.0, bound: int = 4096) -> None:
         self.ttl = ttl
@@ -132,10 +133,11 @@ class PackStates:
         if mine:
             try:
                 answer.set_result(with_retries(lambda: store.object_state(key)))
-            except StoreError:
+            except StoreError as exc:
                 answer.set_result(None)
-                with self._lock:  # asked again by the next member
-                    self._asked.pop(at, None)
+                if exc.transient:  # the store may answer the next member's question
+                    with self._lock:
+                        self._asked.pop(at, None)
             except BaseException as exc:
                 answer.set_exception(exc)
                 with self._lock:

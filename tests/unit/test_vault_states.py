@@ -5,16 +5,20 @@ run) into the plan's answers, and turned into the row's JSON fields."""
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 
 from dmp_cli.cli.output import state_fields
+from dmp_cli.errors import StoreError
 from dmp_cli.layout import digest_key
 from dmp_cli.listing import OP_NAME, listing_item, vault_list_op
 from dmp_cli.ops import Context
@@ -22,9 +26,10 @@ from dmp_cli.options import Options, StoreSpec, Work
 from dmp_cli.rows import Item
 from dmp_cli.rules import Command
 from dmp_cli.runs.planning import Answers, Checksums, Plan, _gather
-from dmp_cli.store import ObjectState, StorePool
+from dmp_cli.store import ObjectState, Store, StorePool
 from dmp_cli.store.local import FileStore
 from dmp_cli.store.s3.backend import S3Store, _listed_state, _state
+from dmp_cli.transfer import PackStates
 
 
 def sha(n: int) -> str:
@@ -145,11 +150,11 @@ def _state_of(digest: str) -> ObjectState:
 
 @pytest.fixture
 def vault(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
-    """A directory vault of 300 checksums' objects, told in classes by ``_state_of``."""
+    """A directory vault of 120 checksums' objects, told in classes by ``_state_of``."""
     root = tmp_path / "vault"
     root.mkdir()
     store = FileStore(str(root))
-    digests = [sha(i) for i in range(300)]
+    digests = [sha(i) for i in range(120)]
     for digest in digests:
         store.put_bytes(digest_key(digest), b"x")
 
@@ -170,7 +175,7 @@ def test_a_listings_states_reach_the_plans_items(
     vault: tuple[str, list[str]], spill: bool, whole: bool
 ) -> None:
     url, digests = vault
-    wanted = digests[:200] + [sha(1000 + i) for i in range(5)]  # 5 not in the vault
+    wanted = digests[:80] + [sha(1000 + i) for i in range(5)]  # 5 not in the vault
     checksums = Checksums(spill_at=1 if spill else 10_000)
     for digest in wanted:
         checksums.add(digest)
@@ -206,3 +211,68 @@ def test_a_listings_states_reach_the_plans_items(
             assert got["listed_state"] == _state_of(item["digest"]).fields(), item["digest"]
         else:
             assert got["listed"] == -1 and "listed_state" not in got
+
+
+# ------------------------------------------------------------------ a pack's state
+
+
+class CountingStore:
+    """A store that tells one pack's state, counting the HEADs; ``fail`` raises each
+    time (a transient or a lasting StoreError)."""
+
+    url = "s3://counted/vault"
+
+    def __init__(self, fail: StoreError | None = None) -> None:
+        self.heads = 0
+        self.fail = fail
+        self._lock = threading.Lock()
+
+    def object_state(self, key: str) -> ObjectState | None:
+        with self._lock:
+            self.heads += 1
+        time.sleep(0.01)  # the other threads ask meanwhile
+        if self.fail is not None:
+            raise self.fail
+        return ObjectState("DEEP_ARCHIVE")
+
+
+def _ask(states: PackStates, store: CountingStore, times: int) -> list[ObjectState | None]:
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda _: states.get(cast(Store, store), "packs/p.tar"), range(times)))
+
+
+def test_a_packs_state_is_asked_once_for_all_its_members() -> None:
+    store = CountingStore()
+    states = PackStates()
+    assert _ask(states, store, 64) == [ObjectState("DEEP_ARCHIVE")] * 64
+    assert store.heads == 1
+
+
+def test_a_packs_state_is_asked_again_once_old() -> None:
+    store = CountingStore()
+    states = PackStates(ttl=0.0)
+    states.get(cast(Store, store), "packs/p.tar")
+    time.sleep(0.01)
+    states.get(cast(Store, store), "packs/p.tar")
+    assert store.heads == 2
+
+
+def test_a_refused_head_says_no_state_and_is_not_made_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DMP_RETRY_DELAYS", "0")
+    store = CountingStore(StoreError("s3://counted/vault/packs/p.tar: access denied"))
+    states = PackStates()
+    assert _ask(states, store, 16) == [None] * 16
+    assert store.heads == 1
+
+
+def test_a_head_that_failed_transiently_is_made_again_for_the_next_member(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DMP_RETRY_DELAYS", "")  # no retries: one HEAD a question
+    store = CountingStore(StoreError("s3://counted/vault/packs/p.tar: reset", transient=True))
+    states = PackStates()
+    for _ in range(3):
+        assert states.get(cast(Store, store), "packs/p.tar") is None
+    assert store.heads == 3
