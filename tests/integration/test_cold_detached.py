@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +22,8 @@ import pytest
 import redis as redis_client
 
 from dmp_cli.layout import digest_key
-from tests.integration.fleet import run, worker
+from dmp_cli.packs.config import CONFIG_KEY, VaultConfig
+from tests.integration.fleet import fleet_env, run, worker
 from tests.integration.s3proxy import ColdStorage, fault_proxy
 from tests.integration.vaultkit import dmp, make_tree, sha, small_tree
 from tests.servers import (
@@ -67,10 +69,15 @@ class Cold:
 
 
 @contextmanager
-def _cold(s3_server: Service, tmp_path: Path, count: int, seed: int) -> Iterator[Cold]:
+def _cold(
+    s3_server: Service, tmp_path: Path, count: int, seed: int, packing: bool = False
+) -> Iterator[Cold]:
     s3 = moto_client(s3_server.url)
     bucket = f"dmp-{uuid.uuid4().hex[:16]}"
     s3.create_bucket(Bucket=bucket)
+    if packing:
+        config = VaultConfig(pack_below=1 << 20, pack_target=32 << 20).encode()
+        s3.put_object(Bucket=bucket, Key=f"vault/{CONFIG_KEY}", Body=config)
     files = small_tree(count, seed=seed)
     work = tmp_path / "work"
     work.mkdir()
@@ -167,14 +174,24 @@ def test_a_detached_fetch_is_parked_until_the_restores_are_done(
         # Parked, it holds no worker: its coordinators' tasks end (each look is one).
         said = "".join(path.read_text() for path in logs.glob("*.log"))
         assert f"job {job}: parked until its objects' restores are done" in said
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "dmp_cli", "job", "watch", job],
+            cwd=target,
+            env=fleet_env(redis.url),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         last_request = max(when for when, kind, _ in many.cold.log if kind == "restore")
         _wait(lambda: len([h for h, _ in many.cold.heads() if h > last_request]) >= 25, "polls")
         released = time.monotonic()
         many.cold.release()
-        watched = run("job", "watch", job, cwd=target, broker_url=redis.url, timeout=120)
+        _, watched = watcher.communicate(timeout=120)
         status, _ = _status(redis.url, target, job)
     client.close()
-    assert watched.returncode == 0, watched.stderr
+    # The command that watches the job says it waits, and is not put off by it.
+    assert watcher.returncode == 0, watched.decode()
+    objects = f"{len(many.objects):,}"
+    assert f"job {job}: waiting for restore: {objects} of {objects} objects" in watched.decode()
     assert many.fetched_all(target)
     assert status["state"] == "done" and status["counts"] == {"fetched": len(many.files)}
     assert status["files"] == status["total"] == len(many.files)
@@ -304,3 +321,84 @@ def test_a_detached_no_wait_fetch_requests_the_restores_and_ends(
     assert later.returncode == 0, later.stderr
     assert few.fetched_all(target)
     assert set(few.cold.restores.values()) == {1}
+
+
+@pytest.fixture
+def packed(s3_server: Service, tmp_path: Path) -> Iterator[Cold]:
+    with _cold(s3_server, tmp_path, 200, seed=23, packing=True) as site:
+        yield site
+
+
+def test_a_detached_fetch_from_a_packing_vault_restores_each_pack_once(
+    packed: Cold, redis: Service, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    target = tmp_path / "restore"
+    client = redis_client.Redis.from_url(redis.url)
+    with worker(redis.url, "pk1", logs, concurrency=3, **WORKERS, **packed.env):
+        job = _submit(redis.url, packed, target)
+        _wait(_parked(client, job), "the job parked")
+        status, _ = _while_parked(redis.url, target, job)
+        assert status["restore"]["waiting"] == status["restore"]["objects"] == 1
+        heads = len(packed.cold.heads())
+        _wait(lambda: len(packed.cold.heads()) >= heads + 2, "polls")
+        packed.cold.release()
+        watched = run("job", "watch", job, cwd=target, broker_url=redis.url, timeout=60)
+        status, _ = _status(redis.url, target, job)
+    client.close()
+    assert watched.returncode == 0, watched.stderr
+    assert packed.fetched_all(target)
+    assert status["counts"] == {"fetched": len(packed.files)}, status
+    restores = packed.cold.restores
+    assert len(restores) == 1 and "/packs/" in next(iter(restores)), restores
+    assert set(restores.values()) == {1}
+
+
+def test_the_job_store_uncounts_cold_rows_once_and_parks_a_job_for_one_claimer(
+    redis: Service,
+) -> None:
+    """On the real Redis, the scripts alone: a cold row's count taken back once, with the
+    checkpoint that drops it; a parked job holds no lease, is not taken for one whose
+    coordinator died, and is handed out once when due; a cancelled one leaves the set."""
+    from dmp_tasks import wire
+    from dmp_tasks.jobs import JobStore
+
+    jobs = JobStore(redis.url)
+    job = f"t{uuid.uuid4().hex[:11]}"
+    jobs.create(job, {"op": "download", "plan": "{}"}, coordinated=True)
+    assert jobs.take_lease(job, "me", 30_000)
+    cold = {"line": 1, "path": "a", "digest": "0" * 64}
+    rows: list[Any] = [
+        {"status": "failed", "path": "a", "line": 1, "bytes": 0, "cold": "ab/cd", "item": cold},
+        {"status": "fetched", "path": "b", "line": 2, "bytes": 3},
+    ]
+    packed = wire.pack_rows(rows, [{"path": "a"}, {"path": "b"}])
+    counts = {"s:failed": 1, "s:fetched": 1, "files": 2, "bytes": 3}
+    assert jobs.record_batch(job, 0, counts, packed, []) == 1
+    ids = [entry for entry, _ in jobs.stale_rows(job)]
+    assert len(ids) == 1
+    for _ in range(2):  # the second finds the rows gone: nothing taken back twice
+        jobs.checkpoint(job, "me", {"run": {"restore": 1}}, ids, [0])
+        info = jobs.info(job)
+        assert info is not None and info.counts == {"fetched": 1} and info.files == 1
+    jobs.keep_waiting(job, 1, "ab/cd", cold)
+    assert list(jobs.waiting(job)) == [(1, "ab/cd", cold)]
+    jobs.park(job, "me", time.time() + 0.5, {"ab/cd": 0}, {"rounds": 1}, {"restore_waiting": 1})
+    info = jobs.info(job)
+    assert info is not None and info.parked and info.restore_waiting == 1
+    assert not jobs.client.exists(f"dmp:job:{job}:lease")
+    assert job not in jobs.coordinated()  # parked, not a coordinator gone
+    assert jobs.asked_objects(job) == {"ab/cd": 0}
+    assert job not in jobs.due_parked(time.time(), 10_000)
+    time.sleep(0.6)
+    assert jobs.due_parked(time.time(), 10_000) == [job]
+    assert jobs.due_parked(time.time(), 10_000) == []  # one claimer
+    assert not jobs.claim_restart(job, 10_000)  # nor sent again as a coordinator gone
+    info = jobs.info(job)
+    assert info is not None and info.parked is None
+    assert jobs.take_lease(job, "next", 30_000)
+    jobs.park(job, "next", time.time() + 60, {"ab/cd": 0}, {}, {})
+    assert jobs.cancel(job)
+    assert jobs.client.zscore("dmp:parked", job) is None
+    jobs.client.close()
