@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from itertools import accumulate
 
 from dmp_cli.manifest import LineParser, parse_block
 from dmp_cli.meta import Companion
@@ -94,16 +93,19 @@ def names_of(path: str) -> list[str]:
 
 class EarlierPiece:
     """The earlier entries of a piece, taken in order: ``i`` the next record, ``j`` the
-    next manifest line, ``last`` the place of the last entry taken (each taken after
-    it, or the earlier manifest is not in the walk's order)."""
+    next manifest line (``at`` and ``mat`` where they are in their files), ``last`` the
+    place of the last entry taken (each taken after it, or the earlier manifest is not
+    in the walk's order)."""
 
     def __init__(self, piece: Piece) -> None:
         self.p = piece
         companion = piece.companion
         meta_path, manifest_path = (companion.path, companion.manifest) if companion else ("", "")
-        self.data, self.lines, self.starts = _read_lines(meta_path, piece.span)
-        _, self.mlines, self.mstarts = _read_lines(manifest_path, piece.mspan)
+        self.data, self.lines = _read_lines(meta_path, piece.span)
+        _, self.mlines = _read_lines(manifest_path, piece.mspan)
+        self.base = piece.span[0]  # where self.data is in the companion
         self.i = self.j = 0
+        self.at, self.mat = piece.span[0], piece.mspan[0]
         self.last: list[str] | None = None
         self.pending: tuple[list[str], Old | None] | None = None  # read, not taken
         self.dmp = piece.fmt == "dmp"
@@ -118,6 +120,7 @@ class EarlierPiece:
         """Pass over the earlier records of directories and links: made again."""
         lines = self.lines
         while self.i < len(lines) and b'"entry":true' not in lines[self.i]:
+            self.at += len(lines[self.i]) + 1
             self.i += 1
             self.pending = None
 
@@ -128,24 +131,21 @@ class EarlierPiece:
         after another (``names``, the last at ``last``), whose records are expected to
         be ``run`` with nothing after: taken, if they are all the next ones as they are."""
         self.skip_others()
-        count, i, j = len(run), self.i, self.j
-        if i + count > len(self.lines) or j + count > len(self.mlines):
-            return None
-        starts, expected = self.starts, b"}\n".join(run) + b"}\n"
-        if starts[i + count] - starts[i] != len(expected) or not self.data.startswith(
-            expected, starts[i] - starts[0]
-        ):
+        count, j, at, mat = len(run), self.j, self.at, self.mat
+        # The records hold no newline: the same bytes are the same lines.
+        expected = b"}\n".join(run) + b"}\n"
+        if not self.data.startswith(expected, at - self.base):
             return None
         mlines = self.mlines[j : j + count]
-        if not self._manifest_lines(mlines, bprefix, names):
+        if len(mlines) != count or not self._manifest_lines(mlines, bprefix, names):
             return None
-        self.i, self.j, self.pending, self.last = i + count, j + count, None, last
+        self.i, self.j, self.pending, self.last = self.i + count, j + count, None, last
+        self.at += len(expected)
+        self.mat += sum(map(len, mlines)) + count
         if self.dmp != self.dmp_before:
             pairs = zip(mlines, names, strict=True)
-            return (starts[i], starts[i + count]), b"".join(
-                [self._relined(m, bprefix + name) for m, name in pairs]
-            )
-        return (starts[i], starts[i + count]), (self.mstarts[j], self.mstarts[j + count])
+            return (at, self.at), b"".join([self._relined(m, bprefix + name) for m, name in pairs])
+        return (at, self.at), (mat, self.mat)
 
     def _manifest_lines(self, mlines: list[bytes], bprefix: bytes, names: list[bytes]) -> bool:
         """Whether the earlier manifest's lines are those of these files, in the form of
@@ -181,32 +181,26 @@ class EarlierPiece:
             return None
         if not _DIGEST.fullmatch(mline, 0, 64):
             return None
-        i, j = self.i, self.j
-        self.i += 1
-        self.j += 1
-        self.pending, self.last = None, place
-        span = (self.starts[i], self.starts[i + 1])
+        at, mat = self.at, self.mat
+        self._take()
+        self.last = place
         if self.dmp != self.dmp_before:
-            return span, self._relined(mline, path)
-        return span, (self.mstarts[j], self.mstarts[j + 1])
+            return (at, self.at), self._relined(mline, path)
+        return (at, self.at), (mat, self.mat)
 
     def met(self, record: bytes) -> Part:
         """The record (a line) the walk made of a directory or a link: the next earlier
         record's bytes where it is that record, taken; else itself."""
-        i = self.i
-        if (
-            self.pending is None
-            and i < len(self.lines)
-            and self.starts[i + 1] - self.starts[i] == len(record)
-            and self.data.startswith(record, self.starts[i] - self.starts[0])
-        ):
+        at = self.at  # a record is a line: the same bytes are the next line
+        if self.pending is None and self.data.startswith(record, at - self.base):
             self.i += 1
-            return self.starts[i], self.starts[i + 1]
+            self.at += len(record)
+            return at, self.at
         return record
 
     def offsets(self) -> tuple[int, int]:
         """Where the next earlier record and manifest line are, in their files."""
-        return self.starts[self.i], self.mstarts[self.j]
+        return self.at, self.mat
 
     def find(self, key: list[str]) -> Old | None:
         """The earlier entry of the path at ``key``, if the piece holds one; the entries
@@ -234,6 +228,7 @@ class EarlierPiece:
             number = self.p.first + self.i
             fields = earlier_record(companion, lines[self.i], number)
             if fields is None:  # a directory's or a link's record
+                self.at += len(lines[self.i]) + 1
                 self.i += 1
                 continue
             if self.j >= len(self.mlines):
@@ -258,9 +253,12 @@ class EarlierPiece:
         return None
 
     def _take(self) -> None:
-        assert self.pending is not None
-        self.last = self.pending[0]
-        self.pending = None
+        """The next record and manifest line passed."""
+        if self.pending is not None:
+            self.last = self.pending[0]
+            self.pending = None
+        self.at += len(self.lines[self.i]) + 1
+        self.mat += len(self.mlines[self.j]) + 1
         self.i += 1
         self.j += 1
 
@@ -272,13 +270,13 @@ class EarlierPiece:
             raise Unusable("the pieces do not line up")
 
 
-def _read_lines(path: str, span: tuple[int, int]) -> tuple[bytes, list[bytes], list[int]]:
+def _read_lines(path: str, span: tuple[int, int]) -> tuple[bytes, list[bytes]]:
     """The bytes from ``span``'s start to its end of the file at ``path`` (whole lines;
-    where the last has no newline, as if it had one), their lines (without the newlines)
-    and where each begins, then where the last ends. Unusable if they are not there."""
+    where the last has no newline, as if it had one), and their lines (without the
+    newlines). Unusable if they are not there."""
     start, end = span
     if start == end:
-        return b"", [], [start]
+        return b"", []
     try:
         with open(path, "rb") as stream:
             data = os.pread(stream.fileno(), end - start, start)
@@ -288,13 +286,7 @@ def _read_lines(path: str, span: tuple[int, int]) -> tuple[bytes, list[bytes], l
         data += b"\n"  # the manifest's last line, without its newline
     if len(data) != end - start or not data.endswith(b"\n"):
         raise Unusable("the earlier files changed")
-    lines = data[:-1].split(b"\n")
-    starts = list(accumulate(map(len, lines), _after_newline, initial=start))
-    return data, lines, starts
-
-
-def _after_newline(start: int, length: int) -> int:
-    return start + length + 1
+    return data, data[:-1].split(b"\n")
 
 
 __all__ = ["EarlierPiece", "Part", "Piece", "PieceResult", "Unusable", "names_of"]
