@@ -351,8 +351,8 @@ class Waiting:
         self.options = Options.from_json(detached.options or {})
         self.delays = restore_poll(os.environ.get("DMP_RESTORE_POLL"))
         self.work = Work.of(Command.FETCH.operation, self.spec, self.options)
-        state = jobs.restore_state(job)
-        self.sizes = {k: state[k] for k in ("items_total", "bytes_total") if k in state}
+        self.state = jobs.restore_state(job)  # the waiting's own, as the last look left it
+        self.sizes = {k: v for k, v in self.state.items() if k in ("items_total", "bytes_total")}
 
     def go_on(self) -> dict[str, Any] | None:
         """The job's fields at its end, or None once it is parked again."""
@@ -372,9 +372,9 @@ class Waiting:
             restoring.resume(key, item, asked.get(key))  # type: ignore[arg-type]
             if key not in asked:
                 met.add(key)
-        state = jobs.restore_state(job)
+        state = self.state
         rounds, turn = state.get("rounds", 0), state.get("turn", 0)
-        if restoring.asked:
+        if restoring.to_ask:
             restoring.ask(self._run(restoring))
         else:
             turn = restoring.poll_once(self._run(restoring), turn)

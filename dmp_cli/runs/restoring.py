@@ -243,7 +243,7 @@ class Restoring:
         return self._round(run, turn)
 
     @property
-    def asked(self) -> bool:
+    def to_ask(self) -> bool:
         """Whether cold objects met are still to be asked about (``ask``)."""
         return bool(self._objects)
 

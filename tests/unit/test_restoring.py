@@ -322,9 +322,9 @@ def test_a_detached_job_asks_once_then_polls_a_round_a_look() -> None:
     restoring = _restoring(store, first)
     for i, key in enumerate(keys):
         restoring.resume(key, {"path": f"f{i}", "digest": key, "line": i}, None)
-    assert restoring.asked
+    assert restoring.to_ask
     restoring.ask(first.run)
-    assert not restoring.asked and first.fetched == [] and first.sleeps == 0
+    assert not restoring.to_ask and first.fetched == [] and first.sleeps == 0
     assert set(store.restores.values()) == {1} and len(store.restores) == 200
     orders = {cold.key: cold.order for cold in restoring.waiting_objects()}
     assert sorted(orders, key=orders.__getitem__) == keys
@@ -334,7 +334,7 @@ def test_a_detached_job_asks_once_then_polls_a_round_a_look() -> None:
     again = _restoring(store, later)
     for i, key in enumerate(keys):
         again.resume(key, {"path": f"f{i}", "digest": key, "line": i}, orders[key])
-    assert not again.asked
+    assert not again.to_ask
     heads = sum(store.heads.values())
     assert again.poll_once(later.run, 0) == 2
     assert sum(store.heads.values()) - heads == 2  # 1 % of 200
