@@ -38,6 +38,8 @@ from tests.servers import (
 
 pytestmark = pytest.mark.integration
 
+FAULTS = ["-m", "tests.integration.faults"]  # workers whose downloads can be slowed
+
 POLL = 0.5  # DMP_RESTORE_POLL on the workers
 # A short lease: the watchdog, which sends a parked job a coordinator once it is due,
 # looks every third of it (at least every second).
@@ -402,3 +404,53 @@ def test_the_job_store_uncounts_cold_rows_once_and_parks_a_job_for_one_claimer(
     assert jobs.cancel(job)
     assert jobs.client.zscore("dmp:parked", job) is None
     jobs.client.close()
+
+
+def test_a_coordinator_killed_while_it_fetches_restored_files_is_taken_over(
+    few: Cold, redis: Service, tmp_path: Path
+) -> None:
+    """The restores done, the coordinator that fetches the files (slowly: a download
+    waits 0.1 s) is SIGKILLed halfway: another goes on from what Redis holds, and every
+    file is fetched, none counted failed, no restore asked twice."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    target = tmp_path / "restore"
+    plan = tmp_path / "slow.json"
+    plan.write_text(json.dumps({"target": "op.download", "victim": "", "delay": 0.1}))
+    env = {
+        **WORKERS,
+        **few.env,
+        "DMP_TEST_FAULTS": str(plan),
+        "DMP_LEASE_SECONDS": "2",
+        "DMP_BATCH_ITEMS": "4",
+    }
+    client = redis_client.Redis.from_url(redis.url)
+    with ExitStack() as stack:
+        procs = {
+            name: stack.enter_context(
+                worker(redis.url, name, logs, concurrency=2, module=FAULTS, **env)
+            )
+            for name in ("ka", "kb")
+        }
+        job = _submit(redis.url, few, target)
+        _wait(_parked(client, job), "the job parked")
+        gets = sum(1 for _, kind, _ in list(few.cold.log) if kind == "get")
+        few.cold.release()
+        _wait(
+            lambda: sum(1 for _, kind, _ in list(few.cold.log) if kind == "get") >= gets + 12,
+            "files fetched",
+        )
+        owner: bytes | None = client.hget(f"dmp:job:{job}", "coordinator")  # type: ignore[assignment]
+        assert owner is not None and client.exists(f"dmp:job:{job}:lease")
+        doomed = procs.pop(owner.decode().partition("@")[0])
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+        stack.enter_context(worker(redis.url, "kc", logs, concurrency=2, module=FAULTS, **env))
+        watched = run("job", "watch", job, cwd=target, broker_url=redis.url, timeout=90)
+        status, _ = _status(redis.url, target, job)
+    client.close()
+    assert watched.returncode == 0, watched.stderr
+    assert few.fetched_all(target)
+    assert not status["failed"] and set(status["counts"]) <= {"fetched", "present"}, status
+    assert status["counts"]["fetched"] == len(few.files), status
+    assert set(few.cold.restores.values()) == {1}
