@@ -383,11 +383,18 @@ def test_a_packed_file_says_its_packs_class_at_a_head_a_pack(
 # ------------------------------------------------------------------ on the fleet
 
 
-@pytest.mark.parametrize("planning", ["head", "list"])
+@pytest.mark.parametrize(
+    ("planning", "listing"),
+    [("head", "honour"), ("list", "honour"), ("list", "refuse")],
+    ids=["head", "list", "list-restores-refused"],
+)
 def test_a_fleet_worker_gives_the_same_rows(
-    site: Site, redis: Service, tmp_path: Path, planning: str
+    site: Site, redis: Service, tmp_path: Path, planning: str, listing: str
 ) -> None:
+    site.restores.listing = listing
     embedded, _, _ = site.vault(planning)
+    if listing == "refuse":
+        assert {row.get("restore") for row in embedded.values()} >= {"unknown"}
     logdir = tmp_path / "logs"
     logdir.mkdir()
     env: dict[str, Any] = {
@@ -413,5 +420,7 @@ def test_a_fleet_worker_gives_the_same_rows(
     kinds = counts.kinds()
     if planning == "list":
         assert kinds["head"] == 0, kinds
+        if listing == "refuse":  # once by the embedded run, once by the worker
+            assert site.restores.refused == 2
     else:
         assert kinds["head"] == len(set(map(sha, site.files.values()))), kinds
