@@ -72,7 +72,12 @@ class Cold:
 
 @contextmanager
 def _cold(
-    s3_server: Service, tmp_path: Path, count: int, seed: int, packing: bool = False
+    s3_server: Service,
+    tmp_path: Path,
+    count: int,
+    seed: int,
+    packing: bool = False,
+    **cold: Any,
 ) -> Iterator[Cold]:
     s3 = moto_client(s3_server.url)
     bucket = f"dmp-{uuid.uuid4().hex[:16]}"
@@ -87,7 +92,7 @@ def _cold(
     straight = dmp_env(AWS_ENDPOINT_URL=s3_server.url, DMP_VAULT=f"s3://{bucket}/vault")
     archived = dmp("manifest", "--archive", "-m", "manifest.sha256", cwd=work, env=straight)
     assert archived.returncode == 0, archived.stderr
-    storage = ColdStorage()
+    storage = ColdStorage(**cold)
     try:
         with fault_proxy(s3_server.url, cold=storage) as proxy:
             env: dict[str, Any] = {
@@ -454,3 +459,28 @@ def test_a_coordinator_killed_while_it_fetches_restored_files_is_taken_over(
     assert not status["failed"] and set(status["counts"]) <= {"fetched", "present"}, status
     assert status["counts"]["fetched"] == len(few.files), status
     assert set(few.cold.restores.values()) == {1}
+
+
+def test_a_refused_restore_fails_its_file_alone_and_the_job(
+    s3_server: Service, redis: Service, tmp_path: Path
+) -> None:
+    files = small_tree(14, seed=24)
+    refused = digest_key(sha(files["d6/f0006.dat"]))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    target = tmp_path / "restore"
+    with (
+        _cold(s3_server, tmp_path, 14, seed=24, hold=False, refuse=(refused,)) as site,
+        worker(redis.url, "rf1", logs, concurrency=3, **WORKERS, **site.env),
+    ):
+        job = _submit(redis.url, site, target)
+        watched = run("job", "watch", job, cwd=target, broker_url=redis.url, timeout=60)
+        status, _ = _status(redis.url, target, job)
+    assert watched.returncode == 1, watched.stderr
+    said = [line for line in watched.stderr.decode().splitlines() if "restore refused" in line]
+    assert len(said) == 1 and said[0].startswith("dmp: d6/f0006.dat: s3://"), said
+    assert status["counts"] == {"fetched": len(files) - 1, "failed": 1}, status
+    assert not (target / "d6/f0006.dat").exists()
+    for name, data in files.items():
+        if name != "d6/f0006.dat":
+            assert (target / name).read_bytes() == data, name
