@@ -180,7 +180,8 @@ return 1
 """
 
 # The end of a detached job, written by its coordinator while it holds the lease: its
-# totals and how it ended (a cancelled job stays cancelled).
+# totals and how it ended (a cancelled job stays cancelled); what it kept while it waited
+# for restores goes (KEYS[8] on), and so does its place among the parked jobs.
 END_JOB = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
