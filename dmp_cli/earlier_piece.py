@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from dmp_cli.manifest import LineParser, parse_block
 from dmp_cli.meta import Companion
@@ -101,8 +102,8 @@ class EarlierPiece:
         self.p = piece
         companion = piece.companion
         meta_path, manifest_path = (companion.path, companion.manifest) if companion else ("", "")
-        self.data, self.lines = _read_lines(meta_path, piece.span)
-        _, self.mlines = _read_lines(manifest_path, piece.mspan)
+        self.data = _read_lines(meta_path, piece.span)
+        self.mlines = _lines(_read_lines(manifest_path, piece.mspan))
         self.base = piece.span[0]  # where self.data is in the companion
         self.i = self.j = 0
         self.at, self.mat = piece.span[0], piece.mspan[0]
@@ -116,11 +117,21 @@ class EarlierPiece:
         self.trusted = os.geteuid() == 0  # root reads trusted.* attributes
         self.parser = LineParser()
 
+    @cached_property
+    def lines(self) -> list[bytes]:
+        """The earlier records, one a line: split only where the walk reads them one by
+        one (a file kept with the others of its directory never is)."""
+        return _lines(self.data)
+
     def skip_others(self) -> None:
         """Pass over the earlier records of directories and links: made again."""
-        lines = self.lines
-        while self.i < len(lines) and b'"entry":true' not in lines[self.i]:
-            self.at += len(lines[self.i]) + 1
+        data, base = self.data, self.base
+        while self.at - base < len(data):
+            start = self.at - base
+            end = data.index(b"\n", start)
+            if data.find(b'"entry":true', start, end) >= 0:
+                return
+            self.at += end + 1 - start
             self.i += 1
             self.pending = None
 
@@ -270,13 +281,12 @@ class EarlierPiece:
             raise Unusable("the pieces do not line up")
 
 
-def _read_lines(path: str, span: tuple[int, int]) -> tuple[bytes, list[bytes]]:
-    """The bytes from ``span``'s start to its end of the file at ``path`` (whole lines;
-    where the last has no newline, as if it had one), and their lines (without the
-    newlines). Unusable if they are not there."""
+def _read_lines(path: str, span: tuple[int, int]) -> bytes:
+    """The bytes from ``span``'s start to its end of the file at ``path``: whole lines
+    (where the last has no newline, as if it had one). Unusable if they are not there."""
     start, end = span
     if start == end:
-        return b"", []
+        return b""
     try:
         with open(path, "rb") as stream:
             data = os.pread(stream.fileno(), end - start, start)
@@ -286,7 +296,12 @@ def _read_lines(path: str, span: tuple[int, int]) -> tuple[bytes, list[bytes]]:
         data += b"\n"  # the manifest's last line, without its newline
     if len(data) != end - start or not data.endswith(b"\n"):
         raise Unusable("the earlier files changed")
-    return data, data[:-1].split(b"\n")
+    return data
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """Whole lines, without their newlines."""
+    return data[:-1].split(b"\n") if data else []
 
 
 __all__ = ["EarlierPiece", "Part", "Piece", "PieceResult", "Unusable", "names_of"]

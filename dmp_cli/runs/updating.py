@@ -262,7 +262,7 @@ def _cut(earlier: Earlier, totals: Totals) -> Iterator[Cut]:
                 raise Unusable("the companion changed")
             left -= len(data)
             block = rest + data
-            end = block.rfind(b"\n")
+            end = _piece_end(block, left > 0)
             if end < 0:
                 rest = block
                 continue
@@ -288,6 +288,21 @@ def _cut(earlier: Earlier, totals: Totals) -> Iterator[Cut]:
             yield Cut(None, None, (at, at), 2, (0, 0), 1)
     if not manifest.at_end():
         raise Unusable("the manifest is longer")
+
+
+def _piece_end(block: bytes, more: bool) -> int:
+    """Where in ``block`` (records, the last maybe cut short) a piece ends: where
+    ``more`` records follow, the newline before the last directory's record in its
+    second half, so that a directory's files are walked, listed and sorted by one piece,
+    not two; else its last newline."""
+    last = block.rfind(b"\n")
+    if last > 0 and more:
+        found = block.rfind(b'","type":"dir",', len(block) // 2, last)
+        if found > 0:
+            before = block.rfind(b"\n", 0, found)
+            if before > 0:
+                return before
+    return last
 
 
 def _records_end(meta: BinaryIO) -> int:

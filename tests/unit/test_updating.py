@@ -104,3 +104,17 @@ def test_a_manifest_whose_last_line_has_no_newline(tmp_path: Path) -> None:
     )
     pieces = list(updating._cut(Earlier(str(manifest)), updating.Totals()))
     assert pieces[-1].mspan[1] == len(text)
+
+
+def test_a_piece_ends_before_a_directory_where_it_can() -> None:
+    """So that a directory's files are walked by one piece, not two."""
+    file = b'{"path":"t/d%d/f%d","type":"file","entry":true}\n'
+    folder = b'{"path":"t/d%d","type":"dir","mode":"0755"}\n'
+    first = folder % 0 + b"".join(file % (0, i) for i in range(6))
+    block = first + folder % 1 + file % (1, 0) + file % (1, 1)[:10]
+    assert updating._piece_end(block, True) == len(first) - 1
+    assert updating._piece_end(block, False) == block.rfind(b"\n")
+    late = file % (0, 0) + folder % 1 + b"".join(file % (1, i) for i in range(6))
+    assert updating._piece_end(late, True) == late.rfind(b"\n")  # in the first half
+    files = b"".join(file % (0, i) for i in range(3))
+    assert updating._piece_end(files, True) == len(files) - 1  # no directory
