@@ -74,6 +74,10 @@ class Item(TypedDict, total=False):
     pack: list[Any]
     width: int
     ask: bool
+    # --vault planned by listing: the object's storage class and restore, as the listing
+    # told them (``dmp_cli.store.ObjectState.fields``), where they differ from the vault's
+    # usual ones
+    listed_state: dict[str, Any]
 
 
 class Row(TypedDict, total=False):
@@ -106,6 +110,9 @@ class Row(TypedDict, total=False):
     cold: str
     item: dict[str, Any]
     cold_state: list[Any]  # [storage class, restore] where a HEAD told them
+    # --vault: the object's storage class and restore (restore_expiry), as a HEAD or a
+    # listing told them, for --json (``dmp_cli.cli.output.state_fields``)
+    state: dict[str, Any]
 
 
 # Failures that a later attempt may not see: a stale NFS handle, a reset, a timeout.
