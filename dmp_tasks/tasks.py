@@ -265,7 +265,9 @@ def _within_roots(work: Work, items: list[Item], stores: StorePool | None, roots
             why.append(next((reason for reason in found if reason), None))
         elif "path" in item and not item.get("bad"):
             # A fetch replaces a link at its target, never writes through it.
-            why.append(roots.check(item["path"], cwd, follow_final=work.op != "download"))
+            reason = roots.check(item["path"], cwd, follow_final=work.op != "download")
+            # The row names its path already: its error is the reason alone.
+            why.append(reason and reason.removeprefix(f"{item['path']}: "))
         else:
             why.append(None)
     run = [item for item, reason in zip(items, why, strict=True) if reason is None]
