@@ -17,7 +17,7 @@ Celery delivers a batch again when the worker that had it died, and the same cre
 is then decoded again: MUNGE calls it replayed, and expired once its time-to-live has
 passed. The fleet tells such a redelivery from a replay by its own record: the first
 worker that admitted the credential, fresh, kept its hash with the job's work
-(``dmp:job:ID:accepted``). A credential met again is admitted only for the very work it
+(``dmp:job:ID:admitted``). A credential met again is admitted only for the very work it
 was first admitted for, and only while that work is not yet recorded as done; everything
 else MUNGE refused stays refused.
 
