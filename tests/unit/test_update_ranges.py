@@ -100,8 +100,8 @@ def test_a_manifest_whose_last_line_has_no_newline(tmp_path: Path) -> None:
     manifest, meta = tmp_path / "old.sha256", tmp_path / "old.sha256.meta"
     text = manifest.read_bytes()
     manifest.write_bytes(text[:-1])
-    digests = (hashlib.sha256(data).hexdigest().encode() for data in (text, text[:-1]))
-    meta.write_bytes(meta.read_bytes().replace(*digests))
+    old, new = (hashlib.sha256(data).hexdigest().encode() for data in (text, text[:-1]))
+    meta.write_bytes(meta.read_bytes().replace(old, new))
     _dmp(tmp_path, "-m", "full.sha256")
     with pytest.MonkeyPatch.context() as inside:
         inside.setattr(creation, "_hash_all", _general)
