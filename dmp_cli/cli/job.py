@@ -75,7 +75,7 @@ def _show_errors(app: App, jobs: JobStore, job_id: str, info: JobInfo) -> None:
     (an attached run, which its command stopped)."""
     stopped = bool(info.error)
     for row in jobs.errors(job_id):
-        if row.get("cold"):  # read while its object was cold: it waited, and was fetched
+        if row.get("cold"):  # read while its object was cold: its outcome is a later row
             continue
         if row.get("fatal"):
             if not stopped:
@@ -141,13 +141,14 @@ def _state(info: JobInfo, failed: bool) -> str:
     return "failed" if state == JobState.DONE and failed else str(state)
 
 
-def _waiting_text(info: JobInfo) -> str | None:
+def _waiting_text(info: JobInfo, next_look: bool = False) -> str | None:
     """``waiting for restore: N of M objects``: a detached --fetch still waiting for
-    restores from cold storage (N objects of the M it met cold), else None."""
+    restores from cold storage (N objects of the M it met cold), with when it is looked
+    at again if ``next_look``; else None."""
     if info.state != JobState.ACTIVE or not info.restore_waiting:
         return None
     text = f"waiting for restore: {info.restore_waiting:,} of {info.restore_objects or 0:,} objects"
-    if info.parked is not None:
+    if next_look and info.parked is not None:
         text += f" (next look {_when(info.parked)})"
     return text
 
@@ -236,7 +237,7 @@ def status(app: App, job_id: str) -> int:
         f"bytes:    {human_bytes(summary['bytes'])}{of} "
         f"({human_bytes(int(summary['bytes'] / elapsed))}/s)",
     ]
-    waiting = _waiting_text(info)
+    waiting = _waiting_text(info, next_look=True)
     if waiting:
         lines.append(f"restore:  {waiting}")
     if summary["finished"]:
@@ -295,7 +296,7 @@ def watch(app: App, job_id: str) -> int:
             if info.state != JobState.ACTIVE:
                 break
             waiting = _waiting_text(info)
-            if waiting and waiting != said:  # parked: no worker runs it meanwhile, rightly
+            if waiting and waiting != said:  # said when it changes; parked, no worker runs it
                 app.out.info(f"job {job_id}: {waiting}")
                 moved = time.monotonic()
             said = waiting or said

@@ -414,9 +414,9 @@ def test_the_job_store_uncounts_cold_rows_once_and_parks_a_job_for_one_claimer(
 def test_a_coordinator_killed_while_it_fetches_restored_files_is_taken_over(
     few: Cold, redis: Service, tmp_path: Path
 ) -> None:
-    """The restores done, the coordinator that fetches the files (slowly: a download
-    waits 0.1 s) is SIGKILLed halfway: another goes on from what Redis holds, and every
-    file is fetched, none counted failed, no restore asked twice."""
+    """The restores done, the worker of the coordinator that fetches the files (slowly:
+    a download waits 0.1 s) is SIGKILLed halfway: another coordinator goes on from what
+    Redis holds, and every file is fetched, none counted failed, no restore asked twice."""
     logs = tmp_path / "logs"
     logs.mkdir()
     target = tmp_path / "restore"
@@ -456,8 +456,11 @@ def test_a_coordinator_killed_while_it_fetches_restored_files_is_taken_over(
     client.close()
     assert watched.returncode == 0, watched.stderr
     assert few.fetched_all(target)
+    # A file that the killed worker wrote before its batch could record itself is found
+    # in place by the batch sent again ("present"). (A batch of the dead coordinator's
+    # that records itself once the next has begun may count a file twice, never failed.)
     assert not status["failed"] and set(status["counts"]) <= {"fetched", "present"}, status
-    assert status["counts"]["fetched"] == len(few.files), status
+    assert sum(status["counts"].values()) == status["files"] >= len(few.files), status
     assert set(few.cold.restores.values()) == {1}
 
 
