@@ -10,6 +10,9 @@ cache before it (the commands taking turns):
 
 - the floor: ``find TREE -printf '%s %T@ %C@ %i %D\\n'``, size, mtime, ctime, inode and
   device of every entry;
+- Python's floor: the least a Python walk does, an ``lstat`` an entry (``os.scandir``'s
+  ``DirEntry.stat()`` beside the directory's descriptor) on 2 processes, the tree's top
+  entries shared between them (``PYTHON_FLOOR``), Python's start included;
 - a full ``--create`` (every file read);
 - ``--create --update`` of the unchanged tree (no file read): without ``--json``, the
   hashing processes walk the tree again in pieces beside the earlier manifest's;
@@ -50,6 +53,36 @@ COUNTED = (
     "sys.argv = ['dmp', *sys.argv[1:]]; "
     "runpy.run_module('dmp_cli', run_name='__main__')"
 )
+
+
+# Python's floor: an lstat of every entry of the tree in argv[1], nothing else, on two
+# processes that share its top entries, each walked beside its directory's descriptor.
+PYTHON_FLOOR = """
+import os, sys
+
+def walk(fd):
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            entry.stat(follow_symlinks=False)
+            if entry.is_dir(follow_symlinks=False):
+                sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                walk(sub)
+                os.close(sub)
+
+root = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+names = sorted(os.listdir(root))
+child = os.fork()
+for name in names[1 if child else 0 :: 2]:
+    st = os.lstat(name, dir_fd=root)
+    if (st.st_mode & 0o170000) == 0o040000:
+        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=root)
+        walk(sub)
+        os.close(sub)
+if child:
+    os.waitpid(child, 0)
+else:
+    os._exit(0)
+"""
 
 
 # A command run as a child, the peak RSS of that child (KiB) printed last.
@@ -201,6 +234,10 @@ def table(
             f"find {tree} -printf '%s %T@ %C@ %i %D\\n' > /dev/null",
             [],
         ),
+        "Python's floor: lstat of each entry, 2 processes": (
+            [sys.executable, "-c", PYTHON_FLOOR, tree],
+            [],
+        ),
         "dmp --create (full)": (
             dmp("manifest", "--create", "--dir", tree, "-r", "-m", full),
             [full],
@@ -246,6 +283,10 @@ def table(
     floors, updates = times[next(iter(commands))], times["dmp --create --update (unchanged)"]
     ratios = [w / f for (w, _), (f, _) in zip(updates, floors, strict=True)]
     print(f"\n`--update` over the floor, round by round: {', '.join(f'{r:.2f}' for r in ratios)}")
+    python = times["Python's floor: lstat of each entry, 2 processes"]
+    ratios = [w / f for (w, _), (f, _) in zip(updates, python, strict=True)]
+    shown = ", ".join(f"{r:.2f}" for r in ratios)
+    print(f"`--update` over Python's floor, round by round: {shown}")
     return old, new
 
 
