@@ -162,14 +162,19 @@ class _Output:
 
     def __init__(self, earlier: Earlier, out: BinaryIO, recorder: Recorder | None) -> None:
         self.out, self.recorder = out, recorder
-        self.manifest = os.open(earlier.manifest, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
         try:
-            self.meta = os.open(earlier.companion_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self.manifest = os.open(earlier.manifest, flags)
+        except OSError:
+            raise Unusable("the earlier manifest cannot be read") from None
+        try:
+            self.meta = os.open(earlier.companion_path, flags)
         except OSError:
             os.close(self.manifest)
             raise Unusable("the earlier companion cannot be read") from None
         self.manifest_size = os.fstat(self.manifest).st_size
-        self.in_kernel = True  # copy_file_range works between these files
+        # Whether copy_file_range (Linux's) works between these files.
+        self.in_kernel = hasattr(os, "copy_file_range")
 
     def __enter__(self) -> _Output:
         return self
@@ -179,6 +184,8 @@ class _Output:
         os.close(self.meta)
 
     def write(self, result: PieceResult) -> None:
+        """A piece's manifest lines, hashed as written (the companion's last line names
+        the manifest's sha256), then its records."""
         recorder = self.recorder
         for part in result.manifest:
             if isinstance(part, bytes):
