@@ -1,7 +1,7 @@
 """What MUNGE authentication (DMP_AUTH=munge) costs the fleet, per file, on this machine.
 
     PYTHONPATH=. python bench/bench_auth.py [--files 100000] [--runs 7] [--shared-runs 3]
-        [--no-shared]
+        [--no-shared] [--only create|check]
 
 Starts its own redis-server and munged (a key and a socket of its own, as the tests'
 ``tests.munge.munge_daemon``), and on loopback three fleets of two `dmp worker -c 1`
@@ -141,9 +141,10 @@ def fleet(
     DMP_AUTH=none); the environment their commands run in."""
     auth = {"DMP_AUTH": "munge", "DMP_MUNGE_SOCKET": munged.socket} if munged else {}
     auth = auth or {"DMP_AUTH": "none"}
+    env: Any = {**auth, **worker_env}  # all strings, to the workers' environment
     with (
-        worker(url, f"{name}1", logs, **auth, **worker_env) as one,
-        worker(url, f"{name}2", logs, **auth, **worker_env) as two,
+        worker(url, f"{name}1", logs, **env) as one,
+        worker(url, f"{name}2", logs, **env) as two,
     ):
         yield Fleet(name, url, [one.pid, two.pid], fleet_env(url, **auth))
 
@@ -239,20 +240,26 @@ def compare(
     }
 
 
-def per_batch(socket: str, url: str, items: int, repeat: int, munged_pid: int) -> dict[str, float]:
+def per_batch(
+    socket: str, url: str, op: str, items: int, repeat: int, munged_pid: int
+) -> dict[str, Any]:
     """What one batch's credential costs, in this process and in munged: ``auth.sign``
     and ``auth.admit`` (its record of the credential in Redis included) of a batch of
-    ITEMS files as a worker gets it, REPEAT times; microseconds a batch."""
+    ``op`` of ITEMS files as a worker gets it (a --check's items carry their expected
+    digest and line), REPEAT times; microseconds a batch."""
     from dmp_tasks import auth
     from dmp_tasks.tasks import batch_parts
     from dmp_tasks.wire import pack_items, speaks
 
     settings = auth.Policy(mode="munge", socket=socket, allow_root=True)
+    paths = [f"tree/d{i // 1000:03}/f{i % 1000:05}" for i in range(items)]
     text = pack_items(
-        [{"path": f"d{i // 1000:03}/f{i % 1000:05}", "size": 4096} for i in range(items)]
+        [{"path": p, "digest": f"{i:064x}", "line": i + 1} for i, p in enumerate(paths)]
+        if op == "check"
+        else [{"path": p} for p in paths]
     )
     config = {"stores": None, "options": None, **speaks()}
-    parts = [batch_parts("hash", f"bench{n}", n, text, config, True, REPO) for n in range(repeat)]
+    parts = [batch_parts(op, f"bench{n}", n, text, config, True, REPO) for n in range(repeat)]
     client = redis.Redis.from_url(url)
 
     def first_admitted(fingerprint: str, fresh: bool) -> bool:
@@ -275,6 +282,7 @@ def per_batch(socket: str, url: str, items: int, repeat: int, munged_pid: int) -
     client.close()
     micro = 1e6 / repeat
     return {
+        "op": op,
         "items": items,
         "text_bytes": len(text),
         "sign_wall_us": (middle[0] - start[0]) * micro,
@@ -347,6 +355,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--shared-runs", type=int, default=3)
     parser.add_argument("--no-shared", action="store_true")
+    parser.add_argument("--only", choices=("create", "check"), help="time one command alone")
     options = parser.parse_args()
     if options.shared_runs and not options.no_shared and os.geteuid() != 0:
         raise SystemExit("the shared fleet's rounds need root (or --no-shared)")
@@ -359,6 +368,8 @@ def main() -> None:
     create = dmp("manifest", "--create", "--dir", tree.name, "--recursive")
     check = dmp("manifest", "--check", "--manifest", manifest.name)
     commands = {"create": create, "check": check}
+    if options.only:
+        commands = {options.only: commands[options.only]}
     logs = Path(tempfile.mkdtemp(prefix="dmp-bench-auth-"))
     os.chmod(logs, 0o755)
     results: dict[str, Any] = {"files": options.files, "started": time.strftime("%F %T %Z")}
@@ -379,7 +390,8 @@ def main() -> None:
                 timed(args, DATA, on.env)
         results["census"] = {name: census(args[3:], DATA, munge) for name, args in commands.items()}
         results["per_batch"] = [
-            per_batch(munged.socket, server.url, items, 200, munged.proc.pid)
+            per_batch(munged.socket, server.url, op, items, 200, munged.proc.pid)
+            for op in ("hash", "check")
             for items in (256, 1024, 8192)
         ]
         got = rounds(commands, DATA, tree, (none, munge), services, options.runs)
@@ -415,9 +427,10 @@ def main() -> None:
         f"`--{name}` {counts}" for name, counts in results["census"].items()
     )
     report += "\n\nper batch: " + "; ".join(
-        f"{b['items']} files ({b['text_bytes']:,} bytes of text): sign {b['sign_cpu_us']:.0f} µs "
-        f"CPU ({b['sign_wall_us']:.0f} wall), admit {b['admit_cpu_us']:.0f} µs CPU "
-        f"({b['admit_wall_us']:.0f} wall), munged {b['munged_cpu_us']:.0f} µs"
+        f"{b['op']} of {b['items']} files ({b['text_bytes']:,} bytes of text): "
+        f"sign {b['sign_cpu_us']:.0f} µs CPU ({b['sign_wall_us']:.0f} wall), "
+        f"admit {b['admit_cpu_us']:.0f} µs CPU ({b['admit_wall_us']:.0f} wall), "
+        f"munged {b['munged_cpu_us']:.0f} µs"
         for b in results["per_batch"]
     )
     report += (
