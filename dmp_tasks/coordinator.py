@@ -36,7 +36,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -285,7 +285,7 @@ def _transfer(
     job: str,
     detached: DetachedJob,
     command: Command,
-    on_cold: Any = None,
+    on_cold: Callable[[Row], bool] | None = None,
 ) -> dict[str, Any]:
     """A detached --vault, --archive or --fetch's run (a --fetch's files whose objects
     are cold handed to ``on_cold``); the fields that end its record."""
@@ -414,7 +414,7 @@ class Waiting:
         )
         return None
 
-    def _run(self, restoring: Restoring) -> Any:
+    def _run(self, restoring: Restoring) -> Callable[[Iterable[Item]], None]:
         """What fetches the files of objects found readable: a pass of its own on the
         fleet, with batch indices never used before, and checkpoints that say the job
         waits (a coordinator that takes over looks at the restores again)."""
