@@ -410,6 +410,7 @@ def test_a_job_whose_working_directory_is_outside_is_refused_whole(
 
 FIFO_CONTENT = b"what the pipe finally says\n"
 FAULTS = {"DMP_REDELIVERY_TIMEOUT": "3", "DMP_BATCH_ITEMS": "4"}
+LOGS = ("doomed", "rescuer")
 
 
 def _alices_tree(work: Path) -> bytes:
@@ -490,7 +491,11 @@ def test_a_batch_of_a_killed_worker_runs_again_once_and_a_late_copy_is_refused(
             doomed.wait()
             with user_worker(server.url, "rescuer", logs, None, **env):
                 feeder = _feed(work / "f10")
-                out, err = check.communicate(timeout=60)
+                try:
+                    out, err = check.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    said = {name: (logs / f"{name}.log").read_text()[-4000:] for name in LOGS}
+                    raise AssertionError(f"the job did not end within 60 s: {said}") from None
                 feeder.join(5)
                 assert check.returncode == 0, err
                 assert (out, err) == (expected, b"")
