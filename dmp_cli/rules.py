@@ -44,7 +44,11 @@ _OPERATIONS = {
     Command.FETCH: "download",
 }
 
-_BROKEN = frozenset({Status.UNREADABLE, Status.ERROR, Status.CANCELLED, Status.LOST})
+# REFUSED: a path dmp will not write to, or (on a fleet) one outside the roots its
+# workers allow: for every command, a file not done.
+_BROKEN = frozenset(
+    {Status.UNREADABLE, Status.ERROR, Status.CANCELLED, Status.LOST, Status.REFUSED}
+)
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,9 @@ RULES: dict[Command, Rule] = {
     Command.CREATE: Rule(_BROKEN | {Status.MISSING}, misformatted_fails=False),
     Command.CHECK: Rule(_BROKEN | {Status.FAILED, Status.MISSING}, misformatted_fails=False),
     # Asking the vault, an object that is not there is an answer (a warning), not a failure.
-    Command.VAULT: Rule(_BROKEN | {Status.FAILED, Status.REFUSED}, misformatted_fails=False),
-    Command.ARCHIVE: Rule(
-        _BROKEN | {Status.FAILED, Status.MISSING, Status.REFUSED}, misformatted_fails=True
-    ),
-    Command.FETCH: Rule(
-        _BROKEN | {Status.FAILED, Status.MISSING, Status.REFUSED}, misformatted_fails=True
-    ),
+    Command.VAULT: Rule(_BROKEN | {Status.FAILED}, misformatted_fails=False),
+    Command.ARCHIVE: Rule(_BROKEN | {Status.FAILED, Status.MISSING}, misformatted_fails=True),
+    Command.FETCH: Rule(_BROKEN | {Status.FAILED, Status.MISSING}, misformatted_fails=True),
 }
 
 

@@ -55,13 +55,13 @@ from dmp_cli.rules import Command
 from dmp_cli.runs.restoring import Restoring
 from dmp_cli.settings import restore_poll
 from dmp_cli.words import plural
-from dmp_tasks import wire
+from dmp_tasks import asuser, auth, wire
 from dmp_tasks.app import app
 from dmp_tasks.config import COORD_QUEUE
 from dmp_tasks.executor import CeleryExecutor, Coordination
-from dmp_tasks.jobs import ERRORS_KEPT, JobCancelled, JobGone, JobStore, LeaseLost
+from dmp_tasks.jobs import ERRORS_KEPT, JobCancelled, JobGone, JobStore, LeaseLost, job_key
 from dmp_tasks.lease import Heartbeat, lease_seconds
-from dmp_tasks.tasks import job_store
+from dmp_tasks.tasks import admitted_record, job_store
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,41 @@ def coordinate(self: Any, job: str) -> str:
         log.info("job %s is coordinated by another worker", job)
         return "elsewhere"
     log.info("job %s: coordinating (%s) as %s", job, info.op, owner)
+    who = _submitter(jobs, job, info.plan or "")
+    if isinstance(who, str):
+        log.error("job %s: %s", job, who)
+        with contextlib.suppress(DmpError, redis.RedisError):
+            jobs.end_job(job, owner, {"error": who})
+        return "refused"
+    if who.is_self:
+        return _coordinate_here(job, owner, ttl)
+    # A shared fleet: the whole coordination as the job's submitter, in a process that
+    # has become that user for good, so that what it reads and writes (the manifest, the
+    # walk) is the user's to read and write, and the batches it sends are signed as the
+    # user's.
+    return asuser.run_as(who.uid, who.gid, _coordinate_here, job, owner, ttl, True)
+
+
+def _submitter(jobs: JobStore, job: str, plan: str) -> auth.Submitter | str:
+    """Who submitted detached job ``job``, as its credential proves (DMP_AUTH=munge); or
+    why it is refused. A coordinator taking the job over, or coming back to a parked one,
+    meets the credential again: it is admitted for this job while the job goes on
+    (``dmp_tasks.auth``)."""
+    try:
+        raw = jobs.client.get(job_key(job, "credential"))
+        credential = raw.decode() if raw else None
+        return auth.admit(credential, auth.job_parts(job, plan), admitted_record(job, "job"))
+    except Exception as exc:  # munged or Redis away: the job is not run unadmitted
+        return f"not admitted: {exc}"
+
+
+def _coordinate_here(job: str, owner: str, ttl: float, forked: bool = False) -> str:
+    """Coordinate ``job`` in this process; ``forked``: one of the submitter's own, which
+    makes its own connections (those it was forked with are its parent's)."""
+    if forked:
+        app._after_fork()  # the producer pool: Celery resets it so for its own forks
+        os.chdir("/")  # the worker's own directory may be one the user cannot enter
+    jobs = job_store()  # one of this process's own
     with Heartbeat(jobs, job, owner, ttl) as heartbeat:
         return _coordinate(jobs, job, owner, heartbeat.lost)
 
@@ -176,6 +211,8 @@ def _coordinate(jobs: JobStore, job: str, owner: str, lost: threading.Event) -> 
             if refused := wire.mismatch(sent, "the job's submitter"):
                 raise DmpError(refused)
             detached = DetachedJob.from_json(wire.unwrapped(sent))
+            if outside := _outside_roots(detached):
+                raise DmpError(f"refused: {outside}")
             checkpoint = json.loads(info.checkpoint or "{}")
             fields = _run(jobs, job, owner, detached, checkpoint, lost)
             if fields is None:
@@ -216,6 +253,25 @@ def _coordinate(jobs: JobStore, job: str, owner: str, lost: threading.Event) -> 
             with contextlib.suppress(DmpError, redis.RedisError):
                 jobs.end_job(job, owner, {"error": error})
             return "failed"
+
+
+def _outside_roots(detached: DetachedJob) -> str | None:
+    """Why the job's paths are not ones that jobs may touch (DMP_ALLOWED_ROOTS): its
+    working directory, its manifest and companion, what it writes, the walk's roots."""
+    roots = auth.policy().roots
+    if roots is None:
+        return None
+    cwd = detached.cwd
+    why = roots.check(cwd, "/")
+    reads = [detached.manifest, detached.meta]
+    writes = [detached.output, detached.temp, detached.meta_output, detached.meta_temp]
+    inputs = detached.inputs or {}
+    reads += [*inputs.get("dirs", []), inputs.get("files_from"), inputs.get("update")]
+    for path in reads:
+        why = why or (roots.check(path, cwd) if path and path != "-" else None)
+    for path in writes:  # replaced by a rename, never written through a link
+        why = why or (roots.check(path, cwd, follow_final=False) if path and path != "-" else None)
+    return why
 
 
 def _run(

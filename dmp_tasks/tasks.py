@@ -151,7 +151,7 @@ def run_batch(
     text = batch if isinstance(batch, str) else wire.pack(batch)
     try:
         parts = batch_parts(op, job, index, text, config, stream, cwd)
-        who = auth.admit(credential, parts, _admitted(job, f"batch:{index}", index))
+        who = auth.admit(credential, parts, admitted_record(job, f"batch:{index}", index))
         if isinstance(who, str):
             return _refuse(job, index, who)
         outside = _outside(cwd, who)
@@ -192,7 +192,7 @@ def batch_parts(
     return ("batch", op, job, index, items, config, stream, cwd)
 
 
-def _admitted(job: str, slot: str, batch: int | None = None) -> Callable[..., bool]:
+def admitted_record(job: str, slot: str, batch: int | None = None) -> Callable[..., bool]:
     """The fleet's record of the credentials it admitted fresh for job ``job``'s work
     ``slot`` (``dmp_tasks.auth``): one met again is that work's, redelivered, only while
     the work is not done (batch ``batch`` not yet counted; the job still going)."""
@@ -436,7 +436,7 @@ def window_done(
     submitter's credential for it (``window_parts``), as a batch is."""
     try:
         who = auth.admit(
-            credential, window_parts(job, window, record), _admitted(job, f"w{window}")
+            credential, window_parts(job, window, record), admitted_record(job, f"w{window}")
         )
     except Exception as exc:
         who = f"not admitted: {exc}"

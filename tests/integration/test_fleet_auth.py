@@ -6,6 +6,7 @@ DMP_ALLOWED_ROOTS keeps jobs to the directories a site allows."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -306,3 +307,72 @@ def test_planted_batches_are_refused_with_nothing_read(
     said = log.read_text()
     for reason in ("no MUNGE credential", "forged", "expired", "replayed", "does not cover"):
         assert reason in said, reason
+
+
+def job_of(submitted: subprocess.CompletedProcess[bytes]) -> str:
+    assert submitted.returncode == 0, submitted.stderr
+    return submitted.stdout.decode().split()[-1]
+
+
+def watched(job: str, cwd: Path, broker: str, munge: Munged, uid: int) -> Any:
+    """The job's record once it ends, as `dmp job status --json` gives it."""
+    dmp("job", "watch", job, cwd=cwd, broker=broker, munge=munge, uid=uid, timeout=120)
+    status = dmp("job", "status", "--json", job, cwd=cwd, broker=broker, munge=munge, uid=uid)
+    import json
+
+    return json.loads(status.stdout.splitlines()[0])  # the job's line; its failed files follow
+
+
+def test_a_detached_create_runs_as_its_submitter_whose_manifest_it_is(
+    shared_fleet: tuple[str, Path], munged: Munged, home: Path
+) -> None:
+    broker = shared_fleet[0]
+    work = owned_dir(home / "alice", ALICE, 0o755)
+    tree = owned_dir(work / "tree", ALICE, 0o755)
+    for n in range(20):
+        owned_file(tree / f"f{n}", b"%d\n" % n, ALICE, 0o644)
+
+    def create(manifest: str) -> Any:
+        job = job_of(
+            dmp(
+                "manifest", "--create", "--dir", "tree", "--recursive", "-m", manifest,
+                "--detach", cwd=work, broker=broker, munge=munged, uid=ALICE,
+            )
+        )  # fmt: skip
+        return watched(job, work, broker, munged, ALICE)
+
+    record = create("m.sha256")
+    manifest = work / "m.sha256"
+    assert manifest.exists(), json.dumps(record)
+    assert (manifest.stat().st_uid, manifest.stat().st_gid) == (ALICE, ALICE)
+    assert len(manifest.read_bytes().splitlines()) == 20
+
+    # A file of bob's in alice's tree that only bob may read: unreadable, for alice.
+    owned_file(tree / "bobs", b"bob's\n", BOB, 0o600)
+    record = create("n.sha256")
+    assert record["counts"] == {"ok": 20, "unreadable": 1}, json.dumps(record)
+
+
+def test_a_detached_job_without_a_credential_is_refused_and_runs_nothing(
+    shared_fleet: tuple[str, Path], munged: Munged, home: Path
+) -> None:
+    broker = shared_fleet[0]
+    work = owned_dir(home / "alice", ALICE, 0o755)
+    owned_file(work / "a.txt", b"a\n", ALICE, 0o644)
+    job = job_of(
+        dmp(
+            "manifest",
+            "--create",
+            "a.txt",
+            "-m",
+            "m.sha256",
+            "--detach",
+            cwd=work,
+            broker=broker,
+            munge=None,
+            uid=ALICE,
+        )
+    )
+    record = watched(job, work, broker, munged, ALICE)
+    assert "refused: no MUNGE credential" in record["reason"], json.dumps(record)
+    assert not (work / "m.sha256").exists() or (work / "m.sha256").read_bytes() == b""

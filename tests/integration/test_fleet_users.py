@@ -267,13 +267,8 @@ def test_a_fetch_writes_as_the_user_and_fails_alone_where_it_may_not(
 # the job as its user; it signed the job's batches as its worker's own user instead. The
 # tests below say what it must do; not strict, as that work is under way: drop the marks
 # once both pass.
-COORDINATOR_UNCHECKED = (
-    "dmp_tasks/coordinator.py ran a detached job as its worker's own user, whoever "
-    "submitted it: the job's credential was never admitted"
-)
 
 
-@pytest.mark.xfail(strict=False, reason=COORDINATOR_UNCHECKED)
 def test_a_per_user_fleet_refuses_anothers_detached_job(
     alice_fleet: tuple[str, Path], munged: Munged, home: Path
 ) -> None:
@@ -297,7 +292,6 @@ def test_a_per_user_fleet_refuses_anothers_detached_job(
     assert b"a job of uid 60102" in watched.stderr
 
 
-@pytest.mark.xfail(strict=False, reason=COORDINATOR_UNCHECKED)
 def test_a_detached_job_on_a_shared_fleet_runs_as_its_user(
     shared_fleet: tuple[str, Path], munged: Munged, home: Path
 ) -> None:
