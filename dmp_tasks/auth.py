@@ -158,14 +158,14 @@ class Submitter:
 def admit(
     credential: str | None,
     parts: tuple[Any, ...],
-    first_admitted: Callable[[str, bool], bool],
+    first_admitted: Callable[[str, str | None], bool],
     settings: Policy | None = None,
 ) -> Submitter | str:
     """Who submitted the work ``parts`` name, as ``credential`` proves; or, in one line,
-    why it is refused. ``first_admitted(fingerprint, True)`` records a credential
-    admitted fresh; ``first_admitted(fingerprint, False)`` says whether one met again
-    (expired or replayed) is that same admitted work, not yet done (see the module's
-    docstring)."""
+    why it is refused. ``first_admitted(fingerprint, None)`` records a credential
+    admitted fresh; ``first_admitted(fingerprint, "replayed" or "expired")`` says whether
+    one met again is that same admitted work, not yet done (see the module's docstring).
+    """
     settings = settings or policy()
     if settings.mode != "munge":
         return Submitter(os.geteuid(), os.getegid())
@@ -180,7 +180,7 @@ def admit(
             return f"refused: {exc.reason}"
         verified, stale = exc.signer, "expired"
     fingerprint = hashlib.sha256(credential.encode()).hexdigest()[:32]
-    if stale and not first_admitted(fingerprint, False):
+    if stale and not first_admitted(fingerprint, stale):
         return f"refused: {stale} credential"
     uid = os.geteuid()
     if uid != 0 and verified.uid != uid:
@@ -191,7 +191,7 @@ def admit(
     if verified.uid == 0 and uid == 0 and not settings.allow_root:
         return "refused: a job of root, which this fleet does not take (DMP_ALLOW_ROOT_JOBS)"
     if not stale:
-        first_admitted(fingerprint, True)
+        first_admitted(fingerprint, None)
     return Submitter(verified.uid, verified.gid)
 
 

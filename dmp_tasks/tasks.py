@@ -192,20 +192,28 @@ def batch_parts(
     return ("batch", op, job, index, items, config, stream, cwd)
 
 
-def admitted_record(job: str, slot: str, batch: int | None = None) -> Callable[..., bool]:
-    """The fleet's record of the credentials it admitted fresh for job ``job``'s work
-    ``slot`` (``dmp_tasks.auth``): one met again is that work's, redelivered, only while
-    the work is not done (batch ``batch`` not yet counted; the job still going)."""
+def admitted_record(
+    job: str, slot: str, batch: int | None = None, late: bool = False
+) -> Callable[[str, str | None], bool]:
+    """The fleet's record of the credentials it admitted for job ``job``'s work ``slot``
+    (``dmp_tasks.auth``): one admitted fresh is recorded; one met again (``stale``:
+    replayed or expired) is that work's, redelivered, only while the work is not done
+    (batch ``batch`` not yet counted; the job still going). ``late``: a credential first
+    met expired is admitted once, as a chord's callback is sent with its window and runs
+    when the window's last batch ends, maybe hours later."""
     key = job_key(job, "admitted")
 
-    def admitted(fingerprint: str, fresh: bool) -> bool:
+    def admitted(fingerprint: str, stale: str | None) -> bool:
         client = job_store().client
-        if fresh:
+        if stale is None or (late and stale == "expired"):
             pipe = client.pipeline()
-            pipe.hset(key, slot, fingerprint)
+            if stale is None:
+                pipe.hset(key, slot, fingerprint)
+            else:
+                pipe.hsetnx(key, slot, fingerprint)
             pipe.expire(key, JOB_TTL)
-            pipe.execute()
-            return True
+            if pipe.execute()[0] or stale is None:
+                return True
         if client.hget(key, slot) != fingerprint.encode():
             return False
         if batch is not None and client.getbit(job_key(job, "seen"), batch):
@@ -421,10 +429,10 @@ def list_dirs(
     return asuser.run_as(who.uid, who.gid, walk.list_dirs, directories, cwd, budget)
 
 
-def _never_again(fingerprint: str, fresh: bool) -> bool:
+def _never_again(fingerprint: str, stale: str | None) -> bool:
     """A listing is asked for by a coordinator that waits on its answer: one met again
     (its worker died) is not waited for, and is refused."""
-    return fresh
+    return stale is None
 
 
 @app.task(name="dmp.window_done")
@@ -435,9 +443,8 @@ def window_done(
     (unless the job's coordinator ends it: ``record`` false). Refused without the
     submitter's credential for it (``window_parts``), as a batch is."""
     try:
-        who = auth.admit(
-            credential, window_parts(job, window, record), admitted_record(job, f"w{window}")
-        )
+        parts = window_parts(job, window, record)
+        who = auth.admit(credential, parts, admitted_record(job, f"w{window}", late=True))
     except Exception as exc:
         who = f"not admitted: {exc}"
     if isinstance(who, str):

@@ -376,3 +376,39 @@ def test_a_detached_job_without_a_credential_is_refused_and_runs_nothing(
     record = watched(job, work, broker, munged, ALICE)
     assert "refused: no MUNGE credential" in record["reason"], json.dumps(record)
     assert not (work / "m.sha256").exists() or (work / "m.sha256").read_bytes() == b""
+
+
+def test_a_chords_callback_run_after_its_credential_expired_is_admitted_once_per_window(
+    shared_fleet: tuple[str, Path], munged: Munged, home: Path
+) -> None:
+    """A callback is signed when its window is sent and runs when the window's last batch
+    ends, maybe after its credential's life: it is admitted, late, for that window."""
+    from dmp_tasks.app import client_app
+    from dmp_tasks.tasks import window_parts
+
+    broker = shared_fleet[0]
+    planted = Planted(broker, home, "callback")
+    windows = f"dmp:job:{planted.job}:windows"
+    digest = credentials.digest_of(*window_parts(planted.job, 0, True))
+    late = sign_as(ALICE, digest, munged.socket, ttl=1)
+    time.sleep(2.2)
+    client_app(broker).send_task(
+        "dmp.window_done",
+        args=([{"files": 3, "bytes": 7}], planted.job, 0, True),
+        kwargs={"credential": late},
+        queue="dmp.hash",
+    )
+    deadline = time.monotonic() + 30
+    while not planted.jobs.client.hexists(windows, "0") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert planted.jobs.client.hexists(windows, "0")
+    # Another window's callback under that credential does not cover it.
+    client_app(broker).send_task(
+        "dmp.window_done",
+        args=([{"files": 5, "bytes": 9}], planted.job, 1, True),
+        kwargs={"credential": late},
+        queue="dmp.hash",
+    )
+    time.sleep(2)
+    assert not planted.jobs.client.hexists(windows, "1")
+    assert "does not cover this work" in shared_fleet[1].read_text()
