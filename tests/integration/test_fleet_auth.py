@@ -412,3 +412,54 @@ def test_a_chords_callback_run_after_its_credential_expired_is_admitted_once_per
     time.sleep(2)
     assert not planted.jobs.client.hexists(windows, "1")
     assert "does not cover this work" in shared_fleet[1].read_text()
+
+
+def test_a_planted_upload_puts_nothing_in_the_vault(
+    shared_fleet: tuple[str, Path], munged: Munged, home: Path
+) -> None:
+    """An upload batch planted without a credential, or with one that covers other files,
+    leaves the vault as it was; the same batch under its own credential fills it."""
+    from dmp_cli.options import Options, StoreSpec
+    from dmp_tasks.app import client_app
+
+    broker = shared_fleet[0]
+    planted = Planted(broker, home, "upload")
+    vault = owned_dir(home / "vault", ALICE, 0o755)
+    data = planted.file.read_bytes()
+    config = {
+        "stores": StoreSpec(vault=f"file://{vault}").to_json(),
+        "options": Options().to_json(),
+        **speaks(),
+    }
+
+    def upload(path: Path, index: int) -> tuple[Any, ...]:
+        text = pack_items([{"path": str(path), "digest": sha256(path.read_bytes())}])
+        return (planted.job, index, text, config, True, str(planted.work))
+
+    def digest(args: tuple[Any, ...]) -> str:
+        return credentials.digest_of(*batch_parts("upload", *args))
+
+    def send(args: tuple[Any, ...], credential: str | None) -> None:
+        client_app(broker).send_task(
+            "dmp.upload_batch",
+            args=args,
+            kwargs={"credential": credential} if credential else {},
+            queue="dmp.transfer",
+        )
+
+    other = owned_file(planted.work / "other.txt", b"other\n", ALICE, 0o644)
+    send(upload(planted.file, 0), None)
+    send(upload(planted.file, 1), sign_as(ALICE, digest(upload(other, 1)), munged.socket))
+    time.sleep(3)
+    assert [p for p in vault.rglob("*") if p.is_file()] == []
+    said = shared_fleet[1].read_text()
+    assert f"job {planted.job} batch 0 refused" in said
+    assert f"job {planted.job} batch 1 refused" in said
+
+    send(upload(planted.file, 2), sign_as(ALICE, digest(upload(planted.file, 2)), munged.socket))
+    deadline = time.monotonic() + 30
+    while not [p for p in vault.rglob("*") if p.is_file()] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stored = [p for p in vault.rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in stored] == [data]
+    assert "".join(stored[0].relative_to(vault).parts) == sha256(data)  # the vault's layout
