@@ -73,3 +73,12 @@ def job_failed(info: JobInfo) -> bool:
     if info.state != JobState.DONE:  # so far: files failed, or lines --strict refuses
         return verdict.failed > 0 or verdict.reason is Reason.MISFORMATTED
     return verdict.status != 0
+
+
+def restores_pending(info: JobInfo) -> bool:
+    """A detached --fetch --no-wait that ended with files left to restores in progress,
+    and no file failed: as the command's own run, it ends with exit status 3 (run the
+    fetch again later), not 1."""
+    if info.state != JobState.DONE or not info.restore_waiting:
+        return False
+    return _verdict(info, status_counts(info)).failed == 0

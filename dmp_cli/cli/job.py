@@ -258,7 +258,8 @@ def status(app: App, job_id: str) -> int:
 @global_options
 @click.pass_obj
 def watch(app: App, job_id: str) -> int:
-    """Show a job's progress until it ends; exit 0 if every file went well, else 1.
+    """Show a job's progress until it ends; exit 0 if every file went well, 3 if a
+    fetch with --no-wait left files to restores in progress (and none failed), else 1.
 
     If the broker stops answering (a restart, a network away), watch says so and waits for
     it up to 5 minutes: the job goes on without it."""
@@ -314,6 +315,11 @@ def watch(app: App, job_id: str) -> int:
         f"job {job_id} {summary['state']}: {summary['files']} files"
         + (f" ({counts})" if counts else "")
     )
+    from dmp_cli.job_verdicts import restores_pending
+    from dmp_cli.runs.restoring import RESTORE_PENDING_EXIT
+
+    if summary["failed"] and restores_pending(info):
+        return RESTORE_PENDING_EXIT  # --no-wait: the rest after the restores, by a later fetch
     return 1 if summary["failed"] else 0
 
 
