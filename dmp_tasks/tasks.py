@@ -33,6 +33,7 @@ from dmp_cli.rules import Command, failing
 from dmp_cli.store import StorePool
 from dmp_tasks import asuser, auth, walk, wire
 from dmp_tasks.app import app
+from dmp_tasks.credentials import MungeUnreachable
 from dmp_tasks.jobs import ERRORS_KEPT, JOB_TTL, JobStore, job_key
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,16 @@ def _cancelled(work: Work, items: list[Item]) -> list[Row]:
 
 
 def _persist(action: Callable[[], T]) -> T:
-    """Redis calls from a task: ride out a short outage rather than lose a batch's rows."""
+    """Redis calls from a task, and munged's: ride out a short outage (a restart) rather
+    than lose a batch's rows or refuse its work."""
     for delay in PERSIST_DELAYS:
         try:
             return action()
         except redis.RedisError as exc:
             log.warning("job state not written yet (%s); retrying", exc)
-            _sleep(delay)
+        except MungeUnreachable as exc:
+            log.warning("%s; retrying", exc)
+        _sleep(delay)
     return action()
 
 
@@ -151,7 +155,8 @@ def run_batch(
     text = batch if isinstance(batch, str) else wire.pack(batch)
     try:
         parts = batch_parts(op, job, index, text, config, stream, cwd)
-        who = auth.admit(credential, parts, admitted_record(job, f"batch:{index}", index))
+        record = admitted_record(job, f"batch:{index}", index)
+        who = _persist(lambda: auth.admit(credential, parts, record))
         if isinstance(who, str):
             return _refuse(job, index, who)
         outside = _outside(cwd, who)
@@ -294,8 +299,9 @@ def window_parts(job: str, window: int, record: bool) -> tuple[Any, ...]:
 
 
 def _refuse(job: str, index: int, why: str) -> dict[str, int]:
-    """Work sent in a form this worker does not speak: not done, and the job's record
-    says why, for the command to tell (its rows never come)."""
+    """Work this worker will not do (sent in a form it does not speak, or refused by
+    ``dmp_tasks.auth``): not done, and the job's record says why, for the command to
+    tell (its rows never come)."""
     log.error("job %s batch %d refused: %s", job, index, why)
     try:
         _persist(lambda: job_store().refuse(job, why))

@@ -37,10 +37,21 @@ class Munged:
     socket: str
     directory: str
     proc: subprocess.Popen[bytes]
+    argv: tuple[str, ...] = ()
 
     def stop(self) -> None:
         """SIGTERM, and wait for it to go (SIGKILL if it does not)."""
         stop(self.proc)
+
+    def start_again(self) -> None:
+        """After ``stop``: the same munged again, with the same key and socket."""
+        if os.path.exists(self.socket):  # left behind: not the new one's
+            os.unlink(self.socket)
+        with open(os.path.join(self.directory, "stderr"), "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        _wait_for_socket(self)
 
     def log(self) -> str:
         with open(os.path.join(self.directory, "stderr"), errors="replace") as log:
@@ -75,23 +86,19 @@ def munge_daemon(*extra: str) -> Iterator[Munged]:
         out.write(os.urandom(1024))
     stderr = open(os.path.join(directory, "stderr"), "wb")  # noqa: SIM115 - closed below
     # --force: run although /tmp, above the directory, is writable by all (sticky bit).
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--foreground",
-            "--force",
-            f"--socket={directory}/sock",
-            f"--key-file={key}",
-            f"--pid-file={directory}/pid",
-            f"--log-file={directory}/log",
-            f"--seed-file={directory}/seed",
-            *extra,
-        ],
-        stdout=stderr,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    argv = (
+        exe,
+        "--foreground",
+        "--force",
+        f"--socket={directory}/sock",
+        f"--key-file={key}",
+        f"--pid-file={directory}/pid",
+        f"--log-file={directory}/log",
+        f"--seed-file={directory}/seed",
+        *extra,
     )
-    daemon = Munged(os.path.join(directory, "sock"), directory, proc)
+    proc = subprocess.Popen(argv, stdout=stderr, stderr=subprocess.STDOUT, start_new_session=True)
+    daemon = Munged(os.path.join(directory, "sock"), directory, proc, argv)
     try:
         _wait_for_socket(daemon)
         yield daemon

@@ -463,3 +463,33 @@ def test_a_planted_upload_puts_nothing_in_the_vault(
     stored = [p for p in vault.rglob("*") if p.is_file()]
     assert [p.read_bytes() for p in stored] == [data]
     assert "".join(stored[0].relative_to(vault).parts) == sha256(data)  # the vault's layout
+
+
+def test_a_batch_waits_out_a_restart_of_munged(
+    redis: Service, home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """munged away for a moment (restarted) on the worker's node: the batch is admitted
+    once it answers again, not refused."""
+    logdir = tmp_path_factory.mktemp("restart")
+    broker = f"{redis.url.rsplit('/', 1)[0]}/13"  # a fleet of its own: no other takes the batch
+    with munge_daemon() as daemon:
+        with worker(broker, "restart", logdir, DMP_AUTH="munge", DMP_MUNGE_SOCKET=daemon.socket):
+            planted = Planted(broker, home, "restart")
+            credential = sign_as(ALICE, planted.digest(), daemon.socket)
+            daemon.stop()
+            from dmp_tasks.app import client_app
+
+            client_app(broker).send_task(
+                "dmp.hash_batch",
+                args=(*planted.args(), False),
+                kwargs={"credential": credential},
+                queue="dmp.hash",
+            )
+            time.sleep(1.5)  # the worker has met munged away
+            daemon.start_again()
+            deadline = time.monotonic() + 30
+            while planted.file.stat().st_atime_ns == planted.atime:
+                assert time.monotonic() < deadline, (logdir / "restart.log").read_text()
+                time.sleep(0.1)
+        assert planted.jobs.refused(planted.job) is None
+        assert "munged not reachable" in (logdir / "restart.log").read_text()
