@@ -58,6 +58,7 @@ from dmp_cli.words import plural
 from dmp_tasks import asuser, auth, wire
 from dmp_tasks.app import app
 from dmp_tasks.config import COORD_QUEUE
+from dmp_tasks.credentials import MungeUnreachable
 from dmp_tasks.executor import CeleryExecutor, Coordination
 from dmp_tasks.jobs import ERRORS_KEPT, JobCancelled, JobGone, JobStore, LeaseLost, job_key
 from dmp_tasks.lease import Heartbeat, lease_seconds
@@ -160,7 +161,13 @@ def coordinate(self: Any, job: str) -> str:
         log.info("job %s is coordinated by another worker", job)
         return "elsewhere"
     log.info("job %s: coordinating (%s) as %s", job, info.op, owner)
-    who = _submitter(jobs, job, info.plan or "")
+    try:
+        who = _submitter(jobs, job, info.plan or "")
+    except (MungeUnreachable, BrokerError, redis.RedisError) as exc:  # away for a moment
+        log.warning("job %s: %s; trying again in 5 s", job, exc)
+        with contextlib.suppress(DmpError, redis.RedisError):
+            jobs.release_lease(job, owner)
+        raise self.retry(countdown=5, max_retries=None) from None
     if isinstance(who, str):
         log.error("job %s: %s", job, who)
         with contextlib.suppress(DmpError, redis.RedisError):
@@ -177,14 +184,17 @@ def coordinate(self: Any, job: str) -> str:
 
 def _submitter(jobs: JobStore, job: str, plan: str) -> auth.Submitter | str:
     """Who submitted detached job ``job``, as its credential proves (DMP_AUTH=munge); or
-    why it is refused. A coordinator taking the job over, or coming back to a parked one,
-    meets the credential again: it is admitted for this job while the job goes on
+    why it is refused (MungeUnreachable and Redis's errors: ask again later). A
+    coordinator taking the job over, or coming back to a parked one, meets the
+    credential again: it is admitted for this job while the job goes on
     (``dmp_tasks.auth``)."""
     try:
         raw = jobs.client.get(job_key(job, "credential"))
         credential = raw.decode() if raw else None
         return auth.admit(credential, auth.job_parts(job, plan), admitted_record(job, "job"))
-    except Exception as exc:  # munged or Redis away: the job is not run unadmitted
+    except (MungeUnreachable, BrokerError, redis.RedisError):
+        raise  # munged or Redis away: the coordinator tries again later
+    except Exception as exc:  # a setting it cannot use, say: the job is not run unadmitted
         return f"not admitted: {exc}"
 
 
