@@ -36,8 +36,9 @@ class _App:
         self.sent: list[list[str]] = []
         self.listed: list[str] = []
 
-    def signature(self, name: str, args: tuple[Any, ...]) -> Any:
+    def signature(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         assert name == "dmp.list_dirs"
+        assert kwargs == {}  # no credential where DMP_AUTH is none
         app = self
 
         class _Signature:
