@@ -364,6 +364,7 @@ _PLAIN = {
     "decimal": {"Decimal"},
     "fractions": {"Fraction"},
     "pathlib": {"PurePath", "PurePosixPath", "PosixPath", "Path"},
+    "pathlib._local": {"PurePath", "PurePosixPath", "PosixPath", "Path"},  # Python 3.13's
     "uuid": {"UUID"},
 }
 _OURS = ("dmp_cli", "dmp_tasks")
