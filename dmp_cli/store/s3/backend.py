@@ -51,7 +51,7 @@ from dmp_cli.store.s3.errors import (
     retried,
     translated,
 )
-from dmp_cli.store.s3.listing import PAGE_KEYS, KeyListing, _checked
+from dmp_cli.store.s3.listing import KeyListing
 from dmp_cli.store.s3.streams import HashingReader, Tokens, Turn, changed, subscribers
 from dmp_cli.store.s3.tidy import Tidy, list_uploads
 
@@ -406,20 +406,14 @@ class S3Store(KeyListing):
     def list_states(self, prefix: str) -> Iterator[tuple[str, int, ObjectState]]:
         # A page tells each object's StorageClass, and its restore when asked for it
         # (OptionalObjectAttributes): no request beyond the listing's own.
-        strip = len(join_key(self.prefix, ""))
-        args: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Prefix": join_key(self.prefix, prefix),
-            "MaxKeys": PAGE_KEYS,
-        }
-        url = self.key_url(prefix)
-        while True:
-            page, asked = self._states_page(args, url)
-            for entry in _checked(page, url):
-                yield entry["Key"][strip:], int(entry["Size"]), _listed_state(entry, asked)
-            if not page["IsTruncated"]:
-                return
-            args["ContinuationToken"] = page["NextContinuationToken"]
+        asked = [False]  # whether the page being read was asked for the restores
+
+        def fetch(args: dict[str, Any], url: str) -> dict[str, Any]:
+            page, asked[0] = self._states_page(args, url)
+            return page
+
+        for key, entry in self._entries(prefix, fetch):
+            yield key, int(entry["Size"]), _listed_state(entry, asked[0])
 
     def _states_page(self, args: dict[str, Any], url: str) -> tuple[dict[str, Any], bool]:
         """A page of the listing, and whether it was asked for the restores: once a store

@@ -7,7 +7,7 @@ again from its start (``dmp_cli.retry``); so a listing is never half-read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -44,8 +44,11 @@ class KeyListing:
                 )
             yield key, int(entry["Size"]), written
 
-    def _entries(self, prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Each object under ``prefix`` as its key and its entry in a page."""
+    def _entries(
+        self, prefix: str, fetch: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Each object under ``prefix`` as its key and its entry in a page; ``fetch(args,
+        url)`` asks for each page, if not a plain ListObjectsV2."""
         # The keys yielded are relative to the store's prefix, as the other requests' are.
         strip = len(join_key(self.prefix, ""))
         args: dict[str, Any] = {
@@ -55,8 +58,11 @@ class KeyListing:
         }
         url = self.key_url(prefix)
         while True:
-            with translated(url, missing="no such bucket"):
-                page = self.client.list_objects_v2(**args)
+            if fetch is not None:
+                page = fetch(args, url)
+            else:
+                with translated(url, missing="no such bucket"):
+                    page = self.client.list_objects_v2(**args)
             contents = _checked(page, url)
             for entry in contents:
                 yield entry["Key"][strip:], entry
