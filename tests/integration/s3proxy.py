@@ -126,12 +126,15 @@ def request_kind(method: str, target: str) -> str:
 @dataclass(frozen=True)
 class Aim:
     """Which requests a fault is aimed at: every field given must match. ``first``: only
-    the first so many matching requests meet it (0: all of them)."""
+    the first so many matching requests meet it (0: all of them). ``fresh``: only requests
+    on connections opened after it was armed, so that a killed client's requests still on
+    their way through the proxy never meet an aim meant for the next one."""
 
     kind: str | None = None  # a request_kind
     method: str | None = None
     key: str | None = None  # a substring of the (unquoted) path
     first: int = 0
+    fresh: bool = False
 
     def matches(self, method: str, target: str) -> bool:
         if self.method is not None and method != self.method:
@@ -277,6 +280,7 @@ class FaultProxy:
         self.ignore_range = ignore_range
         self.cold = cold
         self.aimed = 0  # requests the aim matched so far
+        self.armed = 0  # how many times armed: the epoch a connection is opened in
         self.counts = Counts()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -286,6 +290,7 @@ class FaultProxy:
         """Aim the faults anew (None: at random, at ``rate``), counting from zero."""
         with self._lock:
             self.aim, self.aimed, self.rate = aim, 0, rate
+            self.armed += 1
             if kinds is not None:
                 self.kinds = kinds
 
@@ -295,8 +300,9 @@ class FaultProxy:
             counts, self.counts = self.counts, Counts()
         return counts
 
-    def draw(self, method: str, target: str) -> str | None:
-        """Count the request, and the fault it meets (None: none)."""
+    def draw(self, method: str, target: str, opened: int = 0) -> str | None:
+        """Count the request, and the fault it meets (None: none); ``opened``: the epoch
+        its connection was opened in."""
         with self._lock:
             self.counts.requests += 1
             self.counts.seen[(method, target)] += 1
@@ -304,6 +310,8 @@ class FaultProxy:
                 return None
             if self.aim is not None:
                 if not self.aim.matches(method, target):
+                    return None
+                if self.aim.fresh and opened < self.armed:
                     return None
                 self.aimed += 1
                 if self.aim.first and self.aimed > self.aim.first:
@@ -329,13 +337,14 @@ class FaultProxy:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     proxy: FaultProxy
+    opened: int
     timeout = 120  # an idle keep-alive connection ends in the end
 
     def _relay(self) -> None:
         proxy = self.proxy
         body = self._body()
         conditional = self.command == "PUT" and self.headers.get("If-None-Match") == "*"
-        kind = proxy.draw(self.command, self.path)
+        kind = proxy.draw(self.command, self.path, self.opened)
         if kind in ("slowdown", "internal"):
             proxy.faulted(kind, self.command, self.path)
             return self._error(kind)
@@ -453,6 +462,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
+
+    def setup(self) -> None:
+        super().setup()
+        self.opened = self.proxy.armed  # the epoch this connection is opened in
 
     def handle_one_request(self) -> None:
         try:

@@ -397,8 +397,8 @@ def wait_for_aimed(
 # upload left incomplete), or once its first index object has (the pack stored, one of its
 # shards indexed, the others not).
 KILLS = {
-    "pack-part": (Aim(kind="upload-part", key="/packs/", first=1), 1),
-    "index-put": (Aim(kind="put", key="/index/", first=1), 0),
+    "pack-part": (Aim(kind="upload-part", key="/packs/", first=1, fresh=True), 1),
+    "index-put": (Aim(kind="put", key="/index/", first=1, fresh=True), 0),
 }
 
 
