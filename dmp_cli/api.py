@@ -208,11 +208,14 @@ def archive(
     on_progress: OnProgress | None = None,
     on_bytes: Callable[[int], None] | None = None,
     meta: str | None = None,
+    storage_class: str | None = None,
 ) -> runs.TransferReport:
     """Upload what the vault lacks (``path``: to PREFIX/<manifest path> too, and the
     vault by server-side copy; ``all``: every file to ``path``). A rerun uploads nothing.
-    ``meta``: a companion file, stored in the vault too and named in ``META.sha256``."""
-    options = Options(all=all, dry_run=dry_run)
+    ``meta``: a companion file, stored in the vault too and named in ``META.sha256``.
+    ``storage_class``: the content objects' (``GLACIER``, ``DEEP_ARCHIVE``...; default:
+    DMP_STORAGE_CLASS, else the vault config's, else the store's), as ``--storage-class``."""
+    options = Options(all=all, dry_run=dry_run, storage_class=storage_class)
     return _transfer(
         Command.ARCHIVE,
         manifest,
@@ -243,17 +246,25 @@ def fetch(
     meta: str | None = None,
     owner_names: bool = False,
     on_problem: Callable[[str, str], None] | None = None,
+    restore_days: int = 7,
+    restore_tier: str = "Standard",
+    wait: bool = True,
 ) -> runs.TransferReport:
     """Bring each file back from the vault to its manifest path (relative to the
     working directory), verified; a file already there with the right content is left.
     With ``meta``, a companion file, what it records is restored too (owners by name
     with ``owner_names``, as root); ``on_problem`` hears each link or directory that
-    could not be."""
+    could not be. Objects in cold storage are restored first, for ``restore_days`` at
+    ``restore_tier`` (``Bulk``, ``Standard``, ``Expedited``), and waited for; with
+    ``wait=False`` their restores are requested and the run returns, as ``--no-wait``."""
     options = Options(
         overwrite=overwrite,
         dry_run=dry_run,
         absolute_names=absolute_names,
         owner_names=owner_names,
+        restore_days=restore_days,
+        restore_tier=restore_tier,
+        wait=wait,
     )
     return _transfer(
         Command.FETCH,

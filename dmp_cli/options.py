@@ -85,8 +85,9 @@ class Options(_Plain):
             raise UsageError(f"unknown archive destination mode {self.dest_mode!r}")
         if self.all and self.dest_mode != "path":
             raise UsageError("--all needs --path s3://bucket/prefix: say where to put everything")
-        restore_days(self.restore_days)
-        restore_tier(self.restore_tier)
+        days, tier = restore_days(self.restore_days), restore_tier(self.restore_tier)
+        if (days, tier) != (self.restore_days, self.restore_tier):  # "bulk" is Bulk
+            return replace(self, restore_days=days, restore_tier=tier).validated(spec)
         if self.storage_class is not None:  # a bad name is a usage error; "glacier" is GLACIER
             named = storage_class_name(self.storage_class)
             if named != self.storage_class:

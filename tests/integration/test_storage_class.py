@@ -230,3 +230,16 @@ def test_vault_init_writes_the_default_and_says_it(site: Site) -> None:
     said = site.run("vault", "init", "--force", "--storage-class", "GLACIER_IR")
     assert said.stderr.decode().rstrip().endswith("storage class GLACIER_IR")
     assert site.classes() == {"vault/vault.json": "STANDARD"}
+
+
+def test_the_python_api_takes_a_class(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """api.archive(storage_class=...) as --storage-class: the content objects in that
+    class (its name in any case), the companion file in the standard one."""
+    from dmp_cli import api
+
+    for name, value in site.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(site.work)
+    report = api.archive("manifest.sha256", storage_class="glacier_ir", jobs=1)
+    assert report.status == 0
+    assert {site.head_class(key) for key in site.plain_keys()} == {"GLACIER_IR"}

@@ -267,3 +267,19 @@ def test_metadata_through_the_api(
     )
     assert checked.status == 1 and checked.metadata == 1
     assert heard == [("data/a.csv", ["mode 0640 != 0600"])]
+
+
+def test_fetch_s_restore_options_are_checked_as_the_cli_s(tree: Path, tmp_path: Path) -> None:
+    """A restore tier that is none, or days that are not a positive whole number, is a
+    usage error before anything is fetched; a tier in another case is S3's spelling."""
+    from dmp_cli import api
+    from dmp_cli.errors import UsageError
+    from dmp_cli.options import Options
+
+    create_manifest(["data/a.csv"], manifest="m", jobs=1)
+    where = api.Where(vault=f"file://{tmp_path / 'vault'}")
+    for bad in ({"restore_tier": "Slow"}, {"restore_days": 0}, {"restore_days": 1.5}):
+        with pytest.raises(UsageError):
+            api.fetch("m", where=where, **bad)
+    assert Options(restore_tier="bulk").validated().restore_tier == "Bulk"
+    assert Options(restore_days="3").validated().restore_days == 3  # type: ignore[arg-type]
