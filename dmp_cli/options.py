@@ -85,13 +85,18 @@ class Options(_Plain):
             raise UsageError(f"unknown archive destination mode {self.dest_mode!r}")
         if self.all and self.dest_mode != "path":
             raise UsageError("--all needs --path s3://bucket/prefix: say where to put everything")
-        days, tier = restore_days(self.restore_days), restore_tier(self.restore_tier)
-        if (days, tier) != (self.restore_days, self.restore_tier):  # "bulk" is Bulk
-            return replace(self, restore_days=days, restore_tier=tier).validated(spec)
-        if self.storage_class is not None:  # a bad name is a usage error; "glacier" is GLACIER
-            named = storage_class_name(self.storage_class)
-            if named != self.storage_class:
-                return replace(self, storage_class=named).validated(spec)
+        # Each value as the store spells it ("bulk" is Bulk, "glacier" GLACIER); a bad one
+        # is a usage error.
+        spelled = replace(
+            self,
+            restore_days=restore_days(self.restore_days),
+            restore_tier=restore_tier(self.restore_tier),
+            storage_class=None
+            if self.storage_class is None
+            else storage_class_name(self.storage_class),
+        )
+        if spelled != self:
+            return spelled.validated(spec)
         if spec is None:
             return self
         if self.dest_mode and not spec.dest:

@@ -234,7 +234,7 @@ def test_vault_init_writes_the_default_and_says_it(site: Site) -> None:
 
 def test_the_python_api_takes_a_class(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     """api.archive(storage_class=...) as --storage-class: the content objects in that
-    class (its name in any case), the companion file in the standard one."""
+    class, its name given in any case."""
     from dmp_cli import api
 
     for name, value in site.env.items():
